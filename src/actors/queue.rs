@@ -1,0 +1,178 @@
+//! Owner of the waiting room. It meters admission on a short tick; polls and token checks read
+//! the shared view under a read lock and never enter the mailbox.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+
+use super::{ask, every, EngineError};
+use crate::clock::SharedClock;
+use crate::config::Settings;
+use crate::domain::admission::{AdmissionQueue, Lookup, QueuePolicy, QueueStatus, QueueTokenId};
+use crate::domain::{DomainError, Timestamp, UserId};
+use crate::security::random_queue_token;
+
+/// Admission runs this often, so a metered rate of N/s admits in small, even steps.
+const ADMISSION_TICK: Duration = Duration::from_millis(20);
+
+pub enum QueueMsg {
+    Issue {
+        user: UserId,
+        reply: RpcReplyPort<(QueueStatus, bool)>,
+    },
+    Reissue {
+        ended: QueueTokenId,
+        user: UserId,
+        reply: RpcReplyPort<Result<Lookup, DomainError>>,
+    },
+    Leave {
+        token: QueueTokenId,
+        user: UserId,
+        reply: RpcReplyPort<Result<(), DomainError>>,
+    },
+    Complete {
+        user: UserId,
+        reply: RpcReplyPort<()>,
+    },
+    Tick,
+}
+
+pub struct QueueActor;
+
+pub struct QueueState {
+    queue: Arc<RwLock<AdmissionQueue>>,
+    clock: SharedClock,
+}
+
+impl Actor for QueueActor {
+    type Msg = QueueMsg;
+    type State = QueueState;
+    type Arguments = QueueState;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: QueueState,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let now = state.clock.now();
+        match msg {
+            QueueMsg::Issue { user, reply } => {
+                let fresh = random_queue_token();
+                let issued = state.queue.write().issue(user, fresh, now);
+                let _ = reply.send(issued);
+            }
+            QueueMsg::Reissue { ended, user, reply } => {
+                let fresh = random_queue_token();
+                let _ = reply.send(state.queue.write().reissue(ended, user, fresh, now));
+            }
+            QueueMsg::Leave { token, user, reply } => {
+                let _ = reply.send(state.queue.write().leave(token, user, now));
+            }
+            QueueMsg::Complete { user, reply } => {
+                state.queue.write().complete(user, now);
+                let _ = reply.send(());
+            }
+            QueueMsg::Tick => {
+                let outcome = state.queue.write().tick(now);
+                if !outcome.admitted.is_empty() || !outcome.dropped.is_empty() {
+                    tracing::debug!(
+                        admitted = outcome.admitted.len(),
+                        dropped = outcome.dropped.len(),
+                        expired = outcome.expired.len(),
+                        "admission tick"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone)]
+pub struct QueueHandle {
+    actor: ActorRef<QueueMsg>,
+    view: Arc<RwLock<AdmissionQueue>>,
+}
+
+impl QueueHandle {
+    pub async fn spawn(settings: &Settings, clock: SharedClock) -> anyhow::Result<Self> {
+        let q = &settings.queue;
+        let policy = QueuePolicy {
+            max_active: q.max_active,
+            admit_per_second: q.admit_per_second,
+            active_ttl_ms: (q.active_ttl_seconds as i64).saturating_mul(1000),
+            waiting_ttl_ms: (q.waiting_ttl_seconds as i64).saturating_mul(1000),
+        };
+        let view = Arc::new(RwLock::new(AdmissionQueue::new(policy, clock.now())));
+        let state = QueueState {
+            queue: view.clone(),
+            clock,
+        };
+        let (actor, _) = Actor::spawn(None, QueueActor, state).await?;
+        every(actor.clone(), ADMISSION_TICK, || QueueMsg::Tick);
+        Ok(Self { actor, view })
+    }
+
+    /// A new token (`true`) or the user's live one.
+    pub async fn issue(&self, user: UserId) -> Result<(QueueStatus, bool), EngineError> {
+        ask(&self.actor, |reply| QueueMsg::Issue { user, reply }).await
+    }
+
+    /// No mailbox round trip: polls are the most frequent request of a sale.
+    pub fn poll(
+        &self,
+        token: QueueTokenId,
+        user: UserId,
+        now: Timestamp,
+    ) -> Result<Lookup, DomainError> {
+        self.view.read().poll(token, user, now)
+    }
+
+    /// No mailbox round trip: runs on every request that needs an admitted buyer.
+    pub fn check_admitted(
+        &self,
+        token: QueueTokenId,
+        user: UserId,
+        now: Timestamp,
+    ) -> Result<(), DomainError> {
+        self.view.read().check_admitted(token, user, now)
+    }
+
+    pub async fn reissue(&self, ended: QueueTokenId, user: UserId) -> Result<Lookup, EngineError> {
+        Ok(ask(&self.actor, |reply| QueueMsg::Reissue {
+            ended,
+            user,
+            reply,
+        })
+        .await??)
+    }
+
+    pub async fn leave(&self, token: QueueTokenId, user: UserId) -> Result<(), EngineError> {
+        Ok(ask(&self.actor, |reply| QueueMsg::Leave { token, user, reply }).await??)
+    }
+
+    pub async fn complete(&self, user: UserId) -> Result<(), EngineError> {
+        ask(&self.actor, |reply| QueueMsg::Complete { user, reply }).await
+    }
+
+    /// (waiting, active) as of the last admission tick.
+    pub fn counts(&self) -> (usize, usize) {
+        let q = self.view.read();
+        (q.waiting_len(), q.active_len())
+    }
+
+    pub async fn stop(&self) {
+        let _ = self.actor.drain_and_wait(Some(super::CALL_TIMEOUT)).await;
+    }
+}

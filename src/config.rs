@@ -1,0 +1,346 @@
+//! Typed configuration: `config.toml` (or `--config PATH`), then `BOXOFFICE__SECTION__KEY`
+//! environment overrides. Every key has a default so an empty file is a valid deployment.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub storage: StorageSettings,
+    pub holds: HoldSettings,
+    pub queue: QueueSettings,
+    pub balance: BalanceSettings,
+    pub auth: AuthSettings,
+    pub admin: AdminSettings,
+    pub seed: SeedSettings,
+    pub limits: LimitSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    /// Bound on requests being worked on at once; past it clients get 503 `overloaded`.
+    pub max_in_flight: usize,
+    pub request_timeout_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageSettings {
+    pub sqlite_path: PathBuf,
+    pub snapshot_dir: PathBuf,
+    pub snapshot_interval_seconds: u64,
+    pub synchronous: Synchronous,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    Full,
+    Normal,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HoldSettings {
+    pub ttl_seconds: u64,
+    pub max_seats_per_user: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueSettings {
+    pub max_active: u32,
+    pub admit_per_second: u32,
+    pub active_ttl_seconds: u64,
+    pub waiting_ttl_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BalanceSettings {
+    pub max_charge: u64,
+    pub max_balance: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    pub session_ttl_seconds: u64,
+    /// Argon2id memory cost. The default follows OWASP's recommendation; tests lower it.
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+    pub argon2_parallelism: u32,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminSettings {
+    pub token: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SeedSettings {
+    pub demo: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitSettings {
+    pub session_requests_per_second: u32,
+    pub auth_attempts_per_minute_per_ip: u32,
+    pub body_bytes_max: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// `text` for people, `json` for log shippers.
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `boxoffice=debug,tower_http=info`.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_in_flight: 4096,
+            request_timeout_seconds: 10,
+        }
+    }
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        Self {
+            sqlite_path: PathBuf::from("boxoffice.db"),
+            snapshot_dir: PathBuf::from("snapshots"),
+            snapshot_interval_seconds: 60,
+            synchronous: Synchronous::Full,
+        }
+    }
+}
+
+impl Default for HoldSettings {
+    fn default() -> Self {
+        Self {
+            ttl_seconds: 300,
+            max_seats_per_user: 4,
+        }
+    }
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        Self {
+            max_active: 1000,
+            admit_per_second: 100,
+            active_ttl_seconds: 600,
+            waiting_ttl_seconds: 60,
+        }
+    }
+}
+
+impl Default for BalanceSettings {
+    fn default() -> Self {
+        Self {
+            max_charge: 10_000_000,
+            max_balance: 100_000_000,
+        }
+    }
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            session_ttl_seconds: 86_400,
+            argon2_memory_kib: 19_456,
+            argon2_iterations: 2,
+            argon2_parallelism: 1,
+        }
+    }
+}
+
+impl Default for SeedSettings {
+    fn default() -> Self {
+        Self { demo: true }
+    }
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            session_requests_per_second: 50,
+            auth_attempts_per_minute_per_ip: 300,
+            body_bytes_max: 65_536,
+        }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "cannot read configuration: {0} (check the file's TOML syntax and BOXOFFICE__* variables)"
+    )]
+    Load(#[from] config::ConfigError),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Settings {
+    /// Loads `path` (which may be missing only when it is the default `config.toml`) and applies
+    /// `BOXOFFICE__SECTION__KEY` overrides from the environment.
+    pub fn load(path: &Path, path_is_explicit: bool) -> Result<Self, ConfigError> {
+        if path_is_explicit && !path.exists() {
+            return Err(ConfigError::Invalid(format!(
+                "config file {} does not exist; pass an existing file to --config",
+                path.display()
+            )));
+        }
+        let loaded = config::Config::builder()
+            .add_source(config::File::from(path).required(false))
+            .add_source(
+                config::Environment::with_prefix("BOXOFFICE")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true),
+            )
+            .build()?;
+        let settings: Settings = loaded.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Rejects values that would make the engine misbehave rather than fail loudly later.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |msg: &str| Err(ConfigError::Invalid(msg.to_owned()));
+        if self.holds.ttl_seconds == 0 {
+            return invalid("holds.ttl_seconds must be at least 1");
+        }
+        if self.holds.max_seats_per_user == 0 {
+            return invalid("holds.max_seats_per_user must be at least 1");
+        }
+        if self.queue.max_active == 0 || self.queue.admit_per_second == 0 {
+            return invalid("queue.max_active and queue.admit_per_second must be at least 1");
+        }
+        if self.queue.active_ttl_seconds == 0 || self.queue.waiting_ttl_seconds == 0 {
+            return invalid(
+                "queue.active_ttl_seconds and queue.waiting_ttl_seconds must be at least 1",
+            );
+        }
+        if self.balance.max_charge == 0 || self.balance.max_charge > self.balance.max_balance {
+            return invalid("balance.max_charge must be between 1 and balance.max_balance");
+        }
+        if self.balance.max_balance > crate::domain::MAX_MONEY {
+            return invalid("balance.max_balance must not exceed 2^53-1");
+        }
+        if self.auth.session_ttl_seconds == 0 {
+            return invalid("auth.session_ttl_seconds must be at least 1");
+        }
+        if argon2::Params::new(
+            self.auth.argon2_memory_kib,
+            self.auth.argon2_iterations,
+            self.auth.argon2_parallelism,
+            None,
+        )
+        .is_err()
+        {
+            return invalid(
+                "auth.argon2_* are out of range (memory_kib >= 8 * parallelism, iterations >= 1, parallelism >= 1)",
+            );
+        }
+        if self.limits.body_bytes_max < 64 {
+            return invalid("limits.body_bytes_max must be at least 64");
+        }
+        if self.server.max_in_flight == 0 || self.server.request_timeout_seconds == 0 {
+            return invalid(
+                "server.max_in_flight and server.request_timeout_seconds must be at least 1",
+            );
+        }
+        Ok(())
+    }
+
+    /// Settings for tests and benches: cheap password hashing, no demo data, otherwise defaults.
+    pub fn for_tests() -> Self {
+        let mut settings = Self::default();
+        settings.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        settings.auth.argon2_memory_kib = 8;
+        settings.auth.argon2_iterations = 1;
+        settings.seed.demo = false;
+        settings.admin.token = "test-admin-token".to_owned();
+        settings.limits.session_requests_per_second = 0;
+        settings.limits.auth_attempts_per_minute_per_ip = 0;
+        settings
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_config_file_parses_and_matches_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
+        let text = std::fs::read_to_string(&path).expect("config.toml at the top level");
+        let from_file: Settings = toml_from_str(&text);
+        let defaults = Settings::default();
+        assert_eq!(from_file.server.listen, defaults.server.listen);
+        assert_eq!(from_file.holds.ttl_seconds, defaults.holds.ttl_seconds);
+        assert_eq!(from_file.queue.max_active, defaults.queue.max_active);
+        assert_eq!(from_file.balance.max_balance, defaults.balance.max_balance);
+        assert_eq!(
+            from_file.auth.argon2_memory_kib,
+            defaults.auth.argon2_memory_kib
+        );
+        assert_eq!(
+            from_file.limits.body_bytes_max,
+            defaults.limits.body_bytes_max
+        );
+        assert!(from_file.seed.demo);
+    }
+
+    fn toml_from_str(text: &str) -> Settings {
+        config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .expect("valid config")
+    }
+
+    #[test]
+    fn a_zero_hold_ttl_is_rejected() {
+        let mut settings = Settings::default();
+        settings.holds.ttl_seconds = 0;
+        assert!(settings.validate().is_err());
+    }
+
+    #[test]
+    fn the_default_argon2_cost_is_production_grade() {
+        let auth = AuthSettings::default();
+        assert!(auth.argon2_memory_kib >= 19_456 && auth.argon2_iterations >= 2);
+    }
+}

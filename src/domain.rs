@@ -1,0 +1,16 @@
+//! The business rules, pure and deterministic: no async, no IO, no clock reads, no randomness.
+//! Time and random identifiers come in as arguments. Commands decide (returning events or a
+//! typed error); `apply` mutates and cannot fail; replaying events rebuilds the state.
+
+pub mod accounts;
+pub mod admission;
+pub mod catalog;
+pub mod error;
+pub mod events;
+pub mod ledger;
+pub mod seat_map;
+pub mod types;
+
+pub use error::DomainError;
+pub use events::{Event, IdempotencyStamp};
+pub use types::*;

@@ -1,0 +1,652 @@
+//! The waiting room: a FIFO line of tokens, admitted while fewer than `max_active` are active
+//! and at most `admit_per_second` per second (a token bucket with one second of burst).
+//!
+//! Positions are exact and cost O(log n): a Fenwick tree counts waiting tokens by their place in
+//! line. Polls only read (behind the owner's read lock) and stamp the token's last poll in an
+//! atomic, so a million pollers never queue behind the owner's mailbox.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use super::error::DomainError;
+use super::types::*;
+
+/// How long an ended token is remembered so that presenting it gets a fresh token (`reissued`)
+/// rather than 401; past this it is unknown.
+const RETIRED_TOKEN_MEMORY_MS: i64 = 3_600_000;
+/// The window over which the admission rate behind ETAs is measured.
+const RATE_WINDOW_MS: i64 = 10_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueuePolicy {
+    pub max_active: u32,
+    pub admit_per_second: u32,
+    pub active_ttl_ms: i64,
+    pub waiting_ttl_ms: i64,
+}
+
+/// 128 random bits from the caller's CSPRNG; the domain never makes randomness itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct QueueTokenId(pub u128);
+
+impl fmt::Display for QueueTokenId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "q{:032x}", self.0)
+    }
+}
+
+impl FromStr for QueueTokenId {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let hex = s.strip_prefix('q').ok_or(())?;
+        if hex.len() != 32
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        {
+            return Err(());
+        }
+        u128::from_str_radix(hex, 16).map(Self).map_err(|_| ())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TokenState {
+    Waiting,
+    Active {
+        expires_at: Timestamp,
+    },
+    /// Admission ended, the token was dropped for not polling, or its holder paid.
+    Ended,
+}
+
+#[derive(Debug)]
+struct TokenRecord {
+    user: UserId,
+    seq: u64,
+    state: TokenState,
+    last_poll_ms: AtomicI64,
+}
+
+impl TokenRecord {
+    fn waiting_deadline(&self, policy: &QueuePolicy) -> Timestamp {
+        Timestamp(self.last_poll_ms.load(Ordering::Relaxed)).plus_millis(policy.waiting_ttl_ms)
+    }
+
+    /// The state as of `now`, counting deadlines that passed before the owner swept them.
+    fn state_at(&self, now: Timestamp, policy: &QueuePolicy) -> TokenState {
+        match self.state {
+            TokenState::Active { expires_at } if expires_at <= now => TokenState::Ended,
+            TokenState::Waiting if self.waiting_deadline(policy) <= now => TokenState::Ended,
+            state => state,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    Waiting {
+        position: u64,
+        estimated_wait_seconds: u64,
+    },
+    Active,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueStatus {
+    pub token: QueueTokenId,
+    pub standing: Standing,
+    pub expires_at: Timestamp,
+    pub poll_after_seconds: u64,
+}
+
+/// What presenting a token finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    Live(QueueStatus),
+    /// It ended (expired, dropped or paid): the holder may be reissued a token at the back.
+    Ended,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TickOutcome {
+    pub admitted: Vec<QueueTokenId>,
+    pub dropped: Vec<QueueTokenId>,
+    pub expired: Vec<QueueTokenId>,
+}
+
+/// Counts of waiting tokens by place in line. Index `i` stands for sequence `base + i`.
+#[derive(Debug, Default)]
+struct Fenwick {
+    base: u64,
+    tree: Vec<u32>,
+}
+
+impl Fenwick {
+    fn covers(&self, seq: u64) -> bool {
+        seq >= self.base && seq - self.base < self.tree.len() as u64
+    }
+
+    fn add(&mut self, seq: u64, delta: i32) {
+        let mut i = (seq - self.base) as usize;
+        while i < self.tree.len() {
+            self.tree[i] = self.tree[i].wrapping_add_signed(delta);
+            i |= i + 1;
+        }
+    }
+
+    /// Waiting tokens with sequence ≤ `seq`.
+    fn prefix(&self, seq: u64) -> u64 {
+        let mut k = (seq - self.base) as usize + 1;
+        let mut sum = 0u64;
+        while k > 0 {
+            sum += self.tree[k - 1] as u64;
+            k &= k - 1;
+        }
+        sum
+    }
+
+    fn rebuild(base: u64, capacity: usize, seqs: impl Iterator<Item = u64>) -> Self {
+        let mut tree = vec![0u32; capacity];
+        for seq in seqs {
+            tree[(seq - base) as usize] += 1;
+        }
+        for i in 0..capacity {
+            let parent = i | (i + 1);
+            if parent < capacity {
+                tree[parent] += tree[i];
+            }
+        }
+        Self { base, tree }
+    }
+}
+
+#[derive(Debug)]
+pub struct AdmissionQueue {
+    policy: QueuePolicy,
+    tokens: HashMap<QueueTokenId, TokenRecord>,
+    live_by_user: HashMap<UserId, QueueTokenId>,
+    waiting: BTreeMap<u64, QueueTokenId>,
+    ranks: Fenwick,
+    /// When to look again at a waiting token's last poll; re-armed if it polled since.
+    poll_deadlines: BinaryHeap<Reverse<(Timestamp, u64)>>,
+    active: BTreeSet<(Timestamp, QueueTokenId)>,
+    retired: VecDeque<(Timestamp, QueueTokenId)>,
+    next_seq: u64,
+    credit_milli: u64,
+    credit_at: Timestamp,
+    recent_admissions: VecDeque<Timestamp>,
+}
+
+impl AdmissionQueue {
+    pub fn new(policy: QueuePolicy, now: Timestamp) -> Self {
+        Self {
+            policy,
+            tokens: HashMap::new(),
+            live_by_user: HashMap::new(),
+            waiting: BTreeMap::new(),
+            ranks: Fenwick::default(),
+            poll_deadlines: BinaryHeap::new(),
+            active: BTreeSet::new(),
+            retired: VecDeque::new(),
+            next_seq: 1,
+            credit_milli: policy.admit_per_second as u64 * 1000,
+            credit_at: now,
+            recent_admissions: VecDeque::new(),
+        }
+    }
+
+    pub fn policy(&self) -> QueuePolicy {
+        self.policy
+    }
+    pub fn waiting_len(&self) -> usize {
+        self.waiting.len()
+    }
+    /// Active tokens as of the last sweep.
+    pub fn active_len(&self) -> usize {
+        self.active.len()
+    }
+
+    /// Takes a place in line, or returns the user's live token (counted as a poll).
+    /// Returns the status and whether a new token was issued.
+    pub fn issue(
+        &mut self,
+        user: UserId,
+        fresh: QueueTokenId,
+        now: Timestamp,
+    ) -> (QueueStatus, bool) {
+        self.tick(now);
+        if let Some(existing) = self.live_by_user.get(&user).copied() {
+            if let Ok(Lookup::Live(status)) = self.poll(existing, user, now) {
+                return (status, false);
+            }
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.tokens.insert(
+            fresh,
+            TokenRecord {
+                user,
+                seq,
+                state: TokenState::Waiting,
+                last_poll_ms: AtomicI64::new(now.as_millis()),
+            },
+        );
+        self.live_by_user.insert(user, fresh);
+        if self.waiting.is_empty() && self.may_admit_one() {
+            self.activate(fresh, now);
+        } else {
+            self.enqueue(seq, fresh, now);
+        }
+        let status = match self.poll(fresh, user, now) {
+            Ok(Lookup::Live(status)) => status,
+            _ => unreachable!("a token issued at `now` is live at `now`"),
+        };
+        (status, true)
+    }
+
+    /// Reads a token's status and counts the read as a poll. Needs only `&self`.
+    pub fn poll(
+        &self,
+        token: QueueTokenId,
+        user: UserId,
+        now: Timestamp,
+    ) -> Result<Lookup, DomainError> {
+        let record = self.owned(token, user)?;
+        match record.state_at(now, &self.policy) {
+            TokenState::Ended => Ok(Lookup::Ended),
+            TokenState::Active { expires_at } => Ok(Lookup::Live(QueueStatus {
+                token,
+                standing: Standing::Active,
+                expires_at,
+                poll_after_seconds: 30,
+            })),
+            TokenState::Waiting => {
+                record
+                    .last_poll_ms
+                    .fetch_max(now.as_millis(), Ordering::Relaxed);
+                let position = self.ranks.prefix(record.seq);
+                let estimated_wait_seconds = self.estimated_wait_seconds(position, now);
+                Ok(Lookup::Live(QueueStatus {
+                    token,
+                    standing: Standing::Waiting {
+                        position,
+                        estimated_wait_seconds,
+                    },
+                    expires_at: record.waiting_deadline(&self.policy),
+                    poll_after_seconds: estimated_wait_seconds.clamp(1, 5),
+                }))
+            }
+        }
+    }
+
+    /// The check behind every request that needs an admitted buyer.
+    pub fn check_admitted(
+        &self,
+        token: QueueTokenId,
+        user: UserId,
+        now: Timestamp,
+    ) -> Result<(), DomainError> {
+        match self.owned(token, user)?.state_at(now, &self.policy) {
+            TokenState::Active { .. } => Ok(()),
+            TokenState::Waiting => Err(DomainError::NotAdmitted),
+            TokenState::Ended => Err(DomainError::QueueTokenExpired),
+        }
+    }
+
+    fn owned(&self, token: QueueTokenId, user: UserId) -> Result<&TokenRecord, DomainError> {
+        let record = self
+            .tokens
+            .get(&token)
+            .ok_or(DomainError::QueueTokenInvalid)?;
+        if record.user != user {
+            return Err(DomainError::Forbidden);
+        }
+        Ok(record)
+    }
+
+    /// Replaces an ended token with a fresh one at the back of the line.
+    pub fn reissue(
+        &mut self,
+        ended: QueueTokenId,
+        user: UserId,
+        fresh: QueueTokenId,
+        now: Timestamp,
+    ) -> Result<Lookup, DomainError> {
+        self.tick(now);
+        match self.poll(ended, user, now)? {
+            Lookup::Live(status) => Ok(Lookup::Live(status)),
+            Lookup::Ended => Ok(Lookup::Live(self.issue(user, fresh, now).0)),
+        }
+    }
+
+    /// The holder leaves the line; the token becomes unknown.
+    pub fn leave(
+        &mut self,
+        token: QueueTokenId,
+        user: UserId,
+        now: Timestamp,
+    ) -> Result<(), DomainError> {
+        self.owned(token, user)?;
+        self.end(token, now);
+        self.tokens.remove(&token);
+        self.tick(now);
+        Ok(())
+    }
+
+    /// A payment ends the payer's admission and frees its place for the next in line.
+    pub fn complete(&mut self, user: UserId, now: Timestamp) {
+        if let Some(token) = self.live_by_user.get(&user).copied() {
+            self.end(token, now);
+        }
+        self.tick(now);
+    }
+
+    /// Sweeps ended admissions and silent waiters, then admits from the head of the line.
+    pub fn tick(&mut self, now: Timestamp) -> TickOutcome {
+        let mut outcome = TickOutcome::default();
+        self.refill(now);
+        while let Some(&(expires_at, token)) = self.active.first() {
+            if expires_at > now {
+                break;
+            }
+            self.end(token, now);
+            outcome.expired.push(token);
+        }
+        while let Some(&Reverse((deadline, seq))) = self.poll_deadlines.peek() {
+            if deadline > now {
+                break;
+            }
+            self.poll_deadlines.pop();
+            let Some(&token) = self.waiting.get(&seq) else {
+                continue;
+            };
+            let actual = self.tokens[&token].waiting_deadline(&self.policy);
+            if actual <= now {
+                self.end(token, now);
+                outcome.dropped.push(token);
+            } else {
+                self.poll_deadlines.push(Reverse((actual, seq)));
+            }
+        }
+        while let Some((&seq, &token)) = self.waiting.first_key_value() {
+            if self.tokens[&token].waiting_deadline(&self.policy) <= now {
+                // Silent past its deadline: drop it rather than admit it.
+                self.end(token, now);
+                outcome.dropped.push(token);
+                continue;
+            }
+            if !self.may_admit_one() {
+                break;
+            }
+            self.waiting.remove(&seq);
+            self.ranks.add(seq, -1);
+            self.activate(token, now);
+            outcome.admitted.push(token);
+        }
+        while let Some(&(at, token)) = self.retired.front() {
+            if at.plus_millis(RETIRED_TOKEN_MEMORY_MS) > now {
+                break;
+            }
+            self.retired.pop_front();
+            if self
+                .tokens
+                .get(&token)
+                .is_some_and(|r| r.state == TokenState::Ended)
+            {
+                self.tokens.remove(&token);
+            }
+        }
+        outcome
+    }
+
+    fn refill(&mut self, now: Timestamp) {
+        let elapsed_ms = now
+            .as_millis()
+            .saturating_sub(self.credit_at.as_millis())
+            .max(0) as u64;
+        let capacity = self.policy.admit_per_second as u64 * 1000;
+        self.credit_milli = (self.credit_milli
+            + elapsed_ms.saturating_mul(self.policy.admit_per_second as u64))
+        .min(capacity);
+        self.credit_at = self.credit_at.max(now);
+    }
+
+    fn may_admit_one(&self) -> bool {
+        self.active.len() < self.policy.max_active as usize && self.credit_milli >= 1000
+    }
+
+    fn activate(&mut self, token: QueueTokenId, now: Timestamp) {
+        let expires_at = now.plus_millis(self.policy.active_ttl_ms);
+        let record = self
+            .tokens
+            .get_mut(&token)
+            .expect("activating a known token");
+        record.state = TokenState::Active { expires_at };
+        self.active.insert((expires_at, token));
+        self.credit_milli -= 1000;
+        self.recent_admissions.push_back(now);
+        while self
+            .recent_admissions
+            .front()
+            .is_some_and(|t| t.plus_millis(RATE_WINDOW_MS) <= now)
+        {
+            self.recent_admissions.pop_front();
+        }
+    }
+
+    fn enqueue(&mut self, seq: u64, token: QueueTokenId, now: Timestamp) {
+        if !self.ranks.covers(seq) {
+            let base = self.waiting.keys().next().copied().unwrap_or(seq);
+            let capacity = ((seq - base + 1) as usize * 2).max(1024);
+            self.ranks = Fenwick::rebuild(base, capacity, self.waiting.keys().copied());
+        }
+        self.waiting.insert(seq, token);
+        self.ranks.add(seq, 1);
+        self.poll_deadlines
+            .push(Reverse((now.plus_millis(self.policy.waiting_ttl_ms), seq)));
+    }
+
+    fn end(&mut self, token: QueueTokenId, now: Timestamp) {
+        let Some(record) = self.tokens.get_mut(&token) else {
+            return;
+        };
+        match record.state {
+            TokenState::Waiting => {
+                self.waiting.remove(&record.seq);
+                self.ranks.add(record.seq, -1);
+            }
+            TokenState::Active { expires_at } => {
+                self.active.remove(&(expires_at, token));
+            }
+            TokenState::Ended => return,
+        }
+        record.state = TokenState::Ended;
+        if self.live_by_user.get(&record.user) == Some(&token) {
+            self.live_by_user.remove(&record.user);
+        }
+        self.retired.push_back((now, token));
+    }
+
+    /// ETA from the admission rate measured over the last few seconds; before any admission is
+    /// measured, the configured rate.
+    fn estimated_wait_seconds(&self, position: u64, now: Timestamp) -> u64 {
+        let recent: Vec<_> = self
+            .recent_admissions
+            .iter()
+            .filter(|t| t.plus_millis(RATE_WINDOW_MS) > now)
+            .collect();
+        let per_second = match recent.first() {
+            Some(oldest) if recent.len() >= 2 => {
+                let span_ms = (now.as_millis() - oldest.as_millis()).max(1000) as f64;
+                recent.len() as f64 * 1000.0 / span_ms
+            }
+            _ => self.policy.admit_per_second as f64,
+        };
+        (position as f64 / per_second).ceil() as u64
+    }
+
+    /// Waiting tokens in line order; for tests and the admin view.
+    pub fn waiting_in_order(&self) -> impl Iterator<Item = QueueTokenId> + '_ {
+        self.waiting.values().copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> QueuePolicy {
+        QueuePolicy {
+            max_active: 2,
+            admit_per_second: 10,
+            active_ttl_ms: 60_000,
+            waiting_ttl_ms: 30_000,
+        }
+    }
+
+    fn standing(q: &AdmissionQueue, token: QueueTokenId, user: u64, now: i64) -> Standing {
+        match q.poll(token, UserId(user), Timestamp(now)).unwrap() {
+            Lookup::Live(s) => s.standing,
+            Lookup::Ended => panic!("token ended"),
+        }
+    }
+
+    #[test]
+    fn tokens_are_admitted_at_once_while_there_is_room() {
+        let mut q = AdmissionQueue::new(policy(), Timestamp(0));
+        let (a, new_a) = q.issue(UserId(1), QueueTokenId(1), Timestamp(0));
+        assert!(new_a);
+        assert_eq!(a.standing, Standing::Active);
+        q.issue(UserId(2), QueueTokenId(2), Timestamp(0));
+        let (c, _) = q.issue(UserId(3), QueueTokenId(3), Timestamp(0));
+        assert!(matches!(c.standing, Standing::Waiting { position: 1, .. }));
+    }
+
+    #[test]
+    fn a_second_issue_returns_the_live_token() {
+        let mut q = AdmissionQueue::new(policy(), Timestamp(0));
+        q.issue(UserId(1), QueueTokenId(1), Timestamp(0));
+        let (again, created) = q.issue(UserId(1), QueueTokenId(99), Timestamp(5));
+        assert!(!created);
+        assert_eq!(again.token, QueueTokenId(1));
+    }
+
+    #[test]
+    fn positions_are_exact_after_someone_ahead_leaves() {
+        let mut q = AdmissionQueue::new(policy(), Timestamp(0));
+        for u in 1..=6 {
+            q.issue(UserId(u), QueueTokenId(u as u128), Timestamp(0));
+        }
+        assert!(matches!(
+            standing(&q, QueueTokenId(6), 6, 0),
+            Standing::Waiting { position: 4, .. }
+        ));
+        q.leave(QueueTokenId(4), UserId(4), Timestamp(0)).unwrap();
+        assert!(matches!(
+            standing(&q, QueueTokenId(6), 6, 0),
+            Standing::Waiting { position: 3, .. }
+        ));
+        assert_eq!(
+            q.poll(QueueTokenId(4), UserId(4), Timestamp(0)),
+            Err(DomainError::QueueTokenInvalid)
+        );
+    }
+
+    #[test]
+    fn a_payment_frees_a_place_for_the_next_in_line() {
+        let mut q = AdmissionQueue::new(policy(), Timestamp(0));
+        for u in 1..=3 {
+            q.issue(UserId(u), QueueTokenId(u as u128), Timestamp(0));
+        }
+        assert_eq!(
+            q.check_admitted(QueueTokenId(3), UserId(3), Timestamp(0)),
+            Err(DomainError::NotAdmitted)
+        );
+        q.complete(UserId(1), Timestamp(10));
+        assert_eq!(
+            q.check_admitted(QueueTokenId(1), UserId(1), Timestamp(10)),
+            Err(DomainError::QueueTokenExpired)
+        );
+        q.check_admitted(QueueTokenId(3), UserId(3), Timestamp(10))
+            .unwrap();
+    }
+
+    #[test]
+    fn admission_is_metered_per_second() {
+        let mut q = AdmissionQueue::new(
+            QueuePolicy {
+                max_active: 1000,
+                admit_per_second: 2,
+                ..policy()
+            },
+            Timestamp(0),
+        );
+        let admitted_at_once = (1..=5)
+            .filter(|u| {
+                q.issue(UserId(*u), QueueTokenId(*u as u128), Timestamp(0))
+                    .0
+                    .standing
+                    == Standing::Active
+            })
+            .count();
+        assert_eq!(admitted_at_once, 2);
+        assert!(q.tick(Timestamp(499)).admitted.is_empty());
+        assert_eq!(q.tick(Timestamp(500)).admitted, vec![QueueTokenId(3)]);
+        assert_eq!(q.tick(Timestamp(1000)).admitted, vec![QueueTokenId(4)]);
+    }
+
+    #[test]
+    fn a_silent_waiter_is_dropped_and_a_poller_is_kept() {
+        let mut q = AdmissionQueue::new(
+            QueuePolicy {
+                max_active: 1,
+                ..policy()
+            },
+            Timestamp(0),
+        );
+        for u in 1..=3 {
+            q.issue(UserId(u), QueueTokenId(u as u128), Timestamp(0));
+        }
+        standing(&q, QueueTokenId(3), 3, 20_000);
+        let outcome = q.tick(Timestamp(30_000));
+        assert_eq!(outcome.dropped, vec![QueueTokenId(2)]);
+        assert_eq!(
+            q.poll(QueueTokenId(2), UserId(2), Timestamp(30_000)),
+            Ok(Lookup::Ended)
+        );
+        assert!(matches!(
+            standing(&q, QueueTokenId(3), 3, 30_000),
+            Standing::Waiting { position: 1, .. }
+        ));
+    }
+
+    #[test]
+    fn an_active_token_past_its_ttl_reads_as_expired_before_the_sweep() {
+        let mut q = AdmissionQueue::new(policy(), Timestamp(0));
+        q.issue(UserId(1), QueueTokenId(1), Timestamp(0));
+        assert_eq!(
+            q.check_admitted(QueueTokenId(1), UserId(1), Timestamp(60_000)),
+            Err(DomainError::QueueTokenExpired)
+        );
+        assert_eq!(
+            q.check_admitted(QueueTokenId(1), UserId(2), Timestamp(0)),
+            Err(DomainError::Forbidden)
+        );
+    }
+
+    #[test]
+    fn token_ids_round_trip_and_reject_other_spellings() {
+        let id = QueueTokenId(0xdead_beef);
+        assert_eq!(id.to_string().parse::<QueueTokenId>(), Ok(id));
+        assert!("q123".parse::<QueueTokenId>().is_err());
+        assert!(id
+            .to_string()
+            .to_uppercase()
+            .parse::<QueueTokenId>()
+            .is_err());
+    }
+}

@@ -1,0 +1,95 @@
+//! Business outcomes that are not success. Each maps one-to-one onto an API.md error code.
+
+use thiserror::Error;
+
+use super::types::SeatNo;
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum DomainError {
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("you may hold at most {max} seats on this date at once")]
+    HoldLimit { max: u32 },
+    #[error("seat {} is not available", .0 .0)]
+    SeatUnavailable(SeatNo),
+    #[error("no such resource")]
+    NotFound,
+    #[error("this reservation is already paid")]
+    AlreadyPaid,
+    #[error("this reservation is no longer held")]
+    ReservationNotHeld,
+    #[error("the hold expired before payment; hold the seats again")]
+    HoldExpired,
+    #[error("your balance of {balance} won does not cover {price} won; top it up first")]
+    InsufficientBalance { balance: u64, price: u64 },
+    #[error("a charge must be between 1 and {max} won")]
+    InvalidAmount { max: u64 },
+    #[error("this charge would take your balance above {max} won")]
+    BalanceLimit { max: u64 },
+    #[error("that username is taken; pick another")]
+    UsernameTaken,
+    #[error("wrong username or password")]
+    InvalidCredentials,
+    #[error("sign in first: missing, invalid or expired session")]
+    Unauthenticated,
+    #[error("this queue token is unknown or was given up; take a new one")]
+    QueueTokenInvalid,
+    #[error("this belongs to another user")]
+    Forbidden,
+    #[error("you are still waiting in the queue; poll your token until it is active")]
+    NotAdmitted,
+    #[error("your admission has ended; take a new queue token")]
+    QueueTokenExpired,
+    #[error("this Idempotency-Key was already used with a different request")]
+    IdempotencyKeyReused,
+}
+
+impl DomainError {
+    /// The stable `code` of API.md.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DomainError::InvalidInput(_) => "invalid_input",
+            DomainError::HoldLimit { .. } => "hold_limit",
+            DomainError::SeatUnavailable(_) => "seat_unavailable",
+            DomainError::NotFound => "not_found",
+            DomainError::AlreadyPaid => "already_paid",
+            DomainError::ReservationNotHeld => "reservation_not_held",
+            DomainError::HoldExpired => "hold_expired",
+            DomainError::InsufficientBalance { .. } => "insufficient_balance",
+            DomainError::InvalidAmount { .. } => "invalid_amount",
+            DomainError::BalanceLimit { .. } => "balance_limit",
+            DomainError::UsernameTaken => "username_taken",
+            DomainError::InvalidCredentials => "invalid_credentials",
+            DomainError::Unauthenticated => "unauthenticated",
+            DomainError::QueueTokenInvalid => "queue_token_invalid",
+            DomainError::Forbidden => "forbidden",
+            DomainError::NotAdmitted => "not_admitted",
+            DomainError::QueueTokenExpired => "queue_token_expired",
+            DomainError::IdempotencyKeyReused => "idempotency_key_reused",
+        }
+    }
+
+    /// The HTTP status API.md gives the code.
+    pub fn status(&self) -> u16 {
+        match self {
+            DomainError::InvalidInput(_)
+            | DomainError::HoldLimit { .. }
+            | DomainError::InvalidAmount { .. }
+            | DomainError::BalanceLimit { .. }
+            | DomainError::IdempotencyKeyReused => 422,
+            DomainError::SeatUnavailable(_)
+            | DomainError::AlreadyPaid
+            | DomainError::ReservationNotHeld
+            | DomainError::UsernameTaken => 409,
+            DomainError::NotFound => 404,
+            DomainError::HoldExpired => 410,
+            DomainError::InsufficientBalance { .. } => 402,
+            DomainError::InvalidCredentials
+            | DomainError::Unauthenticated
+            | DomainError::QueueTokenInvalid => 401,
+            DomainError::Forbidden | DomainError::NotAdmitted | DomainError::QueueTokenExpired => {
+                403
+            }
+        }
+    }
+}

@@ -1,0 +1,586 @@
+//! The seats of one concert date: holds (all-or-nothing), cancellation, expiry and sale.
+//!
+//! A seat slot is 8 bytes and is found by index (O(1)). Holds expire by time alone: a hold whose
+//! `expires_at` has passed frees its seats from that instant, before any sweep. The sweep
+//! (`expire_due`) only turns that fact into events, walking an index ordered by expiry, so it
+//! costs the number of holds that are due, not the number of seats.
+
+use std::collections::{BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use super::error::DomainError;
+use super::events::{Event, IdempotencyStamp};
+use super::types::*;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldPolicy {
+    pub ttl_ms: i64,
+    pub max_seats_per_user: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+struct SeatSlot {
+    /// Sequence number of the reservation that holds or bought the seat; 0 when none.
+    holder: u32,
+    sold: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReservationState {
+    Held,
+    Paid,
+    Expired,
+    Cancelled,
+}
+
+/// What a client sees: a held reservation past its expiry reads as `Expired` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReservationStatus {
+    Held,
+    Paid,
+    Expired,
+    Cancelled,
+}
+
+impl ReservationStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReservationStatus::Held => "held",
+            ReservationStatus::Paid => "paid",
+            ReservationStatus::Expired => "expired",
+            ReservationStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    pub id: ReservationId,
+    pub user: UserId,
+    pub seats: Vec<SeatNo>,
+    pub price: u64,
+    pub state: ReservationState,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub paid_at: Option<Timestamp>,
+}
+
+impl Reservation {
+    pub fn status_at(&self, now: Timestamp) -> ReservationStatus {
+        match self.state {
+            ReservationState::Held if self.expires_at <= now => ReservationStatus::Expired,
+            ReservationState::Held => ReservationStatus::Held,
+            ReservationState::Paid => ReservationStatus::Paid,
+            ReservationState::Expired => ReservationStatus::Expired,
+            ReservationState::Cancelled => ReservationStatus::Cancelled,
+        }
+    }
+
+    fn is_live_hold(&self, now: Timestamp) -> bool {
+        self.status_at(now) == ReservationStatus::Held
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeatStatus {
+    Available,
+    Held { until: Timestamp },
+    Sold,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeatMap {
+    date: DateId,
+    seat_price: u64,
+    policy: HoldPolicy,
+    seats: Vec<SeatSlot>,
+    /// Index `seq - 1`: sequence numbers are dense and start at 1.
+    reservations: Vec<Reservation>,
+    by_user: HashMap<UserId, Vec<u32>>,
+    /// Held reservations by expiry, so the sweep visits only what is due.
+    expiries: BTreeSet<(Timestamp, u32)>,
+    held_seats: u32,
+    sold_seats: u32,
+}
+
+impl SeatMap {
+    pub fn new(date: DateId, seat_count: u32, seat_price: u64, policy: HoldPolicy) -> Self {
+        Self {
+            date,
+            seat_price,
+            policy,
+            seats: vec![SeatSlot::default(); seat_count as usize],
+            reservations: Vec::new(),
+            by_user: HashMap::new(),
+            expiries: BTreeSet::new(),
+            held_seats: 0,
+            sold_seats: 0,
+        }
+    }
+
+    pub fn date(&self) -> DateId {
+        self.date
+    }
+    pub fn seat_count(&self) -> u32 {
+        self.seats.len() as u32
+    }
+    pub fn seat_price(&self) -> u64 {
+        self.seat_price
+    }
+    pub fn policy(&self) -> HoldPolicy {
+        self.policy
+    }
+    /// Seats held by holds not yet swept; lags the truth by at most one sweep.
+    pub fn held_seats(&self) -> u32 {
+        self.held_seats
+    }
+    pub fn sold_seats(&self) -> u32 {
+        self.sold_seats
+    }
+
+    pub fn seat_status(&self, seat: SeatNo, now: Timestamp) -> Option<SeatStatus> {
+        let slot = self.seats.get(seat.index())?;
+        Some(if slot.sold {
+            SeatStatus::Sold
+        } else {
+            match self.live_holder(*slot, now) {
+                Some(r) => SeatStatus::Held {
+                    until: r.expires_at,
+                },
+                None => SeatStatus::Available,
+            }
+        })
+    }
+
+    fn live_holder(&self, slot: SeatSlot, now: Timestamp) -> Option<&Reservation> {
+        if slot.holder == 0 {
+            return None;
+        }
+        let reservation = &self.reservations[slot.holder as usize - 1];
+        reservation.is_live_hold(now).then_some(reservation)
+    }
+
+    fn reservation(&self, seq: u32) -> Option<&Reservation> {
+        self.reservations.get((seq as usize).checked_sub(1)?)
+    }
+
+    /// A reservation as its owner sees it; another user's is `NotFound`, as if it did not exist.
+    pub fn reservation_of(
+        &self,
+        user: UserId,
+        id: ReservationId,
+    ) -> Result<&Reservation, DomainError> {
+        if id.date != self.date {
+            return Err(DomainError::NotFound);
+        }
+        self.reservation(id.seq)
+            .filter(|r| r.user == user)
+            .ok_or(DomainError::NotFound)
+    }
+
+    pub fn reservations_of(&self, user: UserId) -> impl Iterator<Item = &Reservation> {
+        self.by_user
+            .get(&user)
+            .into_iter()
+            .flatten()
+            .map(|seq| &self.reservations[*seq as usize - 1])
+    }
+
+    fn live_seats_held_by(&self, user: UserId, now: Timestamp) -> u32 {
+        self.reservations_of(user)
+            .filter(|r| r.is_live_hold(now))
+            .map(|r| r.seats.len() as u32)
+            .sum()
+    }
+
+    /// Decides a hold on all of `seats` or none of them.
+    pub fn place_hold(
+        &self,
+        user: UserId,
+        seats: &[SeatNo],
+        now: Timestamp,
+        idempotency: Option<IdempotencyStamp>,
+    ) -> Result<Event, DomainError> {
+        let max = self.policy.max_seats_per_user;
+        if seats.is_empty() {
+            return Err(DomainError::InvalidInput(
+                "name at least one seat to hold".into(),
+            ));
+        }
+        if seats.len() > max as usize {
+            return Err(DomainError::HoldLimit { max });
+        }
+        for (i, seat) in seats.iter().enumerate() {
+            if seats[..i].contains(seat) {
+                return Err(DomainError::InvalidInput(format!(
+                    "seat {} is named twice",
+                    seat.0
+                )));
+            }
+            if seat.index() >= self.seats.len() {
+                return Err(DomainError::InvalidInput(format!(
+                    "seat {} does not exist: this date has seats 1 to {}",
+                    seat.0,
+                    self.seats.len()
+                )));
+            }
+        }
+        if self.live_seats_held_by(user, now) + seats.len() as u32 > max {
+            return Err(DomainError::HoldLimit { max });
+        }
+        if let Some(taken) = seats
+            .iter()
+            .find(|s| self.seat_status(**s, now) != Some(SeatStatus::Available))
+        {
+            return Err(DomainError::SeatUnavailable(*taken));
+        }
+        let seq = u32::try_from(self.reservations.len() + 1)
+            .map_err(|_| DomainError::InvalidInput("this date has no more room".into()))?;
+        Ok(Event::HoldPlaced {
+            reservation: ReservationId {
+                date: self.date,
+                seq,
+            },
+            user,
+            seats: seats.to_vec(),
+            price: self.seat_price.saturating_mul(seats.len() as u64),
+            at: now,
+            expires_at: now.plus_millis(self.policy.ttl_ms),
+            idempotency,
+        })
+    }
+
+    pub fn cancel_hold(
+        &self,
+        user: UserId,
+        id: ReservationId,
+        now: Timestamp,
+    ) -> Result<Event, DomainError> {
+        let reservation = self.reservation_of(user, id)?;
+        if !reservation.is_live_hold(now) {
+            return Err(DomainError::ReservationNotHeld);
+        }
+        Ok(Event::HoldCancelled {
+            reservation: id,
+            at: now,
+        })
+    }
+
+    /// Decides the seat side of a payment. The ledger decides the money side of the same event.
+    pub fn prepare_payment(
+        &self,
+        user: UserId,
+        id: ReservationId,
+        now: Timestamp,
+        idempotency: Option<IdempotencyStamp>,
+    ) -> Result<Event, DomainError> {
+        let reservation = self.reservation_of(user, id)?;
+        match reservation.status_at(now) {
+            ReservationStatus::Held => Ok(Event::PaymentCompleted {
+                reservation: id,
+                user,
+                seats: reservation.seats.clone(),
+                amount: reservation.price,
+                at: now,
+                idempotency,
+            }),
+            ReservationStatus::Paid => Err(DomainError::AlreadyPaid),
+            ReservationStatus::Expired => Err(DomainError::HoldExpired),
+            ReservationStatus::Cancelled => Err(DomainError::ReservationNotHeld),
+        }
+    }
+
+    /// Holds due at `now` that have not been swept yet, as events.
+    pub fn expire_due(&self, now: Timestamp) -> Vec<Event> {
+        self.expiries
+            .range(..=(now, u32::MAX))
+            .map(|(at, seq)| Event::HoldExpired {
+                reservation: ReservationId {
+                    date: self.date,
+                    seq: *seq,
+                },
+                at: *at,
+            })
+            .collect()
+    }
+
+    /// Applies an event this date owns; events of other owners and other dates are ignored.
+    /// Returns the seats whose slot changed, so views can be updated without a scan.
+    pub fn apply(&mut self, event: &Event) -> Vec<SeatNo> {
+        match event {
+            Event::HoldPlaced {
+                reservation,
+                user,
+                seats,
+                price,
+                at,
+                expires_at,
+                ..
+            } if reservation.date == self.date => {
+                assert_eq!(
+                    reservation.seq as usize,
+                    self.reservations.len() + 1,
+                    "holds are applied in the order they were decided"
+                );
+                for seat in seats {
+                    let previous = self.seats[seat.index()].holder;
+                    if previous != 0 {
+                        // The previous holder expired by time but was not swept yet.
+                        self.release_expired_holder(previous);
+                    }
+                    self.seats[seat.index()].holder = reservation.seq;
+                }
+                self.reservations.push(Reservation {
+                    id: *reservation,
+                    user: *user,
+                    seats: seats.clone(),
+                    price: *price,
+                    state: ReservationState::Held,
+                    created_at: *at,
+                    expires_at: *expires_at,
+                    paid_at: None,
+                });
+                self.by_user.entry(*user).or_default().push(reservation.seq);
+                self.expiries.insert((*expires_at, reservation.seq));
+                self.held_seats += seats.len() as u32;
+                seats.clone()
+            }
+            Event::HoldCancelled { reservation, .. } if reservation.date == self.date => {
+                self.end_hold(reservation.seq, ReservationState::Cancelled)
+            }
+            Event::HoldExpired { reservation, .. } if reservation.date == self.date => {
+                self.end_hold(reservation.seq, ReservationState::Expired)
+            }
+            Event::PaymentCompleted {
+                reservation, at, ..
+            } if reservation.date == self.date => {
+                let seq = reservation.seq;
+                let r = &mut self.reservations[seq as usize - 1];
+                debug_assert_eq!(r.state, ReservationState::Held);
+                r.state = ReservationState::Paid;
+                r.paid_at = Some(*at);
+                let expires_at = r.expires_at;
+                let seats = r.seats.clone();
+                self.expiries.remove(&(expires_at, seq));
+                for seat in &seats {
+                    let slot = &mut self.seats[seat.index()];
+                    debug_assert!(!slot.sold, "a seat is sold at most once");
+                    slot.holder = seq;
+                    slot.sold = true;
+                }
+                self.held_seats -= seats.len() as u32;
+                self.sold_seats += seats.len() as u32;
+                seats
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn release_expired_holder(&mut self, seq: u32) {
+        let r = &self.reservations[seq as usize - 1];
+        if r.state == ReservationState::Held {
+            self.end_hold(seq, ReservationState::Expired);
+        }
+    }
+
+    fn end_hold(&mut self, seq: u32, end: ReservationState) -> Vec<SeatNo> {
+        let r = &mut self.reservations[seq as usize - 1];
+        if r.state != ReservationState::Held {
+            return Vec::new();
+        }
+        r.state = end;
+        let expires_at = r.expires_at;
+        let seats = r.seats.clone();
+        self.expiries.remove(&(expires_at, seq));
+        self.held_seats -= seats.len() as u32;
+        let mut freed = Vec::with_capacity(seats.len());
+        for seat in seats {
+            let slot = &mut self.seats[seat.index()];
+            if slot.holder == seq {
+                slot.holder = 0;
+                freed.push(seat);
+            }
+        }
+        freed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALICE: UserId = UserId(1);
+    const BOB: UserId = UserId(2);
+    const DATE: DateId = DateId(1);
+    const TTL_MS: i64 = 300_000;
+
+    fn map(seats: u32) -> SeatMap {
+        SeatMap::new(
+            DATE,
+            seats,
+            50_000,
+            HoldPolicy {
+                ttl_ms: TTL_MS,
+                max_seats_per_user: 4,
+            },
+        )
+    }
+
+    fn t(ms: i64) -> Timestamp {
+        Timestamp(ms)
+    }
+
+    fn seats(nos: &[u32]) -> Vec<SeatNo> {
+        nos.iter().map(|n| SeatNo(*n)).collect()
+    }
+
+    fn hold(
+        map: &mut SeatMap,
+        user: UserId,
+        nos: &[u32],
+        now: i64,
+    ) -> Result<ReservationId, DomainError> {
+        let event = map.place_hold(user, &seats(nos), t(now), None)?;
+        map.apply(&event);
+        match event {
+            Event::HoldPlaced { reservation, .. } => Ok(reservation),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn a_hold_takes_every_seat_or_none() {
+        let mut m = map(10);
+        hold(&mut m, ALICE, &[2], 0).unwrap();
+        assert_eq!(
+            hold(&mut m, BOB, &[1, 2, 3], 0),
+            Err(DomainError::SeatUnavailable(SeatNo(2)))
+        );
+        assert_eq!(m.seat_status(SeatNo(1), t(0)), Some(SeatStatus::Available));
+        assert_eq!(m.seat_status(SeatNo(3), t(0)), Some(SeatStatus::Available));
+    }
+
+    #[test]
+    fn a_hold_on_a_sold_seat_is_rejected() {
+        let mut m = map(10);
+        let r = hold(&mut m, ALICE, &[5], 0).unwrap();
+        let pay = m.prepare_payment(ALICE, r, t(1), None).unwrap();
+        m.apply(&pay);
+        assert_eq!(
+            m.seat_status(SeatNo(5), t(TTL_MS * 10)),
+            Some(SeatStatus::Sold)
+        );
+        assert_eq!(
+            hold(&mut m, BOB, &[5], TTL_MS * 10),
+            Err(DomainError::SeatUnavailable(SeatNo(5)))
+        );
+    }
+
+    #[test]
+    fn an_expired_hold_frees_its_seats_before_any_sweep() {
+        let mut m = map(10);
+        let first = hold(&mut m, ALICE, &[1, 2], 0).unwrap();
+        assert_eq!(
+            hold(&mut m, BOB, &[1], TTL_MS - 1),
+            Err(DomainError::SeatUnavailable(SeatNo(1)))
+        );
+        let second = hold(&mut m, BOB, &[1], TTL_MS).unwrap();
+        assert_eq!(
+            m.reservation_of(ALICE, first).unwrap().state,
+            ReservationState::Expired
+        );
+        assert_eq!(
+            m.seat_status(SeatNo(2), t(TTL_MS)),
+            Some(SeatStatus::Available)
+        );
+        assert_eq!(
+            m.prepare_payment(ALICE, first, t(TTL_MS), None),
+            Err(DomainError::HoldExpired)
+        );
+        assert!(m.prepare_payment(BOB, second, t(TTL_MS + 1), None).is_ok());
+    }
+
+    #[test]
+    fn the_sweep_visits_only_due_holds() {
+        let mut m = map(10);
+        hold(&mut m, ALICE, &[1], 0).unwrap();
+        hold(&mut m, BOB, &[2], 1_000).unwrap();
+        assert!(m.expire_due(t(TTL_MS - 1)).is_empty());
+        let due = m.expire_due(t(TTL_MS));
+        assert_eq!(due.len(), 1);
+        for e in &due {
+            m.apply(e);
+        }
+        assert_eq!(m.held_seats(), 1);
+        assert!(m.expire_due(t(TTL_MS)).is_empty());
+    }
+
+    #[test]
+    fn the_hold_limit_counts_live_holds_only() {
+        let mut m = map(20);
+        hold(&mut m, ALICE, &[1, 2, 3], 0).unwrap();
+        assert_eq!(
+            hold(&mut m, ALICE, &[4, 5], 0),
+            Err(DomainError::HoldLimit { max: 4 })
+        );
+        hold(&mut m, ALICE, &[4], 0).unwrap();
+        assert_eq!(
+            hold(&mut m, ALICE, &[9, 10, 11, 12, 13], TTL_MS),
+            Err(DomainError::HoldLimit { max: 4 })
+        );
+        hold(&mut m, ALICE, &[9, 10, 11, 12], TTL_MS).unwrap();
+    }
+
+    #[test]
+    fn bad_seat_lists_are_invalid_input() {
+        let m = map(10);
+        for bad in [vec![], vec![1, 1], vec![11], vec![3, 3]] {
+            assert!(matches!(
+                m.place_hold(ALICE, &seats(&bad), t(0), None),
+                Err(DomainError::InvalidInput(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn another_users_reservation_does_not_exist_for_you() {
+        let mut m = map(10);
+        let r = hold(&mut m, ALICE, &[1], 0).unwrap();
+        assert_eq!(m.reservation_of(BOB, r), Err(DomainError::NotFound));
+        assert_eq!(m.cancel_hold(BOB, r, t(0)), Err(DomainError::NotFound));
+        assert_eq!(
+            m.prepare_payment(BOB, r, t(0), None),
+            Err(DomainError::NotFound)
+        );
+    }
+
+    #[test]
+    fn a_paid_reservation_cannot_be_paid_or_cancelled_again() {
+        let mut m = map(10);
+        let r = hold(&mut m, ALICE, &[1], 0).unwrap();
+        let pay = m.prepare_payment(ALICE, r, t(1), None).unwrap();
+        m.apply(&pay);
+        assert_eq!(
+            m.prepare_payment(ALICE, r, t(2), None),
+            Err(DomainError::AlreadyPaid)
+        );
+        assert_eq!(
+            m.cancel_hold(ALICE, r, t(2)),
+            Err(DomainError::ReservationNotHeld)
+        );
+    }
+
+    #[test]
+    fn a_cancelled_hold_returns_its_seats_at_once() {
+        let mut m = map(10);
+        let r = hold(&mut m, ALICE, &[1, 2], 0).unwrap();
+        let cancel = m.cancel_hold(ALICE, r, t(5)).unwrap();
+        assert_eq!(m.apply(&cancel), seats(&[1, 2]));
+        hold(&mut m, BOB, &[1, 2], 6).unwrap();
+        assert_eq!(
+            m.prepare_payment(ALICE, r, t(7), None),
+            Err(DomainError::ReservationNotHeld)
+        );
+    }
+}

@@ -1,0 +1,117 @@
+//! The public catalogue and the seat map of a date.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+
+use super::error::ApiError;
+use super::extract::{Admitted, IdPath};
+use super::{rfc3339, AppState};
+use crate::domain::seat_map::SeatStatus;
+use crate::domain::{ConcertId, DateId};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/concerts", get(concerts))
+        .route("/api/v1/concerts/{concert_id}/dates", get(dates))
+        .route("/api/v1/dates/{date_id}/seats", get(seats))
+}
+
+#[derive(Serialize)]
+struct ConcertBody {
+    concert_id: String,
+    title: String,
+    venue: String,
+}
+
+async fn concerts(State(app): State<AppState>) -> Response {
+    let concerts: Vec<_> = app
+        .engine
+        .catalog
+        .concerts()
+        .into_iter()
+        .map(|c| ConcertBody {
+            concert_id: c.id.to_string(),
+            title: c.title,
+            venue: c.venue,
+        })
+        .collect();
+    Json(serde_json::json!({ "concerts": concerts })).into_response()
+}
+
+#[derive(Serialize)]
+struct DateBody {
+    date_id: String,
+    starts_at: String,
+    total_seats: u32,
+    available_seats: u32,
+    price: u64,
+}
+
+async fn dates(
+    State(app): State<AppState>,
+    IdPath(concert): IdPath<ConcertId>,
+) -> Result<Response, ApiError> {
+    let dates = app
+        .engine
+        .catalog
+        .concert_dates(concert)
+        .ok_or_else(ApiError::not_found)?;
+    let dates: Vec<_> = dates
+        .into_iter()
+        .map(|d| DateBody {
+            date_id: d.id.to_string(),
+            starts_at: rfc3339(d.starts_at),
+            total_seats: d.seat_count,
+            available_seats: app
+                .engine
+                .dates
+                .get(d.id)
+                .map_or(d.seat_count, |h| h.view().available_seats()),
+            price: d.price,
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "dates": dates })).into_response())
+}
+
+#[derive(Serialize)]
+struct SeatBody {
+    seat_no: u32,
+    status: &'static str,
+    price: u64,
+}
+
+#[derive(Serialize)]
+struct SeatsBody {
+    date_id: String,
+    seats: Vec<SeatBody>,
+}
+
+async fn seats(
+    State(app): State<AppState>,
+    _admitted: Admitted,
+    IdPath(date): IdPath<DateId>,
+) -> Result<Response, ApiError> {
+    let handle = app.engine.dates.get(date).ok_or_else(ApiError::not_found)?;
+    let view = handle.view();
+    let price = view.seat_price();
+    let seats = view
+        .statuses(app.clock.now())
+        .map(|(seat, status)| SeatBody {
+            seat_no: seat.0,
+            status: match status {
+                SeatStatus::Available => "available",
+                SeatStatus::Held { .. } => "held",
+                SeatStatus::Sold => "sold",
+            },
+            price,
+        })
+        .collect();
+    Ok(Json(SeatsBody {
+        date_id: date.to_string(),
+        seats,
+    })
+    .into_response())
+}

@@ -1,0 +1,304 @@
+//! Extractors: a handler's signature says what it requires (`Session`, `Admitted`, `AdminAuth`)
+//! and every rejection is already problem+json with the right code, in API.md's order.
+
+use std::fmt;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+
+use super::error::ApiError;
+use super::AppState;
+use crate::domain::admission::QueueTokenId;
+use crate::domain::{IdempotencyKey, UserId};
+use crate::security::SessionToken;
+
+pub const QUEUE_TOKEN_HEADER: &str = "x-queue-token";
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// A signed-in user.
+#[derive(Debug, Clone, Copy)]
+pub struct Session {
+    pub user: UserId,
+    pub session: u64,
+}
+
+impl FromRequestParts<AppState> for Session {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(parts).and_then(SessionToken::parse).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "sign in first: send Authorization: Bearer <session_token>",
+            )
+        })?;
+        let user = app.engine.accounts.authenticate(
+            token.session,
+            &token.verifier_digest(),
+            app.clock.now(),
+        )?;
+        Ok(Self {
+            user,
+            session: token.session,
+        })
+    }
+}
+
+/// The `X-Queue-Token` header, parsed but not yet checked against the queue.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueTokenHeader(pub QueueTokenId);
+
+impl QueueTokenHeader {
+    pub fn from_parts(parts: &Parts) -> Result<Self, ApiError> {
+        parts
+            .headers
+            .get(QUEUE_TOKEN_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok())
+            .map(Self)
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "queue_token_invalid",
+                    "send your waiting-room token in X-Queue-Token (POST /api/v1/queue/tokens gives one)",
+                )
+            })
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for QueueTokenHeader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        Self::from_parts(parts)
+    }
+}
+
+/// A signed-in user whose queue token is active: session first, then the token.
+#[derive(Debug, Clone, Copy)]
+pub struct Admitted {
+    pub user: UserId,
+}
+
+impl Admitted {
+    pub fn check(app: &AppState, user: UserId, parts: &Parts) -> Result<Self, ApiError> {
+        let QueueTokenHeader(token) = QueueTokenHeader::from_parts(parts)?;
+        app.engine
+            .queue
+            .check_admitted(token, user, app.clock.now())?;
+        Ok(Self { user })
+    }
+}
+
+impl FromRequestParts<AppState> for Admitted {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        let session = Session::from_request_parts(parts, app).await?;
+        Self::check(app, session.user, parts)
+    }
+}
+
+/// The raw `X-Queue-Token` check deferred until after an idempotent replay (payments).
+pub struct DeferredAdmission(Parts);
+
+impl DeferredAdmission {
+    pub fn check(&self, app: &AppState, user: UserId) -> Result<Admitted, ApiError> {
+        Admitted::check(app, user, &self.0)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for DeferredAdmission {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let mut copy = Request::new(());
+        *copy.headers_mut() = parts.headers.clone();
+        let (copied, ()) = copy.into_parts();
+        Ok(Self(copied))
+    }
+}
+
+/// `Idempotency-Key`, when the client sent one.
+#[derive(Debug, Clone)]
+pub struct IdempotencyHeader(pub Option<IdempotencyKey>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyHeader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let Some(value) = parts.headers.get(IDEMPOTENCY_HEADER) else {
+            return Ok(Self(None));
+        };
+        value
+            .to_str()
+            .ok()
+            .and_then(IdempotencyKey::parse)
+            .map(|key| Self(Some(key)))
+            .ok_or_else(|| {
+                ApiError::malformed("Idempotency-Key must be 1 to 64 visible ASCII characters")
+            })
+    }
+}
+
+/// The admin bearer token. With `admin.token` empty the admin API does not exist (404).
+pub struct AdminAuth;
+
+impl FromRequestParts<AppState> for AdminAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        let expected = app.settings.admin.token.as_bytes();
+        if expected.is_empty() {
+            return Err(ApiError::not_found());
+        }
+        let presented = bearer(parts).unwrap_or_default().as_bytes();
+        if bool::from(presented.ct_eq(expected)) {
+            Ok(Self)
+        } else {
+            Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "send the admin token as Authorization: Bearer <admin.token>",
+            ))
+        }
+    }
+}
+
+/// A JSON body: 415 unless it is declared JSON, 413 past the size limit, 400 unless it parses
+/// into `T`. Keeps the raw bytes for idempotency fingerprints.
+pub struct ApiJson<T> {
+    pub value: T,
+    pub raw: Bytes,
+}
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let is_json = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
+        if !is_json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as JSON with Content-Type: application/json",
+            ));
+        }
+        let raw = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "the request body is larger than this server accepts",
+                )
+            } else {
+                ApiError::malformed("the request body could not be read")
+            }
+        })?;
+        let value = serde_json::from_slice(&raw)
+            .map_err(|e| ApiError::malformed(format!("the body is not the expected JSON: {e}")))?;
+        Ok(Self { value, raw })
+    }
+}
+
+/// A path segment that is an opaque id: anything unparseable is simply not found.
+pub struct IdPath<T>(pub T);
+
+impl<T: std::str::FromStr + Send, S: Send + Sync> FromRequestParts<S> for IdPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::not_found())?;
+        raw.parse().map(Self).map_err(|_| ApiError::not_found())
+    }
+}
+
+/// Any JSON integer, however large (saturated to the i128 range), so that out-of-range values
+/// get 422 rather than 400. Fractions, strings and null are not integers: 400.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WholeNumber(pub i128);
+
+impl<'de> Deserialize<'de> for WholeNumber {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct WholeNumberVisitor;
+
+        impl Visitor<'_> for WholeNumberVisitor {
+            type Value = WholeNumber;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an integer")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<WholeNumber, E> {
+                Ok(WholeNumber(v as i128))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<WholeNumber, E> {
+                Ok(WholeNumber(v as i128))
+            }
+            fn visit_i128<E: de::Error>(self, v: i128) -> Result<WholeNumber, E> {
+                Ok(WholeNumber(v))
+            }
+            fn visit_u128<E: de::Error>(self, v: u128) -> Result<WholeNumber, E> {
+                Ok(WholeNumber(i128::try_from(v).unwrap_or(i128::MAX)))
+            }
+            // serde_json hands integers beyond 64 bits over as floats. A whole float that large
+            // was written as an integer (or an integral exponent form): out of range, not a
+            // fraction. Small floats (`1.5`, `1.0`) were written as decimals: not integers.
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<WholeNumber, E> {
+                if v.is_finite() && v.fract() == 0.0 && v.abs() >= 9.2e18 {
+                    Ok(WholeNumber(if v > 0.0 { i128::MAX } else { i128::MIN }))
+                } else {
+                    Err(E::invalid_type(de::Unexpected::Float(v), &self))
+                }
+            }
+        }
+
+        deserializer.deserialize_any(WholeNumberVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct Body {
+        n: WholeNumber,
+    }
+
+    fn parse(json: &str) -> Option<i128> {
+        serde_json::from_str::<Body>(json).ok().map(|b| b.n.0)
+    }
+
+    #[test]
+    fn integers_of_any_size_parse_and_everything_else_does_not() {
+        assert_eq!(parse(r#"{"n": 10}"#), Some(10));
+        assert_eq!(parse(r#"{"n": -1}"#), Some(-1));
+        assert_eq!(parse(r#"{"n": 18446744073709551616}"#), Some(i128::MAX));
+        assert_eq!(parse(r#"{"n": -18446744073709551616}"#), Some(i128::MIN));
+        assert_eq!(parse(r#"{"n": 1.5}"#), None);
+        assert_eq!(parse(r#"{"n": "10"}"#), None);
+        assert_eq!(parse(r#"{"n": null}"#), None);
+        assert_eq!(parse(r#"{"n": true}"#), None);
+        assert_eq!(parse(r#"{}"#), None);
+    }
+}

@@ -1,0 +1,224 @@
+//! Holds (reservations) and payments.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use super::extract::{
+    Admitted, ApiJson, DeferredAdmission, IdPath, IdempotencyHeader, Session, WholeNumber,
+};
+use super::idempotency::Endpoint;
+use super::{rfc3339, AppState};
+use crate::actors::date::PaymentReceipt;
+use crate::domain::seat_map::Reservation;
+use crate::domain::{DateId, PaymentId, ReservationId, SeatNo};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/reservations", post(hold).get(list_mine))
+        .route(
+            "/api/v1/reservations/{reservation_id}",
+            get(show).delete(cancel),
+        )
+        .route("/api/v1/payments", post(pay))
+}
+
+#[derive(Serialize)]
+pub struct ReservationBody {
+    reservation_id: String,
+    date_id: String,
+    seat_nos: Vec<u32>,
+    price: u64,
+    status: &'static str,
+    expires_at: String,
+    created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    paid_at: Option<String>,
+}
+
+impl ReservationBody {
+    fn new(r: &Reservation, now: crate::domain::Timestamp) -> Self {
+        Self {
+            reservation_id: r.id.to_string(),
+            date_id: r.id.date.to_string(),
+            seat_nos: r.seats.iter().map(|s| s.0).collect(),
+            price: r.price,
+            status: r.status_at(now).as_str(),
+            expires_at: rfc3339(r.expires_at),
+            created_at: rfc3339(r.created_at),
+            paid_at: r.paid_at.map(rfc3339),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct HoldRequest {
+    date_id: String,
+    seat_no: Option<WholeNumber>,
+    seat_nos: Option<Vec<WholeNumber>>,
+}
+
+fn requested_seats(request: &HoldRequest) -> Result<Vec<SeatNo>, ApiError> {
+    let raw: Vec<WholeNumber> = match (&request.seat_no, &request.seat_nos) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid_input(
+                "send either seat_no or seat_nos, not both",
+            ))
+        }
+        (Some(one), None) => vec![*one],
+        (None, Some(many)) => many.clone(),
+        (None, None) => return Err(ApiError::malformed("the body needs seat_no or seat_nos")),
+    };
+    raw.into_iter()
+        .map(|n| {
+            SeatNo::parse(n.0).ok_or_else(|| {
+                ApiError::invalid_input(format!("seat number {} does not exist", n.0))
+            })
+        })
+        .collect()
+}
+
+async fn hold(
+    State(app): State<AppState>,
+    admitted: Admitted,
+    IdempotencyHeader(key): IdempotencyHeader,
+    body: ApiJson<HoldRequest>,
+) -> Result<Response, ApiError> {
+    let seats = requested_seats(&body.value)?;
+    let date: DateId = body
+        .value
+        .date_id
+        .parse()
+        .map_err(|_| ApiError::not_found())?;
+    let handle = app.engine.dates.get(date).ok_or_else(ApiError::not_found)?;
+    let claim = app
+        .idempotency
+        .claim(
+            admitted.user,
+            Endpoint::Reservation,
+            key,
+            &body.raw,
+            app.clock.now(),
+        )
+        .await?;
+    if let super::idempotency::Claim::Replay(stored) = claim {
+        return Ok(stored.into_response());
+    }
+    let reservation = handle.hold(admitted.user, seats, claim.stamp()).await?;
+    Ok(claim.respond(
+        StatusCode::CREATED,
+        &ReservationBody::new(&reservation, reservation.created_at),
+    ))
+}
+
+async fn show(
+    State(app): State<AppState>,
+    session: Session,
+    IdPath(id): IdPath<ReservationId>,
+) -> Result<Response, ApiError> {
+    let handle = app
+        .engine
+        .dates
+        .get(id.date)
+        .ok_or_else(ApiError::not_found)?;
+    let reservation = handle.reservation(session.user, id).await?;
+    Ok(Json(ReservationBody::new(&reservation, app.clock.now())).into_response())
+}
+
+async fn list_mine(State(app): State<AppState>, session: Session) -> Result<Response, ApiError> {
+    let mut mine = Vec::new();
+    for date in app.engine.dates.dates_of(session.user) {
+        if let Some(handle) = app.engine.dates.get(date) {
+            mine.extend(handle.reservations_of(session.user).await?);
+        }
+    }
+    mine.sort_by_key(|r| std::cmp::Reverse((r.created_at, r.id)));
+    let now = app.clock.now();
+    let reservations: Vec<_> = mine.iter().map(|r| ReservationBody::new(r, now)).collect();
+    Ok(Json(serde_json::json!({ "reservations": reservations })).into_response())
+}
+
+async fn cancel(
+    State(app): State<AppState>,
+    session: Session,
+    IdPath(id): IdPath<ReservationId>,
+) -> Result<StatusCode, ApiError> {
+    let handle = app
+        .engine
+        .dates
+        .get(id.date)
+        .ok_or_else(ApiError::not_found)?;
+    handle.cancel(session.user, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct PayRequest {
+    reservation_id: String,
+}
+
+#[derive(Serialize)]
+struct PaymentBody {
+    payment_id: String,
+    reservation_id: String,
+    amount: u64,
+    balance: u64,
+    date_id: String,
+    seat_nos: Vec<u32>,
+    paid_at: String,
+}
+
+impl From<&PaymentReceipt> for PaymentBody {
+    fn from(p: &PaymentReceipt) -> Self {
+        Self {
+            payment_id: PaymentId(p.reservation).to_string(),
+            reservation_id: p.reservation.to_string(),
+            amount: p.amount,
+            balance: p.balance,
+            date_id: p.reservation.date.to_string(),
+            seat_nos: p.seats.iter().map(|s| s.0).collect(),
+            paid_at: rfc3339(p.paid_at),
+        }
+    }
+}
+
+/// A replayed payment answers before the queue token is checked: the original payment ended
+/// that token, and the retry must still get the original answer.
+async fn pay(
+    State(app): State<AppState>,
+    session: Session,
+    IdempotencyHeader(key): IdempotencyHeader,
+    admission: DeferredAdmission,
+    body: ApiJson<PayRequest>,
+) -> Result<Response, ApiError> {
+    let claim = app
+        .idempotency
+        .claim(
+            session.user,
+            Endpoint::Payment,
+            key,
+            &body.raw,
+            app.clock.now(),
+        )
+        .await?;
+    if let super::idempotency::Claim::Replay(stored) = claim {
+        return Ok(stored.into_response());
+    }
+    let admitted = admission.check(&app, session.user)?;
+    let id: ReservationId = body
+        .value
+        .reservation_id
+        .parse()
+        .map_err(|_| ApiError::not_found())?;
+    let handle = app
+        .engine
+        .dates
+        .get(id.date)
+        .ok_or_else(ApiError::not_found)?;
+    let receipt = handle.pay(admitted.user, id, claim.stamp()).await?;
+    Ok(claim.respond(StatusCode::CREATED, &PaymentBody::from(&receipt)))
+}

@@ -1,0 +1,106 @@
+//! Sign-up, sign-in, sign-out, and the signed-in user.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error::ApiError;
+use super::extract::{ApiJson, Session};
+use super::{rfc3339, AppState};
+use crate::domain::{Password, Username};
+use crate::security::SessionToken;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/users", post(sign_up))
+        .route("/api/v1/users/me", get(me))
+        .route("/api/v1/sessions", post(sign_in))
+        .route("/api/v1/sessions/current", delete(sign_out))
+}
+
+#[derive(Deserialize)]
+struct Credentials {
+    username: String,
+    password: String,
+}
+
+async fn sign_up(
+    State(app): State<AppState>,
+    body: ApiJson<Credentials>,
+) -> Result<Response, ApiError> {
+    let username = Username::parse(&body.value.username).ok_or_else(|| {
+        ApiError::invalid_input("username must be 3 to 32 characters of a-z, 0-9, _, . and -")
+    })?;
+    let password = Password::parse(&body.value.password)
+        .ok_or_else(|| ApiError::invalid_input("password must be 8 to 128 characters"))?;
+    if app.engine.accounts.credentials(username.as_str()).is_some() {
+        return Err(crate::domain::DomainError::UsernameTaken.into());
+    }
+    let hasher = app.hasher.clone();
+    let hash = tokio::task::spawn_blocking(move || hasher.hash(&password))
+        .await
+        .map_err(|_| ApiError::overloaded("could not hash the password; retry"))?;
+    let user = app.engine.accounts.register(username.clone(), hash).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"user_id": user.to_string(), "username": username.as_str()})),
+    )
+        .into_response())
+}
+
+async fn sign_in(
+    State(app): State<AppState>,
+    body: ApiJson<Credentials>,
+) -> Result<Response, ApiError> {
+    let Credentials { username, password } = body.value;
+    let found = app.engine.accounts.credentials(&username);
+    let hasher = app.hasher.clone();
+    let stored = found.as_ref().map(|(_, hash)| hash.clone());
+    let verified = tokio::task::spawn_blocking(move || hasher.verify(&password, stored.as_deref()))
+        .await
+        .map_err(|_| ApiError::overloaded("could not check the password; retry"))?;
+    let user = match (verified, found) {
+        (true, Some((user, _))) => user,
+        _ => return Err(crate::domain::DomainError::InvalidCredentials.into()),
+    };
+    let secret = SessionToken::random_secret();
+    let (session, expires_at) = app
+        .engine
+        .accounts
+        .open_session(user, SessionToken::digest_of(&secret))
+        .await?;
+    let token = SessionToken::new(session, secret);
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "session_token": token.encode(),
+            "user_id": user.to_string(),
+            "expires_at": rfc3339(expires_at),
+        })),
+    )
+        .into_response())
+}
+
+async fn sign_out(State(app): State<AppState>, session: Session) -> Result<StatusCode, ApiError> {
+    app.engine.accounts.close_session(session.session).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn me(State(app): State<AppState>, session: Session) -> Result<Response, ApiError> {
+    let balance = app.engine.ledger.balance(session.user).await?;
+    let username = app
+        .engine
+        .accounts
+        .username(session.user)
+        .ok_or_else(ApiError::not_found)?;
+    Ok(Json(json!({
+        "user_id": session.user.to_string(),
+        "username": username,
+        "balance": balance,
+    }))
+    .into_response())
+}

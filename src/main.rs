@@ -1,0 +1,66 @@
+//! The `boxoffice` server: reads config, sets up logging, builds the application and serves.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use boxoffice::app::Application;
+use boxoffice::config::{LogFormat, Settings};
+
+/// A concert-ticket reservation engine: waiting room, seat holds and atomic payments.
+///
+/// Every config key can be overridden by an environment variable BOXOFFICE__SECTION__KEY,
+/// e.g. BOXOFFICE__SERVER__LISTEN=127.0.0.1:9000.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file (TOML). Defaults to ./config.toml; a missing default file means
+    /// built-in defaults.
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (path, explicit) = match cli.config {
+        Some(path) => (path, true),
+        None => (PathBuf::from("config.toml"), false),
+    };
+    let settings = match Settings::load(&path, explicit) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("boxoffice: {error}");
+            return ExitCode::from(78);
+        }
+    };
+    init_logging(&settings);
+    match run(settings).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("boxoffice: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(settings: Settings) -> anyhow::Result<()> {
+    Application::build(settings)
+        .await?
+        .run_until_stopped()
+        .await
+}
+
+fn init_logging(settings: &Settings) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&settings.log.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match settings.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
