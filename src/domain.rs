@@ -11,6 +11,9 @@ pub mod ledger;
 pub mod seat_map;
 pub mod types;
 
+#[cfg(test)]
+mod properties;
+
 pub use error::DomainError;
 pub use events::{Event, IdempotencyStamp};
 pub use types::*;

@@ -121,8 +121,9 @@ impl SeatNo {
     pub fn parse(raw: i128) -> Option<Self> {
         u32::try_from(raw).ok().filter(|n| *n >= 1).map(SeatNo)
     }
+    /// Position in a seat array; seat 0 (never valid) maps past the end of any array.
     pub fn index(self) -> usize {
-        (self.0 - 1) as usize
+        (self.0 as usize).wrapping_sub(1)
     }
 }
 

@@ -1,0 +1,322 @@
+//! Property tests: random command sequences with random clocks against the invariants of
+//! DESIGN.md, checked after every step, and replay of the produced events against live state.
+
+use std::collections::{BTreeSet, HashMap};
+
+use proptest::prelude::*;
+
+use super::admission::{AdmissionQueue, Lookup, QueuePolicy, QueueTokenId, Standing};
+use super::ledger::{BalancePolicy, Ledger};
+use super::seat_map::{HoldPolicy, ReservationState, SeatMap, SeatStatus};
+use super::*;
+
+const SEATS: u32 = 12;
+const TTL_MS: i64 = 10_000;
+const MAX_PER_USER: u32 = 4;
+
+#[derive(Debug, Clone)]
+enum SeatCommand {
+    Hold { user: u64, seats: Vec<u32> },
+    Cancel { user: u64, seq: u32 },
+    Pay { user: u64, seq: u32 },
+    Advance { ms: i64 },
+    Sweep,
+}
+
+fn seat_command() -> impl Strategy<Value = SeatCommand> {
+    prop_oneof![
+        4 => (0..4u64, prop::collection::vec(0..=SEATS + 1, 0..6))
+            .prop_map(|(user, seats)| SeatCommand::Hold { user, seats }),
+        1 => (0..4u64, 0..30u32).prop_map(|(user, seq)| SeatCommand::Cancel { user, seq }),
+        2 => (0..4u64, 0..30u32).prop_map(|(user, seq)| SeatCommand::Pay { user, seq }),
+        2 => (0..(2 * TTL_MS)).prop_map(|ms| SeatCommand::Advance { ms }),
+        1 => Just(SeatCommand::Sweep),
+    ]
+}
+
+fn new_seat_map() -> SeatMap {
+    SeatMap::new(
+        DateId(1),
+        SEATS,
+        100,
+        HoldPolicy {
+            ttl_ms: TTL_MS,
+            max_seats_per_user: MAX_PER_USER,
+        },
+    )
+}
+
+/// Invariants 1 and 4, plus the hold limit, read from the map's own answers.
+fn check_seats(map: &SeatMap, now: Timestamp, users: u64) {
+    let mut live_holders: HashMap<u32, u32> = HashMap::new();
+    let mut buyers: HashMap<u32, u32> = HashMap::new();
+    for user in 0..users {
+        let mut live_seats = 0;
+        for r in map.reservations_of(UserId(user)) {
+            for seat in &r.seats {
+                if r.state == ReservationState::Paid {
+                    *buyers.entry(seat.0).or_default() += 1;
+                }
+                if r.state == ReservationState::Held && r.expires_at > now {
+                    *live_holders.entry(seat.0).or_default() += 1;
+                    live_seats += 1;
+                }
+            }
+        }
+        assert!(
+            live_seats <= MAX_PER_USER,
+            "user {user} holds {live_seats} seats"
+        );
+    }
+    for seat in 1..=SEATS {
+        let held = live_holders.get(&seat).copied().unwrap_or(0);
+        let sold = buyers.get(&seat).copied().unwrap_or(0);
+        assert!(sold <= 1, "seat {seat} sold {sold} times");
+        assert!(
+            held + sold <= 1,
+            "seat {seat}: {held} live holds, sold {sold}"
+        );
+        let expected = match (held, sold) {
+            (0, 0) => SeatStatus::Available,
+            (_, 1) => SeatStatus::Sold,
+            _ => map.seat_status(SeatNo(seat), now).unwrap(),
+        };
+        let status = map.seat_status(SeatNo(seat), now).unwrap();
+        assert_eq!(status, expected, "seat {seat}");
+        if held == 1 {
+            assert!(matches!(status, SeatStatus::Held { until } if until > now));
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn seats_are_never_double_booked_and_expired_holds_never_block(
+        commands in prop::collection::vec(seat_command(), 1..80)
+    ) {
+        let mut map = new_seat_map();
+        let mut now = Timestamp(1_000);
+        let mut log: Vec<Event> = Vec::new();
+        for command in commands {
+            let decided = match command {
+                SeatCommand::Hold { user, seats } => {
+                    let seats: Vec<SeatNo> = seats.into_iter().map(SeatNo).collect();
+                    let outcome = map.place_hold(UserId(user), &seats, now, None);
+                    if let Err(DomainError::SeatUnavailable(seat)) = &outcome {
+                        // Invariant 4: refusal only for a seat that is sold or in a live hold.
+                        let blocked = matches!(
+                            map.seat_status(*seat, now),
+                            Some(SeatStatus::Sold | SeatStatus::Held { .. })
+                        );
+                        prop_assert!(blocked, "seat {} refused while free", seat.0);
+                    }
+                    if outcome.is_err() && seats.len() == 1 && seats[0].0 >= 1 && seats[0].0 <= SEATS {
+                        let free = map.seat_status(seats[0], now) == Some(SeatStatus::Available);
+                        let over_limit = matches!(outcome, Err(DomainError::HoldLimit { .. }));
+                        prop_assert!(!free || over_limit, "a free seat was refused: {:?}", outcome);
+                    }
+                    outcome.ok().into_iter().collect()
+                }
+                SeatCommand::Cancel { user, seq } => map
+                    .cancel_hold(UserId(user), ReservationId { date: DateId(1), seq }, now)
+                    .ok()
+                    .into_iter()
+                    .collect(),
+                SeatCommand::Pay { user, seq } => map
+                    .prepare_payment(UserId(user), ReservationId { date: DateId(1), seq }, now, None)
+                    .ok()
+                    .into_iter()
+                    .collect(),
+                SeatCommand::Advance { ms } => {
+                    now = now.plus_millis(ms);
+                    Vec::new()
+                }
+                SeatCommand::Sweep => map.expire_due(now),
+            };
+            for event in decided {
+                map.apply(&event);
+                log.push(event);
+            }
+            check_seats(&map, now, 4);
+        }
+        // Invariant 6 for this owner: replaying the events from empty gives the same state.
+        let mut replayed = new_seat_map();
+        for event in &log {
+            replayed.apply(event);
+        }
+        prop_assert_eq!(replayed, map);
+    }
+}
+
+#[derive(Debug, Clone)]
+enum MoneyCommand {
+    Charge { user: u64, amount: i128 },
+    Pay { user: u64, amount: u64 },
+}
+
+fn money_command() -> impl Strategy<Value = MoneyCommand> {
+    let amount = prop_oneof![
+        4 => 1..=1_000i128,
+        1 => Just(0i128),
+        1 => -5..0i128,
+        1 => 1_001..=3_000i128,
+        1 => Just(1i128 << 64),
+    ];
+    prop_oneof![
+        3 => (0..3u64, amount).prop_map(|(user, amount)| MoneyCommand::Charge { user, amount }),
+        2 => (0..3u64, 1..800u64).prop_map(|(user, amount)| MoneyCommand::Pay { user, amount }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn money_is_conserved_and_balances_stay_in_range(
+        commands in prop::collection::vec(money_command(), 1..100)
+    ) {
+        let policy = BalancePolicy { max_charge: 1_000, max_balance: 2_500 };
+        let mut ledger = Ledger::new(policy);
+        let mut charged: HashMap<u64, u64> = HashMap::new();
+        let mut paid: HashMap<u64, u64> = HashMap::new();
+        let mut log = Vec::new();
+        for (i, command) in commands.into_iter().enumerate() {
+            let now = Timestamp(i as i64);
+            match command {
+                MoneyCommand::Charge { user, amount } => {
+                    if let Ok(event) = ledger.charge(UserId(user), amount, now, None) {
+                        ledger.apply(&event);
+                        *charged.entry(user).or_default() += amount as u64;
+                        log.push(event);
+                    }
+                }
+                MoneyCommand::Pay { user, amount } => {
+                    let payment = Event::PaymentCompleted {
+                        reservation: ReservationId { date: DateId(1), seq: i as u32 + 1 },
+                        user: UserId(user),
+                        seats: vec![SeatNo(1)],
+                        amount,
+                        at: now,
+                        idempotency: None,
+                    };
+                    if ledger.check_payment(&payment).is_ok() {
+                        ledger.apply(&payment);
+                        *paid.entry(user).or_default() += amount;
+                        log.push(payment);
+                    }
+                }
+            }
+            for user in 0..3u64 {
+                let balance = ledger.balance(UserId(user));
+                let expected = charged.get(&user).copied().unwrap_or(0) - paid.get(&user).copied().unwrap_or(0);
+                prop_assert_eq!(balance, expected);
+                prop_assert!(balance <= policy.max_balance);
+                if let Some(account) = ledger.account(UserId(user)) {
+                    prop_assert_eq!(account.history.last().map(|e| e.balance_after), Some(balance));
+                }
+            }
+        }
+        let mut replayed = Ledger::new(policy);
+        for event in &log {
+            replayed.apply(event);
+        }
+        prop_assert_eq!(replayed, ledger);
+    }
+}
+
+#[derive(Debug, Clone)]
+enum QueueCommand {
+    Issue { user: u64 },
+    Poll { user: u64 },
+    Leave { user: u64 },
+    Complete { user: u64 },
+    Advance { ms: i64 },
+    Tick,
+}
+
+fn queue_command() -> impl Strategy<Value = QueueCommand> {
+    prop_oneof![
+        4 => (0..12u64).prop_map(|user| QueueCommand::Issue { user }),
+        4 => (0..12u64).prop_map(|user| QueueCommand::Poll { user }),
+        1 => (0..12u64).prop_map(|user| QueueCommand::Leave { user }),
+        1 => (0..12u64).prop_map(|user| QueueCommand::Complete { user }),
+        3 => (0..4_000i64).prop_map(|ms| QueueCommand::Advance { ms }),
+        2 => Just(QueueCommand::Tick),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn admission_is_fifo_bounded_and_positions_are_exact(
+        commands in prop::collection::vec(queue_command(), 1..120)
+    ) {
+        let policy = QueuePolicy {
+            max_active: 3,
+            admit_per_second: 2,
+            active_ttl_ms: 6_000,
+            waiting_ttl_ms: 5_000,
+        };
+        let mut now = Timestamp(0);
+        let mut queue = AdmissionQueue::new(policy, now);
+        // Token ids grow with issue order, so a larger id was issued later.
+        let mut next_id = 1u128;
+        let mut token_of: HashMap<u64, QueueTokenId> = HashMap::new();
+        let mut ever_admitted: BTreeSet<QueueTokenId> = BTreeSet::new();
+        for command in commands {
+            match command {
+                QueueCommand::Issue { user } => {
+                    let (status, created) = queue.issue(UserId(user), QueueTokenId(next_id), now);
+                    if created {
+                        prop_assert_eq!(status.token, QueueTokenId(next_id));
+                        next_id += 1;
+                    }
+                    token_of.insert(user, status.token);
+                }
+                QueueCommand::Poll { user } => {
+                    if let Some(token) = token_of.get(&user) {
+                        if let Ok(Lookup::Live(status)) = queue.poll(*token, UserId(user), now) {
+                            if let Standing::Waiting { position, .. } = status.standing {
+                                let index = queue.waiting_in_order().position(|t| t == *token);
+                                prop_assert_eq!(index.map(|i| i as u64 + 1), Some(position));
+                            }
+                        }
+                    }
+                }
+                QueueCommand::Leave { user } => {
+                    if let Some(token) = token_of.remove(&user) {
+                        let _ = queue.leave(token, UserId(user), now);
+                    }
+                }
+                QueueCommand::Complete { user } => queue.complete(UserId(user), now),
+                QueueCommand::Advance { ms } => now = now.plus_millis(ms),
+                QueueCommand::Tick => {
+                    queue.tick(now);
+                }
+            }
+            // Invariant 5: never more than max_active admitted at once...
+            prop_assert!(queue.active_len() <= policy.max_active as usize);
+            let live_active = token_of
+                .iter()
+                .filter(|(user, token)| queue.check_admitted(**token, UserId(**user), now).is_ok())
+                .count();
+            prop_assert!(live_active <= policy.max_active as usize);
+            // ...and in FIFO order: everyone ever admitted was issued before everyone waiting.
+            for (user, token) in &token_of {
+                if queue.check_admitted(*token, UserId(*user), now).is_ok() {
+                    ever_admitted.insert(*token);
+                }
+            }
+            if let (Some(last_admitted), Some(first_waiting)) =
+                (ever_admitted.last(), queue.waiting_in_order().next())
+            {
+                prop_assert!(last_admitted < &first_waiting, "{last_admitted:?} admitted before {first_waiting:?}");
+            }
+            let waiting: Vec<_> = queue.waiting_in_order().collect();
+            prop_assert!(waiting.windows(2).all(|w| w[0] < w[1]), "line out of order");
+        }
+    }
+}
