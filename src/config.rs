@@ -332,6 +332,26 @@ mod tests {
     }
 
     #[test]
+    fn environment_variables_override_the_file() {
+        // The only test that touches BOXOFFICE__* variables, so no other test sees them.
+        std::env::set_var("BOXOFFICE__HOLDS__TTL_SECONDS", "42");
+        std::env::set_var("BOXOFFICE__SERVER__LISTEN", "127.0.0.1:9123");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
+        let loaded = Settings::load(&path, true);
+        std::env::remove_var("BOXOFFICE__HOLDS__TTL_SECONDS");
+        std::env::remove_var("BOXOFFICE__SERVER__LISTEN");
+        let settings = loaded.expect("config.toml with overrides loads");
+        assert_eq!(settings.holds.ttl_seconds, 42);
+        assert_eq!(settings.server.listen.port(), 9123);
+    }
+
+    #[test]
+    fn a_missing_explicit_config_file_is_an_error_that_says_so() {
+        let error = Settings::load(Path::new("/nonexistent/boxoffice.toml"), true).unwrap_err();
+        assert!(error.to_string().contains("does not exist"));
+    }
+
+    #[test]
     fn a_zero_hold_ttl_is_rejected() {
         let mut settings = Settings::default();
         settings.holds.ttl_seconds = 0;

@@ -1,0 +1,125 @@
+//! The binary as an operator meets it: `--help`, clear startup errors, the ready line, and a
+//! graceful stop on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_boxoffice");
+
+fn cheap_server() -> Command {
+    let mut command = Command::new(BINARY);
+    command
+        .env("BOXOFFICE__SERVER__LISTEN", "127.0.0.1:0")
+        .env("BOXOFFICE__AUTH__ARGON2_MEMORY_KIB", "8")
+        .env("BOXOFFICE__AUTH__ARGON2_ITERATIONS", "1")
+        .env("BOXOFFICE__LOG__FORMAT", "text")
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG");
+    command
+}
+
+#[test]
+fn help_names_the_config_flag_and_the_environment_overrides() {
+    let output = Command::new(BINARY).arg("--help").output().unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("--config"), "{text}");
+    assert!(text.contains("BOXOFFICE__SECTION__KEY"), "{text}");
+}
+
+#[test]
+fn a_missing_config_file_is_a_clear_error_not_a_panic() {
+    let output = Command::new(BINARY)
+        .args(["--config", "/nonexistent/boxoffice.toml"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(text.contains("does not exist"), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+}
+
+#[test]
+fn an_invalid_setting_is_refused_with_the_key_named() {
+    let output = cheap_server()
+        .env("BOXOFFICE__HOLDS__TTL_SECONDS", "0")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(text.contains("holds.ttl_seconds"), "{text}");
+}
+
+#[test]
+fn the_server_says_where_it_listens_serves_and_stops_cleanly_on_sigterm() {
+    let dir = std::env::temp_dir().join(format!("boxoffice-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut child = cheap_server()
+        .current_dir(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                let _ = tx.send(rest.trim().to_owned());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the server logs `listening on http://ADDR`");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ready = loop {
+        let answer = http_get(&addr, "/readyz");
+        if answer.starts_with("HTTP/1.1 200") || Instant::now() > deadline {
+            break answer;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    let concerts = http_get(&addr, "/api/v1/concerts");
+    assert!(
+        concerts.contains("boxoffice demo night"),
+        "demo seed: {concerts}"
+    );
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "server did not stop after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return String::new();
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
