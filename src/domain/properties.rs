@@ -11,6 +11,15 @@ use super::seat_map::{HoldPolicy, ReservationState, SeatMap, SeatStatus};
 use super::*;
 
 const SEATS: u32 = 12;
+
+/// Failures print their minimal case; no regression files are written into the repository.
+fn config() -> ProptestConfig {
+    ProptestConfig {
+        cases: 256,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
 const TTL_MS: i64 = 10_000;
 const MAX_PER_USER: u32 = 4;
 
@@ -90,7 +99,7 @@ fn check_seats(map: &SeatMap, now: Timestamp, users: u64) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(config())]
 
     #[test]
     fn seats_are_never_double_booked_and_expired_holds_never_block(
@@ -171,7 +180,7 @@ fn money_command() -> impl Strategy<Value = MoneyCommand> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(config())]
 
     #[test]
     fn money_is_conserved_and_balances_stay_in_range(
@@ -248,7 +257,7 @@ fn queue_command() -> impl Strategy<Value = QueueCommand> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(config())]
 
     #[test]
     fn admission_is_fifo_bounded_and_positions_are_exact(
