@@ -19,7 +19,7 @@ use ractor::{ActorRef, RpcReplyPort};
 
 use crate::clock::SharedClock;
 use crate::config::Settings;
-use crate::domain::{DateId, DomainError, UserId};
+use crate::domain::{DateId, DomainError, ReservationId, UserId};
 
 pub use accounts::AccountsHandle;
 pub use catalog::CatalogHandle;
@@ -59,11 +59,12 @@ where
     }
 }
 
-/// Where every date actor is found, and which dates each user has reservations on.
+/// Where every date actor is found, and each user's reservations in the order they were made
+/// (across dates, where timestamps alone may tie).
 #[derive(Default)]
 pub struct DateRegistry {
     dates: DashMap<DateId, DateHandle>,
-    user_dates: DashMap<UserId, Vec<DateId>>,
+    user_reservations: DashMap<UserId, Vec<ReservationId>>,
 }
 
 impl DateRegistry {
@@ -79,17 +80,18 @@ impl DateRegistry {
         self.dates.iter().map(|d| d.clone()).collect()
     }
 
-    pub(crate) fn note_user_on(&self, user: UserId, date: DateId) {
-        let mut dates = self.user_dates.entry(user).or_default();
-        if !dates.contains(&date) {
-            dates.push(date);
-        }
+    pub(crate) fn note_reservation(&self, user: UserId, reservation: ReservationId) {
+        self.user_reservations
+            .entry(user)
+            .or_default()
+            .push(reservation);
     }
 
-    pub fn dates_of(&self, user: UserId) -> Vec<DateId> {
-        self.user_dates
+    /// The user's reservations, oldest first.
+    pub fn reservations_of(&self, user: UserId) -> Vec<ReservationId> {
+        self.user_reservations
             .get(&user)
-            .map(|d| d.clone())
+            .map(|r| r.clone())
             .unwrap_or_default()
     }
 }

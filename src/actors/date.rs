@@ -244,10 +244,10 @@ impl Actor for DateActor {
                     .place_hold(user, &seats, now, idempotency)
                     .map(|event| {
                         state.commit(&event, now);
-                        state.registry.note_user_on(user, state.map.date());
                         let Event::HoldPlaced { reservation, .. } = event else {
                             unreachable!("place_hold decides a hold")
                         };
+                        state.registry.note_reservation(user, reservation);
                         state
                             .map
                             .reservation_of(user, reservation)

@@ -178,8 +178,8 @@ impl FromRequestParts<AppState> for AdminAuth {
     }
 }
 
-/// A JSON body: 415 unless it is declared JSON, 413 past the size limit, 400 unless it parses
-/// into `T`. Keeps the raw bytes for idempotency fingerprints.
+/// A JSON body: 415 unless it is declared JSON, 413 past the size limit, 400 unless it is an
+/// object that parses into `T`. Keeps the raw bytes for idempotency fingerprints.
 pub struct ApiJson<T> {
     pub value: T,
     pub raw: Bytes,
@@ -189,20 +189,55 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let is_json = req
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
-        if !is_json {
+        DeferredJson::from_request(req, state).await?.parse()
+    }
+}
+
+/// A JSON body read but not yet judged, for routes where API.md checks something else (the
+/// queue token) before the request itself.
+pub struct DeferredJson<T> {
+    declared_json: bool,
+    body: Result<Bytes, ApiError>,
+    shape: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T: DeserializeOwned> DeferredJson<T> {
+    /// The bytes as sent (empty if they could not be read).
+    pub fn raw(&self) -> &[u8] {
+        self.body.as_deref().unwrap_or_default()
+    }
+
+    pub fn parse(self) -> Result<ApiJson<T>, ApiError> {
+        if !self.declared_json {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
                 "send the body as JSON with Content-Type: application/json",
             ));
         }
-        let raw = Bytes::from_request(req, state).await.map_err(|rejection| {
+        let raw = self.body?;
+        // Every request body is an object; serde would also build a struct from an array.
+        let is_object = raw.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+        if !is_object {
+            return Err(ApiError::malformed("the body must be a JSON object"));
+        }
+        let value = serde_json::from_slice(&raw)
+            .map_err(|e| ApiError::malformed(format!("the body is not the expected JSON: {e}")))?;
+        Ok(ApiJson { value, raw })
+    }
+}
+
+impl<T, S: Send + Sync> FromRequest<S> for DeferredJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let declared_json = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
+        let body = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
@@ -212,10 +247,12 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
             } else {
                 ApiError::malformed("the request body could not be read")
             }
-        })?;
-        let value = serde_json::from_slice(&raw)
-            .map_err(|e| ApiError::malformed(format!("the body is not the expected JSON: {e}")))?;
-        Ok(Self { value, raw })
+        });
+        Ok(Self {
+            declared_json,
+            body,
+            shape: std::marker::PhantomData,
+        })
     }
 }
 

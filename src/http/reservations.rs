@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::extract::{
-    Admitted, ApiJson, DeferredAdmission, IdPath, IdempotencyHeader, Session, WholeNumber,
+    Admitted, ApiJson, DeferredAdmission, DeferredJson, IdPath, IdempotencyHeader, Session,
+    WholeNumber,
 };
 use super::idempotency::Endpoint;
 use super::{rfc3339, AppState};
@@ -130,15 +131,25 @@ async fn show(
 }
 
 async fn list_mine(State(app): State<AppState>, session: Session) -> Result<Response, ApiError> {
-    let mut mine = Vec::new();
-    for date in app.engine.dates.dates_of(session.user) {
+    let order = app.engine.dates.reservations_of(session.user);
+    let mut dates: Vec<DateId> = order.iter().map(|r| r.date).collect();
+    dates.sort_unstable();
+    dates.dedup();
+    let mut found = std::collections::HashMap::new();
+    for date in dates {
         if let Some(handle) = app.engine.dates.get(date) {
-            mine.extend(handle.reservations_of(session.user).await?);
+            for reservation in handle.reservations_of(session.user).await? {
+                found.insert(reservation.id, reservation);
+            }
         }
     }
-    mine.sort_by_key(|r| std::cmp::Reverse((r.created_at, r.id)));
     let now = app.clock.now();
-    let reservations: Vec<_> = mine.iter().map(|r| ReservationBody::new(r, now)).collect();
+    let reservations: Vec<_> = order
+        .iter()
+        .rev()
+        .filter_map(|id| found.get(id))
+        .map(|r| ReservationBody::new(r, now))
+        .collect();
     Ok(Json(serde_json::json!({ "reservations": reservations })).into_response())
 }
 
@@ -193,7 +204,7 @@ async fn pay(
     session: Session,
     IdempotencyHeader(key): IdempotencyHeader,
     admission: DeferredAdmission,
-    body: ApiJson<PayRequest>,
+    body: DeferredJson<PayRequest>,
 ) -> Result<Response, ApiError> {
     let claim = app
         .idempotency
@@ -201,7 +212,7 @@ async fn pay(
             session.user,
             Endpoint::Payment,
             key,
-            &body.raw,
+            body.raw(),
             app.clock.now(),
         )
         .await?;
@@ -209,6 +220,7 @@ async fn pay(
         return Ok(stored.into_response());
     }
     let admitted = admission.check(&app, session.user)?;
+    let body = body.parse()?;
     let id: ReservationId = body
         .value
         .reservation_id

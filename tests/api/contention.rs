@@ -1,0 +1,348 @@
+//! Many buyers, few seats, all at once: no seat is ever held twice.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use tokio::sync::Barrier;
+
+use crate::helpers::*;
+
+/// Buyers prepared at once while setting up (sign-up, sign-in, queue token).
+const PREPARE_CONCURRENCY: usize = 32;
+
+async fn crowd_app() -> TestApp {
+    spawn_app_with(|s| {
+        s.queue.max_active = 2_000;
+        s.queue.admit_per_second = 2_000;
+    })
+    .await
+}
+
+/// Sends one hold per buyer, all released by one barrier, and returns `(buyer index, status,
+/// body)` for every answer.
+async fn race(
+    app: &TestApp,
+    buyers: &[(Buyer, String)],
+    date: &str,
+    seats_of: impl Fn(usize) -> Vec<u64>,
+) -> Vec<(usize, u16, Value)> {
+    let barrier = Arc::new(Barrier::new(buyers.len()));
+    let mut tasks = Vec::with_capacity(buyers.len());
+    for (i, (buyer, queue_token)) in buyers.iter().enumerate() {
+        let request = app
+            .post("/api/v1/reservations")
+            .session(buyer)
+            .queue(queue_token)
+            .json(&json!({"date_id": date, "seat_nos": seats_of(i)}));
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let response = request.send().await.expect("the hold gets an answer");
+            let status = response.status().as_u16();
+            let content_type = response
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let body: Value = response.json().await.expect("a JSON body");
+            if status != 201 {
+                assert!(
+                    content_type.starts_with("application/problem+json"),
+                    "{status} without problem+json: {body}"
+                );
+            }
+            (i, status, body)
+        }));
+    }
+    let mut results = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        results.push(task.await.expect("the racing task did not panic"));
+    }
+    results
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_buyers_racing_for_one_seat_get_exactly_one_hold() {
+    const BUYERS: usize = 500;
+    let app = crowd_app().await;
+    let (_, date) = app.concert_with_date(20, 1_000).await;
+    let buyers = app.admitted_buyers(BUYERS, PREPARE_CONCURRENCY).await;
+    let distinct_users: BTreeSet<_> = buyers.iter().map(|(b, _)| b.user_id.clone()).collect();
+    assert_eq!(distinct_users.len(), BUYERS, "every buyer is its own user");
+
+    let results = race(&app, &buyers, &date, |_| vec![7]).await;
+
+    let winners: Vec<_> = results.iter().filter(|(_, s, _)| *s == 201).collect();
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one hold wins: {:?}",
+        winners.iter().map(|w| &w.2).collect::<Vec<_>>()
+    );
+    for (_, status, body) in &results {
+        if *status != 201 {
+            assert_eq!(*status, 409, "{body}");
+            assert_eq!(body["code"], "seat_unavailable", "{body}");
+            assert_eq!(body["status"], json!(409), "{body}");
+        }
+    }
+    let (winner, _, reservation) = winners[0];
+    assert_eq!(reservation["seat_nos"], json!([7]));
+    assert_eq!(reservation["status"], "held");
+    assert_eq!(reservation["price"], json!(1_000));
+
+    // The listing agrees: seat 7 held, nothing else.
+    let (buyer, queue_token) = &buyers[(winner + 1) % BUYERS];
+    let statuses = app.seat_statuses(buyer, queue_token, &date).await;
+    for (seat, status) in &statuses {
+        let expected = if *seat == 7 { "held" } else { "available" };
+        assert_eq!(status, expected, "seat {seat}");
+    }
+    // The winner owns the reservation; a loser cannot see it.
+    let id = string_field(reservation, "reservation_id");
+    assert_eq!(
+        app.reservation_status(&buyers[*winner].0, &id).await,
+        "held"
+    );
+    assert_problem(app.reservation(buyer, &id).await, 404, "not_found").await;
+
+    let stats = eventually("stats to count the hold", || async {
+        let stats = app.stats().await;
+        (stats["seats_held"] == json!(1)).then_some(stats)
+    })
+    .await;
+    assert_eq!(stats["users"], json!(BUYERS), "{stats}");
+    assert_eq!(stats["seats_sold"], json!(0), "{stats}");
+}
+
+/// A small deterministic generator, so a failure can be replayed.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// 1 to `max_len` distinct seats out of `1..=seats`.
+    fn seats(&mut self, seats: u64, max_len: u64) -> Vec<u64> {
+        let len = 1 + self.next() % max_len.min(seats);
+        let mut pool: Vec<u64> = (1..=seats).collect();
+        (0..len)
+            .map(|_| {
+                let i = (self.next() % pool.len() as u64) as usize;
+                pool.swap_remove(i)
+            })
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_buyers_racing_for_ten_seats_never_share_one() {
+    const BUYERS: usize = 200;
+    const SEATS: u64 = 10;
+    const PRICE: u64 = 3_000;
+    let app = crowd_app().await;
+    let (_, date) = app.concert_with_date(SEATS, PRICE).await;
+    let buyers = app.admitted_buyers(BUYERS, PREPARE_CONCURRENCY).await;
+
+    let seed = 0x5eed_0000_0000_0001_u64;
+    let mut rng = XorShift(seed);
+    let wanted: Vec<Vec<u64>> = (0..BUYERS).map(|_| rng.seats(SEATS, 3)).collect();
+    let results = race(&app, &buyers, &date, |i| wanted[i].clone()).await;
+
+    let mut won: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut seats_in_winning_holds = 0;
+    for (i, status, body) in &results {
+        match status {
+            201 => {
+                let seats: Vec<u64> = body["seat_nos"]
+                    .as_array()
+                    .expect("seat_nos")
+                    .iter()
+                    .map(|s| s.as_u64().expect("seat numbers are integers"))
+                    .collect();
+                assert_eq!(seats, wanted[*i], "the hold is the seats asked for");
+                assert_eq!(body["price"], json!(PRICE * seats.len() as u64), "{body}");
+                assert_eq!(body["status"], "held");
+                seats_in_winning_holds += seats.len();
+                for seat in seats {
+                    if let Some(other) = won.insert(seat, *i) {
+                        panic!("seat {seat} held by buyers {other} and {i} (seed {seed:#x})");
+                    }
+                }
+            }
+            409 => assert_eq!(body["code"], "seat_unavailable", "{body}"),
+            other => panic!("unexpected {other}: {body} (seed {seed:#x})"),
+        }
+    }
+    assert!(!won.is_empty(), "someone wins");
+    assert_eq!(
+        seats_in_winning_holds,
+        won.len(),
+        "winners' seats are all distinct"
+    );
+
+    // Every loser asked for at least one seat that a winner holds (all-or-nothing, no
+    // spurious refusals).
+    for (i, status, _) in &results {
+        if *status == 409 {
+            assert!(
+                wanted[*i].iter().any(|s| won.contains_key(s)),
+                "buyer {i} was refused {:?} though no winner holds any of them (seed {seed:#x})",
+                wanted[*i]
+            );
+        }
+    }
+
+    // The listing shows exactly the seats won as held.
+    let (buyer, queue_token) = &buyers[0];
+    let statuses = app.seat_statuses(buyer, queue_token, &date).await;
+    assert_eq!(statuses.len() as u64, SEATS);
+    for (seat, status) in &statuses {
+        let expected = if won.contains_key(seat) {
+            "held"
+        } else {
+            "available"
+        };
+        assert_eq!(status, expected, "seat {seat} (seed {seed:#x})");
+    }
+
+    // Each winner sees its own hold.
+    for (seat, i) in &won {
+        let (buyer, _) = &buyers[*i];
+        let list = app
+            .get("/api/v1/reservations")
+            .session(buyer)
+            .send()
+            .await
+            .unwrap();
+        let list = assert_json(list, 200).await;
+        let reservations = list["reservations"].as_array().unwrap();
+        assert_eq!(reservations.len(), 1, "{list}");
+        assert!(
+            reservations[0]["seat_nos"]
+                .as_array()
+                .unwrap()
+                .contains(&json!(seat)),
+            "{list}"
+        );
+    }
+
+    let stats = eventually("stats to count the holds", || async {
+        let stats = app.stats().await;
+        (stats["seats_held"] == json!(won.len())).then_some(stats)
+    })
+    .await;
+    assert_eq!(stats["seats_total"], json!(SEATS), "{stats}");
+
+    // Every winner tops up and pays, all at once: every payment lands, once.
+    let winners: BTreeSet<usize> = won.values().copied().collect();
+    let barrier = Arc::new(Barrier::new(winners.len()));
+    let mut payments = Vec::new();
+    for i in &winners {
+        let (buyer, queue_token) = buyers[*i].clone();
+        let reservation = results
+            .iter()
+            .find(|(j, _, _)| j == i)
+            .map(|(_, _, body)| string_field(body, "reservation_id"))
+            .unwrap();
+        let price = PRICE * wanted[*i].len() as u64;
+        let charge = app
+            .post("/api/v1/balance/charges")
+            .session(&buyer)
+            .json(&json!({ "amount": PRICE * 4 }));
+        let pay = app
+            .post("/api/v1/payments")
+            .session(&buyer)
+            .queue(&queue_token)
+            .json(&json!({ "reservation_id": reservation }));
+        let barrier = barrier.clone();
+        payments.push(tokio::spawn(async move {
+            barrier.wait().await;
+            assert_json(charge.send().await.unwrap(), 201).await;
+            let paid = assert_json(pay.send().await.unwrap(), 201).await;
+            assert_eq!(paid["amount"], json!(price), "{paid}");
+            assert_eq!(paid["balance"], json!(PRICE * 4 - price), "{paid}");
+        }));
+    }
+    for payment in payments {
+        payment.await.expect("every winner pays");
+    }
+    let (buyer, _) = &buyers[0];
+    let reissued = assert_json(app.poll_queue(buyer, &buyers[0].1).await, 200).await;
+    let queue_token = if reissued["reissued"] == json!(true) {
+        let fresh = string_field(&reissued, "queue_token");
+        app.wait_until_active(buyer, &fresh).await;
+        fresh
+    } else {
+        buyers[0].1.clone()
+    };
+    let statuses = app.seat_statuses(buyer, &queue_token, &date).await;
+    for (seat, status) in &statuses {
+        let expected = if won.contains_key(seat) {
+            "sold"
+        } else {
+            "available"
+        };
+        assert_eq!(status, expected, "seat {seat} after payment");
+    }
+    eventually("stats to count the sales", || async {
+        let stats = app.stats().await;
+        (stats["seats_sold"] == json!(won.len()) && stats["seats_held"] == json!(0)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_buyer_racing_itself_never_exceeds_the_hold_limit() {
+    const SEATS: u64 = 20;
+    let app = crowd_app().await;
+    let (_, date) = app.concert_with_date(SEATS, 100).await;
+    let (buyer, queue_token) = app.admitted_buyer().await;
+    let max = app.settings.holds.max_seats_per_user as usize;
+
+    let barrier = Arc::new(Barrier::new(SEATS as usize));
+    let attempts: Vec<_> = (1..=SEATS)
+        .map(|seat| {
+            let request = app
+                .post("/api/v1/reservations")
+                .session(&buyer)
+                .queue(&queue_token)
+                .json(&json!({"date_id": date, "seat_no": seat}));
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let response = request.send().await.unwrap();
+                (
+                    seat,
+                    response.status().as_u16(),
+                    response.json::<Value>().await.unwrap(),
+                )
+            })
+        })
+        .collect();
+    let mut held = BTreeSet::new();
+    for attempt in attempts {
+        let (seat, status, body) = attempt.await.unwrap();
+        match status {
+            201 => {
+                held.insert(seat);
+            }
+            422 => assert_eq!(body["code"], "hold_limit", "{body}"),
+            other => panic!("seat {seat}: unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(held.len(), max, "exactly the hold limit is held: {held:?}");
+    let statuses = app.seat_statuses(&buyer, &queue_token, &date).await;
+    let listed: BTreeSet<u64> = statuses
+        .iter()
+        .filter(|(_, s)| *s == "held")
+        .map(|(n, _)| *n)
+        .collect();
+    assert_eq!(listed, held);
+}

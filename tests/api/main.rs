@@ -1,0 +1,11 @@
+//! End-to-end tests of the HTTP contract (`API.md`): every test starts its own server on
+//! 127.0.0.1 with a `ManualClock` and talks to it over plain HTTP.
+
+mod authorization;
+mod bad_input;
+mod contention;
+mod expiry;
+mod happy_path;
+mod helpers;
+mod money;
+mod queue;

@@ -1,0 +1,621 @@
+//! The prepaid balance and payments: every charge lands once, idempotent retries apply once,
+//! bad amounts change nothing, and a payment is all or nothing.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use futures::future::join_all;
+use serde_json::{json, Value};
+use tokio::sync::Barrier;
+
+use crate::helpers::*;
+
+/// Checks the history is a consistent chain, newest first: each entry's `balance_after` is the
+/// previous balance plus (charge, refund) or minus (payment) its positive `amount`.
+fn assert_history_chain(entries: &[Value], final_balance: u64) {
+    let mut balance = final_balance as i128;
+    for entry in entries {
+        assert_eq!(
+            entry["balance_after"],
+            json!(balance as u64),
+            "balance_after breaks the chain at {entry}"
+        );
+        let amount = u64_field(entry, "amount") as i128;
+        assert!(amount > 0, "history amounts are positive: {entry}");
+        balance -= match entry["kind"].as_str() {
+            Some("charge" | "refund") => amount,
+            Some("payment") => -amount,
+            _ => panic!("unknown kind in {entry}"),
+        };
+    }
+    assert_eq!(balance, 0, "the oldest entry starts from a zero balance");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_concurrent_charges_land_exactly_once_each() {
+    let app = spawn_app().await;
+    let buyer = app.new_buyer().await;
+    let barrier = Arc::new(Barrier::new(100));
+    let charges = (1..=100u64).map(|amount| {
+        let request = app
+            .post("/api/v1/balance/charges")
+            .session(&buyer)
+            .json(&json!({ "amount": amount }));
+        let barrier = barrier.clone();
+        tokio::spawn(async move {
+            barrier.wait().await;
+            let response = request.send().await.expect("a charge gets an answer");
+            (amount, assert_json(response, 201).await)
+        })
+    });
+    let results: Vec<(u64, Value)> = join_all(charges)
+        .await
+        .into_iter()
+        .map(|r| r.expect("no charge task panicked"))
+        .collect();
+
+    let total: u64 = (1..=100).sum();
+    let mut charge_ids = BTreeSet::new();
+    let mut balances_after = BTreeSet::new();
+    for (amount, body) in &results {
+        assert_eq!(body["amount"], json!(amount), "{body}");
+        assert!(
+            charge_ids.insert(string_field(body, "charge_id")),
+            "duplicate charge_id: {body}"
+        );
+        let balance = u64_field(body, "balance");
+        assert!(
+            balance >= *amount && balance <= total,
+            "balance right after a charge: {body}"
+        );
+        assert!(
+            balances_after.insert(balance),
+            "two charges report the same balance: {body}"
+        );
+    }
+    assert!(
+        balances_after.contains(&total),
+        "the last charge sees the total"
+    );
+    assert_eq!(app.balance(&buyer).await, total);
+
+    let history = app.history(&buyer).await;
+    assert_eq!(history.len(), 100);
+    assert!(history.iter().all(|e| e["kind"] == "charge"));
+    let references: BTreeSet<String> = history
+        .iter()
+        .map(|e| string_field(e, "reference"))
+        .collect();
+    assert_eq!(references, charge_ids, "one entry per charge, by charge_id");
+    let amounts: BTreeSet<u64> = history.iter().map(|e| u64_field(e, "amount")).collect();
+    assert_eq!(amounts, (1..=100).collect());
+    assert_history_chain(&history, total);
+    // Each charge's reported balance is the balance_after of its own entry.
+    for (_, body) in &results {
+        let entry = history
+            .iter()
+            .find(|e| e["reference"] == body["charge_id"])
+            .expect("every charge has its entry");
+        assert_eq!(entry["balance_after"], body["balance"], "{entry} vs {body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_charge_retry_applies_once() {
+    let app = spawn_app().await;
+    let buyer = app.new_buyer().await;
+    let charge = |key: &str, amount: u64| {
+        app.post("/api/v1/balance/charges")
+            .session(&buyer)
+            .idempotency_key(key)
+            .json(&json!({ "amount": amount }))
+            .send()
+    };
+
+    let first = assert_json(charge("top-up-1", 700).await.unwrap(), 201).await;
+    let retry = assert_json(charge("top-up-1", 700).await.unwrap(), 201).await;
+    assert_eq!(retry, first, "the retry gets the original response");
+    assert_eq!(app.balance(&buyer).await, 700);
+    assert_eq!(app.history(&buyer).await.len(), 1);
+
+    // The same body written differently is the same request.
+    let respaced = app
+        .post("/api/v1/balance/charges")
+        .session(&buyer)
+        .idempotency_key("top-up-1")
+        .raw_json("{ \"amount\" :\n 700 }")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(assert_json(respaced, 201).await, first);
+
+    // The same key with another body: 422, nothing applied.
+    assert_problem(
+        charge("top-up-1", 800).await.unwrap(),
+        422,
+        "idempotency_key_reused",
+    )
+    .await;
+    assert_eq!(app.balance(&buyer).await, 700);
+
+    // Another key is another charge.
+    let second = assert_json(charge("top-up-2", 700).await.unwrap(), 201).await;
+    assert_ne!(second["charge_id"], first["charge_id"]);
+    assert_eq!(second["balance"], json!(1_400));
+
+    // Keys are per user: another user's identical key is their own charge.
+    let other = app.new_buyer().await;
+    let theirs = app
+        .post("/api/v1/balance/charges")
+        .session(&other)
+        .idempotency_key("top-up-1")
+        .json(&json!({ "amount": 800 }))
+        .send()
+        .await
+        .unwrap();
+    let theirs = assert_json(theirs, 201).await;
+    assert_ne!(theirs["charge_id"], first["charge_id"]);
+    assert_eq!(theirs["balance"], json!(800));
+    assert_eq!(app.balance(&buyer).await, 1_400);
+    assert_eq!(app.balance(&other).await, 800);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_with_one_idempotency_key_apply_once() {
+    let app = spawn_app().await;
+    let buyer = app.new_buyer().await;
+    let barrier = Arc::new(Barrier::new(30));
+    let requests = (0..30).map(|_| {
+        let request = app
+            .post("/api/v1/balance/charges")
+            .session(&buyer)
+            .idempotency_key("the-one-key")
+            .json(&json!({ "amount": 1_234 }));
+        let barrier = barrier.clone();
+        tokio::spawn(async move {
+            barrier.wait().await;
+            assert_json(request.send().await.unwrap(), 201).await
+        })
+    });
+    let answers: Vec<Value> = join_all(requests)
+        .await
+        .into_iter()
+        .map(|r| r.expect("no task panicked"))
+        .collect();
+    for answer in &answers {
+        assert_eq!(answer, &answers[0], "every answer is the original");
+    }
+    assert_eq!(answers[0]["balance"], json!(1_234));
+    assert_eq!(app.balance(&buyer).await, 1_234);
+    assert_eq!(app.history(&buyer).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_amounts_are_refused_and_the_balance_is_untouched() {
+    let app = spawn_app().await;
+    let buyer = app.new_buyer().await;
+    let max_charge = app.settings.balance.max_charge;
+    let above_max = format!("{{\"amount\": {}}}", max_charge + 1);
+    let cases: Vec<(&str, u16, &str)> = vec![
+        (r#"{"amount": 0}"#, 422, "invalid_amount"),
+        (r#"{"amount": -1}"#, 422, "invalid_amount"),
+        (&above_max, 422, "invalid_amount"),
+        (r#"{"amount": 18446744073709551616}"#, 422, "invalid_amount"),
+        (
+            r#"{"amount": -18446744073709551616}"#,
+            422,
+            "invalid_amount",
+        ),
+        (r#"{"amount": 9007199254740993}"#, 422, "invalid_amount"),
+        (
+            r#"{"amount": 100000000000000000000000000000000000000000}"#,
+            422,
+            "invalid_amount",
+        ),
+        (r#"{"amount": 1.5}"#, 400, "malformed_request"),
+        (r#"{"amount": "10"}"#, 400, "malformed_request"),
+        (r#"{"amount": null}"#, 400, "malformed_request"),
+        (r#"{"amount": true}"#, 400, "malformed_request"),
+        (r#"{"amount": [10]}"#, 400, "malformed_request"),
+        (r#"{"amount": {"value": 10}}"#, 400, "malformed_request"),
+        (r#"{}"#, 400, "malformed_request"),
+        (r#"{"amonut": 10}"#, 400, "malformed_request"),
+        (r#"10"#, 400, "malformed_request"),
+    ];
+    for (body, status, code) in cases {
+        let response = app
+            .post("/api/v1/balance/charges")
+            .session(&buyer)
+            .raw_json(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        assert_problem_for(response, status, code, &format!("with body {body}")).await;
+    }
+    assert_eq!(app.balance(&buyer).await, 0);
+    assert!(app.history(&buyer).await.is_empty());
+    // The largest single charge is fine.
+    app.charge_ok(&buyer, max_charge).await;
+    assert_eq!(app.balance(&buyer).await, max_charge);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_charge_past_max_balance_is_refused() {
+    let app = spawn_app_with(|s| {
+        s.balance.max_charge = 600;
+        s.balance.max_balance = 1_000;
+    })
+    .await;
+    let buyer = app.new_buyer().await;
+    app.charge_ok(&buyer, 600).await;
+    assert_problem(app.charge(&buyer, 401).await, 422, "balance_limit").await;
+    assert_eq!(app.balance(&buyer).await, 600);
+    let full = app.charge_ok(&buyer, 400).await;
+    assert_eq!(
+        full["balance"],
+        json!(1_000),
+        "exactly max_balance is allowed"
+    );
+    assert_problem(app.charge(&buyer, 1).await, 422, "balance_limit").await;
+    assert_problem(app.charge(&buyer, 601).await, 422, "invalid_amount").await;
+    assert_eq!(app.balance(&buyer).await, 1_000);
+    assert_eq!(app.history(&buyer).await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insufficient_balance_is_402_and_the_hold_survives() {
+    const PRICE: u64 = 30_000;
+    let app = spawn_app().await;
+    let (_, date) = app.concert_with_date(5, PRICE).await;
+    let (buyer, queue_token) = app.admitted_buyer().await;
+    let held = app.hold_ok(&buyer, &queue_token, &date, &[2, 4]).await;
+    let reservation = string_field(&held, "reservation_id");
+    app.charge_ok(&buyer, 2 * PRICE - 1).await;
+
+    assert_problem(
+        app.pay(&buyer, &queue_token, &reservation).await,
+        402,
+        "insufficient_balance",
+    )
+    .await;
+
+    // Nothing moved: still held, the seats still held, balance and admission untouched.
+    let after = assert_json(app.reservation(&buyer, &reservation).await, 200).await;
+    for field in ["status", "seat_nos", "price", "expires_at"] {
+        assert_eq!(after[field], held[field], "{field}");
+    }
+    let statuses = app.seat_statuses(&buyer, &queue_token, &date).await;
+    assert_eq!((&*statuses[&2], &*statuses[&4]), ("held", "held"));
+    assert_eq!(app.balance(&buyer).await, 2 * PRICE - 1);
+    assert_eq!(app.history(&buyer).await.len(), 1);
+    let polled = assert_json(app.poll_queue(&buyer, &queue_token).await, 200).await;
+    assert_eq!(polled["status"], "active");
+
+    // Top up by one won and pay.
+    app.charge_ok(&buyer, 1).await;
+    let paid = assert_json(app.pay(&buyer, &queue_token, &reservation).await, 201).await;
+    assert_eq!(paid["amount"], json!(2 * PRICE));
+    assert_eq!(paid["balance"], json!(0));
+    assert_eq!(app.balance(&buyer).await, 0);
+    assert_eq!(app.reservation_status(&buyer, &reservation).await, "paid");
+    let history = app.history(&buyer).await;
+    assert_history_chain(&history, 0);
+    assert_eq!(history[0]["kind"], "payment");
+    assert_eq!(history[0]["reference"], json!(reservation));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_payment_retry_returns_the_same_payment() {
+    const PRICE: u64 = 12_000;
+    let app = spawn_app().await;
+    let (_, date) = app.concert_with_date(5, PRICE).await;
+    let (buyer, queue_token) = app.admitted_buyer().await;
+    let held = app.hold_ok(&buyer, &queue_token, &date, &[1]).await;
+    let reservation = string_field(&held, "reservation_id");
+    app.charge_ok(&buyer, 3 * PRICE).await;
+    let pay = |key: &str, reservation: &str| {
+        app.post("/api/v1/payments")
+            .session(&buyer)
+            .queue(&queue_token)
+            .idempotency_key(key)
+            .json(&json!({ "reservation_id": reservation }))
+            .send()
+    };
+
+    let first = assert_json(pay("pay-1", &reservation).await.unwrap(), 201).await;
+    // The payment expired the queue token, yet the retry gets the original answer.
+    let retry = assert_json(pay("pay-1", &reservation).await.unwrap(), 201).await;
+    assert_eq!(retry, first);
+    assert_eq!(app.balance(&buyer).await, 2 * PRICE);
+    let payments = app
+        .history(&buyer)
+        .await
+        .into_iter()
+        .filter(|e| e["kind"] == "payment")
+        .count();
+    assert_eq!(payments, 1, "paid once");
+
+    // Without the key it is a new request, and the token has expired.
+    assert_problem(
+        app.pay(&buyer, &queue_token, &reservation).await,
+        403,
+        "queue_token_expired",
+    )
+    .await;
+
+    // The same key with another body: 422.
+    assert_problem(
+        pay("pay-1", "r_1_2").await.unwrap(),
+        422,
+        "idempotency_key_reused",
+    )
+    .await;
+
+    // With a fresh admission, paying again is 409 already_paid and costs nothing.
+    let reissued = assert_json(app.poll_queue(&buyer, &queue_token).await, 200).await;
+    assert_eq!(reissued["reissued"], json!(true));
+    let fresh = string_field(&reissued, "queue_token");
+    app.wait_until_active(&buyer, &fresh).await;
+    assert_problem(
+        app.pay(&buyer, &fresh, &reservation).await,
+        409,
+        "already_paid",
+    )
+    .await;
+    assert_eq!(app.balance(&buyer).await, 2 * PRICE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_payments_of_one_hold_debit_once() {
+    const PRICE: u64 = 5_000;
+    let app = spawn_app().await;
+    let (_, date) = app.concert_with_date(5, PRICE).await;
+    let (buyer, queue_token) = app.admitted_buyer().await;
+    let held = app.hold_ok(&buyer, &queue_token, &date, &[3]).await;
+    let reservation = string_field(&held, "reservation_id");
+    app.charge_ok(&buyer, 10 * PRICE).await;
+
+    let barrier = Arc::new(Barrier::new(20));
+    let attempts = (0..20).map(|_| {
+        let request = app
+            .post("/api/v1/payments")
+            .session(&buyer)
+            .queue(&queue_token)
+            .json(&json!({ "reservation_id": reservation }));
+        let barrier = barrier.clone();
+        tokio::spawn(async move {
+            barrier.wait().await;
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        })
+    });
+    let outcomes: Vec<(u16, Value)> = join_all(attempts)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    let successes = outcomes.iter().filter(|(s, _)| *s == 201).count();
+    assert_eq!(successes, 1, "{outcomes:?}");
+    for (status, body) in &outcomes {
+        match status {
+            201 => assert_eq!(body["balance"], json!(9 * PRICE)),
+            409 => assert_eq!(body["code"], "already_paid", "{body}"),
+            403 => assert_eq!(body["code"], "queue_token_expired", "{body}"),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(app.balance(&buyer).await, 9 * PRICE);
+    assert_eq!(app.history(&buyer).await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_hold_retry_returns_the_same_reservation() {
+    let app = spawn_app().await;
+    let (_, date) = app.concert_with_date(6, 100).await;
+    let (buyer, queue_token) = app.admitted_buyer().await;
+    let hold = |key: &str, seats: &[u64]| {
+        app.post("/api/v1/reservations")
+            .session(&buyer)
+            .queue(&queue_token)
+            .idempotency_key(key)
+            .json(&json!({"date_id": date, "seat_nos": seats}))
+            .send()
+    };
+    let first = assert_json(hold("hold-1", &[1, 2]).await.unwrap(), 201).await;
+    let retry = assert_json(hold("hold-1", &[1, 2]).await.unwrap(), 201).await;
+    assert_eq!(retry["reservation_id"], first["reservation_id"]);
+    assert_eq!(retry["seat_nos"], first["seat_nos"]);
+    assert_eq!(retry["price"], first["price"]);
+    assert_eq!(retry["expires_at"], first["expires_at"]);
+    assert_problem(
+        hold("hold-1", &[3]).await.unwrap(),
+        422,
+        "idempotency_key_reused",
+    )
+    .await;
+    let list = app
+        .get("/api/v1/reservations")
+        .session(&buyer)
+        .send()
+        .await
+        .unwrap();
+    let list = assert_json(list, 200).await;
+    assert_eq!(
+        list["reservations"].as_array().unwrap().len(),
+        1,
+        "held once: {list}"
+    );
+    let statuses = app.seat_statuses(&buyer, &queue_token, &date).await;
+    let held: Vec<u64> = statuses
+        .iter()
+        .filter(|(_, s)| *s == "held")
+        .map(|(n, _)| *n)
+        .collect();
+    assert_eq!(held, vec![1, 2]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sold_seats_do_not_count_toward_the_hold_limit_and_cannot_be_cancelled() {
+    const PRICE: u64 = 1_000;
+    let app = spawn_app().await;
+    let (_, date) = app.concert_with_date(10, PRICE).await;
+    let (buyer, queue_token) = app.admitted_buyer().await;
+    app.charge_ok(&buyer, 8 * PRICE).await;
+    let held = app
+        .hold_ok(&buyer, &queue_token, &date, &[1, 2, 3, 4])
+        .await;
+    let reservation = string_field(&held, "reservation_id");
+    assert_json(app.pay(&buyer, &queue_token, &reservation).await, 201).await;
+
+    let cancel = app
+        .delete(&format!("/api/v1/reservations/{reservation}"))
+        .session(&buyer)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(cancel, 409, "reservation_not_held").await;
+
+    let reissued = assert_json(app.poll_queue(&buyer, &queue_token).await, 200).await;
+    assert_eq!(reissued["reissued"], json!(true));
+    let fresh = string_field(&reissued, "queue_token");
+    app.wait_until_active(&buyer, &fresh).await;
+    assert_problem(
+        app.hold(&buyer, &fresh, &date, &[2]).await,
+        409,
+        "seat_unavailable",
+    )
+    .await;
+    app.hold_ok(&buyer, &fresh, &date, &[5, 6, 7, 8]).await;
+    let statuses = app.seat_statuses(&buyer, &fresh, &date).await;
+    for seat in 1..=10u64 {
+        let expected = match seat {
+            1..=4 => "sold",
+            5..=8 => "held",
+            _ => "available",
+        };
+        assert_eq!(statuses[&seat], expected, "seat {seat}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_charges_never_push_the_balance_past_max_balance() {
+    let app = spawn_app_with(|s| {
+        s.balance.max_charge = 100;
+        s.balance.max_balance = 1_000;
+    })
+    .await;
+    let buyer = app.new_buyer().await;
+    let barrier = Arc::new(Barrier::new(25));
+    let charges = (0..25).map(|_| {
+        let request = app
+            .post("/api/v1/balance/charges")
+            .session(&buyer)
+            .json(&json!({ "amount": 100 }));
+        let barrier = barrier.clone();
+        tokio::spawn(async move {
+            barrier.wait().await;
+            let response = request.send().await.unwrap();
+            (
+                response.status().as_u16(),
+                response.json::<Value>().await.unwrap(),
+            )
+        })
+    });
+    let outcomes: Vec<(u16, Value)> = join_all(charges)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    let accepted = outcomes.iter().filter(|(s, _)| *s == 201).count();
+    assert_eq!(accepted, 10, "{outcomes:?}");
+    for (status, body) in &outcomes {
+        if *status != 201 {
+            assert_eq!(*status, 422, "{body}");
+            assert_eq!(body["code"], "balance_limit", "{body}");
+        }
+    }
+    assert_eq!(app.balance(&buyer).await, 1_000);
+    let history = app.history(&buyer).await;
+    assert_eq!(history.len(), 10);
+    assert_history_chain(&history, 1_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_racing_a_payment_never_both_succeed() {
+    const BUYERS: usize = 12;
+    const PRICE: u64 = 700;
+    let app = spawn_app().await;
+    let (_, date) = app.concert_with_date(BUYERS as u64, PRICE).await;
+    let mut buyers = Vec::new();
+    for seat in 1..=BUYERS as u64 {
+        let (buyer, queue_token) = app.admitted_buyer().await;
+        let held = app.hold_ok(&buyer, &queue_token, &date, &[seat]).await;
+        app.charge_ok(&buyer, PRICE).await;
+        buyers.push((
+            buyer,
+            queue_token,
+            string_field(&held, "reservation_id"),
+            seat,
+        ));
+    }
+    let barrier = Arc::new(Barrier::new(2 * BUYERS));
+    let mut races = Vec::new();
+    for (buyer, queue_token, reservation, _) in &buyers {
+        let pay = app
+            .post("/api/v1/payments")
+            .session(buyer)
+            .queue(queue_token)
+            .json(&json!({ "reservation_id": reservation }));
+        let cancel = app
+            .delete(&format!("/api/v1/reservations/{reservation}"))
+            .session(buyer);
+        let (b1, b2) = (barrier.clone(), barrier.clone());
+        races.push((
+            tokio::spawn(async move {
+                b1.wait().await;
+                let response = pay.send().await.unwrap();
+                let status = response.status().as_u16();
+                (status, response.text().await.unwrap())
+            }),
+            tokio::spawn(async move {
+                b2.wait().await;
+                let response = cancel.send().await.unwrap();
+                let status = response.status().as_u16();
+                (status, response.text().await.unwrap())
+            }),
+        ));
+    }
+    let (viewer, viewer_q) = app.admitted_buyer().await;
+    let mut outcomes = Vec::new();
+    for (pay, cancel) in races {
+        outcomes.push((pay.await.unwrap(), cancel.await.unwrap()));
+    }
+    let statuses = app.seat_statuses(&viewer, &viewer_q, &date).await;
+    for ((buyer, _, reservation, seat), ((pay, pay_body), (cancel, cancel_body))) in
+        buyers.iter().zip(outcomes)
+    {
+        let status = app.reservation_status(buyer, reservation).await;
+        let balance = app.balance(buyer).await;
+        match (pay, cancel) {
+            (201, 409) => {
+                assert!(
+                    cancel_body.contains("reservation_not_held"),
+                    "{cancel_body}"
+                );
+                assert_eq!(status, "paid");
+                assert_eq!(balance, 0);
+                assert_eq!(statuses[seat], "sold");
+            }
+            (409, 204) => {
+                assert!(pay_body.contains("reservation_not_held"), "{pay_body}");
+                assert_eq!(status, "cancelled");
+                assert_eq!(balance, PRICE);
+                assert_eq!(statuses[seat], "available");
+            }
+            other => {
+                panic!("seat {seat}: pay and cancel answered {other:?}: {pay_body} / {cancel_body}")
+            }
+        }
+    }
+}
