@@ -6,7 +6,6 @@
 pub mod accounts;
 pub mod catalog;
 pub mod date;
-pub mod events;
 pub mod ledger;
 pub mod queue;
 
@@ -14,19 +13,69 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
+use parking_lot::Mutex;
 use ractor::rpc::CallResult;
 use ractor::{ActorRef, RpcReplyPort};
 
 use crate::clock::SharedClock;
 use crate::config::Settings;
+use crate::domain::idempotency::IdempotencyBook;
 use crate::domain::{DateId, DomainError, ReservationId, UserId};
+use crate::store::recovery::{self, Recovered, IDEMPOTENCY_OWNER};
+use crate::store::snapshot::Snapshotter;
+use crate::store::{Durable, EventLog};
 
 pub use accounts::AccountsHandle;
 pub use catalog::CatalogHandle;
 pub use date::DateHandle;
-pub use events::EventSink;
 pub use ledger::LedgerHandle;
 pub use queue::QueueHandle;
+
+/// The idempotency records every owner of keyed requests writes to (ledger, dates).
+pub type SharedBook = Arc<Mutex<IdempotencyBook>>;
+
+/// Answers `reply` once the event behind `value` is committed: no client hears of a change
+/// the disk does not have.
+pub(crate) fn reply_when_durable<T: Send + 'static>(
+    durable: Durable,
+    reply: RpcReplyPort<T>,
+    value: T,
+) {
+    tokio::spawn(async move {
+        durable.wait().await;
+        let _ = reply.send(value);
+    });
+}
+
+/// Answers an outcome that may carry a durable change.
+pub(crate) fn reply_outcome<T: Send + 'static, E: Send + 'static>(
+    reply: RpcReplyPort<Result<T, E>>,
+    outcome: Result<(T, Durable), E>,
+) {
+    match outcome {
+        Ok((value, durable)) => reply_when_durable(durable, reply, Ok(value)),
+        Err(error) => {
+            let _ = reply.send(Err(error));
+        }
+    }
+}
+
+/// Writes a snapshot off the owner's mailbox and answers `done` (if any) when it is on disk.
+pub(crate) fn snapshot_later<T: serde::Serialize + Send + 'static>(
+    snapshots: &Snapshotter,
+    owner: String,
+    state: T,
+    done: Option<RpcReplyPort<()>>,
+) {
+    let seq = snapshots.log().last_sequence();
+    let snapshots = snapshots.clone();
+    tokio::spawn(async move {
+        snapshots.write(owner, seq, state).await;
+        if let Some(done) = done {
+            let _ = done.send(());
+        }
+    });
+}
 
 /// Every `call` gives up after this: an owner that does only memory work and has not answered
 /// by then is wedged, and the client gets 503 instead of a hung connection.
@@ -96,6 +145,15 @@ impl DateRegistry {
     }
 }
 
+/// What every owner needs to make its changes durable.
+#[derive(Clone)]
+pub struct Durability {
+    pub log: EventLog,
+    pub snapshots: Snapshotter,
+    pub snapshot_every: Duration,
+    pub book: SharedBook,
+}
+
 /// The running engine: handles to every owner.
 #[derive(Clone)]
 pub struct Engine {
@@ -104,39 +162,122 @@ pub struct Engine {
     pub ledger: LedgerHandle,
     pub queue: QueueHandle,
     pub dates: Arc<DateRegistry>,
-    pub events: EventSink,
+    pub durability: Durability,
     pub clock: SharedClock,
+    /// How many logged events the start-up recovery replayed.
+    pub replayed_events: usize,
 }
 
 impl Engine {
+    /// Recovers state from disk and starts every owner with it.
     pub async fn start(settings: &Settings, clock: SharedClock) -> anyhow::Result<Self> {
-        let events = EventSink::default();
+        let recovering = settings.clone();
+        let recovered = tokio::task::spawn_blocking(move || recovery::recover(&recovering))
+            .await
+            .map_err(|e| anyhow::anyhow!("recovery panicked: {e}"))??;
+        Self::start_from(settings, clock, recovered).await
+    }
+
+    async fn start_from(
+        settings: &Settings,
+        clock: SharedClock,
+        recovered: Recovered,
+    ) -> anyhow::Result<Self> {
+        let Recovered {
+            accounts,
+            catalog,
+            ledger,
+            book,
+            dates: seat_maps,
+            log,
+            replayed_events,
+            took,
+        } = recovered;
+        tracing::info!(
+            replayed_events,
+            millis = took.as_millis() as u64,
+            "state recovered"
+        );
+        let snapshots = Snapshotter::new(settings.storage.snapshot_dir.clone(), log.clone());
+        let durability = Durability {
+            log,
+            snapshots,
+            snapshot_every: Duration::from_secs(settings.storage.snapshot_interval_seconds.max(1)),
+            book: Arc::new(Mutex::new(book)),
+        };
         let dates = Arc::new(DateRegistry::default());
-        let accounts = AccountsHandle::spawn(settings, clock.clone(), events.clone()).await?;
-        let ledger = LedgerHandle::spawn(settings, clock.clone(), events.clone()).await?;
+        let accounts =
+            AccountsHandle::spawn(settings, clock.clone(), durability.clone(), accounts).await?;
+        let ledger = LedgerHandle::spawn(clock.clone(), durability.clone(), ledger).await?;
         let queue = QueueHandle::spawn(settings, clock.clone()).await?;
         let catalog = CatalogHandle::spawn(
             settings,
             clock.clone(),
-            events.clone(),
+            durability.clone(),
             ledger.clone(),
             queue.clone(),
             dates.clone(),
+            catalog,
         )
         .await?;
+        let mut made: Vec<(crate::domain::Timestamp, ReservationId, UserId)> = Vec::new();
+        for (date, map) in seat_maps {
+            for user in map.users() {
+                made.extend(
+                    map.reservations_of(user)
+                        .map(|r| (r.created_at, r.id, user)),
+                );
+            }
+            catalog.start_date(date, map).await?;
+        }
+        made.sort();
+        for (_, reservation, user) in made {
+            dates.note_reservation(user, reservation);
+        }
+        durability.snapshots.register(IDEMPOTENCY_OWNER);
+        snapshot_book_every(durability.clone(), clock.clone());
         Ok(Self {
             accounts,
             catalog,
             ledger,
             queue,
             dates,
-            events,
+            durability,
             clock,
+            replayed_events,
         })
     }
 
-    /// Stops every actor after it has drained the messages already in its mailbox.
+    /// Snapshots every owner now and waits until the files are on disk.
+    pub async fn snapshot_all(&self) {
+        let mut done = Vec::new();
+        for date in self.dates.all() {
+            done.push(tokio::spawn(date.snapshot()));
+        }
+        done.push(tokio::spawn(self.catalog.snapshot()));
+        done.push(tokio::spawn(self.ledger.snapshot()));
+        done.push(tokio::spawn(self.accounts.snapshot()));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let book = self.durability.book.lock().clone();
+        let snapshots = self.durability.snapshots.clone();
+        let seq = snapshots.log().last_sequence();
+        tokio::spawn(async move {
+            snapshots
+                .write(IDEMPOTENCY_OWNER.to_owned(), seq, book)
+                .await;
+            let _ = tx.send(());
+        });
+        for pending in done {
+            let _ = pending.await;
+        }
+        let _ = rx.await;
+    }
+
+    /// Flushes the log, writes a snapshot of every owner, and stops every actor after it has
+    /// drained the messages already in its mailbox.
     pub async fn stop(&self) {
+        self.snapshot_all().await;
+        self.durability.log.flush().await;
         for date in self.dates.all() {
             date.stop().await;
         }
@@ -144,7 +285,30 @@ impl Engine {
         self.queue.stop().await;
         self.ledger.stop().await;
         self.accounts.stop().await;
+        self.durability.log.flush().await;
     }
+}
+
+fn snapshot_book_every(durability: Durability, clock: SharedClock) {
+    let book = Arc::downgrade(&durability.book);
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(durability.snapshot_every);
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            let Some(book) = book.upgrade() else { break };
+            let seq = durability.log.last_sequence();
+            let copy = {
+                let mut book = book.lock();
+                book.forget_expired(clock.now());
+                book.clone()
+            };
+            durability
+                .snapshots
+                .write(IDEMPOTENCY_OWNER.to_owned(), seq, copy)
+                .await;
+        }
+    });
 }
 
 /// Sends `make()` to `actor` every `period` until the actor is gone.

@@ -284,9 +284,15 @@ impl Settings {
         Ok(())
     }
 
-    /// Settings for tests and benches: cheap password hashing, no demo data, otherwise defaults.
+    /// Settings for tests and benches: cheap password hashing, no demo data, storage in a fresh
+    /// temporary directory of its own, otherwise defaults.
     pub fn for_tests() -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("boxoffice-{}-{n}", std::process::id()));
         let mut settings = Self::default();
+        settings.storage.sqlite_path = dir.join("boxoffice.db");
+        settings.storage.snapshot_dir = dir.join("snapshots");
         settings.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         settings.auth.argon2_memory_kib = 8;
         settings.auth.argon2_iterations = 1;

@@ -7,6 +7,7 @@ pub mod admission;
 pub mod catalog;
 pub mod error;
 pub mod events;
+pub mod idempotency;
 pub mod ledger;
 pub mod seat_map;
 pub mod types;

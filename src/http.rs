@@ -30,9 +30,7 @@ use crate::config::Settings;
 use crate::domain::Timestamp;
 use crate::security::PasswordHasher;
 use error::ApiError;
-use idempotency::IdempotencyIndex;
-
-const IDEMPOTENCY_SWEEP_PERIOD: Duration = Duration::from_secs(600);
+use idempotency::IdempotencyGate;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -40,26 +38,14 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub clock: SharedClock,
     pub hasher: Arc<PasswordHasher>,
-    pub idempotency: Arc<IdempotencyIndex>,
+    pub idempotency: Arc<IdempotencyGate>,
     pub ready: Arc<AtomicBool>,
     in_flight: Arc<Semaphore>,
 }
 
 impl AppState {
     pub fn new(engine: Engine, settings: Arc<Settings>, clock: SharedClock) -> Self {
-        let idempotency = Arc::new(IdempotencyIndex::default());
-        let sweeper = Arc::downgrade(&idempotency);
-        let sweep_clock = clock.clone();
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(IDEMPOTENCY_SWEEP_PERIOD);
-            loop {
-                ticks.tick().await;
-                let Some(index) = sweeper.upgrade() else {
-                    break;
-                };
-                index.forget_stale(sweep_clock.now());
-            }
-        });
+        let idempotency = Arc::new(IdempotencyGate::new(engine.durability.book.clone()));
         Self {
             hasher: Arc::new(PasswordHasher::new(&settings.auth)),
             in_flight: Arc::new(Semaphore::new(settings.server.max_in_flight)),

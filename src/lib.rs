@@ -19,3 +19,4 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub mod security;
+pub mod store;

@@ -7,11 +7,13 @@ use std::time::Duration;
 use parking_lot::RwLock;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use super::{ask, every, EngineError, EventSink};
+use super::{ask, every, reply_outcome, snapshot_later, Durability, EngineError};
 use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::domain::accounts::Accounts;
 use crate::domain::{DomainError, Event, Timestamp, UserId, Username};
+use crate::store::recovery::ACCOUNTS_OWNER;
+use crate::store::Durable;
 
 const SESSION_SWEEP_PERIOD: Duration = Duration::from_secs(60);
 
@@ -24,13 +26,14 @@ pub enum AccountsMsg {
     OpenSession {
         user: UserId,
         verifier_digest: [u8; 32],
-        reply: RpcReplyPort<(u64, Timestamp)>,
+        reply: RpcReplyPort<Result<(u64, Timestamp), DomainError>>,
     },
     CloseSession {
         session: u64,
         reply: RpcReplyPort<Result<(), DomainError>>,
     },
     SweepSessions,
+    Snapshot(Option<RpcReplyPort<()>>),
 }
 
 pub struct AccountsActor;
@@ -38,14 +41,14 @@ pub struct AccountsActor;
 pub struct AccountsState {
     accounts: Arc<RwLock<Accounts>>,
     clock: SharedClock,
-    events: EventSink,
+    durability: Durability,
     session_ttl_ms: i64,
 }
 
 impl AccountsState {
-    fn commit(&self, event: &Event) {
+    fn commit(&self, event: &Event) -> Durable {
         self.accounts.write().apply(event);
-        self.events.record(event);
+        self.durability.log.append(event)
     }
 }
 
@@ -77,13 +80,13 @@ impl Actor for AccountsActor {
             } => {
                 let decided = state.accounts.read().register(username, password_hash, now);
                 let outcome = decided.map(|event| {
-                    state.commit(&event);
+                    let durable = state.commit(&event);
                     match event {
-                        Event::UserRegistered { user, .. } => user,
+                        Event::UserRegistered { user, .. } => (user, durable),
                         _ => unreachable!("register decides a registration"),
                     }
                 });
-                let _ = reply.send(outcome);
+                reply_outcome(reply, outcome);
             }
             AccountsMsg::OpenSession {
                 user,
@@ -96,25 +99,35 @@ impl Actor for AccountsActor {
                     now,
                     state.session_ttl_ms,
                 );
-                state.commit(&event);
-                if let Event::SessionOpened {
+                let durable = state.commit(&event);
+                let Event::SessionOpened {
                     session,
                     expires_at,
                     ..
                 } = event
-                {
-                    let _ = reply.send((session, expires_at));
-                }
+                else {
+                    unreachable!("open_session decides a session")
+                };
+                reply_outcome(reply, Ok(((session, expires_at), durable)));
             }
             AccountsMsg::CloseSession { session, reply } => {
                 let decided = state.accounts.read().close_session(session);
-                let _ = reply.send(decided.map(|event| state.commit(&event)));
+                reply_outcome(reply, decided.map(|event| ((), state.commit(&event))));
             }
             AccountsMsg::SweepSessions => {
                 let expired = state.accounts.read().expired_sessions(now);
                 for event in &expired {
                     state.commit(event);
                 }
+            }
+            AccountsMsg::Snapshot(done) => {
+                let copy = state.accounts.read().clone();
+                snapshot_later(
+                    &state.durability.snapshots,
+                    ACCOUNTS_OWNER.to_owned(),
+                    copy,
+                    done,
+                );
             }
         }
         Ok(())
@@ -131,18 +144,24 @@ impl AccountsHandle {
     pub async fn spawn(
         settings: &Settings,
         clock: SharedClock,
-        events: EventSink,
+        durability: Durability,
+        recovered: Accounts,
     ) -> anyhow::Result<Self> {
-        let view = Arc::new(RwLock::new(Accounts::default()));
+        let view = Arc::new(RwLock::new(recovered));
+        durability.snapshots.register(ACCOUNTS_OWNER);
+        let every_snapshot = durability.snapshot_every;
         let state = AccountsState {
             accounts: view.clone(),
             clock,
-            events,
+            durability,
             session_ttl_ms: (settings.auth.session_ttl_seconds as i64).saturating_mul(1000),
         };
         let (actor, _) = Actor::spawn(None, AccountsActor, state).await?;
         every(actor.clone(), SESSION_SWEEP_PERIOD, || {
             AccountsMsg::SweepSessions
+        });
+        every(actor.clone(), every_snapshot, || {
+            AccountsMsg::Snapshot(None)
         });
         Ok(Self { actor, view })
     }
@@ -165,12 +184,12 @@ impl AccountsHandle {
         user: UserId,
         verifier_digest: [u8; 32],
     ) -> Result<(u64, Timestamp), EngineError> {
-        ask(&self.actor, |reply| AccountsMsg::OpenSession {
+        Ok(ask(&self.actor, |reply| AccountsMsg::OpenSession {
             user,
             verifier_digest,
             reply,
         })
-        .await
+        .await??)
     }
 
     pub async fn close_session(&self, session: u64) -> Result<(), EngineError> {
@@ -208,6 +227,18 @@ impl AccountsHandle {
 
     pub fn user_count(&self) -> usize {
         self.view.read().user_count()
+    }
+
+    /// A copy of the state, for tests that compare live state with replayed state.
+    pub fn state(&self) -> Accounts {
+        self.view.read().clone()
+    }
+
+    pub fn snapshot(&self) -> impl std::future::Future<Output = ()> {
+        let actor = self.actor.clone();
+        async move {
+            let _ = ask(&actor, |done| AccountsMsg::Snapshot(Some(done))).await;
+        }
     }
 
     pub async fn stop(&self) {

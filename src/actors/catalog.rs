@@ -6,13 +6,18 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use super::date::{DateArgs, DateHandle};
-use super::{ask, DateRegistry, EngineError, EventSink, LedgerHandle, QueueHandle};
+use super::date::{DateDeps, DateHandle};
+use super::{
+    ask, every, reply_outcome, snapshot_later, DateRegistry, Durability, EngineError, LedgerHandle,
+    QueueHandle,
+};
 use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::domain::catalog::{Catalog, Concert, DateInfo};
 use crate::domain::seat_map::{HoldPolicy, SeatMap};
 use crate::domain::{ConcertId, DateId, DomainError, Event, Timestamp};
+use crate::store::recovery::{hold_policy, CATALOG_OWNER};
+use crate::store::Durable;
 
 pub enum CatalogMsg {
     CreateConcert {
@@ -27,6 +32,7 @@ pub enum CatalogMsg {
         price: i128,
         reply: RpcReplyPort<Result<DateId, EngineError>>,
     },
+    Snapshot(Option<RpcReplyPort<()>>),
 }
 
 pub struct CatalogActor;
@@ -34,17 +40,13 @@ pub struct CatalogActor;
 pub struct CatalogState {
     catalog: Arc<RwLock<Catalog>>,
     hold_policy: HoldPolicy,
-    clock: SharedClock,
-    events: EventSink,
-    ledger: LedgerHandle,
-    queue: QueueHandle,
-    registry: Arc<DateRegistry>,
+    dates: DateDeps,
 }
 
 impl CatalogState {
-    fn commit(&self, event: &Event) {
+    fn commit(&self, event: &Event) -> Durable {
         self.catalog.write().apply(event);
-        self.events.record(event);
+        self.dates.durability.log.append(event)
     }
 
     async fn create_date(
@@ -53,7 +55,7 @@ impl CatalogState {
         starts_at: Timestamp,
         seat_count: i128,
         price: i128,
-    ) -> Result<DateId, EngineError> {
+    ) -> Result<(DateId, Durable), EngineError> {
         let event = self
             .catalog
             .read()
@@ -67,22 +69,16 @@ impl CatalogState {
         else {
             unreachable!("create_date decides a date")
         };
-        let handle = DateHandle::spawn(DateArgs {
-            map: SeatMap::new(date, seat_count, price, self.hold_policy),
-            clock: self.clock.clone(),
-            events: self.events.clone(),
-            ledger: self.ledger.clone(),
-            queue: self.queue.clone(),
-            registry: self.registry.clone(),
-        })
-        .await
-        .map_err(|error| {
-            tracing::error!(%error, "could not start a date actor");
-            EngineError::Unavailable
-        })?;
-        self.registry.insert(handle);
-        self.commit(&event);
-        Ok(date)
+        let map = SeatMap::new(date, seat_count, price, self.hold_policy);
+        let handle = DateHandle::spawn(map, self.dates.clone())
+            .await
+            .map_err(|error| {
+                tracing::error!(%error, "could not start a date actor");
+                EngineError::Unavailable
+            })?;
+        let durable = self.commit(&event);
+        self.dates.registry.insert(handle);
+        Ok((date, durable))
     }
 }
 
@@ -113,13 +109,13 @@ impl Actor for CatalogActor {
             } => {
                 let decided = state.catalog.read().create_concert(&title, &venue);
                 let outcome = decided.map(|event| {
-                    state.commit(&event);
+                    let durable = state.commit(&event);
                     match event {
-                        Event::ConcertCreated { concert, .. } => concert,
+                        Event::ConcertCreated { concert, .. } => (concert, durable),
                         _ => unreachable!("create_concert decides a concert"),
                     }
                 });
-                let _ = reply.send(outcome);
+                reply_outcome(reply, outcome);
             }
             CatalogMsg::CreateDate {
                 concert,
@@ -131,7 +127,16 @@ impl Actor for CatalogActor {
                 let outcome = state
                     .create_date(concert, starts_at, seat_count, price)
                     .await;
-                let _ = reply.send(outcome);
+                reply_outcome(reply, outcome);
+            }
+            CatalogMsg::Snapshot(done) => {
+                let copy = state.catalog.read().clone();
+                snapshot_later(
+                    &state.dates.durability.snapshots,
+                    CATALOG_OWNER.to_owned(),
+                    copy,
+                    done,
+                );
             }
         }
         Ok(())
@@ -142,32 +147,45 @@ impl Actor for CatalogActor {
 pub struct CatalogHandle {
     actor: ActorRef<CatalogMsg>,
     view: Arc<RwLock<Catalog>>,
+    dates: DateDeps,
 }
 
 impl CatalogHandle {
     pub async fn spawn(
         settings: &Settings,
         clock: SharedClock,
-        events: EventSink,
+        durability: Durability,
         ledger: LedgerHandle,
         queue: QueueHandle,
         registry: Arc<DateRegistry>,
+        recovered: Catalog,
     ) -> anyhow::Result<Self> {
-        let view = Arc::new(RwLock::new(Catalog::default()));
-        let state = CatalogState {
-            catalog: view.clone(),
-            hold_policy: HoldPolicy {
-                ttl_ms: (settings.holds.ttl_seconds as i64).saturating_mul(1000),
-                max_seats_per_user: settings.holds.max_seats_per_user,
-            },
+        let view = Arc::new(RwLock::new(recovered));
+        durability.snapshots.register(CATALOG_OWNER);
+        let every_snapshot = durability.snapshot_every;
+        let dates = DateDeps {
             clock,
-            events,
+            durability,
             ledger,
             queue,
             registry,
         };
+        let state = CatalogState {
+            catalog: view.clone(),
+            hold_policy: hold_policy(settings),
+            dates: dates.clone(),
+        };
         let (actor, _) = Actor::spawn(None, CatalogActor, state).await?;
-        Ok(Self { actor, view })
+        every(actor.clone(), every_snapshot, || CatalogMsg::Snapshot(None));
+        Ok(Self { actor, view, dates })
+    }
+
+    /// Starts the actor of a date recovered from disk.
+    pub async fn start_date(&self, date: DateId, map: SeatMap) -> anyhow::Result<()> {
+        anyhow::ensure!(map.date() == date, "recovered seat map belongs to its date");
+        let handle = DateHandle::spawn(map, self.dates.clone()).await?;
+        self.dates.registry.insert(handle);
+        Ok(())
     }
 
     pub async fn create_concert(
@@ -218,6 +236,18 @@ impl CatalogHandle {
 
     pub fn is_empty(&self) -> bool {
         self.view.read().concerts().is_empty()
+    }
+
+    /// A copy of the state, for tests that compare live state with replayed state.
+    pub fn state(&self) -> Catalog {
+        self.view.read().clone()
+    }
+
+    pub fn snapshot(&self) -> impl std::future::Future<Output = ()> {
+        let actor = self.actor.clone();
+        async move {
+            let _ = ask(&actor, |done| CatalogMsg::Snapshot(Some(done))).await;
+        }
     }
 
     pub async fn stop(&self) {

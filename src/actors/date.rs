@@ -8,12 +8,17 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use super::{ask, every, DateRegistry, EngineError, EventSink, LedgerHandle, QueueHandle};
+use super::{
+    ask, every, reply_outcome, reply_when_durable, snapshot_later, DateRegistry, Durability,
+    EngineError, LedgerHandle, QueueHandle,
+};
 use crate::clock::SharedClock;
 use crate::domain::seat_map::{Reservation, SeatMap, SeatStatus};
 use crate::domain::{
     DateId, DomainError, Event, IdempotencyStamp, ReservationId, SeatNo, Timestamp, UserId,
 };
+use crate::store::recovery::date_owner;
+use crate::store::Durable;
 
 /// Expired holds become events at least this often, so counts lag by well under a second.
 const SWEEP_PERIOD: Duration = Duration::from_millis(250);
@@ -32,8 +37,8 @@ pub struct SeatView {
 }
 
 impl SeatView {
-    fn new(map: &SeatMap) -> Self {
-        Self {
+    fn new(map: &SeatMap, now: Timestamp) -> Self {
+        let view = Self {
             date: map.date(),
             price: map.seat_price(),
             seats: (0..map.seat_count())
@@ -41,7 +46,10 @@ impl SeatView {
                 .collect(),
             held: AtomicU32::new(0),
             sold: AtomicU32::new(0),
-        }
+        };
+        let every_seat: Vec<SeatNo> = (1..=map.seat_count()).map(SeatNo).collect();
+        view.publish(map, &every_seat, now);
+        view
     }
 
     pub fn date(&self) -> DateId {
@@ -131,14 +139,17 @@ pub enum DateMsg {
         reply: RpcReplyPort<Vec<Reservation>>,
     },
     Sweep,
+    State(RpcReplyPort<SeatMap>),
+    Snapshot(Option<RpcReplyPort<()>>),
 }
 
 pub struct DateActor;
 
-pub struct DateArgs {
-    pub map: SeatMap,
+/// What every date actor shares with the others.
+#[derive(Clone)]
+pub struct DateDeps {
     pub clock: SharedClock,
-    pub events: EventSink,
+    pub durability: Durability,
     pub ledger: LedgerHandle,
     pub queue: QueueHandle,
     pub registry: Arc<DateRegistry>,
@@ -147,19 +158,16 @@ pub struct DateArgs {
 pub struct DateState {
     map: SeatMap,
     view: Arc<SeatView>,
-    clock: SharedClock,
-    events: EventSink,
-    ledger: LedgerHandle,
-    queue: QueueHandle,
-    registry: Arc<DateRegistry>,
+    deps: DateDeps,
 }
 
 impl DateState {
-    /// Applies an event this actor decided, publishes the seats it touched, and records it.
-    fn commit(&mut self, event: &Event, now: Timestamp) {
+    /// Applies an event this actor decided, publishes the seats it touched, and logs it.
+    fn commit(&mut self, event: &Event, now: Timestamp) -> Durable {
         let changed = self.map.apply(event);
         self.view.publish(&self.map, &changed, now);
-        self.events.record(event);
+        self.deps.durability.book.lock().apply(event);
+        self.deps.durability.log.append(event)
     }
 
     /// Turns holds that expired by time into events before anything else is decided.
@@ -175,53 +183,50 @@ impl DateState {
         reservation: ReservationId,
         idempotency: Option<IdempotencyStamp>,
         now: Timestamp,
-    ) -> Result<PaymentReceipt, EngineError> {
+    ) -> Result<(PaymentReceipt, Durable), EngineError> {
         let payment = self
             .map
             .prepare_payment(user, reservation, now, idempotency)?;
-        // The ledger records the event; this actor handles no other message until it has
-        // applied the same event to its seats, so no one sees half a payment here.
-        let balance = self.ledger.settle_payment(payment.clone()).await?;
+        // The ledger logs the event; this actor handles no other message until it has applied
+        // the same event to its seats, so no one sees half a payment here.
+        let (payment, durable) = self.deps.ledger.settle_payment(payment).await?;
         let changed = self.map.apply(&payment);
         self.view.publish(&self.map, &changed, now);
-        if self.queue.complete(user).await.is_err() {
+        if self.deps.queue.complete(user).await.is_err() {
             tracing::warn!(%user, "queue did not confirm the payer's token ended; it will expire by TTL");
         }
         let Event::PaymentCompleted {
-            amount, seats, at, ..
+            amount,
+            seats,
+            at,
+            balance_after: balance,
+            ..
         } = payment
         else {
             unreachable!("prepare_payment decides a payment")
         };
-        Ok(PaymentReceipt {
+        let receipt = PaymentReceipt {
             reservation,
             amount,
             balance,
             seats,
             paid_at: at,
-        })
+        };
+        Ok((receipt, durable))
     }
 }
 
 impl Actor for DateActor {
     type Msg = DateMsg;
     type State = DateState;
-    type Arguments = (DateArgs, Arc<SeatView>);
+    type Arguments = DateState;
 
     async fn pre_start(
         &self,
         _myself: ActorRef<Self::Msg>,
-        (args, view): Self::Arguments,
+        state: DateState,
     ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(DateState {
-            map: args.map,
-            view,
-            clock: args.clock,
-            events: args.events,
-            ledger: args.ledger,
-            queue: args.queue,
-            registry: args.registry,
-        })
+        Ok(state)
     }
 
     async fn handle(
@@ -230,7 +235,7 @@ impl Actor for DateActor {
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let now = state.clock.now();
+        let now = state.deps.clock.now();
         state.sweep(now);
         match msg {
             DateMsg::Hold {
@@ -239,43 +244,42 @@ impl Actor for DateActor {
                 idempotency,
                 reply,
             } => {
-                let outcome = state
-                    .map
-                    .place_hold(user, &seats, now, idempotency)
-                    .map(|event| {
-                        state.commit(&event, now);
-                        let Event::HoldPlaced { reservation, .. } = event else {
-                            unreachable!("place_hold decides a hold")
-                        };
-                        state.registry.note_reservation(user, reservation);
-                        state
-                            .map
-                            .reservation_of(user, reservation)
-                            .expect("just placed")
-                            .clone()
-                    });
-                let _ = reply.send(outcome);
+                let decided = state.map.place_hold(user, &seats, now, idempotency);
+                let outcome = decided.map(|event| {
+                    let durable = state.commit(&event, now);
+                    let Event::HoldPlaced { reservation, .. } = event else {
+                        unreachable!("place_hold decides a hold")
+                    };
+                    state.deps.registry.note_reservation(user, reservation);
+                    let placed = state
+                        .map
+                        .reservation_of(user, reservation)
+                        .expect("just placed")
+                        .clone();
+                    (placed, durable)
+                });
+                reply_outcome(reply, outcome);
             }
             DateMsg::Cancel {
                 user,
                 reservation,
                 reply,
             } => {
-                let outcome = state
-                    .map
-                    .cancel_hold(user, reservation, now)
-                    .map(|event| state.commit(&event, now));
-                let _ = reply.send(outcome);
+                let decided = state.map.cancel_hold(user, reservation, now);
+                let outcome = decided.map(|event| ((), state.commit(&event, now)));
+                reply_outcome(reply, outcome);
             }
             DateMsg::Pay {
                 user,
                 reservation,
                 idempotency,
                 reply,
-            } => {
-                let outcome = state.pay(user, reservation, idempotency, now).await;
-                let _ = reply.send(outcome);
-            }
+            } => match state.pay(user, reservation, idempotency, now).await {
+                Ok((receipt, durable)) => reply_when_durable(durable, reply, Ok(receipt)),
+                Err(error) => {
+                    let _ = reply.send(Err(error));
+                }
+            },
             DateMsg::Get {
                 user,
                 reservation,
@@ -287,6 +291,19 @@ impl Actor for DateActor {
                 let _ = reply.send(state.map.reservations_of(user).cloned().collect());
             }
             DateMsg::Sweep => {}
+            DateMsg::State(reply) => {
+                let _ = reply.send(state.map.clone());
+            }
+            DateMsg::Snapshot(done) => {
+                // A clone (a few ms at 50,000 seats) is all the mailbox waits for; encoding and
+                // writing happen on the blocking pool.
+                snapshot_later(
+                    &state.deps.durability.snapshots,
+                    date_owner(state.map.date()),
+                    state.map.clone(),
+                    done,
+                );
+            }
         }
         Ok(())
     }
@@ -299,11 +316,31 @@ pub struct DateHandle {
 }
 
 impl DateHandle {
-    pub async fn spawn(args: DateArgs) -> anyhow::Result<Self> {
-        let view = Arc::new(SeatView::new(&args.map));
-        let (actor, _) = Actor::spawn(None, DateActor, (args, view.clone())).await?;
+    pub async fn spawn(map: SeatMap, deps: DateDeps) -> anyhow::Result<Self> {
+        let view = Arc::new(SeatView::new(&map, deps.clock.now()));
+        deps.durability.snapshots.register(&date_owner(map.date()));
+        let every_snapshot = deps.durability.snapshot_every;
+        let state = DateState {
+            map,
+            view: view.clone(),
+            deps,
+        };
+        let (actor, _) = Actor::spawn(None, DateActor, state).await?;
         every(actor.clone(), SWEEP_PERIOD, || DateMsg::Sweep);
+        every(actor.clone(), every_snapshot, || DateMsg::Snapshot(None));
         Ok(Self { actor, view })
+    }
+
+    /// A copy of the state, for tests that compare live state with replayed state.
+    pub async fn state(&self) -> Result<SeatMap, EngineError> {
+        ask(&self.actor, DateMsg::State).await
+    }
+
+    pub fn snapshot(&self) -> impl std::future::Future<Output = ()> {
+        let actor = self.actor.clone();
+        async move {
+            let _ = ask(&actor, |done| DateMsg::Snapshot(Some(done))).await;
+        }
     }
 
     pub fn date(&self) -> DateId {

@@ -1,15 +1,16 @@
 //! Owner of balances. It also settles the money side of a payment: the date actor prepares the
-//! payment event, the ledger checks the balance, applies it and records it, and only then does
-//! the date actor mark the seats sold. The date actor handles nothing else in between, so seats
-//! and money never disagree in memory, and the log holds the payment as ONE event.
+//! payment event, the ledger checks the balance, applies it and logs it, and only then does the
+//! date actor mark the seats sold. The date actor handles nothing else in between, so seats and
+//! money never disagree in memory, and the log holds the payment as ONE event.
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use super::{ask, EngineError, EventSink};
+use super::{ask, every, reply_outcome, snapshot_later, Durability, EngineError};
 use crate::clock::SharedClock;
-use crate::config::Settings;
-use crate::domain::ledger::{BalancePolicy, Ledger, LedgerEntry};
+use crate::domain::ledger::{Ledger, LedgerEntry};
 use crate::domain::{ChargeId, DomainError, Event, IdempotencyStamp, Timestamp, UserId};
+use crate::store::recovery::LEDGER_OWNER;
+use crate::store::Durable;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChargeReceipt {
@@ -26,10 +27,11 @@ pub enum LedgerMsg {
         idempotency: Option<IdempotencyStamp>,
         reply: RpcReplyPort<Result<ChargeReceipt, DomainError>>,
     },
-    /// Sent only by date actors, with an event their seat map prepared.
+    /// Sent only by date actors, with an event their seat map prepared; answers the settled
+    /// event at once (in memory) and the ticket that resolves when it is durable.
     SettlePayment {
         payment: Event,
-        reply: RpcReplyPort<Result<u64, DomainError>>,
+        reply: RpcReplyPort<Result<(Event, Durable), DomainError>>,
     },
     Balance {
         user: UserId,
@@ -39,14 +41,24 @@ pub enum LedgerMsg {
         user: UserId,
         reply: RpcReplyPort<Vec<LedgerEntry>>,
     },
+    State(RpcReplyPort<Ledger>),
+    Snapshot(Option<RpcReplyPort<()>>),
 }
 
 pub struct LedgerActor;
 
 pub struct LedgerState {
     ledger: Ledger,
-    events: EventSink,
+    durability: Durability,
     clock: SharedClock,
+}
+
+impl LedgerState {
+    fn commit(&mut self, event: &Event) -> Durable {
+        self.ledger.apply(event).expect("ledger events move money");
+        self.durability.book.lock().apply(event);
+        self.durability.log.append(event)
+    }
 }
 
 impl Actor for LedgerActor {
@@ -76,31 +88,33 @@ impl Actor for LedgerActor {
                 reply,
             } => {
                 let now = state.clock.now();
-                let outcome = state
-                    .ledger
-                    .charge(user, amount, now, idempotency)
-                    .map(|event| {
-                        let balance = state.ledger.apply(&event).expect("a charge moves money");
-                        state.events.record(&event);
-                        match event {
-                            Event::BalanceCharged {
-                                charge, amount, at, ..
-                            } => ChargeReceipt {
-                                charge,
-                                amount,
-                                balance,
-                                at,
-                            },
-                            _ => unreachable!("charge decides a charge"),
-                        }
-                    });
-                let _ = reply.send(outcome);
+                let decided = state.ledger.charge(user, amount, now, idempotency);
+                let outcome = decided.map(|event| {
+                    let durable = state.commit(&event);
+                    let Event::BalanceCharged {
+                        charge,
+                        amount,
+                        balance_after,
+                        at,
+                        ..
+                    } = event
+                    else {
+                        unreachable!("charge decides a charge")
+                    };
+                    let receipt = ChargeReceipt {
+                        charge,
+                        amount,
+                        balance: balance_after,
+                        at,
+                    };
+                    (receipt, durable)
+                });
+                reply_outcome(reply, outcome);
             }
             LedgerMsg::SettlePayment { payment, reply } => {
-                let outcome = state.ledger.check_payment(&payment).map(|()| {
-                    let balance = state.ledger.apply(&payment).expect("a payment moves money");
-                    state.events.record(&payment);
-                    balance
+                let outcome = state.ledger.settle_payment(&payment).map(|settled| {
+                    let durable = state.commit(&settled);
+                    (settled, durable)
                 });
                 let _ = reply.send(outcome);
             }
@@ -115,6 +129,17 @@ impl Actor for LedgerActor {
                     .unwrap_or_default();
                 let _ = reply.send(history);
             }
+            LedgerMsg::State(reply) => {
+                let _ = reply.send(state.ledger.clone());
+            }
+            LedgerMsg::Snapshot(done) => {
+                snapshot_later(
+                    &state.durability.snapshots,
+                    LEDGER_OWNER.to_owned(),
+                    state.ledger.clone(),
+                    done,
+                );
+            }
         }
         Ok(())
     }
@@ -127,19 +152,19 @@ pub struct LedgerHandle {
 
 impl LedgerHandle {
     pub async fn spawn(
-        settings: &Settings,
         clock: SharedClock,
-        events: EventSink,
+        durability: Durability,
+        recovered: Ledger,
     ) -> anyhow::Result<Self> {
+        durability.snapshots.register(LEDGER_OWNER);
+        let every_snapshot = durability.snapshot_every;
         let state = LedgerState {
-            ledger: Ledger::new(BalancePolicy {
-                max_charge: settings.balance.max_charge,
-                max_balance: settings.balance.max_balance,
-            }),
-            events,
+            ledger: recovered,
+            durability,
             clock,
         };
         let (actor, _) = Actor::spawn(None, LedgerActor, state).await?;
+        every(actor.clone(), every_snapshot, || LedgerMsg::Snapshot(None));
         Ok(Self { actor })
     }
 
@@ -158,7 +183,10 @@ impl LedgerHandle {
         .await??)
     }
 
-    pub(crate) async fn settle_payment(&self, payment: Event) -> Result<u64, EngineError> {
+    pub(crate) async fn settle_payment(
+        &self,
+        payment: Event,
+    ) -> Result<(Event, Durable), EngineError> {
         Ok(ask(&self.actor, |reply| LedgerMsg::SettlePayment {
             payment,
             reply,
@@ -173,6 +201,18 @@ impl LedgerHandle {
     /// Newest first.
     pub async fn history(&self, user: UserId) -> Result<Vec<LedgerEntry>, EngineError> {
         ask(&self.actor, |reply| LedgerMsg::History { user, reply }).await
+    }
+
+    /// A copy of the state, for tests that compare live state with replayed state.
+    pub async fn state(&self) -> Result<Ledger, EngineError> {
+        ask(&self.actor, LedgerMsg::State).await
+    }
+
+    pub fn snapshot(&self) -> impl std::future::Future<Output = ()> {
+        let actor = self.actor.clone();
+        async move {
+            let _ = ask(&actor, |done| LedgerMsg::Snapshot(Some(done))).await;
+        }
     }
 
     pub async fn stop(&self) {

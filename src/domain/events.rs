@@ -64,14 +64,18 @@ pub enum Event {
         charge: ChargeId,
         user: UserId,
         amount: u64,
+        /// The balance right after: the charge's response can be rebuilt from the event alone.
+        balance_after: u64,
         at: Timestamp,
         idempotency: Option<IdempotencyStamp>,
     },
+    /// Prepared by the date's seat map, completed (`balance_after`) by the ledger.
     PaymentCompleted {
         reservation: ReservationId,
         user: UserId,
         seats: Vec<SeatNo>,
         amount: u64,
+        balance_after: u64,
         at: Timestamp,
         idempotency: Option<IdempotencyStamp>,
     },

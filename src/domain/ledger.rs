@@ -93,7 +93,8 @@ impl Ledger {
             .filter(|a| (1..=max).contains(a))
             .ok_or(DomainError::InvalidAmount { max })?;
         let max_balance = self.policy.max_balance;
-        self.balance(user)
+        let balance_after = self
+            .balance(user)
             .checked_add(amount)
             .filter(|b| *b <= max_balance)
             .ok_or(DomainError::BalanceLimit { max: max_balance })?;
@@ -101,24 +102,44 @@ impl Ledger {
             charge: ChargeId(self.next_charge),
             user,
             amount,
+            balance_after,
             at: now,
             idempotency,
         })
     }
 
-    /// Decides the money side of a payment the seat map has prepared.
-    pub fn check_payment(&self, payment: &Event) -> Result<(), DomainError> {
-        let Event::PaymentCompleted { user, amount, .. } = payment else {
+    /// Decides the money side of a payment the seat map has prepared, and completes the
+    /// event with the balance after it.
+    pub fn settle_payment(&self, prepared: &Event) -> Result<Event, DomainError> {
+        let Event::PaymentCompleted { user, amount, .. } = prepared else {
             return Err(DomainError::InvalidInput("not a payment".into()));
         };
         let balance = self.balance(*user);
-        if balance < *amount {
-            return Err(DomainError::InsufficientBalance {
-                balance,
-                price: *amount,
-            });
+        let balance_after =
+            balance
+                .checked_sub(*amount)
+                .ok_or(DomainError::InsufficientBalance {
+                    balance,
+                    price: *amount,
+                })?;
+        let mut settled = prepared.clone();
+        if let Event::PaymentCompleted {
+            balance_after: slot,
+            ..
+        } = &mut settled
+        {
+            *slot = balance_after;
         }
-        Ok(())
+        Ok(settled)
+    }
+
+    pub fn policy(&self) -> BalancePolicy {
+        self.policy
+    }
+
+    /// Limits come from configuration, not from a snapshot written under older settings.
+    pub fn set_policy(&mut self, policy: BalancePolicy) {
+        self.policy = policy;
     }
 
     /// Returns the balance right after the event for the events this ledger owns.
@@ -159,7 +180,11 @@ impl Ledger {
         let account = self.accounts.entry(user).or_default();
         let balance_after = u64::try_from(account.balance as i128 + signed_amount)
             .expect("decide checked that the balance stays in range");
-        assert!(balance_after <= self.policy.max_balance || signed_amount < 0);
+        debug_assert!(matches!(
+            event,
+            Event::BalanceCharged { balance_after: b, .. } | Event::PaymentCompleted { balance_after: b, .. }
+                if *b == balance_after
+        ));
         account.balance = balance_after;
         account.history.push(LedgerEntry {
             entry_id: self.next_entry,
@@ -206,6 +231,7 @@ mod tests {
             user: ALICE,
             seats: vec![SeatNo(1)],
             amount,
+            balance_after: 0,
             at: Timestamp(1),
             idempotency: None,
         }
@@ -239,14 +265,14 @@ mod tests {
         let mut l = ledger();
         charge(&mut l, 100).unwrap();
         assert_eq!(
-            l.check_payment(&payment(101)),
+            l.settle_payment(&payment(101)),
             Err(DomainError::InsufficientBalance {
                 balance: 100,
                 price: 101
             })
         );
-        l.check_payment(&payment(100)).unwrap();
-        assert_eq!(l.apply(&payment(100)), Some(0));
+        let settled = l.settle_payment(&payment(100)).unwrap();
+        assert_eq!(l.apply(&settled), Some(0));
         let history = &l.account(ALICE).unwrap().history;
         assert_eq!(history.len(), 2);
         assert_eq!(history[1].kind, EntryKind::Payment);

@@ -207,10 +207,11 @@ proptest! {
                         user: UserId(user),
                         seats: vec![SeatNo(1)],
                         amount,
+                        balance_after: 0,
                         at: now,
                         idempotency: None,
                     };
-                    if ledger.check_payment(&payment).is_ok() {
+                    if let Ok(payment) = ledger.settle_payment(&payment) {
                         ledger.apply(&payment);
                         *paid.entry(user).or_default() += amount;
                         log.push(payment);

@@ -131,6 +131,10 @@ impl SeatMap {
     pub fn policy(&self) -> HoldPolicy {
         self.policy
     }
+    /// Limits come from configuration, not from a snapshot written under older settings.
+    pub fn set_policy(&mut self, policy: HoldPolicy) {
+        self.policy = policy;
+    }
     /// Seats held by holds not yet swept; lags the truth by at most one sweep.
     pub fn held_seats(&self) -> u32 {
         self.held_seats
@@ -177,6 +181,11 @@ impl SeatMap {
         self.reservation(id.seq)
             .filter(|r| r.user == user)
             .ok_or(DomainError::NotFound)
+    }
+
+    /// Every user with a reservation on this date.
+    pub fn users(&self) -> impl Iterator<Item = UserId> + '_ {
+        self.by_user.keys().copied()
     }
 
     pub fn reservations_of(&self, user: UserId) -> impl Iterator<Item = &Reservation> {
@@ -282,6 +291,7 @@ impl SeatMap {
                 user,
                 seats: reservation.seats.clone(),
                 amount: reservation.price,
+                balance_after: 0,
                 at: now,
                 idempotency,
             }),

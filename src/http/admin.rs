@@ -92,7 +92,7 @@ async fn stats(State(app): State<AppState>, _admin: AdminAuth) -> Response {
         "seats_total": seats_total,
         "seats_held": seats_held,
         "seats_sold": seats_sold,
-        "log_sequence": app.engine.events.last_sequence(),
+        "log_sequence": app.engine.durability.log.last_sequence(),
     }))
     .into_response()
 }

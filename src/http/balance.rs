@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::extract::{ApiJson, IdempotencyHeader, Session, WholeNumber};
-use super::idempotency::{Claim, Endpoint};
+use super::idempotency::Claim;
 use super::{rfc3339, AppState};
+use crate::domain::idempotency::{KeyedEndpoint, Outcome};
 use crate::domain::ledger::EntryReference;
 
 pub fn routes() -> Router<AppState> {
@@ -49,30 +50,30 @@ async fn charge(
 ) -> Result<Response, ApiError> {
     let claim = app
         .idempotency
-        .claim(
-            session.user,
-            Endpoint::Charge,
-            key,
-            &body.raw,
-            app.clock.now(),
-        )
+        .claim(session.user, KeyedEndpoint::Charge, key, &body.raw)
         .await?;
-    if let Claim::Replay(stored) = claim {
-        return Ok(stored.into_response());
-    }
-    let receipt = app
-        .engine
-        .ledger
-        .charge(session.user, body.value.amount.0, claim.stamp())
-        .await?;
-    Ok(claim.respond(
-        StatusCode::CREATED,
-        &ChargeBody {
-            charge_id: receipt.charge.to_string(),
-            amount: receipt.amount,
-            balance: receipt.balance,
-        },
-    ))
+    let (charge, amount, balance) = match &claim {
+        Claim::Replay(Outcome::Charge {
+            charge,
+            amount,
+            balance_after,
+        }) => (*charge, *amount, *balance_after),
+        Claim::Replay(other) => unreachable!("charge keys record charges, not {other:?}"),
+        Claim::Unkeyed | Claim::Owner(_) => {
+            let receipt = app
+                .engine
+                .ledger
+                .charge(session.user, body.value.amount.0, claim.stamp())
+                .await?;
+            (receipt.charge, receipt.amount, receipt.balance)
+        }
+    };
+    let body = ChargeBody {
+        charge_id: charge.to_string(),
+        amount,
+        balance,
+    };
+    Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
 #[derive(Serialize)]

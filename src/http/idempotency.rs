@@ -1,87 +1,41 @@
-//! `Idempotency-Key`: the same user repeating the same key with the same body on the same
-//! endpoint gets the first success back and nothing is applied twice; a different body gets 422.
-//! A request still running holds its key, and a concurrent repeat waits for its outcome.
-//! Only successes are remembered: a refused request changed nothing, so repeating it is safe.
-//! Keys are kept `KEY_TTL` and then forgotten, which bounds the map.
+//! `Idempotency-Key` at the edge: one request at a time per (user, endpoint, key), then the
+//! domain's `IdempotencyBook` decides: replay the recorded outcome, refuse another body (422),
+//! or run and stamp the event so the owner records it. A concurrent repeat waits for the first
+//! to finish and then replays it.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use parking_lot::Mutex;
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
 use super::error::ApiError;
-use crate::domain::{IdempotencyKey, IdempotencyStamp, Timestamp, UserId};
+use crate::domain::idempotency::{IdempotencyBook, KeyedEndpoint, Outcome};
+use crate::domain::{IdempotencyKey, IdempotencyStamp, UserId};
 
-pub const KEY_TTL: Duration = Duration::from_secs(24 * 3600);
+type SlotKey = (UserId, KeyedEndpoint, IdempotencyKey);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Endpoint {
-    Charge,
-    Reservation,
-    Payment,
-}
-
-#[derive(Clone)]
-pub struct StoredResponse {
-    status: StatusCode,
-    body: Bytes,
-}
-
-impl IntoResponse for StoredResponse {
-    fn into_response(self) -> Response {
-        let mut response = (self.status, self.body).into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        response
-    }
-}
-
-enum SlotState {
-    Running,
-    Done(StoredResponse),
-    Abandoned,
-}
-
-struct Slot {
-    fingerprint: u64,
-    created_at: Timestamp,
-    state: Mutex<SlotState>,
-    settled: Notify,
-}
-
-type SlotKey = (UserId, Endpoint, IdempotencyKey);
-
-#[derive(Default)]
-pub struct IdempotencyIndex {
-    slots: DashMap<SlotKey, Arc<Slot>>,
+pub struct IdempotencyGate {
+    running: DashMap<SlotKey, Arc<Notify>>,
+    book: Arc<Mutex<IdempotencyBook>>,
 }
 
 /// What a request with (or without) a key should do.
 pub enum Claim {
     /// No key: just run.
     Unkeyed,
-    /// This request owns the key: run, then `respond` to remember the success.
+    /// This request holds the key: run with `stamp` on the event it produces.
     Owner(OwnerGuard),
-    /// The key already succeeded with this body: answer this.
-    Replay(StoredResponse),
+    /// The key already succeeded with this body: answer the same again.
+    Replay(Outcome),
 }
 
 pub struct OwnerGuard {
-    index: Arc<IdempotencyIndex>,
+    gate: Arc<IdempotencyGate>,
     key: SlotKey,
-    slot: Arc<Slot>,
     stamp: IdempotencyStamp,
-    settled: bool,
 }
 
 /// A stable digest of the body's JSON value (key order and whitespace do not matter).
@@ -93,78 +47,63 @@ pub fn fingerprint(raw: &[u8]) -> u64 {
     u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
 }
 
-impl IdempotencyIndex {
+impl IdempotencyGate {
+    pub fn new(book: Arc<Mutex<IdempotencyBook>>) -> Self {
+        Self {
+            running: DashMap::new(),
+            book,
+        }
+    }
+
     pub async fn claim(
         self: &Arc<Self>,
         user: UserId,
-        endpoint: Endpoint,
+        endpoint: KeyedEndpoint,
         key: Option<IdempotencyKey>,
         raw_body: &[u8],
-        now: Timestamp,
     ) -> Result<Claim, ApiError> {
         let Some(key) = key else {
             return Ok(Claim::Unkeyed);
         };
-        let fingerprint = fingerprint(raw_body);
         let slot_key = (user, endpoint, key.clone());
         loop {
-            let slot = match self.slots.entry(slot_key.clone()) {
-                Entry::Occupied(existing) if !is_stale(existing.get(), now) => {
-                    existing.get().clone()
+            let running = match self.running.entry(slot_key.clone()) {
+                Entry::Vacant(vacant) => {
+                    vacant.insert(Arc::new(Notify::new()));
+                    break;
                 }
-                entry => {
-                    let slot = Arc::new(Slot {
-                        fingerprint,
-                        created_at: now,
-                        state: Mutex::new(SlotState::Running),
-                        settled: Notify::new(),
-                    });
-                    entry.insert(slot.clone());
-                    return Ok(Claim::Owner(OwnerGuard {
-                        index: self.clone(),
-                        key: slot_key,
-                        slot,
-                        stamp: IdempotencyStamp { key, fingerprint },
-                        settled: false,
-                    }));
-                }
+                Entry::Occupied(occupied) => occupied.get().clone(),
             };
-            if slot.fingerprint != fingerprint {
-                return Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "idempotency_key_reused",
-                    "this Idempotency-Key was already used with a different request; use a new key",
-                ));
+            let finished = running.notified();
+            tokio::pin!(finished);
+            finished.as_mut().enable();
+            // The holder may have finished between the entry lookup and `enable`.
+            if self
+                .running
+                .get(&slot_key)
+                .is_some_and(|current| Arc::ptr_eq(&current, &running))
+            {
+                finished.await;
             }
-            let settled = slot.settled.notified();
-            tokio::pin!(settled);
-            settled.as_mut().enable();
-            match &*slot.state.lock() {
-                SlotState::Done(response) => return Ok(Claim::Replay(response.clone())),
-                SlotState::Abandoned => continue,
-                SlotState::Running => {}
-            }
-            settled.await;
+        }
+        let guard = OwnerGuard {
+            gate: self.clone(),
+            key: slot_key,
+            stamp: IdempotencyStamp {
+                key,
+                fingerprint: fingerprint(raw_body),
+            },
+        };
+        let recorded = self
+            .book
+            .lock()
+            .lookup(user, endpoint, &guard.stamp.key, guard.stamp.fingerprint)
+            .map(|found| found.cloned());
+        match recorded? {
+            Some(outcome) => Ok(Claim::Replay(outcome)),
+            None => Ok(Claim::Owner(guard)),
         }
     }
-
-    /// Forgets keys older than `KEY_TTL`.
-    pub fn forget_stale(&self, now: Timestamp) {
-        self.slots.retain(|_, slot| !is_stale(slot, now));
-    }
-
-    pub fn len(&self) -> usize {
-        self.slots.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
-    }
-}
-
-fn is_stale(slot: &Slot, now: Timestamp) -> bool {
-    slot.created_at.plus_millis(KEY_TTL.as_millis() as i64) <= now
-        && !matches!(*slot.state.lock(), SlotState::Running)
 }
 
 impl Claim {
@@ -175,31 +114,14 @@ impl Claim {
             _ => None,
         }
     }
-
-    /// Answers with `body` and, when this request owns a key, remembers the answer.
-    pub fn respond(self, status: StatusCode, body: &impl Serialize) -> Response {
-        let body = Bytes::from(serde_json::to_vec(body).expect("responses serialize"));
-        let stored = StoredResponse { status, body };
-        if let Claim::Owner(mut guard) = self {
-            *guard.slot.state.lock() = SlotState::Done(stored.clone());
-            guard.settled = true;
-            guard.slot.settled.notify_waiters();
-        }
-        stored.into_response()
-    }
 }
 
 impl Drop for OwnerGuard {
-    /// A request that failed (or whose client went away) gives its key back.
+    /// Whether the request succeeded (the owner recorded it) or not, the key is free again.
     fn drop(&mut self) {
-        if self.settled {
-            return;
+        if let Some((_, running)) = self.gate.running.remove(&self.key) {
+            running.notify_waiters();
         }
-        *self.slot.state.lock() = SlotState::Abandoned;
-        self.index
-            .slots
-            .remove_if(&self.key, |_, slot| Arc::ptr_eq(slot, &self.slot));
-        self.slot.settled.notify_waiters();
     }
 }
 
@@ -217,81 +139,27 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_key_replays_its_success_and_refuses_another_body() {
-        let index = Arc::new(IdempotencyIndex::default());
+    async fn a_second_request_with_the_key_waits_for_the_first() {
+        let gate = Arc::new(IdempotencyGate::new(Arc::default()));
         let key = IdempotencyKey::parse("k1");
-        let first = index
-            .claim(
-                UserId(1),
-                Endpoint::Charge,
-                key.clone(),
-                b"{\"amount\":5}",
-                Timestamp(0),
-            )
+        let first = gate
+            .claim(UserId(1), KeyedEndpoint::Charge, key.clone(), b"{}")
             .await
             .unwrap();
         assert!(first.stamp().is_some());
-        first.respond(
-            StatusCode::CREATED,
-            &serde_json::json!({"charge_id": "ch_1"}),
-        );
-        let again = index
-            .claim(
-                UserId(1),
-                Endpoint::Charge,
-                key.clone(),
-                b"{\"amount\":5}",
-                Timestamp(1),
-            )
-            .await
-            .unwrap();
-        assert!(matches!(again, Claim::Replay(ref r) if r.status == StatusCode::CREATED));
-        let other_user = index
-            .claim(
-                UserId(2),
-                Endpoint::Charge,
-                key.clone(),
-                b"{\"amount\":6}",
-                Timestamp(1),
-            )
-            .await
-            .unwrap();
-        assert!(matches!(other_user, Claim::Owner(_)));
-        let reused = index
-            .claim(
-                UserId(1),
-                Endpoint::Charge,
-                key,
-                b"{\"amount\":6}",
-                Timestamp(1),
-            )
-            .await;
-        assert_eq!(
-            reused.err().map(|e| e.code()),
-            Some("idempotency_key_reused")
-        );
-    }
-
-    #[tokio::test]
-    async fn a_failed_request_gives_its_key_back() {
-        let index = Arc::new(IdempotencyIndex::default());
-        let key = IdempotencyKey::parse("k1");
-        let first = index
-            .claim(
-                UserId(1),
-                Endpoint::Payment,
-                key.clone(),
-                b"{}",
-                Timestamp(0),
-            )
-            .await
-            .unwrap();
+        let waiting = {
+            let gate = gate.clone();
+            let key = key.clone();
+            tokio::spawn(async move {
+                gate.claim(UserId(1), KeyedEndpoint::Charge, key, b"{}")
+                    .await
+                    .map(|c| c.stamp().is_some())
+            })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
         drop(first);
-        assert!(index.is_empty());
-        let again = index
-            .claim(UserId(1), Endpoint::Payment, key, b"{}", Timestamp(0))
-            .await
-            .unwrap();
-        assert!(matches!(again, Claim::Owner(_)));
+        // Nothing was recorded (the first failed), so the second now owns the key.
+        assert!(waiting.await.unwrap().unwrap());
     }
 }

@@ -12,9 +12,10 @@ use super::extract::{
     Admitted, ApiJson, DeferredAdmission, DeferredJson, IdPath, IdempotencyHeader, Session,
     WholeNumber,
 };
-use super::idempotency::Endpoint;
+use super::idempotency::Claim;
 use super::{rfc3339, AppState};
 use crate::actors::date::PaymentReceipt;
+use crate::domain::idempotency::{KeyedEndpoint, Outcome};
 use crate::domain::seat_map::Reservation;
 use crate::domain::{DateId, PaymentId, ReservationId, SeatNo};
 
@@ -98,22 +99,17 @@ async fn hold(
     let handle = app.engine.dates.get(date).ok_or_else(ApiError::not_found)?;
     let claim = app
         .idempotency
-        .claim(
-            admitted.user,
-            Endpoint::Reservation,
-            key,
-            &body.raw,
-            app.clock.now(),
-        )
+        .claim(admitted.user, KeyedEndpoint::Reservation, key, &body.raw)
         .await?;
-    if let super::idempotency::Claim::Replay(stored) = claim {
-        return Ok(stored.into_response());
-    }
-    let reservation = handle.hold(admitted.user, seats, claim.stamp()).await?;
-    Ok(claim.respond(
-        StatusCode::CREATED,
-        &ReservationBody::new(&reservation, reservation.created_at),
-    ))
+    let reservation = match &claim {
+        Claim::Replay(Outcome::Reservation(placed)) => placed.clone(),
+        Claim::Replay(other) => unreachable!("hold keys record holds, not {other:?}"),
+        Claim::Unkeyed | Claim::Owner(_) => {
+            handle.hold(admitted.user, seats, claim.stamp()).await?
+        }
+    };
+    let body = ReservationBody::new(&reservation, reservation.created_at);
+    Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
 async fn show(
@@ -208,29 +204,38 @@ async fn pay(
 ) -> Result<Response, ApiError> {
     let claim = app
         .idempotency
-        .claim(
-            session.user,
-            Endpoint::Payment,
-            key,
-            body.raw(),
-            app.clock.now(),
-        )
+        .claim(session.user, KeyedEndpoint::Payment, key, body.raw())
         .await?;
-    if let super::idempotency::Claim::Replay(stored) = claim {
-        return Ok(stored.into_response());
-    }
-    let admitted = admission.check(&app, session.user)?;
-    let body = body.parse()?;
-    let id: ReservationId = body
-        .value
-        .reservation_id
-        .parse()
-        .map_err(|_| ApiError::not_found())?;
-    let handle = app
-        .engine
-        .dates
-        .get(id.date)
-        .ok_or_else(ApiError::not_found)?;
-    let receipt = handle.pay(admitted.user, id, claim.stamp()).await?;
-    Ok(claim.respond(StatusCode::CREATED, &PaymentBody::from(&receipt)))
+    let receipt = match &claim {
+        Claim::Replay(Outcome::Payment {
+            reservation,
+            amount,
+            balance_after,
+            seats,
+            paid_at,
+        }) => PaymentReceipt {
+            reservation: *reservation,
+            amount: *amount,
+            balance: *balance_after,
+            seats: seats.clone(),
+            paid_at: *paid_at,
+        },
+        Claim::Replay(other) => unreachable!("payment keys record payments, not {other:?}"),
+        Claim::Unkeyed | Claim::Owner(_) => {
+            let admitted = admission.check(&app, session.user)?;
+            let body = body.parse()?;
+            let id: ReservationId = body
+                .value
+                .reservation_id
+                .parse()
+                .map_err(|_| ApiError::not_found())?;
+            let handle = app
+                .engine
+                .dates
+                .get(id.date)
+                .ok_or_else(ApiError::not_found)?;
+            handle.pay(admitted.user, id, claim.stamp()).await?
+        }
+    };
+    Ok((StatusCode::CREATED, Json(PaymentBody::from(&receipt))).into_response())
 }

@@ -1,0 +1,232 @@
+//! `Idempotency-Key` records: what a keyed request produced, so a retry gets the same answer and
+//! nothing is applied twice. Records are built from the stamped events themselves, so replaying
+//! the log rebuilds them and a retry is recognised across restarts.
+//!
+//! Only successes are recorded: a refused request changed nothing, so running it again is safe.
+
+use std::collections::{HashMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use super::error::DomainError;
+use super::events::{Event, IdempotencyStamp};
+use super::seat_map::{Reservation, ReservationState};
+use super::types::*;
+
+/// Keys are remembered at least this long (API.md: 24 hours).
+pub const KEY_TTL_MS: i64 = 24 * 3600 * 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum KeyedEndpoint {
+    Charge,
+    Reservation,
+    Payment,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    Charge {
+        charge: ChargeId,
+        amount: u64,
+        balance_after: u64,
+    },
+    /// The reservation as it was when placed.
+    Reservation(Reservation),
+    Payment {
+        reservation: ReservationId,
+        amount: u64,
+        balance_after: u64,
+        seats: Vec<SeatNo>,
+        paid_at: Timestamp,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Record {
+    fingerprint: u64,
+    outcome: Outcome,
+    at: Timestamp,
+}
+
+type RecordKey = (UserId, KeyedEndpoint, IdempotencyKey);
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyBook {
+    records: HashMap<RecordKey, Record>,
+    /// Keys in the order they were recorded, to forget the old ones without a scan.
+    recorded: VecDeque<(Timestamp, RecordKey)>,
+}
+
+impl IdempotencyBook {
+    /// The earlier outcome of this key, if any; the same key with another body is refused.
+    pub fn lookup(
+        &self,
+        user: UserId,
+        endpoint: KeyedEndpoint,
+        key: &IdempotencyKey,
+        fingerprint: u64,
+    ) -> Result<Option<&Outcome>, DomainError> {
+        match self.records.get(&(user, endpoint, key.clone())) {
+            None => Ok(None),
+            Some(record) if record.fingerprint == fingerprint => Ok(Some(&record.outcome)),
+            Some(_) => Err(DomainError::IdempotencyKeyReused),
+        }
+    }
+
+    /// Records the outcome of a stamped event; other events are ignored.
+    pub fn apply(&mut self, event: &Event) {
+        let (user, endpoint, stamp, outcome, at) = match event {
+            Event::BalanceCharged {
+                charge,
+                user,
+                amount,
+                balance_after,
+                at,
+                idempotency: Some(stamp),
+            } => (
+                *user,
+                KeyedEndpoint::Charge,
+                stamp,
+                Outcome::Charge {
+                    charge: *charge,
+                    amount: *amount,
+                    balance_after: *balance_after,
+                },
+                *at,
+            ),
+            Event::HoldPlaced {
+                reservation,
+                user,
+                seats,
+                price,
+                at,
+                expires_at,
+                idempotency: Some(stamp),
+            } => (
+                *user,
+                KeyedEndpoint::Reservation,
+                stamp,
+                Outcome::Reservation(Reservation {
+                    id: *reservation,
+                    user: *user,
+                    seats: seats.clone(),
+                    price: *price,
+                    state: ReservationState::Held,
+                    created_at: *at,
+                    expires_at: *expires_at,
+                    paid_at: None,
+                }),
+                *at,
+            ),
+            Event::PaymentCompleted {
+                reservation,
+                user,
+                seats,
+                amount,
+                balance_after,
+                at,
+                idempotency: Some(stamp),
+            } => (
+                *user,
+                KeyedEndpoint::Payment,
+                stamp,
+                Outcome::Payment {
+                    reservation: *reservation,
+                    amount: *amount,
+                    balance_after: *balance_after,
+                    seats: seats.clone(),
+                    paid_at: *at,
+                },
+                *at,
+            ),
+            _ => return,
+        };
+        let IdempotencyStamp { key, fingerprint } = stamp;
+        let record_key = (user, endpoint, key.clone());
+        self.recorded.push_back((at, record_key.clone()));
+        self.records.insert(
+            record_key,
+            Record {
+                fingerprint: *fingerprint,
+                outcome,
+                at,
+            },
+        );
+    }
+
+    /// Forgets keys recorded more than `KEY_TTL_MS` before `now`.
+    pub fn forget_expired(&mut self, now: Timestamp) {
+        while let Some((at, key)) = self.recorded.front() {
+            if at.plus_millis(KEY_TTL_MS) > now {
+                break;
+            }
+            if self.records.get(key).is_some_and(|r| r.at == *at) {
+                self.records.remove(key);
+            }
+            self.recorded.pop_front();
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn charge(key: &str, fingerprint: u64, at: i64) -> Event {
+        Event::BalanceCharged {
+            charge: ChargeId(1),
+            user: UserId(1),
+            amount: 10,
+            balance_after: 10,
+            at: Timestamp(at),
+            idempotency: Some(IdempotencyStamp {
+                key: IdempotencyKey::parse(key).unwrap(),
+                fingerprint,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_recorded_key_replays_for_the_same_body_and_refuses_another() {
+        let mut book = IdempotencyBook::default();
+        book.apply(&charge("k", 7, 0));
+        let key = IdempotencyKey::parse("k").unwrap();
+        assert!(matches!(
+            book.lookup(UserId(1), KeyedEndpoint::Charge, &key, 7),
+            Ok(Some(Outcome::Charge {
+                balance_after: 10,
+                ..
+            }))
+        ));
+        assert_eq!(
+            book.lookup(UserId(1), KeyedEndpoint::Charge, &key, 8),
+            Err(DomainError::IdempotencyKeyReused)
+        );
+        assert_eq!(
+            book.lookup(UserId(2), KeyedEndpoint::Charge, &key, 7),
+            Ok(None)
+        );
+        assert_eq!(
+            book.lookup(UserId(1), KeyedEndpoint::Payment, &key, 7),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn keys_are_kept_a_day_and_then_forgotten() {
+        let mut book = IdempotencyBook::default();
+        book.apply(&charge("k", 7, 0));
+        book.forget_expired(Timestamp(KEY_TTL_MS - 1));
+        assert_eq!(book.len(), 1);
+        book.forget_expired(Timestamp(KEY_TTL_MS));
+        assert!(book.is_empty());
+    }
+}

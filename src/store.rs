@@ -1,0 +1,9 @@
+//! The only module that touches disk: the SQLite event log and the snapshot files, and the
+//! recovery that reads them back at start.
+
+pub mod log;
+pub mod recovery;
+pub mod snapshot;
+
+pub use log::{Durable, EventLog, StoreError};
+pub use recovery::{recover, Recovered};

@@ -1,0 +1,345 @@
+//! The event log: one SQLite table, one writer thread, group commit.
+//!
+//! Owners hand events to [`EventLog::append`] in the order they applied them; the log gives each
+//! its global sequence number under one short lock, so the channel order is the sequence order
+//! and every commit is a prefix of it. The writer thread takes everything that arrived while
+//! the previous commit ran into the next transaction: one fsync per batch, not per request.
+//! The returned [`Durable`] resolves once the commit that holds the event is on disk.
+//! A commit failure is fatal: memory would no longer match disk, so the process exits loudly.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use rusqlite::{params, Connection, OpenFlags};
+use tokio::sync::{oneshot, watch};
+
+use crate::config::Synchronous;
+use crate::domain::Event;
+
+/// Version of the payload encoding stored with every row, so old logs stay readable.
+pub const EVENT_FORMAT_VERSION: u32 = 1;
+/// Upper bound on events per transaction, so one commit never holds the writer for long.
+const BATCH_EVENTS_MAX: usize = 16_384;
+/// Exit code when the log cannot be written: memory and disk would diverge otherwise.
+pub const EXIT_LOG_FAILED: i32 = 70;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    Setup(String),
+    #[error("the event log is corrupt or unreadable: {0}")]
+    Corrupt(String),
+}
+
+pub(crate) fn encode_event(event: &Event) -> Vec<u8> {
+    bincode::serde::encode_to_vec(event, bincode::config::standard()).expect("events always encode")
+}
+
+pub(crate) fn decode_event(payload: &[u8]) -> Result<Event, StoreError> {
+    bincode::serde::decode_from_slice(payload, bincode::config::standard())
+        .map(|(event, _)| event)
+        .map_err(|e| StoreError::Corrupt(format!("undecodable event: {e}")))
+}
+
+struct Pending {
+    seq: u64,
+    kind: &'static str,
+    payload: Vec<u8>,
+    done: oneshot::Sender<u64>,
+}
+
+enum ToWriter {
+    Append(Pending),
+    /// Delete rows at or below this sequence: every owner has a snapshot past it.
+    Prune(u64),
+}
+
+/// Resolves to the event's sequence number once it is committed.
+pub struct Durable {
+    seq: u64,
+    committed: oneshot::Receiver<u64>,
+}
+
+impl Durable {
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    pub async fn wait(self) -> u64 {
+        // The writer never drops a sender without committing: on failure it exits the process.
+        self.committed.await.unwrap_or(self.seq)
+    }
+}
+
+/// An opened log with what it holds past the requested sequence.
+pub struct OpenedLog {
+    pub log: EventLog,
+    pub events: Vec<(u64, Event)>,
+    pub oldest_stored: Option<u64>,
+}
+
+/// Counters the writer keeps for metrics and reports.
+#[derive(Default)]
+pub struct LogStats {
+    pub commits: AtomicU64,
+    pub events: AtomicU64,
+    pub committed_seq: AtomicU64,
+}
+
+struct Appender {
+    next_seq: u64,
+    to_writer: mpsc::Sender<ToWriter>,
+}
+
+#[derive(Clone)]
+pub struct EventLog {
+    appender: Arc<Mutex<Appender>>,
+    stats: Arc<LogStats>,
+    committed: watch::Receiver<u64>,
+}
+
+fn open_connection(path: &Path, synchronous: Synchronous) -> Result<Connection, StoreError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Setup(format!(
+                "cannot create the data directory {}: {e}; check storage.sqlite_path and permissions",
+                dir.display()
+            ))
+        })?;
+    }
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE;
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| {
+        StoreError::Setup(format!(
+            "cannot open the event log {}: {e}; check storage.sqlite_path and permissions",
+            path.display()
+        ))
+    })?;
+    let sync = match synchronous {
+        Synchronous::Full => "FULL",
+        Synchronous::Normal => "NORMAL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA busy_timeout = 0;
+         PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = {sync};
+         PRAGMA locking_mode = EXCLUSIVE;
+         CREATE TABLE IF NOT EXISTS events (
+             seq     INTEGER PRIMARY KEY,
+             kind    TEXT    NOT NULL,
+             version INTEGER NOT NULL,
+             payload BLOB    NOT NULL
+         );
+         BEGIN IMMEDIATE; COMMIT;"
+    ))
+    .map_err(|e| {
+        let hint = if e.to_string().contains("locked") || e.to_string().contains("busy") {
+            "another boxoffice process is using it; stop that one first"
+        } else {
+            "the file is not a boxoffice event log or is corrupt; restore it from a backup"
+        };
+        StoreError::Setup(format!(
+            "cannot use the event log {}: {e} ({hint})",
+            path.display()
+        ))
+    })?;
+    Ok(conn)
+}
+
+impl EventLog {
+    /// Opens (or creates) the log and returns it with every stored event after `after_seq`,
+    /// and the oldest sequence still stored (older rows were pruned below snapshots).
+    pub fn open(
+        path: &Path,
+        synchronous: Synchronous,
+        after_seq: u64,
+    ) -> Result<OpenedLog, StoreError> {
+        let conn = open_connection(path, synchronous)?;
+        let events = read_after(&conn, after_seq)?;
+        let oldest: Option<i64> = conn
+            .query_row("SELECT MIN(seq) FROM events", [], |r| r.get(0))
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let last_seq: u64 = conn
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_err(|e| StoreError::Corrupt(e.to_string()))? as u64;
+        let (to_writer, from_owners) = mpsc::channel();
+        let stats = Arc::new(LogStats::default());
+        let start_seq = last_seq.max(after_seq);
+        stats.committed_seq.store(start_seq, Ordering::SeqCst);
+        let (committed_tx, committed) = watch::channel(start_seq);
+        let writer_stats = stats.clone();
+        thread::Builder::new()
+            .name("event-log-writer".into())
+            .spawn(move || write_batches(conn, from_owners, writer_stats, committed_tx))
+            .map_err(|e| StoreError::Setup(format!("cannot start the log writer: {e}")))?;
+        let log = Self {
+            appender: Arc::new(Mutex::new(Appender {
+                next_seq: start_seq + 1,
+                to_writer,
+            })),
+            stats,
+            committed,
+        };
+        Ok(OpenedLog {
+            log,
+            events,
+            oldest_stored: oldest.map(|s| s as u64),
+        })
+    }
+
+    /// Queues an applied event for the next commit and returns its sequence number's ticket.
+    pub fn append(&self, event: &Event) -> Durable {
+        let payload = encode_event(event);
+        let (done, committed) = oneshot::channel();
+        let mut appender = self.appender.lock();
+        let seq = appender.next_seq;
+        appender.next_seq += 1;
+        let pending = Pending {
+            seq,
+            kind: event.kind(),
+            payload,
+            done,
+        };
+        if appender.to_writer.send(ToWriter::Append(pending)).is_err() {
+            drop(appender);
+            fatal("the event log writer is gone");
+        }
+        Durable { seq, committed }
+    }
+
+    /// The newest sequence number handed out (committed or not).
+    pub fn last_sequence(&self) -> u64 {
+        self.appender.lock().next_seq - 1
+    }
+
+    pub fn stats(&self) -> &LogStats {
+        &self.stats
+    }
+
+    /// Waits until every event up to `seq` is committed.
+    pub async fn wait_committed(&self, seq: u64) {
+        let mut committed = self.committed.clone();
+        let _ = committed.wait_for(|c| *c >= seq).await;
+    }
+
+    /// Waits until everything appended so far is committed.
+    pub async fn flush(&self) {
+        self.wait_committed(self.last_sequence()).await;
+    }
+
+    /// Drops rows at or below `seq`; the caller guarantees every owner has a snapshot past it.
+    pub fn prune_through(&self, seq: u64) {
+        let _ = self.appender.lock().to_writer.send(ToWriter::Prune(seq));
+    }
+}
+
+fn read_after(conn: &Connection, after_seq: u64) -> Result<Vec<(u64, Event)>, StoreError> {
+    let mut stmt = conn
+        .prepare("SELECT seq, version, payload FROM events WHERE seq > ?1 ORDER BY seq")
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let rows = stmt
+        .query_map(params![after_seq as i64], |row| {
+            Ok((
+                row.get::<_, i64>(0)? as u64,
+                row.get::<_, i64>(1)?,
+                row.get::<_, Vec<u8>>(2)?,
+            ))
+        })
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let mut events = Vec::new();
+    for row in rows {
+        let (seq, version, payload) = row.map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        if version != EVENT_FORMAT_VERSION as i64 {
+            return Err(StoreError::Corrupt(format!(
+                "event {seq} has format version {version}; this build reads version {EVENT_FORMAT_VERSION}: run the boxoffice release that wrote it"
+            )));
+        }
+        events.push((seq, decode_event(&payload)?));
+    }
+    Ok(events)
+}
+
+fn write_batches(
+    mut conn: Connection,
+    from_owners: mpsc::Receiver<ToWriter>,
+    stats: Arc<LogStats>,
+    committed: watch::Sender<u64>,
+) {
+    let mut prune_to = None;
+    while let Ok(first) = from_owners.recv() {
+        let mut batch = Vec::new();
+        let mut next = Some(first);
+        while let Some(message) = next.take() {
+            match message {
+                ToWriter::Append(pending) => batch.push(pending),
+                ToWriter::Prune(seq) => prune_to = prune_to.max(Some(seq)),
+            }
+            if batch.len() < BATCH_EVENTS_MAX {
+                next = from_owners.try_recv().ok();
+            }
+        }
+        if let Some(seq) = prune_to.take() {
+            // Pruning is housekeeping: a failure only leaves extra rows behind.
+            match conn.execute("DELETE FROM events WHERE seq <= ?1", params![seq as i64]) {
+                Ok(rows) => tracing::debug!(rows, through = seq, "pruned the log"),
+                Err(error) => tracing::warn!(%error, "could not prune the log"),
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let started = Instant::now();
+        if let Err(error) = commit(&mut conn, &batch) {
+            fatal(&format!(
+                "cannot commit {} events to the log: {error}",
+                batch.len()
+            ));
+        }
+        let last = batch.last().map_or(0, |p| p.seq);
+        stats.commits.fetch_add(1, Ordering::Relaxed);
+        stats
+            .events
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        stats.committed_seq.store(last, Ordering::SeqCst);
+        committed.send_replace(last);
+        tracing::trace!(
+            events = batch.len(),
+            micros = started.elapsed().as_micros() as u64,
+            "commit"
+        );
+        for pending in batch {
+            let _ = pending.done.send(pending.seq);
+        }
+    }
+}
+
+fn commit(conn: &mut Connection, batch: &[Pending]) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO events (seq, kind, version, payload) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for pending in batch {
+            insert.execute(params![
+                pending.seq as i64,
+                pending.kind,
+                EVENT_FORMAT_VERSION,
+                pending.payload
+            ])?;
+        }
+    }
+    tx.commit()
+}
+
+/// Memory and disk would disagree from here on: say so and stop.
+fn fatal(message: &str) -> ! {
+    tracing::error!("{message}; stopping so that no acknowledged change is lost");
+    eprintln!("boxoffice: {message}; stopping so that no acknowledged change is lost");
+    std::process::exit(EXIT_LOG_FAILED);
+}

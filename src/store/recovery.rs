@@ -1,0 +1,220 @@
+//! Recovery at start: the newest valid snapshot of every owner, then the log after it. Each
+//! owner applies only the events newer than its own snapshot, so owners snapshotted at
+//! different moments end in one consistent state.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+
+use crate::config::Settings;
+use crate::domain::accounts::Accounts;
+use crate::domain::catalog::Catalog;
+use crate::domain::idempotency::IdempotencyBook;
+use crate::domain::ledger::{BalancePolicy, Ledger};
+use crate::domain::seat_map::{HoldPolicy, SeatMap};
+use crate::domain::{DateId, Event};
+
+use super::log::{EventLog, StoreError};
+use super::snapshot::{self, SnapshotError};
+
+pub const ACCOUNTS_OWNER: &str = "accounts";
+pub const CATALOG_OWNER: &str = "catalog";
+pub const LEDGER_OWNER: &str = "ledger";
+pub const IDEMPOTENCY_OWNER: &str = "idempotency";
+
+pub fn date_owner(date: DateId) -> String {
+    format!("date-{}", date.0)
+}
+
+/// State as of the moment the process stopped, ready to hand to the actors.
+pub struct Recovered {
+    pub accounts: Accounts,
+    pub catalog: Catalog,
+    pub ledger: Ledger,
+    pub book: IdempotencyBook,
+    pub dates: BTreeMap<DateId, SeatMap>,
+    pub log: EventLog,
+    pub replayed_events: usize,
+    pub took: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+pub fn hold_policy(settings: &Settings) -> HoldPolicy {
+    HoldPolicy {
+        ttl_ms: (settings.holds.ttl_seconds as i64).saturating_mul(1000),
+        max_seats_per_user: settings.holds.max_seats_per_user,
+    }
+}
+
+pub fn balance_policy(settings: &Settings) -> BalancePolicy {
+    BalancePolicy {
+        max_charge: settings.balance.max_charge,
+        max_balance: settings.balance.max_balance,
+    }
+}
+
+fn prepare_snapshot_dir(dir: &Path) -> Result<(), RecoveryError> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(RecoveryError::Setup(format!(
+            "storage.snapshot_dir {} is a file, not a directory; point it at a directory",
+            dir.display()
+        )));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| {
+        RecoveryError::Setup(format!(
+            "cannot create storage.snapshot_dir {}: {e}; check the path and permissions",
+            dir.display()
+        ))
+    })?;
+    let probe = dir.join(".boxoffice-write-probe");
+    std::fs::write(&probe, b"ok")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|e| {
+            RecoveryError::Setup(format!(
+                "storage.snapshot_dir {} is not writable: {e}; check permissions",
+                dir.display()
+            ))
+        })
+}
+
+/// An owner's starting point: its newest readable snapshot, or nothing (replay from the start).
+struct Start<T> {
+    state: T,
+    seq: u64,
+    /// Snapshot files existed but none could be read.
+    lost_snapshot: bool,
+}
+
+fn start<T: DeserializeOwned>(
+    dir: &Path,
+    owner: &str,
+    empty: impl FnOnce() -> T,
+) -> Result<Start<T>, RecoveryError> {
+    let had_files = !snapshot::list(dir, owner).is_empty();
+    Ok(match snapshot::load_newest::<T>(dir, owner)? {
+        Some((state, seq)) => Start {
+            state,
+            seq,
+            lost_snapshot: false,
+        },
+        None => Start {
+            state: empty(),
+            seq: 0,
+            lost_snapshot: had_files,
+        },
+    })
+}
+
+pub fn recover(settings: &Settings) -> Result<Recovered, RecoveryError> {
+    let started = Instant::now();
+    let dir = &settings.storage.snapshot_dir;
+    prepare_snapshot_dir(dir)?;
+
+    let accounts = start(dir, ACCOUNTS_OWNER, Accounts::default)?;
+    let catalog = start(dir, CATALOG_OWNER, Catalog::default)?;
+    let ledger = start(dir, LEDGER_OWNER, || Ledger::new(balance_policy(settings)))?;
+    let book = start(dir, IDEMPOTENCY_OWNER, IdempotencyBook::default)?;
+    let mut dates: BTreeMap<DateId, Start<SeatMap>> = BTreeMap::new();
+    for info in catalog.state.dates() {
+        let empty = || SeatMap::new(info.id, info.seat_count, info.price, hold_policy(settings));
+        dates.insert(info.id, start(dir, &date_owner(info.id), empty)?);
+    }
+    let seqs = [accounts.seq, catalog.seq, ledger.seq, book.seq];
+    let replay_from = dates.values().map(|d| d.seq).chain(seqs).min().unwrap_or(0);
+    let lost_any = accounts.lost_snapshot
+        || catalog.lost_snapshot
+        || ledger.lost_snapshot
+        || book.lost_snapshot
+        || dates.values().any(|d| d.lost_snapshot);
+
+    let super::log::OpenedLog {
+        log,
+        events,
+        oldest_stored,
+    } = EventLog::open(
+        &settings.storage.sqlite_path,
+        settings.storage.synchronous,
+        replay_from,
+    )?;
+    if lost_any && oldest_stored.is_some_and(|oldest| oldest > replay_from + 1) {
+        return Err(RecoveryError::Setup(format!(
+            "an unreadable snapshot must be rebuilt from the log, but the log before sequence {} was \
+             pruned; restore storage.snapshot_dir and storage.sqlite_path from the same backup",
+            oldest_stored.unwrap_or_default()
+        )));
+    }
+
+    let (mut accounts_state, mut catalog_state, mut ledger_state, mut book_state) =
+        (accounts.state, catalog.state, ledger.state, book.state);
+    ledger_state.set_policy(balance_policy(settings));
+    let mut maps: BTreeMap<DateId, (SeatMap, u64)> = dates
+        .into_iter()
+        .map(|(id, mut d)| {
+            d.state.set_policy(hold_policy(settings));
+            (id, (d.state, d.seq))
+        })
+        .collect();
+    let replayed_events = events.len();
+    for (seq, event) in &events {
+        let seq = *seq;
+        if seq > accounts.seq {
+            accounts_state.apply(event);
+        }
+        if seq > catalog.seq {
+            catalog_state.apply(event);
+        }
+        if let Event::DateCreated {
+            date,
+            seat_count,
+            price,
+            ..
+        } = event
+        {
+            maps.entry(*date).or_insert_with(|| {
+                (
+                    SeatMap::new(*date, *seat_count, *price, hold_policy(settings)),
+                    0,
+                )
+            });
+        }
+        if seq > ledger.seq {
+            ledger_state.apply(event);
+        }
+        if seq > book.seq {
+            book_state.apply(event);
+        }
+        for (map, map_seq) in maps.values_mut() {
+            if seq > *map_seq {
+                map.apply(event);
+            }
+        }
+    }
+    let took = started.elapsed();
+    tracing::info!(
+        replayed_events,
+        replay_from,
+        millis = took.as_millis() as u64,
+        "recovered from snapshots and the event log"
+    );
+    Ok(Recovered {
+        accounts: accounts_state,
+        catalog: catalog_state,
+        ledger: ledger_state,
+        book: book_state,
+        dates: maps.into_iter().map(|(id, (map, _))| (id, map)).collect(),
+        log,
+        replayed_events,
+        took,
+    })
+}

@@ -1,0 +1,262 @@
+//! Snapshot files: `<dir>/<owner>-<seq>.bin`, written to a temp file, fsynced, then renamed, so a
+//! crash leaves either the old snapshot or the new one, never half of one.
+//!
+//! Layout: a 32-byte header — magic `BOXSNAP\0`, format version (u32 LE), reserved (u32),
+//! the log sequence the snapshot covers (u64 LE), payload length (u64 LE) — then a SHA-256
+//! checksum (first 8 bytes, u64 LE) and the bincode payload.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use dashmap::DashMap;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::log::EventLog;
+
+pub const SNAPSHOT_MAGIC: &[u8; 8] = b"BOXSNAP\0";
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+const HEADER_LEN: usize = 8 + 4 + 4 + 8 + 8 + 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("snapshot {path} is corrupt or truncated: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("snapshot {path} has format version {found}; this build reads version {SNAPSHOT_FORMAT_VERSION}. Run the boxoffice release that wrote it, or move the file away to rebuild from the log")]
+    UnknownVersion { path: PathBuf, found: u32 },
+    #[error("cannot write snapshot {path}: {reason}")]
+    Io { path: PathBuf, reason: String },
+}
+
+fn checksum(payload: &[u8]) -> u64 {
+    let digest = Sha256::digest(payload);
+    u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
+}
+
+/// Serializes `state` into a complete snapshot file image (header + payload).
+pub fn encode<T: Serialize>(state: &T, seq: u64) -> Vec<u8> {
+    let payload = bincode::serde::encode_to_vec(state, bincode::config::standard())
+        .expect("owner state always encodes");
+    let mut bytes = Vec::with_capacity(HEADER_LEN + payload.len());
+    bytes.extend_from_slice(SNAPSHOT_MAGIC);
+    bytes.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
+    bytes.extend_from_slice(&0u32.to_le_bytes());
+    bytes.extend_from_slice(&seq.to_le_bytes());
+    bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&checksum(&payload).to_le_bytes());
+    bytes.extend_from_slice(&payload);
+    bytes
+}
+
+/// Checks and decodes a snapshot file image; returns the state and the sequence it covers.
+pub fn decode<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<(T, u64), SnapshotError> {
+    let corrupt = |reason: &str| SnapshotError::Corrupt {
+        path: path.to_owned(),
+        reason: reason.to_owned(),
+    };
+    if bytes.len() < HEADER_LEN || &bytes[..8] != SNAPSHOT_MAGIC {
+        return Err(corrupt(
+            "not a boxoffice snapshot (bad magic or short header)",
+        ));
+    }
+    let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+    let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+    let version = u32_at(8);
+    if version != SNAPSHOT_FORMAT_VERSION {
+        return Err(SnapshotError::UnknownVersion {
+            path: path.to_owned(),
+            found: version,
+        });
+    }
+    let seq = u64_at(16);
+    let len = u64_at(24) as usize;
+    let sum = u64_at(32);
+    let payload = &bytes[HEADER_LEN..];
+    if payload.len() != len {
+        return Err(corrupt(
+            "truncated: payload shorter or longer than its header says",
+        ));
+    }
+    if checksum(payload) != sum {
+        return Err(corrupt("checksum mismatch"));
+    }
+    let (state, _) = bincode::serde::decode_from_slice(payload, bincode::config::standard())
+        .map_err(|e| corrupt(&format!("undecodable payload: {e}")))?;
+    Ok((state, seq))
+}
+
+pub fn file_name(owner: &str, seq: u64) -> String {
+    format!("{owner}-{seq:020}.bin")
+}
+
+/// How many snapshots each owner keeps: the newest, and one to fall back on if it is damaged.
+pub const SNAPSHOTS_KEPT: usize = 2;
+
+/// Writes `bytes` as `<dir>/<owner>-<seq>.bin` atomically and durably, then removes the
+/// owner's snapshots beyond the `SNAPSHOTS_KEPT` newest.
+pub fn write_atomically(
+    dir: &Path,
+    owner: &str,
+    seq: u64,
+    bytes: &[u8],
+) -> Result<PathBuf, SnapshotError> {
+    let path = dir.join(file_name(owner, seq));
+    let io = |e: std::io::Error| SnapshotError::Io {
+        path: path.clone(),
+        reason: e.to_string(),
+    };
+    let temp = dir.join(format!(".{}.tmp", file_name(owner, seq)));
+    {
+        let mut file = File::create(&temp).map_err(io)?;
+        file.write_all(bytes).map_err(io)?;
+        file.sync_all().map_err(io)?;
+    }
+    fs::rename(&temp, &path).map_err(io)?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+    for (_, older) in list(dir, owner).into_iter().skip(SNAPSHOTS_KEPT) {
+        let _ = fs::remove_file(older);
+    }
+    Ok(path)
+}
+
+/// The owner's snapshot files, newest first.
+pub fn list(dir: &Path, owner: &str) -> Vec<(u64, PathBuf)> {
+    let prefix = format!("{owner}-");
+    let mut found: Vec<(u64, PathBuf)> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            let seq = name
+                .strip_prefix(&prefix)?
+                .strip_suffix(".bin")?
+                .parse()
+                .ok()?;
+            Some((seq, entry.path()))
+        })
+        .collect();
+    found.sort_by_key(|(seq, _)| std::cmp::Reverse(*seq));
+    found
+}
+
+/// The newest snapshot of `owner` that reads back whole. Corrupt or truncated ones are reported
+/// and skipped; a snapshot of an unknown format version stops recovery (refusing beats guessing).
+pub fn load_newest<T: DeserializeOwned>(
+    dir: &Path,
+    owner: &str,
+) -> Result<Option<(T, u64)>, SnapshotError> {
+    for (_, path) in list(dir, owner) {
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "cannot read snapshot; skipping it");
+                continue;
+            }
+        };
+        match decode(&path, &bytes) {
+            Ok(found) => return Ok(Some(found)),
+            Err(error @ SnapshotError::UnknownVersion { .. }) => return Err(error),
+            Err(error) => {
+                tracing::warn!(%error, "skipping snapshot; falling back to an older one or the log")
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Writes owners' snapshots off their mailboxes and prunes the log below what every owner has.
+///
+/// An owner hands over a copy of its state and the log sequence it covers; the file is written
+/// only after the log has committed that far, so a snapshot never holds a change the log lacks.
+#[derive(Clone)]
+pub struct Snapshotter {
+    dir: Arc<PathBuf>,
+    log: EventLog,
+    /// Every live owner and the sequences of the snapshots it keeps (oldest first).
+    kept: Arc<DashMap<String, Vec<u64>>>,
+}
+
+impl Snapshotter {
+    pub fn new(dir: PathBuf, log: EventLog) -> Self {
+        Self {
+            dir: Arc::new(dir),
+            log,
+            kept: Arc::new(DashMap::new()),
+        }
+    }
+
+    /// Registers an owner (with the snapshots it already has) so the log is never pruned past it.
+    pub fn register(&self, owner: &str) {
+        let mut seqs: Vec<u64> = list(&self.dir, owner)
+            .into_iter()
+            .map(|(seq, _)| seq)
+            .collect();
+        seqs.sort_unstable();
+        self.kept.insert(owner.to_owned(), seqs);
+    }
+
+    pub fn log(&self) -> &EventLog {
+        &self.log
+    }
+
+    /// Serializes and writes `state` as `owner`'s snapshot at `seq`, then prunes the log.
+    pub async fn write<T: Serialize + Send + 'static>(&self, owner: String, seq: u64, state: T) {
+        self.log.wait_committed(seq).await;
+        let dir = self.dir.clone();
+        let name = owner.clone();
+        let started = Instant::now();
+        let written = tokio::task::spawn_blocking(move || {
+            let bytes = encode(&state, seq);
+            write_atomically(&dir, &name, seq, &bytes).map(|_| bytes.len())
+        })
+        .await;
+        match written {
+            Ok(Ok(size_bytes)) => {
+                tracing::debug!(
+                    owner,
+                    seq,
+                    size_bytes,
+                    millis = started.elapsed().as_millis() as u64,
+                    "snapshot written"
+                );
+                {
+                    let mut seqs = self.kept.entry(owner).or_default();
+                    seqs.push(seq);
+                    seqs.sort_unstable();
+                    let excess = seqs.len().saturating_sub(SNAPSHOTS_KEPT);
+                    seqs.drain(..excess);
+                }
+                self.prune();
+            }
+            Ok(Err(error)) => {
+                tracing::error!(%error, "snapshot failed; the log keeps everything it needs")
+            }
+            Err(error) => tracing::error!(%error, "snapshot task failed"),
+        }
+    }
+
+    /// Rows below every owner's older kept snapshot are no longer needed, even to fall back on.
+    fn prune(&self) {
+        let floor = self
+            .kept
+            .iter()
+            .map(|seqs| {
+                if seqs.len() >= SNAPSHOTS_KEPT {
+                    seqs[0]
+                } else {
+                    0
+                }
+            })
+            .min()
+            .unwrap_or(0);
+        if floor > 0 {
+            self.log.prune_through(floor);
+        }
+    }
+}
