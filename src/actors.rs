@@ -21,7 +21,9 @@ use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::domain::idempotency::IdempotencyBook;
 use crate::domain::{DateId, DomainError, ReservationId, UserId};
-use crate::store::recovery::{self, Recovered, IDEMPOTENCY_OWNER};
+use crate::store::recovery::{
+    self, Recovered, ACCOUNTS_OWNER, CATALOG_OWNER, IDEMPOTENCY_OWNER, LEDGER_OWNER,
+};
 use crate::store::snapshot::Snapshotter;
 use crate::store::{Durable, EventLog};
 
@@ -199,6 +201,19 @@ impl Engine {
             "state recovered"
         );
         let snapshots = Snapshotter::new(settings.storage.snapshot_dir.clone(), log.clone());
+        // Every owner is known before any of them snapshots, so no prune passes an owner that
+        // has not started yet.
+        for owner in [
+            IDEMPOTENCY_OWNER,
+            ACCOUNTS_OWNER,
+            CATALOG_OWNER,
+            LEDGER_OWNER,
+        ] {
+            snapshots.register(owner);
+        }
+        for date in seat_maps.keys() {
+            snapshots.register(&recovery::date_owner(*date));
+        }
         let durability = Durability {
             log,
             snapshots,
@@ -234,7 +249,6 @@ impl Engine {
         for (_, reservation, user) in made {
             dates.note_reservation(user, reservation);
         }
-        durability.snapshots.register(IDEMPOTENCY_OWNER);
         snapshot_book_every(durability.clone(), clock.clone());
         Ok(Self {
             accounts,
@@ -285,7 +299,7 @@ impl Engine {
         self.queue.stop().await;
         self.ledger.stop().await;
         self.accounts.stop().await;
-        self.durability.log.flush().await;
+        self.durability.log.close().await;
     }
 }
 
@@ -318,7 +332,7 @@ pub(crate) fn every<M: ractor::Message>(
     make: impl Fn() -> M + Send + 'static,
 ) {
     tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(period);
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;

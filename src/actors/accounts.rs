@@ -148,7 +148,6 @@ impl AccountsHandle {
         recovered: Accounts,
     ) -> anyhow::Result<Self> {
         let view = Arc::new(RwLock::new(recovered));
-        durability.snapshots.register(ACCOUNTS_OWNER);
         let every_snapshot = durability.snapshot_every;
         let state = AccountsState {
             accounts: view.clone(),

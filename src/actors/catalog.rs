@@ -161,7 +161,6 @@ impl CatalogHandle {
         recovered: Catalog,
     ) -> anyhow::Result<Self> {
         let view = Arc::new(RwLock::new(recovered));
-        durability.snapshots.register(CATALOG_OWNER);
         let every_snapshot = durability.snapshot_every;
         let dates = DateDeps {
             clock,

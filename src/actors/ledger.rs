@@ -156,7 +156,6 @@ impl LedgerHandle {
         durability: Durability,
         recovered: Ledger,
     ) -> anyhow::Result<Self> {
-        durability.snapshots.register(LEDGER_OWNER);
         let every_snapshot = durability.snapshot_every;
         let state = LedgerState {
             ledger: recovered,

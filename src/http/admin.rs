@@ -93,6 +93,9 @@ async fn stats(State(app): State<AppState>, _admin: AdminAuth) -> Response {
         "seats_held": seats_held,
         "seats_sold": seats_sold,
         "log_sequence": app.engine.durability.log.last_sequence(),
+        "replayed_events": app.engine.replayed_events,
+        "log_commits": app.engine.durability.log.stats().commits.load(std::sync::atomic::Ordering::Relaxed),
+        "log_events_committed": app.engine.durability.log.stats().events.load(std::sync::atomic::Ordering::Relaxed),
     }))
     .into_response()
 }

@@ -57,6 +57,8 @@ enum ToWriter {
     Append(Pending),
     /// Delete rows at or below this sequence: every owner has a snapshot past it.
     Prune(u64),
+    /// Commit what is queued, release the database, and say so.
+    Close(oneshot::Sender<()>),
 }
 
 /// Resolves to the event's sequence number once it is committed.
@@ -233,6 +235,21 @@ impl EventLog {
         self.wait_committed(self.last_sequence()).await;
     }
 
+    /// Commits what is queued and releases the database file (and its lock). Appending after
+    /// this is fatal: it is for the very end of a graceful stop.
+    pub async fn close(&self) {
+        let (done, closed) = oneshot::channel();
+        if self
+            .appender
+            .lock()
+            .to_writer
+            .send(ToWriter::Close(done))
+            .is_ok()
+        {
+            let _ = closed.await;
+        }
+    }
+
     /// Drops rows at or below `seq`; the caller guarantees every owner has a snapshot past it.
     pub fn prune_through(&self, seq: u64) {
         let _ = self.appender.lock().to_writer.send(ToWriter::Prune(seq));
@@ -272,6 +289,7 @@ fn write_batches(
     committed: watch::Sender<u64>,
 ) {
     let mut prune_to = None;
+    let mut close = None;
     while let Ok(first) = from_owners.recv() {
         let mut batch = Vec::new();
         let mut next = Some(first);
@@ -279,6 +297,10 @@ fn write_batches(
             match message {
                 ToWriter::Append(pending) => batch.push(pending),
                 ToWriter::Prune(seq) => prune_to = prune_to.max(Some(seq)),
+                ToWriter::Close(done) => {
+                    close = Some(done);
+                    break;
+                }
             }
             if batch.len() < BATCH_EVENTS_MAX {
                 next = from_owners.try_recv().ok();
@@ -292,6 +314,11 @@ fn write_batches(
             }
         }
         if batch.is_empty() {
+            if let Some(done) = close.take() {
+                drop(conn);
+                let _ = done.send(());
+                return;
+            }
             continue;
         }
         let started = Instant::now();
@@ -315,6 +342,11 @@ fn write_batches(
         );
         for pending in batch {
             let _ = pending.done.send(pending.seq);
+        }
+        if let Some(done) = close.take() {
+            drop(conn);
+            let _ = done.send(());
+            return;
         }
     }
 }
@@ -342,4 +374,88 @@ fn fatal(message: &str) -> ! {
     tracing::error!("{message}; stopping so that no acknowledged change is lost");
     eprintln!("boxoffice: {message}; stopping so that no acknowledged change is lost");
     std::process::exit(EXIT_LOG_FAILED);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ConcertId;
+
+    fn concert(n: u32) -> Event {
+        Event::ConcertCreated {
+            concert: ConcertId(n),
+            title: format!("t{n}"),
+            venue: "v".into(),
+        }
+    }
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("boxoffice-log-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir.join("log.db")
+    }
+
+    #[tokio::test]
+    async fn committed_events_come_back_in_order_after_a_reopen() {
+        let path = scratch("reopen");
+        let opened = EventLog::open(&path, Synchronous::Full, 0).unwrap();
+        assert!(opened.events.is_empty());
+        let tickets: Vec<Durable> = (1..=50).map(|n| opened.log.append(&concert(n))).collect();
+        let mut seqs = Vec::new();
+        for ticket in tickets {
+            seqs.push(ticket.wait().await);
+        }
+        assert_eq!(seqs, (1..=50).collect::<Vec<_>>());
+        let stats = opened.log.stats();
+        assert!(stats.commits.load(Ordering::Relaxed) <= 50);
+        assert_eq!(stats.events.load(Ordering::Relaxed), 50);
+        opened.log.close().await;
+        let reopened = EventLog::open(&path, Synchronous::Normal, 10).unwrap();
+        assert_eq!(reopened.events.len(), 40);
+        assert_eq!(reopened.events[0], (11, concert(11)));
+        assert_eq!(reopened.oldest_stored, Some(1));
+        assert_eq!(reopened.log.append(&concert(51)).seq(), 51);
+    }
+
+    #[tokio::test]
+    async fn a_second_process_on_the_same_log_is_refused_while_the_first_runs() {
+        let path = scratch("locked");
+        let first = EventLog::open(&path, Synchronous::Full, 0).unwrap();
+        first.log.append(&concert(1)).wait().await;
+        let error = EventLog::open(&path, Synchronous::Full, 0).err().unwrap();
+        assert!(
+            error.to_string().contains("another boxoffice process"),
+            "{error}"
+        );
+        first.log.close().await;
+        EventLog::open(&path, Synchronous::Full, 0).unwrap();
+    }
+
+    #[tokio::test]
+    async fn pruning_drops_rows_below_the_floor_only() {
+        let path = scratch("prune");
+        let opened = EventLog::open(&path, Synchronous::Normal, 0).unwrap();
+        for n in 1..=10 {
+            opened.log.append(&concert(n));
+        }
+        opened.log.flush().await;
+        opened.log.prune_through(4);
+        opened.log.append(&concert(11)).wait().await;
+        opened.log.close().await;
+        let reopened = EventLog::open(&path, Synchronous::Normal, 0).unwrap();
+        assert_eq!(reopened.oldest_stored, Some(5));
+        assert_eq!(reopened.events.len(), 7);
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_a_clear_error() {
+        let path = scratch("garbage");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, vec![0x42u8; 8192]).unwrap();
+        let error = EventLog::open(&path, Synchronous::Full, 0).err().unwrap();
+        assert!(
+            error.to_string().contains("not a boxoffice event log"),
+            "{error}"
+        );
+    }
 }

@@ -92,8 +92,6 @@ fn prepare_snapshot_dir(dir: &Path) -> Result<(), RecoveryError> {
 struct Start<T> {
     state: T,
     seq: u64,
-    /// Snapshot files existed but none could be read.
-    lost_snapshot: bool,
 }
 
 fn start<T: DeserializeOwned>(
@@ -101,17 +99,11 @@ fn start<T: DeserializeOwned>(
     owner: &str,
     empty: impl FnOnce() -> T,
 ) -> Result<Start<T>, RecoveryError> {
-    let had_files = !snapshot::list(dir, owner).is_empty();
     Ok(match snapshot::load_newest::<T>(dir, owner)? {
-        Some((state, seq)) => Start {
-            state,
-            seq,
-            lost_snapshot: false,
-        },
+        Some((state, seq)) => Start { state, seq },
         None => Start {
             state: empty(),
             seq: 0,
-            lost_snapshot: had_files,
         },
     })
 }
@@ -130,14 +122,13 @@ pub fn recover(settings: &Settings) -> Result<Recovered, RecoveryError> {
         let empty = || SeatMap::new(info.id, info.seat_count, info.price, hold_policy(settings));
         dates.insert(info.id, start(dir, &date_owner(info.id), empty)?);
     }
-    let seqs = [accounts.seq, catalog.seq, ledger.seq, book.seq];
-    let replay_from = dates.values().map(|d| d.seq).chain(seqs).min().unwrap_or(0);
-    let lost_any = accounts.lost_snapshot
-        || catalog.lost_snapshot
-        || ledger.lost_snapshot
-        || book.lost_snapshot
-        || dates.values().any(|d| d.lost_snapshot);
-
+    // An owner without a snapshot needs the log from its beginning.
+    let replay_from = dates
+        .values()
+        .map(|d| d.seq)
+        .chain([accounts.seq, catalog.seq, ledger.seq, book.seq])
+        .min()
+        .unwrap_or(0);
     let super::log::OpenedLog {
         log,
         events,
@@ -147,12 +138,33 @@ pub fn recover(settings: &Settings) -> Result<Recovered, RecoveryError> {
         settings.storage.synchronous,
         replay_from,
     )?;
-    if lost_any && oldest_stored.is_some_and(|oldest| oldest > replay_from + 1) {
-        return Err(RecoveryError::Setup(format!(
-            "an unreadable snapshot must be rebuilt from the log, but the log before sequence {} was \
-             pruned; restore storage.snapshot_dir and storage.sqlite_path from the same backup",
-            oldest_stored.unwrap_or_default()
-        )));
+    // Rows at or below a snapshot may have been pruned. An owner whose history starts below
+    // the oldest stored row cannot be rebuilt: refuse rather than start with silent losses.
+    let missing_history = |owner: &str, seq: u64| match oldest_stored {
+        Some(oldest) if oldest > seq + 1 => Err(RecoveryError::Setup(format!(
+            "{owner} needs the log from sequence {} but it starts at {oldest} (older rows were \
+             pruned below snapshots that are now missing or unreadable); restore \
+             storage.snapshot_dir and storage.sqlite_path from the same backup",
+            seq + 1
+        ))),
+        _ => Ok(()),
+    };
+    missing_history(ACCOUNTS_OWNER, accounts.seq)?;
+    missing_history(CATALOG_OWNER, catalog.seq)?;
+    missing_history(LEDGER_OWNER, ledger.seq)?;
+    missing_history(IDEMPOTENCY_OWNER, book.seq)?;
+    let created_in_log: std::collections::BTreeSet<DateId> = events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::DateCreated { date, .. } => Some(*date),
+            _ => None,
+        })
+        .collect();
+    for (date, start) in &dates {
+        // A date without a snapshot is whole if its creation is still in the log.
+        if start.seq > 0 || !created_in_log.contains(date) {
+            missing_history(&date_owner(*date), start.seq)?;
+        }
     }
 
     let (mut accounts_state, mut catalog_state, mut ledger_state, mut book_state) =

@@ -260,3 +260,77 @@ impl Snapshotter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("boxoffice-snap-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_snapshot_reads_back_what_was_written() {
+        let bytes = encode(&vec![1u32, 2, 3], 42);
+        let (state, seq): (Vec<u32>, u64) = decode(Path::new("x"), &bytes).unwrap();
+        assert_eq!((state, seq), (vec![1, 2, 3], 42));
+    }
+
+    #[test]
+    fn a_flipped_bit_or_a_cut_is_detected() {
+        let bytes = encode(&vec![7u64; 100], 1);
+        let mut flipped = bytes.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        assert!(matches!(
+            decode::<Vec<u64>>(Path::new("x"), &flipped),
+            Err(SnapshotError::Corrupt { .. })
+        ));
+        for cut in [0, 10, HEADER_LEN, bytes.len() - 1] {
+            assert!(matches!(
+                decode::<Vec<u64>>(Path::new("x"), &bytes[..cut]),
+                Err(SnapshotError::Corrupt { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn a_future_format_version_is_refused_by_name() {
+        let mut bytes = encode(&1u8, 1);
+        bytes[8..12].copy_from_slice(&(SNAPSHOT_FORMAT_VERSION + 1).to_le_bytes());
+        let error = decode::<u8>(Path::new("x"), &bytes).unwrap_err();
+        assert!(
+            matches!(error, SnapshotError::UnknownVersion { found, .. } if found == SNAPSHOT_FORMAT_VERSION + 1)
+        );
+        assert!(error.to_string().contains("format version"));
+    }
+
+    #[test]
+    fn loading_falls_back_past_a_damaged_newest_snapshot() {
+        let dir = scratch("fallback");
+        write_atomically(&dir, "ledger", 5, &encode(&"old", 5)).unwrap();
+        write_atomically(&dir, "ledger", 9, &encode(&"new", 9)).unwrap();
+        let newest = dir.join(file_name("ledger", 9));
+        let bytes = fs::read(&newest).unwrap();
+        fs::write(&newest, &bytes[..bytes.len() / 2]).unwrap();
+        let loaded: Option<(String, u64)> = load_newest(&dir, "ledger").unwrap();
+        assert_eq!(loaded, Some(("old".to_owned(), 5)));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn only_the_two_newest_snapshots_are_kept() {
+        let dir = scratch("keep");
+        for seq in [1, 2, 3, 4] {
+            write_atomically(&dir, "catalog", seq, &encode(&seq, seq)).unwrap();
+        }
+        let seqs: Vec<u64> = list(&dir, "catalog").into_iter().map(|(s, _)| s).collect();
+        assert_eq!(seqs, vec![4, 3]);
+        assert!(list(&dir, "catalo").is_empty());
+        let _ = fs::remove_dir_all(&dir);
+    }
+}

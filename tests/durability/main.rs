@@ -1,0 +1,568 @@
+//! Durability of the real binary on real files: `kill -9` mid-load loses nothing acknowledged
+//! and leaves nothing half-applied; a graceful stop restarts fast into the same state; damaged
+//! or foreign files give clear errors instead of panics or silent loss.
+
+mod server;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use rand::Rng;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use server::{command, data_dir, Api, Server};
+
+const SEATS: u32 = 2_000;
+const PRICE: i128 = 1_000;
+const WORKERS: usize = 6;
+const OPS_PER_ROUND_MAX: usize = 400;
+
+/// What one buyer knows from the answers it got.
+#[derive(Debug, Default, Clone)]
+struct Buyer {
+    session: String,
+    /// The balance as acknowledged.
+    balance: i128,
+    /// A change sent whose answer never came: it may have landed whole or not at all.
+    in_flight: Option<InFlight>,
+    /// Reservations acknowledged (or proven) paid, with their seats.
+    paid: BTreeMap<String, Vec<u64>>,
+}
+
+#[derive(Debug, Clone)]
+enum InFlight {
+    Charge(i128),
+    Payment {
+        reservation: String,
+        seats: Vec<u64>,
+    },
+}
+
+fn bearer(session: &str) -> String {
+    format!("Bearer {session}")
+}
+
+/// Charges, holds and pays until the server stops answering or the round's cap is reached.
+async fn drive(api: Api, date: String, mut buyer: Buyer) -> Buyer {
+    let auth = bearer(&buyer.session);
+    let Some(mut queue_token) = api.admitted(&buyer.session).await else {
+        return buyer;
+    };
+    for _ in 0..OPS_PER_ROUND_MAX {
+        let amount: i128 = rand::thread_rng().gen_range(1_000..20_000);
+        buyer.in_flight = Some(InFlight::Charge(amount));
+        let Some((status, body)) = api
+            .post(
+                "/api/v1/balance/charges",
+                &[("authorization", &auth)],
+                json!({"amount": amount}),
+            )
+            .await
+        else {
+            return buyer;
+        };
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        buyer.balance += amount;
+        buyer.in_flight = None;
+        assert_eq!(
+            body["balance"].as_i64().map(i128::from),
+            Some(buyer.balance),
+            "{body}"
+        );
+
+        let seat: u64 = rand::thread_rng().gen_range(1..=SEATS as u64);
+        let headers = [
+            ("authorization", auth.as_str()),
+            ("x-queue-token", queue_token.as_str()),
+        ];
+        let Some((status, held)) = api
+            .post(
+                "/api/v1/reservations",
+                &headers,
+                json!({"date_id": date, "seat_no": seat}),
+            )
+            .await
+        else {
+            return buyer;
+        };
+        if status == StatusCode::CONFLICT {
+            continue;
+        }
+        assert_eq!(status, StatusCode::CREATED, "{held}");
+        let reservation = held["reservation_id"].as_str().unwrap().to_owned();
+
+        buyer.in_flight = Some(InFlight::Payment {
+            reservation: reservation.clone(),
+            seats: vec![seat],
+        });
+        let Some((status, paid)) = api
+            .post(
+                "/api/v1/payments",
+                &headers,
+                json!({"reservation_id": reservation}),
+            )
+            .await
+        else {
+            return buyer;
+        };
+        assert_eq!(status, StatusCode::CREATED, "{paid}");
+        buyer.balance -= PRICE;
+        buyer.in_flight = None;
+        assert_eq!(
+            paid["balance"].as_i64().map(i128::from),
+            Some(buyer.balance),
+            "{paid}"
+        );
+        buyer.paid.insert(reservation, vec![seat]);
+        // A payment ends the admission: take a new token for the next purchase.
+        match api.admitted(&buyer.session).await {
+            Some(token) => queue_token = token,
+            None => return buyer,
+        }
+    }
+    buyer
+}
+
+/// After a restart: every acknowledged change is there, each change in flight is whole or
+/// absent, and no seat is sold twice. Returns the buyers with their in-flight changes settled.
+async fn verify(api: &Api, date: &str, buyers: Vec<Buyer>) -> Vec<Buyer> {
+    let mut settled = Vec::new();
+    let mut sold_to_buyers: BTreeSet<u64> = BTreeSet::new();
+    let mut paid_seat_count = 0;
+    for mut buyer in buyers {
+        let auth = bearer(&buyer.session);
+        let (status, body) = api
+            .get("/api/v1/balance", &[("authorization", &auth)])
+            .await
+            .expect("the restarted server answers");
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "the session survived the kill: {body}"
+        );
+        let balance = i128::from(body["balance"].as_i64().unwrap());
+        match buyer.in_flight.take() {
+            None => assert_eq!(balance, buyer.balance, "acknowledged balance"),
+            Some(InFlight::Charge(amount)) => {
+                assert!(
+                    balance == buyer.balance || balance == buyer.balance + amount,
+                    "balance {balance}: neither {} nor {} (a charge of {amount} in flight)",
+                    buyer.balance,
+                    buyer.balance + amount
+                );
+            }
+            Some(InFlight::Payment { reservation, seats }) => {
+                let landed = balance == buyer.balance - PRICE;
+                assert!(
+                    landed || balance == buyer.balance,
+                    "balance {balance}: neither {} nor {} (a payment in flight)",
+                    buyer.balance,
+                    buyer.balance - PRICE
+                );
+                let (_, r) = api
+                    .get(
+                        &format!("/api/v1/reservations/{reservation}"),
+                        &[("authorization", &auth)],
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(r["status"] == "paid", landed, "seats and money agree: {r}");
+                if landed {
+                    buyer.paid.insert(reservation, seats);
+                }
+            }
+        }
+        buyer.balance = balance;
+        let (_, mine) = api
+            .get("/api/v1/reservations", &[("authorization", &auth)])
+            .await
+            .unwrap();
+        let paid_on_server: BTreeSet<String> = mine["reservations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["status"] == "paid")
+            .map(|r| r["reservation_id"].as_str().unwrap().to_owned())
+            .collect();
+        let paid_known: BTreeSet<String> = buyer.paid.keys().cloned().collect();
+        assert_eq!(
+            paid_on_server, paid_known,
+            "every acknowledged payment, and only those"
+        );
+        for seats in buyer.paid.values() {
+            for seat in seats {
+                assert!(sold_to_buyers.insert(*seat), "seat {seat} sold twice");
+                paid_seat_count += 1;
+            }
+        }
+        settled.push(buyer);
+    }
+    let token = api.admitted(&settled[0].session).await.unwrap();
+    let auth = bearer(&settled[0].session);
+    let (status, listing) = api
+        .get(
+            &format!("/api/v1/dates/{date}/seats"),
+            &[("authorization", &auth), ("x-queue-token", &token)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let sold: BTreeSet<u64> = listing["seats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["status"] == "sold")
+        .map(|s| s["seat_no"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        sold, sold_to_buyers,
+        "the listing sells exactly the paid seats"
+    );
+    assert_eq!(sold.len(), paid_seat_count);
+    settled
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_nine_at_any_moment_loses_nothing_acknowledged() {
+    let dir = data_dir("kill9");
+    // Snapshots every second, so recovery also runs from snapshots plus a log tail.
+    let env = [(
+        "BOXOFFICE__STORAGE__SNAPSHOT_INTERVAL_SECONDS",
+        "1".to_owned(),
+    )];
+    let server = Server::start(&dir, &env);
+    let api = Api::new(&server.base);
+    let date = api.create_date(SEATS, PRICE as u64).await;
+    let mut buyers = Vec::new();
+    for i in 0..WORKERS {
+        buyers.push(Buyer {
+            session: api.new_user(&format!("killed{i}")).await,
+            ..Buyer::default()
+        });
+    }
+    let mut server = Some(server);
+    let mut total_paid = 0;
+    for round in 0..5 {
+        let running = server.take().unwrap_or_else(|| Server::start(&dir, &env));
+        let api = Api::new(&running.base);
+        if round > 0 {
+            buyers = verify(&api, &date, buyers).await;
+        }
+        let tasks: Vec<_> = buyers
+            .drain(..)
+            .map(|b| tokio::spawn(drive(api.clone(), date.clone(), b)))
+            .collect();
+        let load_ms = rand::thread_rng().gen_range(150..1_200);
+        tokio::time::sleep(Duration::from_millis(load_ms)).await;
+        running.kill_9();
+        for task in tasks {
+            buyers.push(
+                task.await
+                    .expect("a buyer task ends once the server is gone"),
+            );
+        }
+        total_paid = buyers.iter().map(|b| b.paid.len()).sum::<usize>();
+    }
+    let last = Server::start(&dir, &env);
+    let api = Api::new(&last.base);
+    let buyers = verify(&api, &date, buyers).await;
+    assert!(
+        buyers.iter().map(|b| b.paid.len()).sum::<usize>() >= total_paid,
+        "the load did real work"
+    );
+    assert!(
+        total_paid > 0,
+        "at least one purchase went through in five rounds"
+    );
+    assert_eq!(last.stop_gracefully(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A fixed little history: two buyers, charges, holds, a payment and a cancellation.
+async fn some_history(api: &Api) -> (String, Vec<String>) {
+    let date = api.create_date(50, 700).await;
+    let mut sessions = Vec::new();
+    for name in ["ada", "bob"] {
+        let session = api.new_user(name).await;
+        let auth = bearer(&session);
+        let token = api.admitted(&session).await.unwrap();
+        let headers = [
+            ("authorization", auth.as_str()),
+            ("x-queue-token", token.as_str()),
+        ];
+        api.post(
+            "/api/v1/balance/charges",
+            &headers,
+            json!({"amount": 5_000}),
+        )
+        .await
+        .unwrap();
+        let seat = if name == "ada" { 1 } else { 2 };
+        let (_, held) = api
+            .post(
+                "/api/v1/reservations",
+                &headers,
+                json!({"date_id": date, "seat_nos": [seat, seat + 10]}),
+            )
+            .await
+            .unwrap();
+        let reservation = held["reservation_id"].as_str().unwrap().to_owned();
+        if name == "ada" {
+            let (status, _) = api
+                .post(
+                    "/api/v1/payments",
+                    &headers,
+                    json!({"reservation_id": reservation}),
+                )
+                .await
+                .unwrap();
+            assert_eq!(status, StatusCode::CREATED);
+        } else {
+            let (status, _) = api
+                .call(
+                    reqwest::Method::DELETE,
+                    &format!("/api/v1/reservations/{reservation}"),
+                    &headers,
+                    None,
+                )
+                .await
+                .unwrap();
+            assert_eq!(status, StatusCode::NO_CONTENT);
+        }
+        sessions.push(session);
+    }
+    (date, sessions)
+}
+
+/// What a client can see of the state: balances, histories, reservations and the seat map.
+async fn observable_state(api: &Api, date: &str, sessions: &[String]) -> Value {
+    let mut seen = Vec::new();
+    for session in sessions {
+        let auth = bearer(session);
+        let headers = [("authorization", auth.as_str())];
+        let (_, me) = api.get("/api/v1/users/me", &headers).await.unwrap();
+        let (_, history) = api.get("/api/v1/balance/history", &headers).await.unwrap();
+        let (_, reservations) = api.get("/api/v1/reservations", &headers).await.unwrap();
+        seen.push(json!({"me": me, "history": history, "reservations": reservations}));
+    }
+    let token = api.admitted(&sessions[0]).await.unwrap();
+    let auth = bearer(&sessions[0]);
+    let (_, seats) = api
+        .get(
+            &format!("/api/v1/dates/{date}/seats"),
+            &[("authorization", &auth), ("x-queue-token", &token)],
+        )
+        .await
+        .unwrap();
+    json!({"buyers": seen, "seats": seats})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_restart_replays_less_than_a_full_replay_and_ends_in_the_same_state() {
+    let dir = data_dir("graceful");
+    let env = [(
+        "BOXOFFICE__STORAGE__SNAPSHOT_INTERVAL_SECONDS",
+        "3600".to_owned(),
+    )];
+    let server = Server::start(&dir, &env);
+    let api = Api::new(&server.base);
+    let (date, sessions) = some_history(&api).await;
+    let before = observable_state(&api, &date, &sessions).await;
+    let logged = api.admin_stats().await["log_sequence"].as_u64().unwrap();
+    assert!(logged >= 12, "the history is in the log: {logged}");
+    assert_eq!(server.stop_gracefully(), Some(0), "SIGTERM exits 0");
+    let graceful_snapshots = dir.join("snapshots-after-graceful-stop");
+    std::fs::rename(dir.join("snapshots"), &graceful_snapshots).unwrap();
+
+    // Without any snapshot the whole log is replayed, into the same state.
+    let full = Server::start(&dir, &env);
+    let api = Api::new(&full.base);
+    let replayed_full = api.admin_stats().await["replayed_events"].as_u64().unwrap();
+    assert!(replayed_full >= logged, "{replayed_full} < {logged}");
+    assert_eq!(observable_state(&api, &date, &sessions).await, before);
+    assert_eq!(full.stop_gracefully(), Some(0));
+
+    // From the graceful stop's snapshots only the tail after them is replayed.
+    std::fs::remove_dir_all(dir.join("snapshots")).unwrap();
+    std::fs::rename(&graceful_snapshots, dir.join("snapshots")).unwrap();
+    let fast = Server::start(&dir, &env);
+    let api = Api::new(&fast.base);
+    let replayed_fast = api.admin_stats().await["replayed_events"].as_u64().unwrap();
+    assert!(
+        replayed_fast < replayed_full / 2,
+        "snapshots spare the replay: {replayed_fast} events after a graceful stop, {replayed_full} in full"
+    );
+    assert_eq!(observable_state(&api, &date, &sessions).await, before);
+    drop(fast);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pruned_log_without_its_snapshots_is_refused_not_silently_emptied() {
+    let dir = data_dir("pruned");
+    let env = [(
+        "BOXOFFICE__STORAGE__SNAPSHOT_INTERVAL_SECONDS",
+        "3600".to_owned(),
+    )];
+    let server = Server::start(&dir, &env);
+    some_history(&Api::new(&server.base)).await;
+    assert_eq!(server.stop_gracefully(), Some(0));
+    // A second graceful stop leaves two snapshots per owner, and the log is pruned below both.
+    let server = Server::start(&dir, &env);
+    let api = Api::new(&server.base);
+    api.new_user("carol").await;
+    assert_eq!(server.stop_gracefully(), Some(0));
+    std::fs::remove_dir_all(dir.join("snapshots")).unwrap();
+    let failure = Server::try_start(&dir, &env)
+        .err()
+        .expect("refuses to start with lost history");
+    assert_ne!(failure.exit_code, Some(0));
+    assert!(failure.output.contains("restore"), "{}", failure.output);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn newest_snapshot(dir: &std::path::Path, owner: &str) -> std::path::PathBuf {
+    let mut found: Vec<_> = std::fs::read_dir(dir.join("snapshots"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&format!("{owner}-")) && n.ends_with(".bin"))
+        })
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .unwrap_or_else(|| panic!("a snapshot of {owner}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_or_truncated_snapshot_is_reported_and_skipped() {
+    for damage in ["corrupt", "truncated"] {
+        let dir = data_dir(damage);
+        let env = [(
+            "BOXOFFICE__STORAGE__SNAPSHOT_INTERVAL_SECONDS",
+            "3600".to_owned(),
+        )];
+        let server = Server::start(&dir, &env);
+        let api = Api::new(&server.base);
+        let (date, sessions) = some_history(&api).await;
+        let before = observable_state(&api, &date, &sessions).await;
+        assert_eq!(server.stop_gracefully(), Some(0));
+        for owner in ["ledger", "date-1", "accounts"] {
+            let path = newest_snapshot(&dir, owner);
+            let mut bytes = std::fs::read(&path).unwrap();
+            if damage == "corrupt" {
+                let middle = bytes.len() / 2;
+                bytes[middle] ^= 0xff;
+            } else {
+                bytes.truncate(bytes.len() - 3);
+            }
+            std::fs::write(&path, bytes).unwrap();
+        }
+        let restarted = Server::start(&dir, &env);
+        let api = Api::new(&restarted.base);
+        assert_eq!(
+            observable_state(&api, &date, &sessions).await,
+            before,
+            "{damage}"
+        );
+        let output = restarted.output();
+        assert!(
+            output.contains("skipping snapshot") && output.contains(damage),
+            "the damage is reported: {output}"
+        );
+        drop(restarted);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_from_a_future_format_version_is_refused_with_a_clear_message() {
+    let dir = data_dir("future");
+    let server = Server::start(&dir, &[]);
+    let api = Api::new(&server.base);
+    some_history(&api).await;
+    assert_eq!(server.stop_gracefully(), Some(0));
+    let path = newest_snapshot(&dir, "ledger");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[8..12].copy_from_slice(&99u32.to_le_bytes());
+    std::fs::write(&path, bytes).unwrap();
+    let failure = Server::try_start(&dir, &[])
+        .err()
+        .expect("the server refuses to start");
+    assert_ne!(failure.exit_code, Some(0));
+    assert!(
+        failure.output.contains("format version 99"),
+        "{}",
+        failure.output
+    );
+    assert!(!failure.output.contains("panicked"), "{}", failure.output);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Each bad storage setup stops the start with a message that says what to fix.
+#[test]
+fn bad_storage_setups_are_clear_startup_errors() {
+    let dir = data_dir("setup");
+    let a_file = dir.join("a-file");
+    std::fs::write(&a_file, b"not a directory").unwrap();
+    let garbage_db = dir.join("garbage.db");
+    std::fs::write(&garbage_db, vec![0x42u8; 8192]).unwrap();
+    let cases: [(&str, &str, String, &str); 3] = [
+        (
+            "snapshot dir is a file",
+            "BOXOFFICE__STORAGE__SNAPSHOT_DIR",
+            a_file.display().to_string(),
+            "is a file",
+        ),
+        (
+            "unwritable data dir",
+            "BOXOFFICE__STORAGE__SQLITE_PATH",
+            a_file
+                .join("sub")
+                .join("boxoffice.db")
+                .display()
+                .to_string(),
+            "cannot create the data directory",
+        ),
+        (
+            "corrupt database",
+            "BOXOFFICE__STORAGE__SQLITE_PATH",
+            garbage_db.display().to_string(),
+            "not a boxoffice event log",
+        ),
+    ];
+    for (case, key, value, expected) in cases {
+        let output = command(&dir, &[(key, value)]).output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(!output.status.success(), "{case}: should not start");
+        assert!(text.contains(expected), "{case}: {text}");
+        assert!(!text.contains("panicked"), "{case}: {text}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_second_server_on_the_same_files_is_refused_while_the_first_runs() {
+    let dir = data_dir("locked");
+    let first = Server::start(&dir, &[]);
+    let failure = Server::try_start(&dir, &[])
+        .err()
+        .expect("the second server must not start");
+    assert_ne!(failure.exit_code, Some(0));
+    assert!(
+        failure.output.contains("another boxoffice process"),
+        "{}",
+        failure.output
+    );
+    assert_eq!(first.stop_gracefully(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
