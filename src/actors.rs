@@ -200,7 +200,11 @@ impl Engine {
             millis = took.as_millis() as u64,
             "state recovered"
         );
-        let snapshots = Snapshotter::new(settings.storage.snapshot_dir.clone(), log.clone());
+        let snapshots = Snapshotter::new(
+            settings.storage.snapshot_dir.clone(),
+            log.clone(),
+            settings.storage.prune_log,
+        );
         // Every owner is known before any of them snapshots, so no prune passes an owner that
         // has not started yet.
         for owner in [

@@ -37,6 +37,9 @@ pub struct StorageSettings {
     pub snapshot_dir: PathBuf,
     pub snapshot_interval_seconds: u64,
     pub synchronous: Synchronous,
+    /// Delete log rows that every owner's snapshots cover; `false` keeps the whole history
+    /// (an audit trail, at the cost of disk).
+    pub prune_log: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -132,6 +135,7 @@ impl Default for StorageSettings {
             snapshot_dir: PathBuf::from("snapshots"),
             snapshot_interval_seconds: 60,
             synchronous: Synchronous::Full,
+            prune_log: true,
         }
     }
 }

@@ -178,15 +178,17 @@ pub fn load_newest<T: DeserializeOwned>(
 pub struct Snapshotter {
     dir: Arc<PathBuf>,
     log: EventLog,
+    prune_log: bool,
     /// Every live owner and the sequences of the snapshots it keeps (oldest first).
     kept: Arc<DashMap<String, Vec<u64>>>,
 }
 
 impl Snapshotter {
-    pub fn new(dir: PathBuf, log: EventLog) -> Self {
+    pub fn new(dir: PathBuf, log: EventLog, prune_log: bool) -> Self {
         Self {
             dir: Arc::new(dir),
             log,
+            prune_log,
             kept: Arc::new(DashMap::new()),
         }
     }
@@ -243,6 +245,9 @@ impl Snapshotter {
 
     /// Rows below every owner's older kept snapshot are no longer needed, even to fall back on.
     fn prune(&self) {
+        if !self.prune_log {
+            return;
+        }
         let floor = self
             .kept
             .iter()
