@@ -191,6 +191,7 @@ impl Engine {
             ledger,
             book,
             dates: seat_maps,
+            queue: saved_queue,
             log,
             replayed_events,
             took,
@@ -228,7 +229,8 @@ impl Engine {
         let accounts =
             AccountsHandle::spawn(settings, clock.clone(), durability.clone(), accounts).await?;
         let ledger = LedgerHandle::spawn(clock.clone(), durability.clone(), ledger).await?;
-        let queue = QueueHandle::spawn(settings, clock.clone()).await?;
+        let queue =
+            QueueHandle::spawn(settings, clock.clone(), durability.clone(), saved_queue).await?;
         let catalog = CatalogHandle::spawn(
             settings,
             clock.clone(),
@@ -275,6 +277,7 @@ impl Engine {
         done.push(tokio::spawn(self.catalog.snapshot()));
         done.push(tokio::spawn(self.ledger.snapshot()));
         done.push(tokio::spawn(self.accounts.snapshot()));
+        done.push(tokio::spawn(self.queue.snapshot()));
         let (tx, rx) = tokio::sync::oneshot::channel();
         let book = self.durability.book.lock().clone();
         let snapshots = self.durability.snapshots.clone();

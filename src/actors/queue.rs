@@ -7,12 +7,15 @@ use std::time::Duration;
 use parking_lot::RwLock;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use super::{ask, every, EngineError};
+use super::{ask, every, Durability, EngineError};
 use crate::clock::SharedClock;
 use crate::config::Settings;
-use crate::domain::admission::{AdmissionQueue, Lookup, QueuePolicy, QueueStatus, QueueTokenId};
+use crate::domain::admission::{
+    AdmissionQueue, Lookup, QueuePolicy, QueueSnapshot, QueueStatus, QueueTokenId,
+};
 use crate::domain::{DomainError, Timestamp, UserId};
 use crate::security::random_queue_token;
+use crate::store::recovery::QUEUE_OWNER;
 
 /// Admission runs this often, so a metered rate of N/s admits in small, even steps.
 const ADMISSION_TICK: Duration = Duration::from_millis(20);
@@ -37,6 +40,7 @@ pub enum QueueMsg {
         reply: RpcReplyPort<()>,
     },
     Tick,
+    Snapshot(Option<RpcReplyPort<()>>),
 }
 
 pub struct QueueActor;
@@ -44,6 +48,7 @@ pub struct QueueActor;
 pub struct QueueState {
     queue: Arc<RwLock<AdmissionQueue>>,
     clock: SharedClock,
+    durability: Durability,
 }
 
 impl Actor for QueueActor {
@@ -83,6 +88,16 @@ impl Actor for QueueActor {
                 state.queue.write().complete(user, now);
                 let _ = reply.send(());
             }
+            QueueMsg::Snapshot(done) => {
+                let copy = state.queue.read().to_snapshot();
+                let snapshots = state.durability.snapshots.clone();
+                tokio::spawn(async move {
+                    snapshots.write_unlogged(QUEUE_OWNER, copy).await;
+                    if let Some(done) = done {
+                        let _ = done.send(());
+                    }
+                });
+            }
             QueueMsg::Tick => {
                 let outcome = state.queue.write().tick(now);
                 if !outcome.admitted.is_empty() || !outcome.dropped.is_empty() {
@@ -106,7 +121,12 @@ pub struct QueueHandle {
 }
 
 impl QueueHandle {
-    pub async fn spawn(settings: &Settings, clock: SharedClock) -> anyhow::Result<Self> {
+    pub async fn spawn(
+        settings: &Settings,
+        clock: SharedClock,
+        durability: Durability,
+        recovered: Option<QueueSnapshot>,
+    ) -> anyhow::Result<Self> {
         let q = &settings.queue;
         let policy = QueuePolicy {
             max_active: q.max_active,
@@ -114,13 +134,20 @@ impl QueueHandle {
             active_ttl_ms: (q.active_ttl_seconds as i64).saturating_mul(1000),
             waiting_ttl_ms: (q.waiting_ttl_seconds as i64).saturating_mul(1000),
         };
-        let view = Arc::new(RwLock::new(AdmissionQueue::new(policy, clock.now())));
+        let queue = match recovered {
+            Some(saved) => AdmissionQueue::restore(policy, &saved, clock.now()),
+            None => AdmissionQueue::new(policy, clock.now()),
+        };
+        let view = Arc::new(RwLock::new(queue));
+        let every_snapshot = durability.snapshot_every;
         let state = QueueState {
             queue: view.clone(),
             clock,
+            durability,
         };
         let (actor, _) = Actor::spawn(None, QueueActor, state).await?;
         every(actor.clone(), ADMISSION_TICK, || QueueMsg::Tick);
+        every(actor.clone(), every_snapshot, || QueueMsg::Snapshot(None));
         Ok(Self { actor, view })
     }
 
@@ -170,6 +197,13 @@ impl QueueHandle {
     pub fn counts(&self) -> (usize, usize) {
         let q = self.view.read();
         (q.waiting_len(), q.active_len())
+    }
+
+    pub fn snapshot(&self) -> impl std::future::Future<Output = ()> {
+        let actor = self.actor.clone();
+        async move {
+            let _ = ask(&actor, |done| QueueMsg::Snapshot(Some(done))).await;
+        }
     }
 
     pub async fn stop(&self) {

@@ -111,6 +111,14 @@ pub enum Lookup {
     Ended,
 }
 
+/// The waiting room as saved: who waits in which order and who is admitted until when.
+/// Polls and retired tokens are not kept; see `AdmissionQueue::restore`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct QueueSnapshot {
+    pub waiting: Vec<(u128, UserId)>,
+    pub active: Vec<(u128, UserId, Timestamp)>,
+}
+
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct TickOutcome {
     pub admitted: Vec<QueueTokenId>,
@@ -489,6 +497,64 @@ impl AdmissionQueue {
         (position as f64 / per_second).ceil() as u64
     }
 
+    /// The line and the admitted tokens, for a snapshot.
+    pub fn to_snapshot(&self) -> QueueSnapshot {
+        QueueSnapshot {
+            waiting: self
+                .waiting
+                .values()
+                .map(|t| (t.0, self.tokens[t].user))
+                .collect(),
+            active: self
+                .active
+                .iter()
+                .map(|(expires_at, t)| (t.0, self.tokens[t].user, *expires_at))
+                .collect(),
+        }
+    }
+
+    /// Rebuilds the waiting room from a snapshot: the same line in the same order, the same
+    /// admissions until the same instants. Every waiter counts as having polled `now`, so no
+    /// one is dropped for the time the server was down.
+    pub fn restore(policy: QueuePolicy, snapshot: &QueueSnapshot, now: Timestamp) -> Self {
+        let mut queue = Self::new(policy, now);
+        for (token, user, expires_at) in &snapshot.active {
+            let seq = queue.next_seq;
+            queue.next_seq += 1;
+            let token = QueueTokenId(*token);
+            queue.tokens.insert(
+                token,
+                TokenRecord {
+                    user: *user,
+                    seq,
+                    state: TokenState::Active {
+                        expires_at: *expires_at,
+                    },
+                    last_poll_ms: AtomicI64::new(now.as_millis()),
+                },
+            );
+            queue.active.insert((*expires_at, token));
+            queue.live_by_user.insert(*user, token);
+        }
+        for (token, user) in &snapshot.waiting {
+            let seq = queue.next_seq;
+            queue.next_seq += 1;
+            let token = QueueTokenId(*token);
+            queue.tokens.insert(
+                token,
+                TokenRecord {
+                    user: *user,
+                    seq,
+                    state: TokenState::Waiting,
+                    last_poll_ms: AtomicI64::new(now.as_millis()),
+                },
+            );
+            queue.live_by_user.insert(*user, token);
+            queue.enqueue(seq, token, now);
+        }
+        queue
+    }
+
     /// Waiting tokens in line order; for tests and the admin view.
     pub fn waiting_in_order(&self) -> impl Iterator<Item = QueueTokenId> + '_ {
         self.waiting.values().copied()
@@ -636,6 +702,28 @@ mod tests {
             q.check_admitted(QueueTokenId(1), UserId(2), Timestamp(0)),
             Err(DomainError::Forbidden)
         );
+    }
+
+    #[test]
+    fn a_restored_queue_keeps_the_line_and_the_admissions() {
+        let mut q = AdmissionQueue::new(policy(), Timestamp(0));
+        for u in 1..=5 {
+            q.issue(UserId(u), QueueTokenId(u as u128), Timestamp(0));
+        }
+        let restored = AdmissionQueue::restore(policy(), &q.to_snapshot(), Timestamp(50_000));
+        assert_eq!(restored.active_len(), 2);
+        restored
+            .check_admitted(QueueTokenId(1), UserId(1), Timestamp(50_000))
+            .unwrap();
+        assert_eq!(
+            restored.waiting_in_order().collect::<Vec<_>>(),
+            vec![QueueTokenId(3), QueueTokenId(4), QueueTokenId(5)]
+        );
+        assert!(matches!(
+            standing(&restored, QueueTokenId(5), 5, 50_000),
+            Standing::Waiting { position: 3, .. }
+        ));
+        assert_eq!(restored.to_snapshot(), q.to_snapshot());
     }
 
     #[test]

@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 
 use crate::config::Settings;
 use crate::domain::accounts::Accounts;
+use crate::domain::admission::QueueSnapshot;
 use crate::domain::catalog::Catalog;
 use crate::domain::idempotency::IdempotencyBook;
 use crate::domain::ledger::{BalancePolicy, Ledger};
@@ -23,6 +24,7 @@ pub const ACCOUNTS_OWNER: &str = "accounts";
 pub const CATALOG_OWNER: &str = "catalog";
 pub const LEDGER_OWNER: &str = "ledger";
 pub const IDEMPOTENCY_OWNER: &str = "idempotency";
+pub const QUEUE_OWNER: &str = "queue";
 
 pub fn date_owner(date: DateId) -> String {
     format!("date-{}", date.0)
@@ -35,6 +37,8 @@ pub struct Recovered {
     pub ledger: Ledger,
     pub book: IdempotencyBook,
     pub dates: BTreeMap<DateId, SeatMap>,
+    /// The waiting room as last saved (it is not logged: see README, "Durability").
+    pub queue: Option<QueueSnapshot>,
     pub log: EventLog,
     pub replayed_events: usize,
     pub took: Duration,
@@ -117,6 +121,7 @@ pub fn recover(settings: &Settings) -> Result<Recovered, RecoveryError> {
     let catalog = start(dir, CATALOG_OWNER, Catalog::default)?;
     let ledger = start(dir, LEDGER_OWNER, || Ledger::new(balance_policy(settings)))?;
     let book = start(dir, IDEMPOTENCY_OWNER, IdempotencyBook::default)?;
+    let queue = snapshot::load_newest::<QueueSnapshot>(dir, QUEUE_OWNER)?.map(|(q, _)| q);
     let mut dates: BTreeMap<DateId, Start<SeatMap>> = BTreeMap::new();
     for info in catalog.state.dates() {
         let empty = || SeatMap::new(info.id, info.seat_count, info.price, hold_policy(settings));
@@ -225,6 +230,7 @@ pub fn recover(settings: &Settings) -> Result<Recovered, RecoveryError> {
         ledger: ledger_state,
         book: book_state,
         dates: maps.into_iter().map(|(id, (map, _))| (id, map)).collect(),
+        queue,
         log,
         replayed_events,
         took,

@@ -566,3 +566,59 @@ fn a_second_server_on_the_same_files_is_refused_while_the_first_runs() {
     assert_eq!(first.stop_gracefully(), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_waiting_room_keeps_its_order_across_a_graceful_restart() {
+    let dir = data_dir("queue");
+    let env = [
+        ("BOXOFFICE__QUEUE__MAX_ACTIVE", "1".to_owned()),
+        ("BOXOFFICE__QUEUE__ADMIT_PER_SECOND", "1".to_owned()),
+    ];
+    let server = Server::start(&dir, &env);
+    let api = Api::new(&server.base);
+    let mut line = Vec::new();
+    for name in ["first", "second", "third"] {
+        let session = api.new_user(name).await;
+        let auth = bearer(&session);
+        let (_, status) = api
+            .post(
+                "/api/v1/queue/tokens",
+                &[("authorization", &auth)],
+                json!({}),
+            )
+            .await
+            .unwrap();
+        line.push((session, status["queue_token"].as_str().unwrap().to_owned()));
+    }
+    assert_eq!(server.stop_gracefully(), Some(0));
+
+    let restarted = Server::start(&dir, &env);
+    let api = Api::new(&restarted.base);
+    let mut seen = Vec::new();
+    for (session, token) in &line {
+        let auth = bearer(session);
+        let (status, body) = api
+            .get(
+                "/api/v1/queue/tokens/current",
+                &[("authorization", &auth), ("x-queue-token", token)],
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(
+            body["reissued"], false,
+            "the same token still stands: {body}"
+        );
+        seen.push((body["status"].clone(), body["position"].clone()));
+    }
+    assert_eq!(
+        seen,
+        vec![
+            (json!("active"), json!(0)),
+            (json!("waiting"), json!(1)),
+            (json!("waiting"), json!(2))
+        ]
+    );
+    drop(restarted);
+    let _ = std::fs::remove_dir_all(&dir);
+}
