@@ -185,12 +185,43 @@ pub struct ApiJson<T> {
     pub raw: Bytes,
 }
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        DeferredJson::from_request(req, state).await?.parse()
+    async fn from_request(req: Request, app: &AppState) -> Result<Self, ApiError> {
+        DeferredJson::from_request(req, app).await?.parse()
     }
+}
+
+/// Past the limit, a body is still read (and thrown away) up to this much, so the client gets
+/// its 413 instead of a connection reset while it is still sending.
+const OVERSIZED_BODY_DRAIN_BYTES: usize = 1 << 20;
+
+async fn read_body(body: axum::body::Body, limit: usize) -> Result<Bytes, ApiError> {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut collected = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| ApiError::malformed("the request body could not be read"))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen += data.len();
+        if seen <= limit {
+            collected.extend_from_slice(&data);
+        } else if seen > limit + OVERSIZED_BODY_DRAIN_BYTES {
+            break;
+        }
+    }
+    if seen > limit {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the request body is larger than {limit} bytes"),
+        ));
+    }
+    Ok(Bytes::from(collected))
 }
 
 /// A JSON body read but not yet judged, for routes where API.md checks something else (the
@@ -227,27 +258,32 @@ impl<T: DeserializeOwned> DeferredJson<T> {
     }
 }
 
-impl<T, S: Send + Sync> FromRequest<S> for DeferredJson<T> {
+impl<T> FromRequest<AppState> for DeferredJson<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, app: &AppState) -> Result<Self, ApiError> {
         let declared_json = req
             .headers()
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split(';').next())
             .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
-        let body = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    "the request body is larger than this server accepts",
-                )
-            } else {
-                ApiError::malformed("the request body could not be read")
-            }
-        });
+        let limit = app.settings.limits.body_bytes_max;
+        let declared_too_large = req
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|n| n > (limit + OVERSIZED_BODY_DRAIN_BYTES) as u64);
+        let body = if declared_too_large {
+            Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the request body is larger than {limit} bytes"),
+            ))
+        } else {
+            read_body(req.into_body(), limit).await
+        };
         Ok(Self {
             declared_json,
             body,
