@@ -62,6 +62,22 @@ pub(crate) fn reply_outcome<T: Send + 'static, E: Send + 'static>(
     }
 }
 
+/// Asks `actor` for a snapshot now; resolves once it is on disk.
+pub(crate) fn snapshot_now<M: ractor::Message>(
+    actor: &ActorRef<M>,
+    make: fn(Option<RpcReplyPort<()>>) -> M,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let actor = actor.clone();
+    async move {
+        let _ = ask(&actor, |done| make(Some(done))).await;
+    }
+}
+
+/// Stops `actor` once it has handled the messages already in its mailbox.
+pub(crate) async fn stop_draining<M: ractor::Message>(actor: &ActorRef<M>) {
+    let _ = actor.drain_and_wait(Some(CALL_TIMEOUT)).await;
+}
+
 /// Writes a snapshot off the owner's mailbox and answers `done` (if any) when it is on disk.
 pub(crate) fn snapshot_later<T: serde::Serialize + Send + 'static>(
     snapshots: &Snapshotter,

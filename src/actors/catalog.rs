@@ -242,14 +242,11 @@ impl CatalogHandle {
         self.view.read().clone()
     }
 
-    pub fn snapshot(&self) -> impl std::future::Future<Output = ()> {
-        let actor = self.actor.clone();
-        async move {
-            let _ = ask(&actor, |done| CatalogMsg::Snapshot(Some(done))).await;
-        }
+    pub fn snapshot(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        super::snapshot_now(&self.actor, CatalogMsg::Snapshot)
     }
 
     pub async fn stop(&self) {
-        let _ = self.actor.drain_and_wait(Some(super::CALL_TIMEOUT)).await;
+        super::stop_draining(&self.actor).await;
     }
 }

@@ -336,11 +336,8 @@ impl DateHandle {
         ask(&self.actor, DateMsg::State).await
     }
 
-    pub fn snapshot(&self) -> impl std::future::Future<Output = ()> {
-        let actor = self.actor.clone();
-        async move {
-            let _ = ask(&actor, |done| DateMsg::Snapshot(Some(done))).await;
-        }
+    pub fn snapshot(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        super::snapshot_now(&self.actor, DateMsg::Snapshot)
     }
 
     pub fn date(&self) -> DateId {
@@ -412,6 +409,6 @@ impl DateHandle {
     }
 
     pub async fn stop(&self) {
-        let _ = self.actor.drain_and_wait(Some(super::CALL_TIMEOUT)).await;
+        super::stop_draining(&self.actor).await;
     }
 }

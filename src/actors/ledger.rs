@@ -207,14 +207,11 @@ impl LedgerHandle {
         ask(&self.actor, LedgerMsg::State).await
     }
 
-    pub fn snapshot(&self) -> impl std::future::Future<Output = ()> {
-        let actor = self.actor.clone();
-        async move {
-            let _ = ask(&actor, |done| LedgerMsg::Snapshot(Some(done))).await;
-        }
+    pub fn snapshot(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        super::snapshot_now(&self.actor, LedgerMsg::Snapshot)
     }
 
     pub async fn stop(&self) {
-        let _ = self.actor.drain_and_wait(Some(super::CALL_TIMEOUT)).await;
+        super::stop_draining(&self.actor).await;
     }
 }

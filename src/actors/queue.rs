@@ -199,14 +199,11 @@ impl QueueHandle {
         (q.waiting_len(), q.active_len())
     }
 
-    pub fn snapshot(&self) -> impl std::future::Future<Output = ()> {
-        let actor = self.actor.clone();
-        async move {
-            let _ = ask(&actor, |done| QueueMsg::Snapshot(Some(done))).await;
-        }
+    pub fn snapshot(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        super::snapshot_now(&self.actor, QueueMsg::Snapshot)
     }
 
     pub async fn stop(&self) {
-        let _ = self.actor.drain_and_wait(Some(super::CALL_TIMEOUT)).await;
+        super::stop_draining(&self.actor).await;
     }
 }

@@ -1,0 +1,236 @@
+//! What durability costs: snapshotting a 50,000-seat date, and recovering 1,000,000 logged
+//! events with and without snapshots.
+//!
+//! `cargo bench --bench durability`
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+
+use boxoffice::config::{Settings, Synchronous};
+use boxoffice::domain::accounts::Accounts;
+use boxoffice::domain::catalog::Catalog;
+use boxoffice::domain::idempotency::IdempotencyBook;
+use boxoffice::domain::ledger::{BalancePolicy, Ledger};
+use boxoffice::domain::seat_map::{HoldPolicy, SeatMap};
+use boxoffice::domain::{DateId, Event, ReservationId, SeatNo, Timestamp, UserId, Username};
+use boxoffice::store::recovery::{
+    date_owner, ACCOUNTS_OWNER, CATALOG_OWNER, IDEMPOTENCY_OWNER, LEDGER_OWNER,
+};
+use boxoffice::store::{recover, snapshot, EventLog};
+
+const SEATS: u32 = 50_000;
+const LOGGED_EVENTS: usize = 1_000_000;
+
+fn policy() -> HoldPolicy {
+    HoldPolicy {
+        ttl_ms: 300_000,
+        max_seats_per_user: 4,
+    }
+}
+
+/// A 50,000-seat date in mid-sale: a fifth of the seats sold, a fifth held.
+fn busy_date() -> SeatMap {
+    let mut map = SeatMap::new(DateId(1), SEATS, 55_000, policy());
+    let now = Timestamp(1_700_000_000_000);
+    for seat in 1..=(SEATS * 2 / 5) {
+        let user = UserId(seat as u64);
+        let hold = map.place_hold(user, &[SeatNo(seat)], now, None).unwrap();
+        map.apply(&hold);
+        if seat % 2 == 0 {
+            let Event::HoldPlaced { reservation, .. } = hold else {
+                unreachable!()
+            };
+            let mut payment = map.prepare_payment(user, reservation, now, None).unwrap();
+            if let Event::PaymentCompleted { balance_after, .. } = &mut payment {
+                *balance_after = 0;
+            }
+            map.apply(&payment);
+        }
+    }
+    map
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("boxoffice-bench-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn snapshot_of_a_50k_seat_date(c: &mut Criterion) {
+    let map = busy_date();
+    let dir = scratch("snapshot");
+    let size = snapshot::encode(&map, 1).len();
+    println!("snapshot of a 50,000-seat date (20% sold, 20% held): {size} bytes");
+    let mut group = c.benchmark_group("snapshot_50k_seat_date");
+    group.sample_size(20);
+    group.bench_function("clone_in_the_mailbox", |b| b.iter(|| map.clone()));
+    group.bench_function("encode", |b| b.iter(|| snapshot::encode(&map, 1)));
+    group.bench_function("encode_fsync_rename", |b| {
+        let mut seq = 0;
+        b.iter(|| {
+            seq += 1;
+            let bytes = snapshot::encode(&map, seq);
+            snapshot::write_atomically(&dir, "date-1", seq, &bytes).unwrap()
+        })
+    });
+    group.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Owner states and the events that built them, decided by the domain itself.
+struct History {
+    events: Vec<Event>,
+    accounts: Accounts,
+    catalog: Catalog,
+    ledger: Ledger,
+    map: SeatMap,
+}
+
+fn history(count: usize) -> History {
+    let mut accounts = Accounts::default();
+    let mut catalog = Catalog::default();
+    let mut ledger = Ledger::new(BalancePolicy {
+        max_charge: 10_000_000,
+        max_balance: 100_000_000,
+    });
+    let mut events = Vec::with_capacity(count);
+    let now = Timestamp(1_700_000_000_000);
+    let concert = catalog.create_concert("Bench", "Hall").unwrap();
+    catalog.apply(&concert);
+    events.push(concert);
+    let date = catalog
+        .create_date(boxoffice::domain::ConcertId(1), now, SEATS as i128, 1_000)
+        .unwrap();
+    catalog.apply(&date);
+    events.push(date);
+    let mut map = SeatMap::new(DateId(1), SEATS, 1_000, policy());
+    const USERS: u64 = 10_000;
+    for u in 1..=USERS {
+        let e = accounts
+            .register(
+                Username::parse(&format!("user{u}")).unwrap(),
+                "$argon2id$x".into(),
+                now,
+            )
+            .unwrap();
+        accounts.apply(&e);
+        events.push(e);
+    }
+    let mut i = 0u64;
+    while events.len() < count {
+        i += 1;
+        let user = UserId(i % USERS + 1);
+        let seat = SeatNo((i % SEATS as u64) as u32 + 1);
+        let at = now.plus_millis(i as i64);
+        let event = match i % 4 {
+            0 => ledger.charge(user, 5_000, at, None).ok(),
+            _ => match map.place_hold(user, &[seat], at, None) {
+                Ok(hold) => Some(hold),
+                Err(_) => {
+                    // Free the seat again so the history keeps moving.
+                    let holder = map
+                        .reservations_of(user)
+                        .find(|r| r.status_at(at).as_str() == "held");
+                    holder.map(|r| map.cancel_hold(user, r.id, at).unwrap())
+                }
+            },
+        };
+        let Some(event) = event else { continue };
+        accounts.apply(&event);
+        ledger.apply(&event);
+        map.apply(&event);
+        events.push(event);
+    }
+    let _ = ReservationId {
+        date: DateId(1),
+        seq: 1,
+    };
+    History {
+        events,
+        accounts,
+        catalog,
+        ledger,
+        map,
+    }
+}
+
+fn settings_in(dir: &Path, snapshots: &str) -> Settings {
+    let mut settings = Settings::for_tests();
+    settings.storage.sqlite_path = dir.join("boxoffice.db");
+    settings.storage.snapshot_dir = dir.join(snapshots);
+    settings.storage.synchronous = Synchronous::Normal;
+    settings
+}
+
+fn recovery_of_a_million_events(c: &mut Criterion) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = scratch("recovery");
+    let history = history(LOGGED_EVENTS);
+    runtime.block_on(async {
+        let opened = EventLog::open(&dir.join("boxoffice.db"), Synchronous::Normal, 0).unwrap();
+        let mut last = None;
+        for event in &history.events {
+            last = Some(opened.log.append(event));
+        }
+        last.unwrap().wait().await;
+        let stats = opened.log.stats();
+        println!(
+            "logged {} events in {} commits",
+            stats.events.load(std::sync::atomic::Ordering::Relaxed),
+            stats.commits.load(std::sync::atomic::Ordering::Relaxed)
+        );
+        opened.log.close().await;
+    });
+    // Snapshots covering everything: the restart after a graceful stop.
+    let covered = history.events.len() as u64;
+    let snapshots = dir.join("snapshots");
+    std::fs::create_dir_all(&snapshots).unwrap();
+    let write = |owner: &str, bytes: Vec<u8>| {
+        snapshot::write_atomically(&snapshots, owner, covered, &bytes).unwrap();
+    };
+    write(ACCOUNTS_OWNER, snapshot::encode(&history.accounts, covered));
+    write(CATALOG_OWNER, snapshot::encode(&history.catalog, covered));
+    write(LEDGER_OWNER, snapshot::encode(&history.ledger, covered));
+    write(
+        IDEMPOTENCY_OWNER,
+        snapshot::encode(&IdempotencyBook::default(), covered),
+    );
+    write(
+        &date_owner(DateId(1)),
+        snapshot::encode(&history.map, covered),
+    );
+
+    let mut group = c.benchmark_group("recovery_1m_events");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(20));
+    for (name, snapshot_dir) in [
+        ("full_replay", "no-snapshots"),
+        ("from_snapshots", "snapshots"),
+    ] {
+        let settings = settings_in(&dir, snapshot_dir);
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || (),
+                |()| {
+                    let recovered = recover(&settings).unwrap();
+                    let replayed = recovered.replayed_events;
+                    runtime.block_on(recovered.log.close());
+                    replayed
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
+    group.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+criterion_group!(
+    benches,
+    snapshot_of_a_50k_seat_date,
+    recovery_of_a_million_events
+);
+criterion_main!(benches);
