@@ -94,8 +94,12 @@ pub struct Admitted {
 }
 
 impl Admitted {
-    pub fn check(app: &AppState, user: UserId, parts: &Parts) -> Result<Self, ApiError> {
-        let QueueTokenHeader(token) = QueueTokenHeader::from_parts(parts)?;
+    fn check(
+        app: &AppState,
+        user: UserId,
+        token: Result<QueueTokenHeader, ApiError>,
+    ) -> Result<Self, ApiError> {
+        let QueueTokenHeader(token) = token?;
         app.engine
             .queue
             .check_admitted(token, user, app.clock.now())?;
@@ -108,16 +112,16 @@ impl FromRequestParts<AppState> for Admitted {
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
         let session = Session::from_request_parts(parts, app).await?;
-        Self::check(app, session.user, parts)
+        Self::check(app, session.user, QueueTokenHeader::from_parts(parts))
     }
 }
 
-/// The raw `X-Queue-Token` check deferred until after an idempotent replay (payments).
-pub struct DeferredAdmission(Parts);
+/// The `X-Queue-Token` check deferred until after an idempotent replay (payments).
+pub struct DeferredAdmission(Result<QueueTokenHeader, ApiError>);
 
 impl DeferredAdmission {
-    pub fn check(&self, app: &AppState, user: UserId) -> Result<Admitted, ApiError> {
-        Admitted::check(app, user, &self.0)
+    pub fn check(self, app: &AppState, user: UserId) -> Result<Admitted, ApiError> {
+        Admitted::check(app, user, self.0)
     }
 }
 
@@ -125,10 +129,7 @@ impl<S: Send + Sync> FromRequestParts<S> for DeferredAdmission {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        let mut copy = Request::new(());
-        *copy.headers_mut() = parts.headers.clone();
-        let (copied, ()) = copy.into_parts();
-        Ok(Self(copied))
+        Ok(Self(QueueTokenHeader::from_parts(parts)))
     }
 }
 
