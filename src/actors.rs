@@ -210,13 +210,8 @@ impl Engine {
             queue: saved_queue,
             log,
             replayed_events,
-            took,
+            took: _,
         } = recovered;
-        tracing::info!(
-            replayed_events,
-            millis = took.as_millis() as u64,
-            "state recovered"
-        );
         let snapshots = Snapshotter::new(
             settings.storage.snapshot_dir.clone(),
             log.clone(),
