@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::DomainError;
 use super::events::{Event, IdempotencyStamp};
-use super::seat_map::{Reservation, ReservationState};
+use super::seat_map::Reservation;
 use super::types::*;
 
 /// Keys are remembered at least this long (API.md: 24 hours).
@@ -95,27 +95,15 @@ impl IdempotencyBook {
                 *at,
             ),
             Event::HoldPlaced {
-                reservation,
                 user,
-                seats,
-                price,
                 at,
-                expires_at,
                 idempotency: Some(stamp),
+                ..
             } => (
                 *user,
                 KeyedEndpoint::Reservation,
                 stamp,
-                Outcome::Reservation(Reservation {
-                    id: *reservation,
-                    user: *user,
-                    seats: seats.clone(),
-                    price: *price,
-                    state: ReservationState::Held,
-                    created_at: *at,
-                    expires_at: *expires_at,
-                    paid_at: None,
-                }),
+                Outcome::Reservation(Reservation::placed_by(event).expect("a hold")),
                 *at,
             ),
             Event::PaymentCompleted {

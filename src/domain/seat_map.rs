@@ -67,6 +67,32 @@ pub struct Reservation {
 }
 
 impl Reservation {
+    /// The reservation a `HoldPlaced` event creates.
+    pub fn placed_by(event: &Event) -> Option<Self> {
+        let Event::HoldPlaced {
+            reservation,
+            user,
+            seats,
+            price,
+            at,
+            expires_at,
+            ..
+        } = event
+        else {
+            return None;
+        };
+        Some(Self {
+            id: *reservation,
+            user: *user,
+            seats: seats.clone(),
+            price: *price,
+            state: ReservationState::Held,
+            created_at: *at,
+            expires_at: *expires_at,
+            paid_at: None,
+        })
+    }
+
     pub fn status_at(&self, now: Timestamp) -> ReservationStatus {
         match self.state {
             ReservationState::Held if self.expires_at <= now => ReservationStatus::Expired,
@@ -341,16 +367,8 @@ impl SeatMap {
                     }
                     self.seats[seat.index()].holder = reservation.seq;
                 }
-                self.reservations.push(Reservation {
-                    id: *reservation,
-                    user: *user,
-                    seats: seats.clone(),
-                    price: *price,
-                    state: ReservationState::Held,
-                    created_at: *at,
-                    expires_at: *expires_at,
-                    paid_at: None,
-                });
+                self.reservations
+                    .push(Reservation::placed_by(event).expect("a hold places a reservation"));
                 self.by_user.entry(*user).or_default().push(reservation.seq);
                 self.expiries.insert((*expires_at, reservation.seq));
                 self.held_seats += seats.len() as u32;
