@@ -7,6 +7,7 @@ mod catalog;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
+mod limits;
 mod ops;
 mod queue;
 mod reservations;
@@ -39,6 +40,7 @@ pub struct AppState {
     pub clock: SharedClock,
     pub hasher: Arc<PasswordHasher>,
     pub idempotency: Arc<IdempotencyGate>,
+    pub limits: Arc<limits::RateLimits>,
     pub ready: Arc<AtomicBool>,
     in_flight: Arc<Semaphore>,
 }
@@ -47,6 +49,7 @@ impl AppState {
     pub fn new(engine: Engine, settings: Arc<Settings>, clock: SharedClock) -> Self {
         let idempotency = Arc::new(IdempotencyGate::new(engine.durability.book.clone()));
         Self {
+            limits: limits::RateLimits::new(&settings.limits, clock.clone()),
             hasher: Arc::new(PasswordHasher::new(&settings.auth)),
             in_flight: Arc::new(Semaphore::new(settings.server.max_in_flight)),
             engine,

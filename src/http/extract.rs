@@ -45,11 +45,12 @@ impl FromRequestParts<AppState> for Session {
                 "sign in first: send Authorization: Bearer <session_token>",
             )
         })?;
-        let user = app.engine.accounts.authenticate(
-            token.session,
-            &token.verifier_digest(),
-            app.clock.now(),
-        )?;
+        let now = app.clock.now();
+        let user =
+            app.engine
+                .accounts
+                .authenticate(token.session, &token.verifier_digest(), now)?;
+        app.limits.session_request(token.session, now)?;
         Ok(Self {
             user,
             session: token.session,

@@ -1,6 +1,8 @@
 //! Sign-up, sign-in, sign-out, and the signed-in user.
 
-use axum::extract::State;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -30,8 +32,10 @@ struct Credentials {
 
 async fn sign_up(
     State(app): State<AppState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     body: ApiJson<Credentials>,
 ) -> Result<Response, ApiError> {
+    app.limits.auth_attempt(client.ip(), app.clock.now())?;
     let username = Username::parse(&body.value.username).ok_or_else(|| {
         ApiError::invalid_input("username must be 3 to 32 characters of a-z, 0-9, _, . and -")
     })?;
@@ -54,8 +58,10 @@ async fn sign_up(
 
 async fn sign_in(
     State(app): State<AppState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     body: ApiJson<Credentials>,
 ) -> Result<Response, ApiError> {
+    app.limits.auth_attempt(client.ip(), app.clock.now())?;
     let Credentials { username, password } = body.value;
     let found = app.engine.accounts.credentials(&username);
     let hasher = app.hasher.clone();

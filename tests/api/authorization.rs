@@ -497,7 +497,6 @@ async fn the_queue_token_is_checked_before_the_request_body() {
 /// `limits.session_requests_per_second`: past it a session gets 429 `rate_limited` with
 /// `Retry-After`; other sessions are not affected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 5 builds the per-session rate limit"]
 async fn a_session_past_its_request_rate_gets_429() {
     const LIMIT: u32 = 5;
     let app = spawn_app_with(|s| s.limits.session_requests_per_second = LIMIT).await;
@@ -541,7 +540,6 @@ async fn a_session_past_its_request_rate_gets_429() {
 
 /// `limits.auth_attempts_per_minute_per_ip`: sign-ups and logins past it get 429.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 5 builds the per-IP auth rate limit"]
 async fn sign_ins_past_the_per_ip_rate_get_429() {
     const LIMIT: u32 = 4;
     let app = spawn_app_with(|s| s.limits.auth_attempts_per_minute_per_ip = LIMIT).await;
