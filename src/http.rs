@@ -85,7 +85,53 @@ pub fn router(state: AppState) -> Router {
             (state.in_flight.clone(), timeout),
             bound_in_flight,
         ))
+        .layer(middleware::from_fn(request_span))
         .with_state(state)
+}
+
+const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Every request runs in a span named by its request id: the client's `X-Request-Id` when it
+/// is a sane token, else a fresh one; the id goes back in the response. Headers and bodies are
+/// never logged, so no password or token reaches a log line.
+async fn request_span(request: Request, next: Next) -> Response {
+    use tracing::Instrument;
+    let id = request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            (1..=128).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| {
+            let mut bytes = [0u8; 16];
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+            hex::encode(bytes)
+        });
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %request.method(),
+        path = %request.uri().path(),
+    );
+    let started = std::time::Instant::now();
+    let mut response = next.run(request).instrument(span.clone()).await;
+    let status = response.status().as_u16();
+    let micros = started.elapsed().as_micros() as u64;
+    span.in_scope(|| {
+        if status >= 500 {
+            tracing::warn!(status, micros, "served");
+        } else {
+            tracing::debug!(status, micros, "served");
+        }
+    });
+    if let Ok(value) = axum::http::HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
 }
 
 /// Past `server.max_in_flight` concurrent requests, or `server.request_timeout_seconds`, a
