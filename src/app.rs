@@ -27,6 +27,7 @@ impl Application {
 
     pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow::Result<Self> {
         settings.validate()?;
+        crate::telemetry::metrics_handle();
         let engine = Engine::start(&settings, clock.clone()).await?;
         if settings.seed.demo && engine.catalog.is_empty() {
             seed_demo(&engine, clock.now()).await?;

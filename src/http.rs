@@ -118,9 +118,31 @@ async fn request_span(request: Request, next: Next) -> Response {
         path = %request.uri().path(),
     );
     let started = std::time::Instant::now();
+    let route = crate::telemetry::route_label(request.uri().path());
+    let method = request.method().as_str().to_owned();
     let mut response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();
-    let micros = started.elapsed().as_micros() as u64;
+    let elapsed = started.elapsed();
+    let micros = elapsed.as_micros() as u64;
+    // Unknown paths are whatever a client typed: one label for all of them.
+    let route = if status == 404 || status == 405 {
+        "unmatched".to_owned()
+    } else {
+        route
+    };
+    metrics::counter!(
+        "boxoffice_http_requests_total",
+        "method" => method.clone(),
+        "route" => route.clone(),
+        "status" => status.to_string()
+    )
+    .increment(1);
+    metrics::histogram!(
+        "boxoffice_http_request_duration_seconds",
+        "method" => method,
+        "route" => route
+    )
+    .record(elapsed.as_secs_f64());
     span.in_scope(|| {
         if status >= 500 {
             tracing::warn!(status, micros, "served");

@@ -20,3 +20,4 @@ pub mod domain;
 pub mod http;
 pub mod security;
 pub mod store;
+pub mod telemetry;

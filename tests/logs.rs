@@ -97,3 +97,67 @@ async fn no_secret_reaches_the_logs_and_request_ids_go_back_to_the_client() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_events_commits_and_snapshots() {
+    let dir = data_dir("metrics");
+    let env = [(
+        "BOXOFFICE__STORAGE__SNAPSHOT_INTERVAL_SECONDS",
+        "1".to_owned(),
+    )];
+    let server = Server::start(&dir, &env);
+    let api = Api::new(&server.base);
+    let date = api.create_date(10, 100).await;
+    let session = api.new_user("measured").await;
+    let bearer = format!("Bearer {session}");
+    let token = api.admitted(&session).await.unwrap();
+    let headers = [
+        ("authorization", bearer.as_str()),
+        ("x-queue-token", token.as_str()),
+    ];
+    let (status, _) = api
+        .post(
+            "/api/v1/reservations",
+            &headers,
+            json!({"date_id": date, "seat_no": 3}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::CREATED);
+    api.get("/api/v1/no/such/route/123", &[]).await.unwrap();
+
+    let client = reqwest::Client::new();
+    let mut text = String::new();
+    // Snapshots run every second: wait (bounded) until one has been measured.
+    for _ in 0..100 {
+        let response = client
+            .get(format!("{}/metrics", server.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        text = response.text().await.unwrap();
+        if text.contains("boxoffice_snapshot_duration_seconds") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for expected in [
+        r#"boxoffice_http_requests_total{method="POST",route="/api/{id}/reservations",status="201"} 1"#,
+        r#"route="unmatched",status="404"} 1"#,
+        r#"boxoffice_events_total{kind="hold_placed"} 1"#,
+        r#"boxoffice_events_total{kind="user_registered"} 1"#,
+        "boxoffice_http_request_duration_seconds_bucket",
+        "boxoffice_log_commit_duration_seconds_bucket",
+        "boxoffice_log_events_per_commit_bucket",
+        "boxoffice_snapshot_duration_seconds_bucket",
+        "boxoffice_snapshot_bytes",
+        "boxoffice_queue_active 1",
+        "boxoffice_queue_admissions_total",
+    ] {
+        assert!(text.contains(expected), "missing {expected} in\n{text}");
+    }
+    assert!(!text.contains("no/such"), "unknown paths are not labels");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -11,7 +11,7 @@ use super::{ask, every, Durability, EngineError};
 use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::domain::admission::{
-    AdmissionQueue, Lookup, QueuePolicy, QueueSnapshot, QueueStatus, QueueTokenId,
+    AdmissionQueue, Lookup, QueuePolicy, QueueSnapshot, QueueStatus, QueueTokenId, Standing,
 };
 use crate::domain::{DomainError, Timestamp, UserId};
 use crate::security::random_queue_token;
@@ -75,6 +75,9 @@ impl Actor for QueueActor {
             QueueMsg::Issue { user, reply } => {
                 let fresh = random_queue_token();
                 let issued = state.queue.write().issue(user, fresh, now);
+                if issued.1 && issued.0.standing == Standing::Active {
+                    metrics::counter!("boxoffice_queue_admissions_total").increment(1);
+                }
                 let _ = reply.send(issued);
             }
             QueueMsg::Reissue { ended, user, reply } => {
@@ -100,6 +103,14 @@ impl Actor for QueueActor {
             }
             QueueMsg::Tick => {
                 let outcome = state.queue.write().tick(now);
+                if !outcome.admitted.is_empty() {
+                    metrics::counter!("boxoffice_queue_admissions_total")
+                        .increment(outcome.admitted.len() as u64);
+                }
+                if !outcome.dropped.is_empty() {
+                    metrics::counter!("boxoffice_queue_dropped_total")
+                        .increment(outcome.dropped.len() as u64);
+                }
                 if !outcome.admitted.is_empty() || !outcome.dropped.is_empty() {
                     tracing::debug!(
                         admitted = outcome.admitted.len(),

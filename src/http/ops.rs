@@ -14,6 +14,20 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+async fn metrics(State(app): State<AppState>) -> impl axum::response::IntoResponse {
+    let (waiting, active) = app.engine.queue.counts();
+    metrics::gauge!("boxoffice_queue_waiting").set(waiting as f64);
+    metrics::gauge!("boxoffice_queue_active").set(active as f64);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::telemetry::metrics_handle().render(),
+    )
 }
 
 async fn readyz(State(app): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {

@@ -199,6 +199,7 @@ impl EventLog {
     pub fn append(&self, event: &Event) -> Durable {
         let payload = encode_event(event);
         let (done, committed) = oneshot::channel();
+        metrics::counter!("boxoffice_events_total", "kind" => event.kind()).increment(1);
         let mut appender = self.appender.lock();
         let seq = appender.next_seq;
         appender.next_seq += 1;
@@ -329,6 +330,9 @@ fn write_batches(
             ));
         }
         let last = batch.last().map_or(0, |p| p.seq);
+        metrics::histogram!("boxoffice_log_commit_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!("boxoffice_log_events_per_commit").record(batch.len() as f64);
         stats.commits.fetch_add(1, Ordering::Relaxed);
         stats
             .events

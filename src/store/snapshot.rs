@@ -38,6 +38,11 @@ fn checksum(payload: &[u8]) -> u64 {
     u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
 }
 
+/// `date-17` → `date`, so per-date snapshots share one histogram.
+fn owner_kind(owner: &str) -> String {
+    owner.split('-').next().unwrap_or(owner).to_owned()
+}
+
 /// Serializes `state` into a complete snapshot file image (header + payload).
 pub fn encode<T: Serialize>(state: &T, seq: u64) -> Vec<u8> {
     let payload = bincode::serde::encode_to_vec(state, bincode::config::standard())
@@ -220,6 +225,10 @@ impl Snapshotter {
         .await;
         match written {
             Ok(Ok(size_bytes)) => {
+                metrics::histogram!("boxoffice_snapshot_duration_seconds", "owner" => owner_kind(&owner))
+                    .record(started.elapsed().as_secs_f64());
+                metrics::gauge!("boxoffice_snapshot_bytes", "owner" => owner.clone())
+                    .set(size_bytes as f64);
                 tracing::debug!(
                     owner,
                     seq,
