@@ -123,3 +123,49 @@ fn http_get(addr: &str, path: &str) -> String {
     let _ = stream.read_to_string(&mut answer);
     answer
 }
+
+#[test]
+fn with_the_json_flag_every_log_line_is_a_json_object() {
+    let dir = std::env::temp_dir().join(format!("boxoffice-cli-json-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut child = cheap_server()
+        .env("BOXOFFICE__LOG__FORMAT", "json")
+        .current_dir(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
+            let listening = line.contains("listening on http://");
+            lines.push(line);
+            if listening {
+                break;
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        lines.iter().any(|l| l.contains("listening on http://")),
+        "{lines:?}"
+    );
+    for line in &lines {
+        let parsed: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            parsed["level"].is_string() && parsed["fields"].is_object(),
+            "{line}"
+        );
+    }
+}
