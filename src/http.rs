@@ -8,6 +8,7 @@ pub mod error;
 pub mod extract;
 pub mod idempotency;
 mod limits;
+mod openapi;
 mod ops;
 mod queue;
 mod reservations;
@@ -72,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .merge(balance::routes())
         .merge(admin::routes())
         .merge(ops::routes())
+        .merge(openapi::routes())
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -1,14 +1,16 @@
 //! The admin API: create concerts and dates, read engine-wide counts.
 
+use std::sync::atomic::Ordering;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-use super::error::ApiError;
+use super::error::{ApiError, Problem};
 use super::extract::{AdminAuth, ApiJson, IdPath, WholeNumber};
 use super::{parse_rfc3339, AppState};
 use crate::domain::ConcertId;
@@ -23,13 +25,34 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/admin/stats", get(stats))
 }
 
-#[derive(Deserialize)]
-struct ConcertRequest {
+#[derive(Deserialize, ToSchema)]
+pub(super) struct ConcertRequest {
+    /// 1–200 characters.
+    #[schema(example = "Winter Tour")]
     title: String,
+    /// 1–200 characters.
+    #[schema(example = "Olympic Hall")]
     venue: String,
 }
 
-async fn create_concert(
+#[derive(Serialize, ToSchema)]
+pub(super) struct ConcertCreated {
+    concert_id: String,
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/admin/concerts", tag = "admin",
+    security(("admin" = [])),
+    request_body = ConcertRequest,
+    responses(
+        (status = 201, description = "Created", body = ConcertCreated),
+        (status = 400, description = "`malformed_request`", body = Problem),
+        (status = 401, description = "`unauthenticated`: missing or wrong admin token", body = Problem),
+        (status = 404, description = "`not_found`: the admin API is disabled (`admin.token` empty)", body = Problem),
+        (status = 422, description = "`invalid_input`", body = Problem),
+    )
+)]
+pub(super) async fn create_concert(
     State(app): State<AppState>,
     _admin: AdminAuth,
     body: ApiJson<ConcertRequest>,
@@ -38,19 +61,45 @@ async fn create_concert(
     let concert = app.engine.catalog.create_concert(title, venue).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "concert_id": concert.to_string() })),
+        Json(ConcertCreated {
+            concert_id: concert.to_string(),
+        }),
     )
         .into_response())
 }
 
-#[derive(Deserialize)]
-struct DateRequest {
+#[derive(Deserialize, ToSchema)]
+pub(super) struct DateRequest {
+    /// RFC 3339.
+    #[schema(example = "2026-12-24T19:00:00Z")]
     starts_at: String,
+    /// 1–100,000.
+    #[schema(value_type = u32, minimum = 1, maximum = 100000)]
     seat_count: WholeNumber,
+    /// Whole won per seat, 0–2^53−1.
+    #[schema(value_type = u64)]
     price: WholeNumber,
 }
 
-async fn create_date(
+#[derive(Serialize, ToSchema)]
+pub(super) struct DateCreated {
+    date_id: String,
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/admin/concerts/{concert_id}/dates", tag = "admin",
+    security(("admin" = [])),
+    params(("concert_id" = String, Path)),
+    request_body = DateRequest,
+    responses(
+        (status = 201, description = "Created", body = DateCreated),
+        (status = 400, description = "`malformed_request`", body = Problem),
+        (status = 401, description = "`unauthenticated`: missing or wrong admin token", body = Problem),
+        (status = 404, description = "`not_found`: no such concert, or the admin API is disabled", body = Problem),
+        (status = 422, description = "`invalid_input`", body = Problem),
+    )
+)]
+pub(super) async fn create_date(
     State(app): State<AppState>,
     _admin: AdminAuth,
     IdPath(concert): IdPath<ConcertId>,
@@ -71,12 +120,40 @@ async fn create_date(
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "date_id": date.to_string() })),
+        Json(DateCreated {
+            date_id: date.to_string(),
+        }),
     )
         .into_response())
 }
 
-async fn stats(State(app): State<AppState>, _admin: AdminAuth) -> Response {
+#[derive(Serialize, ToSchema)]
+pub(super) struct StatsBody {
+    users: u64,
+    queue_waiting: u64,
+    queue_active: u64,
+    seats_total: u64,
+    /// Seats in live holds; may lag by up to a second.
+    seats_held: u64,
+    seats_sold: u64,
+    /// The newest sequence number in the event log.
+    log_sequence: u64,
+    /// Events replayed from the log at startup (beyond the snapshots).
+    replayed_events: u64,
+    log_commits: u64,
+    log_events_committed: u64,
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/admin/stats", tag = "admin",
+    security(("admin" = [])),
+    responses(
+        (status = 200, description = "Engine-wide counts", body = StatsBody),
+        (status = 401, description = "`unauthenticated`: missing or wrong admin token", body = Problem),
+        (status = 404, description = "`not_found`: the admin API is disabled", body = Problem),
+    )
+)]
+pub(super) async fn stats(State(app): State<AppState>, _admin: AdminAuth) -> Response {
     let (queue_waiting, queue_active) = app.engine.queue.counts();
     let (mut seats_total, mut seats_held, mut seats_sold) = (0u64, 0u64, 0u64);
     for date in app.engine.dates.all() {
@@ -85,17 +162,18 @@ async fn stats(State(app): State<AppState>, _admin: AdminAuth) -> Response {
         seats_held += view.held_seats() as u64;
         seats_sold += view.sold_seats() as u64;
     }
-    Json(json!({
-        "users": app.engine.accounts.user_count(),
-        "queue_waiting": queue_waiting,
-        "queue_active": queue_active,
-        "seats_total": seats_total,
-        "seats_held": seats_held,
-        "seats_sold": seats_sold,
-        "log_sequence": app.engine.durability.log.last_sequence(),
-        "replayed_events": app.engine.replayed_events,
-        "log_commits": app.engine.durability.log.stats().commits.load(std::sync::atomic::Ordering::Relaxed),
-        "log_events_committed": app.engine.durability.log.stats().events.load(std::sync::atomic::Ordering::Relaxed),
-    }))
+    let log = &app.engine.durability.log;
+    Json(StatsBody {
+        users: app.engine.accounts.user_count() as u64,
+        queue_waiting: queue_waiting as u64,
+        queue_active: queue_active as u64,
+        seats_total,
+        seats_held,
+        seats_sold,
+        log_sequence: log.last_sequence(),
+        replayed_events: app.engine.replayed_events as u64,
+        log_commits: log.stats().commits.load(Ordering::Relaxed),
+        log_events_committed: log.stats().events.load(Ordering::Relaxed),
+    })
     .into_response()
 }

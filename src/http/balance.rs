@@ -6,10 +6,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-use super::error::ApiError;
+use super::error::{ApiError, Problem};
 use super::extract::{ApiJson, IdempotencyHeader, Session, WholeNumber};
 use super::idempotency::Claim;
+use super::openapi::IdempotencyKeyParam;
 use super::{rfc3339, AppState};
 use crate::domain::idempotency::{KeyedEndpoint, Outcome};
 use crate::domain::ledger::EntryReference;
@@ -21,28 +23,61 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/balance/history", get(history))
 }
 
-async fn balance(State(app): State<AppState>, session: Session) -> Result<Response, ApiError> {
-    let balance = app.engine.ledger.balance(session.user).await?;
-    Ok(Json(serde_json::json!({
-        "user_id": session.user.to_string(),
-        "balance": balance,
-    }))
-    .into_response())
-}
-
-#[derive(Deserialize)]
-struct ChargeRequest {
-    amount: WholeNumber,
-}
-
-#[derive(Serialize)]
-struct ChargeBody {
-    charge_id: String,
-    amount: u64,
+#[derive(Serialize, ToSchema)]
+pub(super) struct BalanceBody {
+    user_id: String,
+    /// Whole won.
     balance: u64,
 }
 
-async fn charge(
+#[utoipa::path(
+    get, path = "/api/v1/balance", tag = "balance",
+    security(("session" = [])),
+    responses(
+        (status = 200, description = "The prepaid balance", body = BalanceBody),
+        (status = 401, description = "`unauthenticated`", body = Problem),
+    )
+)]
+pub(super) async fn balance(
+    State(app): State<AppState>,
+    session: Session,
+) -> Result<Response, ApiError> {
+    let balance = app.engine.ledger.balance(session.user).await?;
+    Ok(Json(BalanceBody {
+        user_id: session.user.to_string(),
+        balance,
+    })
+    .into_response())
+}
+
+#[derive(Deserialize, ToSchema)]
+pub(super) struct ChargeRequest {
+    /// Whole won, 1…`balance.max_charge`.
+    #[schema(value_type = u64, minimum = 1, example = 50000)]
+    amount: WholeNumber,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct ChargeBody {
+    charge_id: String,
+    amount: u64,
+    /// The balance right after this charge.
+    balance: u64,
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/balance/charges", tag = "balance",
+    security(("session" = [])),
+    params(IdempotencyKeyParam),
+    request_body = ChargeRequest,
+    responses(
+        (status = 201, description = "Charged (or the original answer to a repeated `Idempotency-Key`)", body = ChargeBody),
+        (status = 400, description = "`malformed_request`", body = Problem),
+        (status = 401, description = "`unauthenticated`", body = Problem),
+        (status = 422, description = "`invalid_amount`, `balance_limit` or `idempotency_key_reused`", body = Problem),
+    )
+)]
+pub(super) async fn charge(
     State(app): State<AppState>,
     session: Session,
     IdempotencyHeader(key): IdempotencyHeader,
@@ -76,17 +111,38 @@ async fn charge(
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
-#[derive(Serialize)]
-struct EntryBody {
+#[derive(Serialize, ToSchema)]
+pub(super) struct EntryBody {
     entry_id: String,
+    /// `charge`, `payment` or `refund`.
+    #[schema(example = "charge")]
     kind: &'static str,
+    /// Always positive; `kind` gives the direction.
     amount: u64,
     balance_after: u64,
     at: String,
+    /// The `charge_id` of a charge, the `reservation_id` of a payment.
     reference: String,
 }
 
-async fn history(State(app): State<AppState>, session: Session) -> Result<Response, ApiError> {
+#[derive(Serialize, ToSchema)]
+pub(super) struct HistoryBody {
+    /// Newest first.
+    entries: Vec<EntryBody>,
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/balance/history", tag = "balance",
+    security(("session" = [])),
+    responses(
+        (status = 200, description = "Every charge and payment, newest first", body = HistoryBody),
+        (status = 401, description = "`unauthenticated`", body = Problem),
+    )
+)]
+pub(super) async fn history(
+    State(app): State<AppState>,
+    session: Session,
+) -> Result<Response, ApiError> {
     let entries: Vec<_> = app
         .engine
         .ledger
@@ -105,5 +161,5 @@ async fn history(State(app): State<AppState>, session: Session) -> Result<Respon
             },
         })
         .collect();
-    Ok(Json(serde_json::json!({ "entries": entries })).into_response())
+    Ok(Json(HistoryBody { entries }).into_response())
 }

@@ -5,8 +5,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
+use utoipa::ToSchema;
 
-use super::error::ApiError;
+use super::error::{ApiError, Problem};
 use super::extract::{Admitted, IdPath};
 use super::{rfc3339, AppState};
 use crate::domain::seat_map::SeatStatus;
@@ -19,14 +20,23 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/dates/{date_id}/seats", get(seats))
 }
 
-#[derive(Serialize)]
-struct ConcertBody {
+#[derive(Serialize, ToSchema)]
+pub(super) struct ConcertBody {
     concert_id: String,
     title: String,
     venue: String,
 }
 
-async fn concerts(State(app): State<AppState>) -> Response {
+#[derive(Serialize, ToSchema)]
+pub(super) struct ConcertsBody {
+    concerts: Vec<ConcertBody>,
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/concerts", tag = "catalogue",
+    responses((status = 200, description = "Every concert", body = ConcertsBody))
+)]
+pub(super) async fn concerts(State(app): State<AppState>) -> Response {
     let concerts: Vec<_> = app
         .engine
         .catalog
@@ -38,19 +48,34 @@ async fn concerts(State(app): State<AppState>) -> Response {
             venue: c.venue,
         })
         .collect();
-    Json(serde_json::json!({ "concerts": concerts })).into_response()
+    Json(ConcertsBody { concerts }).into_response()
 }
 
-#[derive(Serialize)]
-struct DateBody {
+#[derive(Serialize, ToSchema)]
+pub(super) struct DateBody {
     date_id: String,
     starts_at: String,
     total_seats: u32,
+    /// Neither held nor sold; may lag by up to a second.
     available_seats: u32,
+    /// Whole won per seat.
     price: u64,
 }
 
-async fn dates(
+#[derive(Serialize, ToSchema)]
+pub(super) struct DatesBody {
+    dates: Vec<DateBody>,
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/concerts/{concert_id}/dates", tag = "catalogue",
+    params(("concert_id" = String, Path)),
+    responses(
+        (status = 200, description = "The concert's dates with availability", body = DatesBody),
+        (status = 404, description = "`not_found`", body = Problem),
+    )
+)]
+pub(super) async fn dates(
     State(app): State<AppState>,
     IdPath(concert): IdPath<ConcertId>,
 ) -> Result<Response, ApiError> {
@@ -73,23 +98,36 @@ async fn dates(
             price: d.price,
         })
         .collect();
-    Ok(Json(serde_json::json!({ "dates": dates })).into_response())
+    Ok(Json(DatesBody { dates }).into_response())
 }
 
-#[derive(Serialize)]
-struct SeatBody {
+#[derive(Serialize, ToSchema)]
+pub(super) struct SeatBody {
     seat_no: u32,
+    /// `available`, `held` or `sold`.
+    #[schema(example = "available")]
     status: &'static str,
     price: u64,
 }
 
-#[derive(Serialize)]
-struct SeatsBody {
+#[derive(Serialize, ToSchema)]
+pub(super) struct SeatsBody {
     date_id: String,
     seats: Vec<SeatBody>,
 }
 
-async fn seats(
+#[utoipa::path(
+    get, path = "/api/v1/dates/{date_id}/seats", tag = "seats",
+    security(("session" = [], "queue_token" = [])),
+    params(("date_id" = String, Path)),
+    responses(
+        (status = 200, description = "Every seat of the date; reads the caller's own writes", body = SeatsBody),
+        (status = 401, description = "`unauthenticated` or `queue_token_invalid`", body = Problem),
+        (status = 403, description = "`not_admitted`, `queue_token_expired` or `forbidden`", body = Problem),
+        (status = 404, description = "`not_found`", body = Problem),
+    )
+)]
+pub(super) async fn seats(
     State(app): State<AppState>,
     _admitted: Admitted,
     IdPath(date): IdPath<DateId>,

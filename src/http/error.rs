@@ -16,13 +16,19 @@ pub struct ApiError {
     retry_after_seconds: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// Every error, as `application/problem+json` (RFC 9457). `code` is stable; `detail` is for people.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Problem<'a> {
     #[serde(rename = "type")]
+    #[schema(example = "https://boxoffice.invalid/problems/seat_unavailable")]
     kind: String,
+    #[schema(example = "Conflict")]
     title: &'a str,
+    #[schema(example = 409)]
     status: u16,
+    #[schema(example = "seat 12 is held or sold")]
     detail: &'a str,
+    #[schema(example = "seat_unavailable")]
     code: &'a str,
 }
 

@@ -12,12 +12,24 @@ use super::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
 }
 
-async fn metrics(State(app): State<AppState>) -> impl axum::response::IntoResponse {
+#[utoipa::path(
+    get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The process is alive", content_type = "application/json"))
+)]
+pub(super) async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+#[utoipa::path(
+    get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain"))
+)]
+pub(super) async fn metrics(State(app): State<AppState>) -> impl axum::response::IntoResponse {
     let (waiting, active) = app.engine.queue.counts();
     metrics::gauge!("boxoffice_queue_waiting").set(waiting as f64);
     metrics::gauge!("boxoffice_queue_active").set(active as f64);
@@ -30,7 +42,14 @@ async fn metrics(State(app): State<AppState>) -> impl axum::response::IntoRespon
     )
 }
 
-async fn readyz(State(app): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
+#[utoipa::path(
+    get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Recovered and serving", content_type = "application/json"),
+        (status = 503, description = "Still recovering", content_type = "application/json"),
+    )
+)]
+pub(super) async fn readyz(State(app): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
     if app.ready.load(Ordering::SeqCst) {
         (StatusCode::OK, Json(json!({"status": "ready"})))
     } else {

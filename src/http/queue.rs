@@ -6,8 +6,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
+use utoipa::ToSchema;
 
-use super::error::ApiError;
+use super::error::{ApiError, Problem};
 use super::extract::{QueueTokenHeader, Session};
 use super::{rfc3339, AppState};
 use crate::domain::admission::{Lookup, QueueStatus, Standing};
@@ -21,14 +22,20 @@ pub fn routes() -> Router<AppState> {
         )
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct QueueStatusBody {
+    /// Send as `X-Queue-Token`.
     queue_token: String,
+    /// `waiting` or `active`.
+    #[schema(example = "waiting")]
     status: &'static str,
+    /// 1 for the next to be admitted, 0 when active.
     position: u64,
     estimated_wait_seconds: u64,
+    /// Active: the end of the admission. Waiting: when it is dropped unless polled.
     expires_at: String,
     poll_after_seconds: u64,
+    /// True when the presented token had ended and this is a fresh one at the back of the line.
     reissued: bool,
 }
 
@@ -53,7 +60,19 @@ impl QueueStatusBody {
     }
 }
 
-async fn take_token(State(app): State<AppState>, session: Session) -> Result<Response, ApiError> {
+#[utoipa::path(
+    post, path = "/api/v1/queue/tokens", tag = "queue",
+    security(("session" = [])),
+    responses(
+        (status = 201, description = "A new token", body = QueueStatusBody),
+        (status = 200, description = "The user's live token (counts as a poll)", body = QueueStatusBody),
+        (status = 401, description = "`unauthenticated`", body = Problem),
+    )
+)]
+pub(super) async fn take_token(
+    State(app): State<AppState>,
+    session: Session,
+) -> Result<Response, ApiError> {
     let (status, created) = app.engine.queue.issue(session.user).await?;
     let code = if created {
         StatusCode::CREATED
@@ -63,7 +82,16 @@ async fn take_token(State(app): State<AppState>, session: Session) -> Result<Res
     Ok((code, Json(QueueStatusBody::new(&status, false))).into_response())
 }
 
-async fn poll_token(
+#[utoipa::path(
+    get, path = "/api/v1/queue/tokens/current", tag = "queue",
+    security(("session" = [], "queue_token" = [])),
+    responses(
+        (status = 200, description = "Position and ETA; an ended token is reissued (`reissued: true`)", body = QueueStatusBody),
+        (status = 401, description = "`unauthenticated` or `queue_token_invalid`", body = Problem),
+        (status = 403, description = "`forbidden`: another user's token", body = Problem),
+    )
+)]
+pub(super) async fn poll_token(
     State(app): State<AppState>,
     session: Session,
     QueueTokenHeader(token): QueueTokenHeader,
@@ -79,7 +107,16 @@ async fn poll_token(
     Ok(Json(QueueStatusBody::new(&status, reissued)).into_response())
 }
 
-async fn leave_queue(
+#[utoipa::path(
+    delete, path = "/api/v1/queue/tokens/current", tag = "queue",
+    security(("session" = [], "queue_token" = [])),
+    responses(
+        (status = 204, description = "Left the queue"),
+        (status = 401, description = "`unauthenticated` or `queue_token_invalid`", body = Problem),
+        (status = 403, description = "`forbidden`: another user's token", body = Problem),
+    )
+)]
+pub(super) async fn leave_queue(
     State(app): State<AppState>,
     session: Session,
     QueueTokenHeader(token): QueueTokenHeader,

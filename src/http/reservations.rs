@@ -6,13 +6,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-use super::error::ApiError;
+use super::error::{ApiError, Problem};
 use super::extract::{
     Admitted, ApiJson, DeferredAdmission, DeferredJson, IdPath, IdempotencyHeader, Session,
     WholeNumber,
 };
 use super::idempotency::Claim;
+use super::openapi::IdempotencyKeyParam;
 use super::{rfc3339, AppState};
 use crate::actors::date::PaymentReceipt;
 use crate::domain::idempotency::{KeyedEndpoint, Outcome};
@@ -29,12 +31,15 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/payments", post(pay))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ReservationBody {
     reservation_id: String,
     date_id: String,
     seat_nos: Vec<u32>,
+    /// The total of its seats, whole won.
     price: u64,
+    /// `held`, `paid`, `expired` or `cancelled`.
+    #[schema(example = "held")]
     status: &'static str,
     expires_at: String,
     created_at: String,
@@ -57,11 +62,21 @@ impl ReservationBody {
     }
 }
 
-#[derive(Deserialize)]
-struct HoldRequest {
+/// Send `seat_no` or `seat_nos`, not both.
+#[derive(Deserialize, ToSchema)]
+pub(super) struct HoldRequest {
     date_id: String,
+    #[schema(value_type = Option<u32>, minimum = 1)]
     seat_no: Option<WholeNumber>,
+    /// Held all-or-nothing; no repeats.
+    #[schema(value_type = Option<Vec<u32>>)]
     seat_nos: Option<Vec<WholeNumber>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct ReservationsBody {
+    /// The user's own, newest first, every status.
+    reservations: Vec<ReservationBody>,
 }
 
 fn requested_seats(request: &HoldRequest) -> Result<Vec<SeatNo>, ApiError> {
@@ -84,7 +99,22 @@ fn requested_seats(request: &HoldRequest) -> Result<Vec<SeatNo>, ApiError> {
         .collect()
 }
 
-async fn hold(
+#[utoipa::path(
+    post, path = "/api/v1/reservations", tag = "seats",
+    security(("session" = [], "queue_token" = [])),
+    params(IdempotencyKeyParam),
+    request_body = HoldRequest,
+    responses(
+        (status = 201, description = "Held until `expires_at`", body = ReservationBody),
+        (status = 400, description = "`malformed_request`", body = Problem),
+        (status = 401, description = "`unauthenticated` or `queue_token_invalid`", body = Problem),
+        (status = 403, description = "`not_admitted`, `queue_token_expired` or `forbidden`", body = Problem),
+        (status = 404, description = "`not_found`: no such date", body = Problem),
+        (status = 409, description = "`seat_unavailable`", body = Problem),
+        (status = 422, description = "`invalid_input`, `hold_limit` or `idempotency_key_reused`", body = Problem),
+    )
+)]
+pub(super) async fn hold(
     State(app): State<AppState>,
     admitted: Admitted,
     IdempotencyHeader(key): IdempotencyHeader,
@@ -112,7 +142,17 @@ async fn hold(
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
-async fn show(
+#[utoipa::path(
+    get, path = "/api/v1/reservations/{reservation_id}", tag = "seats",
+    security(("session" = [])),
+    params(("reservation_id" = String, Path)),
+    responses(
+        (status = 200, description = "The reservation", body = ReservationBody),
+        (status = 401, description = "`unauthenticated`", body = Problem),
+        (status = 404, description = "`not_found`, also for another user's reservation", body = Problem),
+    )
+)]
+pub(super) async fn show(
     State(app): State<AppState>,
     session: Session,
     IdPath(id): IdPath<ReservationId>,
@@ -126,7 +166,18 @@ async fn show(
     Ok(Json(ReservationBody::new(&reservation, app.clock.now())).into_response())
 }
 
-async fn list_mine(State(app): State<AppState>, session: Session) -> Result<Response, ApiError> {
+#[utoipa::path(
+    get, path = "/api/v1/reservations", tag = "seats",
+    security(("session" = [])),
+    responses(
+        (status = 200, description = "The user's reservations, newest first", body = ReservationsBody),
+        (status = 401, description = "`unauthenticated`", body = Problem),
+    )
+)]
+pub(super) async fn list_mine(
+    State(app): State<AppState>,
+    session: Session,
+) -> Result<Response, ApiError> {
     let order = app.engine.dates.reservations_of(session.user);
     let mut dates: Vec<DateId> = order.iter().map(|r| r.date).collect();
     dates.sort_unstable();
@@ -146,10 +197,21 @@ async fn list_mine(State(app): State<AppState>, session: Session) -> Result<Resp
         .filter_map(|id| found.get(id))
         .map(|r| ReservationBody::new(r, now))
         .collect();
-    Ok(Json(serde_json::json!({ "reservations": reservations })).into_response())
+    Ok(Json(ReservationsBody { reservations }).into_response())
 }
 
-async fn cancel(
+#[utoipa::path(
+    delete, path = "/api/v1/reservations/{reservation_id}", tag = "seats",
+    security(("session" = [])),
+    params(("reservation_id" = String, Path)),
+    responses(
+        (status = 204, description = "Released at once"),
+        (status = 401, description = "`unauthenticated`", body = Problem),
+        (status = 404, description = "`not_found`, also for another user's reservation", body = Problem),
+        (status = 409, description = "`reservation_not_held`", body = Problem),
+    )
+)]
+pub(super) async fn cancel(
     State(app): State<AppState>,
     session: Session,
     IdPath(id): IdPath<ReservationId>,
@@ -163,13 +225,13 @@ async fn cancel(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
-struct PayRequest {
+#[derive(Deserialize, ToSchema)]
+pub(super) struct PayRequest {
     reservation_id: String,
 }
 
-#[derive(Serialize)]
-struct PaymentBody {
+#[derive(Serialize, ToSchema)]
+pub(super) struct PaymentBody {
     payment_id: String,
     reservation_id: String,
     amount: u64,
@@ -195,7 +257,24 @@ impl From<&PaymentReceipt> for PaymentBody {
 
 /// A replayed payment answers before the queue token is checked: the original payment ended
 /// that token, and the retry must still get the original answer.
-async fn pay(
+#[utoipa::path(
+    post, path = "/api/v1/payments", tag = "seats",
+    security(("session" = [], "queue_token" = [])),
+    params(IdempotencyKeyParam),
+    request_body = PayRequest,
+    responses(
+        (status = 201, description = "Paid: seats sold, balance debited, history written, queue token expired", body = PaymentBody),
+        (status = 400, description = "`malformed_request`", body = Problem),
+        (status = 401, description = "`unauthenticated` or `queue_token_invalid`", body = Problem),
+        (status = 402, description = "`insufficient_balance`; the hold stays as it was", body = Problem),
+        (status = 403, description = "`not_admitted`, `queue_token_expired` or `forbidden`", body = Problem),
+        (status = 404, description = "`not_found`, also for another user's reservation", body = Problem),
+        (status = 409, description = "`already_paid` or `reservation_not_held`", body = Problem),
+        (status = 410, description = "`hold_expired`", body = Problem),
+        (status = 422, description = "`idempotency_key_reused`", body = Problem),
+    )
+)]
+pub(super) async fn pay(
     State(app): State<AppState>,
     session: Session,
     IdempotencyHeader(key): IdempotencyHeader,

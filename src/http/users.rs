@@ -7,10 +7,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-use super::error::ApiError;
+use super::error::{ApiError, Problem};
 use super::extract::{ApiJson, Session};
 use super::{rfc3339, AppState};
 use crate::domain::{Password, Username};
@@ -24,13 +24,51 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/sessions/current", delete(sign_out))
 }
 
-#[derive(Deserialize)]
-struct Credentials {
+#[derive(Deserialize, ToSchema)]
+pub(super) struct Credentials {
+    /// 3–32 characters of `a-z`, `0-9`, `_`, `.` and `-`.
+    #[schema(example = "ada")]
     username: String,
+    /// 8–128 characters; all of them count.
+    #[schema(example = "correct horse battery")]
     password: String,
 }
 
-async fn sign_up(
+#[derive(Serialize, ToSchema)]
+pub(super) struct UserBody {
+    user_id: String,
+    username: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct SessionBody {
+    /// Send as `Authorization: Bearer <session_token>`.
+    session_token: String,
+    user_id: String,
+    expires_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct MeBody {
+    user_id: String,
+    username: String,
+    /// Whole won.
+    balance: u64,
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/users", tag = "users",
+    request_body = Credentials,
+    responses(
+        (status = 201, description = "Signed up", body = UserBody),
+        (status = 400, description = "`malformed_request`", body = Problem),
+        (status = 409, description = "`username_taken`", body = Problem),
+        (status = 422, description = "`invalid_input`: username or password out of range", body = Problem),
+        (status = 429, description = "`rate_limited`: too many sign-ups from this address", body = Problem),
+    )
+)]
+
+pub(super) async fn sign_up(
     State(app): State<AppState>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     body: ApiJson<Credentials>,
@@ -51,12 +89,25 @@ async fn sign_up(
     let user = app.engine.accounts.register(username.clone(), hash).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"user_id": user.to_string(), "username": username.as_str()})),
+        Json(UserBody {
+            user_id: user.to_string(),
+            username: username.as_str().to_owned(),
+        }),
     )
         .into_response())
 }
 
-async fn sign_in(
+#[utoipa::path(
+    post, path = "/api/v1/sessions", tag = "users",
+    request_body = Credentials,
+    responses(
+        (status = 201, description = "Signed in", body = SessionBody),
+        (status = 400, description = "`malformed_request`", body = Problem),
+        (status = 401, description = "`invalid_credentials`", body = Problem),
+        (status = 429, description = "`rate_limited`: too many sign-ins from this address", body = Problem),
+    )
+)]
+pub(super) async fn sign_in(
     State(app): State<AppState>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     body: ApiJson<Credentials>,
@@ -82,31 +133,53 @@ async fn sign_in(
     let token = SessionToken::new(session, secret);
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "session_token": token.encode(),
-            "user_id": user.to_string(),
-            "expires_at": rfc3339(expires_at),
-        })),
+        Json(SessionBody {
+            session_token: token.encode(),
+            user_id: user.to_string(),
+            expires_at: rfc3339(expires_at),
+        }),
     )
         .into_response())
 }
 
-async fn sign_out(State(app): State<AppState>, session: Session) -> Result<StatusCode, ApiError> {
+#[utoipa::path(
+    delete, path = "/api/v1/sessions/current", tag = "users",
+    security(("session" = [])),
+    responses(
+        (status = 204, description = "Signed out; the token no longer works"),
+        (status = 401, description = "`unauthenticated`", body = Problem),
+    )
+)]
+pub(super) async fn sign_out(
+    State(app): State<AppState>,
+    session: Session,
+) -> Result<StatusCode, ApiError> {
     app.engine.accounts.close_session(session.session).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn me(State(app): State<AppState>, session: Session) -> Result<Response, ApiError> {
+#[utoipa::path(
+    get, path = "/api/v1/users/me", tag = "users",
+    security(("session" = [])),
+    responses(
+        (status = 200, description = "The signed-in user", body = MeBody),
+        (status = 401, description = "`unauthenticated`", body = Problem),
+    )
+)]
+pub(super) async fn me(
+    State(app): State<AppState>,
+    session: Session,
+) -> Result<Response, ApiError> {
     let balance = app.engine.ledger.balance(session.user).await?;
     let username = app
         .engine
         .accounts
         .username(session.user)
         .ok_or_else(ApiError::not_found)?;
-    Ok(Json(json!({
-        "user_id": session.user.to_string(),
-        "username": username,
-        "balance": balance,
-    }))
+    Ok(Json(MeBody {
+        user_id: session.user.to_string(),
+        username,
+        balance,
+    })
     .into_response())
 }

@@ -399,7 +399,6 @@ async fn sign_in_refuses_wrong_credentials_and_sign_up_refuses_taken_names() {
 
 /// API.md, Operations: metrics, the OpenAPI document and the docs page are served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 5 builds /metrics, /openapi.json and /docs"]
 async fn metrics_openapi_and_docs_are_served() {
     let app = spawn_app().await;
     let metrics = app.get("/metrics").send().await.unwrap();

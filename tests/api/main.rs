@@ -8,4 +8,5 @@ mod expiry;
 mod happy_path;
 mod helpers;
 mod money;
+mod openapi;
 mod queue;
