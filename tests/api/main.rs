@@ -5,6 +5,7 @@ mod authorization;
 mod bad_input;
 mod contention;
 mod expiry;
+mod fuzz;
 mod happy_path;
 mod helpers;
 mod money;
