@@ -9,6 +9,7 @@ pub mod date;
 pub mod ledger;
 pub mod queue;
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -107,6 +108,50 @@ pub enum EngineError {
     Unavailable,
 }
 
+const ACTOR_KINDS: [&str; 5] = ["accounts", "catalog", "date", "ledger", "queue"];
+
+/// ractor does not expose a mailbox's length, so `ask` counts, per kind of actor, the calls
+/// sent and not yet answered: waiting in a mailbox, being handled, or waiting for their commit.
+static PENDING_CALLS: [AtomicI64; 5] = [const { AtomicI64::new(0) }; 5];
+
+fn actor_kind<M: 'static>() -> usize {
+    use std::any::TypeId;
+    let id = TypeId::of::<M>();
+    [
+        TypeId::of::<accounts::AccountsMsg>(),
+        TypeId::of::<catalog::CatalogMsg>(),
+        TypeId::of::<date::DateMsg>(),
+        TypeId::of::<ledger::LedgerMsg>(),
+        TypeId::of::<queue::QueueMsg>(),
+    ]
+    .iter()
+    .position(|kind| *kind == id)
+    .expect("every actor's message type is listed")
+}
+
+/// Calls pending per kind of actor, for the metrics endpoint.
+pub fn pending_calls() -> impl Iterator<Item = (&'static str, i64)> {
+    ACTOR_KINDS
+        .iter()
+        .zip(&PENDING_CALLS)
+        .map(|(kind, pending)| (*kind, pending.load(Ordering::Relaxed)))
+}
+
+struct PendingCall(&'static AtomicI64);
+
+impl PendingCall {
+    fn start(counter: &'static AtomicI64) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter)
+    }
+}
+
+impl Drop for PendingCall {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Sends a message built around a reply port and waits for the answer, at most `CALL_TIMEOUT`.
 pub(crate) async fn ask<M, T>(
     actor: &ActorRef<M>,
@@ -116,6 +161,7 @@ where
     M: ractor::Message,
     T: Send + 'static,
 {
+    let _pending = PendingCall::start(&PENDING_CALLS[actor_kind::<M>()]);
     match actor.call(build, Some(CALL_TIMEOUT)).await {
         Ok(CallResult::Success(value)) => Ok(value),
         Ok(CallResult::Timeout) => {

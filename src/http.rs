@@ -119,18 +119,17 @@ async fn request_span(request: Request, next: Next) -> Response {
         path = %request.uri().path(),
     );
     let started = std::time::Instant::now();
-    let route = crate::telemetry::route_label(request.uri().path());
+    // The route's template, not the path: ids never become labels, and unknown paths (whatever
+    // a client typed) share one label.
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
     let method = request.method().as_str().to_owned();
     let mut response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     let micros = elapsed.as_micros() as u64;
-    // Unknown paths are whatever a client typed: one label for all of them.
-    let route = if status == 404 || status == 405 {
-        "unmatched".to_owned()
-    } else {
-        route
-    };
     metrics::counter!(
         "boxoffice_http_requests_total",
         "method" => method.clone(),

@@ -143,7 +143,7 @@ async fn metrics_count_requests_events_commits_and_snapshots() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     for expected in [
-        r#"boxoffice_http_requests_total{method="POST",route="/api/{id}/reservations",status="201"} 1"#,
+        r#"boxoffice_http_requests_total{method="POST",route="/api/v1/reservations",status="201"} 1"#,
         r#"route="unmatched",status="404"} 1"#,
         r#"boxoffice_events_total{kind="hold_placed"} 1"#,
         r#"boxoffice_events_total{kind="user_registered"} 1"#,
@@ -154,6 +154,9 @@ async fn metrics_count_requests_events_commits_and_snapshots() {
         "boxoffice_snapshot_bytes",
         "boxoffice_queue_active 1",
         "boxoffice_queue_admissions_total",
+        "boxoffice_queue_admissions_per_second",
+        r#"boxoffice_actor_calls_pending{actor="date"} 0"#,
+        r#"boxoffice_actor_calls_pending{actor="ledger"} 0"#,
     ] {
         assert!(text.contains(expected), "missing {expected} in\n{text}");
     }

@@ -210,6 +210,14 @@ impl QueueHandle {
         (q.waiting_len(), q.active_len())
     }
 
+    /// Admissions per second measured over the last few seconds (0 when none).
+    pub fn admissions_per_second(&self, now: Timestamp) -> f64 {
+        self.view
+            .read()
+            .measured_admissions_per_second(now)
+            .unwrap_or(0.0)
+    }
+
     pub fn snapshot(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         super::snapshot_now(&self.actor, QueueMsg::Snapshot)
     }

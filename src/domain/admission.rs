@@ -479,21 +479,27 @@ impl AdmissionQueue {
         self.retired.push_back((now, token));
     }
 
-    /// ETA from the admission rate measured over the last few seconds; before any admission is
-    /// measured, the configured rate.
-    fn estimated_wait_seconds(&self, position: u64, now: Timestamp) -> u64 {
-        let recent: Vec<_> = self
+    /// Admissions per second over the last few seconds, once at least two are measured.
+    pub fn measured_admissions_per_second(&self, now: Timestamp) -> Option<f64> {
+        let mut recent = self
             .recent_admissions
             .iter()
-            .filter(|t| t.plus_millis(RATE_WINDOW_MS) > now)
-            .collect();
-        let per_second = match recent.first() {
-            Some(oldest) if recent.len() >= 2 => {
-                let span_ms = (now.as_millis() - oldest.as_millis()).max(1000) as f64;
-                recent.len() as f64 * 1000.0 / span_ms
-            }
-            _ => self.policy.admit_per_second as f64,
-        };
+            .filter(|t| t.plus_millis(RATE_WINDOW_MS) > now);
+        let oldest = recent.next()?;
+        let count = 1 + recent.count();
+        if count < 2 {
+            return None;
+        }
+        let span_ms = (now.as_millis() - oldest.as_millis()).max(1000) as f64;
+        Some(count as f64 * 1000.0 / span_ms)
+    }
+
+    /// ETA from the measured admission rate; before any admission is measured, the configured
+    /// rate.
+    fn estimated_wait_seconds(&self, position: u64, now: Timestamp) -> u64 {
+        let per_second = self
+            .measured_admissions_per_second(now)
+            .unwrap_or(self.policy.admit_per_second as f64);
         (position as f64 / per_second).ceil() as u64
     }
 

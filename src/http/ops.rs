@@ -33,6 +33,11 @@ pub(super) async fn metrics(State(app): State<AppState>) -> impl axum::response:
     let (waiting, active) = app.engine.queue.counts();
     metrics::gauge!("boxoffice_queue_waiting").set(waiting as f64);
     metrics::gauge!("boxoffice_queue_active").set(active as f64);
+    metrics::gauge!("boxoffice_queue_admissions_per_second")
+        .set(app.engine.queue.admissions_per_second(app.clock.now()));
+    for (actor, pending) in crate::actors::pending_calls() {
+        metrics::gauge!("boxoffice_actor_calls_pending", "actor" => actor).set(pending as f64);
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,
