@@ -40,6 +40,8 @@ pub struct StorageSettings {
     /// Delete log rows that every owner's snapshots cover; `false` keeps the whole history
     /// (an audit trail, at the cost of disk).
     pub prune_log: bool,
+    /// Where `POST /api/v1/admin/backups` writes its copies (created if missing).
+    pub backup_dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -136,6 +138,7 @@ impl Default for StorageSettings {
             snapshot_interval_seconds: 60,
             synchronous: Synchronous::Full,
             prune_log: true,
+            backup_dir: PathBuf::from("backups"),
         }
     }
 }
@@ -297,6 +300,7 @@ impl Settings {
         let mut settings = Self::default();
         settings.storage.sqlite_path = dir.join("boxoffice.db");
         settings.storage.snapshot_dir = dir.join("snapshots");
+        settings.storage.backup_dir = dir.join("backups");
         settings.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         settings.auth.argon2_memory_kib = 8;
         settings.auth.argon2_iterations = 1;

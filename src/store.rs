@@ -1,6 +1,7 @@
 //! The only module that touches disk: the SQLite event log and the snapshot files, and the
 //! recovery that reads them back at start.
 
+pub mod backup;
 pub mod log;
 pub mod recovery;
 pub mod snapshot;

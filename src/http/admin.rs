@@ -23,6 +23,7 @@ pub fn routes() -> Router<AppState> {
             post(create_date),
         )
         .route("/api/v1/admin/stats", get(stats))
+        .route("/api/v1/admin/backups", post(backup))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -176,4 +177,73 @@ pub(super) async fn stats(State(app): State<AppState>, _admin: AdminAuth) -> Res
         log_events_committed: log.stats().events.load(Ordering::Relaxed),
     })
     .into_response()
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct BackupBody {
+    /// A directory with `boxoffice.db` and `snapshots/`: point `storage.sqlite_path` and
+    /// `storage.snapshot_dir` at them (or copy them into place) to restore.
+    backup_dir: String,
+    /// The last log sequence the copy holds.
+    log_sequence: u64,
+    snapshot_files: usize,
+    bytes: u64,
+}
+
+/// Snapshots every owner (so a restore replays little), then copies the snapshots and the
+/// committed log into a new directory under `storage.backup_dir`, while serving.
+#[utoipa::path(
+    post, path = "/api/v1/admin/backups", tag = "admin",
+    security(("admin" = [])),
+    responses(
+        (status = 201, description = "Backed up", body = BackupBody),
+        (status = 401, description = "`unauthenticated`: missing or wrong admin token", body = Problem),
+        (status = 404, description = "`not_found`: the admin API is disabled", body = Problem),
+        (status = 503, description = "`backup_failed`: the disk refused; the detail says why", body = Problem),
+    )
+)]
+pub(super) async fn backup(
+    State(app): State<AppState>,
+    _admin: AdminAuth,
+) -> Result<Response, ApiError> {
+    app.engine.snapshot_all().await;
+    let log = &app.engine.durability.log;
+    static TAKEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let name = format!(
+        "backup-{}-{}-{}",
+        app.clock.now().as_millis(),
+        log.last_sequence(),
+        TAKEN.fetch_add(1, Ordering::Relaxed)
+    );
+    let report = crate::store::backup::write_backup(
+        log,
+        &app.settings.storage.snapshot_dir,
+        &app.settings.storage.backup_dir,
+        &name,
+    )
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "backup failed");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "backup_failed",
+            e.to_string(),
+        )
+    })?;
+    tracing::info!(
+        dir = %report.dir.display(),
+        log_sequence = report.log_sequence,
+        bytes = report.bytes,
+        "backup written"
+    );
+    Ok((
+        StatusCode::CREATED,
+        Json(BackupBody {
+            backup_dir: report.dir.display().to_string(),
+            log_sequence: report.log_sequence,
+            snapshot_files: report.snapshot_files,
+            bytes: report.bytes,
+        }),
+    )
+        .into_response())
 }

@@ -39,7 +39,7 @@ pub(super) struct IdempotencyKeyParam {
         reservations::hold, reservations::list_mine, reservations::show, reservations::cancel,
         reservations::pay,
         balance::balance, balance::charge, balance::history,
-        admin::create_concert, admin::create_date, admin::stats,
+        admin::create_concert, admin::create_date, admin::stats, admin::backup,
         ops::healthz, ops::readyz, ops::metrics, openapi_json, docs,
     ),
     components(schemas(error::Problem)),

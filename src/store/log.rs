@@ -7,7 +7,7 @@
 //! The returned [`Durable`] resolves once the commit that holds the event is on disk.
 //! A commit failure is fatal: memory would no longer match disk, so the process exits loudly.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -59,6 +59,8 @@ enum ToWriter {
     Prune(u64),
     /// Commit what is queued, release the database, and say so.
     Close(oneshot::Sender<()>),
+    /// Copy the committed log into a new database file; answers the sequence it covers.
+    Backup(PathBuf, oneshot::Sender<Result<u64, String>>),
 }
 
 /// Resolves to the event's sequence number once it is committed.
@@ -251,6 +253,22 @@ impl EventLog {
         }
     }
 
+    /// Writes a consistent copy of everything committed so far to `path` (which must not exist),
+    /// from the writer's own connection: the database is locked exclusively, so nothing else
+    /// can read it. Commits wait while the copy is made. Returns the last sequence copied.
+    pub async fn backup_into(&self, path: &Path) -> Result<u64, StoreError> {
+        let (done, copied) = oneshot::channel();
+        self.appender
+            .lock()
+            .to_writer
+            .send(ToWriter::Backup(path.to_owned(), done))
+            .map_err(|_| StoreError::Setup("the log writer has stopped".into()))?;
+        copied
+            .await
+            .map_err(|_| StoreError::Setup("the log writer has stopped".into()))?
+            .map_err(|e| StoreError::Setup(format!("cannot back up the log: {e}")))
+    }
+
     /// Drops rows at or below `seq`; the caller guarantees every owner has a snapshot past it.
     pub fn prune_through(&self, seq: u64) {
         let _ = self.appender.lock().to_writer.send(ToWriter::Prune(seq));
@@ -291,6 +309,7 @@ fn write_batches(
 ) {
     let mut prune_to = None;
     let mut close = None;
+    let mut backups = Vec::new();
     while let Ok(first) = from_owners.recv() {
         let mut batch = Vec::new();
         let mut next = Some(first);
@@ -298,6 +317,7 @@ fn write_batches(
             match message {
                 ToWriter::Append(pending) => batch.push(pending),
                 ToWriter::Prune(seq) => prune_to = prune_to.max(Some(seq)),
+                ToWriter::Backup(path, done) => backups.push((path, done)),
                 ToWriter::Close(done) => {
                     close = Some(done);
                     break;
@@ -313,6 +333,18 @@ fn write_batches(
                 Ok(rows) => tracing::debug!(rows, through = seq, "pruned the log"),
                 Err(error) => tracing::warn!(%error, "could not prune the log"),
             }
+        }
+        for (path, done) in backups.drain(..) {
+            // The copy holds exactly what is committed: this batch is not yet.
+            let covered = stats.committed_seq.load(Ordering::SeqCst);
+            let copied = path
+                .to_str()
+                .ok_or_else(|| "the backup path is not UTF-8".to_owned())
+                .and_then(|target| {
+                    conn.execute("VACUUM INTO ?1", params![target])
+                        .map_err(|e| e.to_string())
+                });
+            let _ = done.send(copied.map(|_| covered));
         }
         if batch.is_empty() {
             if let Some(done) = close.take() {

@@ -83,6 +83,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     std::fs::create_dir_all(&data_dir).expect("a scratch directory for the server's storage");
     settings.storage.sqlite_path = data_dir.join("boxoffice.db");
     settings.storage.snapshot_dir = data_dir.join("snapshots");
+    settings.storage.backup_dir = data_dir.join("backups");
     configure(&mut settings);
     assert!(
         settings.server.listen.ip().is_loopback(),

@@ -2,6 +2,7 @@
 //! 127.0.0.1 with a `ManualClock` and talks to it over plain HTTP.
 
 mod authorization;
+mod backup;
 mod bad_input;
 mod contention;
 mod expiry;

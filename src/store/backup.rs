@@ -1,0 +1,88 @@
+//! Online backups: the snapshot files, then a consistent copy of the log, into a fresh
+//! directory a restore can start from as it is.
+//!
+//! Order matters. Snapshots are copied first and the log after, so the copied log reaches at
+//! least as far as every copied snapshot; the log is only ever pruned below an owner's older
+//! kept snapshot, so the rows after the newest copied snapshot are still in the copied log.
+
+use std::path::{Path, PathBuf};
+
+use super::log::{EventLog, StoreError};
+
+/// The log file's name inside a backup; the snapshots go to `snapshots/` beside it.
+pub const LOG_FILE: &str = "boxoffice.db";
+pub const SNAPSHOT_DIR: &str = "snapshots";
+
+#[derive(Debug, Clone)]
+pub struct BackupReport {
+    pub dir: PathBuf,
+    /// The last log sequence the copy holds.
+    pub log_sequence: u64,
+    pub snapshot_files: usize,
+    pub bytes: u64,
+}
+
+/// Writes `<backup_root>/<name>/{boxoffice.db, snapshots/}`; `name` must be new.
+pub async fn write_backup(
+    log: &EventLog,
+    snapshot_dir: &Path,
+    backup_root: &Path,
+    name: &str,
+) -> Result<BackupReport, StoreError> {
+    let dir = backup_root.join(name);
+    let (from, to) = (snapshot_dir.to_owned(), dir.join(SNAPSHOT_DIR));
+    let (snapshot_files, snapshot_bytes) =
+        tokio::task::spawn_blocking(move || copy_snapshots(&from, &to))
+            .await
+            .map_err(|e| StoreError::Setup(format!("the backup task failed: {e}")))??;
+    let log_file = dir.join(LOG_FILE);
+    let log_sequence = log.backup_into(&log_file).await?;
+    let log_bytes = std::fs::metadata(&log_file).map(|m| m.len()).unwrap_or(0);
+    Ok(BackupReport {
+        dir,
+        log_sequence,
+        snapshot_files,
+        bytes: snapshot_bytes + log_bytes,
+    })
+}
+
+fn copy_snapshots(from: &Path, to: &Path) -> Result<(usize, u64), StoreError> {
+    let setup = |what: &str, path: &Path, e: std::io::Error| {
+        StoreError::Setup(format!(
+            "cannot {what} {}: {e}; check storage.backup_dir and free space",
+            path.display()
+        ))
+    };
+    if to.parent().is_some_and(Path::exists) {
+        return Err(StoreError::Setup(format!(
+            "the backup {} already exists",
+            to.parent().unwrap_or(to).display()
+        )));
+    }
+    std::fs::create_dir_all(to).map_err(|e| setup("create", to, e))?;
+    let entries = match std::fs::read_dir(from) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
+        Err(e) => return Err(setup("read", from, e)),
+    };
+    let (mut files, mut bytes) = (0, 0);
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(text) = name.to_str() else { continue };
+        // Finished snapshots only: temp files start with a dot until they are renamed.
+        if text.starts_with('.') || !text.ends_with(".bin") {
+            continue;
+        }
+        match std::fs::copy(entry.path(), to.join(&name)) {
+            Ok(copied) => {
+                files += 1;
+                bytes += copied;
+            }
+            // Replaced by a newer snapshot while we listed: the newer one is listed too, or
+            // the log covers it.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(setup("copy", &entry.path(), e)),
+        }
+    }
+    Ok((files, bytes))
+}
