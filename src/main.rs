@@ -20,6 +20,11 @@ struct Cli {
     /// built-in defaults.
     #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
+
+    /// Log format, overriding `log.format`: `text` for people, `json` (one object per line)
+    /// for log shippers.
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
 }
 
 #[tokio::main]
@@ -29,13 +34,16 @@ async fn main() -> ExitCode {
         Some(path) => (path, true),
         None => (PathBuf::from("config.toml"), false),
     };
-    let settings = match Settings::load(&path, explicit) {
+    let mut settings = match Settings::load(&path, explicit) {
         Ok(settings) => settings,
         Err(error) => {
             eprintln!("boxoffice: {error}");
             return ExitCode::from(78);
         }
     };
+    if let Some(format) = cli.log_format {
+        settings.log.format = format;
+    }
     init_logging(&settings);
     match run(settings).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -129,7 +129,8 @@ fn with_the_json_flag_every_log_line_is_a_json_object() {
     let dir = std::env::temp_dir().join(format!("boxoffice-cli-json-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut child = cheap_server()
-        .env("BOXOFFICE__LOG__FORMAT", "json")
+        .arg("--log-format")
+        .arg("json")
         .current_dir(&dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
