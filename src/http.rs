@@ -8,6 +8,7 @@ pub mod error;
 pub mod extract;
 pub mod idempotency;
 mod limits;
+mod live;
 mod openapi;
 mod ops;
 mod queue;
@@ -72,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .merge(reservations::routes())
         .merge(balance::routes())
         .merge(admin::routes())
+        .merge(live::routes())
         .merge(ops::routes())
         .merge(openapi::routes())
         .fallback(|| async { ApiError::not_found() })

@@ -2,11 +2,12 @@
 //! payments. Seat listings read `SeatView`, a row of atomics the actor updates before replying,
 //! so a buyer reads their own writes at once without entering the mailbox.
 
-use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::sync::{broadcast, Notify};
 
 use super::{
     ask, every, reply_outcome, reply_when_durable, snapshot_later, DateRegistry, Durability,
@@ -23,6 +24,11 @@ use crate::store::Durable;
 /// Expired holds become events at least this often, so counts lag by well under a second.
 const SWEEP_PERIOD: Duration = Duration::from_millis(250);
 
+/// Seat changes go out to live subscribers at most this often, batched.
+const BATCH_PERIOD: Duration = Duration::from_millis(100);
+/// Batches a slow subscriber may fall behind before it is sent a fresh snapshot instead.
+const BATCHES_BUFFERED: usize = 64;
+
 const SEAT_FREE: i64 = i64::MIN;
 const SEAT_SOLD: i64 = i64::MAX;
 
@@ -34,6 +40,18 @@ pub struct SeatView {
     seats: Box<[AtomicI64]>,
     held: AtomicU32,
     sold: AtomicU32,
+    /// One bit per seat changed since the last batch.
+    dirty: Box<[AtomicU64]>,
+    changed: Arc<Notify>,
+    batches: broadcast::Sender<Arc<SeatBatch>>,
+}
+
+/// Seats that changed since the previous batch, with their status when the batch was cut.
+/// Every subscriber gets the same batch; `rendered` lets the first one that formats it share
+/// the text with the rest.
+pub struct SeatBatch {
+    pub changes: Vec<(SeatNo, SeatStatus)>,
+    pub rendered: OnceLock<String>,
 }
 
 impl SeatView {
@@ -46,6 +64,11 @@ impl SeatView {
                 .collect(),
             held: AtomicU32::new(0),
             sold: AtomicU32::new(0),
+            dirty: (0..map.seat_count().div_ceil(64))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            changed: Arc::new(Notify::new()),
+            batches: broadcast::channel(BATCHES_BUFFERED).0,
         };
         let every_seat: Vec<SeatNo> = (1..=map.seat_count()).map(SeatNo).collect();
         view.publish(map, &every_seat, now);
@@ -75,17 +98,22 @@ impl SeatView {
 
     /// Every seat's status at `now`, in seat order.
     pub fn statuses(&self, now: Timestamp) -> impl Iterator<Item = (SeatNo, SeatStatus)> + '_ {
-        self.seats.iter().enumerate().map(move |(i, cell)| {
-            let code = cell.load(Ordering::Acquire);
-            let status = match code {
-                SEAT_SOLD => SeatStatus::Sold,
-                until if until > now.as_millis() => SeatStatus::Held {
-                    until: Timestamp(until),
-                },
-                _ => SeatStatus::Available,
-            };
-            (SeatNo(i as u32 + 1), status)
-        })
+        (0..self.seats.len()).map(move |i| (SeatNo(i as u32 + 1), self.status_of(i, now)))
+    }
+
+    fn status_of(&self, index: usize, now: Timestamp) -> SeatStatus {
+        match self.seats[index].load(Ordering::Acquire) {
+            SEAT_SOLD => SeatStatus::Sold,
+            until if until > now.as_millis() => SeatStatus::Held {
+                until: Timestamp(until),
+            },
+            _ => SeatStatus::Available,
+        }
+    }
+
+    /// Live seat changes of this date, in batches; see `SeatBatch`.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<SeatBatch>> {
+        self.batches.subscribe()
     }
 
     fn publish(&self, map: &SeatMap, changed: &[SeatNo], now: Timestamp) {
@@ -95,11 +123,57 @@ impl SeatView {
                 Some(SeatStatus::Held { until }) => until.as_millis(),
                 Some(SeatStatus::Available) | None => SEAT_FREE,
             };
-            self.seats[seat.index()].store(code, Ordering::Release);
+            let index = seat.index();
+            self.seats[index].store(code, Ordering::Release);
+            self.dirty[index / 64].fetch_or(1 << (index % 64), Ordering::Relaxed);
         }
         self.held.store(map.held_seats(), Ordering::Relaxed);
         self.sold.store(map.sold_seats(), Ordering::Relaxed);
+        if !changed.is_empty() {
+            self.changed.notify_one();
+        }
     }
+
+    /// The seats changed since the last call, as they are at `now`.
+    fn take_changes(&self, now: Timestamp) -> Vec<(SeatNo, SeatStatus)> {
+        let mut changes = Vec::new();
+        for (word_index, word) in self.dirty.iter().enumerate() {
+            let mut bits = word.swap(0, Ordering::Relaxed);
+            while bits != 0 {
+                let index = word_index * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                changes.push((SeatNo(index as u32 + 1), self.status_of(index, now)));
+            }
+        }
+        changes
+    }
+}
+
+/// Cuts a batch of seat changes at most every `BATCH_PERIOD` while there are changes, off the
+/// actor's mailbox: the actor only flips bits and wakes this task.
+fn spawn_batcher(view: &Arc<SeatView>, clock: SharedClock) {
+    let (changed, view) = (view.changed.clone(), Arc::downgrade(view));
+    tokio::spawn(async move {
+        loop {
+            // Waits without holding the view, so a dropped date ends this task.
+            let woken = tokio::time::timeout(Duration::from_secs(60), changed.notified()).await;
+            let Some(view) = Weak::upgrade(&view) else {
+                return;
+            };
+            if woken.is_err() {
+                continue;
+            }
+            let changes = view.take_changes(clock.now());
+            if !changes.is_empty() && view.batches.receiver_count() > 0 {
+                let _ = view.batches.send(Arc::new(SeatBatch {
+                    changes,
+                    rendered: OnceLock::new(),
+                }));
+            }
+            drop(view);
+            tokio::time::sleep(BATCH_PERIOD).await;
+        }
+    });
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -318,6 +392,7 @@ pub struct DateHandle {
 impl DateHandle {
     pub async fn spawn(map: SeatMap, deps: DateDeps) -> anyhow::Result<Self> {
         let view = Arc::new(SeatView::new(&map, deps.clock.now()));
+        spawn_batcher(&view, deps.clock.clone());
         deps.durability.snapshots.register(&date_owner(map.date()));
         let every_snapshot = deps.durability.snapshot_every;
         let state = DateState {

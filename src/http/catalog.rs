@@ -10,8 +10,9 @@ use utoipa::ToSchema;
 use super::error::{ApiError, Problem};
 use super::extract::{Admitted, IdPath};
 use super::{rfc3339, AppState};
+use crate::actors::date::SeatView;
 use crate::domain::seat_map::SeatStatus;
-use crate::domain::{ConcertId, DateId};
+use crate::domain::{ConcertId, DateId, Timestamp};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -133,23 +134,29 @@ pub(super) async fn seats(
     IdPath(date): IdPath<DateId>,
 ) -> Result<Response, ApiError> {
     let handle = app.engine.dates.get(date).ok_or_else(ApiError::not_found)?;
-    let view = handle.view();
+    Ok(Json(seat_listing(handle.view(), app.clock.now())).into_response())
+}
+
+pub(super) fn seat_status_name(status: SeatStatus) -> &'static str {
+    match status {
+        SeatStatus::Available => "available",
+        SeatStatus::Held { .. } => "held",
+        SeatStatus::Sold => "sold",
+    }
+}
+
+/// Every seat of a date at `now`: the seat map's listing, and the first event of its stream.
+pub(super) fn seat_listing(view: &SeatView, now: Timestamp) -> SeatsBody {
     let price = view.seat_price();
-    let seats = view
-        .statuses(app.clock.now())
-        .map(|(seat, status)| SeatBody {
-            seat_no: seat.0,
-            status: match status {
-                SeatStatus::Available => "available",
-                SeatStatus::Held { .. } => "held",
-                SeatStatus::Sold => "sold",
-            },
-            price,
-        })
-        .collect();
-    Ok(Json(SeatsBody {
-        date_id: date.to_string(),
-        seats,
-    })
-    .into_response())
+    SeatsBody {
+        date_id: view.date().to_string(),
+        seats: view
+            .statuses(now)
+            .map(|(seat, status)| SeatBody {
+                seat_no: seat.0,
+                status: seat_status_name(status),
+                price,
+            })
+            .collect(),
+    }
 }

@@ -32,6 +32,18 @@ fn bearer(parts: &Parts) -> Option<&str> {
 pub struct Session {
     pub user: UserId,
     pub session: u64,
+    /// Kept so a long-lived response (a live stream) can check the session is still valid.
+    pub verifier: [u8; 32],
+}
+
+impl Session {
+    /// Whether the session is still signed in and unexpired at `now`.
+    pub fn still_valid(&self, app: &AppState, now: crate::domain::Timestamp) -> bool {
+        app.engine
+            .accounts
+            .authenticate(self.session, &self.verifier, now)
+            .is_ok()
+    }
 }
 
 impl FromRequestParts<AppState> for Session {
@@ -46,14 +58,16 @@ impl FromRequestParts<AppState> for Session {
             )
         })?;
         let now = app.clock.now();
-        let user =
-            app.engine
-                .accounts
-                .authenticate(token.session, &token.verifier_digest(), now)?;
+        let verifier = token.verifier_digest();
+        let user = app
+            .engine
+            .accounts
+            .authenticate(token.session, &verifier, now)?;
         app.limits.session_request(token.session, now)?;
         Ok(Self {
             user,
             session: token.session,
+            verifier,
         })
     }
 }
@@ -95,7 +109,7 @@ pub struct Admitted {
 }
 
 impl Admitted {
-    fn check(
+    pub(super) fn check(
         app: &AppState,
         user: UserId,
         token: Result<QueueTokenHeader, ApiError>,

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi};
 
-use super::{admin, balance, catalog, error, ops, queue, reservations, users};
+use super::{admin, balance, catalog, error, live, ops, queue, reservations, users};
 
 /// The `Idempotency-Key` header of the three endpoints that honour it.
 #[derive(Deserialize, IntoParams)]
@@ -40,6 +40,7 @@ pub(super) struct IdempotencyKeyParam {
         reservations::pay,
         balance::balance, balance::charge, balance::history,
         admin::create_concert, admin::create_date, admin::stats, admin::backup,
+        live::seat_events, live::queue_events,
         ops::healthz, ops::readyz, ops::metrics, openapi_json, docs,
     ),
     components(schemas(error::Problem)),

@@ -115,7 +115,6 @@ async fn every_session_route_refuses_a_missing_or_bad_session() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 6 builds the live-update (SSE) endpoints"]
 async fn live_update_streams_refuse_a_missing_session() {
     let app = spawn_app().await;
     let (_, date) = app.concert_with_date(5, 100).await;

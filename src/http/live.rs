@@ -1,0 +1,256 @@
+//! Live updates as Server-Sent Events: the seat changes of a date, and a waiting-room token's
+//! status. Streams read the owners' views (atomics and read locks); no stream ever sends a
+//! message to an actor, so a thousand idle subscribers cost a thousand parked tasks, not a
+//! thousand mailbox trips a second.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use futures_util::stream::{self, Stream};
+use serde::Serialize;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::Receiver;
+
+use super::catalog::{seat_listing, seat_status_name};
+use super::error::{ApiError, Problem};
+use super::extract::{Admitted, IdPath, QueueTokenHeader, Session};
+use super::queue::QueueStatusBody;
+use super::AppState;
+use crate::actors::date::SeatBatch;
+use crate::domain::admission::{Lookup, QueueStatus, QueueTokenId, Standing};
+use crate::domain::DateId;
+
+/// How often a stream checks that its session (and queue token) are still valid.
+const RECHECK: Duration = Duration::from_secs(1);
+const HEARTBEAT: Duration = Duration::from_secs(15);
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/dates/{date_id}/seats/events", get(seat_events))
+        .route("/api/v1/queue/tokens/current/events", get(queue_events))
+}
+
+#[derive(Serialize)]
+struct SeatChange {
+    seat_no: u32,
+    status: &'static str,
+}
+
+fn render(batch: &SeatBatch) -> &str {
+    batch.rendered.get_or_init(|| {
+        let changes: Vec<SeatChange> = batch
+            .changes
+            .iter()
+            .map(|(seat, status)| SeatChange {
+                seat_no: seat.0,
+                status: seat_status_name(*status),
+            })
+            .collect();
+        serde_json::to_string(&changes).expect("seat changes serialize")
+    })
+}
+
+struct SeatStream {
+    app: AppState,
+    session: Session,
+    token: QueueTokenId,
+    date: DateId,
+    batches: Receiver<Arc<SeatBatch>>,
+    recheck: tokio::time::Interval,
+    snapshot_due: bool,
+}
+
+impl SeatStream {
+    fn still_admitted(&self) -> bool {
+        let now = self.app.clock.now();
+        self.session.still_valid(&self.app, now)
+            && self
+                .app
+                .engine
+                .queue
+                .check_admitted(self.token, self.session.user, now)
+                .is_ok()
+    }
+
+    fn snapshot(&self) -> Option<Event> {
+        let handle = self.app.engine.dates.get(self.date)?;
+        let listing = seat_listing(handle.view(), self.app.clock.now());
+        Event::default().event("snapshot").json_data(listing).ok()
+    }
+
+    async fn next(mut self) -> Option<(Result<Event, Infallible>, Self)> {
+        if self.snapshot_due {
+            self.snapshot_due = false;
+            let event = self.snapshot()?;
+            return Some((Ok(event), self));
+        }
+        loop {
+            tokio::select! {
+                batch = self.batches.recv() => match batch {
+                    Ok(batch) => {
+                        let event = Event::default().event("seats").data(render(&batch));
+                        return Some((Ok(event), self));
+                    }
+                    // Too slow to keep up: start over from a fresh listing.
+                    Err(RecvError::Lagged(_)) => {
+                        let event = self.snapshot()?;
+                        return Some((Ok(event), self));
+                    }
+                    Err(RecvError::Closed) => return None,
+                },
+                _ = self.recheck.tick() => {
+                    if !self.still_admitted() {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `event: snapshot` with the seat listing, then `event: seats` with the seats that changed,
+/// batched, at most ten a second; ends when the session or queue token stops being valid.
+#[utoipa::path(
+    get, path = "/api/v1/dates/{date_id}/seats/events", tag = "seats",
+    security(("session" = [], "queue_token" = [])),
+    params(("date_id" = String, Path)),
+    responses(
+        (status = 200, description = "`text/event-stream`: `snapshot`, then `seats` batches of `[{seat_no, status}]`", content_type = "text/event-stream"),
+        (status = 401, description = "`unauthenticated` or `queue_token_invalid`", body = Problem),
+        (status = 403, description = "`not_admitted`, `queue_token_expired` or `forbidden`", body = Problem),
+        (status = 404, description = "`not_found`", body = Problem),
+    )
+)]
+pub(super) async fn seat_events(
+    State(app): State<AppState>,
+    session: Session,
+    token: Result<QueueTokenHeader, ApiError>,
+    IdPath(date): IdPath<DateId>,
+) -> Result<Response, ApiError> {
+    let QueueTokenHeader(token) = token?;
+    Admitted::check(&app, session.user, Ok(QueueTokenHeader(token)))?;
+    let handle = app.engine.dates.get(date).ok_or_else(ApiError::not_found)?;
+    // Subscribe before the listing is taken, so no change falls between the two.
+    let batches = handle.view().subscribe();
+    let state = SeatStream {
+        app,
+        session,
+        token,
+        date,
+        batches,
+        recheck: recheck_interval(),
+        snapshot_due: true,
+    };
+    Ok(sse(stream::unfold(state, SeatStream::next)))
+}
+
+struct QueueStream {
+    app: AppState,
+    session: Session,
+    token: QueueTokenId,
+    last: Option<QueueStatus>,
+    recheck: tokio::time::Interval,
+}
+
+impl QueueStream {
+    /// The token's status, if it changed since the last one sent. `Err` ends the stream.
+    fn changed_status(&mut self) -> Result<Option<QueueStatus>, ()> {
+        let now = self.app.clock.now();
+        if !self.session.still_valid(&self.app, now) {
+            return Err(());
+        }
+        // A stream is a poll that never stops: it keeps a waiting token in line.
+        let status = match self
+            .app
+            .engine
+            .queue
+            .poll(self.token, self.session.user, now)
+        {
+            Ok(Lookup::Live(status)) => status,
+            Ok(Lookup::Ended) | Err(_) => return Err(()),
+        };
+        // Status and position, not the ETA or the drop time a poll pushes back.
+        let place = |s: &QueueStatus| match s.standing {
+            Standing::Active => None,
+            Standing::Waiting { position, .. } => Some(position),
+        };
+        let changed = match &self.last {
+            None => true,
+            Some(last) => place(last) != place(&status),
+        };
+        self.last = Some(status);
+        Ok(changed.then_some(status))
+    }
+
+    async fn next(mut self) -> Option<(Result<Event, Infallible>, Self)> {
+        loop {
+            // The first tick is immediate: the current status goes out at once.
+            self.recheck.tick().await;
+            match self.changed_status() {
+                Err(()) => return None,
+                Ok(None) => continue,
+                Ok(Some(status)) => {
+                    let body = QueueStatusBody::new(&status, false);
+                    let event = Event::default().event("queue").json_data(body).ok()?;
+                    return Some((Ok(event), self));
+                }
+            }
+        }
+    }
+}
+
+/// `event: queue` with the queue status whenever its status or position changes, at most once
+/// a second; ends when the session or token stops being valid (poll to get a reissued token).
+#[utoipa::path(
+    get, path = "/api/v1/queue/tokens/current/events", tag = "queue",
+    security(("session" = [], "queue_token" = [])),
+    responses(
+        (status = 200, description = "`text/event-stream` of `queue` events carrying a queue status", content_type = "text/event-stream"),
+        (status = 401, description = "`unauthenticated` or `queue_token_invalid`", body = Problem),
+        (status = 403, description = "`forbidden`: another user's token", body = Problem),
+    )
+)]
+pub(super) async fn queue_events(
+    State(app): State<AppState>,
+    session: Session,
+    QueueTokenHeader(token): QueueTokenHeader,
+) -> Result<Response, ApiError> {
+    // The same checks as a poll, answered as errors before the stream starts.
+    if let Lookup::Ended = app
+        .engine
+        .queue
+        .poll(token, session.user, app.clock.now())?
+    {
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "queue_token_expired",
+            "this token has ended; GET /api/v1/queue/tokens/current gives you a fresh one",
+        ));
+    }
+    let state = QueueStream {
+        app,
+        session,
+        token,
+        last: None,
+        recheck: recheck_interval(),
+    };
+    Ok(sse(stream::unfold(state, QueueStream::next)))
+}
+
+fn recheck_interval() -> tokio::time::Interval {
+    let mut interval = tokio::time::interval(RECHECK);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval
+}
+
+fn sse(events: impl Stream<Item = Result<Event, Infallible>> + Send + 'static) -> Response {
+    Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(HEARTBEAT).text("heartbeat"))
+        .into_response()
+}
