@@ -14,6 +14,7 @@ mod ops;
 mod queue;
 mod reservations;
 mod users;
+mod web;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -76,6 +77,7 @@ pub fn router(state: AppState) -> Router {
         .merge(live::routes())
         .merge(ops::routes())
         .merge(openapi::routes())
+        .merge(web::routes())
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

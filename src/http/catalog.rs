@@ -12,7 +12,7 @@ use super::extract::{Admitted, IdPath};
 use super::{rfc3339, AppState};
 use crate::actors::date::SeatView;
 use crate::domain::seat_map::SeatStatus;
-use crate::domain::{ConcertId, DateId, Timestamp};
+use crate::domain::{ConcertId, DateId};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -115,6 +115,10 @@ pub(super) struct SeatBody {
 pub(super) struct SeatsBody {
     date_id: String,
     seats: Vec<SeatBody>,
+    /// Seats one user may hold at once on this date (`holds.max_seats_per_user`).
+    max_seats_per_user: u32,
+    /// How long a hold lasts (`holds.ttl_seconds`).
+    hold_seconds: u64,
 }
 
 #[utoipa::path(
@@ -134,7 +138,7 @@ pub(super) async fn seats(
     IdPath(date): IdPath<DateId>,
 ) -> Result<Response, ApiError> {
     let handle = app.engine.dates.get(date).ok_or_else(ApiError::not_found)?;
-    Ok(Json(seat_listing(handle.view(), app.clock.now())).into_response())
+    Ok(Json(seat_listing(&app, handle.view())).into_response())
 }
 
 pub(super) fn seat_status_name(status: SeatStatus) -> &'static str {
@@ -145,10 +149,13 @@ pub(super) fn seat_status_name(status: SeatStatus) -> &'static str {
     }
 }
 
-/// Every seat of a date at `now`: the seat map's listing, and the first event of its stream.
-pub(super) fn seat_listing(view: &SeatView, now: Timestamp) -> SeatsBody {
+/// Every seat of a date now: the seat map's listing, and the first event of its stream.
+pub(super) fn seat_listing(app: &AppState, view: &SeatView) -> SeatsBody {
     let price = view.seat_price();
+    let now = app.clock.now();
     SeatsBody {
+        max_seats_per_user: app.settings.holds.max_seats_per_user,
+        hold_seconds: app.settings.holds.ttl_seconds,
         date_id: view.date().to_string(),
         seats: view
             .statuses(now)

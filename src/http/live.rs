@@ -80,7 +80,7 @@ impl SeatStream {
 
     fn snapshot(&self) -> Option<Event> {
         let handle = self.app.engine.dates.get(self.date)?;
-        let listing = seat_listing(handle.view(), self.app.clock.now());
+        let listing = seat_listing(&self.app, handle.view());
         Event::default().event("snapshot").json_data(listing).ok()
     }
 

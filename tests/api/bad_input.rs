@@ -463,7 +463,7 @@ async fn absurd_path_parameters_are_404() {
 async fn unknown_routes_are_404_and_wrong_methods_405() {
     let app = spawn_app().await;
     for (method, path) in [
-        (Method::GET, "/"),
+        (Method::GET, "/index"),
         (Method::GET, "/api"),
         (Method::GET, "/api/v1"),
         (Method::GET, "/api/v2/concerts"),

@@ -191,6 +191,36 @@ async fn the_docs_page_and_its_assets_are_served_from_the_binary() {
     assert_eq!(assets, 2, "the page loads the Swagger UI script and style");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_buyer_page_and_its_files_are_served_from_the_binary() {
+    let app = spawn_app().await;
+    let page = app.get("/").send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let policy = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(policy.contains("default-src 'self'"), "{policy}");
+    let html = page.text().await.unwrap();
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "no CDN"
+    );
+    for (path, kind) in [("/app.js", "text/javascript"), ("/app.css", "text/css")] {
+        assert!(html.contains(path), "the page loads {path}");
+        let file = app.get(path).send().await.unwrap();
+        assert_eq!(file.status(), 200, "{path}");
+        let content_type = file.headers()["content-type"].to_str().unwrap().to_owned();
+        assert!(content_type.starts_with(kind), "{path}: {content_type}");
+        let text = file.text().await.unwrap();
+        assert!(
+            !text.contains("http://") && !text.contains("https://"),
+            "{path}: no CDN"
+        );
+    }
+}
+
 /// Every documented operation is routed, and refuses a caller without the credentials its
 /// `security` names; operations with no `security` need none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
