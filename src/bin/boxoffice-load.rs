@@ -1,0 +1,440 @@
+//! `boxoffice-load`: a load generator that drives the buyer flow of API.md against a running
+//! server and checks, through the API, that nothing was oversold and no money was lost.
+//!
+//! How a run goes: resolve `--url` (loopback only unless `--allow-remote`) and open the
+//! connections → **setup** (unmeasured: a date, sign-ups, for some modes sign-ins and
+//! admission) → **measured** phase of the chosen mode, bounded by `--duration` and
+//! `--max-requests` → **audit** (unmeasured: the invariants) → the report, a table or `--json`.
+//!
+//! Modules, bottom up:
+//! - `pool`: turns for the connections, served by priority (purchases first).
+//! - `client`: the lean HTTP/1.1 client (hyper, one connection per virtual connection), the
+//!   run's budget, retries of 429/503 and broken connections.
+//! - `stats`: per-endpoint HDR histograms and error counts of the measured phase.
+//! - `api`: API.md as typed calls, and the waiting-room admission loop.
+//! - `setup`: usernames, sign-ups, admitted buyers, the date.
+//! - `sell_out`, `hot_seat`, `holds`, `ceiling`: the modes.
+//! - `audit`: the invariant check. `report`: the table and the JSON. `progress`: the bar.
+
+#[path = "boxoffice-load/api.rs"]
+mod api;
+#[path = "boxoffice-load/audit.rs"]
+mod audit;
+#[path = "boxoffice-load/ceiling.rs"]
+mod ceiling;
+#[path = "boxoffice-load/client.rs"]
+mod client;
+#[path = "boxoffice-load/holds.rs"]
+mod holds;
+#[path = "boxoffice-load/hot_seat.rs"]
+mod hot_seat;
+#[path = "boxoffice-load/pool.rs"]
+mod pool;
+#[path = "boxoffice-load/progress.rs"]
+mod progress;
+#[path = "boxoffice-load/report.rs"]
+mod report;
+#[path = "boxoffice-load/sell_out.rs"]
+mod sell_out;
+#[path = "boxoffice-load/setup.rs"]
+mod setup;
+#[path = "boxoffice-load/stats.rs"]
+mod stats;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, ValueEnum};
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+
+use audit::{Auditor, BuyerRecord};
+use client::{Client, Target};
+use progress::Display;
+use setup::Names;
+
+const ADMIN_TOKEN_ENV: &str = "BOXOFFICE_ADMIN_TOKEN";
+/// The most seats one date may have (API.md: `seat_count` 1–100,000).
+const SEATS_MAX: u32 = 100_000;
+
+/// Load generator for the boxoffice server: drives the buyer flow of API.md and checks the
+/// invariants through the API.
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "boxoffice-load",
+    version,
+    about,
+    long_about = "\
+Load generator for the boxoffice server. It drives the buyer flow of API.md against a running
+server and reports requests per second and latency percentiles (p50/p90/p99/p99.9, from HDR
+histograms) per endpoint, errors by HTTP status and API error code, and an invariant check made
+through the API after the run: no seat sold twice, every date's seat listing agrees with the paid
+reservations the buyers recorded, and money conserved (top-ups = balances + payments).
+
+Exit status: 0 all invariants hold, 1 an invariant failed, 2 the run could not be done.
+
+Every run is bounded in time (--duration) and in requests (--max-requests). Setup work — creating
+the date, signing buyers up (argon2, slow by design), admitting them for hot-seat and holds — is
+not measured and has its own progress bar. The generator only loads servers on this machine
+(loopback) unless --allow-remote is given.
+
+Make the server cheap to load before a run, e.g. with environment overrides:
+  BOXOFFICE__ADMIN__TOKEN=secret
+  BOXOFFICE__AUTH__ARGON2_MEMORY_KIB=8 BOXOFFICE__AUTH__ARGON2_ITERATIONS=1
+  BOXOFFICE__LIMITS__AUTH_ATTEMPTS_PER_MINUTE_PER_IP=0
+  BOXOFFICE__LIMITS__SESSION_REQUESTS_PER_SECOND=0
+  BOXOFFICE__QUEUE__MAX_ACTIVE=5000 BOXOFFICE__QUEUE__ADMIT_PER_SECOND=5000
+  BOXOFFICE__SERVER__MAX_IN_FLIGHT=100000
+
+Modes:
+  sell-out  --buyers N chase --seats S seats of a new date through the whole flow: sign in,
+            take a queue token and poll until admitted (following poll_after_seconds, at most
+            5 s apart), hold 1..k seats (on 409 try others), top up, pay. Buyers still waiting
+            leave the queue once the date is sold out. Reports the seconds until sold out.
+  hot-seat  admitted buyers race for the same few seats (default 10), round after round on a
+            new date each: winners top up, pay and queue again; losers try the other seats.
+  holds     admitted buyers each hold distinct seats as fast as the server answers (session and
+            queue token checked on every request), cancelling their oldest hold once at the
+            per-user limit: durable holds per second. Raise holds.max_seats_per_user on the
+            server (e.g. BOXOFFICE__HOLDS__MAX_SEATS_PER_USER=1000) to time holds alone.
+  ceiling   GET /healthz, which does no work, on every connection: the HTTP ceiling of this
+            client on this machine.
+
+Examples:
+  boxoffice-load --mode sell-out --admin-token secret --seats 2000 --buyers 8000 --connections 64
+  boxoffice-load --mode hot-seat --admin-token secret --buyers 500 --seats 10 --rounds 200
+  boxoffice-load --mode holds --admin-token secret --buyers 256 --duration 20
+  boxoffice-load --mode ceiling --duration 10 --json"
+)]
+pub struct Cli {
+    /// What to measure; see the modes above.
+    #[arg(long, value_enum, default_value_t = Mode::SellOut)]
+    pub mode: Mode,
+    /// The server's root URL. Only loopback addresses unless --allow-remote.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// The server's admin.token, to create the run's concert and dates (every mode but
+    /// ceiling). Also read from the environment variable BOXOFFICE_ADMIN_TOKEN.
+    #[arg(long, value_name = "TOKEN")]
+    pub admin_token: Option<String>,
+    /// Virtual buyers (each a user of its own, signed up during setup).
+    #[arg(long, default_value_t = 1_000, value_name = "N")]
+    pub buyers: usize,
+    /// Concurrent HTTP/1.1 connections. A request waits for a free one; waiting requests go by
+    /// priority (hold, top-up, payment first; then seat maps and leaving; then the waiting
+    /// room; then sign-ins), in arrival order within one. Latencies exclude this wait, which is
+    /// reported apart.
+    #[arg(long, default_value_t = 64, value_name = "C")]
+    pub connections: usize,
+    /// Seats of the date the run creates [default: sell-out 1000, hot-seat 10, holds 100000].
+    #[arg(long, value_name = "S")]
+    pub seats: Option<u32>,
+    /// Upper bound on the measured phase, in seconds.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub duration: u64,
+    /// Upper bound on the requests of the measured phase.
+    #[arg(long, default_value_t = 2_000_000, value_name = "N")]
+    pub max_requests: u64,
+    /// sell-out: each buyer wants 1..=k seats, drawn at random (the server's
+    /// holds.max_seats_per_user caps it; a 422 hold_limit makes the buyer want fewer).
+    #[arg(long, default_value_t = 4, value_name = "K")]
+    pub seats_per_buyer: u32,
+    /// Price of a seat in won for the dates the run creates.
+    #[arg(long, default_value_t = 50_000, value_name = "WON")]
+    pub price: u64,
+    /// hot-seat: rounds (each a new date of --seats seats).
+    #[arg(long, default_value_t = 200, value_name = "R")]
+    pub rounds: u32,
+    /// sell-out: buyers arriving per second; 0 means all at once.
+    #[arg(long, default_value_t = 0.0, value_name = "PER_SECOND")]
+    pub arrival_rate: f64,
+    /// Upper bound on the setup phase (sign-ups, admission), in seconds.
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    pub setup_timeout: u64,
+    /// A request without an answer after this many seconds is given up (and retried, bounded).
+    #[arg(long, default_value_t = 15, value_name = "SECONDS")]
+    pub request_timeout: u64,
+    /// Runtime threads of the generator. It shares the machine with the server, so 1 by default.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub threads: usize,
+    /// Seed for the buyers' seat choices (default: random).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Print one JSON object instead of the table; no progress bar.
+    #[arg(long)]
+    pub json: bool,
+    /// Allow a --url that is not a loopback address.
+    #[arg(long)]
+    pub allow_remote: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// N buyers go through the whole flow until the date is sold out.
+    SellOut,
+    /// All buyers race for the same few seats, round after round.
+    HotSeat,
+    /// Admitted buyers hold distinct seats as fast as possible: holds per second.
+    Holds,
+    /// GET /healthz on every connection: the no-work HTTP ceiling.
+    Ceiling,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::SellOut => "sell-out",
+            Mode::HotSeat => "hot-seat",
+            Mode::Holds => "holds",
+            Mode::Ceiling => "ceiling",
+        }
+    }
+}
+
+/// What every mode gets.
+pub struct Context {
+    pub cli: Cli,
+    pub client: Client,
+    pub names: Names,
+    pub display: Display,
+    pub seed: u64,
+    admin_token: Option<String>,
+}
+
+impl Context {
+    pub fn admin_token(&self) -> anyhow::Result<&str> {
+        self.admin_token.as_deref().with_context(|| {
+            format!(
+                "--mode {} creates a date: pass the server's admin.token as --admin-token or {ADMIN_TOKEN_ENV}",
+                self.cli.mode.name()
+            )
+        })
+    }
+
+    pub fn seats(&self) -> u32 {
+        self.cli.seats.unwrap_or(match self.cli.mode {
+            Mode::SellOut | Mode::Ceiling => 1_000,
+            Mode::HotSeat => 10,
+            Mode::Holds => SEATS_MAX,
+        })
+    }
+
+    pub fn duration(&self) -> Duration {
+        Duration::from_secs(self.cli.duration)
+    }
+
+    pub fn setup_timeout(&self) -> Duration {
+        Duration::from_secs(self.cli.setup_timeout)
+    }
+
+    /// How long setup waits to admit one buyer: a full waiting room does not empty by itself,
+    /// so waiting longer than this rarely helps.
+    pub fn admission_wait(&self) -> Duration {
+        self.setup_timeout().min(Duration::from_secs(60))
+    }
+
+    /// Waits for the measured work, at most `--duration` plus the time in-flight requests need
+    /// to finish after the halt; past that the work is aborted.
+    pub async fn bounded<T>(&self, work: JoinHandle<T>) -> Option<T> {
+        let grace = Duration::from_secs(self.cli.request_timeout + 5);
+        let abort = work.abort_handle();
+        match tokio::time::timeout(self.duration() + grace, work).await {
+            Ok(Ok(output)) => Some(output),
+            Ok(Err(_)) => None,
+            Err(_) => {
+                abort.abort();
+                eprintln!("boxoffice-load: the measured work did not stop in time and was aborted");
+                None
+            }
+        }
+    }
+}
+
+/// What a mode hands back for the audit and the report.
+pub struct ModeRun {
+    pub setup_seconds: f64,
+    pub measured_seconds: f64,
+    pub outcome: Value,
+    pub records: Vec<BuyerRecord>,
+    /// `(date_id, seat_count)` of every date the run created.
+    pub dates: Vec<(String, u32)>,
+    pub auditor: Option<Auditor>,
+    pub check_holds: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = cli.json;
+    let outcome = validate(&cli).and_then(|()| {
+        let mut runtime = if cli.threads <= 1 {
+            tokio::runtime::Builder::new_current_thread()
+        } else {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(cli.threads);
+            builder
+        };
+        let runtime = runtime.enable_all().build().context("a tokio runtime")?;
+        let outcome = runtime.block_on(run(cli));
+        // Connection tasks may still be parked; do not wait for them.
+        runtime.shutdown_background();
+        outcome
+    });
+    match outcome {
+        Ok(report) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("a report serialises")
+                );
+            } else {
+                report::print_table(&report);
+            }
+            if report.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(error) => {
+            if json {
+                println!("{}", json!({"ok": false, "error": format!("{error:#}")}));
+            }
+            eprintln!("boxoffice-load: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn validate(cli: &Cli) -> anyhow::Result<()> {
+    if !(1..=4_096).contains(&cli.connections) {
+        bail!("--connections must be 1..=4096");
+    }
+    if cli.duration == 0 || cli.max_requests == 0 {
+        bail!("--duration and --max-requests must be at least 1: every run is bounded by both");
+    }
+    if cli.mode != Mode::Ceiling && !(1..=1_000_000).contains(&cli.buyers) {
+        bail!("--buyers must be 1..=1000000");
+    }
+    if let Some(seats) = cli.seats {
+        if !(1..=SEATS_MAX).contains(&seats) {
+            bail!("--seats must be 1..={SEATS_MAX} (API.md's seat_count)");
+        }
+    }
+    if cli.seats_per_buyer == 0 {
+        bail!("--seats-per-buyer must be at least 1");
+    }
+    if !(cli.arrival_rate.is_finite() && cli.arrival_rate >= 0.0) {
+        bail!("--arrival-rate must be a number >= 0");
+    }
+    if cli.request_timeout == 0 || cli.setup_timeout == 0 {
+        bail!("--request-timeout and --setup-timeout must be at least 1");
+    }
+    if !(1..=64).contains(&cli.threads) {
+        bail!("--threads must be 1..=64");
+    }
+    Ok(())
+}
+
+async fn run(cli: Cli) -> anyhow::Result<report::Report> {
+    let target = Target::resolve(&cli.url, cli.allow_remote).await?;
+    let client = Client::new(
+        target,
+        cli.connections,
+        Duration::from_secs(cli.request_timeout),
+    );
+    client.connect_all(cli.connections).await?;
+    api::health(&client).await.map_err(|fail| {
+        anyhow::anyhow!(
+            "GET {}/healthz: {fail}; is the server running?",
+            client.url()
+        )
+    })?;
+    let admin_token = cli
+        .admin_token
+        .clone()
+        .or_else(|| std::env::var(ADMIN_TOKEN_ENV).ok())
+        .filter(|t| !t.is_empty());
+    let display = Display {
+        enabled: !cli.json && std::io::stdout().is_terminal(),
+    };
+    let seed = cli.seed.unwrap_or_else(rand::random);
+    let ctx = Context {
+        names: Names::new(rand::random()),
+        client: client.clone(),
+        display,
+        seed,
+        admin_token,
+        cli,
+    };
+    let stats_before = match (&ctx.admin_token, ctx.cli.mode) {
+        (Some(admin), mode) if mode != Mode::Ceiling => api::admin_stats(&client, admin).await.ok(),
+        _ => None,
+    };
+    let mode_run = match ctx.cli.mode {
+        Mode::SellOut => sell_out::run(&ctx).await?,
+        Mode::HotSeat => hot_seat::run(&ctx).await?,
+        Mode::Holds => holds::run(&ctx).await?,
+        Mode::Ceiling => ceiling::run(&ctx).await?,
+    };
+    let measured = client.stats().summary(mode_run.measured_seconds);
+    let stopped_by = client.halt_reason();
+    let setup_requests = client.unmeasured_requests();
+    let audit_started = Instant::now();
+    let mut auditor = mode_run.auditor;
+    let invariants = match &mut auditor {
+        Some(auditor) => Some(
+            audit::audit(
+                &client,
+                display,
+                auditor,
+                audit::Scope {
+                    dates: &mode_run.dates,
+                    check_holds: mode_run.check_holds,
+                    admin_token: ctx.admin_token.as_deref(),
+                    stats_before,
+                },
+                &mode_run.records,
+            )
+            .await,
+        ),
+        None => None,
+    };
+    let audit_seconds = audit_started.elapsed().as_secs_f64();
+    let queue_tokens_left = audit::clean_up(&client, auditor.as_ref(), &mode_run.records).await;
+    let ok = invariants.as_ref().map_or(true, |a| a.ok);
+    Ok(report::Report {
+        tool: "boxoffice-load",
+        mode: ctx.cli.mode.name(),
+        url: client.url().to_owned(),
+        ok,
+        settings: json!({
+            "buyers": ctx.cli.buyers,
+            "connections": ctx.cli.connections,
+            "seats": ctx.seats(),
+            "duration_seconds": ctx.cli.duration,
+            "max_requests": ctx.cli.max_requests,
+            "seats_per_buyer": ctx.cli.seats_per_buyer,
+            "price": ctx.cli.price,
+            "rounds": ctx.cli.rounds,
+            "arrival_rate": ctx.cli.arrival_rate,
+            "threads": ctx.cli.threads,
+            "seed": ctx.seed,
+            "run": ctx.names.run(),
+        }),
+        setup: report::Phase {
+            seconds: mode_run.setup_seconds,
+            requests: setup_requests,
+        },
+        measured,
+        stopped_by,
+        outcome: mode_run.outcome,
+        invariants,
+        audit: report::Phase {
+            seconds: audit_seconds,
+            requests: client.unmeasured_requests() - setup_requests,
+        },
+        queue_tokens_left,
+    })
+}

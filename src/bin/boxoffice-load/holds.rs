@@ -1,0 +1,208 @@
+//! `holds`: durable holds per second. Buyers signed in and admitted during setup each walk their
+//! own seats of one new date (buyer p of P takes seats p+1, p+1+P, ...) and hold them one by one
+//! as fast as the server answers; the server checks the session and the queue token on every
+//! request. A buyer may hold only `holds.max_seats_per_user` seats at once: the first 422
+//! `hold_limit` teaches the generator that limit, and from then on a buyer at the limit cancels
+//! its oldest hold before the next one. The run ends with the seats, the duration or the
+//! request budget.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::json;
+use tokio::task::JoinSet;
+
+use crate::api::{self, Fail};
+use crate::audit::{Auditor, BuyerRecord, HoldRecord};
+use crate::client::Client;
+use crate::setup::{self, Admitted};
+use crate::{Context, ModeRun};
+
+/// Times a buyer re-enters the waiting room after its token lapsed.
+const READMISSIONS_MAX: u32 = 3;
+
+struct Shared {
+    client: Client,
+    run: String,
+    date_id: String,
+    seat_count: u32,
+    holders: u32,
+    deadline: Instant,
+    /// The server's per-user hold limit once learned; `usize::MAX` until then.
+    hold_limit: AtomicUsize,
+    holds: AtomicU64,
+    cancels: AtomicU64,
+    conflicts: AtomicU64,
+}
+
+pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
+    let client = &ctx.client;
+    let admin = ctx.admin_token()?;
+    let seat_count = ctx.seats();
+    let setup_started = Instant::now();
+    let (_, date_id) =
+        setup::concert_with_date(client, admin, &ctx.names, seat_count, ctx.cli.price).await?;
+    setup::sign_up_all(
+        client,
+        ctx.display,
+        &ctx.names,
+        ctx.cli.buyers,
+        ctx.setup_timeout(),
+    )
+    .await?;
+    let (auditor_session, auditor_token) =
+        setup::admit_one(client, &ctx.names.auditor(), ctx.setup_timeout())
+            .await
+            .map_err(|why| anyhow::anyhow!("the auditor: {why}"))?;
+    let admitted = setup::sign_in_and_admit(
+        client,
+        ctx.display,
+        &ctx.names,
+        ctx.cli.buyers,
+        ctx.admission_wait(),
+    )
+    .await?;
+    let setup_seconds = setup_started.elapsed().as_secs_f64();
+
+    let started = client.begin_measured(ctx.duration(), ctx.cli.max_requests);
+    let shared = Arc::new(Shared {
+        client: client.clone(),
+        run: ctx.names.run().to_owned(),
+        date_id: date_id.clone(),
+        seat_count,
+        holders: admitted.len() as u32,
+        deadline: started + ctx.duration(),
+        hold_limit: AtomicUsize::new(usize::MAX),
+        holds: AtomicU64::new(0),
+        cancels: AtomicU64::new(0),
+        conflicts: AtomicU64::new(0),
+    });
+    let holders = admitted.len();
+    let work = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut tasks = JoinSet::new();
+            for (position, buyer) in admitted.into_iter().enumerate() {
+                tasks.spawn(hold_seats(shared.clone(), position as u32, buyer));
+            }
+            let mut records = Vec::with_capacity(holders);
+            while let Some(joined) = tasks.join_next().await {
+                if let Ok(record) = joined {
+                    records.push(record);
+                }
+            }
+            records
+        })
+    };
+    let status = {
+        let shared = shared.clone();
+        move || {
+            let elapsed = started.elapsed().as_secs_f64().max(1e-3);
+            let holds = shared.holds.load(Ordering::Relaxed);
+            (
+                holds,
+                format!(
+                    "holds · {:.0} holds/s · {:.0} req/s · {} cancels",
+                    holds as f64 / elapsed,
+                    shared.client.stats().requests.load(Ordering::Relaxed) as f64 / elapsed,
+                    shared.cancels.load(Ordering::Relaxed),
+                ),
+            )
+        }
+    };
+    let records = ctx
+        .display
+        .run("holds", u64::from(seat_count), status, ctx.bounded(work))
+        .await
+        .unwrap_or_default();
+    let measured_seconds = started.elapsed().as_secs_f64();
+    client.end_measured();
+
+    let holds = shared.holds.load(Ordering::Relaxed);
+    let limit = shared.hold_limit.load(Ordering::Relaxed);
+    let outcome = json!({
+        "buyers": holders,
+        "seats": seat_count,
+        "holds": holds,
+        "holds_per_second": holds as f64 / measured_seconds.max(1e-9),
+        "cancels": shared.cancels.load(Ordering::Relaxed),
+        "hold_conflicts": shared.conflicts.load(Ordering::Relaxed),
+        "hold_limit_learned": (limit != usize::MAX).then_some(limit),
+    });
+    Ok(ModeRun {
+        setup_seconds,
+        measured_seconds,
+        outcome,
+        records,
+        dates: vec![(date_id, seat_count)],
+        auditor: Some(Auditor {
+            session: auditor_session,
+            token: Some(auditor_token),
+        }),
+        check_holds: true,
+    })
+}
+
+async fn hold_seats(shared: Arc<Shared>, position: u32, buyer: Admitted) -> BuyerRecord {
+    let client = &shared.client;
+    let mut record = BuyerRecord {
+        session: Some(buyer.session.clone()),
+        touched: true,
+        ..BuyerRecord::default()
+    };
+    let session = buyer.session.as_str();
+    let mut token = buyer.token;
+    let mut live: VecDeque<String> = VecDeque::new();
+    let mut readmissions = 0;
+    let mut seat = position + 1;
+    while seat <= shared.seat_count && !client.halted() {
+        if live.len() >= shared.hold_limit.load(Ordering::Relaxed) {
+            let Some(oldest) = live.front() else { break };
+            match api::cancel(client, session, oldest).await {
+                Ok(()) => {}
+                Err(fail) if fail.is(409, "reservation_not_held") => {}
+                Err(_) => break,
+            }
+            shared.cancels.fetch_add(1, Ordering::Relaxed);
+            live.pop_front();
+            continue;
+        }
+        let key = format!("lg-{}-{}-seat-{seat}", shared.run, buyer.index);
+        match api::hold(client, session, &token, &shared.date_id, &[seat], &key).await {
+            Ok(reservation) => {
+                shared.holds.fetch_add(1, Ordering::Relaxed);
+                live.push_back(reservation.reservation_id);
+                seat += shared.holders;
+            }
+            Err(fail) if fail.is(422, "hold_limit") => {
+                if live.is_empty() {
+                    break;
+                }
+                shared.hold_limit.fetch_min(live.len(), Ordering::Relaxed);
+            }
+            Err(fail) if fail.is(409, "seat_unavailable") => {
+                shared.conflicts.fetch_add(1, Ordering::Relaxed);
+                seat += shared.holders;
+            }
+            Err(Fail::Refused {
+                status: 401 | 403, ..
+            }) if readmissions < READMISSIONS_MAX => {
+                readmissions += 1;
+                let max_wait = shared.deadline.saturating_duration_since(Instant::now());
+                match api::admit(client, session, max_wait, || client.halted()).await {
+                    api::Admission::Active(fresh) => token = fresh,
+                    _ => break,
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    record.queue_token = Some(token);
+    record.live_holds = live
+        .into_iter()
+        .map(|reservation_id| HoldRecord { reservation_id })
+        .collect();
+    record
+}

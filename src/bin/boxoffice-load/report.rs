@@ -1,0 +1,147 @@
+//! The report: one serialisable value, printed as a table for people or as JSON for machines.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::audit::Audit;
+use crate::stats::MeasuredSummary;
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub tool: &'static str,
+    pub mode: &'static str,
+    pub url: String,
+    /// Every invariant held (always true for `ceiling`, which checks none).
+    pub ok: bool,
+    pub settings: Value,
+    pub setup: Phase,
+    pub measured: MeasuredSummary,
+    /// Why the measured phase ended: `finished`, `duration` or `max_requests`.
+    pub stopped_by: &'static str,
+    /// The mode's own figures (e.g. `sold_out_seconds`, `holds_per_second`).
+    pub outcome: Value,
+    pub invariants: Option<Audit>,
+    pub audit: Phase,
+    /// Queue tokens handed back after the audit (the run's leftovers), so the next run finds
+    /// the waiting room free.
+    pub queue_tokens_left: u64,
+}
+
+/// An unmeasured phase: how long it took and how many requests it sent.
+#[derive(Debug, Serialize)]
+pub struct Phase {
+    pub seconds: f64,
+    pub requests: u64,
+}
+
+pub fn print_table(report: &Report) {
+    let m = &report.measured;
+    println!("boxoffice-load {} against {}", report.mode, report.url);
+    println!("  settings  {}", compact(&report.settings));
+    println!(
+        "  setup     {:.2} s, {} requests (not measured)",
+        report.setup.seconds, report.setup.requests
+    );
+    println!(
+        "  measured  {} requests in {:.2} s = {:.0} req/s (stopped: {})",
+        m.requests, m.seconds, m.requests_per_second, report.stopped_by
+    );
+    println!("  outcome   {}", compact(&report.outcome));
+    let w = &m.connection_wait_ms;
+    println!(
+        "  waits     for a free connection (not in the latencies below): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        w.p50, w.p99, w.max
+    );
+    println!();
+    println!(
+        "{:<52} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "endpoint", "requests", "req/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"
+    );
+    for e in &m.endpoints {
+        let l = &e.latency_ms;
+        println!(
+            "{:<52} {:>9} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
+            e.endpoint, e.requests, e.requests_per_second, l.p50, l.p90, l.p99, l.p99_9, l.max
+        );
+    }
+    println!();
+    if m.errors.is_empty() {
+        println!("errors: none");
+    } else {
+        println!("errors (status 0: no answer)");
+        for e in &m.errors {
+            println!(
+                "  {:<50} {:>3} {:<26} {:>9}",
+                e.endpoint, e.status, e.code, e.count
+            );
+        }
+    }
+    println!();
+    match &report.invariants {
+        None => println!("invariants: none checked in this mode"),
+        Some(a) => {
+            println!("invariants: {}", if a.ok { "OK" } else { "FAILED" });
+            let mark = |ok: bool| if ok { "ok  " } else { "FAIL" };
+            println!(
+                "  {} no seat sold twice: {} oversold; {} seats paid on the server, {} recorded by buyers",
+                mark(a.oversold_seats == 0),
+                a.oversold_seats,
+                a.paid_seats_server,
+                a.paid_seats_recorded
+            );
+            println!(
+                "  {} seat listing agrees with payments: {} sold, {} held, {} available of {}",
+                mark(a.listing_matches_payments),
+                a.listing_sold,
+                a.listing_held,
+                a.listing_available,
+                a.seats_total
+            );
+            if let Some(holds) = a.listing_matches_holds {
+                println!(
+                    "  {} seat listing agrees with live holds ({} seats in two holds)",
+                    mark(holds && a.double_held_seats == 0),
+                    a.double_held_seats
+                );
+            }
+            println!(
+                "  {} money conserved: top-ups {} (+{} unknown) = balances {} + paid {}",
+                mark(a.money_conserved),
+                a.topups,
+                a.topups_uncertain,
+                a.balances,
+                a.paid_amount_server
+            );
+            println!(
+                "  {} audit complete: {} buyers audited, {} failed audit requests ({:.2} s, {} requests)",
+                mark(a.audit_errors == 0),
+                a.buyers_audited,
+                a.audit_errors,
+                report.audit.seconds,
+                report.audit.requests
+            );
+            for failure in &a.failures {
+                println!("  - {failure}");
+            }
+            for seat in &a.mismatched_seats {
+                println!("    {seat}");
+            }
+        }
+    }
+}
+
+/// `key value, key value` of a flat JSON object, numbers rounded for reading.
+fn compact(value: &Value) -> String {
+    let Some(object) = value.as_object() else {
+        return value.to_string();
+    };
+    object
+        .iter()
+        .map(|(key, value)| match value {
+            Value::Number(n) if n.is_f64() => format!("{key} {:.2}", n.as_f64().unwrap_or(0.0)),
+            Value::String(s) => format!("{key} {s}"),
+            other => format!("{key} {other}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}

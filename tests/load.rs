@@ -1,0 +1,153 @@
+//! The load generator end to end: a real server in this process (port 0, cheap hashing, a wide
+//! waiting room), the compiled `boxoffice-load` binary against it in sell-out mode with tiny
+//! numbers, and its JSON report checked: sold out, nothing oversold, money conserved, no 5xx.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use boxoffice::app::Application;
+use boxoffice::config::Settings;
+use serde_json::Value;
+
+/// The generator must be done well inside this.
+const RUN_DEADLINE: Duration = Duration::from_secs(25);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_sell_out_sells_every_seat_once_and_conserves_money() {
+    let mut settings = Settings::for_tests();
+    settings.queue.max_active = 10_000;
+    settings.queue.admit_per_second = 10_000;
+    let data_dir = settings
+        .storage
+        .sqlite_path
+        .parent()
+        .expect("the test store has a directory")
+        .to_path_buf();
+    let app = Application::build(settings.clone())
+        .await
+        .expect("the server builds from test settings");
+    let url = format!("http://{}", app.local_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+
+    let args: Vec<String> = [
+        "--url",
+        &url,
+        "--admin-token",
+        &settings.admin.token,
+        "--mode",
+        "sell-out",
+        "--seats",
+        "200",
+        "--buyers",
+        "400",
+        "--connections",
+        "16",
+        "--duration",
+        "20",
+        "--max-requests",
+        "100000",
+        "--setup-timeout",
+        "20",
+        "--request-timeout",
+        "5",
+        "--json",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let (status, stdout, stderr) = tokio::task::spawn_blocking(move || run_bounded(&args))
+        .await
+        .expect("the generator's runner does not panic");
+
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+    let _ = std::fs::remove_dir_all(&data_dir);
+
+    let report: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("the report is JSON ({e}):\n{stdout}\nstderr:\n{stderr}"));
+    assert_eq!(
+        status,
+        Some(0),
+        "exit status; report:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert_eq!(report["ok"], true, "{report:#}");
+    assert_eq!(report["mode"], "sell-out");
+    assert_eq!(report["outcome"]["sold_out"], true, "{report:#}");
+    assert!(report["outcome"]["sold_out_seconds"].as_f64().is_some());
+    let invariants = &report["invariants"];
+    assert_eq!(invariants["sold_out"], true, "{report:#}");
+    assert_eq!(invariants["listing_sold"], 200, "{report:#}");
+    assert_eq!(invariants["oversold_seats"], 0, "{report:#}");
+    assert_eq!(invariants["listing_matches_payments"], true, "{report:#}");
+    assert_eq!(invariants["money_conserved"], true, "{report:#}");
+    assert_eq!(invariants["audit_errors"], 0, "{report:#}");
+    assert_eq!(
+        invariants["topups"],
+        invariants["paid_amount_server"].as_u64().unwrap()
+            + invariants["balances"].as_u64().unwrap(),
+    );
+    assert_eq!(report["measured"]["status_5xx"], 0, "{report:#}");
+    assert_eq!(report["measured"]["no_response"], 0, "{report:#}");
+    let endpoints: Vec<&str> = report["measured"]["endpoints"]
+        .as_array()
+        .expect("per-endpoint figures")
+        .iter()
+        .filter_map(|e| e["endpoint"].as_str())
+        .collect();
+    for endpoint in [
+        "POST /api/v1/sessions",
+        "POST /api/v1/queue/tokens",
+        "POST /api/v1/reservations",
+        "POST /api/v1/balance/charges",
+        "POST /api/v1/payments",
+    ] {
+        assert!(endpoints.contains(&endpoint), "{endpoint} in {endpoints:?}");
+    }
+}
+
+/// Runs the generator with `args`, killing it if it outlives `RUN_DEADLINE`; returns its exit
+/// code, stdout and stderr.
+fn run_bounded(args: &[String]) -> (Option<i32>, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_boxoffice-load"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the load generator starts");
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let out = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        text
+    });
+    let err = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("the child can be waited for") {
+            break status;
+        }
+        if started.elapsed() > RUN_DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the load generator ran longer than {RUN_DEADLINE:?}; stderr:\n{}",
+                err.join().unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (
+        status.code(),
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default(),
+    )
+}
