@@ -127,6 +127,12 @@ impl Server {
         }
     }
 
+    /// The server process's id, to read its memory from /proc.
+    #[allow(dead_code)] // Used by benches/live_streams.rs, not by every includer.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn output(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
