@@ -27,6 +27,8 @@ pub struct ServerSettings {
     pub listen: SocketAddr,
     /// Bound on requests being worked on at once; past it clients get 503 `overloaded`.
     pub max_in_flight: usize,
+    /// Live-update streams open at once; each idle one holds a connection (about 20–30 KiB).
+    pub max_streams: usize,
     pub request_timeout_seconds: u64,
 }
 
@@ -125,6 +127,7 @@ impl Default for ServerSettings {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_in_flight: 4096,
+            max_streams: 20_000,
             request_timeout_seconds: 10,
         }
     }

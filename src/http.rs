@@ -46,6 +46,8 @@ pub struct AppState {
     pub limits: Arc<limits::RateLimits>,
     pub ready: Arc<AtomicBool>,
     in_flight: Arc<Semaphore>,
+    /// Open live streams; a stream holds its permit until it ends.
+    pub streams: Arc<Semaphore>,
 }
 
 impl AppState {
@@ -55,6 +57,7 @@ impl AppState {
             limits: limits::RateLimits::new(&settings.limits, clock.clone()),
             hasher: Arc::new(PasswordHasher::new(&settings.auth)),
             in_flight: Arc::new(Semaphore::new(settings.server.max_in_flight)),
+            streams: Arc::new(Semaphore::new(settings.server.max_streams)),
             engine,
             settings,
             clock,

@@ -16,6 +16,7 @@ use futures_util::stream::{self, Stream};
 use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::broadcast::Receiver;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::catalog::{seat_listing, seat_status_name};
 use super::error::{ApiError, Problem};
@@ -56,7 +57,14 @@ fn render(batch: &SeatBatch) -> &str {
     })
 }
 
+fn stream_permit(app: &AppState) -> Result<OwnedSemaphorePermit, ApiError> {
+    app.streams.clone().try_acquire_owned().map_err(|_| {
+        ApiError::overloaded("too many live streams are open; poll instead, or retry in a while")
+    })
+}
+
 struct SeatStream {
+    _permit: OwnedSemaphorePermit,
     app: AppState,
     session: Session,
     token: QueueTokenId,
@@ -139,6 +147,7 @@ pub(super) async fn seat_events(
     // Subscribe before the listing is taken, so no change falls between the two.
     let batches = handle.view().subscribe();
     let state = SeatStream {
+        _permit: stream_permit(&app)?,
         app,
         session,
         token,
@@ -151,6 +160,7 @@ pub(super) async fn seat_events(
 }
 
 struct QueueStream {
+    _permit: OwnedSemaphorePermit,
     app: AppState,
     session: Session,
     token: QueueTokenId,
@@ -234,6 +244,7 @@ pub(super) async fn queue_events(
         ));
     }
     let state = QueueStream {
+        _permit: stream_permit(&app)?,
         app,
         session,
         token,

@@ -239,3 +239,45 @@ async fn streams_end_when_the_session_ends_and_refuse_a_waiting_token() {
         "the stream ends once its session is signed out"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_max_streams_a_stream_is_refused_with_503_until_one_closes() {
+    let app = spawn_app_with(|s| s.server.max_streams = 1).await;
+    let (_, date) = app.concert_with_date(4, 100).await;
+    let (buyer, queue) = app.admitted_buyer().await;
+    let mut first = seat_stream(&app, &buyer, &queue, &date).await;
+    assert_eq!(
+        first.next(Duration::from_secs(2)).await.unwrap().0,
+        "snapshot"
+    );
+
+    let refused = app
+        .get("/api/v1/queue/tokens/current/events")
+        .session(&buyer)
+        .queue(&queue)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.headers()["retry-after"], "1");
+    assert_problem(refused, 503, "overloaded").await;
+
+    drop(first);
+    // The server notices the hang-up at its next write (a batch or a heartbeat) or recheck;
+    // a change on the date makes it write at once.
+    let (other, other_queue) = app.admitted_buyer().await;
+    app.hold_ok(&other, &other_queue, &date, &[2]).await;
+    eventually("the closed stream's place to be free", || {
+        let (app, buyer, queue) = (&app, &buyer, &queue);
+        async move {
+            let response = app
+                .get("/api/v1/queue/tokens/current/events")
+                .session(buyer)
+                .queue(queue)
+                .send()
+                .await
+                .ok()?;
+            (response.status() == 200).then_some(())
+        }
+    })
+    .await;
+}
