@@ -126,6 +126,10 @@ pub struct SeatMap {
     by_user: HashMap<UserId, Vec<u32>>,
     /// Held reservations by expiry, so the sweep visits only what is due.
     expiries: BTreeSet<(Timestamp, u32)>,
+    /// Each user's reservations still in the held state, so the hold limit is checked without
+    /// walking the user's whole history. Derived: rebuilt by `restore`, not snapshotted.
+    #[serde(skip)]
+    holding: HashMap<UserId, Vec<u32>>,
     held_seats: u32,
     sold_seats: u32,
 }
@@ -140,6 +144,7 @@ impl SeatMap {
             reservations: Vec::new(),
             by_user: HashMap::new(),
             expiries: BTreeSet::new(),
+            holding: HashMap::new(),
             held_seats: 0,
             sold_seats: 0,
         }
@@ -157,9 +162,16 @@ impl SeatMap {
     pub fn policy(&self) -> HoldPolicy {
         self.policy
     }
-    /// Limits come from configuration, not from a snapshot written under older settings.
-    pub fn set_policy(&mut self, policy: HoldPolicy) {
+    /// Readies a map read from a snapshot: limits come from configuration, not from the
+    /// settings the snapshot was written under, and derived indexes are rebuilt.
+    pub fn restore(&mut self, policy: HoldPolicy) {
         self.policy = policy;
+        self.holding.clear();
+        for r in &self.reservations {
+            if r.state == ReservationState::Held {
+                self.holding.entry(r.user).or_default().push(r.id.seq);
+            }
+        }
     }
     /// Seats held by holds not yet swept; lags the truth by at most one sweep.
     pub fn held_seats(&self) -> u32 {
@@ -223,7 +235,11 @@ impl SeatMap {
     }
 
     fn live_seats_held_by(&self, user: UserId, now: Timestamp) -> u32 {
-        self.reservations_of(user)
+        self.holding
+            .get(&user)
+            .into_iter()
+            .flatten()
+            .map(|seq| &self.reservations[*seq as usize - 1])
             .filter(|r| r.is_live_hold(now))
             .map(|r| r.seats.len() as u32)
             .sum()
@@ -370,6 +386,7 @@ impl SeatMap {
                 self.reservations
                     .push(Reservation::placed_by(event).expect("a hold places a reservation"));
                 self.by_user.entry(*user).or_default().push(reservation.seq);
+                self.holding.entry(*user).or_default().push(reservation.seq);
                 self.expiries.insert((*expires_at, reservation.seq));
                 self.held_seats += seats.len() as u32;
                 seats.clone()
@@ -388,8 +405,9 @@ impl SeatMap {
                 debug_assert_eq!(r.state, ReservationState::Held);
                 r.state = ReservationState::Paid;
                 r.paid_at = Some(*at);
-                let expires_at = r.expires_at;
+                let (expires_at, user) = (r.expires_at, r.user);
                 let seats = r.seats.clone();
+                self.stop_holding(user, seq);
                 self.expiries.remove(&(expires_at, seq));
                 for seat in &seats {
                     let slot = &mut self.seats[seat.index()];
@@ -402,6 +420,15 @@ impl SeatMap {
                 seats
             }
             _ => Vec::new(),
+        }
+    }
+
+    fn stop_holding(&mut self, user: UserId, seq: u32) {
+        if let Some(held) = self.holding.get_mut(&user) {
+            held.retain(|s| *s != seq);
+            if held.is_empty() {
+                self.holding.remove(&user);
+            }
         }
     }
 
@@ -418,8 +445,9 @@ impl SeatMap {
             return Vec::new();
         }
         r.state = end;
-        let expires_at = r.expires_at;
+        let (expires_at, user) = (r.expires_at, r.user);
         let seats = r.seats.clone();
+        self.stop_holding(user, seq);
         self.expiries.remove(&(expires_at, seq));
         self.held_seats -= seats.len() as u32;
         let mut freed = Vec::with_capacity(seats.len());
@@ -610,5 +638,36 @@ mod tests {
             m.prepare_payment(ALICE, r, t(7), None),
             Err(DomainError::ReservationNotHeld)
         );
+    }
+
+    #[test]
+    fn a_map_read_back_from_a_snapshot_enforces_the_hold_limit_as_before() {
+        let mut live = map(20);
+        let first = hold(&mut live, ALICE, &[1, 2], 0).unwrap();
+        hold(&mut live, ALICE, &[3], 10).unwrap();
+        let cancel = live.cancel_hold(ALICE, first, t(20)).unwrap();
+        live.apply(&cancel);
+        hold(&mut live, ALICE, &[4, 5], 30).unwrap();
+        hold(&mut live, BOB, &[6], 40).unwrap();
+
+        let config = bincode::config::standard();
+        let bytes = bincode::serde::encode_to_vec(&live, config).unwrap();
+        let (mut restored, _): (SeatMap, _) =
+            bincode::serde::decode_from_slice(&bytes, config).unwrap();
+        restored.restore(live.policy());
+        assert_eq!(restored, live, "the derived index is rebuilt exactly");
+
+        // Alice holds 3 of 4: one more seat is fine, two are not, in both maps.
+        for m in [&live, &restored] {
+            assert!(m.place_hold(ALICE, &seats(&[7]), t(50), None).is_ok());
+            assert_eq!(
+                m.place_hold(ALICE, &seats(&[7, 8]), t(50), None),
+                Err(DomainError::HoldLimit { max: 4 })
+            );
+            // Once Alice's holds have expired by time, she may hold four again.
+            assert!(m
+                .place_hold(ALICE, &seats(&[7, 8, 9, 10]), t(30 + TTL_MS), None)
+                .is_ok());
+        }
     }
 }

@@ -178,7 +178,7 @@ pub fn recover(settings: &Settings) -> Result<Recovered, RecoveryError> {
     let mut maps: BTreeMap<DateId, (SeatMap, u64)> = dates
         .into_iter()
         .map(|(id, mut d)| {
-            d.state.set_policy(hold_policy(settings));
+            d.state.restore(hold_policy(settings));
             (id, (d.state, d.seq))
         })
         .collect();
