@@ -36,8 +36,19 @@ use crate::security::PasswordHasher;
 use error::ApiError;
 use idempotency::IdempotencyGate;
 
+/// What every handler shares. One `Arc`, so axum's per-request clone of the state is a single
+/// atomic increment, not one per handle inside.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppInner>);
+
+impl std::ops::Deref for AppState {
+    type Target = AppInner;
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
+}
+
+pub struct AppInner {
     pub engine: Engine,
     pub settings: Arc<Settings>,
     pub clock: SharedClock,
@@ -53,7 +64,7 @@ pub struct AppState {
 impl AppState {
     pub fn new(engine: Engine, settings: Arc<Settings>, clock: SharedClock) -> Self {
         let idempotency = Arc::new(IdempotencyGate::new(engine.durability.book.clone()));
-        Self {
+        Self(Arc::new(AppInner {
             limits: limits::RateLimits::new(&settings.limits, clock.clone()),
             hasher: Arc::new(PasswordHasher::new(&settings.auth)),
             in_flight: Arc::new(Semaphore::new(settings.server.max_in_flight)),
@@ -63,7 +74,7 @@ impl AppState {
             clock,
             idempotency,
             ready: Arc::new(AtomicBool::new(false)),
-        }
+        }))
     }
 }
 
