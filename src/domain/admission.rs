@@ -481,15 +481,16 @@ impl AdmissionQueue {
 
     /// Admissions per second over the last few seconds, once at least two are measured.
     pub fn measured_admissions_per_second(&self, now: Timestamp) -> Option<f64> {
-        let mut recent = self
+        // Admissions are recorded in time order, so the ones inside the window are a suffix:
+        // a binary search, not a walk over up to `RATE_WINDOW_MS` worth of admissions per poll.
+        let start = self
             .recent_admissions
-            .iter()
-            .filter(|t| t.plus_millis(RATE_WINDOW_MS) > now);
-        let oldest = recent.next()?;
-        let count = 1 + recent.count();
+            .partition_point(|t| t.plus_millis(RATE_WINDOW_MS) <= now);
+        let count = self.recent_admissions.len() - start;
         if count < 2 {
             return None;
         }
+        let oldest = self.recent_admissions[start];
         let span_ms = (now.as_millis() - oldest.as_millis()).max(1000) as f64;
         Some(count as f64 * 1000.0 / span_ms)
     }
