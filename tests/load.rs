@@ -1,6 +1,7 @@
 //! The load generator end to end: a real server in this process (port 0, cheap hashing, a wide
-//! waiting room), the compiled `boxoffice-load` binary against it in sell-out mode with tiny
-//! numbers, and its JSON report checked: sold out, nothing oversold, money conserved, no 5xx.
+//! waiting room), the compiled `boxoffice-load` binary against it with tiny numbers, and its
+//! JSON report checked. Sell-out: sold out, nothing oversold, money conserved, no 5xx. Soak (a
+//! few seconds): rounds went through, this process's RSS was sampled, the audit passed.
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -13,31 +14,57 @@ use serde_json::Value;
 /// The generator must be done well inside this.
 const RUN_DEADLINE: Duration = Duration::from_secs(25);
 
+/// A server in this process, on port 0, with a waiting room that admits everyone at once.
+struct Server {
+    url: String,
+    admin_token: String,
+    data_dir: std::path::PathBuf,
+    stop: tokio::sync::oneshot::Sender<()>,
+    running: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Server {
+    async fn start(mut settings: Settings) -> Self {
+        settings.queue.max_active = 10_000;
+        settings.queue.admit_per_second = 10_000;
+        let data_dir = settings
+            .storage
+            .sqlite_path
+            .parent()
+            .expect("the test store has a directory")
+            .to_path_buf();
+        let app = Application::build(settings.clone())
+            .await
+            .expect("the server builds from test settings");
+        let url = format!("http://{}", app.local_addr());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(app.run_until(async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            url,
+            admin_token: settings.admin.token,
+            data_dir,
+            stop,
+            running,
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.running).await;
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_sell_out_sells_every_seat_once_and_conserves_money() {
-    let mut settings = Settings::for_tests();
-    settings.queue.max_active = 10_000;
-    settings.queue.admit_per_second = 10_000;
-    let data_dir = settings
-        .storage
-        .sqlite_path
-        .parent()
-        .expect("the test store has a directory")
-        .to_path_buf();
-    let app = Application::build(settings.clone())
-        .await
-        .expect("the server builds from test settings");
-    let url = format!("http://{}", app.local_addr());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until(async move {
-        let _ = stopped.await;
-    }));
-
+    let server = Server::start(Settings::for_tests()).await;
     let args: Vec<String> = [
         "--url",
-        &url,
+        &server.url,
         "--admin-token",
-        &settings.admin.token,
+        &server.admin_token,
         "--mode",
         "sell-out",
         "--seats",
@@ -63,9 +90,7 @@ async fn a_small_sell_out_sells_every_seat_once_and_conserves_money() {
         .await
         .expect("the generator's runner does not panic");
 
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
-    let _ = std::fs::remove_dir_all(&data_dir);
+    server.stop().await;
 
     let report: Value = serde_json::from_str(&stdout)
         .unwrap_or_else(|e| panic!("the report is JSON ({e}):\n{stdout}\nstderr:\n{stderr}"));
@@ -107,6 +132,88 @@ async fn a_small_sell_out_sells_every_seat_once_and_conserves_money() {
     ] {
         assert!(endpoints.contains(&endpoint), "{endpoint} in {endpoints:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_soak_samples_the_servers_rss_and_passes_the_audit() {
+    let mut settings = Settings::for_tests();
+    // Let-sit holds come back within the run.
+    settings.holds.ttl_seconds = 2;
+    let server = Server::start(settings).await;
+    // The server runs in this process, so this process's RSS is the server's.
+    let pid = std::process::id().to_string();
+    let args: Vec<String> = [
+        "--url",
+        &server.url,
+        "--admin-token",
+        &server.admin_token,
+        "--mode",
+        "soak",
+        "--seats",
+        "40",
+        "--buyers",
+        "10",
+        "--connections",
+        "8",
+        "--warmup",
+        "1",
+        "--duration",
+        "3",
+        "--sample-seconds",
+        "1",
+        "--server-pid",
+        &pid,
+        "--setup-timeout",
+        "10",
+        "--request-timeout",
+        "5",
+        "--json",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let (status, stdout, stderr) = tokio::task::spawn_blocking(move || run_bounded(&args))
+        .await
+        .expect("the generator's runner does not panic");
+    server.stop().await;
+
+    let report: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("the report is JSON ({e}):\n{stdout}\nstderr:\n{stderr}"));
+    assert_eq!(
+        status,
+        Some(0),
+        "exit status; report:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert_eq!(report["ok"], true, "{report:#}");
+    assert_eq!(report["mode"], "soak");
+    assert_eq!(report["stopped_by"], "duration", "{report:#}");
+    assert!(report["outcome"]["rounds"].as_u64() > Some(0), "{report:#}");
+    // 40-seat dates run low within the first rounds, so new dates are created and audited.
+    assert!(
+        report["outcome"]["dates_total"].as_u64() >= Some(2),
+        "{report:#}"
+    );
+    let rss = &report["rss"];
+    assert_eq!(rss["sampled"], true, "{report:#}");
+    assert_eq!(rss["pid"].as_u64(), Some(u64::from(std::process::id())));
+    let samples = rss["samples"].as_array().expect("RSS samples");
+    // One at the start, one a second, one at the end.
+    assert!(samples.len() >= 3, "{report:#}");
+    assert!(samples.iter().all(|s| s["rss_kib"].as_u64() > Some(0)));
+    assert!(
+        rss["start_kib"].as_u64() > Some(0) && rss["max_kib"].as_u64() >= rss["end_kib"].as_u64()
+    );
+    assert!(
+        ["flat", "growing"].contains(&rss["verdict"].as_str().unwrap_or("")),
+        "{report:#}"
+    );
+    assert!(rss["rule"].as_str().unwrap_or("").contains("last third"));
+    let invariants = &report["invariants"];
+    assert_eq!(invariants["oversold_seats"], 0, "{report:#}");
+    assert_eq!(invariants["listing_matches_payments"], true, "{report:#}");
+    assert_eq!(invariants["money_conserved"], true, "{report:#}");
+    assert_eq!(invariants["audit_errors"], 0, "{report:#}");
+    assert_eq!(report["measured"]["status_5xx"], 0, "{report:#}");
 }
 
 /// Runs the generator with `args`, killing it if it outlives `RUN_DEADLINE`; returns its exit

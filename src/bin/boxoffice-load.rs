@@ -13,7 +13,8 @@
 //! - `stats`: per-endpoint HDR histograms and error counts of the measured phase.
 //! - `api`: API.md as typed calls, and the waiting-room admission loop.
 //! - `setup`: usernames, sign-ups, admitted buyers, the date.
-//! - `sell_out`, `hot_seat`, `holds`, `ceiling`: the modes.
+//! - `sell_out`, `hot_seat`, `holds`, `soak`, `ceiling`: the modes.
+//! - `rss`: the server's resident memory, sampled during a soak, and the verdict on it.
 //! - `audit`: the invariant check. `report`: the table and the JSON. `progress`: the bar.
 
 #[path = "boxoffice-load/api.rs"]
@@ -34,10 +35,14 @@ mod pool;
 mod progress;
 #[path = "boxoffice-load/report.rs"]
 mod report;
+#[path = "boxoffice-load/rss.rs"]
+mod rss;
 #[path = "boxoffice-load/sell_out.rs"]
 mod sell_out;
 #[path = "boxoffice-load/setup.rs"]
 mod setup;
+#[path = "boxoffice-load/soak.rs"]
+mod soak;
 #[path = "boxoffice-load/stats.rs"]
 mod stats;
 
@@ -58,6 +63,11 @@ use setup::Names;
 const ADMIN_TOKEN_ENV: &str = "BOXOFFICE_ADMIN_TOKEN";
 /// The most seats one date may have (API.md: `seat_count` 1–100,000).
 const SEATS_MAX: u32 = 100_000;
+/// `--duration` and `--max-requests` when not given: soak runs long.
+const DURATION_SECONDS: u64 = 60;
+const SOAK_DURATION_SECONDS: u64 = 600;
+const MAX_REQUESTS: u64 = 2_000_000;
+const SOAK_MAX_REQUESTS: u64 = 20_000_000;
 
 /// Load generator for the boxoffice server: drives the buyer flow of API.md and checks the
 /// invariants through the API.
@@ -99,6 +109,20 @@ Modes:
             queue token checked on every request), cancelling their oldest hold once at the
             per-user limit: durable holds per second. Raise holds.max_seats_per_user on the
             server (e.g. BOXOFFICE__HOLDS__MAX_SEATS_PER_USER=1000) to time holds alone.
+  soak      steady mixed load for 10 minutes (--duration) from a fixed population of buyers,
+            signed up and in once: over and over each takes a queue token and waits to be
+            admitted, reads the seat map, holds 1-2 seats, then cancels (40%), lets the hold
+            expire (20%) or tops up and pays (40%), sometimes reads balance, history and
+            reservations (25%), and leaves the queue. When the current date runs low on
+            available seats a new one is created (admin API; each date is new server state,
+            so keep them large: --seats defaults to 20000); the report counts them. Run the
+            server with short holds (BOXOFFICE__HOLDS__TTL_SECONDS=10) so let-sit holds come
+            back soon. With --server-pid PID the server's RSS (VmRSS of /proc/PID/status) is
+            sampled every --sample-seconds of the measured phase, which starts after setup
+            and a --warmup of the same load; the report gives start, end, max, every sample
+            and a verdict: flat when the mean RSS of the samples in the last third of the
+            measured phase is less than --rss-growth-max-percent (10) above the mean of those
+            in the first third, else growing.
   ceiling   GET /healthz, which does no work, on every connection: the HTTP ceiling of this
             client on this machine.
 
@@ -106,6 +130,7 @@ Examples:
   boxoffice-load --mode sell-out --admin-token secret --seats 2000 --buyers 8000 --connections 64
   boxoffice-load --mode hot-seat --admin-token secret --buyers 500 --seats 10 --rounds 200
   boxoffice-load --mode holds --admin-token secret --buyers 256 --duration 20
+  boxoffice-load --mode soak --admin-token secret --buyers 2000 --connections 32 --server-pid 4242
   boxoffice-load --mode ceiling --duration 10 --json"
 )]
 pub struct Cli {
@@ -128,15 +153,16 @@ pub struct Cli {
     /// reported apart.
     #[arg(long, default_value_t = 64, value_name = "C")]
     pub connections: usize,
-    /// Seats of the date the run creates [default: sell-out 1000, hot-seat 10, holds 100000].
+    /// Seats of the date the run creates [default: sell-out 1000, hot-seat 10, holds 100000,
+    /// soak 20000].
     #[arg(long, value_name = "S")]
     pub seats: Option<u32>,
-    /// Upper bound on the measured phase, in seconds.
-    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
-    pub duration: u64,
-    /// Upper bound on the requests of the measured phase.
-    #[arg(long, default_value_t = 2_000_000, value_name = "N")]
-    pub max_requests: u64,
+    /// Upper bound on the measured phase, in seconds [default: 60, soak 600].
+    #[arg(long, value_name = "SECONDS")]
+    pub duration: Option<u64>,
+    /// Upper bound on the requests of the measured phase [default: 2000000, soak 20000000].
+    #[arg(long, value_name = "N")]
+    pub max_requests: Option<u64>,
     /// sell-out: each buyer wants 1..=k seats, drawn at random (the server's
     /// holds.max_seats_per_user caps it; a 422 hold_limit makes the buyer want fewer).
     #[arg(long, default_value_t = 4, value_name = "K")]
@@ -150,6 +176,21 @@ pub struct Cli {
     /// sell-out: buyers arriving per second; 0 means all at once.
     #[arg(long, default_value_t = 0.0, value_name = "PER_SECOND")]
     pub arrival_rate: f64,
+    /// soak: seconds of the same load before the measured phase (not measured, no RSS
+    /// samples), so the start RSS is that of a server already serving.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    pub warmup: u64,
+    /// soak: the server's process id, to sample its RSS (VmRSS in /proc/PID/status; the server
+    /// must run on this machine). Without it the report says RSS was not sampled.
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
+    /// soak: seconds between RSS samples.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    pub sample_seconds: u64,
+    /// soak: the verdict is "flat" when the last third's mean RSS is less than this many
+    /// percent above the first third's.
+    #[arg(long, default_value_t = 10.0, value_name = "PERCENT")]
+    pub rss_growth_max_percent: f64,
     /// Upper bound on the setup phase (sign-ups, admission), in seconds.
     #[arg(long, default_value_t = 600, value_name = "SECONDS")]
     pub setup_timeout: u64,
@@ -178,6 +219,8 @@ pub enum Mode {
     HotSeat,
     /// Admitted buyers hold distinct seats as fast as possible: holds per second.
     Holds,
+    /// Ten minutes of mixed load from a fixed population, the server's RSS sampled.
+    Soak,
     /// GET /healthz on every connection: the no-work HTTP ceiling.
     Ceiling,
 }
@@ -188,6 +231,7 @@ impl Mode {
             Mode::SellOut => "sell-out",
             Mode::HotSeat => "hot-seat",
             Mode::Holds => "holds",
+            Mode::Soak => "soak",
             Mode::Ceiling => "ceiling",
         }
     }
@@ -218,11 +262,22 @@ impl Context {
             Mode::SellOut | Mode::Ceiling => 1_000,
             Mode::HotSeat => 10,
             Mode::Holds => SEATS_MAX,
+            Mode::Soak => 20_000,
         })
     }
 
     pub fn duration(&self) -> Duration {
-        Duration::from_secs(self.cli.duration)
+        Duration::from_secs(self.cli.duration.unwrap_or(match self.cli.mode {
+            Mode::Soak => SOAK_DURATION_SECONDS,
+            _ => DURATION_SECONDS,
+        }))
+    }
+
+    pub fn max_requests(&self) -> u64 {
+        self.cli.max_requests.unwrap_or(match self.cli.mode {
+            Mode::Soak => SOAK_MAX_REQUESTS,
+            _ => MAX_REQUESTS,
+        })
     }
 
     pub fn setup_timeout(&self) -> Duration {
@@ -262,6 +317,8 @@ pub struct ModeRun {
     pub dates: Vec<(String, u32)>,
     pub auditor: Option<Auditor>,
     pub check_holds: bool,
+    /// The server's RSS during the run (soak only).
+    pub rss: Option<rss::RssReport>,
 }
 
 fn main() -> ExitCode {
@@ -311,7 +368,7 @@ fn validate(cli: &Cli) -> anyhow::Result<()> {
     if !(1..=4_096).contains(&cli.connections) {
         bail!("--connections must be 1..=4096");
     }
-    if cli.duration == 0 || cli.max_requests == 0 {
+    if cli.duration == Some(0) || cli.max_requests == Some(0) {
         bail!("--duration and --max-requests must be at least 1: every run is bounded by both");
     }
     if cli.mode != Mode::Ceiling && !(1..=1_000_000).contains(&cli.buyers) {
@@ -333,6 +390,23 @@ fn validate(cli: &Cli) -> anyhow::Result<()> {
     }
     if !(1..=64).contains(&cli.threads) {
         bail!("--threads must be 1..=64");
+    }
+    if cli.mode != Mode::Soak && cli.server_pid.is_some() {
+        bail!("--server-pid is for --mode soak");
+    }
+    if !(1..=3_600).contains(&cli.sample_seconds) {
+        bail!("--sample-seconds must be 1..=3600");
+    }
+    if cli.warmup > 3_600 {
+        bail!("--warmup must be at most 3600 seconds");
+    }
+    if !(cli.rss_growth_max_percent.is_finite() && cli.rss_growth_max_percent > 0.0) {
+        bail!("--rss-growth-max-percent must be a number > 0");
+    }
+    if let Some(pid) = cli.server_pid {
+        rss::read_kib(pid).map_err(|why| {
+            anyhow::anyhow!("--server-pid {pid}: cannot read its RSS ({why}); is the server running on this machine?")
+        })?;
     }
     Ok(())
 }
@@ -376,6 +450,7 @@ async fn run(cli: Cli) -> anyhow::Result<report::Report> {
         Mode::SellOut => sell_out::run(&ctx).await?,
         Mode::HotSeat => hot_seat::run(&ctx).await?,
         Mode::Holds => holds::run(&ctx).await?,
+        Mode::Soak => soak::run(&ctx).await?,
         Mode::Ceiling => ceiling::run(&ctx).await?,
     };
     let measured = client.stats().summary(mode_run.measured_seconds);
@@ -413,8 +488,8 @@ async fn run(cli: Cli) -> anyhow::Result<report::Report> {
             "buyers": ctx.cli.buyers,
             "connections": ctx.cli.connections,
             "seats": ctx.seats(),
-            "duration_seconds": ctx.cli.duration,
-            "max_requests": ctx.cli.max_requests,
+            "duration_seconds": ctx.duration().as_secs(),
+            "max_requests": ctx.max_requests(),
             "seats_per_buyer": ctx.cli.seats_per_buyer,
             "price": ctx.cli.price,
             "rounds": ctx.cli.rounds,
@@ -422,6 +497,9 @@ async fn run(cli: Cli) -> anyhow::Result<report::Report> {
             "threads": ctx.cli.threads,
             "seed": ctx.seed,
             "run": ctx.names.run(),
+            "warmup_seconds": (ctx.cli.mode == Mode::Soak).then_some(ctx.cli.warmup),
+            "server_pid": ctx.cli.server_pid,
+            "sample_seconds": (ctx.cli.mode == Mode::Soak).then_some(ctx.cli.sample_seconds),
         }),
         setup: report::Phase {
             seconds: mode_run.setup_seconds,
@@ -436,5 +514,6 @@ async fn run(cli: Cli) -> anyhow::Result<report::Report> {
             requests: client.unmeasured_requests() - setup_requests,
         },
         queue_tokens_left,
+        rss: mode_run.rss,
     })
 }

@@ -26,6 +26,7 @@ pub enum Endpoint {
     Charge,
     Pay,
     Balance,
+    History,
     Reservations,
     Health,
     AdminConcert,
@@ -34,7 +35,7 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 16] = [
+    pub const ALL: [Endpoint; 17] = [
         Endpoint::SignUp,
         Endpoint::SignIn,
         Endpoint::TakeQueueToken,
@@ -46,6 +47,7 @@ impl Endpoint {
         Endpoint::Charge,
         Endpoint::Pay,
         Endpoint::Balance,
+        Endpoint::History,
         Endpoint::Reservations,
         Endpoint::Health,
         Endpoint::AdminConcert,
@@ -66,6 +68,7 @@ impl Endpoint {
             Endpoint::Charge => "POST /api/v1/balance/charges",
             Endpoint::Pay => "POST /api/v1/payments",
             Endpoint::Balance => "GET /api/v1/balance",
+            Endpoint::History => "GET /api/v1/balance/history",
             Endpoint::Reservations => "GET /api/v1/reservations",
             Endpoint::Health => "GET /healthz",
             Endpoint::AdminConcert => "POST /api/v1/admin/concerts",
@@ -100,6 +103,7 @@ impl Endpoint {
             Endpoint::PollQueueToken
             | Endpoint::Seats
             | Endpoint::Balance
+            | Endpoint::History
             | Endpoint::Reservations
             | Endpoint::Health
             | Endpoint::AdminStats => Method::GET,
@@ -384,6 +388,16 @@ pub async fn balance(client: &Client, session: &str) -> ApiResult<u64> {
     let call = Call::new(Endpoint::Balance, "/api/v1/balance").bearer(session);
     let body: Value = expect(client.send(&call).await?, &[200])?;
     u64_field(&body, "balance")
+}
+
+/// The balance history; returns how many entries it lists.
+pub async fn history(client: &Client, session: &str) -> ApiResult<usize> {
+    #[derive(Deserialize)]
+    struct History {
+        entries: Vec<serde::de::IgnoredAny>,
+    }
+    let call = Call::new(Endpoint::History, "/api/v1/balance/history").bearer(session);
+    expect::<History>(client.send(&call).await?, &[200]).map(|h| h.entries.len())
 }
 
 pub async fn reservations(client: &Client, session: &str) -> ApiResult<Vec<Reservation>> {

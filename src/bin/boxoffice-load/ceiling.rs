@@ -12,7 +12,7 @@ use crate::{Context, ModeRun};
 
 pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
     let client = &ctx.client;
-    let started = client.begin_measured(ctx.duration(), ctx.cli.max_requests);
+    let started = client.begin_measured(ctx.duration(), ctx.max_requests());
     let work = {
         let client = client.clone();
         let connections = ctx.cli.connections;
@@ -44,7 +44,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
             )
         }
     };
-    let length = ctx.cli.max_requests;
+    let length = ctx.max_requests();
     ctx.display
         .run("ceiling", length, status, ctx.bounded(work))
         .await;
@@ -63,5 +63,6 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
         dates: Vec::new(),
         auditor: None,
         check_holds: false,
+        rss: None,
     })
 }

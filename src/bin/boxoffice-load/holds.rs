@@ -66,7 +66,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
     .await?;
     let setup_seconds = setup_started.elapsed().as_secs_f64();
 
-    let started = client.begin_measured(ctx.duration(), ctx.cli.max_requests);
+    let started = client.begin_measured(ctx.duration(), ctx.max_requests());
     let shared = Arc::new(Shared {
         client: client.clone(),
         run: ctx.names.run().to_owned(),
@@ -142,6 +142,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
             token: Some(auditor_token),
         }),
         check_holds: true,
+        rss: None,
     })
 }
 

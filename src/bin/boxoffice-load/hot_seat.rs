@@ -90,7 +90,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
         .collect();
     let setup_seconds = setup_started.elapsed().as_secs_f64();
 
-    let started = client.begin_measured(ctx.duration(), ctx.cli.max_requests);
+    let started = client.begin_measured(ctx.duration(), ctx.max_requests());
     let tally = Arc::new(Tally::default());
     let dates: Arc<Mutex<Vec<(String, u32)>>> = Arc::default();
     let round_seconds: Arc<Mutex<Vec<f64>>> = Arc::default();
@@ -204,6 +204,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
             token: Some(auditor_token),
         }),
         check_holds: false,
+        rss: None,
     })
 }
 

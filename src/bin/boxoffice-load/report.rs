@@ -4,6 +4,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::audit::Audit;
+use crate::rss::RssReport;
 use crate::stats::MeasuredSummary;
 
 #[derive(Debug, Serialize)]
@@ -25,6 +26,9 @@ pub struct Report {
     /// Queue tokens handed back after the audit (the run's leftovers), so the next run finds
     /// the waiting room free.
     pub queue_tokens_left: u64,
+    /// soak: the server's RSS during the measured phase, every sample, and the verdict.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss: Option<RssReport>,
 }
 
 /// An unmeasured phase: how long it took and how many requests it sent.
@@ -47,6 +51,9 @@ pub fn print_table(report: &Report) {
         m.requests, m.seconds, m.requests_per_second, report.stopped_by
     );
     println!("  outcome   {}", compact(&report.outcome));
+    if let Some(rss) = &report.rss {
+        print_rss(rss);
+    }
     let w = &m.connection_wait_ms;
     println!(
         "  waits     for a free connection (not in the latencies below): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
@@ -127,6 +134,42 @@ pub fn print_table(report: &Report) {
                 println!("    {seat}");
             }
         }
+    }
+}
+
+/// Samples printed per line of the table.
+const SAMPLES_PER_LINE: usize = 8;
+
+fn print_rss(rss: &RssReport) {
+    if !rss.sampled {
+        println!("  rss       not sampled: pass --server-pid PID of the server");
+        return;
+    }
+    let mib =
+        |kib: Option<u64>| kib.map_or("-".to_owned(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
+    let mean = |kib: Option<f64>| kib.map_or("-".to_owned(), |k| format!("{:.1} MiB", k / 1024.0));
+    println!(
+        "  rss       pid {}: start {}, end {}, max {}; first third mean {}, last third mean {} ({})",
+        rss.pid.map_or("-".to_owned(), |p| p.to_string()),
+        mib(rss.start_kib),
+        mib(rss.end_kib),
+        mib(rss.max_kib),
+        mean(rss.first_third_mean_kib),
+        mean(rss.last_third_mean_kib),
+        rss.growth_percent
+            .map_or("growth -".to_owned(), |g| format!("{g:+.1}%")),
+    );
+    println!("  verdict   {} (rule: {})", rss.verdict, rss.rule);
+    if let Some(error) = &rss.error {
+        println!("  sampling  stopped early: {error}");
+    }
+    for (n, line) in rss.samples.chunks(SAMPLES_PER_LINE).enumerate() {
+        let cells: Vec<String> = line
+            .iter()
+            .map(|s| format!("{:>4.0}s {:>6.1}", s.seconds, s.rss_kib as f64 / 1024.0))
+            .collect();
+        let label = if n == 0 { "samples" } else { "" };
+        println!("  {label:<9} {} (MiB)", cells.join("  "));
     }
 }
 

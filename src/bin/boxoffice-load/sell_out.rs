@@ -135,7 +135,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
             .map_err(|why| anyhow::anyhow!("the auditor: {why}"))?;
     let setup_seconds = setup_started.elapsed().as_secs_f64();
 
-    let started = client.begin_measured(ctx.duration(), ctx.cli.max_requests);
+    let started = client.begin_measured(ctx.duration(), ctx.max_requests());
     let shared = Arc::new(Shared {
         client: client.clone(),
         names: ctx.names.clone(),
@@ -234,6 +234,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
             token: Some(auditor_token),
         }),
         check_holds: false,
+        rss: None,
     })
 }
 

@@ -170,6 +170,82 @@ pub async fn sign_in_and_admit(
     Ok(admitted)
 }
 
+/// A signed-in user, not yet in the waiting room.
+pub struct SignedIn {
+    pub index: usize,
+    pub session: String,
+}
+
+/// Signs in the buyers `0..count` (the pool bounds the concurrency). Buyers whose sign-in
+/// fails sit the run out; none signed in is an error.
+pub async fn sign_in_all(
+    client: &Client,
+    display: Display,
+    names: &Names,
+    count: usize,
+    timeout: Duration,
+) -> anyhow::Result<Vec<SignedIn>> {
+    let done = Arc::new(AtomicU64::new(0));
+    let mut tasks = JoinSet::new();
+    for index in 0..count {
+        let (client, done) = (client.clone(), done.clone());
+        let username = names.buyer(index);
+        tasks.spawn(async move {
+            let outcome = api::sign_in(&client, &username, PASSWORD, None).await;
+            done.fetch_add(1, Ordering::Relaxed);
+            outcome.map(|session| SignedIn { index, session })
+        });
+    }
+    let status = move || {
+        (
+            done.load(Ordering::Relaxed),
+            "signing in (argon2; not measured)".to_owned(),
+        )
+    };
+    let all = async {
+        let mut signed_in = Vec::with_capacity(count);
+        let mut first_failure = None;
+        while let Some(joined) = tasks.join_next().await {
+            match joined.context("a sign-in task panicked")? {
+                Ok(buyer) => signed_in.push(buyer),
+                Err(fail) => {
+                    first_failure.get_or_insert(fail);
+                }
+            }
+        }
+        anyhow::Ok((signed_in, first_failure))
+    };
+    let Ok(outcome) = display
+        .run(
+            "sign-in",
+            count as u64,
+            status,
+            tokio::time::timeout(timeout, all),
+        )
+        .await
+    else {
+        bail!(
+            "signing in {count} users took longer than --setup-timeout ({} s)",
+            timeout.as_secs()
+        );
+    };
+    let (mut signed_in, first_failure) = outcome?;
+    if signed_in.is_empty() {
+        bail!(
+            "no buyer could sign in: {}",
+            first_failure.map_or_else(|| "no buyers".to_owned(), |f| f.to_string())
+        );
+    }
+    if let Some(fail) = first_failure {
+        eprintln!(
+            "boxoffice-load: {} of {count} buyers could not sign in and sit out (first: {fail})",
+            count - signed_in.len()
+        );
+    }
+    signed_in.sort_by_key(|b| b.index);
+    Ok(signed_in)
+}
+
 /// Signs `username` in and admits it; returns `(session, active queue token)`.
 pub async fn admit_one(
     client: &Client,
