@@ -248,6 +248,21 @@ pub struct Context {
 }
 
 impl Context {
+    /// The setup every mode shares: sign up `--buyers` buyers, then the auditor, admitted, whose
+    /// session and queue token read the seat listings at the end.
+    async fn sign_up_buyers_and_auditor(&self) -> anyhow::Result<(String, String)> {
+        setup::sign_up_all(
+            &self.client,
+            self.display,
+            &self.names,
+            self.cli.buyers,
+            self.setup_timeout(),
+        )
+        .await?;
+        setup::admit_one(&self.client, &self.names.auditor(), self.setup_timeout())
+            .await
+            .map_err(|why| anyhow::anyhow!("the auditor: {why}"))
+    }
     pub fn admin_token(&self) -> anyhow::Result<&str> {
         self.admin_token.as_deref().with_context(|| {
             format!(

@@ -59,18 +59,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
     let concert = api::create_concert(client, admin, &format!("hot seats {}", ctx.names.run()))
         .await
         .map_err(admin_failure)?;
-    setup::sign_up_all(
-        client,
-        ctx.display,
-        &ctx.names,
-        ctx.cli.buyers,
-        ctx.setup_timeout(),
-    )
-    .await?;
-    let (auditor_session, auditor_token) =
-        setup::admit_one(client, &ctx.names.auditor(), ctx.setup_timeout())
-            .await
-            .map_err(|why| anyhow::anyhow!("the auditor: {why}"))?;
+    let (auditor_session, auditor_token) = ctx.sign_up_buyers_and_auditor().await?;
     let admitted = setup::sign_in_and_admit(
         client,
         ctx.display,

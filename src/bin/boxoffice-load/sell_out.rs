@@ -121,18 +121,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
     let setup_started = Instant::now();
     let (_, date_id) =
         setup::concert_with_date(client, admin, &ctx.names, seat_count, ctx.cli.price).await?;
-    setup::sign_up_all(
-        client,
-        ctx.display,
-        &ctx.names,
-        ctx.cli.buyers,
-        ctx.setup_timeout(),
-    )
-    .await?;
-    let (auditor_session, auditor_token) =
-        setup::admit_one(client, &ctx.names.auditor(), ctx.setup_timeout())
-            .await
-            .map_err(|why| anyhow::anyhow!("the auditor: {why}"))?;
+    let (auditor_session, auditor_token) = ctx.sign_up_buyers_and_auditor().await?;
     let setup_seconds = setup_started.elapsed().as_secs_f64();
 
     let started = client.begin_measured(ctx.duration(), ctx.max_requests());
