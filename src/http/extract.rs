@@ -106,19 +106,26 @@ impl<S: Send + Sync> FromRequestParts<S> for QueueTokenHeader {
 #[derive(Debug, Clone, Copy)]
 pub struct Admitted {
     pub user: UserId,
+    /// Kept, with the token, so a live stream can check both again later.
+    pub session: Session,
+    pub token: QueueTokenId,
 }
 
 impl Admitted {
-    pub(super) fn check(
+    fn check(
         app: &AppState,
-        user: UserId,
+        session: Session,
         token: Result<QueueTokenHeader, ApiError>,
     ) -> Result<Self, ApiError> {
         let QueueTokenHeader(token) = token?;
         app.engine
             .queue
-            .check_admitted(token, user, app.clock.now())?;
-        Ok(Self { user })
+            .check_admitted(token, session.user, app.clock.now())?;
+        Ok(Self {
+            user: session.user,
+            session,
+            token,
+        })
     }
 }
 
@@ -127,7 +134,7 @@ impl FromRequestParts<AppState> for Admitted {
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
         let session = Session::from_request_parts(parts, app).await?;
-        Self::check(app, session.user, QueueTokenHeader::from_parts(parts))
+        Self::check(app, session, QueueTokenHeader::from_parts(parts))
     }
 }
 
@@ -135,8 +142,8 @@ impl FromRequestParts<AppState> for Admitted {
 pub struct DeferredAdmission(Result<QueueTokenHeader, ApiError>);
 
 impl DeferredAdmission {
-    pub fn check(self, app: &AppState, user: UserId) -> Result<Admitted, ApiError> {
-        Admitted::check(app, user, self.0)
+    pub fn check(self, app: &AppState, session: Session) -> Result<Admitted, ApiError> {
+        Admitted::check(app, session, self.0)
     }
 }
 

@@ -137,20 +137,17 @@ impl SeatStream {
 )]
 pub(super) async fn seat_events(
     State(app): State<AppState>,
-    session: Session,
-    token: Result<QueueTokenHeader, ApiError>,
+    admitted: Admitted,
     IdPath(date): IdPath<DateId>,
 ) -> Result<Response, ApiError> {
-    let QueueTokenHeader(token) = token?;
-    Admitted::check(&app, session.user, Ok(QueueTokenHeader(token)))?;
     let handle = app.engine.dates.get(date).ok_or_else(ApiError::not_found)?;
     // Subscribe before the listing is taken, so no change falls between the two.
     let batches = handle.view().subscribe();
     let state = SeatStream {
         _permit: stream_permit(&app)?,
         app,
-        session,
-        token,
+        session: admitted.session,
+        token: admitted.token,
         date,
         batches,
         recheck: recheck_interval(),

@@ -301,7 +301,7 @@ pub(super) async fn pay(
         },
         Claim::Replay(other) => unreachable!("payment keys record payments, not {other:?}"),
         Claim::Unkeyed | Claim::Owner(_) => {
-            let admitted = admission.check(&app, session.user)?;
+            let admitted = admission.check(&app, session)?;
             let body = body.parse()?;
             let id: ReservationId = body
                 .value
