@@ -44,49 +44,94 @@ pub struct Admitted {
     pub token: String,
 }
 
+/// What a setup step over many users gave: the successes in user order, and how many failed
+/// with which first failure.
+struct Fanned<T, E> {
+    done: Vec<T>,
+    failures: u64,
+    first_failure: Option<E>,
+}
+
+/// Runs `step` for each `(index, username)` at once (the client's pool bounds the
+/// concurrency) under a progress bar; `None` when `timeout` passes first.
+async fn fan_out<T, E, Fut>(
+    display: Display,
+    title: &'static str,
+    doing: &'static str,
+    users: Vec<(usize, String)>,
+    timeout: Option<Duration>,
+    step: impl Fn(usize, String) -> Fut,
+) -> anyhow::Result<Option<Fanned<T, E>>>
+where
+    Fut: std::future::Future<Output = Result<T, E>> + Send + 'static,
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    let total = users.len() as u64;
+    let done = Arc::new(AtomicU64::new(0));
+    let mut tasks = JoinSet::new();
+    for (index, username) in users {
+        let (work, done) = (step(index, username), done.clone());
+        tasks.spawn(async move {
+            let outcome = work.await;
+            done.fetch_add(1, Ordering::Relaxed);
+            (index, outcome)
+        });
+    }
+    let status = move || (done.load(Ordering::Relaxed), doing.to_owned());
+    let all = async {
+        let mut fanned = Fanned {
+            done: Vec::new(),
+            failures: 0,
+            first_failure: None,
+        };
+        let mut ordered = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            match joined.with_context(|| format!("a {title} task panicked"))? {
+                (index, Ok(value)) => ordered.push((index, value)),
+                (_, Err(fail)) => {
+                    fanned.failures += 1;
+                    fanned.first_failure.get_or_insert(fail);
+                }
+            }
+        }
+        ordered.sort_by_key(|(index, _)| *index);
+        fanned.done = ordered.into_iter().map(|(_, value)| value).collect();
+        anyhow::Ok(fanned)
+    };
+    match timeout {
+        Some(limit) => match display
+            .run(title, total, status, tokio::time::timeout(limit, all))
+            .await
+        {
+            Ok(fanned) => fanned.map(Some),
+            Err(_) => Ok(None),
+        },
+        None => display.run(title, total, status, all).await.map(Some),
+    }
+}
+
+fn buyers(names: &Names, count: usize) -> Vec<(usize, String)> {
+    (0..count).map(|i| (i, names.buyer(i))).collect()
+}
+
 /// Signs up `buyers` buyers plus the auditor, all at once (the pool bounds the concurrency).
 pub async fn sign_up_all(
     client: &Client,
     display: Display,
     names: &Names,
-    buyers: usize,
+    count: usize,
     timeout: Duration,
 ) -> anyhow::Result<()> {
-    let done = Arc::new(AtomicU64::new(0));
-    let mut tasks = JoinSet::new();
-    let mut usernames: Vec<String> = (0..buyers).map(|i| names.buyer(i)).collect();
-    usernames.push(names.auditor());
-    let total = usernames.len() as u64;
-    for username in usernames {
-        let (client, done) = (client.clone(), done.clone());
-        tasks.spawn(async move {
-            let outcome = api::sign_up(&client, &username, PASSWORD).await;
-            done.fetch_add(1, Ordering::Relaxed);
-            outcome
-        });
-    }
-    let status = {
-        let done = done.clone();
-        move || {
-            let n = done.load(Ordering::Relaxed);
-            (n, "signing up (argon2; not measured)".to_owned())
-        }
+    let mut users = buyers(names, count);
+    users.push((count, names.auditor()));
+    let total = users.len();
+    let step = |_, username: String| {
+        let client = client.clone();
+        async move { api::sign_up(&client, &username, PASSWORD).await }
     };
-    let all = async {
-        let mut first_failure = None;
-        let mut failures = 0u64;
-        while let Some(joined) = tasks.join_next().await {
-            if let Err(fail) = joined.context("a sign-up task panicked")? {
-                failures += 1;
-                first_failure.get_or_insert(fail);
-            }
-        }
-        anyhow::Ok((failures, first_failure))
-    };
-    let outcome = display
-        .run("sign-up", total, status, tokio::time::timeout(timeout, all))
-        .await;
-    let Ok(outcome) = outcome else {
+    let doing = "signing up (argon2; not measured)";
+    let Some(fanned) = fan_out(display, "sign-up", doing, users, Some(timeout), step).await? else {
         bail!(
             "signing up {total} users took longer than --setup-timeout ({} s): \
              make hashing cheap on the server for load runs (auth.argon2_memory_kib, \
@@ -94,14 +139,16 @@ pub async fn sign_up_all(
             timeout.as_secs()
         );
     };
-    let (failures, first) = outcome?;
-    if let Some(fail) = first {
+    if let Some(fail) = fanned.first_failure {
         let hint = if fail.is(429, "rate_limited") {
             "; the server limits sign-ups per IP: set limits.auth_attempts_per_minute_per_ip = 0 for load runs"
         } else {
             ""
         };
-        bail!("{failures} of {total} sign-ups failed, the first with {fail}{hint}");
+        bail!(
+            "{} of {total} sign-ups failed, the first with {fail}{hint}",
+            fanned.failures
+        );
     }
     Ok(())
 }
@@ -115,59 +162,39 @@ pub async fn sign_in_and_admit(
     count: usize,
     max_wait: Duration,
 ) -> anyhow::Result<Vec<Admitted>> {
-    let done = Arc::new(AtomicU64::new(0));
-    let mut tasks = JoinSet::new();
-    for index in 0..count {
-        let (client, done) = (client.clone(), done.clone());
-        let username = names.buyer(index);
-        tasks.spawn(async move {
-            let outcome = admit_one(&client, &username, max_wait).await;
-            done.fetch_add(1, Ordering::Relaxed);
-            outcome.map(|(session, token)| Admitted {
+    let step = |index, username: String| {
+        let client = client.clone();
+        async move {
+            let (session, token) = admit_one(&client, &username, max_wait).await?;
+            Ok::<_, String>(Admitted {
                 index,
                 session,
                 token,
             })
-        });
-    }
-    let status = move || {
-        (
-            done.load(Ordering::Relaxed),
-            "signing in, admitting (not measured)".to_owned(),
-        )
+        }
     };
-    let admitted = display
-        .run("admit", count as u64, status, async {
-            let mut admitted = Vec::with_capacity(count);
-            let mut first_failure = None;
-            while let Some(joined) = tasks.join_next().await {
-                match joined.context("an admission task panicked")? {
-                    Ok(buyer) => admitted.push(buyer),
-                    Err(why) => {
-                        first_failure.get_or_insert(why);
-                    }
-                }
-            }
-            anyhow::Ok((admitted, first_failure))
-        })
-        .await?;
-    let (mut admitted, first_failure) = admitted;
-    if admitted.is_empty() {
+    let doing = "signing in, admitting (not measured)";
+    let Some(fanned) = fan_out(display, "admit", doing, buyers(names, count), None, step).await?
+    else {
+        unreachable!("no timeout was set");
+    };
+    if fanned.done.is_empty() {
         bail!(
             "no buyer was admitted: {}",
-            first_failure.unwrap_or_else(|| "no buyers".to_owned())
+            fanned
+                .first_failure
+                .unwrap_or_else(|| "no buyers".to_owned())
         );
     }
-    if let Some(why) = first_failure {
+    if let Some(why) = fanned.first_failure {
         eprintln!(
             "boxoffice-load: {} of {count} buyers were not admitted in {} s and sit out \
              (first: {why}); raise queue.max_active / queue.admit_per_second for load runs",
-            count - admitted.len(),
+            fanned.failures,
             max_wait.as_secs()
         );
     }
-    admitted.sort_by_key(|a| a.index);
-    Ok(admitted)
+    Ok(fanned.done)
 }
 
 /// A signed-in user, not yet in the waiting room.
@@ -185,65 +212,36 @@ pub async fn sign_in_all(
     count: usize,
     timeout: Duration,
 ) -> anyhow::Result<Vec<SignedIn>> {
-    let done = Arc::new(AtomicU64::new(0));
-    let mut tasks = JoinSet::new();
-    for index in 0..count {
-        let (client, done) = (client.clone(), done.clone());
-        let username = names.buyer(index);
-        tasks.spawn(async move {
-            let outcome = api::sign_in(&client, &username, PASSWORD, None).await;
-            done.fetch_add(1, Ordering::Relaxed);
-            outcome.map(|session| SignedIn { index, session })
-        });
-    }
-    let status = move || {
-        (
-            done.load(Ordering::Relaxed),
-            "signing in (argon2; not measured)".to_owned(),
-        )
-    };
-    let all = async {
-        let mut signed_in = Vec::with_capacity(count);
-        let mut first_failure = None;
-        while let Some(joined) = tasks.join_next().await {
-            match joined.context("a sign-in task panicked")? {
-                Ok(buyer) => signed_in.push(buyer),
-                Err(fail) => {
-                    first_failure.get_or_insert(fail);
-                }
-            }
+    let step = |index, username: String| {
+        let client = client.clone();
+        async move {
+            let session = api::sign_in(&client, &username, PASSWORD, None).await?;
+            Ok::<_, Fail>(SignedIn { index, session })
         }
-        anyhow::Ok((signed_in, first_failure))
     };
-    let Ok(outcome) = display
-        .run(
-            "sign-in",
-            count as u64,
-            status,
-            tokio::time::timeout(timeout, all),
-        )
-        .await
-    else {
+    let doing = "signing in (argon2; not measured)";
+    let users = buyers(names, count);
+    let Some(fanned) = fan_out(display, "sign-in", doing, users, Some(timeout), step).await? else {
         bail!(
             "signing in {count} users took longer than --setup-timeout ({} s)",
             timeout.as_secs()
         );
     };
-    let (mut signed_in, first_failure) = outcome?;
-    if signed_in.is_empty() {
+    if fanned.done.is_empty() {
         bail!(
             "no buyer could sign in: {}",
-            first_failure.map_or_else(|| "no buyers".to_owned(), |f| f.to_string())
+            fanned
+                .first_failure
+                .map_or_else(|| "no buyers".to_owned(), |f| f.to_string())
         );
     }
-    if let Some(fail) = first_failure {
+    if let Some(fail) = fanned.first_failure {
         eprintln!(
             "boxoffice-load: {} of {count} buyers could not sign in and sit out (first: {fail})",
-            count - signed_in.len()
+            fanned.failures
         );
     }
-    signed_in.sort_by_key(|b| b.index);
-    Ok(signed_in)
+    Ok(fanned.done)
 }
 
 /// Signs `username` in and admits it; returns `(session, active queue token)`.
