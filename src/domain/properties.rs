@@ -121,6 +121,19 @@ proptest! {
                         );
                         prop_assert!(blocked, "seat {} refused while free", seat.0);
                     }
+                    if let Err(DomainError::HoldLimit { .. }) = &outcome {
+                        // The limit refuses only a user who really is at it: count the user's
+                        // live holds from the whole history, not the map's own index.
+                        let live: usize = map
+                            .reservations_of(UserId(user))
+                            .filter(|r| r.state == ReservationState::Held && r.expires_at > now)
+                            .map(|r| r.seats.len())
+                            .sum();
+                        prop_assert!(
+                            live + seats.len() > MAX_PER_USER as usize,
+                            "hold_limit with {} live seats and {} asked", live, seats.len()
+                        );
+                    }
                     if outcome.is_err() && seats.len() == 1 && seats[0].0 >= 1 && seats[0].0 <= SEATS {
                         let free = map.seat_status(seats[0], now) == Some(SeatStatus::Available);
                         let over_limit = matches!(outcome, Err(DomainError::HoldLimit { .. }));
