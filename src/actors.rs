@@ -21,7 +21,7 @@ use ractor::{ActorRef, RpcReplyPort};
 use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::domain::idempotency::IdempotencyBook;
-use crate::domain::{DateId, DomainError, ReservationId, UserId};
+use crate::domain::{DateId, DomainError, Event, ReservationId, UserId};
 use crate::store::recovery::{
     self, Recovered, ACCOUNTS_OWNER, CATALOG_OWNER, IDEMPOTENCY_OWNER, LEDGER_OWNER,
 };
@@ -36,6 +36,14 @@ pub use queue::QueueHandle;
 
 /// The idempotency records every owner of keyed requests writes to (ledger, dates).
 pub type SharedBook = Arc<Mutex<IdempotencyBook>>;
+
+/// Records the outcome of a keyed change in the book. The book's lock is shared by every date,
+/// the ledger and its snapshot, so changes without a key never take it.
+pub(crate) fn record_if_keyed(book: &SharedBook, event: &Event) {
+    if event.idempotency().is_some() {
+        book.lock().apply(event);
+    }
+}
 
 /// Answers `reply` once the event behind `value` is committed: no client hears of a change
 /// the disk does not have.

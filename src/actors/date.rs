@@ -240,7 +240,7 @@ impl DateState {
     fn commit(&mut self, event: &Event, now: Timestamp) -> Durable {
         let changed = self.map.apply(event);
         self.view.publish(&self.map, &changed, now);
-        self.deps.durability.book.lock().apply(event);
+        super::record_if_keyed(&self.deps.durability.book, event);
         self.deps.durability.log.append(event)
     }
 

@@ -56,7 +56,7 @@ pub struct LedgerState {
 impl LedgerState {
     fn commit(&mut self, event: &Event) -> Durable {
         self.ledger.apply(event).expect("ledger events move money");
-        self.durability.book.lock().apply(event);
+        super::record_if_keyed(&self.durability.book, event);
         self.durability.log.append(event)
     }
 }

@@ -97,4 +97,14 @@ impl Event {
             Event::PaymentCompleted { .. } => "payment_completed",
         }
     }
+
+    /// The `Idempotency-Key` this change answered, if the client sent one.
+    pub fn idempotency(&self) -> Option<&IdempotencyStamp> {
+        match self {
+            Event::HoldPlaced { idempotency, .. }
+            | Event::BalanceCharged { idempotency, .. }
+            | Event::PaymentCompleted { idempotency, .. } => idempotency.as_ref(),
+            _ => None,
+        }
+    }
 }
