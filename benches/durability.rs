@@ -1,5 +1,5 @@
-//! What durability costs: snapshotting a 50,000-seat date, and recovering 1,000,000 logged
-//! events with and without snapshots.
+//! What durability costs: snapshotting a 50,000-seat date and a day's idempotency book, and
+//! recovering 1,000,000 logged events with and without snapshots.
 //!
 //! `cargo bench --bench durability`
 
@@ -14,7 +14,10 @@ use boxoffice::domain::catalog::Catalog;
 use boxoffice::domain::idempotency::IdempotencyBook;
 use boxoffice::domain::ledger::{BalancePolicy, Ledger};
 use boxoffice::domain::seat_map::{HoldPolicy, SeatMap};
-use boxoffice::domain::{DateId, Event, ReservationId, SeatNo, Timestamp, UserId, Username};
+use boxoffice::domain::{
+    ChargeId, DateId, Event, IdempotencyKey, IdempotencyStamp, ReservationId, SeatNo, Timestamp,
+    UserId, Username,
+};
 use boxoffice::store::recovery::{
     date_owner, ACCOUNTS_OWNER, CATALOG_OWNER, IDEMPOTENCY_OWNER, LEDGER_OWNER,
 };
@@ -78,6 +81,88 @@ fn snapshot_of_a_50k_seat_date(c: &mut Criterion) {
     });
     group.finish();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+const BOOK_KEYS: u64 = 200_000;
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+/// A keyed event of each kind in turn, with a 36-character key as clients send (a UUID).
+fn keyed_event(n: u64) -> Event {
+    let user = UserId(n % 5_000);
+    let at = Timestamp(1_700_000_000_000 + n as i64);
+    let idempotency = Some(IdempotencyStamp {
+        key: IdempotencyKey::parse(&format!("{n:08x}-0000-4000-8000-{:012x}", n * 7919)).unwrap(),
+        fingerprint: n,
+    });
+    let reservation = ReservationId {
+        date: DateId(1),
+        seq: n as u32,
+    };
+    match n % 3 {
+        0 => Event::BalanceCharged {
+            charge: ChargeId(n),
+            user,
+            amount: 10_000,
+            balance_after: 20_000,
+            at,
+            idempotency,
+        },
+        1 => Event::HoldPlaced {
+            reservation,
+            user,
+            seats: vec![
+                SeatNo(1 + (n % 40_000) as u32),
+                SeatNo(2 + (n % 40_000) as u32),
+            ],
+            price: 110_000,
+            at,
+            expires_at: at.plus_millis(300_000),
+            idempotency,
+        },
+        _ => Event::PaymentCompleted {
+            reservation,
+            user,
+            seats: vec![SeatNo(1), SeatNo(2)],
+            amount: 110_000,
+            balance_after: 0,
+            at,
+            idempotency,
+        },
+    }
+}
+
+/// A busy day's idempotency book: what each record costs in memory and what its snapshot
+/// costs the requests waiting on the book's lock (the copy) and off it (the encoding).
+fn snapshot_of_the_idempotency_book(c: &mut Criterion) {
+    let events: Vec<Event> = (0..BOOK_KEYS).map(keyed_event).collect();
+    let before = rss_bytes();
+    let mut book = IdempotencyBook::default();
+    for event in &events {
+        book.apply(event);
+    }
+    let grown = rss_bytes().saturating_sub(before);
+    assert_eq!(book.len() as u64, BOOK_KEYS);
+    let size = snapshot::encode(&book, 1).len();
+    println!(
+        "idempotency book of {BOOK_KEYS} keys: RSS +{:.1} MiB = {} bytes per key; snapshot {size} bytes = {} per key",
+        grown as f64 / (1 << 20) as f64,
+        grown / BOOK_KEYS,
+        size as u64 / BOOK_KEYS
+    );
+    let mut group = c.benchmark_group("snapshot_idempotency_book_200k_keys");
+    group.sample_size(10);
+    group.bench_function("copy_under_the_lock", |b| b.iter(|| book.clone()));
+    group.bench_function("encode", |b| b.iter(|| snapshot::encode(&book, 1)));
+    group.finish();
 }
 
 /// Owner states and the events that built them, decided by the domain itself.
@@ -230,6 +315,7 @@ fn recovery_of_a_million_events(c: &mut Criterion) {
 
 criterion_group!(
     benches,
+    snapshot_of_the_idempotency_book,
     snapshot_of_a_50k_seat_date,
     recovery_of_a_million_events
 );

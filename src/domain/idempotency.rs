@@ -4,13 +4,14 @@
 //!
 //! Only successes are recorded: a refused request changed nothing, so running it again is safe.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use super::error::DomainError;
-use super::events::{Event, IdempotencyStamp};
-use super::seat_map::Reservation;
+use super::events::Event;
 use super::types::*;
 
 /// Keys are remembered at least this long (API.md: 24 hours).
@@ -23,32 +24,51 @@ pub enum KeyedEndpoint {
     Payment,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What a keyed request produced. Only what cannot be read back elsewhere is kept: a hold's
+/// seats, price and expiry never change after it is placed, so its reservation id is enough.
+/// Every record is plain data without heap parts, so a day of keys stays small and copying the
+/// book for its snapshot is a flat copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
     Charge {
         charge: ChargeId,
         amount: u64,
         balance_after: u64,
     },
-    /// The reservation as it was when placed.
-    Reservation(Reservation),
+    /// The hold placed; answer its reservation as it was when placed.
+    Reservation(ReservationId),
+    /// The payment of `reservation`; its seats are the reservation's.
     Payment {
         reservation: ReservationId,
         amount: u64,
         balance_after: u64,
-        seats: Vec<SeatNo>,
         paid_at: Timestamp,
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 struct Record {
     fingerprint: u64,
     outcome: Outcome,
-    at: Timestamp,
 }
 
-type RecordKey = (UserId, KeyedEndpoint, IdempotencyKey);
+/// SHA-256 of the endpoint and the key, cut to 128 bits: a fixed 16 bytes in place of a string
+/// of up to 64, with no allocation. The user id stays whole beside it, so even a collision could
+/// only ever meet the same user's own keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+struct KeyDigest([u8; 16]);
+
+impl KeyDigest {
+    fn of(endpoint: KeyedEndpoint, key: &IdempotencyKey) -> Self {
+        let mut hasher = Sha256::new();
+        hasher.update([endpoint as u8]);
+        hasher.update(key.as_str().as_bytes());
+        let digest = hasher.finalize();
+        Self(digest[..16].try_into().expect("16 bytes"))
+    }
+}
+
+type RecordKey = (UserId, KeyDigest);
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdempotencyBook {
@@ -65,10 +85,10 @@ impl IdempotencyBook {
         endpoint: KeyedEndpoint,
         key: &IdempotencyKey,
         fingerprint: u64,
-    ) -> Result<Option<&Outcome>, DomainError> {
-        match self.records.get(&(user, endpoint, key.clone())) {
+    ) -> Result<Option<Outcome>, DomainError> {
+        match self.records.get(&(user, KeyDigest::of(endpoint, key))) {
             None => Ok(None),
-            Some(record) if record.fingerprint == fingerprint => Ok(Some(&record.outcome)),
+            Some(record) if record.fingerprint == fingerprint => Ok(Some(record.outcome)),
             Some(_) => Err(DomainError::IdempotencyKeyReused),
         }
     }
@@ -95,6 +115,7 @@ impl IdempotencyBook {
                 *at,
             ),
             Event::HoldPlaced {
+                reservation,
                 user,
                 at,
                 idempotency: Some(stamp),
@@ -103,17 +124,17 @@ impl IdempotencyBook {
                 *user,
                 KeyedEndpoint::Reservation,
                 stamp,
-                Outcome::Reservation(Reservation::placed_by(event).expect("a hold")),
+                Outcome::Reservation(*reservation),
                 *at,
             ),
             Event::PaymentCompleted {
                 reservation,
                 user,
-                seats,
                 amount,
                 balance_after,
                 at,
                 idempotency: Some(stamp),
+                ..
             } => (
                 *user,
                 KeyedEndpoint::Payment,
@@ -122,24 +143,34 @@ impl IdempotencyBook {
                     reservation: *reservation,
                     amount: *amount,
                     balance_after: *balance_after,
-                    seats: seats.clone(),
                     paid_at: *at,
                 },
                 *at,
             ),
             _ => return,
         };
-        let IdempotencyStamp { key, fingerprint } = stamp;
-        let record_key = (user, endpoint, key.clone());
-        self.recorded.push_back((at, record_key.clone()));
-        self.records.insert(
-            record_key,
-            Record {
-                fingerprint: *fingerprint,
+        self.record(user, endpoint, &stamp.key, stamp.fingerprint, outcome, at);
+    }
+
+    /// Adds one record; also how records written by an older release are carried over.
+    pub fn record(
+        &mut self,
+        user: UserId,
+        endpoint: KeyedEndpoint,
+        key: &IdempotencyKey,
+        fingerprint: u64,
+        outcome: Outcome,
+        at: Timestamp,
+    ) {
+        let record_key = (user, KeyDigest::of(endpoint, key));
+        // A snapshot may already hold a record whose event is replayed after it: keep one.
+        if let Entry::Vacant(vacant) = self.records.entry(record_key) {
+            vacant.insert(Record {
+                fingerprint,
                 outcome,
-                at,
-            },
-        );
+            });
+            self.recorded.push_back((at, record_key));
+        }
     }
 
     /// Forgets keys recorded more than `KEY_TTL_MS` before `now`.
@@ -148,9 +179,7 @@ impl IdempotencyBook {
             if at.plus_millis(KEY_TTL_MS) > now {
                 break;
             }
-            if self.records.get(key).is_some_and(|r| r.at == *at) {
-                self.records.remove(key);
-            }
+            self.records.remove(key);
             self.recorded.pop_front();
         }
     }
@@ -167,6 +196,7 @@ impl IdempotencyBook {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::IdempotencyStamp;
 
     fn charge(key: &str, fingerprint: u64, at: i64) -> Event {
         Event::BalanceCharged {

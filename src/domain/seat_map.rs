@@ -93,6 +93,16 @@ impl Reservation {
         })
     }
 
+    /// The reservation as its `HoldPlaced` left it: what a replayed hold answers. Only the
+    /// state and `paid_at` change after a hold is placed.
+    pub fn as_placed(self) -> Self {
+        Self {
+            state: ReservationState::Held,
+            paid_at: None,
+            ..self
+        }
+    }
+
     pub fn status_at(&self, now: Timestamp) -> ReservationStatus {
         match self.state {
             ReservationState::Held if self.expires_at <= now => ReservationStatus::Expired,

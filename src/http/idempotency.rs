@@ -94,11 +94,10 @@ impl IdempotencyGate {
                 fingerprint: fingerprint(raw_body),
             },
         };
-        let recorded = self
-            .book
-            .lock()
-            .lookup(user, endpoint, &guard.stamp.key, guard.stamp.fingerprint)
-            .map(|found| found.cloned());
+        let recorded =
+            self.book
+                .lock()
+                .lookup(user, endpoint, &guard.stamp.key, guard.stamp.fingerprint);
         match recorded? {
             Some(outcome) => Ok(Claim::Replay(outcome)),
             None => Ok(Claim::Owner(guard)),

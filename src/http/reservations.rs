@@ -19,7 +19,7 @@ use super::{rfc3339, AppState};
 use crate::actors::date::PaymentReceipt;
 use crate::domain::idempotency::{KeyedEndpoint, Outcome};
 use crate::domain::seat_map::Reservation;
-use crate::domain::{DateId, PaymentId, ReservationId, SeatNo};
+use crate::domain::{DateId, PaymentId, ReservationId, SeatNo, UserId};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -132,7 +132,11 @@ pub(super) async fn hold(
         .claim(admitted.user, KeyedEndpoint::Reservation, key, &body.raw)
         .await?;
     let reservation = match &claim {
-        Claim::Replay(Outcome::Reservation(placed)) => placed.clone(),
+        Claim::Replay(Outcome::Reservation(placed)) => {
+            recorded_reservation(&app, admitted.user, *placed)
+                .await?
+                .as_placed()
+        }
         Claim::Replay(other) => unreachable!("hold keys record holds, not {other:?}"),
         Claim::Unkeyed | Claim::Owner(_) => {
             handle.hold(admitted.user, seats, claim.stamp()).await?
@@ -290,13 +294,14 @@ pub(super) async fn pay(
             reservation,
             amount,
             balance_after,
-            seats,
             paid_at,
         }) => PaymentReceipt {
             reservation: *reservation,
             amount: *amount,
             balance: *balance_after,
-            seats: seats.clone(),
+            seats: recorded_reservation(&app, session.user, *reservation)
+                .await?
+                .seats,
             paid_at: *paid_at,
         },
         Claim::Replay(other) => unreachable!("payment keys record payments, not {other:?}"),
@@ -317,4 +322,19 @@ pub(super) async fn pay(
         }
     };
     Ok((StatusCode::CREATED, Json(PaymentBody::from(&receipt))).into_response())
+}
+
+/// A reservation an idempotency record names. The book keeps only its id; the date keeps the
+/// reservation itself for as long as the date exists.
+async fn recorded_reservation(
+    app: &AppState,
+    user: UserId,
+    id: ReservationId,
+) -> Result<Reservation, ApiError> {
+    let handle = app
+        .engine
+        .dates
+        .get(id.date)
+        .ok_or_else(ApiError::not_found)?;
+    Ok(handle.reservation(user, id).await?)
 }

@@ -103,13 +103,24 @@ fn start<T: DeserializeOwned>(
     owner: &str,
     empty: impl FnOnce() -> T,
 ) -> Result<Start<T>, RecoveryError> {
-    Ok(match snapshot::load_newest::<T>(dir, owner)? {
-        Some((state, seq)) => Start { state, seq },
-        None => Start {
-            state: empty(),
-            seq: 0,
+    start_upgrading(dir, owner, empty, None)
+}
+
+fn start_upgrading<T: DeserializeOwned>(
+    dir: &Path,
+    owner: &str,
+    empty: impl FnOnce() -> T,
+    upgrade: Option<snapshot::Upgrade<T>>,
+) -> Result<Start<T>, RecoveryError> {
+    Ok(
+        match snapshot::load_newest_upgrading::<T>(dir, owner, upgrade)? {
+            Some((state, seq)) => Start { state, seq },
+            None => Start {
+                state: empty(),
+                seq: 0,
+            },
         },
-    })
+    )
 }
 
 pub fn recover(settings: &Settings) -> Result<Recovered, RecoveryError> {
@@ -120,7 +131,12 @@ pub fn recover(settings: &Settings) -> Result<Recovered, RecoveryError> {
     let accounts = start(dir, ACCOUNTS_OWNER, Accounts::default)?;
     let catalog = start(dir, CATALOG_OWNER, Catalog::default)?;
     let ledger = start(dir, LEDGER_OWNER, || Ledger::new(balance_policy(settings)))?;
-    let book = start(dir, IDEMPOTENCY_OWNER, IdempotencyBook::default)?;
+    let book = start_upgrading(
+        dir,
+        IDEMPOTENCY_OWNER,
+        IdempotencyBook::default,
+        Some(super::legacy::book_from_older),
+    )?;
     let queue = snapshot::load_newest::<QueueSnapshot>(dir, QUEUE_OWNER)?.map(|(q, _)| q);
     let mut dates: BTreeMap<DateId, Start<SeatMap>> = BTreeMap::new();
     for info in catalog.state.dates() {

@@ -20,14 +20,22 @@ use sha2::{Digest, Sha256};
 use super::log::EventLog;
 
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"BOXSNAP\0";
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+/// The version this build writes. Version 1 differs only in the idempotency book's records, so
+/// every other owner reads a version-1 payload as it is and the book converts its own
+/// (`store::legacy`). Changing any owner's layout means a new version and a reader for the old.
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
+/// The oldest version this build still reads.
+pub const OLDEST_READABLE_VERSION: u32 = 1;
+
+/// Reads the payload of an older format version into today's state.
+pub type Upgrade<T> = fn(version: u32, payload: &[u8]) -> Result<T, String>;
 const HEADER_LEN: usize = 8 + 4 + 4 + 8 + 8 + 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
     #[error("snapshot {path} is corrupt or truncated: {reason}")]
     Corrupt { path: PathBuf, reason: String },
-    #[error("snapshot {path} has format version {found}; this build reads version {SNAPSHOT_FORMAT_VERSION}. Run the boxoffice release that wrote it, or move the file away to rebuild from the log")]
+    #[error("snapshot {path} has format version {found}; this build reads versions {OLDEST_READABLE_VERSION} to {SNAPSHOT_FORMAT_VERSION}. Run the boxoffice release that wrote it, or move the file away to rebuild from the log")]
     UnknownVersion { path: PathBuf, found: u32 },
     #[error("cannot write snapshot {path}: {reason}")]
     Io { path: PathBuf, reason: String },
@@ -60,6 +68,15 @@ pub fn encode<T: Serialize>(state: &T, seq: u64) -> Vec<u8> {
 
 /// Checks and decodes a snapshot file image; returns the state and the sequence it covers.
 pub fn decode<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<(T, u64), SnapshotError> {
+    decode_upgrading(path, bytes, None)
+}
+
+/// `decode`, reading an older version's payload with `upgrade` when the owner's layout changed.
+pub fn decode_upgrading<T: DeserializeOwned>(
+    path: &Path,
+    bytes: &[u8],
+    upgrade: Option<Upgrade<T>>,
+) -> Result<(T, u64), SnapshotError> {
     let corrupt = |reason: &str| SnapshotError::Corrupt {
         path: path.to_owned(),
         reason: reason.to_owned(),
@@ -72,7 +89,7 @@ pub fn decode<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<(T, u64)
     let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
     let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
     let version = u32_at(8);
-    if version != SNAPSHOT_FORMAT_VERSION {
+    if !(OLDEST_READABLE_VERSION..=SNAPSHOT_FORMAT_VERSION).contains(&version) {
         return Err(SnapshotError::UnknownVersion {
             path: path.to_owned(),
             found: version,
@@ -90,9 +107,19 @@ pub fn decode<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<(T, u64)
     if checksum(payload) != sum {
         return Err(corrupt("checksum mismatch"));
     }
-    let (state, _) = bincode::serde::decode_from_slice(payload, bincode::config::standard())
-        .map_err(|e| corrupt(&format!("undecodable payload: {e}")))?;
+    let state = match upgrade {
+        Some(upgrade) if version < SNAPSHOT_FORMAT_VERSION => upgrade(version, payload)
+            .map_err(|e| corrupt(&format!("undecodable version-{version} payload: {e}")))?,
+        _ => decode_payload(payload).map_err(|e| corrupt(&format!("undecodable payload: {e}")))?,
+    };
     Ok((state, seq))
+}
+
+/// The bincode payload alone, as every version so far has framed it.
+pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, String> {
+    bincode::serde::decode_from_slice(payload, bincode::config::standard())
+        .map(|(state, _)| state)
+        .map_err(|e| e.to_string())
 }
 
 pub fn file_name(owner: &str, seq: u64) -> String {
@@ -156,6 +183,15 @@ pub fn load_newest<T: DeserializeOwned>(
     dir: &Path,
     owner: &str,
 ) -> Result<Option<(T, u64)>, SnapshotError> {
+    load_newest_upgrading(dir, owner, None)
+}
+
+/// `load_newest` for an owner whose layout changed since an older version (see `Upgrade`).
+pub fn load_newest_upgrading<T: DeserializeOwned>(
+    dir: &Path,
+    owner: &str,
+    upgrade: Option<Upgrade<T>>,
+) -> Result<Option<(T, u64)>, SnapshotError> {
     for (_, path) in list(dir, owner) {
         let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
@@ -164,7 +200,7 @@ pub fn load_newest<T: DeserializeOwned>(
                 continue;
             }
         };
-        match decode(&path, &bytes) {
+        match decode_upgrading(&path, &bytes, upgrade) {
             Ok(found) => return Ok(Some(found)),
             Err(error @ SnapshotError::UnknownVersion { .. }) => return Err(error),
             Err(error) => {

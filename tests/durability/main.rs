@@ -280,9 +280,74 @@ async fn kill_nine_at_any_moment_loses_nothing_acknowledged() {
 }
 
 /// A fixed little history: two buyers, charges, holds, a payment and a cancellation.
-async fn some_history(api: &Api) -> (String, Vec<String>) {
+/// A keyed request already answered, to be sent again after a restart.
+struct KeyedRequest {
+    path: &'static str,
+    headers: Vec<(String, String)>,
+    body: Value,
+    answered: (StatusCode, Value),
+}
+
+impl KeyedRequest {
+    /// Sends the request with its `Idempotency-Key` and remembers the answer.
+    async fn send(
+        api: &Api,
+        path: &'static str,
+        headers: &[(&str, &str)],
+        key: &str,
+        body: Value,
+    ) -> Self {
+        let mut headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect();
+        headers.push(("idempotency-key".to_owned(), key.to_owned()));
+        let answered = api
+            .post(path, &borrowed(&headers), body.clone())
+            .await
+            .unwrap();
+        Self {
+            path,
+            headers,
+            body,
+            answered,
+        }
+    }
+
+    /// The same request again gets the same answer. Waiting-room tokens live in snapshots,
+    /// not the log, so a hold is retried with a token taken after the restart, as a client
+    /// would; a payment's retry is answered before its token is looked at.
+    async fn assert_replayed(&self, api: &Api) {
+        let mut headers = self.headers.clone();
+        if self.path == "/api/v1/reservations" {
+            let session = headers[0].1.trim_start_matches("Bearer ").to_owned();
+            headers[1].1 = api.admitted(&session).await.unwrap();
+        }
+        let again = api
+            .post(self.path, &borrowed(&headers), self.body.clone())
+            .await
+            .unwrap();
+        assert_eq!(
+            again, self.answered,
+            "a retry of {} {}",
+            self.path, self.body
+        );
+    }
+}
+
+fn borrowed(headers: &[(String, String)]) -> Vec<(&str, &str)> {
+    headers
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect()
+}
+
+/// Two buyers: ada charges, holds two seats and pays; bob charges, holds and cancels. Charges,
+/// holds and payments carry idempotency keys; the requests are returned to be retried.
+async fn some_history(api: &Api) -> (String, Vec<String>, Vec<KeyedRequest>) {
     let date = api.create_date(50, 700).await;
     let mut sessions = Vec::new();
+    let mut keyed = Vec::new();
     for name in ["ada", "bob"] {
         let session = api.new_user(name).await;
         let auth = bearer(&session);
@@ -291,33 +356,42 @@ async fn some_history(api: &Api) -> (String, Vec<String>) {
             ("authorization", auth.as_str()),
             ("x-queue-token", token.as_str()),
         ];
-        api.post(
+        let charge = KeyedRequest::send(
+            api,
             "/api/v1/balance/charges",
             &headers,
+            &format!("{name}-charge"),
             json!({"amount": 5_000}),
         )
-        .await
-        .unwrap();
+        .await;
+        assert_eq!(charge.answered.0, StatusCode::CREATED);
         let seat = if name == "ada" { 1 } else { 2 };
-        let (_, held) = api
-            .post(
-                "/api/v1/reservations",
-                &headers,
-                json!({"date_id": date, "seat_nos": [seat, seat + 10]}),
-            )
-            .await
-            .unwrap();
-        let reservation = held["reservation_id"].as_str().unwrap().to_owned();
+        let hold = KeyedRequest::send(
+            api,
+            "/api/v1/reservations",
+            &headers,
+            &format!("{name}-hold"),
+            json!({"date_id": date, "seat_nos": [seat, seat + 10]}),
+        )
+        .await;
+        assert_eq!(hold.answered.0, StatusCode::CREATED);
+        let reservation = hold.answered.1["reservation_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        keyed.push(charge);
         if name == "ada" {
-            let (status, _) = api
-                .post(
-                    "/api/v1/payments",
-                    &headers,
-                    json!({"reservation_id": reservation}),
-                )
-                .await
-                .unwrap();
-            assert_eq!(status, StatusCode::CREATED);
+            let pay = KeyedRequest::send(
+                api,
+                "/api/v1/payments",
+                &headers,
+                "ada-pay",
+                json!({"reservation_id": reservation}),
+            )
+            .await;
+            assert_eq!(pay.answered.0, StatusCode::CREATED);
+            // The payment ended ada's admission, so only the payment itself replays.
+            keyed.push(pay);
         } else {
             let (status, _) = api
                 .call(
@@ -329,10 +403,11 @@ async fn some_history(api: &Api) -> (String, Vec<String>) {
                 .await
                 .unwrap();
             assert_eq!(status, StatusCode::NO_CONTENT);
+            keyed.push(hold);
         }
         sessions.push(session);
     }
-    (date, sessions)
+    (date, sessions, keyed)
 }
 
 /// What a client can see of the state: balances, histories, reservations and the seat map.
@@ -367,7 +442,7 @@ async fn a_graceful_restart_replays_less_than_a_full_replay_and_ends_in_the_same
     )];
     let server = Server::start(&dir, &env);
     let api = Api::new(&server.base);
-    let (date, sessions) = some_history(&api).await;
+    let (date, sessions, keyed) = some_history(&api).await;
     let before = observable_state(&api, &date, &sessions).await;
     let logged = api.admin_stats().await["log_sequence"].as_u64().unwrap();
     assert!(logged >= 12, "the history is in the log: {logged}");
@@ -381,6 +456,9 @@ async fn a_graceful_restart_replays_less_than_a_full_replay_and_ends_in_the_same
     let replayed_full = api.admin_stats().await["replayed_events"].as_u64().unwrap();
     assert!(replayed_full >= logged, "{replayed_full} < {logged}");
     assert_eq!(observable_state(&api, &date, &sessions).await, before);
+    for request in &keyed {
+        request.assert_replayed(&api).await;
+    }
     assert_eq!(full.stop_gracefully(), Some(0));
 
     // From the graceful stop's snapshots only the tail after them is replayed.
@@ -394,6 +472,9 @@ async fn a_graceful_restart_replays_less_than_a_full_replay_and_ends_in_the_same
         "snapshots spare the replay: {replayed_fast} events after a graceful stop, {replayed_full} in full"
     );
     assert_eq!(observable_state(&api, &date, &sessions).await, before);
+    for request in &keyed {
+        request.assert_replayed(&api).await;
+    }
     drop(fast);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -449,7 +530,7 @@ async fn a_corrupt_or_truncated_snapshot_is_reported_and_skipped() {
         )];
         let server = Server::start(&dir, &env);
         let api = Api::new(&server.base);
-        let (date, sessions) = some_history(&api).await;
+        let (date, sessions, _) = some_history(&api).await;
         let before = observable_state(&api, &date, &sessions).await;
         assert_eq!(server.stop_gracefully(), Some(0));
         for owner in ["ledger", "date-1", "accounts"] {
