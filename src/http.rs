@@ -12,6 +12,7 @@ mod live;
 mod openapi;
 mod ops;
 mod queue;
+mod request_metrics;
 mod reservations;
 mod users;
 mod web;
@@ -35,6 +36,7 @@ use crate::domain::Timestamp;
 use crate::security::PasswordHasher;
 use error::ApiError;
 use idempotency::IdempotencyGate;
+use request_metrics::RequestMetrics;
 
 /// What every handler shares. One `Arc`, so axum's per-request clone of the state is a single
 /// atomic increment, not one per handle inside.
@@ -105,7 +107,10 @@ pub fn router(state: AppState) -> Router {
             (state.in_flight.clone(), timeout),
             bound_in_flight,
         ))
-        .layer(middleware::from_fn(request_span))
+        .layer(middleware::from_fn_with_state(
+            Arc::new(RequestMetrics::default()),
+            request_span,
+        ))
         .with_state(state)
 }
 
@@ -114,7 +119,11 @@ const REQUEST_ID_HEADER: &str = "x-request-id";
 /// Every request runs in a span named by its request id: the client's `X-Request-Id` when it
 /// is a sane token, else a fresh one; the id goes back in the response. Headers and bodies are
 /// never logged, so no password or token reaches a log line.
-async fn request_span(request: Request, next: Next) -> Response {
+async fn request_span(
+    State(metrics): State<Arc<RequestMetrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
     use tracing::Instrument;
     let id = request
         .headers()
@@ -137,30 +146,22 @@ async fn request_span(request: Request, next: Next) -> Response {
         path = %request.uri().path(),
     );
     let started = std::time::Instant::now();
-    // The route's template, not the path: ids never become labels, and unknown paths (whatever
-    // a client typed) share one label.
+    // The route's template, not the path: ids never become labels.
     let route = request
         .extensions()
         .get::<axum::extract::MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
-    let method = request.method().as_str().to_owned();
+        .cloned();
+    let method = request.method().clone();
     let mut response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     let micros = elapsed.as_micros() as u64;
-    metrics::counter!(
-        "boxoffice_http_requests_total",
-        "method" => method.clone(),
-        "route" => route.clone(),
-        "status" => status.to_string()
-    )
-    .increment(1);
-    metrics::histogram!(
-        "boxoffice_http_request_duration_seconds",
-        "method" => method,
-        "route" => route
-    )
-    .record(elapsed.as_secs_f64());
+    metrics.record(
+        &method,
+        route.as_ref().map(|r| r.as_str()),
+        status,
+        elapsed.as_secs_f64(),
+    );
     span.in_scope(|| {
         if status >= 500 {
             tracing::warn!(status, micros, "served");
