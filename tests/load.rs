@@ -1,7 +1,8 @@
 //! The load generator end to end: a real server in this process (port 0, cheap hashing, a wide
 //! waiting room), the compiled `boxoffice-load` binary against it with tiny numbers, and its
 //! JSON report checked. Sell-out: sold out, nothing oversold, money conserved, no 5xx. Soak (a
-//! few seconds): rounds went through, this process's RSS was sampled, the audit passed.
+//! few seconds): rounds went through, this process's RSS was sampled, the audit passed. Polls
+//! (one admission slot, long TTLs): every poll answered the exact position.
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -27,6 +28,11 @@ impl Server {
     async fn start(mut settings: Settings) -> Self {
         settings.queue.max_active = 10_000;
         settings.queue.admit_per_second = 10_000;
+        Self::start_with_queue_as_given(settings).await
+    }
+
+    /// A server whose waiting room is as `settings` say.
+    async fn start_with_queue_as_given(settings: Settings) -> Self {
         let data_dir = settings
             .storage
             .sqlite_path
@@ -214,6 +220,70 @@ async fn a_short_soak_samples_the_servers_rss_and_passes_the_audit() {
     assert_eq!(invariants["money_conserved"], true, "{report:#}");
     assert_eq!(invariants["audit_errors"], 0, "{report:#}");
     assert_eq!(report["measured"]["status_5xx"], 0, "{report:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polls_of_a_still_waiting_line_answer_exact_positions() {
+    let mut settings = Settings::for_tests();
+    // One admission slot, taken for longer than the run; no waiting token dropped.
+    settings.queue.max_active = 1;
+    settings.queue.active_ttl_seconds = 86_400;
+    settings.queue.waiting_ttl_seconds = 86_400;
+    let server = Server::start_with_queue_as_given(settings).await;
+    let args: Vec<String> = [
+        "--url",
+        &server.url,
+        "--mode",
+        "polls",
+        "--buyers",
+        "300",
+        "--connections",
+        "8",
+        "--duration",
+        "1",
+        "--setup-timeout",
+        "10",
+        "--request-timeout",
+        "5",
+        "--json",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let (status, stdout, stderr) = tokio::task::spawn_blocking(move || run_bounded(&args))
+        .await
+        .expect("the generator's runner does not panic");
+    server.stop().await;
+
+    let report: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("the report is JSON ({e}):\n{stdout}\nstderr:\n{stderr}"));
+    assert_eq!(
+        status,
+        Some(0),
+        "exit status; report:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert_eq!(report["ok"], true, "{report:#}");
+    assert_eq!(report["mode"], "polls");
+    let outcome = &report["outcome"];
+    // A fresh server: the run's first token takes the slot, the other 299 wait at 1..=299.
+    assert_eq!(outcome["active_of_run"], 1, "{report:#}");
+    assert_eq!(outcome["waiting"], 299, "{report:#}");
+    assert_eq!(outcome["line_length"], 299, "{report:#}");
+    assert!(outcome["polls_exact"].as_u64() > Some(0), "{report:#}");
+    assert_eq!(outcome["polls_exact"], outcome["polls"], "{report:#}");
+    assert_eq!(outcome["mismatches"], 0, "{report:#}");
+    assert!(
+        outcome["ratio_percent"].as_f64().is_some_and(|r| r > 0.0),
+        "{report:#}"
+    );
+    assert!(outcome["ceiling_per_second"].as_f64() > Some(0.0));
+    assert!(outcome["poll_p99_ms"].as_f64() > Some(0.0), "{report:#}");
+    let checks = report["checks"].as_array().expect("the mode's checks");
+    assert_eq!(checks.len(), 1, "{report:#}");
+    assert_eq!(checks[0]["ok"], true, "{report:#}");
+    assert_eq!(report["measured"]["status_5xx"], 0, "{report:#}");
+    // Every token of the run left the queue again.
+    assert_eq!(report["queue_tokens_left"], 300, "{report:#}");
 }
 
 /// Runs the generator with `args`, killing it if it outlives `RUN_DEADLINE`; returns its exit

@@ -13,8 +13,10 @@
 //! - `stats`: per-endpoint HDR histograms and error counts of the measured phase.
 //! - `api`: API.md as typed calls, and the waiting-room admission loop.
 //! - `setup`: usernames, sign-ups, admitted buyers, the date.
-//! - `sell_out`, `hot_seat`, `holds`, `soak`, `ceiling`: the modes.
-//! - `rss`: the server's resident memory, sampled during a soak, and the verdict on it.
+//! - `sell_out`, `hot_seat`, `holds`, `soak`, `ceiling`, `polls`: the modes (`ceiling` also
+//!   holds `flood`, the measured phase `polls` reuses for the ceiling and its polls).
+//! - `rss`: the server's resident memory, sampled during a soak (and after `polls`' setup),
+//!   and the verdict on it.
 //! - `audit`: the invariant check. `report`: the table and the JSON. `progress`: the bar.
 
 #[path = "boxoffice-load/api.rs"]
@@ -29,6 +31,8 @@ mod client;
 mod holds;
 #[path = "boxoffice-load/hot_seat.rs"]
 mod hot_seat;
+#[path = "boxoffice-load/polls.rs"]
+mod polls;
 #[path = "boxoffice-load/pool.rs"]
 mod pool;
 #[path = "boxoffice-load/progress.rs"]
@@ -125,13 +129,26 @@ Modes:
             in the first third, else growing.
   ceiling   GET /healthz, which does no work, on every connection: the HTTP ceiling of this
             client on this machine.
+  polls     queue polls against a long waiting line: setup signs --buyers N up and in and each
+            takes a queue token (positions learned from the issuing answers); the measured
+            phase is the ceiling for --duration, then GET /api/v1/queue/tokens/current of
+            random waiting buyers on every connection for --duration (each with the whole
+            --max-requests). Every poll must answer waiting at the buyer's exact position; any
+            other answer is a mismatch and fails the run. Reports polls/s (exact answers),
+            the ceiling's req/s and their ratio. The line must hold still, so start the server
+            for it with one admission slot and long TTLs:
+              BOXOFFICE__QUEUE__MAX_ACTIVE=1 BOXOFFICE__QUEUE__WAITING_TTL_SECONDS=86400
+              BOXOFFICE__QUEUE__ACTIVE_TTL_SECONDS=86400
+            and nothing else using the waiting room. With --server-pid PID the report gives the
+            server's RSS after setup. The run's tokens leave the queue at the end.
 
 Examples:
   boxoffice-load --mode sell-out --admin-token secret --seats 2000 --buyers 8000 --connections 64
   boxoffice-load --mode hot-seat --admin-token secret --buyers 500 --seats 10 --rounds 200
   boxoffice-load --mode holds --admin-token secret --buyers 256 --duration 20
   boxoffice-load --mode soak --admin-token secret --buyers 2000 --connections 32 --server-pid 4242
-  boxoffice-load --mode ceiling --duration 10 --json"
+  boxoffice-load --mode ceiling --duration 10 --json
+  boxoffice-load --mode polls --buyers 100000 --connections 64 --duration 8 --server-pid 4242"
 )]
 pub struct Cli {
     /// What to measure; see the modes above.
@@ -141,7 +158,7 @@ pub struct Cli {
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub url: String,
     /// The server's admin.token, to create the run's concert and dates (every mode but
-    /// ceiling). Also read from the environment variable BOXOFFICE_ADMIN_TOKEN.
+    /// ceiling and polls). Also read from the environment variable BOXOFFICE_ADMIN_TOKEN.
     #[arg(long, value_name = "TOKEN")]
     pub admin_token: Option<String>,
     /// Virtual buyers (each a user of its own, signed up during setup).
@@ -180,8 +197,8 @@ pub struct Cli {
     /// samples), so the start RSS is that of a server already serving.
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     pub warmup: u64,
-    /// soak: the server's process id, to sample its RSS (VmRSS in /proc/PID/status; the server
-    /// must run on this machine). Without it the report says RSS was not sampled.
+    /// soak, polls: the server's process id, to sample its RSS (VmRSS in /proc/PID/status; the
+    /// server must run on this machine). Without it the report says RSS was not sampled.
     #[arg(long, value_name = "PID")]
     pub server_pid: Option<u32>,
     /// soak: seconds between RSS samples.
@@ -223,6 +240,8 @@ pub enum Mode {
     Soak,
     /// GET /healthz on every connection: the no-work HTTP ceiling.
     Ceiling,
+    /// The ceiling, then queue polls of a long waiting line, positions checked.
+    Polls,
 }
 
 impl Mode {
@@ -233,6 +252,7 @@ impl Mode {
             Mode::Holds => "holds",
             Mode::Soak => "soak",
             Mode::Ceiling => "ceiling",
+            Mode::Polls => "polls",
         }
     }
 }
@@ -274,7 +294,7 @@ impl Context {
 
     pub fn seats(&self) -> u32 {
         self.cli.seats.unwrap_or(match self.cli.mode {
-            Mode::SellOut | Mode::Ceiling => 1_000,
+            Mode::SellOut | Mode::Ceiling | Mode::Polls => 1_000,
             Mode::HotSeat => 10,
             Mode::Holds => SEATS_MAX,
             Mode::Soak => 20_000,
@@ -334,6 +354,10 @@ pub struct ModeRun {
     pub check_holds: bool,
     /// The server's RSS during the run (soak only).
     pub rss: Option<rss::RssReport>,
+    /// The mode's own checks of the answers; one failed fails the run (exit status 1).
+    pub checks: Vec<report::Check>,
+    /// Endpoints timed over a sub-phase of their own, with its seconds (see `Stats::summary`).
+    pub endpoint_seconds: Vec<(api::Endpoint, f64)>,
 }
 
 fn main() -> ExitCode {
@@ -406,8 +430,11 @@ fn validate(cli: &Cli) -> anyhow::Result<()> {
     if !(1..=64).contains(&cli.threads) {
         bail!("--threads must be 1..=64");
     }
-    if cli.mode != Mode::Soak && cli.server_pid.is_some() {
-        bail!("--server-pid is for --mode soak");
+    if cli.mode == Mode::Polls && cli.buyers < 2 {
+        bail!("--mode polls needs --buyers 2 or more: one token is admitted, the rest wait");
+    }
+    if !matches!(cli.mode, Mode::Soak | Mode::Polls) && cli.server_pid.is_some() {
+        bail!("--server-pid is for --mode soak and --mode polls");
     }
     if !(1..=3_600).contains(&cli.sample_seconds) {
         bail!("--sample-seconds must be 1..=3600");
@@ -458,7 +485,9 @@ async fn run(cli: Cli) -> anyhow::Result<report::Report> {
         cli,
     };
     let stats_before = match (&ctx.admin_token, ctx.cli.mode) {
-        (Some(admin), mode) if mode != Mode::Ceiling => api::admin_stats(&client, admin).await.ok(),
+        (Some(admin), mode) if !matches!(mode, Mode::Ceiling | Mode::Polls) => {
+            api::admin_stats(&client, admin).await.ok()
+        }
         _ => None,
     };
     let mode_run = match ctx.cli.mode {
@@ -467,8 +496,11 @@ async fn run(cli: Cli) -> anyhow::Result<report::Report> {
         Mode::Holds => holds::run(&ctx).await?,
         Mode::Soak => soak::run(&ctx).await?,
         Mode::Ceiling => ceiling::run(&ctx).await?,
+        Mode::Polls => polls::run(&ctx).await?,
     };
-    let measured = client.stats().summary(mode_run.measured_seconds);
+    let measured = client
+        .stats()
+        .summary(mode_run.measured_seconds, &mode_run.endpoint_seconds);
     let stopped_by = client.halt_reason();
     let setup_requests = client.unmeasured_requests();
     let audit_started = Instant::now();
@@ -493,7 +525,7 @@ async fn run(cli: Cli) -> anyhow::Result<report::Report> {
     };
     let audit_seconds = audit_started.elapsed().as_secs_f64();
     let queue_tokens_left = audit::clean_up(&client, auditor.as_ref(), &mode_run.records).await;
-    let ok = invariants.as_ref().map_or(true, |a| a.ok);
+    let ok = invariants.as_ref().map_or(true, |a| a.ok) && mode_run.checks.iter().all(|c| c.ok);
     Ok(report::Report {
         tool: "boxoffice-load",
         mode: ctx.cli.mode.name(),
@@ -524,6 +556,7 @@ async fn run(cli: Cli) -> anyhow::Result<report::Report> {
         stopped_by,
         outcome: mode_run.outcome,
         invariants,
+        checks: mode_run.checks,
         audit: report::Phase {
             seconds: audit_seconds,
             requests: client.unmeasured_requests() - setup_requests,

@@ -180,8 +180,17 @@ fn refused(reply: Reply) -> Fail {
 pub struct QueueStatus {
     pub queue_token: String,
     pub status: String,
+    /// 1 for the next to be admitted, 0 when active.
+    #[serde(default)]
+    pub position: u64,
+    /// RFC 3339: the end of an admission, or when a waiting token is dropped unless polled.
+    #[serde(default)]
+    pub expires_at: String,
     #[serde(default)]
     pub poll_after_seconds: u64,
+    /// The presented token had ended; this is a fresh one at the back of the line.
+    #[serde(default)]
+    pub reissued: bool,
 }
 
 impl QueueStatus {

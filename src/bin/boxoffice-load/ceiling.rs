@@ -1,28 +1,94 @@
 //! `ceiling`: `GET /healthz` — a request that does no work — on every connection as fast as
 //! the server answers. Its requests per second are the HTTP ceiling this client and this machine
 //! reach; compare every other mode's figures against it.
+//!
+//! `flood` is the measured phase shared with `polls`, which times the ceiling first (`measure`)
+//! and then its own request on the same connections.
 
-use std::sync::atomic::Ordering;
+use std::future::Future;
+use std::time::Instant;
 
 use serde_json::json;
 use tokio::task::JoinSet;
 
-use crate::api::{self, Fail};
+use crate::api::{self, Endpoint, Fail};
 use crate::{Context, ModeRun};
 
 pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
+    let ceiling = measure(ctx).await;
+    Ok(ModeRun {
+        setup_seconds: 0.0,
+        measured_seconds: ceiling.seconds,
+        outcome: json!({
+            "endpoint": Endpoint::Health.label(),
+            "requests": ceiling.requests,
+            "requests_per_second": ceiling.per_second(),
+        }),
+        records: Vec::new(),
+        dates: Vec::new(),
+        auditor: None,
+        check_holds: false,
+        rss: None,
+        checks: Vec::new(),
+        endpoint_seconds: Vec::new(),
+    })
+}
+
+/// What one flood measured.
+pub struct Flood {
+    /// Requests sent to the flood's endpoint, answered or not (as the endpoint table counts).
+    pub requests: u64,
+    pub seconds: f64,
+    /// Why it ended: `duration`, `max_requests` or `finished`.
+    pub stopped_by: &'static str,
+}
+
+impl Flood {
+    pub fn per_second(&self) -> f64 {
+        self.requests as f64 / self.seconds.max(1e-9)
+    }
+}
+
+/// The ceiling: a flood of `GET /healthz`.
+pub async fn measure(ctx: &Context) -> Flood {
+    let client = ctx.client.clone();
+    flood(ctx, "ceiling", Endpoint::Health, move |_| {
+        let client = client.clone();
+        move || {
+            let client = client.clone();
+            async move { api::health(&client).await }
+        }
+    })
+    .await
+}
+
+/// One measured phase of its own: every connection sends one request after another, as fast
+/// as the server answers, until `--duration` passes or `--max-requests` are spent (each flood
+/// has the whole budget). `connection(i)` makes connection `i`'s step, which sends one request
+/// to `endpoint`; the progress bar counts that endpoint's requests.
+pub async fn flood<S, Fut>(
+    ctx: &Context,
+    title: &'static str,
+    endpoint: Endpoint,
+    connection: impl Fn(usize) -> S,
+) -> Flood
+where
+    S: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), Fail>> + Send + 'static,
+{
     let client = &ctx.client;
+    let before = client.stats().endpoint_requests(endpoint);
     let started = client.begin_measured(ctx.duration(), ctx.max_requests());
+    let steps: Vec<S> = (0..ctx.cli.connections).map(connection).collect();
     let work = {
         let client = client.clone();
-        let connections = ctx.cli.connections;
         tokio::spawn(async move {
             let mut tasks = JoinSet::new();
-            for _ in 0..connections {
+            for mut step in steps {
                 let client = client.clone();
                 tasks.spawn(async move {
                     loop {
-                        match api::health(&client).await {
+                        match step().await {
                             Err(Fail::Stopped) => break,
                             Err(Fail::NoResponse(_)) if client.halted() => break,
                             _ => {}
@@ -36,33 +102,25 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
     let status = {
         let client = client.clone();
         move || {
-            let requests = client.stats().requests.load(Ordering::Relaxed);
-            let elapsed = started.elapsed().as_secs_f64().max(1e-3);
+            let requests = client.stats().endpoint_requests(endpoint) - before;
             (
                 requests,
-                format!("requests · {:.0} req/s", requests as f64 / elapsed),
+                format!("requests · {:.0} req/s", per_second(requests, started)),
             )
         }
     };
-    let length = ctx.max_requests();
     ctx.display
-        .run("ceiling", length, status, ctx.bounded(work))
+        .run(title, ctx.max_requests(), status, ctx.bounded(work))
         .await;
-    let measured_seconds = started.elapsed().as_secs_f64();
+    let seconds = started.elapsed().as_secs_f64();
     client.end_measured();
-    let requests = client.stats().requests.load(Ordering::Relaxed);
-    Ok(ModeRun {
-        setup_seconds: 0.0,
-        measured_seconds,
-        outcome: json!({
-            "endpoint": api::Endpoint::Health.label(),
-            "requests": requests,
-            "requests_per_second": requests as f64 / measured_seconds.max(1e-9),
-        }),
-        records: Vec::new(),
-        dates: Vec::new(),
-        auditor: None,
-        check_holds: false,
-        rss: None,
-    })
+    Flood {
+        requests: client.stats().endpoint_requests(endpoint) - before,
+        seconds,
+        stopped_by: client.halt_reason(),
+    }
+}
+
+fn per_second(requests: u64, started: Instant) -> f64 {
+    requests as f64 / started.elapsed().as_secs_f64().max(1e-3)
 }

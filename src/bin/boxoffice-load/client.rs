@@ -180,6 +180,8 @@ struct Inner {
     budget: Budget,
     /// Woken whenever the run halts or a mode changes what sleepers wait for.
     wake: Notify,
+    /// The timer that halts the current measured phase after its duration.
+    halt_timer: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
 struct Budget {
@@ -207,6 +209,7 @@ impl Client {
                     reason: Mutex::new(None),
                 },
                 wake: Notify::new(),
+                halt_timer: Mutex::new(None),
             }),
         }
     }
@@ -245,23 +248,33 @@ impl Client {
     }
 
     /// Starts the measured phase: at most `max_requests` requests, and a halt after `duration`.
+    /// A mode may run several measured phases one after another (`polls`: the ceiling, then the
+    /// polls); each starts with a fresh budget, and the halt reason is the last phase's.
     pub fn begin_measured(&self, duration: Duration, max_requests: u64) -> Instant {
         let budget = &self.inner.budget;
         budget.max_requests.store(max_requests, Ordering::Release);
         budget.issued.store(0, Ordering::Release);
+        *budget.reason.lock() = None;
+        budget.halted.store(false, Ordering::Release);
         self.inner
             .phase
             .store(Phase::Measured as u8, Ordering::Release);
         let client = self.clone();
-        tokio::spawn(async move {
+        let timer = tokio::spawn(async move {
             tokio::time::sleep(duration).await;
             client.halt("duration");
         });
+        if let Some(earlier) = self.inner.halt_timer.lock().replace(timer.abort_handle()) {
+            earlier.abort();
+        }
         Instant::now()
     }
 
     pub fn end_measured(&self) {
         self.halt("finished");
+        if let Some(timer) = self.inner.halt_timer.lock().take() {
+            timer.abort();
+        }
         self.inner
             .phase
             .store(Phase::Audit as u8, Ordering::Release);

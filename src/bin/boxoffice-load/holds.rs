@@ -132,6 +132,8 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
         }),
         check_holds: true,
         rss: None,
+        checks: Vec::new(),
+        endpoint_seconds: Vec::new(),
     })
 }
 

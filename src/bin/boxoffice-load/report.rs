@@ -12,7 +12,8 @@ pub struct Report {
     pub tool: &'static str,
     pub mode: &'static str,
     pub url: String,
-    /// Every invariant held (always true for `ceiling`, which checks none).
+    /// Every invariant held and every check of the mode passed (always true for `ceiling`,
+    /// which checks none).
     pub ok: bool,
     pub settings: Value,
     pub setup: Phase,
@@ -22,6 +23,8 @@ pub struct Report {
     /// The mode's own figures (e.g. `sold_out_seconds`, `holds_per_second`).
     pub outcome: Value,
     pub invariants: Option<Audit>,
+    /// The mode's own checks of what the server answered (`polls`: positions exact).
+    pub checks: Vec<Check>,
     pub audit: Phase,
     /// Queue tokens handed back after the audit (the run's leftovers), so the next run finds
     /// the waiting room free.
@@ -29,6 +32,16 @@ pub struct Report {
     /// soak: the server's RSS during the measured phase, every sample, and the verdict.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rss: Option<RssReport>,
+}
+
+/// A check a mode makes of the answers of its measured phase; one that fails fails the run.
+#[derive(Debug, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub ok: bool,
+    pub detail: String,
+    /// The first few answers that failed it.
+    pub examples: Vec<String>,
 }
 
 /// An unmeasured phase: how long it took and how many requests it sent.
@@ -84,6 +97,17 @@ pub fn print_table(report: &Report) {
         }
     }
     println!();
+    for check in &report.checks {
+        println!(
+            "check: {} {}: {}",
+            if check.ok { "ok  " } else { "FAIL" },
+            check.name,
+            check.detail
+        );
+        for example in &check.examples {
+            println!("  - {example}");
+        }
+    }
     match &report.invariants {
         None => println!("invariants: none checked in this mode"),
         Some(a) => {

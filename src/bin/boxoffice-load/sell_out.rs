@@ -224,6 +224,8 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
         }),
         check_holds: false,
         rss: None,
+        checks: Vec::new(),
+        endpoint_seconds: Vec::new(),
     })
 }
 

@@ -244,6 +244,62 @@ pub async fn sign_in_all(
     Ok(fanned.done)
 }
 
+/// A signed-in user with a queue token, and the status its token was issued with.
+pub struct Queued {
+    pub index: usize,
+    pub session: String,
+    pub status: api::QueueStatus,
+}
+
+/// Takes a queue token for each signed-in user, all at once (the pool bounds the concurrency);
+/// returns them in user order, each with the status the server issued it with. Users whose
+/// token could not be taken sit out; none queued is an error.
+pub async fn take_queue_tokens(
+    client: &Client,
+    display: Display,
+    signed_in: Vec<SignedIn>,
+    timeout: Duration,
+) -> anyhow::Result<Vec<Queued>> {
+    let count = signed_in.len();
+    let users = signed_in
+        .into_iter()
+        .map(|s| (s.index, s.session))
+        .collect();
+    let step = |index, session: String| {
+        let client = client.clone();
+        async move {
+            let status = api::take_queue_token(&client, &session).await?;
+            Ok::<_, Fail>(Queued {
+                index,
+                session,
+                status,
+            })
+        }
+    };
+    let doing = "taking queue tokens (not measured)";
+    let Some(fanned) = fan_out(display, "queue", doing, users, Some(timeout), step).await? else {
+        bail!(
+            "taking {count} queue tokens took longer than --setup-timeout ({} s)",
+            timeout.as_secs()
+        );
+    };
+    if fanned.done.is_empty() {
+        bail!(
+            "no buyer could take a queue token: {}",
+            fanned
+                .first_failure
+                .map_or_else(|| "no buyers".to_owned(), |f| f.to_string())
+        );
+    }
+    if let Some(fail) = fanned.first_failure {
+        eprintln!(
+            "boxoffice-load: {} of {count} buyers could not take a queue token and sit out (first: {fail})",
+            fanned.failures
+        );
+    }
+    Ok(fanned.done)
+}
+
 /// Signs `username` in and admits it; returns `(session, active queue token)`.
 pub async fn admit_one(
     client: &Client,

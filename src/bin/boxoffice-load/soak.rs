@@ -354,6 +354,8 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
         // Holds expire while the audit reads, so live holds are not compared.
         check_holds: false,
         rss: Some(rss),
+        checks: Vec::new(),
+        endpoint_seconds: Vec::new(),
     })
 }
 

@@ -79,7 +79,17 @@ impl Stats {
             .or_insert(0) += 1;
     }
 
-    pub fn summary(&self, seconds: f64) -> MeasuredSummary {
+    /// Requests of the measured phase to `endpoint` so far, answered or not.
+    pub fn endpoint_requests(&self, endpoint: Endpoint) -> u64 {
+        self.endpoints[endpoint as usize]
+            .requests
+            .load(Ordering::Relaxed)
+    }
+
+    /// The figures over a measured phase of `seconds`. An endpoint listed in `endpoint_seconds`
+    /// had a sub-phase of its own (`polls` times the ceiling, then the polls): its requests per
+    /// second are over that time instead.
+    pub fn summary(&self, seconds: f64, endpoint_seconds: &[(Endpoint, f64)]) -> MeasuredSummary {
         let seconds = seconds.max(1e-9);
         let endpoints: Vec<EndpointSummary> = Endpoint::ALL
             .iter()
@@ -88,11 +98,15 @@ impl Stats {
             .map(|(endpoint, s)| {
                 let requests = s.requests.load(Ordering::Relaxed);
                 let histogram = s.latency_us.lock();
+                let own_seconds = endpoint_seconds
+                    .iter()
+                    .find(|(e, _)| e == endpoint)
+                    .map_or(seconds, |(_, s)| s.max(1e-9));
                 EndpointSummary {
                     endpoint: endpoint.label(),
                     requests,
                     ok: s.ok.load(Ordering::Relaxed),
-                    requests_per_second: requests as f64 / seconds,
+                    requests_per_second: requests as f64 / own_seconds,
                     latency_ms: LatencySummary::of(&histogram),
                 }
             })
@@ -217,7 +231,7 @@ mod tests {
         stats.record(Endpoint::Hold, 409, Some("seat_unavailable"), 2_000);
         stats.record(Endpoint::Hold, 409, Some("seat_unavailable"), 3_000);
         stats.record(Endpoint::Pay, NO_RESPONSE, Some("timeout"), 9_000);
-        let summary = stats.summary(2.0);
+        let summary = stats.summary(2.0, &[]);
         assert_eq!(summary.requests, 4);
         assert_eq!(summary.no_response, 1);
         assert_eq!(summary.status_5xx, 0);
@@ -228,6 +242,10 @@ mod tests {
         );
         assert!((hold.requests_per_second - 1.5).abs() < 1e-9);
         assert!(hold.latency_ms.max >= 2.99 && hold.latency_ms.max <= 3.01);
+        let timed = stats.summary(2.0, &[(Endpoint::Hold, 0.5)]);
+        assert!((timed.endpoints[0].requests_per_second - 6.0).abs() < 1e-9);
+        assert!((timed.requests_per_second - 2.0).abs() < 1e-9);
+        assert_eq!(stats.endpoint_requests(Endpoint::Pay), 1);
         let seat = summary
             .errors
             .iter()
