@@ -124,6 +124,15 @@ async fn metrics_count_requests_events_commits_and_snapshots() {
         .await
         .unwrap();
     assert_eq!(status, StatusCode::CREATED);
+    let keyed = [
+        ("authorization", bearer.as_str()),
+        ("idempotency-key", "charge-1"),
+    ];
+    let (status, _) = api
+        .post("/api/v1/balance/charges", &keyed, json!({"amount": 500}))
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::CREATED);
     api.get("/api/v1/no/such/route/123", &[]).await.unwrap();
 
     let client = reqwest::Client::new();
@@ -157,6 +166,10 @@ async fn metrics_count_requests_events_commits_and_snapshots() {
         "boxoffice_queue_admissions_per_second",
         r#"boxoffice_actor_calls_pending{actor="date"} 0"#,
         r#"boxoffice_actor_calls_pending{actor="ledger"} 0"#,
+        r#"boxoffice_records{kind="idempotency_keys"} 1"#,
+        r#"boxoffice_records{kind="reservations"} 1"#,
+        r#"boxoffice_records{kind="ledger_entries"} 1"#,
+        r#"boxoffice_records{kind="queue_tokens"} 1"#,
     ] {
         assert!(text.contains(expected), "missing {expected} in\n{text}");
     }

@@ -2,7 +2,7 @@
 //! payments. Seat listings read `SeatView`, a row of atomics the actor updates before replying,
 //! so a buyer reads their own writes at once without entering the mailbox.
 
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -40,6 +40,7 @@ pub struct SeatView {
     seats: Box<[AtomicI64]>,
     held: AtomicU32,
     sold: AtomicU32,
+    reservations: AtomicUsize,
     /// One bit per seat changed since the last batch.
     dirty: Box<[AtomicU64]>,
     changed: Arc<Notify>,
@@ -64,6 +65,7 @@ impl SeatView {
                 .collect(),
             held: AtomicU32::new(0),
             sold: AtomicU32::new(0),
+            reservations: AtomicUsize::new(0),
             dirty: (0..map.seat_count().div_ceil(64))
                 .map(|_| AtomicU64::new(0))
                 .collect(),
@@ -90,6 +92,10 @@ impl SeatView {
     }
     pub fn sold_seats(&self) -> u32 {
         self.sold.load(Ordering::Relaxed)
+    }
+    /// Reservations the date keeps, in any state.
+    pub fn reservations(&self) -> usize {
+        self.reservations.load(Ordering::Relaxed)
     }
     pub fn available_seats(&self) -> u32 {
         self.seat_count()
@@ -129,6 +135,8 @@ impl SeatView {
         }
         self.held.store(map.held_seats(), Ordering::Relaxed);
         self.sold.store(map.sold_seats(), Ordering::Relaxed);
+        self.reservations
+            .store(map.reservation_count(), Ordering::Relaxed);
         if !changed.is_empty() {
             self.changed.notify_one();
         }

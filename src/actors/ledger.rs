@@ -3,6 +3,9 @@
 //! date actor mark the seats sold. The date actor handles nothing else in between, so seats and
 //! money never disagree in memory, and the log holds the payment as ONE event.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use super::{ask, every, reply_outcome, snapshot_later, Durability, EngineError};
@@ -51,11 +54,15 @@ pub struct LedgerState {
     ledger: Ledger,
     durability: Durability,
     clock: SharedClock,
+    entries: Arc<AtomicUsize>,
 }
 
 impl LedgerState {
     fn commit(&mut self, event: &Event) -> Durable {
         self.ledger.apply(event).expect("ledger events move money");
+        if event.adds_ledger_entry() {
+            self.entries.fetch_add(1, Ordering::Relaxed);
+        }
         super::record_if_keyed(&self.durability.book, event);
         self.durability.log.append(event)
     }
@@ -148,6 +155,7 @@ impl Actor for LedgerActor {
 #[derive(Clone)]
 pub struct LedgerHandle {
     actor: ActorRef<LedgerMsg>,
+    entries: Arc<AtomicUsize>,
 }
 
 impl LedgerHandle {
@@ -157,14 +165,16 @@ impl LedgerHandle {
         recovered: Ledger,
     ) -> anyhow::Result<Self> {
         let every_snapshot = durability.snapshot_every;
+        let entries = Arc::new(AtomicUsize::new(recovered.entry_count()));
         let state = LedgerState {
             ledger: recovered,
             durability,
             clock,
+            entries: entries.clone(),
         };
         let (actor, _) = Actor::spawn(None, LedgerActor, state).await?;
         every(actor.clone(), every_snapshot, || LedgerMsg::Snapshot(None));
-        Ok(Self { actor })
+        Ok(Self { actor, entries })
     }
 
     pub async fn charge(
@@ -191,6 +201,11 @@ impl LedgerHandle {
             reply,
         })
         .await??)
+    }
+
+    /// Balance history entries kept, over every account.
+    pub fn entries(&self) -> usize {
+        self.entries.load(Ordering::Relaxed)
     }
 
     pub async fn balance(&self, user: UserId) -> Result<u64, EngineError> {

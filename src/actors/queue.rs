@@ -210,6 +210,11 @@ impl QueueHandle {
         (q.waiting_len(), q.active_len())
     }
 
+    /// Tokens the queue remembers, ended ones included.
+    pub fn remembered(&self) -> usize {
+        self.view.read().remembered_len()
+    }
+
     /// Admissions per second measured over the last few seconds (0 when none).
     pub fn admissions_per_second(&self, now: Timestamp) -> f64 {
         self.view

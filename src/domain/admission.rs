@@ -213,6 +213,10 @@ impl AdmissionQueue {
     pub fn waiting_len(&self) -> usize {
         self.waiting.len()
     }
+    /// Every token remembered: waiting, active, and ended ones kept to answer `reissued`.
+    pub fn remembered_len(&self) -> usize {
+        self.tokens.len()
+    }
     /// Active tokens as of the last sweep.
     pub fn active_len(&self) -> usize {
         self.active.len()

@@ -98,6 +98,14 @@ impl Event {
         }
     }
 
+    /// Whether applying this change writes a balance history entry.
+    pub fn adds_ledger_entry(&self) -> bool {
+        matches!(
+            self,
+            Event::BalanceCharged { .. } | Event::PaymentCompleted { .. }
+        )
+    }
+
     /// The `Idempotency-Key` this change answered, if the client sent one.
     pub fn idempotency(&self) -> Option<&IdempotencyStamp> {
         match self {

@@ -75,6 +75,11 @@ impl Ledger {
         self.accounts.get(&user).map_or(0, |a| a.balance)
     }
 
+    /// History entries over every account.
+    pub fn entry_count(&self) -> usize {
+        self.accounts.values().map(|a| a.history.len()).sum()
+    }
+
     pub fn account(&self, user: UserId) -> Option<&Account> {
         self.accounts.get(&user)
     }

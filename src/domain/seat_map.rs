@@ -183,6 +183,10 @@ impl SeatMap {
             }
         }
     }
+    /// Every reservation this date has had, in any state.
+    pub fn reservation_count(&self) -> usize {
+        self.reservations.len()
+    }
     /// Seats held by holds not yet swept; lags the truth by at most one sweep.
     pub fn held_seats(&self) -> u32 {
         self.held_seats

@@ -35,6 +35,22 @@ pub(super) async fn metrics(State(app): State<AppState>) -> impl axum::response:
     metrics::gauge!("boxoffice_queue_active").set(active as f64);
     metrics::gauge!("boxoffice_queue_admissions_per_second")
         .set(app.engine.queue.admissions_per_second(app.clock.now()));
+    let engine = &app.engine;
+    let reservations: usize = engine
+        .dates
+        .all()
+        .iter()
+        .map(|d| d.view().reservations())
+        .sum();
+    let idempotency_keys = engine.durability.book.lock().len();
+    for (kind, count) in [
+        ("idempotency_keys", idempotency_keys),
+        ("reservations", reservations),
+        ("ledger_entries", engine.ledger.entries()),
+        ("queue_tokens", engine.queue.remembered()),
+    ] {
+        metrics::gauge!("boxoffice_records", "kind" => kind).set(count as f64);
+    }
     for (actor, pending) in crate::actors::pending_calls() {
         metrics::gauge!("boxoffice_actor_calls_pending", "actor" => actor).set(pending as f64);
     }
