@@ -12,6 +12,9 @@
 //! - `date_actor_{full,normal}/N`: `DateHandle::hold` on a whole `Engine` (its real SQLite event
 //!   log on disk, `storage.synchronous` full or normal) from N concurrent callers on a two-worker
 //!   tokio runtime. A hold counts when its reply arrives, which is after its durable commit.
+//! - `ractor_call_floor/N`: the same N callers each `call` an actor that answers at once (no
+//!   seats, no log): the most calls per second one actor takes here, so the ceiling of any hold
+//!   path that makes one actor call per hold.
 //! - `sqlite_{full,normal}`: the conventional design: one rusqlite connection to a WAL database
 //!   with a row per seat; each hold is `BEGIN; UPDATE seats … WHERE … AND status='available';
 //!   COMMIT` with the changed rows checked.
@@ -30,6 +33,8 @@ use std::time::{Duration, Instant};
 
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, BenchmarkGroup, BenchmarkId, Criterion, Throughput};
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -353,6 +358,78 @@ fn bench_date_actor(
     runtime.block_on(live.stop());
 }
 
+/// An actor that answers every call at once.
+struct Answerer;
+
+struct Ask(RpcReplyPort<u64>);
+
+impl Actor for Answerer {
+    type Msg = Ask;
+    type State = u64;
+    type Arguments = ();
+
+    async fn pre_start(&self, _myself: ActorRef<Ask>, _: ()) -> Result<u64, ActorProcessingErr> {
+        Ok(0)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Ask>,
+        Ask(reply): Ask,
+        answered: &mut u64,
+    ) -> Result<(), ActorProcessingErr> {
+        *answered += 1;
+        let _ = reply.send(*answered);
+        Ok(())
+    }
+}
+
+/// `count` calls from `callers` concurrent tasks, each with a timeout as the engine's own.
+async fn call_concurrently(actor: &ActorRef<Ask>, callers: usize, count: usize) -> Duration {
+    let callers = callers.min(count).max(1);
+    let next = Arc::new(AtomicUsize::new(0));
+    let release = Arc::new(tokio::sync::Barrier::new(callers + 1));
+    let tasks: Vec<_> = (0..callers)
+        .map(|_| {
+            let (actor, next, release) = (actor.clone(), next.clone(), release.clone());
+            tokio::spawn(async move {
+                release.wait().await;
+                while next.fetch_add(1, Ordering::Relaxed) < count {
+                    let answer = actor
+                        .call(Ask, Some(Duration::from_secs(5)))
+                        .await
+                        .expect("the actor is running");
+                    assert!(matches!(answer, CallResult::Success(_)));
+                }
+            })
+        })
+        .collect();
+    release.wait().await;
+    let started = Instant::now();
+    for task in tasks {
+        task.await.expect("a caller panicked");
+    }
+    started.elapsed()
+}
+
+fn bench_call_floor(group: &mut BenchmarkGroup<WallTime>, runtime: &Runtime) {
+    let (actor, handle) = runtime
+        .block_on(Actor::spawn(None, Answerer, ()))
+        .expect("the actor starts");
+    for callers in CALLERS {
+        let id = BenchmarkId::new("ractor_call_floor", callers);
+        group.bench_function(id, |b| {
+            b.iter_custom(|iters| {
+                let count = (iters as usize).max(callers);
+                let took = runtime.block_on(call_concurrently(&actor, callers, count));
+                took.mul_f64(iters as f64 / count as f64)
+            })
+        });
+    }
+    actor.stop(None);
+    let _ = runtime.block_on(handle);
+}
+
 // ---------------------------------------------------------------------------------------------
 // The conventional baseline: one SQLite connection, a row per seat.
 
@@ -520,6 +597,9 @@ fn contention(c: &mut Criterion, scenario: Scenario) {
     bench_domain(&mut group, scenario);
     for sync in SYNCS {
         bench_date_actor(&mut group, &runtime, scenario, sync);
+    }
+    if scenario == Scenario::RandomSeats {
+        bench_call_floor(&mut group, &runtime);
     }
     for sync in SYNCS {
         bench_conventional(&mut group, scenario, sync);
