@@ -66,7 +66,7 @@ impl Server {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_sell_out_sells_every_seat_once_and_conserves_money() {
     let server = Server::start(Settings::for_tests()).await;
-    let args: Vec<String> = [
+    let args = [
         "--url",
         &server.url,
         "--admin-token",
@@ -88,24 +88,8 @@ async fn a_small_sell_out_sells_every_seat_once_and_conserves_money() {
         "--request-timeout",
         "5",
         "--json",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let (status, stdout, stderr) = tokio::task::spawn_blocking(move || run_bounded(&args))
-        .await
-        .expect("the generator's runner does not panic");
-
-    server.stop().await;
-
-    let report: Value = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("the report is JSON ({e}):\n{stdout}\nstderr:\n{stderr}"));
-    assert_eq!(
-        status,
-        Some(0),
-        "exit status; report:\n{stdout}\nstderr:\n{stderr}"
-    );
-    assert_eq!(report["ok"], true, "{report:#}");
+    ];
+    let report = run_to_success(args.map(String::from), server).await;
     assert_eq!(report["mode"], "sell-out");
     assert_eq!(report["outcome"]["sold_out"], true, "{report:#}");
     assert!(report["outcome"]["sold_out_seconds"].as_f64().is_some());
@@ -148,7 +132,7 @@ async fn a_short_soak_samples_the_servers_rss_and_passes_the_audit() {
     let server = Server::start(settings).await;
     // The server runs in this process, so this process's RSS is the server's.
     let pid = std::process::id().to_string();
-    let args: Vec<String> = [
+    let args = [
         "--url",
         &server.url,
         "--admin-token",
@@ -174,23 +158,8 @@ async fn a_short_soak_samples_the_servers_rss_and_passes_the_audit() {
         "--request-timeout",
         "5",
         "--json",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let (status, stdout, stderr) = tokio::task::spawn_blocking(move || run_bounded(&args))
-        .await
-        .expect("the generator's runner does not panic");
-    server.stop().await;
-
-    let report: Value = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("the report is JSON ({e}):\n{stdout}\nstderr:\n{stderr}"));
-    assert_eq!(
-        status,
-        Some(0),
-        "exit status; report:\n{stdout}\nstderr:\n{stderr}"
-    );
-    assert_eq!(report["ok"], true, "{report:#}");
+    ];
+    let report = run_to_success(args.map(String::from), server).await;
     assert_eq!(report["mode"], "soak");
     assert_eq!(report["stopped_by"], "duration", "{report:#}");
     assert!(report["outcome"]["rounds"].as_u64() > Some(0), "{report:#}");
@@ -230,7 +199,7 @@ async fn polls_of_a_still_waiting_line_answer_exact_positions() {
     settings.queue.active_ttl_seconds = 86_400;
     settings.queue.waiting_ttl_seconds = 86_400;
     let server = Server::start_with_queue_as_given(settings).await;
-    let args: Vec<String> = [
+    let args = [
         "--url",
         &server.url,
         "--mode",
@@ -246,23 +215,8 @@ async fn polls_of_a_still_waiting_line_answer_exact_positions() {
         "--request-timeout",
         "5",
         "--json",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let (status, stdout, stderr) = tokio::task::spawn_blocking(move || run_bounded(&args))
-        .await
-        .expect("the generator's runner does not panic");
-    server.stop().await;
-
-    let report: Value = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("the report is JSON ({e}):\n{stdout}\nstderr:\n{stderr}"));
-    assert_eq!(
-        status,
-        Some(0),
-        "exit status; report:\n{stdout}\nstderr:\n{stderr}"
-    );
-    assert_eq!(report["ok"], true, "{report:#}");
+    ];
+    let report = run_to_success(args.map(String::from), server).await;
     assert_eq!(report["mode"], "polls");
     let outcome = &report["outcome"];
     // A fresh server: the run's first token takes the slot, the other 299 wait at 1..=299.
@@ -284,6 +238,25 @@ async fn polls_of_a_still_waiting_line_answer_exact_positions() {
     assert_eq!(report["measured"]["status_5xx"], 0, "{report:#}");
     // Every token of the run left the queue again.
     assert_eq!(report["queue_tokens_left"], 300, "{report:#}");
+}
+
+/// Runs the generator against `server`, stops the server, and returns the JSON report of a run
+/// that exited 0 with every invariant holding.
+async fn run_to_success(args: impl IntoIterator<Item = String>, server: Server) -> Value {
+    let args: Vec<String> = args.into_iter().collect();
+    let (status, stdout, stderr) = tokio::task::spawn_blocking(move || run_bounded(&args))
+        .await
+        .expect("the generator's runner does not panic");
+    server.stop().await;
+    let report: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("the report is JSON ({e}):\n{stdout}\nstderr:\n{stderr}"));
+    assert_eq!(
+        status,
+        Some(0),
+        "exit status; report:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert_eq!(report["ok"], true, "{report:#}");
+    report
 }
 
 /// Runs the generator with `args`, killing it if it outlives `RUN_DEADLINE`; returns its exit

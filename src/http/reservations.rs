@@ -133,7 +133,7 @@ pub(super) async fn hold(
         .await?;
     let reservation = match &claim {
         Claim::Replay(Outcome::Reservation(placed)) => {
-            recorded_reservation(&app, admitted.user, *placed)
+            own_reservation(&app, admitted.user, *placed)
                 .await?
                 .as_placed()
         }
@@ -161,12 +161,7 @@ pub(super) async fn show(
     session: Session,
     IdPath(id): IdPath<ReservationId>,
 ) -> Result<Response, ApiError> {
-    let handle = app
-        .engine
-        .dates
-        .get(id.date)
-        .ok_or_else(ApiError::not_found)?;
-    let reservation = handle.reservation(session.user, id).await?;
+    let reservation = own_reservation(&app, session.user, id).await?;
     Ok(Json(ReservationBody::new(&reservation, app.clock.now())).into_response())
 }
 
@@ -299,7 +294,7 @@ pub(super) async fn pay(
             reservation: *reservation,
             amount: *amount,
             balance: *balance_after,
-            seats: recorded_reservation(&app, session.user, *reservation)
+            seats: own_reservation(&app, session.user, *reservation)
                 .await?
                 .seats,
             paid_at: *paid_at,
@@ -324,9 +319,9 @@ pub(super) async fn pay(
     Ok((StatusCode::CREATED, Json(PaymentBody::from(&receipt))).into_response())
 }
 
-/// A reservation an idempotency record names. The book keeps only its id; the date keeps the
-/// reservation itself for as long as the date exists.
-async fn recorded_reservation(
+/// The user's reservation `id` (another user's is not found). Also how a replay finds the
+/// reservation an idempotency record names: the book keeps only its id, the date the rest.
+async fn own_reservation(
     app: &AppState,
     user: UserId,
     id: ReservationId,
