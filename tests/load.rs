@@ -2,7 +2,8 @@
 //! waiting room), the compiled `boxoffice-load` binary against it with tiny numbers, and its
 //! JSON report checked. Sell-out: sold out, nothing oversold, money conserved, no 5xx. Soak (a
 //! few seconds): rounds went through, this process's RSS was sampled, the audit passed. Polls
-//! (one admission slot, long TTLs): every poll answered the exact position.
+//! (one admission slot, long TTLs): every poll answered the exact position. Payments: each
+//! buyer paid once for its held seat, nothing oversold, money conserved.
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -238,6 +239,47 @@ async fn polls_of_a_still_waiting_line_answer_exact_positions() {
     assert_eq!(report["measured"]["status_5xx"], 0, "{report:#}");
     // Every token of the run left the queue again.
     assert_eq!(report["queue_tokens_left"], 300, "{report:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payments_pay_each_held_seat_once_and_conserve_money() {
+    let server = Server::start(Settings::for_tests()).await;
+    let args = [
+        "--url",
+        &server.url,
+        "--admin-token",
+        &server.admin_token,
+        "--mode",
+        "payments",
+        "--buyers",
+        "200",
+        "--connections",
+        "8",
+        "--duration",
+        "1",
+        "--setup-timeout",
+        "10",
+        "--request-timeout",
+        "5",
+        "--json",
+    ];
+    let report = run_to_success(args.map(String::from), server).await;
+    assert_eq!(report["mode"], "payments");
+    let outcome = &report["outcome"];
+    assert_eq!(outcome["ready_to_pay"], 200, "{report:#}");
+    let payments = outcome["payments"].as_u64().expect("payments counted");
+    assert!(payments > 0, "{report:#}");
+    assert!(outcome["payments_per_second"].as_f64() > Some(0.0));
+    assert!(outcome["ceiling_per_second"].as_f64() > Some(0.0));
+    assert!(outcome["payment_p99_ms"].as_f64() > Some(0.0), "{report:#}");
+    let invariants = &report["invariants"];
+    assert_eq!(invariants["ok"], true, "{report:#}");
+    assert_eq!(invariants["oversold_seats"], 0, "{report:#}");
+    assert_eq!(invariants["listing_matches_payments"], true, "{report:#}");
+    assert_eq!(invariants["money_conserved"], true, "{report:#}");
+    assert_eq!(invariants["audit_errors"], 0, "{report:#}");
+    assert_eq!(invariants["paid_seats_server"], payments, "{report:#}");
+    assert_eq!(report["measured"]["status_5xx"], 0, "{report:#}");
 }
 
 /// Runs the generator against `server`, stops the server, and returns the JSON report of a run

@@ -13,8 +13,9 @@
 //! - `stats`: per-endpoint HDR histograms and error counts of the measured phase.
 //! - `api`: API.md as typed calls, and the waiting-room admission loop.
 //! - `setup`: usernames, sign-ups, admitted buyers, the date.
-//! - `sell_out`, `hot_seat`, `holds`, `soak`, `ceiling`, `polls`: the modes (`ceiling` also
-//!   holds `flood`, the measured phase `polls` reuses for the ceiling and its polls).
+//! - `sell_out`, `hot_seat`, `holds`, `soak`, `ceiling`, `polls`, `payments`: the modes
+//!   (`ceiling` also holds `flood`, the measured phase `polls` and `payments` reuse for the
+//!   ceiling and their own request).
 //! - `rss`: the server's resident memory, sampled during a soak (and after `polls`' setup),
 //!   and the verdict on it.
 //! - `audit`: the invariant check. `report`: the table and the JSON. `progress`: the bar.
@@ -31,6 +32,8 @@ mod client;
 mod holds;
 #[path = "boxoffice-load/hot_seat.rs"]
 mod hot_seat;
+#[path = "boxoffice-load/payments.rs"]
+mod payments;
 #[path = "boxoffice-load/polls.rs"]
 mod polls;
 #[path = "boxoffice-load/pool.rs"]
@@ -141,6 +144,15 @@ Modes:
               BOXOFFICE__QUEUE__ACTIVE_TTL_SECONDS=86400
             and nothing else using the waiting room. With --server-pid PID the report gives the
             server's RSS after setup. The run's tokens leave the queue at the end.
+  payments  durable payments per second: setup creates a date (--seats, default --buyers),
+            signs --buyers N up and in, admits them all, and each holds one distinct seat and
+            tops up its price. The measured phase is the ceiling for --duration, then every
+            connection takes the next buyer who has not paid and pays for its hold
+            (POST /api/v1/payments; a payment ends the payer's queue token, so each pays once)
+            until all have paid or --duration / --max-requests end it. Reports payments/s
+            (201s), the ceiling's req/s and their ratio; the audit checks as for sell-out. All
+            buyers must be admitted at once and their holds outlive setup, so start the server
+            with BOXOFFICE__QUEUE__MAX_ACTIVE above --buyers (and a high ADMIT_PER_SECOND).
 
 Examples:
   boxoffice-load --mode sell-out --admin-token secret --seats 2000 --buyers 8000 --connections 64
@@ -148,7 +160,8 @@ Examples:
   boxoffice-load --mode holds --admin-token secret --buyers 256 --duration 20
   boxoffice-load --mode soak --admin-token secret --buyers 2000 --connections 32 --server-pid 4242
   boxoffice-load --mode ceiling --duration 10 --json
-  boxoffice-load --mode polls --buyers 100000 --connections 64 --duration 8 --server-pid 4242"
+  boxoffice-load --mode polls --buyers 100000 --connections 64 --duration 8 --server-pid 4242
+  boxoffice-load --mode payments --admin-token secret --buyers 60000 --connections 64 --duration 8"
 )]
 pub struct Cli {
     /// What to measure; see the modes above.
@@ -171,7 +184,7 @@ pub struct Cli {
     #[arg(long, default_value_t = 64, value_name = "C")]
     pub connections: usize,
     /// Seats of the date the run creates [default: sell-out 1000, hot-seat 10, holds 100000,
-    /// soak 20000].
+    /// soak 20000, payments --buyers].
     #[arg(long, value_name = "S")]
     pub seats: Option<u32>,
     /// Upper bound on the measured phase, in seconds [default: 60, soak 600].
@@ -242,6 +255,8 @@ pub enum Mode {
     Ceiling,
     /// The ceiling, then queue polls of a long waiting line, positions checked.
     Polls,
+    /// The ceiling, then each admitted buyer pays once for its held seat: payments per second.
+    Payments,
 }
 
 impl Mode {
@@ -253,6 +268,7 @@ impl Mode {
             Mode::Soak => "soak",
             Mode::Ceiling => "ceiling",
             Mode::Polls => "polls",
+            Mode::Payments => "payments",
         }
     }
 }
@@ -298,6 +314,7 @@ impl Context {
             Mode::HotSeat => 10,
             Mode::Holds => SEATS_MAX,
             Mode::Soak => 20_000,
+            Mode::Payments => (self.cli.buyers as u32).clamp(1, SEATS_MAX),
         })
     }
 
@@ -433,6 +450,15 @@ fn validate(cli: &Cli) -> anyhow::Result<()> {
     if cli.mode == Mode::Polls && cli.buyers < 2 {
         bail!("--mode polls needs --buyers 2 or more: one token is admitted, the rest wait");
     }
+    if cli.mode == Mode::Payments {
+        let seats = cli.seats.unwrap_or(SEATS_MAX);
+        if cli.buyers > seats as usize {
+            bail!(
+                "--mode payments: each buyer holds a seat of its own, so --buyers must be at most \
+                 --seats (and at most {SEATS_MAX})"
+            );
+        }
+    }
     if !matches!(cli.mode, Mode::Soak | Mode::Polls) && cli.server_pid.is_some() {
         bail!("--server-pid is for --mode soak and --mode polls");
     }
@@ -497,6 +523,7 @@ async fn run(cli: Cli) -> anyhow::Result<report::Report> {
         Mode::Soak => soak::run(&ctx).await?,
         Mode::Ceiling => ceiling::run(&ctx).await?,
         Mode::Polls => polls::run(&ctx).await?,
+        Mode::Payments => payments::run(&ctx).await?,
     };
     let measured = client
         .stats()

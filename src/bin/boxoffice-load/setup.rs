@@ -46,15 +46,15 @@ pub struct Admitted {
 
 /// What a setup step over many users gave: the successes in user order, and how many failed
 /// with which first failure.
-struct Fanned<T, E> {
-    done: Vec<T>,
-    failures: u64,
-    first_failure: Option<E>,
+pub struct Fanned<T, E> {
+    pub done: Vec<T>,
+    pub failures: u64,
+    pub first_failure: Option<E>,
 }
 
 /// Runs `step` for each `(index, username)` at once (the client's pool bounds the
 /// concurrency) under a progress bar; `None` when `timeout` passes first.
-async fn fan_out<T, E, Fut>(
+pub async fn fan_out<T, E, Fut>(
     display: Display,
     title: &'static str,
     doing: &'static str,
