@@ -12,6 +12,8 @@ use serde_json::json;
 use tokio::task::JoinSet;
 
 use crate::api::{self, Endpoint, Fail};
+use crate::client::Client;
+use crate::stats::{EndpointSummary, MeasuredSummary};
 use crate::{Context, ModeRun};
 
 pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
@@ -123,4 +125,51 @@ where
 
 fn per_second(requests: u64, started: Instant) -> f64 {
     requests as f64 / started.elapsed().as_secs_f64().max(1e-3)
+}
+
+/// A mode's flood of `endpoint`, set against the ceiling flooded just before it on the same
+/// connections: each endpoint timed over its own phase, and the rates to compare.
+pub struct AgainstCeiling {
+    /// Each phase's endpoint and seconds, for the report's per-endpoint rates.
+    pub endpoint_seconds: Vec<(Endpoint, f64)>,
+    /// Both phases together.
+    pub measured_seconds: f64,
+    /// `GET /healthz` answers 200 per second of the ceiling phase.
+    pub ceiling_per_second: f64,
+    summary: MeasuredSummary,
+}
+
+impl AgainstCeiling {
+    pub fn new(client: &Client, ceiling: &Flood, endpoint: Endpoint, flood: &Flood) -> Self {
+        let endpoint_seconds = vec![
+            (Endpoint::Health, ceiling.seconds),
+            (endpoint, flood.seconds),
+        ];
+        let measured_seconds = ceiling.seconds + flood.seconds;
+        let summary = client.stats().summary(measured_seconds, &endpoint_seconds);
+        let ceiling_ok = summary
+            .endpoints
+            .iter()
+            .find(|e| e.endpoint == Endpoint::Health.label())
+            .map_or(0, |e| e.ok);
+        Self {
+            endpoint_seconds,
+            measured_seconds,
+            ceiling_per_second: ceiling_ok as f64 / ceiling.seconds.max(1e-9),
+            summary,
+        }
+    }
+
+    /// `endpoint`'s figures over its own phase.
+    pub fn latency(&self, endpoint: Endpoint) -> Option<&EndpointSummary> {
+        self.summary
+            .endpoints
+            .iter()
+            .find(|e| e.endpoint == endpoint.label())
+    }
+
+    /// `per_second` as a percentage of the ceiling (none when the ceiling got no answer).
+    pub fn ratio_percent(&self, per_second: f64) -> Option<f64> {
+        (self.ceiling_per_second > 0.0).then(|| 100.0 * per_second / self.ceiling_per_second)
+    }
 }

@@ -126,24 +126,12 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
         }
     }
 
-    let endpoint_seconds = vec![
-        (Endpoint::Health, ceiling.seconds),
-        (Endpoint::Pay, payments.seconds),
-    ];
-    let measured_seconds = ceiling.seconds + payments.seconds;
-    let summary = client.stats().summary(measured_seconds, &endpoint_seconds);
-    let latency = |endpoint: Endpoint| {
-        summary
-            .endpoints
-            .iter()
-            .find(|e| e.endpoint == endpoint.label())
-    };
-    let ceiling_ok = latency(Endpoint::Health).map_or(0, |e| e.ok);
+    let compared = ceiling::AgainstCeiling::new(client, &ceiling, Endpoint::Pay, &payments);
+    let latency = |endpoint: Endpoint| compared.latency(endpoint);
     let paid = shared.paid.load(Ordering::Relaxed);
-    let ceiling_per_second = ceiling_ok as f64 / ceiling.seconds.max(1e-9);
+    let ceiling_per_second = compared.ceiling_per_second;
     let payments_per_second = paid as f64 / payments.seconds.max(1e-9);
-    let ratio_percent =
-        (ceiling_per_second > 0.0).then(|| 100.0 * payments_per_second / ceiling_per_second);
+    let ratio_percent = compared.ratio_percent(payments_per_second);
     let all_paid = paid as usize == ready;
     let outcome = json!({
         "buyers": ctx.cli.buyers,
@@ -178,7 +166,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
     };
     Ok(ModeRun {
         setup_seconds,
-        measured_seconds,
+        measured_seconds: compared.measured_seconds,
         outcome,
         records,
         dates: vec![(date_id, seat_count)],
@@ -189,7 +177,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
         check_holds: true,
         rss: None,
         checks: vec![check],
-        endpoint_seconds,
+        endpoint_seconds: compared.endpoint_seconds,
     })
 }
 

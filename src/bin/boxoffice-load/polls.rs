@@ -137,30 +137,15 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
     })
     .await;
 
-    let endpoint_seconds = vec![
-        (Endpoint::Health, ceiling.seconds),
-        (Endpoint::PollQueueToken, polls.seconds),
-    ];
-    let measured_seconds = ceiling.seconds + polls.seconds;
-    let summary = client.stats().summary(measured_seconds, &endpoint_seconds);
-    let latency = |endpoint: Endpoint| {
-        summary
-            .endpoints
-            .iter()
-            .find(|e| e.endpoint == endpoint.label())
-    };
-    let ceiling_ok = latency(Endpoint::Health).map_or(0, |e| e.ok);
+    let compared = ceiling::AgainstCeiling::new(client, &ceiling, Endpoint::PollQueueToken, &polls);
+    let latency = |endpoint: Endpoint| compared.latency(endpoint);
     let exact = shared.exact.load(Ordering::Relaxed);
     let mismatched = shared.mismatched.load(Ordering::Relaxed);
     let refused = shared.refused.load(Ordering::Relaxed);
-    let ceiling_per_second = ceiling_ok as f64 / ceiling.seconds.max(1e-9);
+    let ceiling_per_second = compared.ceiling_per_second;
     // Only polls that answered with the exact position count, against only healthz answers 200.
     let polls_per_second = exact as f64 / polls.seconds.max(1e-9);
-    let ratio_percent = if ceiling_per_second > 0.0 {
-        Some(100.0 * polls_per_second / ceiling_per_second)
-    } else {
-        None
-    };
+    let ratio_percent = compared.ratio_percent(polls_per_second);
     let waiting = shared.waiters.len();
     let outcome = json!({
         "waiting": waiting,
@@ -194,7 +179,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
     };
     Ok(ModeRun {
         setup_seconds,
-        measured_seconds,
+        measured_seconds: compared.measured_seconds,
         outcome,
         records,
         dates: Vec::new(),
@@ -202,7 +187,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
         check_holds: false,
         rss: None,
         checks: vec![check],
-        endpoint_seconds,
+        endpoint_seconds: compared.endpoint_seconds,
     })
 }
 
