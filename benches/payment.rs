@@ -17,17 +17,20 @@
 //! `cargo bench --bench payment` (about a minute); for a quick look
 //! `cargo bench --bench payment -- --warm-up-time 1 --measurement-time 2`
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "common/conventional.rs"]
+mod conventional;
+
+use conventional::{SeatsTable, DATE_ROW};
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, BenchmarkGroup, BenchmarkId, Criterion, Throughput};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use rusqlite::{params, Connection};
+use rusqlite::params;
 use tokio::runtime::Runtime;
 
 use boxoffice::actors::{DateHandle, Engine};
@@ -266,7 +269,6 @@ fn bench_engine(group: &mut BenchmarkGroup<WallTime>, runtime: &Runtime, sync: S
 // ---------------------------------------------------------------------------------------------
 // The conventional baseline: one SQLite connection, one transaction per purchase.
 
-const DATE_ROW: i64 = 1;
 const BUYER_ROW: i64 = 1;
 const HOLD: &str = "UPDATE seats SET status = 'held', holder = ?1, held_until = ?2
      WHERE date_id = ?3 AND seat_no = ?4 AND status = 'available'";
@@ -276,19 +278,8 @@ const DEBIT: &str = "UPDATE balances SET balance = balance - ?1 WHERE user = ?2 
 const RECORD: &str = "INSERT INTO history (user, kind, amount, date_id, seat_no, at)
      VALUES (?1, 'payment', ?2, ?3, ?4, ?5)";
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "boxoffice-bench-payment-{name}-{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 struct Conventional {
-    conn: Connection,
-    dir: PathBuf,
+    db: SeatsTable,
     order: Vec<SeatNo>,
     taken: usize,
     rng: StdRng,
@@ -296,20 +287,11 @@ struct Conventional {
 
 impl Conventional {
     fn open(sync: Synchronous) -> Self {
-        let dir = scratch(sync_name(sync));
-        let mut conn = Connection::open(dir.join("shop.db")).unwrap();
-        conn.execute_batch(&format!(
-            "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = {};
-             CREATE TABLE seats (
-                 date_id    INTEGER NOT NULL,
-                 seat_no    INTEGER NOT NULL,
-                 status     TEXT    NOT NULL,
-                 holder     INTEGER,
-                 held_until INTEGER,
-                 PRIMARY KEY (date_id, seat_no)
-             );
-             CREATE TABLE balances (
+        let db = SeatsTable::create(
+            "payment",
+            sync_name(sync),
+            SEATS,
+            "CREATE TABLE balances (
                  user    INTEGER PRIMARY KEY,
                  balance INTEGER NOT NULL CHECK (balance >= 0)
              );
@@ -323,33 +305,18 @@ impl Conventional {
                  at      INTEGER NOT NULL
              );
              CREATE INDEX history_by_user ON history (user, id);",
-            sync_name(sync).to_uppercase()
-        ))
-        .unwrap();
-        let tx = conn.transaction().unwrap();
-        {
-            let mut insert = tx
-                .prepare(
-                    "INSERT INTO seats (date_id, seat_no, status) VALUES (?1, ?2, 'available')",
+            |tx| {
+                tx.execute(
+                    "INSERT INTO balances (user, balance) VALUES (?1, ?2)",
+                    params![BUYER_ROW, i64::MAX / 2],
                 )
                 .unwrap();
-            for seat in 1..=SEATS {
-                insert.execute(params![DATE_ROW, seat]).unwrap();
-            }
-            tx.execute(
-                "INSERT INTO balances (user, balance) VALUES (?1, ?2)",
-                params![BUYER_ROW, i64::MAX / 2],
-            )
-            .unwrap();
-        }
-        tx.commit().unwrap();
-        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
-            .unwrap();
+            },
+        );
         let mut rng = StdRng::seed_from_u64(2);
         let order = shuffled_seats(&mut rng);
         Self {
-            conn,
-            dir,
+            db,
             order,
             taken: 0,
             rng,
@@ -360,7 +327,7 @@ impl Conventional {
     fn purchase(&mut self, seat: SeatNo) -> bool {
         let now = SystemClock.now().as_millis();
         let price = PRICE as i64;
-        let tx = self.conn.transaction().unwrap();
+        let tx = self.db.conn.transaction().unwrap();
         let bought = (|| -> rusqlite::Result<bool> {
             let held = tx.prepare_cached(HOLD)?.execute(params![
                 BUYER_ROW,
@@ -395,12 +362,7 @@ impl Conventional {
 
     /// Every seat available again, and the WAL folded back, untimed.
     fn reset(&mut self) {
-        self.conn
-            .execute_batch(
-                "UPDATE seats SET status = 'available', holder = NULL, held_until = NULL;
-                 PRAGMA wal_checkpoint(TRUNCATE);",
-            )
-            .unwrap();
+        self.db.reset();
         self.order = shuffled_seats(&mut self.rng);
         self.taken = 0;
     }
@@ -424,12 +386,6 @@ impl Conventional {
             left -= chunk;
         }
         elapsed
-    }
-}
-
-impl Drop for Conventional {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

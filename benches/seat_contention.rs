@@ -26,11 +26,14 @@
 //! `cargo bench --bench seat_contention -- --warm-up-time 1 --measurement-time 2`
 
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "common/conventional.rs"]
+mod conventional;
+
+use conventional::{SeatsTable, DATE_ROW};
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, BenchmarkGroup, BenchmarkId, Criterion, Throughput};
 use ractor::rpc::CallResult;
@@ -38,7 +41,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use rusqlite::{params, Connection};
+use rusqlite::params;
 use tokio::runtime::Runtime;
 
 use boxoffice::actors::{DateHandle, Engine, EngineError};
@@ -435,25 +438,12 @@ fn bench_call_floor(group: &mut BenchmarkGroup<WallTime>, runtime: &Runtime) {
 
 const CONVENTIONAL_HOLD: &str = "UPDATE seats SET status = 'held', holder = ?1, held_until = ?2
      WHERE date_id = ?3 AND seat_no = ?4 AND status = 'available'";
-const DATE_ROW: i64 = 1;
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "boxoffice-bench-seat-contention-{name}-{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 fn now_ms() -> i64 {
     SystemClock.now().as_millis()
 }
 
 struct Conventional {
-    conn: Connection,
-    dir: PathBuf,
+    db: SeatsTable,
     order: Vec<SeatNo>,
     taken: usize,
     next_user: i64,
@@ -462,41 +452,11 @@ struct Conventional {
 
 impl Conventional {
     fn open(sync: Synchronous) -> Self {
-        let dir = scratch(sync_name(sync));
-        let mut conn = Connection::open(dir.join("seats.db")).unwrap();
-        conn.execute_batch(&format!(
-            "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = {};
-             CREATE TABLE seats (
-                 date_id    INTEGER NOT NULL,
-                 seat_no    INTEGER NOT NULL,
-                 status     TEXT    NOT NULL,
-                 holder     INTEGER,
-                 held_until INTEGER,
-                 PRIMARY KEY (date_id, seat_no)
-             );",
-            sync_name(sync).to_uppercase()
-        ))
-        .unwrap();
-        let tx = conn.transaction().unwrap();
-        {
-            let mut insert = tx
-                .prepare(
-                    "INSERT INTO seats (date_id, seat_no, status) VALUES (?1, ?2, 'available')",
-                )
-                .unwrap();
-            for seat in 1..=SEATS {
-                insert.execute(params![DATE_ROW, seat]).unwrap();
-            }
-        }
-        tx.commit().unwrap();
-        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
-            .unwrap();
+        let db = SeatsTable::create("seat-contention", sync_name(sync), SEATS, "", |_| {});
         let mut rng = StdRng::seed_from_u64(3);
         let order = shuffled_seats(&mut rng);
         Self {
-            conn,
-            dir,
+            db,
             order,
             taken: 0,
             next_user: 1,
@@ -509,7 +469,7 @@ impl Conventional {
         let user = self.next_user;
         self.next_user += 1;
         let held_until = now_ms() + HOLD_TTL_MS;
-        let tx = self.conn.transaction().unwrap();
+        let tx = self.db.conn.transaction().unwrap();
         let changed = tx
             .prepare_cached(CONVENTIONAL_HOLD)
             .unwrap()
@@ -521,12 +481,7 @@ impl Conventional {
 
     /// Every seat available again, and the WAL folded back, untimed.
     fn reset(&mut self) {
-        self.conn
-            .execute_batch(
-                "UPDATE seats SET status = 'available', holder = NULL, held_until = NULL;
-                 PRAGMA wal_checkpoint(TRUNCATE);",
-            )
-            .unwrap();
+        self.db.reset();
         self.order = shuffled_seats(&mut self.rng);
         self.taken = 0;
     }
@@ -564,12 +519,6 @@ impl Conventional {
             }
         }
         elapsed
-    }
-}
-
-impl Drop for Conventional {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
