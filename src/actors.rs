@@ -38,10 +38,11 @@ pub use queue::QueueHandle;
 pub type SharedBook = Arc<Mutex<IdempotencyBook>>;
 
 /// Records the outcome of a keyed change in the book. The book's lock is shared by every date,
-/// the ledger and its snapshot, so changes without a key never take it.
+/// the ledger and its snapshot, so changes without a key never take it, and the record is made
+/// (its key hashed) before the lock is taken.
 pub(crate) fn record_if_keyed(book: &SharedBook, event: &Event) {
-    if event.idempotency().is_some() {
-        book.lock().apply(event);
+    if let Some(pending) = IdempotencyBook::pending(event) {
+        book.lock().insert(pending);
     }
 }
 

@@ -105,14 +105,4 @@ impl Event {
             Event::BalanceCharged { .. } | Event::PaymentCompleted { .. }
         )
     }
-
-    /// The `Idempotency-Key` this change answered, if the client sent one.
-    pub fn idempotency(&self) -> Option<&IdempotencyStamp> {
-        match self {
-            Event::HoldPlaced { idempotency, .. }
-            | Event::BalanceCharged { idempotency, .. }
-            | Event::PaymentCompleted { idempotency, .. } => idempotency.as_ref(),
-            _ => None,
-        }
-    }
 }

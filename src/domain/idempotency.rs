@@ -70,6 +70,25 @@ impl KeyDigest {
 
 type RecordKey = (UserId, KeyDigest);
 
+/// Where a key lives in the book. Building it hashes the key, so callers build it before they
+/// take the lock every keyed change shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BookKey(RecordKey);
+
+impl BookKey {
+    pub fn new(user: UserId, endpoint: KeyedEndpoint, key: &IdempotencyKey) -> Self {
+        Self((user, KeyDigest::of(endpoint, key)))
+    }
+}
+
+/// A record made from a keyed event, ready to enter the book (see `IdempotencyBook::pending`).
+#[derive(Debug, Clone, Copy)]
+pub struct PendingRecord {
+    key: BookKey,
+    record: Record,
+    at: Timestamp,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdempotencyBook {
     records: HashMap<RecordKey, Record>,
@@ -86,7 +105,12 @@ impl IdempotencyBook {
         key: &IdempotencyKey,
         fingerprint: u64,
     ) -> Result<Option<Outcome>, DomainError> {
-        match self.records.get(&(user, KeyDigest::of(endpoint, key))) {
+        self.find(&BookKey::new(user, endpoint, key), fingerprint)
+    }
+
+    /// `lookup` with the key already hashed.
+    pub fn find(&self, key: &BookKey, fingerprint: u64) -> Result<Option<Outcome>, DomainError> {
+        match self.records.get(&key.0) {
             None => Ok(None),
             Some(record) if record.fingerprint == fingerprint => Ok(Some(record.outcome)),
             Some(_) => Err(DomainError::IdempotencyKeyReused),
@@ -95,6 +119,13 @@ impl IdempotencyBook {
 
     /// Records the outcome of a stamped event; other events are ignored.
     pub fn apply(&mut self, event: &Event) {
+        if let Some(pending) = Self::pending(event) {
+            self.insert(pending);
+        }
+    }
+
+    /// The record a stamped event makes, built without the book; `None` for other events.
+    pub fn pending(event: &Event) -> Option<PendingRecord> {
         let (user, endpoint, stamp, outcome, at) = match event {
             Event::BalanceCharged {
                 charge,
@@ -147,9 +178,16 @@ impl IdempotencyBook {
                 },
                 *at,
             ),
-            _ => return,
+            _ => return None,
         };
-        self.record(user, endpoint, &stamp.key, stamp.fingerprint, outcome, at);
+        Some(PendingRecord {
+            key: BookKey::new(user, endpoint, &stamp.key),
+            record: Record {
+                fingerprint: stamp.fingerprint,
+                outcome,
+            },
+            at,
+        })
     }
 
     /// Adds one record; also how records written by an older release are carried over.
@@ -162,14 +200,22 @@ impl IdempotencyBook {
         outcome: Outcome,
         at: Timestamp,
     ) {
-        let record_key = (user, KeyDigest::of(endpoint, key));
-        // A snapshot may already hold a record whose event is replayed after it: keep one.
-        if let Entry::Vacant(vacant) = self.records.entry(record_key) {
-            vacant.insert(Record {
+        self.insert(PendingRecord {
+            key: BookKey::new(user, endpoint, key),
+            record: Record {
                 fingerprint,
                 outcome,
-            });
-            self.recorded.push_back((at, record_key));
+            },
+            at,
+        });
+    }
+
+    pub fn insert(&mut self, pending: PendingRecord) {
+        let PendingRecord { key, record, at } = pending;
+        // A snapshot may already hold a record whose event is replayed after it: keep one.
+        if let Entry::Vacant(vacant) = self.records.entry(key.0) {
+            vacant.insert(record);
+            self.recorded.push_back((at, key.0));
         }
     }
 
@@ -236,6 +282,39 @@ mod tests {
             book.lookup(UserId(1), KeyedEndpoint::Payment, &key, 7),
             Ok(None)
         );
+    }
+
+    #[test]
+    fn only_keyed_events_make_a_record() {
+        let Event::BalanceCharged {
+            charge: id,
+            user,
+            amount,
+            balance_after,
+            at,
+            ..
+        } = charge("k", 7, 0)
+        else {
+            unreachable!()
+        };
+        let unkeyed = Event::BalanceCharged {
+            charge: id,
+            user,
+            amount,
+            balance_after,
+            at,
+            idempotency: None,
+        };
+        assert!(IdempotencyBook::pending(&unkeyed).is_none());
+        let mut book = IdempotencyBook::default();
+        book.apply(&unkeyed);
+        assert!(book.is_empty());
+        book.apply(&charge("k", 7, 0));
+        book.apply(&charge("k", 7, 0));
+        assert_eq!(book.len(), 1);
+        assert_eq!(book.recorded.len(), 1, "a replayed event is recorded once");
+        book.forget_expired(Timestamp(KEY_TTL_MS));
+        assert!(book.is_empty());
     }
 
     #[test]

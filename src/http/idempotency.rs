@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
 use super::error::ApiError;
-use crate::domain::idempotency::{IdempotencyBook, KeyedEndpoint, Outcome};
+use crate::domain::idempotency::{BookKey, IdempotencyBook, KeyedEndpoint, Outcome};
 use crate::domain::{IdempotencyKey, IdempotencyStamp, UserId};
 
 type SlotKey = (UserId, KeyedEndpoint, IdempotencyKey);
@@ -94,10 +94,8 @@ impl IdempotencyGate {
                 fingerprint: fingerprint(raw_body),
             },
         };
-        let recorded =
-            self.book
-                .lock()
-                .lookup(user, endpoint, &guard.stamp.key, guard.stamp.fingerprint);
+        let book_key = BookKey::new(user, endpoint, &guard.stamp.key);
+        let recorded = self.book.lock().find(&book_key, guard.stamp.fingerprint);
         match recorded? {
             Some(outcome) => Ok(Claim::Replay(outcome)),
             None => Ok(Claim::Owner(guard)),
