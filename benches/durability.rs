@@ -1,5 +1,5 @@
-//! What durability costs: snapshotting a 50,000-seat date and a day's idempotency book, and
-//! recovering 1,000,000 logged events with and without snapshots.
+//! What durability costs: snapshotting a 50,000-seat date, looking up a day's idempotency
+//! records, and recovering 1,000,000 logged events with and without snapshots.
 //!
 //! `cargo bench --bench durability`
 
@@ -8,19 +8,20 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 
+use boxoffice::actors::KeyRecords;
 use boxoffice::config::{Settings, Synchronous};
 use boxoffice::domain::accounts::Accounts;
 use boxoffice::domain::catalog::Catalog;
-use boxoffice::domain::idempotency::IdempotencyBook;
+use boxoffice::domain::idempotency::{
+    BookKey, IdempotencyBook, KeyedEndpoint, PendingRecord, RECENT_KEYS_MAX,
+};
 use boxoffice::domain::ledger::{BalancePolicy, Ledger};
 use boxoffice::domain::seat_map::{HoldPolicy, SeatMap};
 use boxoffice::domain::{
     ChargeId, DateId, Event, IdempotencyKey, IdempotencyStamp, ReservationId, SeatNo, Timestamp,
     UserId, Username,
 };
-use boxoffice::store::recovery::{
-    date_owner, ACCOUNTS_OWNER, CATALOG_OWNER, IDEMPOTENCY_OWNER, LEDGER_OWNER,
-};
+use boxoffice::store::recovery::{date_owner, ACCOUNTS_OWNER, CATALOG_OWNER, LEDGER_OWNER};
 use boxoffice::store::{recover, snapshot, EventLog};
 
 const SEATS: u32 = 50_000;
@@ -140,29 +141,65 @@ fn keyed_event(n: u64) -> Event {
     }
 }
 
-/// A busy day's idempotency book: what each record costs in memory and what its snapshot
-/// costs the requests waiting on the book's lock (the copy) and off it (the encoding).
-fn snapshot_of_the_idempotency_book(c: &mut Criterion) {
+/// A busy day's idempotency records: logged with their events into a real store, then looked
+/// up as a keyed request does — in the recent book first, then in the store.
+fn idempotency_records(c: &mut Criterion) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = scratch("keys");
+    let path = dir.join("boxoffice.db");
     let events: Vec<Event> = (0..BOOK_KEYS).map(keyed_event).collect();
-    let before = rss_bytes();
+    let opened = EventLog::open(&path, Synchronous::Normal, 0).unwrap();
+    let keys = KeyRecords::new(opened.log.keys().clone());
+    runtime.block_on(async {
+        let mut last = None;
+        for event in &events {
+            last = Some(opened.log.append(event));
+        }
+        last.unwrap().wait().await;
+    });
+    let stored: Vec<PendingRecord> = events.iter().filter_map(PendingRecord::of).collect();
     let mut book = IdempotencyBook::default();
-    for event in &events {
-        book.apply(event);
+    let before = rss_bytes();
+    for (seq, record) in stored.iter().enumerate() {
+        book.insert(*record, seq as u64 + 1);
     }
     let grown = rss_bytes().saturating_sub(before);
-    assert_eq!(book.len() as u64, BOOK_KEYS);
-    let size = snapshot::encode(&book, 1).len();
     println!(
-        "idempotency book of {BOOK_KEYS} keys: RSS +{:.1} MiB = {} bytes per key; snapshot {size} bytes = {} per key",
+        "{BOOK_KEYS} keys: the book holding all of them would take RSS +{:.1} MiB = {} bytes per \
+         key; it keeps at most {RECENT_KEYS_MAX}; the store file is {} bytes per keyed event",
         grown as f64 / (1 << 20) as f64,
         grown / BOOK_KEYS,
-        size as u64 / BOOK_KEYS
+        std::fs::metadata(&path).unwrap().len() / BOOK_KEYS
     );
-    let mut group = c.benchmark_group("snapshot_idempotency_book_200k_keys");
-    group.sample_size(10);
-    group.bench_function("copy_under_the_lock", |b| b.iter(|| book.clone()));
-    group.bench_function("encode", |b| b.iter(|| snapshot::encode(&book, 1)));
+    let fresh = BookKey::new(
+        UserId(1),
+        KeyedEndpoint::Charge,
+        &IdempotencyKey::parse("never-used").unwrap(),
+    );
+    let mut group = c.benchmark_group("idempotency_records_200k_keys");
+    let mut n = 0;
+    let mut next = || {
+        n = (n + 7919) % stored.len();
+        &stored[n]
+    };
+    group.bench_function("book_hit", |b| {
+        b.iter(|| {
+            let record = next();
+            book.find(&record.key, record.record.fingerprint).unwrap()
+        })
+    });
+    group.bench_function("store_hit", |b| {
+        b.iter(|| {
+            let record = next();
+            keys.find(&record.key, record.record.fingerprint).unwrap()
+        })
+    });
+    group.bench_function("new_key_book_and_store_miss", |b| {
+        b.iter(|| keys.find(&fresh, 1).unwrap())
+    });
     group.finish();
+    runtime.block_on(opened.log.close());
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Owner states and the events that built them, decided by the domain itself.
@@ -280,10 +317,6 @@ fn recovery_of_a_million_events(c: &mut Criterion) {
     write(CATALOG_OWNER, snapshot::encode(&history.catalog, covered));
     write(LEDGER_OWNER, snapshot::encode(&history.ledger, covered));
     write(
-        IDEMPOTENCY_OWNER,
-        snapshot::encode(&IdempotencyBook::default(), covered),
-    );
-    write(
         &date_owner(DateId(1)),
         snapshot::encode(&history.map, covered),
     );
@@ -315,7 +348,7 @@ fn recovery_of_a_million_events(c: &mut Criterion) {
 
 criterion_group!(
     benches,
-    snapshot_of_the_idempotency_book,
+    idempotency_records,
     snapshot_of_a_50k_seat_date,
     recovery_of_a_million_events
 );

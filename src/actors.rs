@@ -20,11 +20,10 @@ use ractor::{ActorRef, RpcReplyPort};
 
 use crate::clock::SharedClock;
 use crate::config::Settings;
-use crate::domain::idempotency::IdempotencyBook;
+use crate::domain::idempotency::{BookKey, IdempotencyBook, KeyRecord, Outcome, PendingRecord};
 use crate::domain::{DateId, DomainError, Event, ReservationId, UserId};
-use crate::store::recovery::{
-    self, Recovered, ACCOUNTS_OWNER, CATALOG_OWNER, IDEMPOTENCY_OWNER, LEDGER_OWNER,
-};
+use crate::store::keys::KeyReader;
+use crate::store::recovery::{self, Recovered, ACCOUNTS_OWNER, CATALOG_OWNER, LEDGER_OWNER};
 use crate::store::snapshot::Snapshotter;
 use crate::store::{Durable, EventLog};
 
@@ -34,15 +33,40 @@ pub use date::DateHandle;
 pub use ledger::LedgerHandle;
 pub use queue::QueueHandle;
 
-/// The idempotency records every owner of keyed requests writes to (ledger, dates).
-pub type SharedBook = Arc<Mutex<IdempotencyBook>>;
+/// Idempotency records: the recent ones in memory, every one in the log's database.
+#[derive(Clone)]
+pub struct KeyRecords {
+    /// Shared by every owner of keyed changes (dates, ledger), so changes without a key never
+    /// take its lock, and a record is made (its key hashed) before the lock is taken.
+    book: Arc<Mutex<IdempotencyBook>>,
+    stored: Arc<KeyReader>,
+}
 
-/// Records the outcome of a keyed change in the book. The book's lock is shared by every date,
-/// the ledger and its snapshot, so changes without a key never take it, and the record is made
-/// (its key hashed) before the lock is taken.
-pub(crate) fn record_if_keyed(book: &SharedBook, event: &Event) {
-    if let Some(pending) = IdempotencyBook::pending(event) {
-        book.lock().insert(pending);
+impl KeyRecords {
+    /// An empty book in front of the records stored in the log's database.
+    pub fn new(stored: Arc<KeyReader>) -> Self {
+        Self {
+            book: Arc::default(),
+            stored,
+        }
+    }
+
+    /// The earlier outcome of `key`, or `None` if it is new; another body is refused.
+    pub fn find(&self, key: &BookKey, fingerprint: u64) -> Result<Option<Outcome>, EngineError> {
+        if let Some(recent) = self.book.lock().find(key, fingerprint)? {
+            return Ok(Some(recent));
+        }
+        // Not in memory: either new, or settled into the store (which then already has it).
+        let stored = self.stored.find(key).map_err(|error| {
+            tracing::error!(%error, "cannot read idempotency records");
+            EngineError::Unavailable
+        })?;
+        Ok(KeyRecord::answer(stored, fingerprint)?)
+    }
+
+    /// Records held in memory.
+    pub fn in_memory(&self) -> usize {
+        self.book.lock().len()
     }
 }
 
@@ -224,7 +248,23 @@ pub struct Durability {
     pub log: EventLog,
     pub snapshots: Snapshotter,
     pub snapshot_every: Duration,
-    pub book: SharedBook,
+    pub keys: KeyRecords,
+}
+
+impl Durability {
+    /// Logs an applied event. A keyed one's record goes to the log with it and into the book,
+    /// which lets go of its records that have settled on disk as it goes.
+    pub(crate) fn append(&self, event: &Event) -> Durable {
+        let record = PendingRecord::of(event);
+        let durable = self.log.append_keyed(event, record);
+        if let Some(record) = record {
+            let committed = self.log.stats().committed_seq.load(Ordering::SeqCst);
+            let mut book = self.keys.book.lock();
+            book.insert(record, durable.seq());
+            book.settle(record.at, committed);
+        }
+        durable
+    }
 }
 
 /// The running engine: handles to every owner.
@@ -260,7 +300,6 @@ impl Engine {
             accounts,
             catalog,
             ledger,
-            book,
             dates: seat_maps,
             queue: saved_queue,
             log,
@@ -274,22 +313,17 @@ impl Engine {
         );
         // Every owner is known before any of them snapshots, so no prune passes an owner that
         // has not started yet.
-        for owner in [
-            IDEMPOTENCY_OWNER,
-            ACCOUNTS_OWNER,
-            CATALOG_OWNER,
-            LEDGER_OWNER,
-        ] {
+        for owner in [ACCOUNTS_OWNER, CATALOG_OWNER, LEDGER_OWNER] {
             snapshots.register(owner);
         }
         for date in seat_maps.keys() {
             snapshots.register(&recovery::date_owner(*date));
         }
         let durability = Durability {
+            keys: KeyRecords::new(log.keys().clone()),
             log,
             snapshots,
             snapshot_every: Duration::from_secs(settings.storage.snapshot_interval_seconds.max(1)),
-            book: Arc::new(Mutex::new(book)),
         };
         let dates = Arc::new(DateRegistry::default());
         let accounts =
@@ -321,7 +355,7 @@ impl Engine {
         for (_, reservation, user) in made {
             dates.note_reservation(user, reservation);
         }
-        snapshot_book_every(durability.clone(), clock.clone());
+        settle_keys_every(durability.clone(), clock.clone());
         Ok(Self {
             accounts,
             catalog,
@@ -344,20 +378,9 @@ impl Engine {
         done.push(tokio::spawn(self.ledger.snapshot()));
         done.push(tokio::spawn(self.accounts.snapshot()));
         done.push(tokio::spawn(self.queue.snapshot()));
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let book = self.durability.book.lock().clone();
-        let snapshots = self.durability.snapshots.clone();
-        let seq = snapshots.log().last_sequence();
-        tokio::spawn(async move {
-            snapshots
-                .write(IDEMPOTENCY_OWNER.to_owned(), seq, book)
-                .await;
-            let _ = tx.send(());
-        });
         for pending in done {
             let _ = pending.await;
         }
-        let _ = rx.await;
     }
 
     /// Flushes the log, writes a snapshot of every owner, and stops every actor after it has
@@ -376,24 +399,22 @@ impl Engine {
     }
 }
 
-fn snapshot_book_every(durability: Durability, clock: SharedClock) {
-    let book = Arc::downgrade(&durability.book);
+/// Lets go of settled records when no keyed change comes to do it, and has the store forget
+/// records older than a day, once a minute.
+fn settle_keys_every(durability: Durability, clock: SharedClock) {
+    let book = Arc::downgrade(&durability.keys.book);
     tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(durability.snapshot_every);
-        ticks.tick().await;
-        loop {
+        let mut ticks = tokio::time::interval(Duration::from_secs(1));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        for tick in 0u64.. {
             ticks.tick().await;
             let Some(book) = book.upgrade() else { break };
-            let seq = durability.log.last_sequence();
-            let copy = {
-                let mut book = book.lock();
-                book.forget_expired(clock.now());
-                book.clone()
-            };
-            durability
-                .snapshots
-                .write(IDEMPOTENCY_OWNER.to_owned(), seq, copy)
-                .await;
+            let committed = durability.log.stats().committed_seq.load(Ordering::SeqCst);
+            let now = clock.now();
+            book.lock().settle(now, committed);
+            if tick % 60 == 0 {
+                durability.log.forget_stale_keys(now);
+            }
         }
     });
 }

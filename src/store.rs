@@ -2,6 +2,7 @@
 //! recovery that reads them back at start.
 
 pub mod backup;
+pub mod keys;
 pub mod legacy;
 pub mod log;
 pub mod recovery;

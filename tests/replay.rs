@@ -13,14 +13,14 @@ use boxoffice::clock::ManualClock;
 use boxoffice::config::Settings;
 use boxoffice::domain::accounts::Accounts;
 use boxoffice::domain::catalog::Catalog;
-use boxoffice::domain::idempotency::IdempotencyBook;
+use boxoffice::domain::idempotency::{BookKey, KeyRecord, KeyedEndpoint};
 use boxoffice::domain::ledger::Ledger;
 use boxoffice::domain::seat_map::SeatMap;
 use boxoffice::domain::{
     ConcertId, DateId, IdempotencyKey, IdempotencyStamp, ReservationId, SeatNo, Timestamp, UserId,
     Username,
 };
-use boxoffice::store::recover;
+use boxoffice::store::{recover, EventLog};
 
 #[derive(Debug, Clone)]
 enum Command {
@@ -83,8 +83,27 @@ struct State {
     accounts: Accounts,
     catalog: Catalog,
     ledger: Ledger,
-    book: IdempotencyBook,
+    /// What the store answers for every key the commands can use.
+    keys: Vec<Option<KeyRecord>>,
     dates: Vec<SeatMap>,
+}
+
+fn stored_keys(log: &EventLog) -> Vec<Option<KeyRecord>> {
+    let mut found = Vec::new();
+    for user in 1..=4 {
+        for endpoint in [
+            KeyedEndpoint::Charge,
+            KeyedEndpoint::Reservation,
+            KeyedEndpoint::Payment,
+        ] {
+            for k in 0..3u8 {
+                let key = IdempotencyKey::parse(&format!("key-{k}")).unwrap();
+                let key = BookKey::new(UserId(user), endpoint, &key);
+                found.push(log.keys().find(&key).expect("the store reads"));
+            }
+        }
+    }
+    found
 }
 
 async fn live_state(engine: &Engine) -> State {
@@ -97,13 +116,14 @@ async fn live_state(engine: &Engine) -> State {
         accounts: engine.accounts.state(),
         catalog: engine.catalog.state(),
         ledger: engine.ledger.state().await.unwrap(),
-        book: engine.durability.book.lock().clone(),
+        keys: stored_keys(&engine.durability.log),
         dates,
     }
 }
 
 async fn recovered_state(settings: &Settings) -> (State, usize) {
     let recovered = recover(settings).expect("recovery succeeds");
+    let keys = stored_keys(&recovered.log);
     // Release the database before the next recovery opens it.
     recovered.log.close().await;
     let replayed = recovered.replayed_events;
@@ -111,7 +131,7 @@ async fn recovered_state(settings: &Settings) -> (State, usize) {
         accounts: recovered.accounts,
         catalog: recovered.catalog,
         ledger: recovered.ledger,
-        book: recovered.book,
+        keys,
         dates: recovered.dates.into_values().collect(),
     };
     (state, replayed)

@@ -248,8 +248,7 @@ impl DateState {
     fn commit(&mut self, event: &Event, now: Timestamp) -> Durable {
         let changed = self.map.apply(event);
         self.view.publish(&self.map, &changed, now);
-        super::record_if_keyed(&self.deps.durability.book, event);
-        self.deps.durability.log.append(event)
+        self.deps.durability.append(event)
     }
 
     /// Turns holds that expired by time into events before anything else is decided.

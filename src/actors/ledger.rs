@@ -63,8 +63,7 @@ impl LedgerState {
         if event.adds_ledger_entry() {
             self.entries.fetch_add(1, Ordering::Relaxed);
         }
-        super::record_if_keyed(&self.durability.book, event);
-        self.durability.log.append(event)
+        self.durability.append(event)
     }
 }
 

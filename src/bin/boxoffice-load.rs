@@ -552,7 +552,7 @@ async fn run(cli: Cli) -> anyhow::Result<report::Report> {
     };
     let audit_seconds = audit_started.elapsed().as_secs_f64();
     let queue_tokens_left = audit::clean_up(&client, auditor.as_ref(), &mode_run.records).await;
-    let ok = invariants.as_ref().map_or(true, |a| a.ok) && mode_run.checks.iter().all(|c| c.ok);
+    let ok = invariants.as_ref().is_none_or(|a| a.ok) && mode_run.checks.iter().all(|c| c.ok);
     Ok(report::Report {
         tool: "boxoffice-load",
         mode: ctx.cli.mode.name(),

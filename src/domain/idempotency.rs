@@ -1,6 +1,10 @@
 //! `Idempotency-Key` records: what a keyed request produced, so a retry gets the same answer and
-//! nothing is applied twice. Records are built from the stamped events themselves, so replaying
-//! the log rebuilds them and a retry is recognised across restarts.
+//! nothing is applied twice. Records are built from the stamped events themselves.
+//!
+//! Every record is stored with its event (the log writes it in the same transaction) and kept
+//! there for `KEY_TTL_MS`. The book here holds only the recent ones: a retry usually comes within
+//! seconds, and a record whose event is not yet committed can only be found here. Older records
+//! leave memory once their event is committed, so a day of keys costs disk, not memory.
 //!
 //! Only successes are recorded: a refused request changed nothing, so running it again is safe.
 
@@ -16,6 +20,11 @@ use super::types::*;
 
 /// Keys are remembered at least this long (API.md: 24 hours).
 pub const KEY_TTL_MS: i64 = 24 * 3600 * 1000;
+/// A committed record stays in memory this long, for the quick retry that follows a lost answer.
+pub const RECENT_MS: i64 = 60_000;
+/// And the book never holds more committed records than this, whatever the rate of keyed
+/// requests: about 8 MiB. Older ones are answered from the store.
+pub const RECENT_KEYS_MAX: usize = 65_536;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum KeyedEndpoint {
@@ -26,8 +35,7 @@ pub enum KeyedEndpoint {
 
 /// What a keyed request produced. Only what cannot be read back elsewhere is kept: a hold's
 /// seats, price and expiry never change after it is placed, so its reservation id is enough.
-/// Every record is plain data without heap parts, so a day of keys stays small and copying the
-/// book for its snapshot is a flat copy.
+/// Every record is plain data without heap parts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
     Charge {
@@ -46,17 +54,29 @@ pub enum Outcome {
     },
 }
 
+/// A key's record: the body it was first used with, and what that request produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-struct Record {
-    fingerprint: u64,
-    outcome: Outcome,
+pub struct KeyRecord {
+    pub fingerprint: u64,
+    pub outcome: Outcome,
+}
+
+impl KeyRecord {
+    /// The rule for a key seen before: the same body replays, another body is refused.
+    pub fn answer(found: Option<Self>, fingerprint: u64) -> Result<Option<Outcome>, DomainError> {
+        match found {
+            None => Ok(None),
+            Some(record) if record.fingerprint == fingerprint => Ok(Some(record.outcome)),
+            Some(_) => Err(DomainError::IdempotencyKeyReused),
+        }
+    }
 }
 
 /// SHA-256 of the endpoint and the key, cut to 128 bits: a fixed 16 bytes in place of a string
 /// of up to 64, with no allocation. The user id stays whole beside it, so even a collision could
 /// only ever meet the same user's own keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-struct KeyDigest([u8; 16]);
+pub struct KeyDigest(pub [u8; 16]);
 
 impl KeyDigest {
     fn of(endpoint: KeyedEndpoint, key: &IdempotencyKey) -> Self {
@@ -70,8 +90,8 @@ impl KeyDigest {
 
 type RecordKey = (UserId, KeyDigest);
 
-/// Where a key lives in the book. Building it hashes the key, so callers build it before they
-/// take the lock every keyed change shares.
+/// Where a key lives, in the book and in the store. Building it hashes the key, so callers
+/// build it before they take the lock every keyed change shares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BookKey(RecordKey);
 
@@ -79,53 +99,32 @@ impl BookKey {
     pub fn new(user: UserId, endpoint: KeyedEndpoint, key: &IdempotencyKey) -> Self {
         Self((user, KeyDigest::of(endpoint, key)))
     }
+
+    pub fn from_parts(user: UserId, digest: KeyDigest) -> Self {
+        Self((user, digest))
+    }
+
+    pub fn user(&self) -> UserId {
+        self.0 .0
+    }
+
+    pub fn digest(&self) -> KeyDigest {
+        self.0 .1
+    }
 }
 
-/// A record made from a keyed event, ready to enter the book (see `IdempotencyBook::pending`).
-#[derive(Debug, Clone, Copy)]
+/// A record made from a keyed event, ready to be stored and to enter the book.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PendingRecord {
-    key: BookKey,
-    record: Record,
-    at: Timestamp,
+    pub key: BookKey,
+    pub record: KeyRecord,
+    /// When the request was applied; the record is forgotten `KEY_TTL_MS` later.
+    pub at: Timestamp,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IdempotencyBook {
-    records: HashMap<RecordKey, Record>,
-    /// Keys in the order they were recorded, to forget the old ones without a scan.
-    recorded: VecDeque<(Timestamp, RecordKey)>,
-}
-
-impl IdempotencyBook {
-    /// The earlier outcome of this key, if any; the same key with another body is refused.
-    pub fn lookup(
-        &self,
-        user: UserId,
-        endpoint: KeyedEndpoint,
-        key: &IdempotencyKey,
-        fingerprint: u64,
-    ) -> Result<Option<Outcome>, DomainError> {
-        self.find(&BookKey::new(user, endpoint, key), fingerprint)
-    }
-
-    /// `lookup` with the key already hashed.
-    pub fn find(&self, key: &BookKey, fingerprint: u64) -> Result<Option<Outcome>, DomainError> {
-        match self.records.get(&key.0) {
-            None => Ok(None),
-            Some(record) if record.fingerprint == fingerprint => Ok(Some(record.outcome)),
-            Some(_) => Err(DomainError::IdempotencyKeyReused),
-        }
-    }
-
-    /// Records the outcome of a stamped event; other events are ignored.
-    pub fn apply(&mut self, event: &Event) {
-        if let Some(pending) = Self::pending(event) {
-            self.insert(pending);
-        }
-    }
-
-    /// The record a stamped event makes, built without the book; `None` for other events.
-    pub fn pending(event: &Event) -> Option<PendingRecord> {
+impl PendingRecord {
+    /// The record a stamped event makes; `None` for other events.
+    pub fn of(event: &Event) -> Option<Self> {
         let (user, endpoint, stamp, outcome, at) = match event {
             Event::BalanceCharged {
                 charge,
@@ -180,9 +179,9 @@ impl IdempotencyBook {
             ),
             _ => return None,
         };
-        Some(PendingRecord {
+        Some(Self {
             key: BookKey::new(user, endpoint, &stamp.key),
-            record: Record {
+            record: KeyRecord {
                 fingerprint: stamp.fingerprint,
                 outcome,
             },
@@ -190,39 +189,57 @@ impl IdempotencyBook {
         })
     }
 
-    /// Adds one record; also how records written by an older release are carried over.
-    pub fn record(
-        &mut self,
+    /// Whether the store may forget it at `now`.
+    pub fn is_stale(&self, now: Timestamp) -> bool {
+        self.at.plus_millis(KEY_TTL_MS) <= now
+    }
+}
+
+/// The recent records, in memory. Every record here is also on its way to the store, in the
+/// same commit as its event; the book lets go of it only once that commit is done.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IdempotencyBook {
+    records: HashMap<RecordKey, KeyRecord>,
+    /// Keys in the order they were recorded, with their event's log sequence, so settled records
+    /// are let go of without a scan.
+    recorded: VecDeque<(Timestamp, u64, RecordKey)>,
+}
+
+impl IdempotencyBook {
+    /// The earlier outcome of this key if the book still holds it; the same key with another
+    /// body is refused. `Ok(None)` means "not here": the store may still have it.
+    pub fn find(&self, key: &BookKey, fingerprint: u64) -> Result<Option<Outcome>, DomainError> {
+        KeyRecord::answer(self.records.get(&key.0).copied(), fingerprint)
+    }
+
+    /// `find` from the raw key, for tests.
+    pub fn lookup(
+        &self,
         user: UserId,
         endpoint: KeyedEndpoint,
         key: &IdempotencyKey,
         fingerprint: u64,
-        outcome: Outcome,
-        at: Timestamp,
-    ) {
-        self.insert(PendingRecord {
-            key: BookKey::new(user, endpoint, key),
-            record: Record {
-                fingerprint,
-                outcome,
-            },
-            at,
-        });
+    ) -> Result<Option<Outcome>, DomainError> {
+        self.find(&BookKey::new(user, endpoint, key), fingerprint)
     }
 
-    pub fn insert(&mut self, pending: PendingRecord) {
+    /// Adds the record of the event logged as `seq`.
+    pub fn insert(&mut self, pending: PendingRecord, seq: u64) {
         let PendingRecord { key, record, at } = pending;
-        // A snapshot may already hold a record whose event is replayed after it: keep one.
         if let Entry::Vacant(vacant) = self.records.entry(key.0) {
             vacant.insert(record);
-            self.recorded.push_back((at, key.0));
+            self.recorded.push_back((at, seq, key.0));
         }
     }
 
-    /// Forgets keys recorded more than `KEY_TTL_MS` before `now`.
-    pub fn forget_expired(&mut self, now: Timestamp) {
-        while let Some((at, key)) = self.recorded.front() {
-            if at.plus_millis(KEY_TTL_MS) > now {
+    /// Lets go of records whose event is committed (`seq <= committed`) once they are older than
+    /// `RECENT_MS` at `now`, or sooner when the book holds more than `RECENT_KEYS_MAX`. A record
+    /// not yet committed always stays: the store cannot answer for it yet.
+    pub fn settle(&mut self, now: Timestamp, committed: u64) {
+        let cutoff = now.plus_millis(-RECENT_MS);
+        while let Some((at, seq, key)) = self.recorded.front() {
+            let old = *at <= cutoff || self.recorded.len() > RECENT_KEYS_MAX;
+            if !old || *seq > committed {
                 break;
             }
             self.records.remove(key);
@@ -258,10 +275,14 @@ mod tests {
         }
     }
 
+    fn record(book: &mut IdempotencyBook, key: &str, at: i64, seq: u64) {
+        book.insert(PendingRecord::of(&charge(key, 7, at)).unwrap(), seq);
+    }
+
     #[test]
     fn a_recorded_key_replays_for_the_same_body_and_refuses_another() {
         let mut book = IdempotencyBook::default();
-        book.apply(&charge("k", 7, 0));
+        record(&mut book, "k", 0, 1);
         let key = IdempotencyKey::parse("k").unwrap();
         assert!(matches!(
             book.lookup(UserId(1), KeyedEndpoint::Charge, &key, 7),
@@ -305,25 +326,57 @@ mod tests {
             at,
             idempotency: None,
         };
-        assert!(IdempotencyBook::pending(&unkeyed).is_none());
+        assert!(PendingRecord::of(&unkeyed).is_none());
         let mut book = IdempotencyBook::default();
-        book.apply(&unkeyed);
-        assert!(book.is_empty());
-        book.apply(&charge("k", 7, 0));
-        book.apply(&charge("k", 7, 0));
+        record(&mut book, "k", 0, 1);
+        record(&mut book, "k", 0, 1);
         assert_eq!(book.len(), 1);
-        assert_eq!(book.recorded.len(), 1, "a replayed event is recorded once");
-        book.forget_expired(Timestamp(KEY_TTL_MS));
-        assert!(book.is_empty());
+        assert_eq!(book.recorded.len(), 1, "a record enters the book once");
     }
 
     #[test]
-    fn keys_are_kept_a_day_and_then_forgotten() {
+    fn records_leave_memory_only_when_old_and_committed() {
         let mut book = IdempotencyBook::default();
-        book.apply(&charge("k", 7, 0));
-        book.forget_expired(Timestamp(KEY_TTL_MS - 1));
-        assert_eq!(book.len(), 1);
-        book.forget_expired(Timestamp(KEY_TTL_MS));
-        assert!(book.is_empty());
+        record(&mut book, "a", 0, 1);
+        record(&mut book, "b", 10, 2);
+        book.settle(Timestamp(RECENT_MS - 1), 2);
+        assert_eq!(book.len(), 2, "recent records stay");
+        book.settle(Timestamp(RECENT_MS + 100), 0);
+        assert_eq!(book.len(), 2, "records whose event is not committed stay");
+        book.settle(Timestamp(RECENT_MS + 5), 2);
+        assert_eq!(
+            book.len(),
+            1,
+            "the old committed one left, the newer one stays"
+        );
+        let key = IdempotencyKey::parse("b").unwrap();
+        assert!(book
+            .lookup(UserId(1), KeyedEndpoint::Charge, &key, 7)
+            .unwrap()
+            .is_some());
+    }
+
+    #[test]
+    fn the_book_holds_at_most_its_bound_of_committed_records() {
+        let mut book = IdempotencyBook::default();
+        let extra = 10;
+        for n in 0..RECENT_KEYS_MAX + extra {
+            record(&mut book, &format!("k{n}"), 0, n as u64 + 1);
+        }
+        book.settle(Timestamp(0), 5);
+        assert_eq!(
+            book.len(),
+            RECENT_KEYS_MAX + extra - 5,
+            "only committed ones go"
+        );
+        book.settle(Timestamp(0), u64::MAX);
+        assert_eq!(book.len(), RECENT_KEYS_MAX);
+    }
+
+    #[test]
+    fn a_record_is_stale_a_day_after_it_was_made() {
+        let pending = PendingRecord::of(&charge("k", 7, 0)).unwrap();
+        assert!(!pending.is_stale(Timestamp(KEY_TTL_MS - 1)));
+        assert!(pending.is_stale(Timestamp(KEY_TTL_MS)));
     }
 }

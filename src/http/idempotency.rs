@@ -7,19 +7,19 @@ use std::sync::Arc;
 
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
-use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
 use super::error::ApiError;
-use crate::domain::idempotency::{BookKey, IdempotencyBook, KeyedEndpoint, Outcome};
+use crate::actors::KeyRecords;
+use crate::domain::idempotency::{BookKey, KeyedEndpoint, Outcome};
 use crate::domain::{IdempotencyKey, IdempotencyStamp, UserId};
 
 type SlotKey = (UserId, KeyedEndpoint, IdempotencyKey);
 
 pub struct IdempotencyGate {
     running: DashMap<SlotKey, Arc<Notify>>,
-    book: Arc<Mutex<IdempotencyBook>>,
+    keys: KeyRecords,
 }
 
 /// What a request with (or without) a key should do.
@@ -48,10 +48,10 @@ pub fn fingerprint(raw: &[u8]) -> u64 {
 }
 
 impl IdempotencyGate {
-    pub fn new(book: Arc<Mutex<IdempotencyBook>>) -> Self {
+    pub fn new(keys: KeyRecords) -> Self {
         Self {
             running: DashMap::new(),
-            book,
+            keys,
         }
     }
 
@@ -95,8 +95,7 @@ impl IdempotencyGate {
             },
         };
         let book_key = BookKey::new(user, endpoint, &guard.stamp.key);
-        let recorded = self.book.lock().find(&book_key, guard.stamp.fingerprint);
-        match recorded? {
+        match self.keys.find(&book_key, guard.stamp.fingerprint)? {
             Some(outcome) => Ok(Claim::Replay(outcome)),
             None => Ok(Claim::Owner(guard)),
         }
@@ -137,7 +136,16 @@ mod tests {
 
     #[tokio::test]
     async fn a_second_request_with_the_key_waits_for_the_first() {
-        let gate = Arc::new(IdempotencyGate::new(Arc::default()));
+        let dir = std::env::temp_dir().join(format!("boxoffice-gate-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let opened = crate::store::EventLog::open(
+            &dir.join("log.db"),
+            crate::config::Synchronous::Normal,
+            0,
+        )
+        .unwrap();
+        let keys = KeyRecords::new(opened.log.keys().clone());
+        let gate = Arc::new(IdempotencyGate::new(keys));
         let key = IdempotencyKey::parse("k1");
         let first = gate
             .claim(UserId(1), KeyedEndpoint::Charge, key.clone(), b"{}")

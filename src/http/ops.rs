@@ -42,7 +42,7 @@ pub(super) async fn metrics(State(app): State<AppState>) -> impl axum::response:
         .iter()
         .map(|d| d.view().reservations())
         .sum();
-    let idempotency_keys = engine.durability.book.lock().len();
+    let idempotency_keys = engine.durability.keys.in_memory();
     for (kind, count) in [
         ("idempotency_keys", idempotency_keys),
         ("reservations", reservations),

@@ -1,15 +1,19 @@
-//! Snapshot payloads of older format versions, kept only to be read and converted at start.
+//! Snapshot payloads kept only to be read and carried over at start.
 //!
-//! Version 1 wrote the idempotency book with each key as a string (twice) and each outcome with
-//! the reservation or seats it named. Version 2 keeps a digest of the key and only the ids, so
-//! a version-1 book is read here and its records are carried over in the order they were made.
+//! Releases up to this one's predecessor kept every idempotency record in memory and wrote the
+//! whole book as a snapshot (owner `idempotency`). Records now live in the log's database, so a
+//! book left by such a release is read once, its records are stored there, and its files go.
+//! Version 1 wrote each key as a string (twice) and each outcome with the reservation or seats
+//! it named; version 2 a digest of the key and only the ids.
 
 use std::collections::{HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
 use super::snapshot::decode_payload;
-use crate::domain::idempotency::{IdempotencyBook, KeyedEndpoint, Outcome};
+use crate::domain::idempotency::{
+    BookKey, KeyDigest, KeyRecord, KeyedEndpoint, Outcome, PendingRecord,
+};
 use crate::domain::seat_map::Reservation;
 use crate::domain::{ChargeId, IdempotencyKey, ReservationId, SeatNo, Timestamp, UserId};
 
@@ -75,27 +79,55 @@ impl From<OutcomeV1> for Outcome {
     }
 }
 
-/// The idempotency book from a payload of an older format version.
-pub fn book_from_older(version: u32, payload: &[u8]) -> Result<IdempotencyBook, String> {
+type KeyV2 = (UserId, KeyDigest);
+
+/// The book as version 2 serialized it (field order is the format).
+#[derive(Serialize, Deserialize, Default)]
+pub struct BookV2 {
+    records: HashMap<KeyV2, KeyRecord>,
+    recorded: VecDeque<(Timestamp, KeyV2)>,
+}
+
+impl BookV2 {
+    /// Its records, in the order they were made.
+    pub fn into_records(mut self) -> Vec<PendingRecord> {
+        self.recorded
+            .into_iter()
+            .filter_map(|(at, key)| {
+                let record = self.records.remove(&key)?;
+                Some(PendingRecord {
+                    key: BookKey::from_parts(key.0, key.1),
+                    record,
+                    at,
+                })
+            })
+            .collect()
+    }
+}
+
+/// A version-1 book, read as version 2.
+pub fn book_from_older(version: u32, payload: &[u8]) -> Result<BookV2, String> {
     if version != 1 {
         return Err(format!("no reader for idempotency book version {version}"));
     }
     let mut old: BookV1 = decode_payload(payload)?;
-    let mut book = IdempotencyBook::default();
+    let mut book = BookV2::default();
     for (at, key) in old.recorded {
         // Version 1 left the order entry of a key it had already forgotten in place.
         let Some(record) = old.records.remove(&key).filter(|r| r.at == at) else {
             continue;
         };
         let (user, endpoint, key) = key;
-        book.record(
-            user,
-            endpoint,
-            &key,
-            record.fingerprint,
-            record.outcome.into(),
-            at,
+        let key = BookKey::new(user, endpoint, &key);
+        let key = (key.user(), key.digest());
+        book.records.insert(
+            key,
+            KeyRecord {
+                fingerprint: record.fingerprint,
+                outcome: record.outcome.into(),
+            },
         );
+        book.recorded.push_back((at, key));
     }
     Ok(book)
 }
@@ -177,43 +209,83 @@ mod tests {
             records: records.into_iter().collect(),
         };
         let bytes = version_1_file(&old, 42);
-        let (book, seq): (IdempotencyBook, u64) = snapshot::decode_upgrading(
+        let (book, seq): (BookV2, u64) = snapshot::decode_upgrading(
             Path::new("idempotency-1.bin"),
             &bytes,
             Some(book_from_older),
         )
         .expect("a version-1 book reads");
         assert_eq!(seq, 42);
-        assert_eq!(book.len(), 3);
-        assert_eq!(
-            book.lookup(user, KeyedEndpoint::Charge, &key("c"), 11),
-            Ok(Some(Outcome::Charge {
-                charge: ChargeId(5),
-                amount: 700,
-                balance_after: 900
-            }))
-        );
-        assert_eq!(
-            book.lookup(user, KeyedEndpoint::Reservation, &key("h"), 12),
-            Ok(Some(Outcome::Reservation(reservation)))
-        );
-        assert_eq!(
-            book.lookup(user, KeyedEndpoint::Payment, &key("p"), 13),
-            Ok(Some(Outcome::Payment {
-                reservation,
-                amount: 600,
-                balance_after: 300,
-                paid_at: Timestamp(3_000)
-            }))
-        );
-        // The order was carried over: forgetting a day after the charge forgets only the charge.
-        let mut book = book;
-        book.forget_expired(Timestamp(1_000).plus_millis(crate::domain::idempotency::KEY_TTL_MS));
-        assert_eq!(book.len(), 2);
-        assert_eq!(
-            book.lookup(user, KeyedEndpoint::Charge, &key("c"), 11),
-            Ok(None)
-        );
+        assert_eq!(book.into_records(), expected_records());
+    }
+
+    /// The three records both test books hold, in the order they were made.
+    fn expected_records() -> Vec<PendingRecord> {
+        let user = UserId(3);
+        let reservation = ReservationId {
+            date: DateId(2),
+            seq: 9,
+        };
+        let made = |endpoint, raw: &str, fingerprint, outcome, at| PendingRecord {
+            key: BookKey::new(user, endpoint, &key(raw)),
+            record: KeyRecord {
+                fingerprint,
+                outcome,
+            },
+            at: Timestamp(at),
+        };
+        vec![
+            made(
+                KeyedEndpoint::Charge,
+                "c",
+                11,
+                Outcome::Charge {
+                    charge: ChargeId(5),
+                    amount: 700,
+                    balance_after: 900,
+                },
+                1_000,
+            ),
+            made(
+                KeyedEndpoint::Reservation,
+                "h",
+                12,
+                Outcome::Reservation(reservation),
+                2_000,
+            ),
+            made(
+                KeyedEndpoint::Payment,
+                "p",
+                13,
+                Outcome::Payment {
+                    reservation,
+                    amount: 600,
+                    balance_after: 300,
+                    paid_at: Timestamp(3_000),
+                },
+                3_000,
+            ),
+        ]
+    }
+
+    /// `idempotency-42.bin` as the previous release (`1e7520c`) wrote it: the records of
+    /// `expected_records`, made by that release's own `IdempotencyBook::record`.
+    const VERSION_2_FILE: &str = "424f58534e41500002000000000000002a000000000000008b00000000000000a4dcdedd4381fbb60303597fcb31282d34654c200d3418fca5700b0005fbbc02fb840303662fb906c0fb671022f9914d6bba12250c0102090360dfc2070e0cda45e71bfbbe0f51497e0d020209fb5802fb2c01fb701703fbd00703597fcb31282d34654c200d3418fca570fba00f03662fb906c0fb671022f9914d6bba1225fb70170360dfc2070e0cda45e71bfbbe0f51497e";
+
+    #[test]
+    fn a_version_2_book_written_by_the_previous_release_is_read_in_order() {
+        let bytes: Vec<u8> = (0..VERSION_2_FILE.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&VERSION_2_FILE[i..i + 2], 16).unwrap())
+            .collect();
+        let (book, seq): (BookV2, u64) = snapshot::decode_upgrading(
+            Path::new("idempotency-42.bin"),
+            &bytes,
+            Some(book_from_older),
+        )
+        .expect("a version-2 book reads");
+        assert_eq!(seq, 42);
+        assert_eq!(book.into_records(), expected_records());
     }
 
     #[test]

@@ -6,7 +6,12 @@
 //! the previous commit ran into the next transaction: one fsync per batch, not per request.
 //! The returned [`Durable`] resolves once the commit that holds the event is on disk.
 //! A commit failure is fatal: memory would no longer match disk, so the process exits loudly.
+//!
+//! The rows a keyed change leaves for retries (`store::keys`) are written in the same
+//! transaction as the change's event. One process at a time: a lock file beside the database
+//! keeps a second one out, while the log's own readers share the file (WAL).
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -18,8 +23,10 @@ use parking_lot::Mutex;
 use rusqlite::{params, Connection, OpenFlags};
 use tokio::sync::{oneshot, watch};
 
+use super::keys::{self, KeyReader};
 use crate::config::Synchronous;
-use crate::domain::Event;
+use crate::domain::idempotency::PendingRecord;
+use crate::domain::{Event, Timestamp};
 
 /// Version of the payload encoding stored with every row, so old logs stay readable.
 pub const EVENT_FORMAT_VERSION: u32 = 1;
@@ -50,6 +57,7 @@ struct Pending {
     seq: u64,
     kind: &'static str,
     payload: Vec<u8>,
+    key: Option<PendingRecord>,
     done: oneshot::Sender<u64>,
 }
 
@@ -61,6 +69,10 @@ enum ToWriter {
     Close(oneshot::Sender<()>),
     /// Copy the committed log into a new database file; answers the sequence it covers.
     Backup(PathBuf, oneshot::Sender<Result<u64, String>>),
+    /// Store idempotency records of events committed earlier (start-up only); answers when done.
+    StoreKeys(Vec<PendingRecord>, oneshot::Sender<()>),
+    /// Delete idempotency records that are stale at this time.
+    ForgetKeys(Timestamp),
 }
 
 /// Resolves to the event's sequence number once it is committed.
@@ -105,9 +117,41 @@ pub struct EventLog {
     appender: Arc<Mutex<Appender>>,
     stats: Arc<LogStats>,
     committed: watch::Receiver<u64>,
+    keys: Arc<KeyReader>,
 }
 
-fn open_connection(path: &Path, synchronous: Synchronous) -> Result<Connection, StoreError> {
+/// `boxoffice.db` → `boxoffice.db.lock`.
+fn lock_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// Takes the lock that keeps a second process off the same log; held until the log closes.
+fn lock_exclusively(path: &Path) -> Result<File, StoreError> {
+    let lock = lock_path(path);
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock)
+        .map_err(|e| {
+            StoreError::Setup(format!(
+                "cannot create the lock file {}: {e}; check storage.sqlite_path and permissions",
+                lock.display()
+            ))
+        })?;
+    file.try_lock().map_err(|e| {
+        StoreError::Setup(format!(
+            "cannot use the event log {}: {e} (another boxoffice process is using it; stop that \
+             one first)",
+            path.display()
+        ))
+    })?;
+    Ok(file)
+}
+
+fn create_data_dir(path: &Path) -> Result<(), StoreError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| {
             StoreError::Setup(format!(
@@ -116,6 +160,10 @@ fn open_connection(path: &Path, synchronous: Synchronous) -> Result<Connection, 
             ))
         })?;
     }
+    Ok(())
+}
+
+fn open_connection(path: &Path, synchronous: Synchronous) -> Result<Connection, StoreError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE;
     let conn = Connection::open_with_flags(path, flags).map_err(|e| {
         StoreError::Setup(format!(
@@ -131,14 +179,15 @@ fn open_connection(path: &Path, synchronous: Synchronous) -> Result<Connection, 
         "PRAGMA busy_timeout = 0;
          PRAGMA journal_mode = WAL;
          PRAGMA synchronous = {sync};
-         PRAGMA locking_mode = EXCLUSIVE;
          CREATE TABLE IF NOT EXISTS events (
              seq     INTEGER PRIMARY KEY,
              kind    TEXT    NOT NULL,
              version INTEGER NOT NULL,
              payload BLOB    NOT NULL
          );
-         BEGIN IMMEDIATE; COMMIT;"
+         {keys}
+         BEGIN IMMEDIATE; COMMIT;",
+        keys = keys::SCHEMA
     ))
     .map_err(|e| {
         let hint = if e.to_string().contains("locked") || e.to_string().contains("busy") {
@@ -162,7 +211,10 @@ impl EventLog {
         synchronous: Synchronous,
         after_seq: u64,
     ) -> Result<OpenedLog, StoreError> {
+        create_data_dir(path)?;
+        let lock = lock_exclusively(path)?;
         let conn = open_connection(path, synchronous)?;
+        let keys = Arc::new(KeyReader::open(path)?);
         let events = read_after(&conn, after_seq)?;
         let oldest: Option<i64> = conn
             .query_row("SELECT MIN(seq) FROM events", [], |r| r.get(0))
@@ -180,7 +232,7 @@ impl EventLog {
         let writer_stats = stats.clone();
         thread::Builder::new()
             .name("event-log-writer".into())
-            .spawn(move || write_batches(conn, from_owners, writer_stats, committed_tx))
+            .spawn(move || write_batches(conn, lock, from_owners, writer_stats, committed_tx))
             .map_err(|e| StoreError::Setup(format!("cannot start the log writer: {e}")))?;
         let log = Self {
             appender: Arc::new(Mutex::new(Appender {
@@ -189,6 +241,7 @@ impl EventLog {
             })),
             stats,
             committed,
+            keys,
         };
         Ok(OpenedLog {
             log,
@@ -199,6 +252,13 @@ impl EventLog {
 
     /// Queues an applied event for the next commit and returns its sequence number's ticket.
     pub fn append(&self, event: &Event) -> Durable {
+        self.append_keyed(event, PendingRecord::of(event))
+    }
+
+    /// `append` for a caller that already made the event's idempotency record
+    /// (`PendingRecord::of(event)`); the record is committed with the event.
+    pub fn append_keyed(&self, event: &Event, key: Option<PendingRecord>) -> Durable {
+        debug_assert_eq!(key, PendingRecord::of(event));
         let payload = encode_event(event);
         let (done, committed) = oneshot::channel();
         metrics::counter!("boxoffice_events_total", "kind" => event.kind()).increment(1);
@@ -209,6 +269,7 @@ impl EventLog {
             seq,
             kind: event.kind(),
             payload,
+            key,
             done,
         };
         if appender.to_writer.send(ToWriter::Append(pending)).is_err() {
@@ -269,6 +330,43 @@ impl EventLog {
             .map_err(|e| StoreError::Setup(format!("cannot back up the log: {e}")))
     }
 
+    /// Where idempotency records older than the ones in memory are found.
+    pub fn keys(&self) -> &Arc<KeyReader> {
+        &self.keys
+    }
+
+    /// Stores records of events already committed: how a start-up carries over records that
+    /// an older release kept only in snapshots. Blocks until they are committed.
+    pub fn store_keys_blocking(&self, records: Vec<PendingRecord>) {
+        let (done, stored) = oneshot::channel();
+        if self
+            .appender
+            .lock()
+            .to_writer
+            .send(ToWriter::StoreKeys(records, done))
+            .is_ok()
+        {
+            let _ = stored.blocking_recv();
+        }
+    }
+
+    #[cfg(test)]
+    async fn store_keys_blocking_for_tests(&self, records: Vec<PendingRecord>) {
+        let log = self.clone();
+        tokio::task::spawn_blocking(move || log.store_keys_blocking(records))
+            .await
+            .unwrap();
+    }
+
+    /// Deletes idempotency records that are stale at `now` (kept `KEY_TTL_MS`).
+    pub fn forget_stale_keys(&self, now: Timestamp) {
+        let _ = self
+            .appender
+            .lock()
+            .to_writer
+            .send(ToWriter::ForgetKeys(now));
+    }
+
     /// Drops rows at or below `seq`; the caller guarantees every owner has a snapshot past it.
     pub fn prune_through(&self, seq: u64) {
         let _ = self.appender.lock().to_writer.send(ToWriter::Prune(seq));
@@ -303,6 +401,7 @@ fn read_after(conn: &Connection, after_seq: u64) -> Result<Vec<(u64, Event)>, St
 
 fn write_batches(
     mut conn: Connection,
+    lock: File,
     from_owners: mpsc::Receiver<ToWriter>,
     stats: Arc<LogStats>,
     committed: watch::Sender<u64>,
@@ -310,6 +409,8 @@ fn write_batches(
     let mut prune_to = None;
     let mut close = None;
     let mut backups = Vec::new();
+    let mut carried_keys = Vec::new();
+    let mut forget_keys = None;
     while let Ok(first) = from_owners.recv() {
         let mut batch = Vec::new();
         let mut next = Some(first);
@@ -318,6 +419,8 @@ fn write_batches(
                 ToWriter::Append(pending) => batch.push(pending),
                 ToWriter::Prune(seq) => prune_to = prune_to.max(Some(seq)),
                 ToWriter::Backup(path, done) => backups.push((path, done)),
+                ToWriter::StoreKeys(records, done) => carried_keys.push((records, done)),
+                ToWriter::ForgetKeys(now) => forget_keys = forget_keys.max(Some(now)),
                 ToWriter::Close(done) => {
                     close = Some(done);
                     break;
@@ -334,6 +437,22 @@ fn write_batches(
                 Err(error) => tracing::warn!(%error, "could not prune the log"),
             }
         }
+        if let Some(now) = forget_keys.take() {
+            // Housekeeping too: a failure only keeps records longer than promised.
+            match keys::forget_stale(&conn, now) {
+                Ok(rows) => tracing::debug!(rows, "forgot stale idempotency records"),
+                Err(error) => tracing::warn!(%error, "could not forget stale idempotency records"),
+            }
+        }
+        for (records, done) in carried_keys.drain(..) {
+            if let Err(error) = store_keys(&mut conn, &records) {
+                fatal(&format!(
+                    "cannot store {} idempotency records: {error}",
+                    records.len()
+                ));
+            }
+            let _ = done.send(());
+        }
         for (path, done) in backups.drain(..) {
             // The copy holds exactly what is committed: this batch is not yet.
             let covered = stats.committed_seq.load(Ordering::SeqCst);
@@ -349,6 +468,7 @@ fn write_batches(
         if batch.is_empty() {
             if let Some(done) = close.take() {
                 drop(conn);
+                drop(lock);
                 let _ = done.send(());
                 return;
             }
@@ -381,10 +501,19 @@ fn write_batches(
         }
         if let Some(done) = close.take() {
             drop(conn);
+            drop(lock);
             let _ = done.send(());
             return;
         }
     }
+}
+
+fn store_keys(conn: &mut Connection, records: &[PendingRecord]) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    for record in records {
+        keys::insert(&tx, record)?;
+    }
+    tx.commit()
 }
 
 fn commit(conn: &mut Connection, batch: &[Pending]) -> rusqlite::Result<()> {
@@ -400,6 +529,9 @@ fn commit(conn: &mut Connection, batch: &[Pending]) -> rusqlite::Result<()> {
                 EVENT_FORMAT_VERSION,
                 pending.payload
             ])?;
+            if let Some(key) = &pending.key {
+                keys::insert(&tx, key)?;
+            }
         }
     }
     tx.commit()
@@ -481,6 +613,54 @@ mod tests {
         let reopened = EventLog::open(&path, Synchronous::Normal, 0).unwrap();
         assert_eq!(reopened.oldest_stored, Some(5));
         assert_eq!(reopened.events.len(), 7);
+    }
+
+    fn keyed_charge(key: &str, at: i64) -> Event {
+        Event::BalanceCharged {
+            charge: crate::domain::ChargeId(1),
+            user: crate::domain::UserId(4),
+            amount: 10,
+            balance_after: 10,
+            at: Timestamp(at),
+            idempotency: Some(crate::domain::IdempotencyStamp {
+                key: crate::domain::IdempotencyKey::parse(key).unwrap(),
+                fingerprint: 99,
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_keyed_event_is_committed_with_its_record_which_is_forgotten_after_a_day() {
+        use crate::domain::idempotency::{KeyRecord, KEY_TTL_MS};
+        let path = scratch("keys");
+        let opened = EventLog::open(&path, Synchronous::Normal, 0).unwrap();
+        let old = PendingRecord::of(&keyed_charge("old", 1_000)).unwrap();
+        let new = PendingRecord::of(&keyed_charge("new", 5_000)).unwrap();
+        assert_eq!(opened.log.keys().find(&old.key).unwrap(), None);
+        opened.log.append(&keyed_charge("old", 1_000)).wait().await;
+        // A record of the same key again (a replay) keeps the first.
+        opened.log.append(&keyed_charge("old", 1_000)).wait().await;
+        opened.log.append(&concert(1)).wait().await;
+        let found: Option<KeyRecord> = opened.log.keys().find(&old.key).unwrap();
+        assert_eq!(found, Some(old.record));
+        opened.log.close().await;
+
+        let reopened = EventLog::open(&path, Synchronous::Normal, 0).unwrap();
+        assert_eq!(
+            reopened.log.keys().find(&old.key).unwrap(),
+            Some(old.record)
+        );
+        reopened.log.store_keys_blocking_for_tests(vec![new]).await;
+        reopened
+            .log
+            .forget_stale_keys(Timestamp(1_000 + KEY_TTL_MS));
+        reopened.log.append(&concert(2)).wait().await;
+        assert_eq!(reopened.log.keys().find(&old.key).unwrap(), None);
+        assert_eq!(
+            reopened.log.keys().find(&new.key).unwrap(),
+            Some(new.record)
+        );
+        reopened.log.close().await;
     }
 
     #[test]

@@ -12,17 +12,19 @@ use crate::config::Settings;
 use crate::domain::accounts::Accounts;
 use crate::domain::admission::QueueSnapshot;
 use crate::domain::catalog::Catalog;
-use crate::domain::idempotency::IdempotencyBook;
+use crate::domain::idempotency::PendingRecord;
 use crate::domain::ledger::{BalancePolicy, Ledger};
 use crate::domain::seat_map::{HoldPolicy, SeatMap};
 use crate::domain::{DateId, Event};
 
+use super::legacy::BookV2;
 use super::log::{EventLog, StoreError};
 use super::snapshot::{self, SnapshotError};
 
 pub const ACCOUNTS_OWNER: &str = "accounts";
 pub const CATALOG_OWNER: &str = "catalog";
 pub const LEDGER_OWNER: &str = "ledger";
+/// Written by releases that kept every idempotency record in memory; now only read, once.
 pub const IDEMPOTENCY_OWNER: &str = "idempotency";
 pub const QUEUE_OWNER: &str = "queue";
 
@@ -35,7 +37,6 @@ pub struct Recovered {
     pub accounts: Accounts,
     pub catalog: Catalog,
     pub ledger: Ledger,
-    pub book: IdempotencyBook,
     pub dates: BTreeMap<DateId, SeatMap>,
     /// The waiting room as last saved (it is not logged: see README, "Durability").
     pub queue: Option<QueueSnapshot>,
@@ -103,24 +104,13 @@ fn start<T: DeserializeOwned>(
     owner: &str,
     empty: impl FnOnce() -> T,
 ) -> Result<Start<T>, RecoveryError> {
-    start_upgrading(dir, owner, empty, None)
-}
-
-fn start_upgrading<T: DeserializeOwned>(
-    dir: &Path,
-    owner: &str,
-    empty: impl FnOnce() -> T,
-    upgrade: Option<snapshot::Upgrade<T>>,
-) -> Result<Start<T>, RecoveryError> {
-    Ok(
-        match snapshot::load_newest_upgrading::<T>(dir, owner, upgrade)? {
-            Some((state, seq)) => Start { state, seq },
-            None => Start {
-                state: empty(),
-                seq: 0,
-            },
+    Ok(match snapshot::load_newest::<T>(dir, owner)? {
+        Some((state, seq)) => Start { state, seq },
+        None => Start {
+            state: empty(),
+            seq: 0,
         },
-    )
+    })
 }
 
 pub fn recover(settings: &Settings) -> Result<Recovered, RecoveryError> {
@@ -131,10 +121,9 @@ pub fn recover(settings: &Settings) -> Result<Recovered, RecoveryError> {
     let accounts = start(dir, ACCOUNTS_OWNER, Accounts::default)?;
     let catalog = start(dir, CATALOG_OWNER, Catalog::default)?;
     let ledger = start(dir, LEDGER_OWNER, || Ledger::new(balance_policy(settings)))?;
-    let book = start_upgrading(
+    let old_book = snapshot::load_newest_upgrading::<BookV2>(
         dir,
         IDEMPOTENCY_OWNER,
-        IdempotencyBook::default,
         Some(super::legacy::book_from_older),
     )?;
     let queue = snapshot::load_newest::<QueueSnapshot>(dir, QUEUE_OWNER)?.map(|(q, _)| q);
@@ -147,7 +136,8 @@ pub fn recover(settings: &Settings) -> Result<Recovered, RecoveryError> {
     let replay_from = dates
         .values()
         .map(|d| d.seq)
-        .chain([accounts.seq, catalog.seq, ledger.seq, book.seq])
+        .chain([accounts.seq, catalog.seq, ledger.seq])
+        .chain(old_book.as_ref().map(|(_, seq)| *seq))
         .min()
         .unwrap_or(0);
     let super::log::OpenedLog {
@@ -173,7 +163,9 @@ pub fn recover(settings: &Settings) -> Result<Recovered, RecoveryError> {
     missing_history(ACCOUNTS_OWNER, accounts.seq)?;
     missing_history(CATALOG_OWNER, catalog.seq)?;
     missing_history(LEDGER_OWNER, ledger.seq)?;
-    missing_history(IDEMPOTENCY_OWNER, book.seq)?;
+    if let Some((_, seq)) = &old_book {
+        missing_history(IDEMPOTENCY_OWNER, *seq)?;
+    }
     let created_in_log: std::collections::BTreeSet<DateId> = events
         .iter()
         .filter_map(|(_, e)| match e {
@@ -188,8 +180,11 @@ pub fn recover(settings: &Settings) -> Result<Recovered, RecoveryError> {
         }
     }
 
-    let (mut accounts_state, mut catalog_state, mut ledger_state, mut book_state) =
-        (accounts.state, catalog.state, ledger.state, book.state);
+    if let Some((book, seq)) = old_book {
+        carry_over_keys(&log, dir, book, seq, &events);
+    }
+    let (mut accounts_state, mut catalog_state, mut ledger_state) =
+        (accounts.state, catalog.state, ledger.state);
     ledger_state.set_policy(balance_policy(settings));
     let mut maps: BTreeMap<DateId, (SeatMap, u64)> = dates
         .into_iter()
@@ -224,9 +219,6 @@ pub fn recover(settings: &Settings) -> Result<Recovered, RecoveryError> {
         if seq > ledger.seq {
             ledger_state.apply(event);
         }
-        if seq > book.seq {
-            book_state.apply(event);
-        }
         for (map, map_seq) in maps.values_mut() {
             if seq > *map_seq {
                 map.apply(event);
@@ -244,11 +236,39 @@ pub fn recover(settings: &Settings) -> Result<Recovered, RecoveryError> {
         accounts: accounts_state,
         catalog: catalog_state,
         ledger: ledger_state,
-        book: book_state,
         dates: maps.into_iter().map(|(id, (map, _))| (id, map)).collect(),
         queue,
         log,
         replayed_events,
         took,
     })
+}
+
+/// Stores the records of a book an older release snapshotted, and of the keyed events it logged
+/// after that snapshot, then removes the book's files: from here on the log holds every record.
+fn carry_over_keys(
+    log: &EventLog,
+    dir: &Path,
+    book: BookV2,
+    book_seq: u64,
+    events: &[(u64, Event)],
+) {
+    let mut records = book.into_records();
+    records.extend(
+        events
+            .iter()
+            .filter(|(seq, _)| *seq > book_seq)
+            .filter_map(|(_, event)| PendingRecord::of(event)),
+    );
+    let carried = records.len();
+    log.store_keys_blocking(records);
+    for (_, file) in snapshot::list(dir, IDEMPOTENCY_OWNER) {
+        if let Err(error) = std::fs::remove_file(&file) {
+            tracing::warn!(%error, file = %file.display(), "could not remove an old idempotency snapshot");
+        }
+    }
+    tracing::info!(
+        records = carried,
+        "carried idempotency records over from an older release's snapshot into the log"
+    );
 }

@@ -160,6 +160,57 @@ async fn an_idempotent_charge_retry_applies_once() {
     assert_eq!(app.balance(&other).await, 800);
 }
 
+/// The line of `/metrics` with the idempotency records held in memory.
+async fn keys_in_memory(app: &TestApp) -> String {
+    let text = app
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(r#"boxoffice_records{kind="idempotency_keys"}"#))
+        .expect("the records gauge")
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_that_left_memory_still_replays_from_the_store() {
+    let app = spawn_app().await;
+    let buyer = app.new_buyer().await;
+    let charge = |key: &str, amount: u64| {
+        app.post("/api/v1/balance/charges")
+            .session(&buyer)
+            .idempotency_key(key)
+            .json(&json!({ "amount": amount }))
+            .send()
+    };
+    let first = assert_json(charge("early", 700).await.unwrap(), 201).await;
+    app.advance(std::time::Duration::from_millis(
+        boxoffice::domain::idempotency::RECENT_MS as u64 + 1_000,
+    ));
+    // The next keyed change lets go of the records that have settled on disk.
+    assert_json(charge("late", 100).await.unwrap(), 201).await;
+    assert_eq!(
+        keys_in_memory(&app).await,
+        r#"boxoffice_records{kind="idempotency_keys"} 1"#,
+        "only the recent key is in memory"
+    );
+
+    let retry = assert_json(charge("early", 700).await.unwrap(), 201).await;
+    assert_eq!(retry, first, "the store answers as the book did");
+    assert_problem(
+        charge("early", 800).await.unwrap(),
+        422,
+        "idempotency_key_reused",
+    )
+    .await;
+    assert_eq!(app.balance(&buyer).await, 800);
+    assert_eq!(app.history(&buyer).await.len(), 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_with_one_idempotency_key_apply_once() {
     let app = spawn_app().await;

@@ -432,7 +432,7 @@ fn assert_unbiased(what: &str, tokens: &[String]) {
 }
 
 fn hex_bytes(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())
