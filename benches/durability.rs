@@ -149,7 +149,7 @@ fn idempotency_records(c: &mut Criterion) {
     let path = dir.join("boxoffice.db");
     let events: Vec<Event> = (0..BOOK_KEYS).map(keyed_event).collect();
     let opened = EventLog::open(&path, Synchronous::Normal, 0).unwrap();
-    let keys = KeyRecords::new(opened.log.keys().clone());
+    let keys = KeyRecords::new(opened.log.reader().clone());
     runtime.block_on(async {
         let mut last = None;
         for event in &events {

@@ -22,7 +22,7 @@ use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::domain::idempotency::{BookKey, IdempotencyBook, KeyRecord, Outcome, PendingRecord};
 use crate::domain::{DateId, DomainError, Event, ReservationId, UserId};
-use crate::store::keys::KeyReader;
+use crate::store::reader::StoreReader;
 use crate::store::recovery::{self, Recovered, ACCOUNTS_OWNER, CATALOG_OWNER, LEDGER_OWNER};
 use crate::store::snapshot::Snapshotter;
 use crate::store::{Durable, EventLog};
@@ -39,12 +39,12 @@ pub struct KeyRecords {
     /// Shared by every owner of keyed changes (dates, ledger), so changes without a key never
     /// take its lock, and a record is made (its key hashed) before the lock is taken.
     book: Arc<Mutex<IdempotencyBook>>,
-    stored: Arc<KeyReader>,
+    stored: Arc<StoreReader>,
 }
 
 impl KeyRecords {
     /// An empty book in front of the records stored in the log's database.
-    pub fn new(stored: Arc<KeyReader>) -> Self {
+    pub fn new(stored: Arc<StoreReader>) -> Self {
         Self {
             book: Arc::default(),
             stored,
@@ -57,7 +57,7 @@ impl KeyRecords {
             return Ok(Some(recent));
         }
         // Not in memory: either new, or settled into the store (which then already has it).
-        let stored = self.stored.find(key).map_err(|error| {
+        let stored = self.stored.find_key(key).map_err(|error| {
             tracing::error!(%error, "cannot read idempotency records");
             EngineError::Unavailable
         })?;
@@ -320,7 +320,7 @@ impl Engine {
             snapshots.register(&recovery::date_owner(*date));
         }
         let durability = Durability {
-            keys: KeyRecords::new(log.keys().clone()),
+            keys: KeyRecords::new(log.reader().clone()),
             log,
             snapshots,
             snapshot_every: Duration::from_secs(settings.storage.snapshot_interval_seconds.max(1)),

@@ -2,9 +2,11 @@
 //! recovery that reads them back at start.
 
 pub mod backup;
+pub mod history;
 pub mod keys;
 pub mod legacy;
 pub mod log;
+pub mod reader;
 pub mod recovery;
 pub mod snapshot;
 

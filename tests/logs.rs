@@ -168,7 +168,6 @@ async fn metrics_count_requests_events_commits_and_snapshots() {
         r#"boxoffice_actor_calls_pending{actor="ledger"} 0"#,
         r#"boxoffice_records{kind="idempotency_keys"} 1"#,
         r#"boxoffice_records{kind="reservations"} 1"#,
-        r#"boxoffice_records{kind="ledger_entries"} 1"#,
         r#"boxoffice_records{kind="queue_tokens"} 1"#,
     ] {
         assert!(text.contains(expected), "missing {expected} in\n{text}");

@@ -1,9 +1,8 @@
-//! Owner of balances. It also settles the money side of a payment: the date actor prepares the
+//! Owner of balances (their history is read from the store, not from here). It also settles the money side of a payment: the date actor prepares the
 //! payment event, the ledger checks the balance, applies it and logs it, and only then does the
 //! date actor mark the seats sold. The date actor handles nothing else in between, so seats and
 //! money never disagree in memory, and the log holds the payment as ONE event.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -12,6 +11,7 @@ use super::{ask, every, reply_outcome, snapshot_later, Durability, EngineError};
 use crate::clock::SharedClock;
 use crate::domain::ledger::{Ledger, LedgerEntry};
 use crate::domain::{ChargeId, DomainError, Event, IdempotencyStamp, Timestamp, UserId};
+use crate::store::reader::StoreReader;
 use crate::store::recovery::LEDGER_OWNER;
 use crate::store::Durable;
 
@@ -40,10 +40,6 @@ pub enum LedgerMsg {
         user: UserId,
         reply: RpcReplyPort<u64>,
     },
-    History {
-        user: UserId,
-        reply: RpcReplyPort<Vec<LedgerEntry>>,
-    },
     State(RpcReplyPort<Ledger>),
     Snapshot(Option<RpcReplyPort<()>>),
 }
@@ -54,15 +50,11 @@ pub struct LedgerState {
     ledger: Ledger,
     durability: Durability,
     clock: SharedClock,
-    entries: Arc<AtomicUsize>,
 }
 
 impl LedgerState {
     fn commit(&mut self, event: &Event) -> Durable {
         self.ledger.apply(event).expect("ledger events move money");
-        if event.adds_ledger_entry() {
-            self.entries.fetch_add(1, Ordering::Relaxed);
-        }
         self.durability.append(event)
     }
 }
@@ -127,14 +119,6 @@ impl Actor for LedgerActor {
             LedgerMsg::Balance { user, reply } => {
                 let _ = reply.send(state.ledger.balance(user));
             }
-            LedgerMsg::History { user, reply } => {
-                let history = state
-                    .ledger
-                    .account(user)
-                    .map(|a| a.history.iter().rev().cloned().collect())
-                    .unwrap_or_default();
-                let _ = reply.send(history);
-            }
             LedgerMsg::State(reply) => {
                 let _ = reply.send(state.ledger.clone());
             }
@@ -154,7 +138,7 @@ impl Actor for LedgerActor {
 #[derive(Clone)]
 pub struct LedgerHandle {
     actor: ActorRef<LedgerMsg>,
-    entries: Arc<AtomicUsize>,
+    history: Arc<StoreReader>,
 }
 
 impl LedgerHandle {
@@ -164,16 +148,15 @@ impl LedgerHandle {
         recovered: Ledger,
     ) -> anyhow::Result<Self> {
         let every_snapshot = durability.snapshot_every;
-        let entries = Arc::new(AtomicUsize::new(recovered.entry_count()));
+        let history = durability.log.reader().clone();
         let state = LedgerState {
             ledger: recovered,
             durability,
             clock,
-            entries: entries.clone(),
         };
         let (actor, _) = Actor::spawn(None, LedgerActor, state).await?;
         every(actor.clone(), every_snapshot, || LedgerMsg::Snapshot(None));
-        Ok(Self { actor, entries })
+        Ok(Self { actor, history })
     }
 
     pub async fn charge(
@@ -202,18 +185,21 @@ impl LedgerHandle {
         .await??)
     }
 
-    /// Balance history entries kept, over every account.
-    pub fn entries(&self) -> usize {
-        self.entries.load(Ordering::Relaxed)
-    }
-
     pub async fn balance(&self, user: UserId) -> Result<u64, EngineError> {
         ask(&self.actor, |reply| LedgerMsg::Balance { user, reply }).await
     }
 
-    /// Newest first.
+    /// Newest first, as of the last commit: every change acknowledged so far is in it. Read
+    /// from the store on the blocking pool, as a long history is many rows.
     pub async fn history(&self, user: UserId) -> Result<Vec<LedgerEntry>, EngineError> {
-        ask(&self.actor, |reply| LedgerMsg::History { user, reply }).await
+        let reader = self.history.clone();
+        tokio::task::spawn_blocking(move || reader.ledger_history(user))
+            .await
+            .map_err(|_| EngineError::Unavailable)?
+            .map_err(|error| {
+                tracing::error!(%error, "cannot read the balance history");
+                EngineError::Unavailable
+            })
     }
 
     /// A copy of the state, for tests that compare live state with replayed state.

@@ -97,12 +97,4 @@ impl Event {
             Event::PaymentCompleted { .. } => "payment_completed",
         }
     }
-
-    /// Whether applying this change writes a balance history entry.
-    pub fn adds_ledger_entry(&self) -> bool {
-        matches!(
-            self,
-            Event::BalanceCharged { .. } | Event::PaymentCompleted { .. }
-        )
-    }
 }

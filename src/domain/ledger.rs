@@ -1,5 +1,9 @@
-//! Prepaid balances and their history. A balance is never negative, never above
-//! `max_balance`, and always equals charges − payments + refunds (invariant 2).
+//! Prepaid balances. A balance is never negative, never above `max_balance`, and always equals
+//! charges − payments + refunds (invariant 2).
+//!
+//! The history behind a balance is not kept here: every charge and payment is an event, and
+//! `LedgerEntry::made_by` turns it into its history entry, which the store keeps beside the event
+//! (the log's sequence number is the entry's id). Memory holds one number per user.
 
 use std::collections::HashMap;
 
@@ -47,41 +51,88 @@ pub struct LedgerEntry {
     pub reference: EntryReference,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Account {
-    pub balance: u64,
-    pub history: Vec<LedgerEntry>,
+impl LedgerEntry {
+    /// The history entry a money event makes for its user, with `entry_id` as its id (the
+    /// event's log sequence); `None` for other events.
+    pub fn made_by(entry_id: u64, event: &Event) -> Option<(UserId, Self)> {
+        let (user, kind, amount, balance_after, at, reference) = match event {
+            Event::BalanceCharged {
+                charge,
+                user,
+                amount,
+                balance_after,
+                at,
+                ..
+            } => (
+                *user,
+                EntryKind::Charge,
+                *amount,
+                *balance_after,
+                *at,
+                EntryReference::Charge(*charge),
+            ),
+            Event::PaymentCompleted {
+                reservation,
+                user,
+                amount,
+                balance_after,
+                at,
+                ..
+            } => (
+                *user,
+                EntryKind::Payment,
+                *amount,
+                *balance_after,
+                *at,
+                EntryReference::Reservation(*reservation),
+            ),
+            _ => return None,
+        };
+        Some((
+            user,
+            Self {
+                entry_id,
+                kind,
+                amount,
+                balance_after,
+                at,
+                reference,
+            },
+        ))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ledger {
     policy: BalancePolicy,
-    accounts: HashMap<UserId, Account>,
+    balances: HashMap<UserId, u64>,
     next_charge: u64,
-    next_entry: u64,
 }
 
 impl Ledger {
     pub fn new(policy: BalancePolicy) -> Self {
         Self {
             policy,
-            accounts: HashMap::new(),
+            balances: HashMap::new(),
             next_charge: 1,
-            next_entry: 1,
+        }
+    }
+
+    /// A ledger as an older snapshot layout left it.
+    pub fn from_parts(
+        policy: BalancePolicy,
+        balances: HashMap<UserId, u64>,
+        next_charge: u64,
+    ) -> Self {
+        Self {
+            policy,
+            balances,
+            next_charge,
         }
     }
 
     pub fn balance(&self, user: UserId) -> u64 {
-        self.accounts.get(&user).map_or(0, |a| a.balance)
-    }
-
-    /// History entries over every account.
-    pub fn entry_count(&self) -> usize {
-        self.accounts.values().map(|a| a.history.len()).sum()
-    }
-
-    pub fn account(&self, user: UserId) -> Option<&Account> {
-        self.accounts.get(&user)
+        self.balances.get(&user).copied().unwrap_or(0)
     }
 
     /// Decides a top-up. `amount` is any integer the client sent, however large.
@@ -149,63 +200,35 @@ impl Ledger {
 
     /// Returns the balance right after the event for the events this ledger owns.
     pub fn apply(&mut self, event: &Event) -> Option<u64> {
-        let (user, kind, signed_amount, at, reference) = match event {
+        let (user, signed_amount) = match event {
             Event::BalanceCharged {
                 charge,
                 user,
                 amount,
-                at,
                 ..
             } => {
                 assert_eq!(charge.0, self.next_charge, "charges apply in decided order");
                 self.next_charge += 1;
-                (
-                    *user,
-                    EntryKind::Charge,
-                    *amount as i128,
-                    *at,
-                    EntryReference::Charge(*charge),
-                )
+                (*user, *amount as i128)
             }
-            Event::PaymentCompleted {
-                reservation,
-                user,
-                amount,
-                at,
-                ..
-            } => (
-                *user,
-                EntryKind::Payment,
-                -(*amount as i128),
-                *at,
-                EntryReference::Reservation(*reservation),
-            ),
+            Event::PaymentCompleted { user, amount, .. } => (*user, -(*amount as i128)),
             _ => return None,
         };
-        let account = self.accounts.entry(user).or_default();
-        let balance_after = u64::try_from(account.balance as i128 + signed_amount)
+        let balance = self.balances.entry(user).or_default();
+        let balance_after = u64::try_from(*balance as i128 + signed_amount)
             .expect("decide checked that the balance stays in range");
         debug_assert!(matches!(
             event,
             Event::BalanceCharged { balance_after: b, .. } | Event::PaymentCompleted { balance_after: b, .. }
                 if *b == balance_after
         ));
-        account.balance = balance_after;
-        account.history.push(LedgerEntry {
-            entry_id: self.next_entry,
-            kind,
-            amount: signed_amount.unsigned_abs() as u64,
-            balance_after,
-            at,
-            reference,
-        });
-        self.next_entry += 1;
+        *balance = balance_after;
         Some(balance_after)
     }
 
-    /// Balances of every account; used by tests and the admin view.
-    pub fn accounts(&self) -> impl Iterator<Item = (&UserId, &Account)> {
-        self.accounts.iter()
+    /// Every user's balance; used by tests and the admin view.
+    pub fn balances(&self) -> impl Iterator<Item = (&UserId, &u64)> {
+        self.balances.iter()
     }
 }
 
@@ -278,10 +301,36 @@ mod tests {
         );
         let settled = l.settle_payment(&payment(100)).unwrap();
         assert_eq!(l.apply(&settled), Some(0));
-        let history = &l.account(ALICE).unwrap().history;
-        assert_eq!(history.len(), 2);
-        assert_eq!(history[1].kind, EntryKind::Payment);
-        assert_eq!(history[1].amount, 100);
-        assert_eq!(history[1].balance_after, 0);
+        let (user, entry) = LedgerEntry::made_by(42, &settled).unwrap();
+        assert_eq!(user, ALICE);
+        assert_eq!(entry.entry_id, 42);
+        assert_eq!(entry.kind, EntryKind::Payment);
+        assert_eq!(entry.amount, 100);
+        assert_eq!(entry.balance_after, 0);
+        assert_eq!(
+            entry.reference,
+            EntryReference::Reservation(ReservationId {
+                date: DateId(1),
+                seq: 1
+            })
+        );
+    }
+
+    #[test]
+    fn only_money_events_make_history_entries() {
+        let charge = ledger().charge(ALICE, 5, Timestamp(9), None).unwrap();
+        let (_, entry) = LedgerEntry::made_by(7, &charge).unwrap();
+        assert_eq!(
+            (entry.kind, entry.amount, entry.balance_after, entry.at),
+            (EntryKind::Charge, 5, 5, Timestamp(9))
+        );
+        let cancel = Event::HoldCancelled {
+            reservation: ReservationId {
+                date: DateId(1),
+                seq: 1,
+            },
+            at: Timestamp(0),
+        };
+        assert!(LedgerEntry::made_by(8, &cancel).is_none());
     }
 }

@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 use proptest::prelude::*;
 
 use super::admission::{AdmissionQueue, Lookup, QueuePolicy, QueueTokenId, Standing};
-use super::ledger::{BalancePolicy, Ledger};
+use super::ledger::{BalancePolicy, Ledger, LedgerEntry};
 use super::seat_map::{HoldPolicy, ReservationState, SeatMap, SeatStatus};
 use super::*;
 
@@ -236,9 +236,14 @@ proptest! {
                 let expected = charged.get(&user).copied().unwrap_or(0) - paid.get(&user).copied().unwrap_or(0);
                 prop_assert_eq!(balance, expected);
                 prop_assert!(balance <= policy.max_balance);
-                if let Some(account) = ledger.account(UserId(user)) {
-                    prop_assert_eq!(account.history.last().map(|e| e.balance_after), Some(balance));
-                }
+                // The history the log's events make ends at the balance.
+                let last_entry = log
+                    .iter()
+                    .enumerate()
+                    .rev()
+                    .filter_map(|(seq, e)| LedgerEntry::made_by(seq as u64 + 1, e))
+                    .find(|(owner, _)| *owner == UserId(user));
+                prop_assert_eq!(last_entry.map(|(_, e)| e.balance_after).unwrap_or(0), balance);
             }
         }
         let mut replayed = Ledger::new(policy);

@@ -144,7 +144,7 @@ mod tests {
             0,
         )
         .unwrap();
-        let keys = KeyRecords::new(opened.log.keys().clone());
+        let keys = KeyRecords::new(opened.log.reader().clone());
         let gate = Arc::new(IdempotencyGate::new(keys));
         let key = IdempotencyKey::parse("k1");
         let first = gate

@@ -46,7 +46,6 @@ pub(super) async fn metrics(State(app): State<AppState>) -> impl axum::response:
     for (kind, count) in [
         ("idempotency_keys", idempotency_keys),
         ("reservations", reservations),
-        ("ledger_entries", engine.ledger.entries()),
         ("queue_tokens", engine.queue.remembered()),
     ] {
         metrics::gauge!("boxoffice_records", "kind" => kind).set(count as f64);

@@ -3,15 +3,12 @@
 //! recent records are also in memory (`domain::idempotency::IdempotencyBook`); older ones are
 //! read from here, by a few read-only connections that never wait for the writer (WAL).
 
-use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-use parking_lot::Mutex;
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::log::StoreError;
+use super::reader::StoreReader;
 use crate::domain::idempotency::{BookKey, KeyRecord, Outcome, PendingRecord};
-use crate::domain::{Timestamp, UserId};
+use crate::domain::Timestamp;
 
 pub(crate) const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS idempotency_keys (
@@ -23,9 +20,6 @@ pub(crate) const SCHEMA: &str = "
         PRIMARY KEY (user_id, digest)
     ) WITHOUT ROWID;
     CREATE INDEX IF NOT EXISTS idempotency_keys_by_age ON idempotency_keys (recorded_at);";
-
-/// Read connections: one per core is enough, as a lookup is a few microseconds.
-const READERS: usize = 2;
 
 fn encode_outcome(outcome: &Outcome) -> Vec<u8> {
     bincode::serde::encode_to_vec(outcome, bincode::config::standard())
@@ -64,46 +58,11 @@ pub(crate) fn forget_stale(conn: &Connection, now: Timestamp) -> rusqlite::Resul
     )
 }
 
-/// Looks records up without going through the writer.
-pub struct KeyReader {
-    connections: Vec<Mutex<Connection>>,
-    next: AtomicUsize,
-}
-
-impl KeyReader {
-    /// Opens read-only connections to a log the writer has already set up.
-    pub(crate) fn open(path: &Path) -> Result<Self, StoreError> {
-        let connections = (0..READERS)
-            .map(|_| {
-                let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-                let conn = Connection::open_with_flags(path, flags).map_err(|e| {
-                    StoreError::Setup(format!(
-                        "cannot open the event log {} for reading: {e}",
-                        path.display()
-                    ))
-                })?;
-                conn.busy_timeout(std::time::Duration::from_secs(1))
-                    .map_err(|e| StoreError::Setup(e.to_string()))?;
-                Ok(Mutex::new(conn))
-            })
-            .collect::<Result<_, StoreError>>()?;
-        Ok(Self {
-            connections,
-            next: AtomicUsize::new(0),
-        })
-    }
-
+impl StoreReader {
     /// The stored record of `key`, if any. Sees every commit that finished before the call.
-    pub fn find(&self, key: &BookKey) -> Result<Option<KeyRecord>, StoreError> {
-        let conn = self
-            .connections
-            .iter()
-            .find_map(|c| c.try_lock())
-            .unwrap_or_else(|| {
-                let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.connections.len();
-                self.connections[turn].lock()
-            });
-        let row = conn
+    pub fn find_key(&self, key: &BookKey) -> Result<Option<KeyRecord>, StoreError> {
+        let row = self
+            .connection()
             .prepare_cached(
                 "SELECT fingerprint, outcome FROM idempotency_keys
                  WHERE user_id = ?1 AND digest = ?2",
@@ -123,17 +82,5 @@ impl KeyReader {
             })
         })
         .transpose()
-    }
-
-    /// Records stored for `user`, for tests and reports.
-    pub fn count_of(&self, user: UserId) -> Result<u64, StoreError> {
-        let conn = self.connections[0].lock();
-        conn.query_row(
-            "SELECT COUNT(*) FROM idempotency_keys WHERE user_id = ?1",
-            params![user.0 as i64],
-            |row| row.get::<_, i64>(0),
-        )
-        .map(|n| n as u64)
-        .map_err(|e| StoreError::Corrupt(e.to_string()))
     }
 }

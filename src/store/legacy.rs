@@ -1,5 +1,9 @@
 //! Snapshot payloads kept only to be read and carried over at start.
 //!
+//! Up to version 2 the ledger kept every user's balance history inside its snapshot. Version 3
+//! keeps only balances; the history lives in the log's database, so a version-2 ledger's
+//! history is carried there at start, with the entry ids its users have seen.
+//!
 //! Releases up to this one's predecessor kept every idempotency record in memory and wrote the
 //! whole book as a snapshot (owner `idempotency`). Records now live in the log's database, so a
 //! book left by such a release is read once, its records are stored there, and its files go.
@@ -14,6 +18,7 @@ use super::snapshot::decode_payload;
 use crate::domain::idempotency::{
     BookKey, KeyDigest, KeyRecord, KeyedEndpoint, Outcome, PendingRecord,
 };
+use crate::domain::ledger::{BalancePolicy, Ledger, LedgerEntry};
 use crate::domain::seat_map::Reservation;
 use crate::domain::{ChargeId, IdempotencyKey, ReservationId, SeatNo, Timestamp, UserId};
 
@@ -105,10 +110,12 @@ impl BookV2 {
     }
 }
 
-/// A version-1 book, read as version 2.
+/// A book of version 1 or 2, read as version 2.
 pub fn book_from_older(version: u32, payload: &[u8]) -> Result<BookV2, String> {
-    if version != 1 {
-        return Err(format!("no reader for idempotency book version {version}"));
+    match version {
+        1 => {}
+        2 => return decode_payload(payload),
+        _ => return Err(format!("no reader for idempotency book version {version}")),
     }
     let mut old: BookV1 = decode_payload(payload)?;
     let mut book = BookV2::default();
@@ -130,6 +137,61 @@ pub fn book_from_older(version: u32, payload: &[u8]) -> Result<BookV2, String> {
         book.recorded.push_back((at, key));
     }
     Ok(book)
+}
+
+/// A ledger as recovery found it, with the history an older layout kept inside it.
+pub struct LedgerStart {
+    pub ledger: Ledger,
+    /// Each user's entries from a version-2 snapshot; empty for today's layout.
+    pub history: Vec<(UserId, LedgerEntry)>,
+    /// The id the older release would have given its next entry, so entries of the events it
+    /// logged after this snapshot get the ids it would have shown.
+    pub next_entry: u64,
+}
+
+impl<'de> Deserialize<'de> for LedgerStart {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(Self {
+            ledger: Ledger::deserialize(deserializer)?,
+            history: Vec::new(),
+            next_entry: 1,
+        })
+    }
+}
+
+/// The ledger as versions 1 and 2 serialized it (field order is the format).
+#[derive(Serialize, Deserialize)]
+struct LedgerV2 {
+    policy: BalancePolicy,
+    accounts: HashMap<UserId, AccountV2>,
+    next_charge: u64,
+    next_entry: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct AccountV2 {
+    balance: u64,
+    history: Vec<LedgerEntry>,
+}
+
+/// A ledger of version 1 or 2: balances stay, the history is handed over to be stored.
+pub fn ledger_from_older(version: u32, payload: &[u8]) -> Result<LedgerStart, String> {
+    if !(1..=2).contains(&version) {
+        return Err(format!("no reader for ledger version {version}"));
+    }
+    let old: LedgerV2 = decode_payload(payload)?;
+    let mut balances = HashMap::new();
+    let mut history = Vec::new();
+    for (user, account) in old.accounts {
+        balances.insert(user, account.balance);
+        history.extend(account.history.into_iter().map(|entry| (user, entry)));
+    }
+    history.sort_by_key(|(_, entry)| entry.entry_id);
+    Ok(LedgerStart {
+        ledger: Ledger::from_parts(old.policy, balances, old.next_charge),
+        history,
+        next_entry: old.next_entry,
+    })
 }
 
 #[cfg(test)]
@@ -268,16 +330,86 @@ mod tests {
         ]
     }
 
+    /// `ledger-9.bin` as release `1e7520c` wrote it: a charge of 500,000 (`ch_1`), a payment
+    /// of 55,000 for `r_1_1`, and nothing else.
+    const VERSION_2_LEDGER: &str = "424f58534e41500002000000000000000900000000000000410000000000000028c188555ec97fbffc80969800fc00e1f5050101fc48ca0600020100fc20a10700fc20a10700fd260fa21f4403000000010201fbd8d6fc48ca0600fd3a12a21f440300000101010203";
+
+    fn unhex(text: &str) -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_version_2_ledger_keeps_its_balances_and_hands_over_its_history() {
+        use crate::domain::ledger::{EntryKind, EntryReference};
+        let (start, seq): (LedgerStart, u64) = snapshot::decode_upgrading(
+            Path::new("ledger-9.bin"),
+            &unhex(VERSION_2_LEDGER),
+            Some(ledger_from_older),
+        )
+        .expect("a version-2 ledger reads");
+        assert_eq!(seq, 9);
+        let user = UserId(1);
+        assert_eq!(start.ledger.balance(user), 445_000);
+        assert_eq!(start.next_entry, 3);
+        let entries: Vec<_> = start
+            .history
+            .iter()
+            .map(|(owner, e)| {
+                (
+                    *owner,
+                    e.entry_id,
+                    e.kind,
+                    e.amount,
+                    e.balance_after,
+                    e.reference,
+                )
+            })
+            .collect();
+        assert_eq!(
+            entries,
+            vec![
+                (
+                    user,
+                    1,
+                    EntryKind::Charge,
+                    500_000,
+                    500_000,
+                    EntryReference::Charge(ChargeId(1))
+                ),
+                (
+                    user,
+                    2,
+                    EntryKind::Payment,
+                    55_000,
+                    445_000,
+                    EntryReference::Reservation(ReservationId {
+                        date: DateId(1),
+                        seq: 1
+                    })
+                ),
+            ]
+        );
+        // The next charge continues the old numbering.
+        let next = start.ledger.charge(user, 5, Timestamp(0), None).unwrap();
+        assert!(matches!(
+            next,
+            crate::domain::Event::BalanceCharged {
+                charge: ChargeId(2),
+                ..
+            }
+        ));
+    }
+
     /// `idempotency-42.bin` as the previous release (`1e7520c`) wrote it: the records of
     /// `expected_records`, made by that release's own `IdempotencyBook::record`.
     const VERSION_2_FILE: &str = "424f58534e41500002000000000000002a000000000000008b00000000000000a4dcdedd4381fbb60303597fcb31282d34654c200d3418fca5700b0005fbbc02fb840303662fb906c0fb671022f9914d6bba12250c0102090360dfc2070e0cda45e71bfbbe0f51497e0d020209fb5802fb2c01fb701703fbd00703597fcb31282d34654c200d3418fca570fba00f03662fb906c0fb671022f9914d6bba1225fb70170360dfc2070e0cda45e71bfbbe0f51497e";
 
     #[test]
     fn a_version_2_book_written_by_the_previous_release_is_read_in_order() {
-        let bytes: Vec<u8> = (0..VERSION_2_FILE.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&VERSION_2_FILE[i..i + 2], 16).unwrap())
-            .collect();
+        let bytes = unhex(VERSION_2_FILE);
         let (book, seq): (BookV2, u64) = snapshot::decode_upgrading(
             Path::new("idempotency-42.bin"),
             &bytes,

@@ -7,8 +7,9 @@
 //! The returned [`Durable`] resolves once the commit that holds the event is on disk.
 //! A commit failure is fatal: memory would no longer match disk, so the process exits loudly.
 //!
-//! The rows a keyed change leaves for retries (`store::keys`) are written in the same
-//! transaction as the change's event. One process at a time: a lock file beside the database
+//! The rows an event leaves beside it — the record of a keyed change for retries
+//! (`store::keys`), a balance history entry (`store::history`) — are written in the same
+//! transaction as the event. One process at a time: a lock file beside the database
 //! keeps a second one out, while the log's own readers share the file (WAL).
 
 use std::fs::File;
@@ -23,10 +24,12 @@ use parking_lot::Mutex;
 use rusqlite::{params, Connection, OpenFlags};
 use tokio::sync::{oneshot, watch};
 
-use super::keys::{self, KeyReader};
+use super::reader::StoreReader;
+use super::{history, keys};
 use crate::config::Synchronous;
 use crate::domain::idempotency::PendingRecord;
-use crate::domain::{Event, Timestamp};
+use crate::domain::ledger::LedgerEntry;
+use crate::domain::{Event, Timestamp, UserId};
 
 /// Version of the payload encoding stored with every row, so old logs stay readable.
 pub const EVENT_FORMAT_VERSION: u32 = 1;
@@ -58,7 +61,16 @@ struct Pending {
     kind: &'static str,
     payload: Vec<u8>,
     key: Option<PendingRecord>,
+    entry: Option<(UserId, LedgerEntry)>,
     done: oneshot::Sender<u64>,
+}
+
+/// Rows that events logged by an older release should have left beside them, carried over at
+/// start (see `OpenedLog::rows_from`).
+#[derive(Debug, Default)]
+pub struct CarriedRows {
+    pub keys: Vec<PendingRecord>,
+    pub entries: Vec<(UserId, LedgerEntry)>,
 }
 
 enum ToWriter {
@@ -69,8 +81,8 @@ enum ToWriter {
     Close(oneshot::Sender<()>),
     /// Copy the committed log into a new database file; answers the sequence it covers.
     Backup(PathBuf, oneshot::Sender<Result<u64, String>>),
-    /// Store idempotency records of events committed earlier (start-up only); answers when done.
-    StoreKeys(Vec<PendingRecord>, oneshot::Sender<()>),
+    /// Store rows of events committed earlier (start-up only); answers when done.
+    Carry(CarriedRows, oneshot::Sender<()>),
     /// Delete idempotency records that are stale at this time.
     ForgetKeys(Timestamp),
 }
@@ -97,6 +109,9 @@ pub struct OpenedLog {
     pub log: EventLog,
     pub events: Vec<(u64, Event)>,
     pub oldest_stored: Option<u64>,
+    /// The first sequence logged by a release that writes rows beside events; events before
+    /// it have none, and recovery carries theirs over.
+    pub rows_from: u64,
 }
 
 /// Counters the writer keeps for metrics and reports.
@@ -117,7 +132,7 @@ pub struct EventLog {
     appender: Arc<Mutex<Appender>>,
     stats: Arc<LogStats>,
     committed: watch::Receiver<u64>,
-    keys: Arc<KeyReader>,
+    reader: Arc<StoreReader>,
 }
 
 /// `boxoffice.db` → `boxoffice.db.lock`.
@@ -186,8 +201,14 @@ fn open_connection(path: &Path, synchronous: Synchronous) -> Result<Connection, 
              payload BLOB    NOT NULL
          );
          {keys}
+         {history}
+         CREATE TABLE IF NOT EXISTS boxoffice_meta (
+             name  TEXT PRIMARY KEY,
+             value INTEGER NOT NULL
+         );
          BEGIN IMMEDIATE; COMMIT;",
-        keys = keys::SCHEMA
+        keys = keys::SCHEMA,
+        history = history::SCHEMA
     ))
     .map_err(|e| {
         let hint = if e.to_string().contains("locked") || e.to_string().contains("busy") {
@@ -214,7 +235,7 @@ impl EventLog {
         create_data_dir(path)?;
         let lock = lock_exclusively(path)?;
         let conn = open_connection(path, synchronous)?;
-        let keys = Arc::new(KeyReader::open(path)?);
+        let reader = Arc::new(StoreReader::open(path)?);
         let events = read_after(&conn, after_seq)?;
         let oldest: Option<i64> = conn
             .query_row("SELECT MIN(seq) FROM events", [], |r| r.get(0))
@@ -224,6 +245,19 @@ impl EventLog {
                 r.get::<_, i64>(0)
             })
             .map_err(|e| StoreError::Corrupt(e.to_string()))? as u64;
+        // Set once, by the first release that writes rows beside events.
+        conn.execute(
+            "INSERT OR IGNORE INTO boxoffice_meta (name, value) VALUES ('rows_from', ?1)",
+            params![(last_seq + 1) as i64],
+        )
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let rows_from: i64 = conn
+            .query_row(
+                "SELECT value FROM boxoffice_meta WHERE name = 'rows_from'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let (to_writer, from_owners) = mpsc::channel();
         let stats = Arc::new(LogStats::default());
         let start_seq = last_seq.max(after_seq);
@@ -241,12 +275,13 @@ impl EventLog {
             })),
             stats,
             committed,
-            keys,
+            reader,
         };
         Ok(OpenedLog {
             log,
             events,
             oldest_stored: oldest.map(|s| s as u64),
+            rows_from: rows_from as u64,
         })
     }
 
@@ -270,6 +305,7 @@ impl EventLog {
             kind: event.kind(),
             payload,
             key,
+            entry: LedgerEntry::made_by(seq, event),
             done,
         };
         if appender.to_writer.send(ToWriter::Append(pending)).is_err() {
@@ -331,19 +367,19 @@ impl EventLog {
     }
 
     /// Where idempotency records older than the ones in memory are found.
-    pub fn keys(&self) -> &Arc<KeyReader> {
-        &self.keys
+    pub fn reader(&self) -> &Arc<StoreReader> {
+        &self.reader
     }
 
-    /// Stores records of events already committed: how a start-up carries over records that
-    /// an older release kept only in snapshots. Blocks until they are committed.
-    pub fn store_keys_blocking(&self, records: Vec<PendingRecord>) {
+    /// Stores rows of events already committed: how a start-up carries over what an older
+    /// release kept only in memory and snapshots. Blocks until they are committed.
+    pub fn carry_blocking(&self, rows: CarriedRows) {
         let (done, stored) = oneshot::channel();
         if self
             .appender
             .lock()
             .to_writer
-            .send(ToWriter::StoreKeys(records, done))
+            .send(ToWriter::Carry(rows, done))
             .is_ok()
         {
             let _ = stored.blocking_recv();
@@ -351,9 +387,9 @@ impl EventLog {
     }
 
     #[cfg(test)]
-    async fn store_keys_blocking_for_tests(&self, records: Vec<PendingRecord>) {
+    async fn carry_for_tests(&self, rows: CarriedRows) {
         let log = self.clone();
-        tokio::task::spawn_blocking(move || log.store_keys_blocking(records))
+        tokio::task::spawn_blocking(move || log.carry_blocking(rows))
             .await
             .unwrap();
     }
@@ -409,7 +445,7 @@ fn write_batches(
     let mut prune_to = None;
     let mut close = None;
     let mut backups = Vec::new();
-    let mut carried_keys = Vec::new();
+    let mut carried = Vec::new();
     let mut forget_keys = None;
     while let Ok(first) = from_owners.recv() {
         let mut batch = Vec::new();
@@ -419,7 +455,7 @@ fn write_batches(
                 ToWriter::Append(pending) => batch.push(pending),
                 ToWriter::Prune(seq) => prune_to = prune_to.max(Some(seq)),
                 ToWriter::Backup(path, done) => backups.push((path, done)),
-                ToWriter::StoreKeys(records, done) => carried_keys.push((records, done)),
+                ToWriter::Carry(rows, done) => carried.push((rows, done)),
                 ToWriter::ForgetKeys(now) => forget_keys = forget_keys.max(Some(now)),
                 ToWriter::Close(done) => {
                     close = Some(done);
@@ -444,12 +480,9 @@ fn write_batches(
                 Err(error) => tracing::warn!(%error, "could not forget stale idempotency records"),
             }
         }
-        for (records, done) in carried_keys.drain(..) {
-            if let Err(error) = store_keys(&mut conn, &records) {
-                fatal(&format!(
-                    "cannot store {} idempotency records: {error}",
-                    records.len()
-                ));
+        for (rows, done) in carried.drain(..) {
+            if let Err(error) = store_carried(&mut conn, &rows) {
+                fatal(&format!("cannot store rows carried over at start: {error}"));
             }
             let _ = done.send(());
         }
@@ -508,10 +541,13 @@ fn write_batches(
     }
 }
 
-fn store_keys(conn: &mut Connection, records: &[PendingRecord]) -> rusqlite::Result<()> {
+fn store_carried(conn: &mut Connection, rows: &CarriedRows) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
-    for record in records {
+    for record in &rows.keys {
         keys::insert(&tx, record)?;
+    }
+    for (user, entry) in &rows.entries {
+        history::insert_entry(&tx, *user, entry)?;
     }
     tx.commit()
 }
@@ -531,6 +567,9 @@ fn commit(conn: &mut Connection, batch: &[Pending]) -> rusqlite::Result<()> {
             ])?;
             if let Some(key) = &pending.key {
                 keys::insert(&tx, key)?;
+            }
+            if let Some((user, entry)) = &pending.entry {
+                history::insert_entry(&tx, *user, entry)?;
             }
         }
     }
@@ -636,30 +675,74 @@ mod tests {
         let opened = EventLog::open(&path, Synchronous::Normal, 0).unwrap();
         let old = PendingRecord::of(&keyed_charge("old", 1_000)).unwrap();
         let new = PendingRecord::of(&keyed_charge("new", 5_000)).unwrap();
-        assert_eq!(opened.log.keys().find(&old.key).unwrap(), None);
+        assert_eq!(opened.log.reader().find_key(&old.key).unwrap(), None);
         opened.log.append(&keyed_charge("old", 1_000)).wait().await;
         // A record of the same key again (a replay) keeps the first.
         opened.log.append(&keyed_charge("old", 1_000)).wait().await;
         opened.log.append(&concert(1)).wait().await;
-        let found: Option<KeyRecord> = opened.log.keys().find(&old.key).unwrap();
+        let found: Option<KeyRecord> = opened.log.reader().find_key(&old.key).unwrap();
         assert_eq!(found, Some(old.record));
         opened.log.close().await;
 
         let reopened = EventLog::open(&path, Synchronous::Normal, 0).unwrap();
         assert_eq!(
-            reopened.log.keys().find(&old.key).unwrap(),
+            reopened.log.reader().find_key(&old.key).unwrap(),
             Some(old.record)
         );
-        reopened.log.store_keys_blocking_for_tests(vec![new]).await;
+        reopened
+            .log
+            .carry_for_tests(CarriedRows {
+                keys: vec![new],
+                entries: Vec::new(),
+            })
+            .await;
         reopened
             .log
             .forget_stale_keys(Timestamp(1_000 + KEY_TTL_MS));
         reopened.log.append(&concert(2)).wait().await;
-        assert_eq!(reopened.log.keys().find(&old.key).unwrap(), None);
+        assert_eq!(reopened.log.reader().find_key(&old.key).unwrap(), None);
         assert_eq!(
-            reopened.log.keys().find(&new.key).unwrap(),
+            reopened.log.reader().find_key(&new.key).unwrap(),
             Some(new.record)
         );
+        reopened.log.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_money_event_is_committed_with_its_history_entry_numbered_by_its_sequence() {
+        use crate::domain::ledger::EntryKind;
+        let path = scratch("history");
+        let opened = EventLog::open(&path, Synchronous::Normal, 0).unwrap();
+        assert_eq!(opened.rows_from, 1, "a new log has rows beside every event");
+        opened.log.append(&concert(1));
+        opened.log.append(&keyed_charge("a", 1_000));
+        opened.log.append(&concert(2)).wait().await;
+        let user = crate::domain::UserId(4);
+        let history = opened.log.reader().ledger_history(user).unwrap();
+        assert_eq!(history.len(), 1);
+        assert_eq!(
+            (history[0].entry_id, history[0].kind, history[0].amount),
+            (2, EntryKind::Charge, 10)
+        );
+        opened.log.append(&keyed_charge("b", 2_000)).wait().await;
+        let ids: Vec<u64> = opened
+            .log
+            .reader()
+            .ledger_history(user)
+            .unwrap()
+            .iter()
+            .map(|e| e.entry_id)
+            .collect();
+        assert_eq!(ids, vec![4, 2], "newest first");
+        assert!(opened
+            .log
+            .reader()
+            .ledger_history(crate::domain::UserId(5))
+            .unwrap()
+            .is_empty());
+        opened.log.close().await;
+        let reopened = EventLog::open(&path, Synchronous::Normal, 0).unwrap();
+        assert_eq!(reopened.rows_from, 1, "the mark is set once");
         reopened.log.close().await;
     }
 

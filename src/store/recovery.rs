@@ -13,12 +13,12 @@ use crate::domain::accounts::Accounts;
 use crate::domain::admission::QueueSnapshot;
 use crate::domain::catalog::Catalog;
 use crate::domain::idempotency::PendingRecord;
-use crate::domain::ledger::{BalancePolicy, Ledger};
+use crate::domain::ledger::{BalancePolicy, Ledger, LedgerEntry};
 use crate::domain::seat_map::{HoldPolicy, SeatMap};
-use crate::domain::{DateId, Event};
+use crate::domain::{DateId, Event, UserId};
 
-use super::legacy::BookV2;
-use super::log::{EventLog, StoreError};
+use super::legacy::{BookV2, LedgerStart};
+use super::log::{CarriedRows, EventLog, StoreError};
 use super::snapshot::{self, SnapshotError};
 
 pub const ACCOUNTS_OWNER: &str = "accounts";
@@ -120,7 +120,21 @@ pub fn recover(settings: &Settings) -> Result<Recovered, RecoveryError> {
 
     let accounts = start(dir, ACCOUNTS_OWNER, Accounts::default)?;
     let catalog = start(dir, CATALOG_OWNER, Catalog::default)?;
-    let ledger = start(dir, LEDGER_OWNER, || Ledger::new(balance_policy(settings)))?;
+    let ledger = match snapshot::load_newest_upgrading::<LedgerStart>(
+        dir,
+        LEDGER_OWNER,
+        Some(super::legacy::ledger_from_older),
+    )? {
+        Some((state, seq)) => Start { state, seq },
+        None => Start {
+            state: LedgerStart {
+                ledger: Ledger::new(balance_policy(settings)),
+                history: Vec::new(),
+                next_entry: 1,
+            },
+            seq: 0,
+        },
+    };
     let old_book = snapshot::load_newest_upgrading::<BookV2>(
         dir,
         IDEMPOTENCY_OWNER,
@@ -144,6 +158,7 @@ pub fn recover(settings: &Settings) -> Result<Recovered, RecoveryError> {
         log,
         events,
         oldest_stored,
+        rows_from,
     } = EventLog::open(
         &settings.storage.sqlite_path,
         settings.storage.synchronous,
@@ -180,11 +195,25 @@ pub fn recover(settings: &Settings) -> Result<Recovered, RecoveryError> {
         }
     }
 
-    if let Some((book, seq)) = old_book {
-        carry_over_keys(&log, dir, book, seq, &events);
-    }
+    let LedgerStart {
+        ledger: ledger_state,
+        history: old_history,
+        next_entry,
+    } = ledger.state;
+    carry_over(
+        &log,
+        dir,
+        Carry {
+            old_book,
+            old_history,
+            next_entry,
+            ledger_seq: ledger.seq,
+            rows_from,
+        },
+        &events,
+    );
     let (mut accounts_state, mut catalog_state, mut ledger_state) =
-        (accounts.state, catalog.state, ledger.state);
+        (accounts.state, catalog.state, ledger_state);
     ledger_state.set_policy(balance_policy(settings));
     let mut maps: BTreeMap<DateId, (SeatMap, u64)> = dates
         .into_iter()
@@ -244,31 +273,67 @@ pub fn recover(settings: &Settings) -> Result<Recovered, RecoveryError> {
     })
 }
 
-/// Stores the records of a book an older release snapshotted, and of the keyed events it logged
-/// after that snapshot, then removes the book's files: from here on the log holds every record.
-fn carry_over_keys(
-    log: &EventLog,
-    dir: &Path,
-    book: BookV2,
-    book_seq: u64,
-    events: &[(u64, Event)],
-) {
-    let mut records = book.into_records();
-    records.extend(
+/// What an older release kept in memory and snapshots, and what the rows of its logged events
+/// would have been.
+struct Carry {
+    /// Its idempotency book and the sequence it covers.
+    old_book: Option<(BookV2, u64)>,
+    /// The history inside its ledger snapshot, and the id it would have given next.
+    old_history: Vec<(UserId, LedgerEntry)>,
+    next_entry: u64,
+    ledger_seq: u64,
+    /// Events before this were logged without rows beside them.
+    rows_from: u64,
+}
+
+/// Stores, once, what an older release kept only in memory and snapshots: its idempotency book,
+/// its ledger's history, and the rows of the events it logged that no snapshot holds. A store
+/// written by this release has nothing to carry. The old book's files go afterwards.
+fn carry_over(log: &EventLog, dir: &Path, carry: Carry, events: &[(u64, Event)]) {
+    let Carry {
+        old_book,
+        old_history,
+        next_entry,
+        ledger_seq,
+        rows_from,
+    } = carry;
+    let had_book = old_book.is_some();
+    let book_seq = old_book.as_ref().map_or(0, |(_, seq)| *seq);
+    let unrowed = |after: u64| {
         events
             .iter()
-            .filter(|(seq, _)| *seq > book_seq)
-            .filter_map(|(_, event)| PendingRecord::of(event)),
+            .filter(move |(seq, _)| *seq > after && *seq < rows_from)
+    };
+    let mut rows = CarriedRows {
+        keys: old_book
+            .map(|(book, _)| book.into_records())
+            .unwrap_or_default(),
+        entries: old_history,
+    };
+    rows.keys
+        .extend(unrowed(book_seq).filter_map(|(_, event)| PendingRecord::of(event)));
+    // Numbered on from the old ledger, as the older release numbered them.
+    rows.entries.extend(
+        unrowed(ledger_seq)
+            .filter_map(|(_, event)| LedgerEntry::made_by(0, event))
+            .zip(next_entry..)
+            .map(|((user, entry), entry_id)| (user, LedgerEntry { entry_id, ..entry })),
     );
-    let carried = records.len();
-    log.store_keys_blocking(records);
+    let (keys, entries) = (rows.keys.len(), rows.entries.len());
+    if keys + entries > 0 {
+        log.carry_blocking(rows);
+        tracing::info!(
+            idempotency_records = keys,
+            balance_entries = entries,
+            "carried what an older release kept in memory over into the log's database"
+        );
+    }
+    if !had_book {
+        return;
+    }
     for (_, file) in snapshot::list(dir, IDEMPOTENCY_OWNER) {
         if let Err(error) = std::fs::remove_file(&file) {
             tracing::warn!(%error, file = %file.display(), "could not remove an old idempotency snapshot");
         }
     }
-    tracing::info!(
-        records = carried,
-        "carried idempotency records over from an older release's snapshot into the log"
-    );
 }

@@ -20,10 +20,11 @@ use sha2::{Digest, Sha256};
 use super::log::EventLog;
 
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"BOXSNAP\0";
-/// The version this build writes. Version 1 differs only in the idempotency book's records, so
-/// every other owner reads a version-1 payload as it is and the book converts its own
+/// The version this build writes. Version 1 differs from 2 only in the idempotency book's
+/// records; version 2 from 3 only in the ledger, which kept its history inside. Every other
+/// owner reads an older payload as it is; the ledger and the book convert theirs
 /// (`store::legacy`). Changing any owner's layout means a new version and a reader for the old.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 3;
 /// The oldest version this build still reads.
 pub const OLDEST_READABLE_VERSION: u32 = 1;
 
