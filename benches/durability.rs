@@ -254,7 +254,7 @@ fn history(count: usize) -> History {
                 Err(_) => {
                     // Free the seat again so the history keeps moving.
                     let holder = map
-                        .reservations_of(user)
+                        .holds_of(user)
                         .find(|r| r.status_at(at).as_str() == "held");
                     holder.map(|r| map.cancel_hold(user, r.id, at).unwrap())
                 }

@@ -21,7 +21,8 @@ use ractor::{ActorRef, RpcReplyPort};
 use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::domain::idempotency::{BookKey, IdempotencyBook, KeyRecord, Outcome, PendingRecord};
-use crate::domain::{DateId, DomainError, Event, ReservationId, UserId};
+use crate::domain::seat_map::Reservation;
+use crate::domain::{DateId, DomainError, Event, UserId};
 use crate::store::reader::StoreReader;
 use crate::store::recovery::{self, Recovered, ACCOUNTS_OWNER, CATALOG_OWNER, LEDGER_OWNER};
 use crate::store::snapshot::Snapshotter;
@@ -139,6 +140,10 @@ pub enum EngineError {
     Domain(#[from] DomainError),
     #[error("the engine is not answering (stopping or overloaded)")]
     Unavailable,
+    /// The reservation asked about has ended and left its date's memory; only the store knows
+    /// it now. `DateHandle` answers from there, so this never leaves `actors`.
+    #[error("the reservation has ended")]
+    Ended,
 }
 
 const ACTOR_KINDS: [&str; 5] = ["accounts", "catalog", "date", "ledger", "queue"];
@@ -205,15 +210,20 @@ where
     }
 }
 
-/// Where every date actor is found, and each user's reservations in the order they were made
-/// (across dates, where timestamps alone may tie).
-#[derive(Default)]
+/// Where every date actor is found, and each user's reservations across dates.
 pub struct DateRegistry {
     dates: DashMap<DateId, DateHandle>,
-    user_reservations: DashMap<UserId, Vec<ReservationId>>,
+    history: Arc<StoreReader>,
 }
 
 impl DateRegistry {
+    pub fn new(history: Arc<StoreReader>) -> Self {
+        Self {
+            dates: DashMap::new(),
+            history,
+        }
+    }
+
     pub fn get(&self, date: DateId) -> Option<DateHandle> {
         self.dates.get(&date).map(|d| d.clone())
     }
@@ -226,19 +236,18 @@ impl DateRegistry {
         self.dates.iter().map(|d| d.clone()).collect()
     }
 
-    pub(crate) fn note_reservation(&self, user: UserId, reservation: ReservationId) {
-        self.user_reservations
-            .entry(user)
-            .or_default()
-            .push(reservation);
-    }
-
-    /// The user's reservations, oldest first.
-    pub fn reservations_of(&self, user: UserId) -> Vec<ReservationId> {
-        self.user_reservations
-            .get(&user)
-            .map(|r| r.clone())
-            .unwrap_or_default()
+    /// The user's reservations on every date, in every state, newest first, as of the last
+    /// commit: every change acknowledged so far is in it. Read from the store on the blocking
+    /// pool, as a long history is many rows.
+    pub async fn reservations_of(&self, user: UserId) -> Result<Vec<Reservation>, EngineError> {
+        let history = self.history.clone();
+        tokio::task::spawn_blocking(move || history.reservations_of(user))
+            .await
+            .map_err(|_| EngineError::Unavailable)?
+            .map_err(|error| {
+                tracing::error!(%error, "cannot read reservations");
+                EngineError::Unavailable
+            })
     }
 }
 
@@ -325,7 +334,7 @@ impl Engine {
             snapshots,
             snapshot_every: Duration::from_secs(settings.storage.snapshot_interval_seconds.max(1)),
         };
-        let dates = Arc::new(DateRegistry::default());
+        let dates = Arc::new(DateRegistry::new(durability.log.reader().clone()));
         let accounts =
             AccountsHandle::spawn(settings, clock.clone(), durability.clone(), accounts).await?;
         let ledger = LedgerHandle::spawn(clock.clone(), durability.clone(), ledger).await?;
@@ -341,19 +350,8 @@ impl Engine {
             catalog,
         )
         .await?;
-        let mut made: Vec<(crate::domain::Timestamp, ReservationId, UserId)> = Vec::new();
         for (date, map) in seat_maps {
-            for user in map.users() {
-                made.extend(
-                    map.reservations_of(user)
-                        .map(|r| (r.created_at, r.id, user)),
-                );
-            }
             catalog.start_date(date, map).await?;
-        }
-        made.sort();
-        for (_, reservation, user) in made {
-            dates.note_reservation(user, reservation);
         }
         settle_keys_every(durability.clone(), clock.clone());
         Ok(Self {

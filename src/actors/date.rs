@@ -1,6 +1,9 @@
 //! One actor per concert date: it owns that date's `SeatMap` and serializes its holds and
 //! payments. Seat listings read `SeatView`, a row of atomics the actor updates before replying,
 //! so a buyer reads their own writes at once without entering the mailbox.
+//!
+//! The map keeps only held reservations. Asked about one that has ended, the actor says so
+//! (`EngineError::Ended`) and `DateHandle` answers from the store, once the end is committed.
 
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
@@ -19,7 +22,7 @@ use crate::domain::{
     DateId, DomainError, Event, IdempotencyStamp, ReservationId, SeatNo, Timestamp, UserId,
 };
 use crate::store::recovery::date_owner;
-use crate::store::Durable;
+use crate::store::{Durable, EventLog};
 
 /// Expired holds become events at least this often, so counts lag by well under a second.
 const SWEEP_PERIOD: Duration = Duration::from_millis(250);
@@ -93,7 +96,7 @@ impl SeatView {
     pub fn sold_seats(&self) -> u32 {
         self.sold.load(Ordering::Relaxed)
     }
-    /// Reservations the date keeps, in any state.
+    /// Reservations the date keeps in memory: those still held.
     pub fn reservations(&self) -> usize {
         self.reservations.load(Ordering::Relaxed)
     }
@@ -135,8 +138,7 @@ impl SeatView {
         }
         self.held.store(map.held_seats(), Ordering::Relaxed);
         self.sold.store(map.sold_seats(), Ordering::Relaxed);
-        self.reservations
-            .store(map.reservation_count(), Ordering::Relaxed);
+        self.reservations.store(map.hold_count(), Ordering::Relaxed);
         if !changed.is_empty() {
             self.changed.notify_one();
         }
@@ -203,7 +205,7 @@ pub enum DateMsg {
     Cancel {
         user: UserId,
         reservation: ReservationId,
-        reply: RpcReplyPort<Result<(), DomainError>>,
+        reply: RpcReplyPort<Result<(), EngineError>>,
     },
     Pay {
         user: UserId,
@@ -214,11 +216,7 @@ pub enum DateMsg {
     Get {
         user: UserId,
         reservation: ReservationId,
-        reply: RpcReplyPort<Result<Reservation, DomainError>>,
-    },
-    ListMine {
-        user: UserId,
-        reply: RpcReplyPort<Vec<Reservation>>,
+        reply: RpcReplyPort<Result<Reservation, EngineError>>,
     },
     Sweep,
     State(RpcReplyPort<SeatMap>),
@@ -251,6 +249,20 @@ impl DateState {
         self.deps.durability.append(event)
     }
 
+    /// `NotFound` for a reservation that has ended becomes `Ended`: the store has it.
+    fn unless_ended<T>(
+        &self,
+        outcome: Result<T, DomainError>,
+        reservation: ReservationId,
+    ) -> Result<T, EngineError> {
+        match outcome {
+            Err(DomainError::NotFound) if self.map.has_ended(reservation) => {
+                Err(EngineError::Ended)
+            }
+            other => Ok(other?),
+        }
+    }
+
     /// Turns holds that expired by time into events before anything else is decided.
     fn sweep(&mut self, now: Timestamp) {
         for event in self.map.expire_due(now) {
@@ -265,9 +277,10 @@ impl DateState {
         idempotency: Option<IdempotencyStamp>,
         now: Timestamp,
     ) -> Result<(PaymentReceipt, Durable), EngineError> {
-        let payment = self
+        let prepared = self
             .map
-            .prepare_payment(user, reservation, now, idempotency)?;
+            .prepare_payment(user, reservation, now, idempotency);
+        let payment = self.unless_ended(prepared, reservation)?;
         // The ledger logs the event; this actor handles no other message until it has applied
         // the same event to its seats, so no one sees half a payment here.
         let (payment, durable) = self.deps.ledger.settle_payment(payment).await?;
@@ -331,7 +344,6 @@ impl Actor for DateActor {
                     let Event::HoldPlaced { reservation, .. } = event else {
                         unreachable!("place_hold decides a hold")
                     };
-                    state.deps.registry.note_reservation(user, reservation);
                     let placed = state
                         .map
                         .reservation_of(user, reservation)
@@ -347,6 +359,7 @@ impl Actor for DateActor {
                 reply,
             } => {
                 let decided = state.map.cancel_hold(user, reservation, now);
+                let decided = state.unless_ended(decided, reservation);
                 let outcome = decided.map(|event| ((), state.commit(&event, now)));
                 reply_outcome(reply, outcome);
             }
@@ -366,10 +379,8 @@ impl Actor for DateActor {
                 reservation,
                 reply,
             } => {
-                let _ = reply.send(state.map.reservation_of(user, reservation).cloned());
-            }
-            DateMsg::ListMine { user, reply } => {
-                let _ = reply.send(state.map.reservations_of(user).cloned().collect());
+                let found = state.map.reservation_of(user, reservation).cloned();
+                let _ = reply.send(state.unless_ended(found, reservation));
             }
             DateMsg::Sweep => {}
             DateMsg::State(reply) => {
@@ -394,6 +405,8 @@ impl Actor for DateActor {
 pub struct DateHandle {
     actor: ActorRef<DateMsg>,
     view: Arc<SeatView>,
+    log: EventLog,
+    clock: SharedClock,
 }
 
 impl DateHandle {
@@ -402,6 +415,7 @@ impl DateHandle {
         spawn_batcher(&view, deps.clock.clone());
         deps.durability.snapshots.register(&date_owner(map.date()));
         let every_snapshot = deps.durability.snapshot_every;
+        let (log, clock) = (deps.durability.log.clone(), deps.clock.clone());
         let state = DateState {
             map,
             view: view.clone(),
@@ -410,7 +424,33 @@ impl DateHandle {
         let (actor, _) = Actor::spawn(None, DateActor, state).await?;
         every(actor.clone(), SWEEP_PERIOD, || DateMsg::Sweep);
         every(actor.clone(), every_snapshot, || DateMsg::Snapshot(None));
-        Ok(Self { actor, view })
+        Ok(Self {
+            actor,
+            view,
+            log,
+            clock,
+        })
+    }
+
+    /// The user's reservation that has ended, from the store. Its end was logged before the
+    /// actor answered, so once the log has committed what it holds, the store has the end.
+    async fn ended(
+        &self,
+        user: UserId,
+        reservation: ReservationId,
+    ) -> Result<Reservation, EngineError> {
+        self.log.flush().await;
+        let stored = self
+            .log
+            .reader()
+            .reservation(reservation)
+            .map_err(|error| {
+                tracing::error!(%error, "cannot read a reservation");
+                EngineError::Unavailable
+            })?;
+        Ok(stored
+            .filter(|r| r.user == user)
+            .ok_or(DomainError::NotFound)?)
     }
 
     /// A copy of the state, for tests that compare live state with replayed state.
@@ -450,12 +490,18 @@ impl DateHandle {
         user: UserId,
         reservation: ReservationId,
     ) -> Result<(), EngineError> {
-        Ok(ask(&self.actor, |reply| DateMsg::Cancel {
+        let cancelled = ask(&self.actor, |reply| DateMsg::Cancel {
             user,
             reservation,
             reply,
         })
-        .await??)
+        .await?;
+        if let Err(EngineError::Ended) = cancelled {
+            let ended = self.ended(user, reservation).await?;
+            let refusal = ended.cancel_refusal(self.clock.now());
+            return Err(refusal.unwrap_or(DomainError::ReservationNotHeld).into());
+        }
+        cancelled
     }
 
     pub async fn pay(
@@ -464,13 +510,19 @@ impl DateHandle {
         reservation: ReservationId,
         idempotency: Option<IdempotencyStamp>,
     ) -> Result<PaymentReceipt, EngineError> {
-        ask(&self.actor, |reply| DateMsg::Pay {
+        let paid = ask(&self.actor, |reply| DateMsg::Pay {
             user,
             reservation,
             idempotency,
             reply,
         })
-        .await?
+        .await?;
+        if let Err(EngineError::Ended) = paid {
+            let ended = self.ended(user, reservation).await?;
+            let refusal = ended.payment_refusal(self.clock.now());
+            return Err(refusal.unwrap_or(DomainError::ReservationNotHeld).into());
+        }
+        paid
     }
 
     pub async fn reservation(
@@ -478,16 +530,16 @@ impl DateHandle {
         user: UserId,
         reservation: ReservationId,
     ) -> Result<Reservation, EngineError> {
-        Ok(ask(&self.actor, |reply| DateMsg::Get {
+        let found = ask(&self.actor, |reply| DateMsg::Get {
             user,
             reservation,
             reply,
         })
-        .await??)
-    }
-
-    pub async fn reservations_of(&self, user: UserId) -> Result<Vec<Reservation>, EngineError> {
-        ask(&self.actor, |reply| DateMsg::ListMine { user, reply }).await
+        .await?;
+        match found {
+            Err(EngineError::Ended) => self.ended(user, reservation).await,
+            found => found,
+        }
     }
 
     pub async fn stop(&self) {

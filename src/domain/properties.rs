@@ -7,7 +7,9 @@ use proptest::prelude::*;
 
 use super::admission::{AdmissionQueue, Lookup, QueuePolicy, QueueTokenId, Standing};
 use super::ledger::{BalancePolicy, Ledger, LedgerEntry};
-use super::seat_map::{HoldPolicy, ReservationState, SeatMap, SeatStatus};
+use super::seat_map::{
+    HoldPolicy, Reservation, ReservationChange, ReservationState, SeatMap, SeatStatus,
+};
 use super::*;
 
 const SEATS: u32 = 12;
@@ -55,13 +57,35 @@ fn new_seat_map() -> SeatMap {
     )
 }
 
-/// Invariants 1 and 4, plus the hold limit, read from the map's own answers.
-fn check_seats(map: &SeatMap, now: Timestamp, users: u64) {
+/// Every reservation the events made, in its latest state: the history the store keeps.
+fn history(log: &[Event]) -> HashMap<ReservationId, Reservation> {
+    let mut made = HashMap::new();
+    for event in log {
+        match ReservationChange::made_by(event) {
+            Some(ReservationChange::Placed(r)) => {
+                made.insert(r.id, r);
+            }
+            Some(ReservationChange::Ended { id, state, at }) => {
+                let r = made
+                    .get_mut(&id)
+                    .expect("a reservation ends after it is placed");
+                ReservationChange::end(r, state, at);
+            }
+            None => {}
+        }
+    }
+    made
+}
+
+/// Invariants 1 and 4, plus the hold limit, read from the map's own answers and the history
+/// its events make.
+fn check_seats(map: &SeatMap, log: &[Event], now: Timestamp, users: u64) {
     let mut live_holders: HashMap<u32, u32> = HashMap::new();
     let mut buyers: HashMap<u32, u32> = HashMap::new();
+    let history = history(log);
     for user in 0..users {
         let mut live_seats = 0;
-        for r in map.reservations_of(UserId(user)) {
+        for r in history.values().filter(|r| r.user == UserId(user)) {
             for seat in &r.seats {
                 if r.state == ReservationState::Paid {
                     *buyers.entry(seat.0).or_default() += 1;
@@ -124,8 +148,9 @@ proptest! {
                     if let Err(DomainError::HoldLimit { .. }) = &outcome {
                         // The limit refuses only a user who really is at it: count the user's
                         // live holds from the whole history, not the map's own index.
-                        let live: usize = map
-                            .reservations_of(UserId(user))
+                        let live: usize = history(&log)
+                            .into_values()
+                            .filter(|r| r.user == UserId(user))
                             .filter(|r| r.state == ReservationState::Held && r.expires_at > now)
                             .map(|r| r.seats.len())
                             .sum();
@@ -161,7 +186,7 @@ proptest! {
                 map.apply(&event);
                 log.push(event);
             }
-            check_seats(&map, now, 4);
+            check_seats(&map, &log, now, 4);
         }
         // Invariant 6 for this owner: replaying the events from empty gives the same state.
         let mut replayed = new_seat_map();

@@ -4,6 +4,10 @@
 //! `expires_at` has passed frees its seats from that instant, before any sweep. The sweep
 //! (`expire_due`) only turns that fact into events, walking an index ordered by expiry, so it
 //! costs the number of holds that are due, not the number of seats.
+//!
+//! The map keeps only reservations still in the held state: they are what its decisions need.
+//! A paid, cancelled or expired reservation leaves memory; `ReservationChange` says how each
+//! event changes the history a user lists, and the store keeps that history beside the log.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -116,6 +120,63 @@ impl Reservation {
     fn is_live_hold(&self, now: Timestamp) -> bool {
         self.status_at(now) == ReservationStatus::Held
     }
+
+    /// Why it cannot be paid at `now`; `None` while it is a live hold.
+    pub fn payment_refusal(&self, now: Timestamp) -> Option<DomainError> {
+        match self.status_at(now) {
+            ReservationStatus::Held => None,
+            ReservationStatus::Paid => Some(DomainError::AlreadyPaid),
+            ReservationStatus::Expired => Some(DomainError::HoldExpired),
+            ReservationStatus::Cancelled => Some(DomainError::ReservationNotHeld),
+        }
+    }
+
+    /// Why it cannot be cancelled at `now`; `None` while it is a live hold.
+    pub fn cancel_refusal(&self, now: Timestamp) -> Option<DomainError> {
+        (!self.is_live_hold(now)).then_some(DomainError::ReservationNotHeld)
+    }
+}
+
+/// How an event changes the reservations a user can list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReservationChange {
+    Placed(Reservation),
+    /// A held reservation ended: paid (at `at`), cancelled or expired. One that has already
+    /// ended stays as it is, as in the seat map.
+    Ended {
+        id: ReservationId,
+        state: ReservationState,
+        at: Timestamp,
+    },
+}
+
+impl ReservationChange {
+    pub fn made_by(event: &Event) -> Option<Self> {
+        let (id, state, at) = match event {
+            Event::HoldPlaced { .. } => return Reservation::placed_by(event).map(Self::Placed),
+            Event::HoldCancelled { reservation, at } => {
+                (*reservation, ReservationState::Cancelled, *at)
+            }
+            Event::HoldExpired { reservation, at } => {
+                (*reservation, ReservationState::Expired, *at)
+            }
+            Event::PaymentCompleted {
+                reservation, at, ..
+            } => (*reservation, ReservationState::Paid, *at),
+            _ => return None,
+        };
+        Some(Self::Ended { id, state, at })
+    }
+
+    /// The reservation after an `Ended` change.
+    pub fn end(reservation: &mut Reservation, state: ReservationState, at: Timestamp) {
+        if reservation.state == ReservationState::Held {
+            reservation.state = state;
+            if state == ReservationState::Paid {
+                reservation.paid_at = Some(at);
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,9 +192,10 @@ pub struct SeatMap {
     seat_price: u64,
     policy: HoldPolicy,
     seats: Vec<SeatSlot>,
-    /// Index `seq - 1`: sequence numbers are dense and start at 1.
-    reservations: Vec<Reservation>,
-    by_user: HashMap<UserId, Vec<u32>>,
+    /// Reservations in the held state (live, or past their expiry and not yet swept), by `seq`.
+    holds: HashMap<u32, Reservation>,
+    /// Reservations placed so far; sequence numbers are dense and start at 1.
+    placed: u32,
     /// Held reservations by expiry, so the sweep visits only what is due.
     expiries: BTreeSet<(Timestamp, u32)>,
     /// Each user's reservations still in the held state, so the hold limit is checked without
@@ -151,8 +213,8 @@ impl SeatMap {
             seat_price,
             policy,
             seats: vec![SeatSlot::default(); seat_count as usize],
-            reservations: Vec::new(),
-            by_user: HashMap::new(),
+            holds: HashMap::new(),
+            placed: 0,
             expiries: BTreeSet::new(),
             holding: HashMap::new(),
             held_seats: 0,
@@ -177,15 +239,53 @@ impl SeatMap {
     pub fn restore(&mut self, policy: HoldPolicy) {
         self.policy = policy;
         self.holding.clear();
-        for r in &self.reservations {
-            if r.state == ReservationState::Held {
-                self.holding.entry(r.user).or_default().push(r.id.seq);
-            }
+        let mut held: Vec<&Reservation> = self.holds.values().collect();
+        held.sort_by_key(|r| r.id.seq);
+        for r in held {
+            self.holding.entry(r.user).or_default().push(r.id.seq);
         }
     }
-    /// Every reservation this date has had, in any state.
-    pub fn reservation_count(&self) -> usize {
-        self.reservations.len()
+
+    /// A map as the layout of snapshot versions 1-3 held it: every reservation, in order, and
+    /// each seat's `(holder, sold)`. Only the held reservations stay.
+    pub fn from_older(
+        date: DateId,
+        seat_price: u64,
+        policy: HoldPolicy,
+        slots: Vec<(u32, bool)>,
+        reservations: &[Reservation],
+    ) -> Self {
+        let mut map = Self::new(date, 0, seat_price, policy);
+        map.seats = slots
+            .into_iter()
+            .map(|(holder, sold)| SeatSlot { holder, sold })
+            .collect();
+        map.placed = reservations.len() as u32;
+        for r in reservations {
+            match r.state {
+                ReservationState::Held => {
+                    map.expiries.insert((r.expires_at, r.id.seq));
+                    map.held_seats += r.seats.len() as u32;
+                    map.holds.insert(r.id.seq, r.clone());
+                }
+                ReservationState::Paid => map.sold_seats += r.seats.len() as u32,
+                ReservationState::Expired | ReservationState::Cancelled => {}
+            }
+        }
+        map.restore(policy);
+        map
+    }
+
+    /// Reservations kept in memory: those in the held state.
+    pub fn hold_count(&self) -> usize {
+        self.holds.len()
+    }
+
+    /// Whether `id` is a reservation of this date that has ended, and so left memory.
+    pub fn has_ended(&self, id: ReservationId) -> bool {
+        id.date == self.date
+            && (1..=self.placed).contains(&id.seq)
+            && !self.holds.contains_key(&id.seq)
     }
     /// Seats held by holds not yet swept; lags the truth by at most one sweep.
     pub fn held_seats(&self) -> u32 {
@@ -213,15 +313,12 @@ impl SeatMap {
         if slot.holder == 0 {
             return None;
         }
-        let reservation = &self.reservations[slot.holder as usize - 1];
+        let reservation = self.holds.get(&slot.holder)?;
         reservation.is_live_hold(now).then_some(reservation)
     }
 
-    fn reservation(&self, seq: u32) -> Option<&Reservation> {
-        self.reservations.get((seq as usize).checked_sub(1)?)
-    }
-
-    /// A reservation as its owner sees it; another user's is `NotFound`, as if it did not exist.
+    /// A held reservation as its owner sees it; another user's is `NotFound`, as if it did not
+    /// exist, and so is one that has ended (`has_ended` tells that case apart).
     pub fn reservation_of(
         &self,
         user: UserId,
@@ -230,22 +327,15 @@ impl SeatMap {
         if id.date != self.date {
             return Err(DomainError::NotFound);
         }
-        self.reservation(id.seq)
+        self.holds
+            .get(&id.seq)
             .filter(|r| r.user == user)
             .ok_or(DomainError::NotFound)
     }
 
-    /// Every user with a reservation on this date.
-    pub fn users(&self) -> impl Iterator<Item = UserId> + '_ {
-        self.by_user.keys().copied()
-    }
-
-    pub fn reservations_of(&self, user: UserId) -> impl Iterator<Item = &Reservation> {
-        self.by_user
-            .get(&user)
-            .into_iter()
-            .flatten()
-            .map(|seq| &self.reservations[*seq as usize - 1])
+    /// The user's reservations in the held state, for tests.
+    pub fn holds_of(&self, user: UserId) -> impl Iterator<Item = &Reservation> {
+        self.holds.values().filter(move |r| r.user == user)
     }
 
     fn live_seats_held_by(&self, user: UserId, now: Timestamp) -> u32 {
@@ -253,7 +343,7 @@ impl SeatMap {
             .get(&user)
             .into_iter()
             .flatten()
-            .map(|seq| &self.reservations[*seq as usize - 1])
+            .filter_map(|seq| self.holds.get(seq))
             .filter(|r| r.is_live_hold(now))
             .map(|r| r.seats.len() as u32)
             .sum()
@@ -300,8 +390,10 @@ impl SeatMap {
         {
             return Err(DomainError::SeatUnavailable(*taken));
         }
-        let seq = u32::try_from(self.reservations.len() + 1)
-            .map_err(|_| DomainError::InvalidInput("this date has no more room".into()))?;
+        let seq = self
+            .placed
+            .checked_add(1)
+            .ok_or_else(|| DomainError::InvalidInput("this date has no more room".into()))?;
         Ok(Event::HoldPlaced {
             reservation: ReservationId {
                 date: self.date,
@@ -323,8 +415,8 @@ impl SeatMap {
         now: Timestamp,
     ) -> Result<Event, DomainError> {
         let reservation = self.reservation_of(user, id)?;
-        if !reservation.is_live_hold(now) {
-            return Err(DomainError::ReservationNotHeld);
+        if let Some(refusal) = reservation.cancel_refusal(now) {
+            return Err(refusal);
         }
         Ok(Event::HoldCancelled {
             reservation: id,
@@ -341,20 +433,18 @@ impl SeatMap {
         idempotency: Option<IdempotencyStamp>,
     ) -> Result<Event, DomainError> {
         let reservation = self.reservation_of(user, id)?;
-        match reservation.status_at(now) {
-            ReservationStatus::Held => Ok(Event::PaymentCompleted {
-                reservation: id,
-                user,
-                seats: reservation.seats.clone(),
-                amount: reservation.price,
-                balance_after: 0,
-                at: now,
-                idempotency,
-            }),
-            ReservationStatus::Paid => Err(DomainError::AlreadyPaid),
-            ReservationStatus::Expired => Err(DomainError::HoldExpired),
-            ReservationStatus::Cancelled => Err(DomainError::ReservationNotHeld),
+        if let Some(refusal) = reservation.payment_refusal(now) {
+            return Err(refusal);
         }
+        Ok(Event::PaymentCompleted {
+            reservation: id,
+            user,
+            seats: reservation.seats.clone(),
+            amount: reservation.price,
+            balance_after: 0,
+            at: now,
+            idempotency,
+        })
     }
 
     /// Holds due at `now` that have not been swept yet, as events.
@@ -385,42 +475,43 @@ impl SeatMap {
                 ..
             } if reservation.date == self.date => {
                 assert_eq!(
-                    reservation.seq as usize,
-                    self.reservations.len() + 1,
+                    reservation.seq,
+                    self.placed + 1,
                     "holds are applied in the order they were decided"
                 );
                 for seat in seats {
                     let previous = self.seats[seat.index()].holder;
                     if previous != 0 {
                         // The previous holder expired by time but was not swept yet.
-                        self.release_expired_holder(previous);
+                        self.end_hold(previous);
                     }
                     self.seats[seat.index()].holder = reservation.seq;
                 }
-                self.reservations
-                    .push(Reservation::placed_by(event).expect("a hold places a reservation"));
-                self.by_user.entry(*user).or_default().push(reservation.seq);
+                self.placed = reservation.seq;
+                self.holds.insert(
+                    reservation.seq,
+                    Reservation::placed_by(event).expect("a hold places a reservation"),
+                );
                 self.holding.entry(*user).or_default().push(reservation.seq);
                 self.expiries.insert((*expires_at, reservation.seq));
                 self.held_seats += seats.len() as u32;
                 seats.clone()
             }
-            Event::HoldCancelled { reservation, .. } if reservation.date == self.date => {
-                self.end_hold(reservation.seq, ReservationState::Cancelled)
+            Event::HoldCancelled { reservation, .. } | Event::HoldExpired { reservation, .. }
+                if reservation.date == self.date =>
+            {
+                self.end_hold(reservation.seq)
             }
-            Event::HoldExpired { reservation, .. } if reservation.date == self.date => {
-                self.end_hold(reservation.seq, ReservationState::Expired)
-            }
-            Event::PaymentCompleted {
-                reservation, at, ..
-            } if reservation.date == self.date => {
+            Event::PaymentCompleted { reservation, .. } if reservation.date == self.date => {
                 let seq = reservation.seq;
-                let r = &mut self.reservations[seq as usize - 1];
-                debug_assert_eq!(r.state, ReservationState::Held);
-                r.state = ReservationState::Paid;
-                r.paid_at = Some(*at);
-                let (expires_at, user) = (r.expires_at, r.user);
-                let seats = r.seats.clone();
+                debug_assert!(
+                    self.holds.contains_key(&seq),
+                    "a payment applies to a held reservation"
+                );
+                let Some(r) = self.holds.remove(&seq) else {
+                    return Vec::new();
+                };
+                let (expires_at, user, seats) = (r.expires_at, r.user, r.seats);
                 self.stop_holding(user, seq);
                 self.expiries.remove(&(expires_at, seq));
                 for seat in &seats {
@@ -446,21 +537,12 @@ impl SeatMap {
         }
     }
 
-    fn release_expired_holder(&mut self, seq: u32) {
-        let r = &self.reservations[seq as usize - 1];
-        if r.state == ReservationState::Held {
-            self.end_hold(seq, ReservationState::Expired);
-        }
-    }
-
-    fn end_hold(&mut self, seq: u32, end: ReservationState) -> Vec<SeatNo> {
-        let r = &mut self.reservations[seq as usize - 1];
-        if r.state != ReservationState::Held {
+    /// Ends a held reservation (cancelled or expired): it leaves memory, its seats return.
+    fn end_hold(&mut self, seq: u32) -> Vec<SeatNo> {
+        let Some(r) = self.holds.remove(&seq) else {
             return Vec::new();
-        }
-        r.state = end;
-        let (expires_at, user) = (r.expires_at, r.user);
-        let seats = r.seats.clone();
+        };
+        let (expires_at, user, seats) = (r.expires_at, r.user, r.seats);
         self.stop_holding(user, seq);
         self.expiries.remove(&(expires_at, seq));
         self.held_seats -= seats.len() as u32;
@@ -556,17 +638,16 @@ mod tests {
             Err(DomainError::SeatUnavailable(SeatNo(1)))
         );
         let second = hold(&mut m, BOB, &[1], TTL_MS).unwrap();
-        assert_eq!(
-            m.reservation_of(ALICE, first).unwrap().state,
-            ReservationState::Expired
-        );
+        // Alice's hold ended when Bob took its seat: it left memory.
+        assert!(m.has_ended(first));
+        assert_eq!(m.hold_count(), 1);
         assert_eq!(
             m.seat_status(SeatNo(2), t(TTL_MS)),
             Some(SeatStatus::Available)
         );
         assert_eq!(
             m.prepare_payment(ALICE, first, t(TTL_MS), None),
-            Err(DomainError::HoldExpired)
+            Err(DomainError::NotFound)
         );
         assert!(m.prepare_payment(BOB, second, t(TTL_MS + 1), None).is_ok());
     }
@@ -631,14 +712,66 @@ mod tests {
         let r = hold(&mut m, ALICE, &[1], 0).unwrap();
         let pay = m.prepare_payment(ALICE, r, t(1), None).unwrap();
         m.apply(&pay);
+        assert!(m.has_ended(r), "a paid reservation leaves memory");
         assert_eq!(
             m.prepare_payment(ALICE, r, t(2), None),
-            Err(DomainError::AlreadyPaid)
+            Err(DomainError::NotFound)
+        );
+        // Its history answers instead.
+        let mut paid = m_placed(r, &[1], 0);
+        let Some(ReservationChange::Ended { state, at, .. }) = ReservationChange::made_by(&pay)
+        else {
+            panic!("a payment ends a hold")
+        };
+        ReservationChange::end(&mut paid, state, at);
+        assert_eq!(
+            (paid.state, paid.paid_at),
+            (ReservationState::Paid, Some(t(1)))
+        );
+        assert_eq!(paid.payment_refusal(t(2)), Some(DomainError::AlreadyPaid));
+        assert_eq!(
+            paid.cancel_refusal(t(2)),
+            Some(DomainError::ReservationNotHeld)
+        );
+        // Ending it again (a replay) changes nothing.
+        ReservationChange::end(&mut paid, ReservationState::Cancelled, t(3));
+        assert_eq!(paid.state, ReservationState::Paid);
+    }
+
+    fn m_placed(id: ReservationId, nos: &[u32], at: i64) -> Reservation {
+        Reservation {
+            id,
+            user: ALICE,
+            seats: seats(nos),
+            price: 50_000 * nos.len() as u64,
+            state: ReservationState::Held,
+            created_at: t(at),
+            expires_at: t(at + TTL_MS),
+            paid_at: None,
+        }
+    }
+
+    #[test]
+    fn refusals_follow_the_reservations_state_and_time() {
+        let id = ReservationId { date: DATE, seq: 1 };
+        let held = m_placed(id, &[1], 0);
+        assert_eq!(held.payment_refusal(t(TTL_MS - 1)), None);
+        assert_eq!(held.cancel_refusal(t(TTL_MS - 1)), None);
+        assert_eq!(
+            held.payment_refusal(t(TTL_MS)),
+            Some(DomainError::HoldExpired)
         );
         assert_eq!(
-            m.cancel_hold(ALICE, r, t(2)),
-            Err(DomainError::ReservationNotHeld)
+            held.cancel_refusal(t(TTL_MS)),
+            Some(DomainError::ReservationNotHeld)
         );
+        let mut cancelled = held.clone();
+        ReservationChange::end(&mut cancelled, ReservationState::Cancelled, t(5));
+        assert_eq!(
+            cancelled.payment_refusal(t(6)),
+            Some(DomainError::ReservationNotHeld)
+        );
+        assert_eq!(cancelled.paid_at, None);
     }
 
     #[test]
@@ -647,10 +780,15 @@ mod tests {
         let r = hold(&mut m, ALICE, &[1, 2], 0).unwrap();
         let cancel = m.cancel_hold(ALICE, r, t(5)).unwrap();
         assert_eq!(m.apply(&cancel), seats(&[1, 2]));
+        assert!(m.has_ended(r));
         hold(&mut m, BOB, &[1, 2], 6).unwrap();
         assert_eq!(
             m.prepare_payment(ALICE, r, t(7), None),
-            Err(DomainError::ReservationNotHeld)
+            Err(DomainError::NotFound)
+        );
+        assert!(
+            !m.has_ended(ReservationId { date: DATE, seq: 3 }),
+            "not placed yet"
         );
     }
 

@@ -93,6 +93,8 @@ impl From<EngineError> for ApiError {
             EngineError::Unavailable => {
                 Self::overloaded("the server is busy or stopping; retry in a moment")
             }
+            // Resolved inside `actors`; should one slip out, the reservation is not live.
+            EngineError::Ended => DomainError::NotFound.into(),
         }
     }
 }

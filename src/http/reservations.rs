@@ -177,23 +177,13 @@ pub(super) async fn list_mine(
     State(app): State<AppState>,
     session: Session,
 ) -> Result<Response, ApiError> {
-    let order = app.engine.dates.reservations_of(session.user);
-    let mut dates: Vec<DateId> = order.iter().map(|r| r.date).collect();
-    dates.sort_unstable();
-    dates.dedup();
-    let mut found = std::collections::HashMap::new();
-    for date in dates {
-        if let Some(handle) = app.engine.dates.get(date) {
-            for reservation in handle.reservations_of(session.user).await? {
-                found.insert(reservation.id, reservation);
-            }
-        }
-    }
     let now = app.clock.now();
-    let reservations: Vec<_> = order
+    let reservations: Vec<_> = app
+        .engine
+        .dates
+        .reservations_of(session.user)
+        .await?
         .iter()
-        .rev()
-        .filter_map(|id| found.get(id))
         .map(|r| ReservationBody::new(r, now))
         .collect();
     Ok(Json(ReservationsBody { reservations }).into_response())

@@ -1,8 +1,9 @@
 //! Snapshot payloads kept only to be read and carried over at start.
 //!
-//! Up to version 2 the ledger kept every user's balance history inside its snapshot. Version 3
-//! keeps only balances; the history lives in the log's database, so a version-2 ledger's
-//! history is carried there at start, with the entry ids its users have seen.
+//! Up to version 2 the ledger kept every user's balance history inside its snapshot, and each
+//! date every reservation it ever had. Version 3 keeps only balances and held reservations; the
+//! history lives in the log's database, so a version-2 ledger's history and a version-2 date's
+//! reservations are carried there at start, with the ids their users have seen.
 //!
 //! Releases up to this one's predecessor kept every idempotency record in memory and wrote the
 //! whole book as a snapshot (owner `idempotency`). Records now live in the log's database, so a
@@ -20,6 +21,8 @@ use crate::domain::idempotency::{
 };
 use crate::domain::ledger::{BalancePolicy, Ledger, LedgerEntry};
 use crate::domain::seat_map::Reservation;
+use crate::domain::seat_map::{HoldPolicy, SeatMap};
+use crate::domain::DateId;
 use crate::domain::{ChargeId, IdempotencyKey, ReservationId, SeatNo, Timestamp, UserId};
 
 type KeyV1 = (UserId, KeyedEndpoint, IdempotencyKey);
@@ -191,6 +194,71 @@ pub fn ledger_from_older(version: u32, payload: &[u8]) -> Result<LedgerStart, St
         ledger: Ledger::from_parts(old.policy, balances, old.next_charge),
         history,
         next_entry: old.next_entry,
+    })
+}
+
+/// A date as recovery found it, with the reservations an older layout kept inside it.
+pub struct DateStart {
+    pub map: SeatMap,
+    /// Every reservation of a version-2 snapshot, in any state; empty for today's layout.
+    pub history: Vec<Reservation>,
+}
+
+impl<'de> Deserialize<'de> for DateStart {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(Self {
+            map: SeatMap::deserialize(deserializer)?,
+            history: Vec::new(),
+        })
+    }
+}
+
+/// A seat map as versions 1 and 2 serialized it (field order is the format; its index of held
+/// reservations per user was never written).
+#[derive(Serialize, Deserialize)]
+struct SeatMapV2 {
+    date: DateId,
+    seat_price: u64,
+    policy: HoldPolicy,
+    seats: Vec<SeatSlotV2>,
+    reservations: Vec<Reservation>,
+    by_user: HashMap<UserId, Vec<u32>>,
+    expiries: std::collections::BTreeSet<(Timestamp, u32)>,
+    held_seats: u32,
+    sold_seats: u32,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SeatSlotV2 {
+    holder: u32,
+    sold: bool,
+}
+
+/// A date of version 1 or 2: its held reservations stay, all of them are handed over.
+pub fn date_from_older(version: u32, payload: &[u8]) -> Result<DateStart, String> {
+    if !(1..=2).contains(&version) {
+        return Err(format!("no reader for seat map version {version}"));
+    }
+    let old: SeatMapV2 = decode_payload(payload)?;
+    let map = SeatMap::from_older(
+        old.date,
+        old.seat_price,
+        old.policy,
+        old.seats.iter().map(|s| (s.holder, s.sold)).collect(),
+        &old.reservations,
+    );
+    if (map.held_seats(), map.sold_seats()) != (old.held_seats, old.sold_seats) {
+        return Err(format!(
+            "seat counts do not add up: {} held and {} sold in the file, {} and {} in its reservations",
+            old.held_seats,
+            old.sold_seats,
+            map.held_seats(),
+            map.sold_seats()
+        ));
+    }
+    Ok(DateStart {
+        map,
+        history: old.reservations,
     })
 }
 
@@ -398,6 +466,70 @@ mod tests {
             next,
             crate::domain::Event::BalanceCharged {
                 charge: ChargeId(2),
+                ..
+            }
+        ));
+    }
+
+    /// `date-1-9.bin` as release `1e7520c` wrote it: a date of the demo concert (50 seats of
+    /// 55,000) where `r_1_1`, seat 7, was held and paid.
+    const VERSION_2_DATE: &str = "424f58534e415000020000000000000009000000000000009c000000000000008e1b77b6cd464f8901fbd8d6fcc0270900043200000000000000000000000001010000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000010101010107fbd8d601fd500fa21f44030000fd1037ab1f4403000001fd3a12a21f4403000001010101000001";
+
+    #[test]
+    fn a_version_2_date_keeps_its_held_reservations_and_hands_over_all() {
+        use crate::domain::seat_map::{ReservationState, SeatStatus};
+        let (start, seq): (DateStart, u64) = snapshot::decode_upgrading(
+            Path::new("date-1-9.bin"),
+            &unhex(VERSION_2_DATE),
+            Some(date_from_older),
+        )
+        .expect("a version-2 date reads");
+        assert_eq!(seq, 9);
+        let map = start.map;
+        assert_eq!(
+            (map.date(), map.seat_count(), map.seat_price()),
+            (DateId(1), 50, 55_000)
+        );
+        assert_eq!(
+            (map.held_seats(), map.sold_seats(), map.hold_count()),
+            (0, 1, 0)
+        );
+        assert_eq!(
+            map.seat_status(SeatNo(7), Timestamp(0)),
+            Some(SeatStatus::Sold)
+        );
+        let id = ReservationId {
+            date: DateId(1),
+            seq: 1,
+        };
+        assert!(map.has_ended(id));
+        assert_eq!(start.history.len(), 1);
+        let paid = &start.history[0];
+        assert_eq!(
+            (
+                paid.id,
+                paid.user,
+                paid.seats.clone(),
+                paid.price,
+                paid.state
+            ),
+            (
+                id,
+                UserId(1),
+                vec![SeatNo(7)],
+                55_000,
+                ReservationState::Paid
+            )
+        );
+        assert!(paid.paid_at.is_some());
+        // The next hold continues the old numbering.
+        let next = map
+            .place_hold(UserId(2), &[SeatNo(8)], Timestamp(0), None)
+            .unwrap();
+        assert!(matches!(
+            next,
+            crate::domain::Event::HoldPlaced {
+                reservation: ReservationId { seq: 2, .. },
                 ..
             }
         ));

@@ -8,8 +8,8 @@
 //! A commit failure is fatal: memory would no longer match disk, so the process exits loudly.
 //!
 //! The rows an event leaves beside it — the record of a keyed change for retries
-//! (`store::keys`), a balance history entry (`store::history`) — are written in the same
-//! transaction as the event. One process at a time: a lock file beside the database
+//! (`store::keys`), a balance history entry or a reservation's new state (`store::history`) —
+//! are written in the same transaction as the event. One process at a time: a lock file beside the database
 //! keeps a second one out, while the log's own readers share the file (WAL).
 
 use std::fs::File;
@@ -29,6 +29,7 @@ use super::{history, keys};
 use crate::config::Synchronous;
 use crate::domain::idempotency::PendingRecord;
 use crate::domain::ledger::LedgerEntry;
+use crate::domain::seat_map::{Reservation, ReservationChange};
 use crate::domain::{Event, Timestamp, UserId};
 
 /// Version of the payload encoding stored with every row, so old logs stay readable.
@@ -62,6 +63,7 @@ struct Pending {
     payload: Vec<u8>,
     key: Option<PendingRecord>,
     entry: Option<(UserId, LedgerEntry)>,
+    reservation: Option<ReservationChange>,
     done: oneshot::Sender<u64>,
 }
 
@@ -71,6 +73,10 @@ struct Pending {
 pub struct CarriedRows {
     pub keys: Vec<PendingRecord>,
     pub entries: Vec<(UserId, LedgerEntry)>,
+    /// Reservations as an older snapshot held them, stored before `reservation_changes`.
+    pub reservations: Vec<Reservation>,
+    /// Changes made by logged events, with their sequence, in log order.
+    pub reservation_changes: Vec<(u64, ReservationChange)>,
 }
 
 enum ToWriter {
@@ -295,6 +301,7 @@ impl EventLog {
     pub fn append_keyed(&self, event: &Event, key: Option<PendingRecord>) -> Durable {
         debug_assert_eq!(key, PendingRecord::of(event));
         let payload = encode_event(event);
+        let reservation = ReservationChange::made_by(event);
         let (done, committed) = oneshot::channel();
         metrics::counter!("boxoffice_events_total", "kind" => event.kind()).increment(1);
         let mut appender = self.appender.lock();
@@ -306,6 +313,7 @@ impl EventLog {
             payload,
             key,
             entry: LedgerEntry::made_by(seq, event),
+            reservation,
             done,
         };
         if appender.to_writer.send(ToWriter::Append(pending)).is_err() {
@@ -549,6 +557,12 @@ fn store_carried(conn: &mut Connection, rows: &CarriedRows) -> rusqlite::Result<
     for (user, entry) in &rows.entries {
         history::insert_entry(&tx, *user, entry)?;
     }
+    for reservation in &rows.reservations {
+        history::insert_reservation(&tx, reservation, 0)?;
+    }
+    for (seq, change) in &rows.reservation_changes {
+        history::change_reservation(&tx, change, *seq)?;
+    }
     tx.commit()
 }
 
@@ -570,6 +584,9 @@ fn commit(conn: &mut Connection, batch: &[Pending]) -> rusqlite::Result<()> {
             }
             if let Some((user, entry)) = &pending.entry {
                 history::insert_entry(&tx, *user, entry)?;
+            }
+            if let Some(change) = &pending.reservation {
+                history::change_reservation(&tx, change, pending.seq)?;
             }
         }
     }
@@ -693,7 +710,7 @@ mod tests {
             .log
             .carry_for_tests(CarriedRows {
                 keys: vec![new],
-                entries: Vec::new(),
+                ..CarriedRows::default()
             })
             .await;
         reopened

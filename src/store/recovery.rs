@@ -14,10 +14,10 @@ use crate::domain::admission::QueueSnapshot;
 use crate::domain::catalog::Catalog;
 use crate::domain::idempotency::PendingRecord;
 use crate::domain::ledger::{BalancePolicy, Ledger, LedgerEntry};
-use crate::domain::seat_map::{HoldPolicy, SeatMap};
+use crate::domain::seat_map::{HoldPolicy, Reservation, ReservationChange, SeatMap};
 use crate::domain::{DateId, Event, UserId};
 
-use super::legacy::{BookV2, LedgerStart};
+use super::legacy::{BookV2, DateStart, LedgerStart};
 use super::log::{CarriedRows, EventLog, StoreError};
 use super::snapshot::{self, SnapshotError};
 
@@ -142,9 +142,24 @@ pub fn recover(settings: &Settings) -> Result<Recovered, RecoveryError> {
     )?;
     let queue = snapshot::load_newest::<QueueSnapshot>(dir, QUEUE_OWNER)?.map(|(q, _)| q);
     let mut dates: BTreeMap<DateId, Start<SeatMap>> = BTreeMap::new();
+    let mut old_reservations = Vec::new();
     for info in catalog.state.dates() {
-        let empty = || SeatMap::new(info.id, info.seat_count, info.price, hold_policy(settings));
-        dates.insert(info.id, start(dir, &date_owner(info.id), empty)?);
+        let found = snapshot::load_newest_upgrading::<DateStart>(
+            dir,
+            &date_owner(info.id),
+            Some(super::legacy::date_from_older),
+        )?;
+        let start = match found {
+            Some((DateStart { map, history }, seq)) => {
+                old_reservations.extend(history);
+                Start { state: map, seq }
+            }
+            None => Start {
+                state: SeatMap::new(info.id, info.seat_count, info.price, hold_policy(settings)),
+                seq: 0,
+            },
+        };
+        dates.insert(info.id, start);
     }
     // An owner without a snapshot needs the log from its beginning.
     let replay_from = dates
@@ -208,6 +223,8 @@ pub fn recover(settings: &Settings) -> Result<Recovered, RecoveryError> {
             old_history,
             next_entry,
             ledger_seq: ledger.seq,
+            old_reservations,
+            date_seqs: dates.iter().map(|(id, d)| (*id, d.seq)).collect(),
             rows_from,
         },
         &events,
@@ -282,6 +299,9 @@ struct Carry {
     old_history: Vec<(UserId, LedgerEntry)>,
     next_entry: u64,
     ledger_seq: u64,
+    /// Every reservation inside its date snapshots, and the sequence each date's covers.
+    old_reservations: Vec<Reservation>,
+    date_seqs: BTreeMap<DateId, u64>,
     /// Events before this were logged without rows beside them.
     rows_from: u64,
 }
@@ -295,6 +315,8 @@ fn carry_over(log: &EventLog, dir: &Path, carry: Carry, events: &[(u64, Event)])
         old_history,
         next_entry,
         ledger_seq,
+        old_reservations,
+        date_seqs,
         rows_from,
     } = carry;
     let had_book = old_book.is_some();
@@ -309,7 +331,21 @@ fn carry_over(log: &EventLog, dir: &Path, carry: Carry, events: &[(u64, Event)])
             .map(|(book, _)| book.into_records())
             .unwrap_or_default(),
         entries: old_history,
+        reservations: old_reservations,
+        reservation_changes: Vec::new(),
     };
+    // A date created by a logged event has no snapshot: all its changes are in the log.
+    rows.reservation_changes.extend(
+        unrowed(0)
+            .filter_map(|(seq, event)| Some((*seq, ReservationChange::made_by(event)?)))
+            .filter(|(seq, change)| {
+                let date = match change {
+                    ReservationChange::Placed(r) => r.id.date,
+                    ReservationChange::Ended { id, .. } => id.date,
+                };
+                *seq > date_seqs.get(&date).copied().unwrap_or(0)
+            }),
+    );
     rows.keys
         .extend(unrowed(book_seq).filter_map(|(_, event)| PendingRecord::of(event)));
     // Numbered on from the old ledger, as the older release numbered them.
@@ -320,11 +356,13 @@ fn carry_over(log: &EventLog, dir: &Path, carry: Carry, events: &[(u64, Event)])
             .map(|((user, entry), entry_id)| (user, LedgerEntry { entry_id, ..entry })),
     );
     let (keys, entries) = (rows.keys.len(), rows.entries.len());
-    if keys + entries > 0 {
+    let reservations = rows.reservations.len() + rows.reservation_changes.len();
+    if keys + entries + reservations > 0 {
         log.carry_blocking(rows);
         tracing::info!(
             idempotency_records = keys,
             balance_entries = entries,
+            reservations,
             "carried what an older release kept in memory over into the log's database"
         );
     }

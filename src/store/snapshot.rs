@@ -21,8 +21,9 @@ use super::log::EventLog;
 
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"BOXSNAP\0";
 /// The version this build writes. Version 1 differs from 2 only in the idempotency book's
-/// records; version 2 from 3 only in the ledger, which kept its history inside. Every other
-/// owner reads an older payload as it is; the ledger and the book convert theirs
+/// records; version 2 from 3 only in the ledger and the dates, which kept their history inside.
+/// Every other owner reads an older payload as it is; the ledger, the dates and the book convert
+/// theirs
 /// (`store::legacy`). Changing any owner's layout means a new version and a reader for the old.
 pub const SNAPSHOT_FORMAT_VERSION: u32 = 3;
 /// The oldest version this build still reads.

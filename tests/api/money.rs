@@ -416,6 +416,118 @@ async fn an_idempotent_payment_retry_returns_the_same_payment() {
     assert_eq!(app.balance(&buyer).await, 2 * PRICE);
 }
 
+/// The line of `/metrics` with the reservations a date keeps in memory.
+async fn reservations_in_memory(app: &TestApp) -> String {
+    let text = app
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(r#"boxoffice_records{kind="reservations"}"#))
+        .expect("the records gauge")
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ended_reservations_leave_memory_and_answer_from_the_store() {
+    const PRICE: u64 = 7_000;
+    let app = spawn_app().await;
+    let (_, date) = app.concert_with_date(5, PRICE).await;
+    let (buyer, queue_token) = app.admitted_buyer().await;
+    let paid = string_field(
+        &app.hold_ok(&buyer, &queue_token, &date, &[1]).await,
+        "reservation_id",
+    );
+    let cancelled = string_field(
+        &app.hold_ok(&buyer, &queue_token, &date, &[2]).await,
+        "reservation_id",
+    );
+    let held = string_field(
+        &app.hold_ok(&buyer, &queue_token, &date, &[3]).await,
+        "reservation_id",
+    );
+    assert_eq!(
+        reservations_in_memory(&app).await,
+        r#"boxoffice_records{kind="reservations"} 3"#
+    );
+    let cancel = app
+        .delete(&format!("/api/v1/reservations/{cancelled}"))
+        .session(&buyer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), 204);
+    app.charge_ok(&buyer, PRICE).await;
+    assert_json(app.pay(&buyer, &queue_token, &paid).await, 201).await;
+    assert_eq!(
+        reservations_in_memory(&app).await,
+        r#"boxoffice_records{kind="reservations"} 1"#,
+        "only the live hold stays in memory"
+    );
+
+    // Each ended one still answers every verb as before, from the store.
+    assert_eq!(app.reservation_status(&buyer, &paid).await, "paid");
+    assert_eq!(
+        app.reservation_status(&buyer, &cancelled).await,
+        "cancelled"
+    );
+    assert_eq!(app.reservation_status(&buyer, &held).await, "held");
+    let listed = assert_json(
+        app.get("/api/v1/reservations")
+            .session(&buyer)
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
+    let listed: Vec<(String, String)> = listed["reservations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (string_field(r, "reservation_id"), string_field(r, "status")))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            (held.clone(), "held".to_owned()),
+            (cancelled.clone(), "cancelled".to_owned()),
+            (paid.clone(), "paid".to_owned()),
+        ],
+        "newest first"
+    );
+    let (other, other_token) = app.admitted_buyer().await;
+    for (reservation, code) in [
+        (&paid, "already_paid"),
+        (&cancelled, "reservation_not_held"),
+    ] {
+        let again = app
+            .delete(&format!("/api/v1/reservations/{reservation}"))
+            .session(&buyer)
+            .send()
+            .await
+            .unwrap();
+        assert_problem(again, 409, "reservation_not_held").await;
+        // The payment ended the buyer's token: take another (or the one taken last round).
+        let fresh: Value = app.take_queue_token(&buyer).await.json().await.unwrap();
+        let fresh = string_field(&fresh, "queue_token");
+        app.wait_until_active(&buyer, &fresh).await;
+        assert_problem(app.pay(&buyer, &fresh, reservation).await, 409, code).await;
+        // Another user's ended reservation does not exist for them, whatever the verb.
+        assert_problem(app.reservation(&other, reservation).await, 404, "not_found").await;
+        assert_problem(
+            app.pay(&other, &other_token, reservation).await,
+            404,
+            "not_found",
+        )
+        .await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_payments_of_one_hold_debit_once() {
     const PRICE: u64 = 5_000;
