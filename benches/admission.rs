@@ -50,6 +50,7 @@ fn policy() -> QueuePolicy {
         active_ttl_ms: 600_000,
         // Nobody is dropped for not polling: the million pollers are not simulated.
         waiting_ttl_ms: 10 * 365 * 86_400_000,
+        ended_tokens_max: 100_000,
     }
 }
 

@@ -67,6 +67,8 @@ pub struct QueueSettings {
     pub admit_per_second: u32,
     pub active_ttl_seconds: u64,
     pub waiting_ttl_seconds: u64,
+    /// Ended tokens remembered (each at most an hour) to answer `reissued`.
+    pub ended_tokens_max: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -162,6 +164,7 @@ impl Default for QueueSettings {
             admit_per_second: 100,
             active_ttl_seconds: 600,
             waiting_ttl_seconds: 60,
+            ended_tokens_max: 100_000,
         }
     }
 }

@@ -144,6 +144,7 @@ impl QueueHandle {
             admit_per_second: q.admit_per_second,
             active_ttl_ms: (q.active_ttl_seconds as i64).saturating_mul(1000),
             waiting_ttl_ms: (q.waiting_ttl_seconds as i64).saturating_mul(1000),
+            ended_tokens_max: q.ended_tokens_max,
         };
         let queue = match recovered {
             Some(saved) => AdmissionQueue::restore(policy, &saved, clock.now()),

@@ -17,6 +17,7 @@ use super::types::*;
 /// How long an ended token is remembered so that presenting it gets a fresh token (`reissued`)
 /// rather than 401; past this it is unknown.
 const RETIRED_TOKEN_MEMORY_MS: i64 = 3_600_000;
+
 /// The window over which the admission rate behind ETAs is measured.
 const RATE_WINDOW_MS: i64 = 10_000;
 
@@ -26,6 +27,9 @@ pub struct QueuePolicy {
     pub admit_per_second: u32,
     pub active_ttl_ms: i64,
     pub waiting_ttl_ms: i64,
+    /// At most this many ended tokens are remembered (about 64 bytes each): past it the oldest
+    /// are forgotten first, whatever the rate of payments and expiries.
+    pub ended_tokens_max: usize,
 }
 
 /// 128 random bits from the caller's CSPRNG; the domain never makes randomness itself.
@@ -175,7 +179,10 @@ impl Fenwick {
 #[derive(Debug)]
 pub struct AdmissionQueue {
     policy: QueuePolicy,
+    /// Waiting and active tokens (an active one past its expiry until the sweep ends it).
     tokens: HashMap<QueueTokenId, TokenRecord>,
+    /// Ended tokens and their holders: all that answering `reissued` or `forbidden` needs.
+    ended: HashMap<QueueTokenId, UserId>,
     live_by_user: HashMap<UserId, QueueTokenId>,
     waiting: BTreeMap<u64, QueueTokenId>,
     ranks: Fenwick,
@@ -194,6 +201,7 @@ impl AdmissionQueue {
         Self {
             policy,
             tokens: HashMap::new(),
+            ended: HashMap::new(),
             live_by_user: HashMap::new(),
             waiting: BTreeMap::new(),
             ranks: Fenwick::default(),
@@ -215,7 +223,7 @@ impl AdmissionQueue {
     }
     /// Every token remembered: waiting, active, and ended ones kept to answer `reissued`.
     pub fn remembered_len(&self) -> usize {
-        self.tokens.len()
+        self.tokens.len() + self.ended.len()
     }
     /// Active tokens as of the last sweep.
     pub fn active_len(&self) -> usize {
@@ -267,7 +275,9 @@ impl AdmissionQueue {
         user: UserId,
         now: Timestamp,
     ) -> Result<Lookup, DomainError> {
-        let record = self.owned(token, user)?;
+        let Some(record) = self.owned(token, user)? else {
+            return Ok(Lookup::Ended);
+        };
         match record.state_at(now, &self.policy) {
             TokenState::Ended => Ok(Lookup::Ended),
             TokenState::Active { expires_at } => Ok(Lookup::Live(QueueStatus {
@@ -302,19 +312,28 @@ impl AdmissionQueue {
         user: UserId,
         now: Timestamp,
     ) -> Result<(), DomainError> {
-        match self.owned(token, user)?.state_at(now, &self.policy) {
+        let Some(record) = self.owned(token, user)? else {
+            return Err(DomainError::QueueTokenExpired);
+        };
+        match record.state_at(now, &self.policy) {
             TokenState::Active { .. } => Ok(()),
             TokenState::Waiting => Err(DomainError::NotAdmitted),
             TokenState::Ended => Err(DomainError::QueueTokenExpired),
         }
     }
 
-    fn owned(&self, token: QueueTokenId, user: UserId) -> Result<&TokenRecord, DomainError> {
-        let record = self
-            .tokens
-            .get(&token)
-            .ok_or(DomainError::QueueTokenInvalid)?;
-        if record.user != user {
+    /// The user's token: its record while it is live, `None` once it has ended.
+    fn owned(
+        &self,
+        token: QueueTokenId,
+        user: UserId,
+    ) -> Result<Option<&TokenRecord>, DomainError> {
+        let (holder, record) = match (self.tokens.get(&token), self.ended.get(&token)) {
+            (Some(record), _) => (record.user, Some(record)),
+            (None, Some(holder)) => (*holder, None),
+            (None, None) => return Err(DomainError::QueueTokenInvalid),
+        };
+        if holder != user {
             return Err(DomainError::Forbidden);
         }
         Ok(record)
@@ -344,7 +363,7 @@ impl AdmissionQueue {
     ) -> Result<(), DomainError> {
         self.owned(token, user)?;
         self.end(token, now);
-        self.tokens.remove(&token);
+        self.ended.remove(&token);
         self.tick(now);
         Ok(())
     }
@@ -400,17 +419,12 @@ impl AdmissionQueue {
             outcome.admitted.push(token);
         }
         while let Some(&(at, token)) = self.retired.front() {
-            if at.plus_millis(RETIRED_TOKEN_MEMORY_MS) > now {
+            let crowded = self.retired.len() > self.policy.ended_tokens_max;
+            if at.plus_millis(RETIRED_TOKEN_MEMORY_MS) > now && !crowded {
                 break;
             }
             self.retired.pop_front();
-            if self
-                .tokens
-                .get(&token)
-                .is_some_and(|r| r.state == TokenState::Ended)
-            {
-                self.tokens.remove(&token);
-            }
+            self.ended.remove(&token);
         }
         outcome
     }
@@ -463,7 +477,7 @@ impl AdmissionQueue {
     }
 
     fn end(&mut self, token: QueueTokenId, now: Timestamp) {
-        let Some(record) = self.tokens.get_mut(&token) else {
+        let Some(record) = self.tokens.remove(&token) else {
             return;
         };
         match record.state {
@@ -474,12 +488,12 @@ impl AdmissionQueue {
             TokenState::Active { expires_at } => {
                 self.active.remove(&(expires_at, token));
             }
-            TokenState::Ended => return,
+            TokenState::Ended => {}
         }
-        record.state = TokenState::Ended;
         if self.live_by_user.get(&record.user) == Some(&token) {
             self.live_by_user.remove(&record.user);
         }
+        self.ended.insert(token, record.user);
         self.retired.push_back((now, token));
     }
 
@@ -582,6 +596,7 @@ mod tests {
             admit_per_second: 10,
             active_ttl_ms: 60_000,
             waiting_ttl_ms: 30_000,
+            ended_tokens_max: 1_000,
         }
     }
 
@@ -712,6 +727,58 @@ mod tests {
         assert_eq!(
             q.check_admitted(QueueTokenId(1), UserId(2), Timestamp(0)),
             Err(DomainError::Forbidden)
+        );
+    }
+
+    #[test]
+    fn ended_tokens_are_remembered_an_hour_and_at_most_their_bound() {
+        let mut q = AdmissionQueue::new(policy(), Timestamp(0));
+        q.issue(UserId(1), QueueTokenId(1), Timestamp(0));
+        q.complete(UserId(1), Timestamp(10));
+        assert_eq!(
+            q.poll(QueueTokenId(1), UserId(1), Timestamp(20)),
+            Ok(Lookup::Ended)
+        );
+        assert_eq!(
+            q.poll(QueueTokenId(1), UserId(2), Timestamp(20)),
+            Err(DomainError::Forbidden),
+            "an ended token still belongs to its holder"
+        );
+        assert_eq!(
+            q.check_admitted(QueueTokenId(1), UserId(1), Timestamp(20)),
+            Err(DomainError::QueueTokenExpired)
+        );
+        q.tick(Timestamp(10 + RETIRED_TOKEN_MEMORY_MS));
+        assert_eq!(
+            q.poll(QueueTokenId(1), UserId(1), Timestamp(20)),
+            Err(DomainError::QueueTokenInvalid),
+            "forgotten after an hour"
+        );
+        assert_eq!(q.remembered_len(), 0);
+
+        // Many payments in a short time: only the newest ended tokens are kept.
+        let mut q = AdmissionQueue::new(
+            QueuePolicy {
+                max_active: 1_000_000,
+                admit_per_second: 1_000_000,
+                ..policy()
+            },
+            Timestamp(0),
+        );
+        let total = policy().ended_tokens_max as u64 + 5;
+        for n in 1..=total {
+            q.issue(UserId(n), QueueTokenId(n as u128), Timestamp(0));
+            q.complete(UserId(n), Timestamp(0));
+        }
+        q.tick(Timestamp(1));
+        assert_eq!(q.remembered_len(), policy().ended_tokens_max);
+        assert_eq!(
+            q.poll(QueueTokenId(1), UserId(1), Timestamp(1)),
+            Err(DomainError::QueueTokenInvalid)
+        );
+        assert_eq!(
+            q.poll(QueueTokenId(total as u128), UserId(total), Timestamp(1)),
+            Ok(Lookup::Ended)
         );
     }
 

@@ -312,6 +312,7 @@ proptest! {
             admit_per_second: 2,
             active_ttl_ms: 6_000,
             waiting_ttl_ms: 5_000,
+            ended_tokens_max: 100_000,
         };
         let mut now = Timestamp(0);
         let mut queue = AdmissionQueue::new(policy, now);

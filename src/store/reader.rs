@@ -32,6 +32,10 @@ impl StoreReader {
                 })?;
                 conn.busy_timeout(std::time::Duration::from_secs(1))
                     .map_err(|e| StoreError::Setup(e.to_string()))?;
+                // Reads are point lookups and one user's rows: a small page cache each is
+                // enough, and keeps the connections' memory from growing with the database.
+                conn.execute_batch("PRAGMA cache_size = -512;")
+                    .map_err(|e| StoreError::Setup(e.to_string()))?;
                 Ok(Mutex::new(conn))
             })
             .collect::<Result<_, StoreError>>()?;
