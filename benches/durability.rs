@@ -86,16 +86,6 @@ fn snapshot_of_a_50k_seat_date(c: &mut Criterion) {
 
 const BOOK_KEYS: u64 = 200_000;
 
-fn rss_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    pages * 4096
-}
-
 /// A keyed event of each kind in turn, with a 36-character key as clients send (a UUID).
 fn keyed_event(n: u64) -> Event {
     let user = UserId(n % 5_000);
@@ -159,16 +149,12 @@ fn idempotency_records(c: &mut Criterion) {
     });
     let stored: Vec<PendingRecord> = events.iter().filter_map(PendingRecord::of).collect();
     let mut book = IdempotencyBook::default();
-    let before = rss_bytes();
     for (seq, record) in stored.iter().enumerate() {
         book.insert(*record, seq as u64 + 1);
     }
-    let grown = rss_bytes().saturating_sub(before);
     println!(
-        "{BOOK_KEYS} keys: the book holding all of them would take RSS +{:.1} MiB = {} bytes per \
-         key; it keeps at most {RECENT_KEYS_MAX}; the store file is {} bytes per keyed event",
-        grown as f64 / (1 << 20) as f64,
-        grown / BOOK_KEYS,
+        "{BOOK_KEYS} keyed events: the database file holds {} bytes per keyed event (the event \
+         and its record); the server's book keeps at most {RECENT_KEYS_MAX} of them",
         std::fs::metadata(&path).unwrap().len() / BOOK_KEYS
     );
     let fresh = BookKey::new(
