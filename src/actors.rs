@@ -240,15 +240,24 @@ impl DateRegistry {
     /// commit: every change acknowledged so far is in it. Read from the store on the blocking
     /// pool, as a long history is many rows.
     pub async fn reservations_of(&self, user: UserId) -> Result<Vec<Reservation>, EngineError> {
-        let history = self.history.clone();
-        tokio::task::spawn_blocking(move || history.reservations_of(user))
-            .await
-            .map_err(|_| EngineError::Unavailable)?
-            .map_err(|error| {
-                tracing::error!(%error, "cannot read reservations");
-                EngineError::Unavailable
-            })
+        read_history(&self.history, move |store| store.reservations_of(user)).await
     }
+}
+
+/// Reads history rows on the blocking pool: a long history is many rows, and a worker thread
+/// should not wait on them. A store that cannot be read is a 503, and logged.
+pub(crate) async fn read_history<T: Send + 'static>(
+    store: &Arc<StoreReader>,
+    read: impl FnOnce(&StoreReader) -> Result<T, crate::store::StoreError> + Send + 'static,
+) -> Result<T, EngineError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || read(&store))
+        .await
+        .map_err(|_| EngineError::Unavailable)?
+        .map_err(|error| {
+            tracing::error!(%error, "cannot read history from the store");
+            EngineError::Unavailable
+        })
 }
 
 /// What every owner needs to make its changes durable.

@@ -192,14 +192,7 @@ impl LedgerHandle {
     /// Newest first, as of the last commit: every change acknowledged so far is in it. Read
     /// from the store on the blocking pool, as a long history is many rows.
     pub async fn history(&self, user: UserId) -> Result<Vec<LedgerEntry>, EngineError> {
-        let reader = self.history.clone();
-        tokio::task::spawn_blocking(move || reader.ledger_history(user))
-            .await
-            .map_err(|_| EngineError::Unavailable)?
-            .map_err(|error| {
-                tracing::error!(%error, "cannot read the balance history");
-                EngineError::Unavailable
-            })
+        super::read_history(&self.history, move |store| store.ledger_history(user)).await
     }
 
     /// A copy of the state, for tests that compare live state with replayed state.

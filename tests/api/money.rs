@@ -160,8 +160,8 @@ async fn an_idempotent_charge_retry_applies_once() {
     assert_eq!(app.balance(&other).await, 800);
 }
 
-/// The line of `/metrics` with the idempotency records held in memory.
-async fn keys_in_memory(app: &TestApp) -> String {
+/// The line of `/metrics` with the records of `kind` held in memory.
+async fn records_in_memory(app: &TestApp, kind: &str) -> String {
     let text = app
         .get("/metrics")
         .send()
@@ -170,8 +170,9 @@ async fn keys_in_memory(app: &TestApp) -> String {
         .text()
         .await
         .unwrap();
+    let prefix = format!(r#"boxoffice_records{{kind="{kind}"}}"#);
     text.lines()
-        .find(|l| l.starts_with(r#"boxoffice_records{kind="idempotency_keys"}"#))
+        .find(|l| l.starts_with(&prefix))
         .expect("the records gauge")
         .to_owned()
 }
@@ -194,7 +195,7 @@ async fn a_key_that_left_memory_still_replays_from_the_store() {
     // The next keyed change lets go of the records that have settled on disk.
     assert_json(charge("late", 100).await.unwrap(), 201).await;
     assert_eq!(
-        keys_in_memory(&app).await,
+        records_in_memory(&app, "idempotency_keys").await,
         r#"boxoffice_records{kind="idempotency_keys"} 1"#,
         "only the recent key is in memory"
     );
@@ -416,22 +417,6 @@ async fn an_idempotent_payment_retry_returns_the_same_payment() {
     assert_eq!(app.balance(&buyer).await, 2 * PRICE);
 }
 
-/// The line of `/metrics` with the reservations a date keeps in memory.
-async fn reservations_in_memory(app: &TestApp) -> String {
-    let text = app
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find(|l| l.starts_with(r#"boxoffice_records{kind="reservations"}"#))
-        .expect("the records gauge")
-        .to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ended_reservations_leave_memory_and_answer_from_the_store() {
     const PRICE: u64 = 7_000;
@@ -451,7 +436,7 @@ async fn ended_reservations_leave_memory_and_answer_from_the_store() {
         "reservation_id",
     );
     assert_eq!(
-        reservations_in_memory(&app).await,
+        records_in_memory(&app, "reservations").await,
         r#"boxoffice_records{kind="reservations"} 3"#
     );
     let cancel = app
@@ -464,7 +449,7 @@ async fn ended_reservations_leave_memory_and_answer_from_the_store() {
     app.charge_ok(&buyer, PRICE).await;
     assert_json(app.pay(&buyer, &queue_token, &paid).await, 201).await;
     assert_eq!(
-        reservations_in_memory(&app).await,
+        records_in_memory(&app, "reservations").await,
         r#"boxoffice_records{kind="reservations"} 1"#,
         "only the live hold stays in memory"
     );
