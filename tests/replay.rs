@@ -11,11 +11,12 @@ use proptest::prelude::*;
 use boxoffice::actors::Engine;
 use boxoffice::clock::ManualClock;
 use boxoffice::config::Settings;
+use boxoffice::config::Synchronous;
 use boxoffice::domain::accounts::Accounts;
 use boxoffice::domain::catalog::Catalog;
-use boxoffice::domain::idempotency::{BookKey, KeyRecord, KeyedEndpoint};
-use boxoffice::domain::ledger::Ledger;
-use boxoffice::domain::seat_map::SeatMap;
+use boxoffice::domain::idempotency::{BookKey, KeyRecord, KeyedEndpoint, PendingRecord};
+use boxoffice::domain::ledger::{Ledger, LedgerEntry};
+use boxoffice::domain::seat_map::{Reservation, ReservationChange, SeatMap};
 use boxoffice::domain::{
     ConcertId, DateId, IdempotencyKey, IdempotencyStamp, ReservationId, SeatNo, Timestamp, UserId,
     Username,
@@ -104,6 +105,66 @@ fn stored_keys(log: &EventLog) -> Vec<Option<KeyRecord>> {
         }
     }
     found
+}
+
+/// The history tables hold exactly what the log's events make: the first record of every key,
+/// each user's balance entries and reservations (in their latest state), newest first. Rows are
+/// written beside events live, and by recovery for what an older release left; either way they
+/// must be this projection of the log and nothing else.
+async fn history_is_the_projection_of_the_log(settings: &Settings) -> Result<(), TestCaseError> {
+    let opened = EventLog::open(&settings.storage.sqlite_path, Synchronous::Normal, 0)
+        .expect("the log opens");
+    let events = &opened.events;
+    let store = opened.log.reader();
+    for user in (1..=4).map(UserId) {
+        for endpoint in [
+            KeyedEndpoint::Charge,
+            KeyedEndpoint::Reservation,
+            KeyedEndpoint::Payment,
+        ] {
+            for k in 0..3u8 {
+                let key = BookKey::new(
+                    user,
+                    endpoint,
+                    &IdempotencyKey::parse(&format!("key-{k}")).unwrap(),
+                );
+                let first = events
+                    .iter()
+                    .filter_map(|(_, e)| PendingRecord::of(e))
+                    .find(|r| r.key == key)
+                    .map(|r| r.record);
+                prop_assert_eq!(store.find_key(&key).unwrap(), first, "{:?}", key);
+            }
+        }
+        let entries: Vec<LedgerEntry> = events
+            .iter()
+            .rev()
+            .filter_map(|(seq, e)| LedgerEntry::made_by(*seq, e))
+            .filter(|(owner, _)| *owner == user)
+            .map(|(_, entry)| entry)
+            .collect();
+        prop_assert_eq!(store.ledger_history(user).unwrap(), entries);
+        let mut made: Vec<(u64, Reservation)> = Vec::new();
+        for (seq, event) in events {
+            match ReservationChange::made_by(event) {
+                Some(ReservationChange::Placed(r)) => made.push((*seq, r)),
+                Some(ReservationChange::Ended { id, state, at }) => {
+                    let (_, r) = made
+                        .iter_mut()
+                        .find(|(_, r)| r.id == id)
+                        .expect("a reservation ends after it is placed");
+                    ReservationChange::end(r, state, at);
+                }
+                None => {}
+            }
+        }
+        made.retain(|(_, r)| r.user == user);
+        made.sort_by_key(|(seq, r)| std::cmp::Reverse((r.created_at, *seq)));
+        let expected: Vec<Reservation> = made.into_iter().map(|(_, r)| r).collect();
+        prop_assert_eq!(store.reservations_of(user).unwrap(), expected);
+    }
+    opened.log.close().await;
+    Ok(())
 }
 
 async fn live_state(engine: &Engine) -> State {
@@ -270,6 +331,7 @@ fn check(commands: Vec<Command>, split: usize) -> Result<(), TestCaseError> {
         let (from_mid, replayed_tail) = recovered_state(&tail).await;
         prop_assert_eq!(&from_mid, &live);
         prop_assert!(replayed_tail <= replayed_full);
+        history_is_the_projection_of_the_log(&settings).await?;
 
         let _ = std::fs::remove_dir_all(&data);
         Ok(())
