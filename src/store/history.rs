@@ -63,7 +63,8 @@ pub(crate) fn insert_reservation(
     reservation: &Reservation,
     placed_seq: u64,
 ) -> rusqlite::Result<()> {
-    let placed = reservation.clone().as_placed();
+    // The blob keeps what never changes after the hold; `state` and `paid_at` are read from
+    // their columns (`reservation_from_row`), so the reservation is encoded as it is, uncopied.
     let mut statement = conn.prepare_cached(
         "INSERT OR IGNORE INTO reservations
              (date_id, seq, user_id, created_at, placed_seq, state, paid_at, placed)
@@ -77,7 +78,7 @@ pub(crate) fn insert_reservation(
         placed_seq as i64,
         state_code(reservation.state),
         reservation.paid_at.map(Timestamp::as_millis),
-        encode_reservation(&placed),
+        encode_reservation(reservation),
     ])?;
     Ok(())
 }
