@@ -406,6 +406,17 @@ impl TestApp {
             .expect("charge")
     }
 
+    /// A charge with an `Idempotency-Key`.
+    pub async fn keyed_charge(&self, buyer: &Buyer, key: &str, amount: u64) -> Response {
+        self.post("/api/v1/balance/charges")
+            .session(buyer)
+            .idempotency_key(key)
+            .json(&json!({ "amount": amount }))
+            .send()
+            .await
+            .expect("keyed charge")
+    }
+
     pub async fn charge_ok(&self, buyer: &Buyer, amount: u64) -> Value {
         let body = assert_json(self.charge(buyer, amount).await, 201).await;
         assert_eq!(body["amount"], json!(amount));

@@ -104,16 +104,10 @@ async fn a_hundred_concurrent_charges_land_exactly_once_each() {
 async fn an_idempotent_charge_retry_applies_once() {
     let app = spawn_app().await;
     let buyer = app.new_buyer().await;
-    let charge = |key: &str, amount: u64| {
-        app.post("/api/v1/balance/charges")
-            .session(&buyer)
-            .idempotency_key(key)
-            .json(&json!({ "amount": amount }))
-            .send()
-    };
+    let charge = |key, amount| app.keyed_charge(&buyer, key, amount);
 
-    let first = assert_json(charge("top-up-1", 700).await.unwrap(), 201).await;
-    let retry = assert_json(charge("top-up-1", 700).await.unwrap(), 201).await;
+    let first = assert_json(charge("top-up-1", 700).await, 201).await;
+    let retry = assert_json(charge("top-up-1", 700).await, 201).await;
     assert_eq!(retry, first, "the retry gets the original response");
     assert_eq!(app.balance(&buyer).await, 700);
     assert_eq!(app.history(&buyer).await.len(), 1);
@@ -130,16 +124,11 @@ async fn an_idempotent_charge_retry_applies_once() {
     assert_eq!(assert_json(respaced, 201).await, first);
 
     // The same key with another body: 422, nothing applied.
-    assert_problem(
-        charge("top-up-1", 800).await.unwrap(),
-        422,
-        "idempotency_key_reused",
-    )
-    .await;
+    assert_problem(charge("top-up-1", 800).await, 422, "idempotency_key_reused").await;
     assert_eq!(app.balance(&buyer).await, 700);
 
     // Another key is another charge.
-    let second = assert_json(charge("top-up-2", 700).await.unwrap(), 201).await;
+    let second = assert_json(charge("top-up-2", 700).await, 201).await;
     assert_ne!(second["charge_id"], first["charge_id"]);
     assert_eq!(second["balance"], json!(1_400));
 
@@ -181,33 +170,22 @@ async fn records_in_memory(app: &TestApp, kind: &str) -> String {
 async fn a_key_that_left_memory_still_replays_from_the_store() {
     let app = spawn_app().await;
     let buyer = app.new_buyer().await;
-    let charge = |key: &str, amount: u64| {
-        app.post("/api/v1/balance/charges")
-            .session(&buyer)
-            .idempotency_key(key)
-            .json(&json!({ "amount": amount }))
-            .send()
-    };
-    let first = assert_json(charge("early", 700).await.unwrap(), 201).await;
+    let charge = |key, amount| app.keyed_charge(&buyer, key, amount);
+    let first = assert_json(charge("early", 700).await, 201).await;
     app.advance(std::time::Duration::from_millis(
         boxoffice::domain::idempotency::RECENT_MS as u64 + 1_000,
     ));
     // The next keyed change lets go of the records that have settled on disk.
-    assert_json(charge("late", 100).await.unwrap(), 201).await;
+    assert_json(charge("late", 100).await, 201).await;
     assert_eq!(
         records_in_memory(&app, "idempotency_keys").await,
         r#"boxoffice_records{kind="idempotency_keys"} 1"#,
         "only the recent key is in memory"
     );
 
-    let retry = assert_json(charge("early", 700).await.unwrap(), 201).await;
+    let retry = assert_json(charge("early", 700).await, 201).await;
     assert_eq!(retry, first, "the store answers as the book did");
-    assert_problem(
-        charge("early", 800).await.unwrap(),
-        422,
-        "idempotency_key_reused",
-    )
-    .await;
+    assert_problem(charge("early", 800).await, 422, "idempotency_key_reused").await;
     assert_eq!(app.balance(&buyer).await, 800);
     assert_eq!(app.history(&buyer).await.len(), 2);
 }
