@@ -299,6 +299,19 @@ impl Context {
             .await
             .map_err(|why| anyhow::anyhow!("the auditor: {why}"))
     }
+    /// Signs every buyer in and waits until all are admitted (the modes that start with every
+    /// buyer ready to hold).
+    async fn sign_in_and_admit_buyers(&self) -> anyhow::Result<Vec<setup::Admitted>> {
+        setup::sign_in_and_admit(
+            &self.client,
+            self.display,
+            &self.names,
+            self.cli.buyers,
+            self.admission_wait(),
+        )
+        .await
+    }
+
     pub fn admin_token(&self) -> anyhow::Result<&str> {
         self.admin_token.as_deref().with_context(|| {
             format!(

@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use crate::api::{self, Fail};
 use crate::audit::{Auditor, BuyerRecord, PaidRecord};
 use crate::client::Client;
-use crate::setup::{self, admin_failure};
+use crate::setup::admin_failure;
 use crate::{Context, ModeRun};
 
 /// Hold requests one buyer sends at most in one round, beyond one per seat.
@@ -60,14 +60,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
         .await
         .map_err(admin_failure)?;
     let (auditor_session, auditor_token) = ctx.sign_up_buyers_and_auditor().await?;
-    let admitted = setup::sign_in_and_admit(
-        client,
-        ctx.display,
-        &ctx.names,
-        ctx.cli.buyers,
-        ctx.admission_wait(),
-    )
-    .await?;
+    let admitted = ctx.sign_in_and_admit_buyers().await?;
     let mut racers: Vec<Racer> = admitted
         .into_iter()
         .map(|a| Racer {

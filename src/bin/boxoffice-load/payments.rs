@@ -69,14 +69,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
     let (_, date_id) =
         setup::concert_with_date(client, admin, &ctx.names, seat_count, price).await?;
     let (auditor_session, auditor_token) = ctx.sign_up_buyers_and_auditor().await?;
-    let admitted = setup::sign_in_and_admit(
-        client,
-        ctx.display,
-        &ctx.names,
-        ctx.cli.buyers,
-        ctx.admission_wait(),
-    )
-    .await?;
+    let admitted = ctx.sign_in_and_admit_buyers().await?;
     let (mut records, payers) = prepare(ctx, &date_id, admitted).await?;
     let setup_seconds = setup_started.elapsed().as_secs_f64();
 
