@@ -496,12 +496,13 @@ impl DateHandle {
             reply,
         })
         .await?;
-        if let Err(EngineError::Ended) = cancelled {
-            let ended = self.ended(user, reservation).await?;
-            let refusal = ended.cancel_refusal(self.clock.now());
-            return Err(refusal.unwrap_or(DomainError::ReservationNotHeld).into());
-        }
-        cancelled
+        self.refused_if_ended(
+            cancelled,
+            user,
+            reservation,
+            Reservation::cancel_refusal_once_ended,
+        )
+        .await
     }
 
     pub async fn pay(
@@ -517,12 +518,31 @@ impl DateHandle {
             reply,
         })
         .await?;
-        if let Err(EngineError::Ended) = paid {
-            let ended = self.ended(user, reservation).await?;
-            let refusal = ended.payment_refusal(self.clock.now());
-            return Err(refusal.unwrap_or(DomainError::ReservationNotHeld).into());
+        self.refused_if_ended(
+            paid,
+            user,
+            reservation,
+            Reservation::payment_refusal_once_ended,
+        )
+        .await
+    }
+
+    /// An actor's answer, unless it was `Ended`: then the refusal the reservation's history
+    /// gives (another user's is not found).
+    async fn refused_if_ended<T>(
+        &self,
+        answer: Result<T, EngineError>,
+        user: UserId,
+        reservation: ReservationId,
+        refusal: fn(&Reservation, Timestamp) -> DomainError,
+    ) -> Result<T, EngineError> {
+        match answer {
+            Err(EngineError::Ended) => {
+                let ended = self.ended(user, reservation).await?;
+                Err(refusal(&ended, self.clock.now()).into())
+            }
+            answer => answer,
         }
-        paid
     }
 
     pub async fn reservation(

@@ -135,6 +135,20 @@ impl Reservation {
     pub fn cancel_refusal(&self, now: Timestamp) -> Option<DomainError> {
         (!self.is_live_hold(now)).then_some(DomainError::ReservationNotHeld)
     }
+
+    /// `payment_refusal` for a reservation its date has let go of, read from its history. A
+    /// record that still reads as a live hold was ended without an event of its own (a newer
+    /// hold took its expired seats), so it is refused as not held.
+    pub fn payment_refusal_once_ended(&self, now: Timestamp) -> DomainError {
+        self.payment_refusal(now)
+            .unwrap_or(DomainError::ReservationNotHeld)
+    }
+
+    /// `cancel_refusal` for a reservation its date has let go of, as above.
+    pub fn cancel_refusal_once_ended(&self, now: Timestamp) -> DomainError {
+        self.cancel_refusal(now)
+            .unwrap_or(DomainError::ReservationNotHeld)
+    }
 }
 
 /// How an event changes the reservations a user can list.
@@ -749,6 +763,36 @@ mod tests {
             expires_at: t(at + TTL_MS),
             paid_at: None,
         }
+    }
+
+    #[test]
+    fn a_let_go_reservation_is_always_refused_by_its_recorded_state() {
+        let id = ReservationId { date: DATE, seq: 1 };
+        let mut paid = m_placed(id, &[1], 0);
+        ReservationChange::end(&mut paid, ReservationState::Paid, t(5));
+        assert_eq!(
+            paid.payment_refusal_once_ended(t(6)),
+            DomainError::AlreadyPaid
+        );
+        assert_eq!(
+            paid.cancel_refusal_once_ended(t(6)),
+            DomainError::ReservationNotHeld
+        );
+        // Its record still reads held: let go of when a newer hold took its expired seats.
+        let overtaken = m_placed(id, &[1], 0);
+        assert_eq!(
+            overtaken.payment_refusal_once_ended(t(TTL_MS)),
+            DomainError::HoldExpired
+        );
+        assert_eq!(
+            overtaken.payment_refusal_once_ended(t(1)),
+            DomainError::ReservationNotHeld,
+            "never paid as if it were still held"
+        );
+        assert_eq!(
+            overtaken.cancel_refusal_once_ended(t(1)),
+            DomainError::ReservationNotHeld
+        );
     }
 
     #[test]
