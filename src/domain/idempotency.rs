@@ -92,7 +92,7 @@ type RecordKey = (UserId, KeyDigest);
 
 /// Where a key lives, in the book and in the store. Building it hashes the key, so callers
 /// build it before they take the lock every keyed change shares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct BookKey(RecordKey);
 
 impl BookKey {

@@ -15,10 +15,8 @@ use crate::actors::KeyRecords;
 use crate::domain::idempotency::{BookKey, KeyedEndpoint, Outcome};
 use crate::domain::{IdempotencyKey, IdempotencyStamp, UserId};
 
-type SlotKey = (UserId, KeyedEndpoint, IdempotencyKey);
-
 pub struct IdempotencyGate {
-    running: DashMap<SlotKey, Arc<Notify>>,
+    running: DashMap<BookKey, Arc<Notify>>,
     keys: KeyRecords,
 }
 
@@ -34,7 +32,7 @@ pub enum Claim {
 
 pub struct OwnerGuard {
     gate: Arc<IdempotencyGate>,
-    key: SlotKey,
+    key: BookKey,
     stamp: IdempotencyStamp,
 }
 
@@ -65,9 +63,10 @@ impl IdempotencyGate {
         let Some(key) = key else {
             return Ok(Claim::Unkeyed);
         };
-        let slot_key = (user, endpoint, key.clone());
+        // The digest names the key in the gate and in the book alike: hashed once, copied freely.
+        let slot_key = BookKey::new(user, endpoint, &key);
         loop {
-            let running = match self.running.entry(slot_key.clone()) {
+            let running = match self.running.entry(slot_key) {
                 Entry::Vacant(vacant) => {
                     vacant.insert(Arc::new(Notify::new()));
                     break;
@@ -94,8 +93,7 @@ impl IdempotencyGate {
                 fingerprint: fingerprint(raw_body),
             },
         };
-        let book_key = BookKey::new(user, endpoint, &guard.stamp.key);
-        match self.keys.find(&book_key, guard.stamp.fingerprint)? {
+        match self.keys.find(&slot_key, guard.stamp.fingerprint)? {
             Some(outcome) => Ok(Claim::Replay(outcome)),
             None => Ok(Claim::Owner(guard)),
         }
