@@ -36,6 +36,8 @@ use crate::domain::{Event, Timestamp, UserId};
 pub const EVENT_FORMAT_VERSION: u32 = 1;
 /// Upper bound on events per transaction, so one commit never holds the writer for long.
 const BATCH_EVENTS_MAX: usize = 16_384;
+/// How long the writer waits for a lock that one of this process's readers holds for a moment.
+const WRITER_BUSY_TIMEOUT_MS: u64 = 5_000;
 /// Exit code when the log cannot be written: memory and disk would diverge otherwise.
 pub const EXIT_LOG_FAILED: i32 = 70;
 
@@ -196,8 +198,11 @@ fn open_connection(path: &Path, synchronous: Synchronous) -> Result<Connection, 
         Synchronous::Full => "FULL",
         Synchronous::Normal => "NORMAL",
     };
+    // A reader that finds the WAL index header mid-change takes the write lock for a moment
+    // to check it; the writer must wait that out, not fail (and stop the process). The lock
+    // file, not this, keeps a second process away.
     conn.execute_batch(&format!(
-        "PRAGMA busy_timeout = 0;
+        "PRAGMA busy_timeout = {WRITER_BUSY_TIMEOUT_MS};
          PRAGMA journal_mode = WAL;
          PRAGMA synchronous = {sync};
          CREATE TABLE IF NOT EXISTS events (
@@ -761,6 +766,25 @@ mod tests {
         let reopened = EventLog::open(&path, Synchronous::Normal, 0).unwrap();
         assert_eq!(reopened.rows_from, 1, "the mark is set once");
         reopened.log.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_writer_waits_out_a_lock_held_for_a_moment() {
+        let path = scratch("busy");
+        let opened = EventLog::open(&path, Synchronous::Normal, 0).unwrap();
+        opened.log.append(&concert(1)).wait().await;
+        // What one of the process's own readers does when it finds the WAL index mid-change:
+        // take the write lock for a moment. The real moment is microseconds; it is held here
+        // long enough that the writer surely meets it.
+        let blocker = Connection::open(&path).unwrap();
+        blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let appended = opened.log.append(&keyed_charge("during-lock", 1_000));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        blocker.execute_batch("COMMIT").unwrap();
+        appended.wait().await;
+        let user = crate::domain::UserId(4);
+        assert_eq!(opened.log.reader().ledger_history(user).unwrap().len(), 1);
+        opened.log.close().await;
     }
 
     #[test]
