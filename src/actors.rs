@@ -34,7 +34,7 @@ pub use date::DateHandle;
 pub use ledger::LedgerHandle;
 pub use queue::QueueHandle;
 
-/// Idempotency records: the recent ones in memory, every one in the log's database.
+/// Idempotency records: the recent ones in memory, every one in the history database.
 #[derive(Clone)]
 pub struct KeyRecords {
     /// Shared by every owner of keyed changes (dates, ledger), so changes without a key never
@@ -57,7 +57,8 @@ impl KeyRecords {
         if let Some(recent) = self.book.lock().find(key, fingerprint)? {
             return Ok(Some(recent));
         }
-        // Not in memory: either new, or settled into the store (which then already has it).
+        // Not in memory: either new, or settled into the store (which then already has it:
+        // the book lets go only of records the history database holds).
         let stored = self.stored.find_key(key).map_err(|error| {
             tracing::error!(%error, "cannot read idempotency records");
             EngineError::Unavailable
@@ -236,20 +237,22 @@ impl DateRegistry {
         self.dates.iter().map(|d| d.clone()).collect()
     }
 
-    /// The user's reservations on every date, in every state, newest first, as of the last
-    /// commit: every change acknowledged so far is in it. Read from the store on the blocking
-    /// pool, as a long history is many rows.
+    /// The user's reservations on every date, in every state, newest first, with every change
+    /// acknowledged so far. Read from the store on the blocking pool, as a long history is many
+    /// rows.
     pub async fn reservations_of(&self, user: UserId) -> Result<Vec<Reservation>, EngineError> {
         read_history(&self.history, move |store| store.reservations_of(user)).await
     }
 }
 
-/// Reads history rows on the blocking pool: a long history is many rows, and a worker thread
-/// should not wait on them. A store that cannot be read is a 503, and logged.
+/// Reads history rows once they hold every change acknowledged so far, on the blocking pool: a
+/// long history is many rows, and a worker thread should not wait on them. A store that cannot
+/// be read is a 503, and logged.
 pub(crate) async fn read_history<T: Send + 'static>(
     store: &Arc<StoreReader>,
     read: impl FnOnce(&StoreReader) -> Result<T, crate::store::StoreError> + Send + 'static,
 ) -> Result<T, EngineError> {
+    store.caught_up().await;
     let store = store.clone();
     tokio::task::spawn_blocking(move || read(&store))
         .await
@@ -271,15 +274,15 @@ pub struct Durability {
 
 impl Durability {
     /// Logs an applied event. A keyed one's record goes to the log with it and into the book,
-    /// which lets go of its records that have settled on disk as it goes.
+    /// which lets go of its records that have settled in the history database as it goes.
     pub(crate) fn append(&self, event: &Event) -> Durable {
         let record = PendingRecord::of(event);
         let durable = self.log.append_keyed(event, record);
         if let Some(record) = record {
-            let committed = self.log.stats().committed_seq.load(Ordering::SeqCst);
+            let stored = self.log.stats().rows_through.load(Ordering::SeqCst);
             let mut book = self.keys.book.lock();
             book.insert(record, durable.seq());
-            book.settle(record.at, committed);
+            book.settle(record.at, stored);
         }
         durable
     }
@@ -416,9 +419,9 @@ fn settle_keys_every(durability: Durability, clock: SharedClock) {
         for tick in 0u64.. {
             ticks.tick().await;
             let Some(book) = book.upgrade() else { break };
-            let committed = durability.log.stats().committed_seq.load(Ordering::SeqCst);
+            let stored = durability.log.stats().rows_through.load(Ordering::SeqCst);
             let now = clock.now();
-            book.lock().settle(now, committed);
+            book.lock().settle(now, stored);
             if tick % 60 == 0 {
                 durability.log.forget_stale_keys(now);
             }

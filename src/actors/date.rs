@@ -433,13 +433,15 @@ impl DateHandle {
     }
 
     /// The user's reservation that has ended, from the store. Its end was logged before the
-    /// actor answered, so once the log has committed what it holds, the store has the end.
+    /// actor answered, so once the log has committed what it holds and the history has caught
+    /// up with that, the store has the end.
     async fn ended(
         &self,
         user: UserId,
         reservation: ReservationId,
     ) -> Result<Reservation, EngineError> {
         self.log.flush().await;
+        self.log.reader().caught_up().await;
         let stored = self
             .log
             .reader()

@@ -189,8 +189,8 @@ impl LedgerHandle {
         ask(&self.actor, |reply| LedgerMsg::Balance { user, reply }).await
     }
 
-    /// Newest first, as of the last commit: every change acknowledged so far is in it. Read
-    /// from the store on the blocking pool, as a long history is many rows.
+    /// Newest first, with every change acknowledged so far. Read from the store on the blocking
+    /// pool, as a long history is many rows.
     pub async fn history(&self, user: UserId) -> Result<Vec<LedgerEntry>, EngineError> {
         super::read_history(&self.history, move |store| store.ledger_history(user)).await
     }

@@ -1,10 +1,10 @@
 //! `Idempotency-Key` records: what a keyed request produced, so a retry gets the same answer and
 //! nothing is applied twice. Records are built from the stamped events themselves.
 //!
-//! Every record is stored with its event (the log writes it in the same transaction) and kept
-//! there for `KEY_TTL_MS`. The book here holds only the recent ones: a retry usually comes within
-//! seconds, and a record whose event is not yet committed can only be found here. Older records
-//! leave memory once their event is committed, so a day of keys costs disk, not memory.
+//! Every record is stored once its event is committed (the history database follows the log a
+//! commit behind) and kept there for `KEY_TTL_MS`. The book here holds only the recent ones: a
+//! retry usually comes within seconds, and a record not yet stored can only be found here.
+//! Older records leave memory once they are stored, so a day of keys costs disk, not memory.
 //!
 //! Only successes are recorded: a refused request changed nothing, so running it again is safe.
 
@@ -20,9 +20,9 @@ use super::types::*;
 
 /// Keys are remembered at least this long (API.md: 24 hours).
 pub const KEY_TTL_MS: i64 = 24 * 3600 * 1000;
-/// A committed record stays in memory this long, for the quick retry that follows a lost answer.
+/// A stored record stays in memory this long, for the quick retry that follows a lost answer.
 pub const RECENT_MS: i64 = 60_000;
-/// And the book never holds more committed records than this, whatever the rate of keyed
+/// And the book never holds more stored records than this, whatever the rate of keyed
 /// requests: about 8 MiB. Older ones are answered from the store.
 pub const RECENT_KEYS_MAX: usize = 65_536;
 
@@ -195,8 +195,8 @@ impl PendingRecord {
     }
 }
 
-/// The recent records, in memory. Every record here is also on its way to the store, in the
-/// same commit as its event; the book lets go of it only once that commit is done.
+/// The recent records, in memory. Every record here is also on its way to the store; the book
+/// lets go of it only once the store has it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IdempotencyBook {
     records: HashMap<RecordKey, KeyRecord>,
@@ -232,14 +232,14 @@ impl IdempotencyBook {
         }
     }
 
-    /// Lets go of records whose event is committed (`seq <= committed`) once they are older than
-    /// `RECENT_MS` at `now`, or sooner when the book holds more than `RECENT_KEYS_MAX`. A record
-    /// not yet committed always stays: the store cannot answer for it yet.
-    pub fn settle(&mut self, now: Timestamp, committed: u64) {
+    /// Lets go of records the store holds (every event up to `stored` has its record there) once
+    /// they are older than `RECENT_MS` at `now`, or sooner when the book holds more than
+    /// `RECENT_KEYS_MAX`. A record not yet stored always stays: the store cannot answer for it.
+    pub fn settle(&mut self, now: Timestamp, stored: u64) {
         let cutoff = now.plus_millis(-RECENT_MS);
         while let Some((at, seq, key)) = self.recorded.front() {
             let old = *at <= cutoff || self.recorded.len() > RECENT_KEYS_MAX;
-            if !old || *seq > committed {
+            if !old || *seq > stored {
                 break;
             }
             self.records.remove(key);

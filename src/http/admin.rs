@@ -181,8 +181,9 @@ pub(super) async fn stats(State(app): State<AppState>, _admin: AdminAuth) -> Res
 
 #[derive(Serialize, ToSchema)]
 pub(super) struct BackupBody {
-    /// A directory with `boxoffice.db` and `snapshots/`: point `storage.sqlite_path` and
-    /// `storage.snapshot_dir` at them (or copy them into place) to restore.
+    /// A directory with `boxoffice.db`, `boxoffice.history.db` and `snapshots/`: point
+    /// `storage.sqlite_path` and `storage.snapshot_dir` at them (or copy them into place, the
+    /// history file beside the log) to restore.
     backup_dir: String,
     /// The last log sequence the copy holds.
     log_sequence: u64,

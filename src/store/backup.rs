@@ -1,9 +1,11 @@
-//! Online backups: the snapshot files, then a consistent copy of the log, into a fresh
-//! directory a restore can start from as it is.
+//! Online backups: the snapshot files, then consistent copies of the history database and the
+//! log, into a fresh directory a restore can start from as it is.
 //!
 //! Order matters. Snapshots are copied first and the log after, so the copied log reaches at
 //! least as far as every copied snapshot; the log is only ever pruned below an owner's older
 //! kept snapshot, so the rows after the newest copied snapshot are still in the copied log.
+//! The history is copied just before the log (`EventLog::backup_into`), so the copied log holds
+//! every event the copied history has no rows for yet.
 
 use std::path::{Path, PathBuf};
 
@@ -22,7 +24,8 @@ pub struct BackupReport {
     pub bytes: u64,
 }
 
-/// Writes `<backup_root>/<name>/{boxoffice.db, snapshots/}`; `name` must be new.
+/// Writes `<backup_root>/<name>/{boxoffice.db, boxoffice.history.db, snapshots/}`; `name` must
+/// be new.
 pub async fn write_backup(
     log: &EventLog,
     snapshot_dir: &Path,
@@ -37,7 +40,10 @@ pub async fn write_backup(
             .map_err(|e| StoreError::Setup(format!("the backup task failed: {e}")))??;
     let log_file = dir.join(LOG_FILE);
     let log_sequence = log.backup_into(&log_file).await?;
-    let log_bytes = std::fs::metadata(&log_file).map(|m| m.len()).unwrap_or(0);
+    let log_bytes = [log_file.clone(), super::rows::history_path(&log_file)]
+        .iter()
+        .map(|file| std::fs::metadata(file).map(|m| m.len()).unwrap_or(0))
+        .sum::<u64>();
     Ok(BackupReport {
         dir,
         log_sequence,

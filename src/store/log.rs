@@ -9,8 +9,9 @@
 //!
 //! The rows an event leaves beside it — the record of a keyed change for retries
 //! (`store::keys`), a balance history entry or a reservation's new state (`store::history`) —
-//! are written in the same transaction as the event. One process at a time: a lock file beside the database
-//! keeps a second one out, while the log's own readers share the file (WAL).
+//! go to the history database once the event is committed (`store::rows`), so a commit here
+//! holds events only. One process at a time: a lock file beside the database keeps a second
+//! one out, while the history's readers share its file (WAL).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -25,7 +26,7 @@ use rusqlite::{params, Connection, OpenFlags};
 use tokio::sync::{oneshot, watch};
 
 use super::reader::StoreReader;
-use super::{history, keys};
+use super::rows::{self, EventRows, ToRows};
 use crate::config::Synchronous;
 use crate::domain::idempotency::PendingRecord;
 use crate::domain::ledger::LedgerEntry;
@@ -36,8 +37,8 @@ use crate::domain::{Event, Timestamp, UserId};
 pub const EVENT_FORMAT_VERSION: u32 = 1;
 /// Upper bound on events per transaction, so one commit never holds the writer for long.
 const BATCH_EVENTS_MAX: usize = 16_384;
-/// How long the writer waits for a lock that one of this process's readers holds for a moment.
-const WRITER_BUSY_TIMEOUT_MS: u64 = 5_000;
+/// How long a writer waits for a lock that one of this process's readers holds for a moment.
+pub(crate) const WRITER_BUSY_TIMEOUT_MS: u64 = 5_000;
 /// Exit code when the log cannot be written: memory and disk would diverge otherwise.
 pub const EXIT_LOG_FAILED: i32 = 70;
 
@@ -69,10 +70,12 @@ struct Pending {
     done: oneshot::Sender<u64>,
 }
 
-/// Rows that events logged by an older release should have left beside them, carried over at
-/// start (see `OpenedLog::rows_from`).
+/// Rows of events committed before this start: those an older release kept in memory and
+/// snapshots (see `OpenedLog::rows_from`), and those of events past the history's mark.
 #[derive(Debug, Default)]
 pub struct CarriedRows {
+    /// Every event up to here has its rows once these are stored.
+    pub through: u64,
     pub keys: Vec<PendingRecord>,
     pub entries: Vec<(UserId, LedgerEntry)>,
     /// Reservations as an older snapshot held them, stored before `reservation_changes`.
@@ -81,6 +84,9 @@ pub struct CarriedRows {
     pub reservation_changes: Vec<(u64, ReservationChange)>,
 }
 
+// Nearly every message is an `Append`: boxing it would add an allocation per event to spare
+// the rare others a few hundred bytes.
+#[allow(clippy::large_enum_variant)]
 enum ToWriter {
     Append(Pending),
     /// Delete rows at or below this sequence: every owner has a snapshot past it.
@@ -89,10 +95,6 @@ enum ToWriter {
     Close(oneshot::Sender<()>),
     /// Copy the committed log into a new database file; answers the sequence it covers.
     Backup(PathBuf, oneshot::Sender<Result<u64, String>>),
-    /// Store rows of events committed earlier (start-up only); answers when done.
-    Carry(CarriedRows, oneshot::Sender<()>),
-    /// Delete idempotency records that are stale at this time.
-    ForgetKeys(Timestamp),
 }
 
 /// Resolves to the event's sequence number once it is committed.
@@ -120,6 +122,9 @@ pub struct OpenedLog {
     /// The first sequence logged by a release that writes rows beside events; events before
     /// it have none, and recovery carries theirs over.
     pub rows_from: u64,
+    /// Every event up to here has its rows in the history database; recovery projects the
+    /// ones after it again (`events` starts no later than this).
+    pub rows_through: u64,
 }
 
 /// Counters the writer keeps for metrics and reports.
@@ -128,11 +133,14 @@ pub struct LogStats {
     pub commits: AtomicU64,
     pub events: AtomicU64,
     pub committed_seq: AtomicU64,
+    /// Every committed event up to here has its rows in the history database.
+    pub rows_through: AtomicU64,
 }
 
 struct Appender {
     next_seq: u64,
     to_writer: mpsc::Sender<ToWriter>,
+    to_rows: mpsc::Sender<ToRows>,
 }
 
 #[derive(Clone)]
@@ -211,15 +219,11 @@ fn open_connection(path: &Path, synchronous: Synchronous) -> Result<Connection, 
              version INTEGER NOT NULL,
              payload BLOB    NOT NULL
          );
-         {keys}
-         {history}
          CREATE TABLE IF NOT EXISTS boxoffice_meta (
              name  TEXT PRIMARY KEY,
              value INTEGER NOT NULL
          );
-         BEGIN IMMEDIATE; COMMIT;",
-        keys = keys::SCHEMA,
-        history = history::SCHEMA
+         BEGIN IMMEDIATE; COMMIT;"
     ))
     .map_err(|e| {
         let hint = if e.to_string().contains("locked") || e.to_string().contains("busy") {
@@ -236,8 +240,9 @@ fn open_connection(path: &Path, synchronous: Synchronous) -> Result<Connection, 
 }
 
 impl EventLog {
-    /// Opens (or creates) the log and returns it with every stored event after `after_seq`,
-    /// and the oldest sequence still stored (older rows were pruned below snapshots).
+    /// Opens (or creates) the log and its history database, and returns the log with every
+    /// stored event after `after_seq` (or after the history's mark, if that is lower), and the
+    /// oldest sequence still stored (older rows were pruned below snapshots).
     pub fn open(
         path: &Path,
         synchronous: Synchronous,
@@ -246,43 +251,73 @@ impl EventLog {
         create_data_dir(path)?;
         let lock = lock_exclusively(path)?;
         let conn = open_connection(path, synchronous)?;
-        let reader = Arc::new(StoreReader::open(path)?);
-        let events = read_after(&conn, after_seq)?;
+        let corrupt = |e: rusqlite::Error| StoreError::Corrupt(e.to_string());
         let oldest: Option<i64> = conn
             .query_row("SELECT MIN(seq) FROM events", [], |r| r.get(0))
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            .map_err(corrupt)?;
         let last_seq: u64 = conn
             .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| {
                 r.get::<_, i64>(0)
             })
-            .map_err(|e| StoreError::Corrupt(e.to_string()))? as u64;
+            .map_err(corrupt)? as u64;
         // Set once, by the first release that writes rows beside events.
         conn.execute(
             "INSERT OR IGNORE INTO boxoffice_meta (name, value) VALUES ('rows_from', ?1)",
             params![(last_seq + 1) as i64],
         )
-        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        .map_err(corrupt)?;
         let rows_from: i64 = conn
             .query_row(
                 "SELECT value FROM boxoffice_meta WHERE name = 'rows_from'",
                 [],
                 |r| r.get(0),
             )
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let (to_writer, from_owners) = mpsc::channel();
-        let stats = Arc::new(LogStats::default());
+            .map_err(corrupt)?;
+        let rows_from = rows_from as u64;
         let start_seq = last_seq.max(after_seq);
+        let history_file = rows::history_path(path);
+        let (history, rows_through) =
+            open_history(&conn, path, &history_file, start_seq, rows_from)?;
+        let events = read_after(&conn, after_seq.min(rows_through))?;
+
+        let (to_writer, from_owners) = mpsc::channel();
+        let (to_rows, from_log) = mpsc::channel();
+        let stats = Arc::new(LogStats::default());
         stats.committed_seq.store(start_seq, Ordering::SeqCst);
+        stats.rows_through.store(rows_through, Ordering::SeqCst);
         let (committed_tx, committed) = watch::channel(start_seq);
+        let (rows_tx, rows_progress) = watch::channel(rows_through);
+        let reader = Arc::new(StoreReader::open(
+            &history_file,
+            committed.clone(),
+            rows_progress,
+            to_rows.clone(),
+        )?);
+        let rows_stats = stats.clone();
+        thread::Builder::new()
+            .name("history-writer".into())
+            .spawn(move || rows::write_rows(history, from_log, rows_stats, rows_tx, rows_through))
+            .map_err(|e| StoreError::Setup(format!("cannot start the history writer: {e}")))?;
         let writer_stats = stats.clone();
+        let writer_rows = to_rows.clone();
         thread::Builder::new()
             .name("event-log-writer".into())
-            .spawn(move || write_batches(conn, lock, from_owners, writer_stats, committed_tx))
+            .spawn(move || {
+                write_batches(
+                    conn,
+                    lock,
+                    from_owners,
+                    writer_rows,
+                    writer_stats,
+                    committed_tx,
+                )
+            })
             .map_err(|e| StoreError::Setup(format!("cannot start the log writer: {e}")))?;
         let log = Self {
             appender: Arc::new(Mutex::new(Appender {
                 next_seq: start_seq + 1,
                 to_writer,
+                to_rows,
             })),
             stats,
             committed,
@@ -292,7 +327,8 @@ impl EventLog {
             log,
             events,
             oldest_stored: oldest.map(|s| s as u64),
-            rows_from: rows_from as u64,
+            rows_from,
+            rows_through,
         })
     }
 
@@ -364,8 +400,8 @@ impl EventLog {
     }
 
     /// Writes a consistent copy of everything committed so far to `path` (which must not exist),
-    /// from the writer's own connection: the database is locked exclusively, so nothing else
-    /// can read it. Commits wait while the copy is made. Returns the last sequence copied.
+    /// and of the history database beside it (`rows::history_path`), from the writers' own
+    /// connections. Commits wait while the copies are made. Returns the last sequence copied.
     pub async fn backup_into(&self, path: &Path) -> Result<u64, StoreError> {
         let (done, copied) = oneshot::channel();
         self.appender
@@ -379,7 +415,8 @@ impl EventLog {
             .map_err(|e| StoreError::Setup(format!("cannot back up the log: {e}")))
     }
 
-    /// Where idempotency records older than the ones in memory are found.
+    /// Where idempotency records older than the ones in memory, balance history and ended
+    /// reservations are found.
     pub fn reader(&self) -> &Arc<StoreReader> {
         &self.reader
     }
@@ -391,8 +428,8 @@ impl EventLog {
         if self
             .appender
             .lock()
-            .to_writer
-            .send(ToWriter::Carry(rows, done))
+            .to_rows
+            .send(ToRows::Carry(rows, done))
             .is_ok()
         {
             let _ = stored.blocking_recv();
@@ -409,17 +446,64 @@ impl EventLog {
 
     /// Deletes idempotency records that are stale at `now` (kept `KEY_TTL_MS`).
     pub fn forget_stale_keys(&self, now: Timestamp) {
-        let _ = self
-            .appender
-            .lock()
-            .to_writer
-            .send(ToWriter::ForgetKeys(now));
+        let _ = self.appender.lock().to_rows.send(ToRows::ForgetKeys(now));
     }
 
-    /// Drops rows at or below `seq`; the caller guarantees every owner has a snapshot past it.
+    /// Drops rows at or below `seq`, or below the history's durable mark if that is lower; the
+    /// caller guarantees every owner has a snapshot past `seq`.
     pub fn prune_through(&self, seq: u64) {
         let _ = self.appender.lock().to_writer.send(ToWriter::Prune(seq));
     }
+}
+
+/// Opens the history database beside the log at `path` and says how far its rows reach. It
+/// takes over the history tables a one-file release kept in the log itself; it starts empty
+/// only beside a log that has no events needing rows, and is otherwise missing: refused.
+fn open_history(
+    log: &Connection,
+    path: &Path,
+    history_file: &Path,
+    last_seq: u64,
+    rows_from: u64,
+) -> Result<(Connection, u64), StoreError> {
+    let setup = |e: rusqlite::Error| {
+        StoreError::Setup(format!(
+            "cannot set up the history database {}: {e}",
+            history_file.display()
+        ))
+    };
+    let rows::OpenedHistory {
+        mut conn,
+        rows_through,
+    } = rows::open(history_file)?;
+    let one_file = rows::log_has_history(log).map_err(setup)?;
+    let rows_through = match rows_through {
+        Some(mark) => mark,
+        None if one_file => {
+            rows::take_over(&mut conn, path, last_seq).map_err(setup)?;
+            tracing::info!(
+                file = %history_file.display(),
+                "moved the history tables out of the log into their own database"
+            );
+            last_seq
+        }
+        None if rows_from <= last_seq => {
+            return Err(StoreError::Setup(format!(
+                "the history database {} is missing or empty, but the log {} has events from \
+                 sequence {rows_from} on that need it; restore both files from the same backup",
+                history_file.display(),
+                path.display()
+            )))
+        }
+        None => {
+            rows::mark_fresh(&conn, last_seq).map_err(setup)?;
+            last_seq
+        }
+    };
+    if one_file {
+        rows::drop_taken_over(log).map_err(setup)?;
+    }
+    Ok((conn, rows_through))
 }
 
 fn read_after(conn: &Connection, after_seq: u64) -> Result<Vec<(u64, Event)>, StoreError> {
@@ -452,14 +536,13 @@ fn write_batches(
     mut conn: Connection,
     lock: File,
     from_owners: mpsc::Receiver<ToWriter>,
+    to_rows: mpsc::Sender<ToRows>,
     stats: Arc<LogStats>,
     committed: watch::Sender<u64>,
 ) {
     let mut prune_to = None;
     let mut close = None;
     let mut backups = Vec::new();
-    let mut carried = Vec::new();
-    let mut forget_keys = None;
     while let Ok(first) = from_owners.recv() {
         let mut batch = Vec::new();
         let mut next = Some(first);
@@ -468,8 +551,6 @@ fn write_batches(
                 ToWriter::Append(pending) => batch.push(pending),
                 ToWriter::Prune(seq) => prune_to = prune_to.max(Some(seq)),
                 ToWriter::Backup(path, done) => backups.push((path, done)),
-                ToWriter::Carry(rows, done) => carried.push((rows, done)),
-                ToWriter::ForgetKeys(now) => forget_keys = forget_keys.max(Some(now)),
                 ToWriter::Close(done) => {
                     close = Some(done);
                     break;
@@ -480,72 +561,84 @@ fn write_batches(
             }
         }
         if let Some(seq) = prune_to.take() {
+            // Events past the history's durable mark are how recovery would make their rows
+            // again: they stay.
+            let durable = ask_rows(&to_rows, ToRows::MakeDurable).unwrap_or(0);
+            let floor = seq.min(durable);
             // Pruning is housekeeping: a failure only leaves extra rows behind.
-            match conn.execute("DELETE FROM events WHERE seq <= ?1", params![seq as i64]) {
-                Ok(rows) => tracing::debug!(rows, through = seq, "pruned the log"),
+            match conn.execute("DELETE FROM events WHERE seq <= ?1", params![floor as i64]) {
+                Ok(rows) => tracing::debug!(rows, through = floor, "pruned the log"),
                 Err(error) => tracing::warn!(%error, "could not prune the log"),
             }
         }
-        if let Some(now) = forget_keys.take() {
-            // Housekeeping too: a failure only keeps records longer than promised.
-            match keys::forget_stale(&conn, now) {
-                Ok(rows) => tracing::debug!(rows, "forgot stale idempotency records"),
-                Err(error) => tracing::warn!(%error, "could not forget stale idempotency records"),
-            }
-        }
-        for (rows, done) in carried.drain(..) {
-            if let Err(error) = store_carried(&mut conn, &rows) {
-                fatal(&format!("cannot store rows carried over at start: {error}"));
-            }
-            let _ = done.send(());
-        }
         for (path, done) in backups.drain(..) {
+            // The history first: its copy then reaches no further than the log's, and no
+            // prune runs in between, so the log's copy holds every event past its mark.
+            let history = ask_rows(&to_rows, |done| {
+                ToRows::Backup(rows::history_path(&path), done)
+            })
+            .unwrap_or_else(|_| Err("the history writer has stopped".into()));
             // The copy holds exactly what is committed: this batch is not yet.
             let covered = stats.committed_seq.load(Ordering::SeqCst);
-            let copied = path
-                .to_str()
-                .ok_or_else(|| "the backup path is not UTF-8".to_owned())
-                .and_then(|target| {
-                    conn.execute("VACUUM INTO ?1", params![target])
-                        .map_err(|e| e.to_string())
-                });
+            let copied = history.and_then(|_| {
+                path.to_str()
+                    .ok_or_else(|| "the backup path is not UTF-8".to_owned())
+                    .and_then(|target| {
+                        conn.execute("VACUUM INTO ?1", params![target])
+                            .map_err(|e| e.to_string())
+                    })
+            });
             let _ = done.send(copied.map(|_| covered));
         }
-        if batch.is_empty() {
-            if let Some(done) = close.take() {
-                drop(conn);
-                drop(lock);
-                let _ = done.send(());
-                return;
+        if !batch.is_empty() {
+            let started = Instant::now();
+            if let Err(error) = commit(&mut conn, &batch) {
+                fatal(&format!(
+                    "cannot commit {} events to the log: {error}",
+                    batch.len()
+                ));
             }
-            continue;
-        }
-        let started = Instant::now();
-        if let Err(error) = commit(&mut conn, &batch) {
-            fatal(&format!(
-                "cannot commit {} events to the log: {error}",
-                batch.len()
-            ));
-        }
-        let last = batch.last().map_or(0, |p| p.seq);
-        metrics::histogram!("boxoffice_log_commit_duration_seconds")
-            .record(started.elapsed().as_secs_f64());
-        metrics::histogram!("boxoffice_log_events_per_commit").record(batch.len() as f64);
-        stats.commits.fetch_add(1, Ordering::Relaxed);
-        stats
-            .events
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        stats.committed_seq.store(last, Ordering::SeqCst);
-        committed.send_replace(last);
-        tracing::trace!(
-            events = batch.len(),
-            micros = started.elapsed().as_micros() as u64,
-            "commit"
-        );
-        for pending in batch {
-            let _ = pending.done.send(pending.seq);
+            let last = batch.last().map_or(0, |p| p.seq);
+            metrics::histogram!("boxoffice_log_commit_duration_seconds")
+                .record(started.elapsed().as_secs_f64());
+            metrics::histogram!("boxoffice_log_events_per_commit").record(batch.len() as f64);
+            stats.commits.fetch_add(1, Ordering::Relaxed);
+            stats
+                .events
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            stats.committed_seq.store(last, Ordering::SeqCst);
+            committed.send_replace(last);
+            tracing::trace!(
+                events = batch.len(),
+                micros = started.elapsed().as_micros() as u64,
+                "commit"
+            );
+            let mut rows = Vec::new();
+            for pending in batch {
+                let _ = pending.done.send(pending.seq);
+                let event_rows = EventRows {
+                    seq: pending.seq,
+                    key: pending.key,
+                    entry: pending.entry,
+                    reservation: pending.reservation,
+                };
+                if !event_rows.is_empty() {
+                    rows.push(event_rows);
+                }
+            }
+            if to_rows
+                .send(ToRows::Write {
+                    through: last,
+                    rows,
+                })
+                .is_err()
+            {
+                fatal("the history writer is gone");
+            }
         }
         if let Some(done) = close.take() {
+            // The history writer has every batch by now; it stores them before it closes.
+            let _ = ask_rows(&to_rows, ToRows::Close);
             drop(conn);
             drop(lock);
             let _ = done.send(());
@@ -554,21 +647,17 @@ fn write_batches(
     }
 }
 
-fn store_carried(conn: &mut Connection, rows: &CarriedRows) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
-    for record in &rows.keys {
-        keys::insert(&tx, record)?;
+/// Asks the history writer and waits for its answer. It never waits for the log writer, so
+/// the log writer waiting for it cannot lock up.
+fn ask_rows<T>(
+    to_rows: &mpsc::Sender<ToRows>,
+    make: impl FnOnce(oneshot::Sender<T>) -> ToRows,
+) -> Result<T, oneshot::error::RecvError> {
+    let (done, answer) = oneshot::channel();
+    if to_rows.send(make(done)).is_err() {
+        fatal("the history writer is gone");
     }
-    for (user, entry) in &rows.entries {
-        history::insert_entry(&tx, *user, entry)?;
-    }
-    for reservation in &rows.reservations {
-        history::insert_reservation(&tx, reservation, 0)?;
-    }
-    for (seq, change) in &rows.reservation_changes {
-        history::change_reservation(&tx, change, *seq)?;
-    }
-    tx.commit()
+    answer.blocking_recv()
 }
 
 fn commit(conn: &mut Connection, batch: &[Pending]) -> rusqlite::Result<()> {
@@ -584,22 +673,13 @@ fn commit(conn: &mut Connection, batch: &[Pending]) -> rusqlite::Result<()> {
                 EVENT_FORMAT_VERSION,
                 pending.payload
             ])?;
-            if let Some(key) = &pending.key {
-                keys::insert(&tx, key)?;
-            }
-            if let Some((user, entry)) = &pending.entry {
-                history::insert_entry(&tx, *user, entry)?;
-            }
-            if let Some(change) = &pending.reservation {
-                history::change_reservation(&tx, change, pending.seq)?;
-            }
         }
     }
     tx.commit()
 }
 
 /// Memory and disk would disagree from here on: say so and stop.
-fn fatal(message: &str) -> ! {
+pub(crate) fn fatal(message: &str) -> ! {
     tracing::error!("{message}; stopping so that no acknowledged change is lost");
     eprintln!("boxoffice: {message}; stopping so that no acknowledged change is lost");
     std::process::exit(EXIT_LOG_FAILED);
@@ -702,6 +782,7 @@ mod tests {
         // A record of the same key again (a replay) keeps the first.
         opened.log.append(&keyed_charge("old", 1_000)).wait().await;
         opened.log.append(&concert(1)).wait().await;
+        opened.log.reader().caught_up().await;
         let found: Option<KeyRecord> = opened.log.reader().find_key(&old.key).unwrap();
         assert_eq!(found, Some(old.record));
         opened.log.close().await;
@@ -722,6 +803,7 @@ mod tests {
             .log
             .forget_stale_keys(Timestamp(1_000 + KEY_TTL_MS));
         reopened.log.append(&concert(2)).wait().await;
+        reopened.log.reader().caught_up().await;
         assert_eq!(reopened.log.reader().find_key(&old.key).unwrap(), None);
         assert_eq!(
             reopened.log.reader().find_key(&new.key).unwrap(),
@@ -739,6 +821,7 @@ mod tests {
         opened.log.append(&concert(1));
         opened.log.append(&keyed_charge("a", 1_000));
         opened.log.append(&concert(2)).wait().await;
+        opened.log.reader().caught_up().await;
         let user = crate::domain::UserId(4);
         let history = opened.log.reader().ledger_history(user).unwrap();
         assert_eq!(history.len(), 1);
@@ -747,6 +830,7 @@ mod tests {
             (2, EntryKind::Charge, 10)
         );
         opened.log.append(&keyed_charge("b", 2_000)).wait().await;
+        opened.log.reader().caught_up().await;
         let ids: Vec<u64> = opened
             .log
             .reader()
@@ -769,22 +853,118 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_writer_waits_out_a_lock_held_for_a_moment() {
+    async fn the_writers_wait_out_a_lock_held_for_a_moment() {
         let path = scratch("busy");
         let opened = EventLog::open(&path, Synchronous::Normal, 0).unwrap();
         opened.log.append(&concert(1)).wait().await;
         // What one of the process's own readers does when it finds the WAL index mid-change:
         // take the write lock for a moment. The real moment is microseconds; it is held here
-        // long enough that the writer surely meets it.
-        let blocker = Connection::open(&path).unwrap();
-        blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
-        let appended = opened.log.append(&keyed_charge("during-lock", 1_000));
+        // long enough that each writer surely meets it.
+        let hold_write_lock = |file: &Path| {
+            let blocker = Connection::open(file).unwrap();
+            blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+            blocker
+        };
+        let blocker = hold_write_lock(&path);
+        let appended = opened.log.append(&keyed_charge("during-log-lock", 1_000));
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         blocker.execute_batch("COMMIT").unwrap();
         appended.wait().await;
+
+        let blocker = hold_write_lock(&rows::history_path(&path));
+        opened
+            .log
+            .append(&keyed_charge("during-history-lock", 2_000))
+            .wait()
+            .await;
+        let reader = opened.log.reader().clone();
+        let caught_up = tokio::spawn(async move { reader.caught_up().await });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        blocker.execute_batch("COMMIT").unwrap();
+        caught_up.await.unwrap();
         let user = crate::domain::UserId(4);
-        assert_eq!(opened.log.reader().ledger_history(user).unwrap().len(), 1);
+        assert_eq!(opened.log.reader().ledger_history(user).unwrap().len(), 2);
         opened.log.close().await;
+    }
+
+    #[tokio::test]
+    async fn history_kept_inside_the_log_by_the_one_file_layout_moves_to_its_own_file() {
+        use crate::domain::ledger::EntryKind;
+        let path = scratch("one-file");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let charge = keyed_charge("before", 1_000);
+        {
+            // The layout of the release before: history tables beside the events.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(&format!(
+                "PRAGMA journal_mode = WAL;
+                 CREATE TABLE events (seq INTEGER PRIMARY KEY, kind TEXT NOT NULL,
+                     version INTEGER NOT NULL, payload BLOB NOT NULL);
+                 CREATE TABLE boxoffice_meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+                 INSERT INTO boxoffice_meta VALUES ('rows_from', 1);
+                 {}{}",
+                super::super::keys::SCHEMA,
+                super::super::history::SCHEMA
+            ))
+            .unwrap();
+            conn.execute(
+                "INSERT INTO events VALUES (1, 'balance_charged', 1, ?1)",
+                params![encode_event(&charge)],
+            )
+            .unwrap();
+            super::super::keys::insert(&conn, &PendingRecord::of(&charge).unwrap()).unwrap();
+            let (user, entry) = LedgerEntry::made_by(1, &charge).unwrap();
+            super::super::history::insert_entry(&conn, user, &entry).unwrap();
+        }
+        let opened = EventLog::open(&path, Synchronous::Normal, 0).unwrap();
+        assert_eq!(opened.rows_through, 1);
+        let key = PendingRecord::of(&charge).unwrap();
+        assert_eq!(
+            opened.log.reader().find_key(&key.key).unwrap(),
+            Some(key.record)
+        );
+        let history = opened
+            .log
+            .reader()
+            .ledger_history(crate::domain::UserId(4))
+            .unwrap();
+        assert_eq!(
+            history
+                .iter()
+                .map(|e| (e.entry_id, e.kind))
+                .collect::<Vec<_>>(),
+            vec![(1, EntryKind::Charge)]
+        );
+        opened.log.close().await;
+        let tables: i64 = Connection::open(&path)
+            .unwrap()
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name IN \
+                 ('idempotency_keys', 'ledger_entries', 'reservations')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(tables, 0, "the log keeps events only");
+        let reopened = EventLog::open(&path, Synchronous::Normal, 0).unwrap();
+        assert_eq!(reopened.rows_through, 1);
+        reopened.log.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_log_whose_history_file_is_missing_is_refused_with_what_to_restore() {
+        let path = scratch("no-history");
+        let opened = EventLog::open(&path, Synchronous::Normal, 0).unwrap();
+        opened.log.append(&keyed_charge("a", 1_000)).wait().await;
+        opened.log.close().await;
+        std::fs::remove_file(rows::history_path(&path)).unwrap();
+        let error = EventLog::open(&path, Synchronous::Normal, 0).err().unwrap();
+        let message = error.to_string();
+        assert!(
+            message.contains("boxoffice.history.db") || message.contains("log.history.db"),
+            "{message}"
+        );
+        assert!(message.contains("restore both files"), "{message}");
     }
 
     #[test]

@@ -1,14 +1,18 @@
-//! Reads of the log's database that do not go through the writer: a few read-only connections,
-//! each seeing every commit that finished before its read began (WAL), never waiting for one
-//! that is under way.
+//! Reads of the history database that do not go through its writer: a few read-only
+//! connections, each seeing every commit that finished before its read began (WAL), never
+//! waiting for one that is under way. The rows follow their events' commit; a reader that must
+//! see every acknowledged change waits for them first (`caught_up`).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
 
 use parking_lot::{Mutex, MutexGuard};
 use rusqlite::{Connection, OpenFlags};
+use tokio::sync::watch;
 
 use super::log::StoreError;
+use super::rows::ToRows;
 
 /// Read connections: one per core is enough, as a lookup is a few microseconds.
 const READERS: usize = 2;
@@ -16,17 +20,26 @@ const READERS: usize = 2;
 pub struct StoreReader {
     connections: Vec<Mutex<Connection>>,
     next: AtomicUsize,
+    /// The log's committed sequence, and how far the history's rows reach.
+    committed: watch::Receiver<u64>,
+    rows_through: watch::Receiver<u64>,
+    history_writer: mpsc::Sender<ToRows>,
 }
 
 impl StoreReader {
-    /// Opens read-only connections to a log the writer has already set up.
-    pub(crate) fn open(path: &Path) -> Result<Self, StoreError> {
+    /// Opens read-only connections to a history database its writer has already set up.
+    pub(crate) fn open(
+        path: &Path,
+        committed: watch::Receiver<u64>,
+        rows_through: watch::Receiver<u64>,
+        history_writer: mpsc::Sender<ToRows>,
+    ) -> Result<Self, StoreError> {
         let connections = (0..READERS)
             .map(|_| {
                 let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
                 let conn = Connection::open_with_flags(path, flags).map_err(|e| {
                     StoreError::Setup(format!(
-                        "cannot open the event log {} for reading: {e}",
+                        "cannot open the history database {} for reading: {e}",
                         path.display()
                     ))
                 })?;
@@ -42,7 +55,23 @@ impl StoreReader {
         Ok(Self {
             connections,
             next: AtomicUsize::new(0),
+            committed,
+            rows_through,
+            history_writer,
         })
+    }
+
+    /// Waits until the rows of every event committed so far are stored: a read after this
+    /// sees every change acknowledged before the call.
+    pub async fn caught_up(&self) {
+        let committed = *self.committed.borrow();
+        let mut rows_through = self.rows_through.clone();
+        if *rows_through.borrow() >= committed {
+            return;
+        }
+        let _ = self.history_writer.send(ToRows::Hurry);
+        // The history writer only stops with the process.
+        let _ = rows_through.wait_for(|through| *through >= committed).await;
     }
 
     /// A free connection, or else one in turn.

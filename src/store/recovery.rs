@@ -174,6 +174,7 @@ pub fn recover(settings: &Settings) -> Result<Recovered, RecoveryError> {
         events,
         oldest_stored,
         rows_from,
+        rows_through,
     } = EventLog::open(
         &settings.storage.sqlite_path,
         settings.storage.synchronous,
@@ -226,6 +227,7 @@ pub fn recover(settings: &Settings) -> Result<Recovered, RecoveryError> {
             old_reservations,
             date_seqs: dates.iter().map(|(id, d)| (*id, d.seq)).collect(),
             rows_from,
+            rows_through,
         },
         &events,
     );
@@ -239,7 +241,9 @@ pub fn recover(settings: &Settings) -> Result<Recovered, RecoveryError> {
             (id, (d.state, d.seq))
         })
         .collect();
-    let replayed_events = events.len();
+    // The log was read from the history's mark if that is lower: those events are for
+    // `carry_over`, and each owner below skips what its snapshot holds.
+    let replayed_events = events.iter().filter(|(seq, _)| *seq > replay_from).count();
     for (seq, event) in &events {
         let seq = *seq;
         if seq > accounts.seq {
@@ -304,11 +308,15 @@ struct Carry {
     date_seqs: BTreeMap<DateId, u64>,
     /// Events before this were logged without rows beside them.
     rows_from: u64,
+    /// Events after this have rows that did not reach the history database before the stop.
+    rows_through: u64,
 }
 
 /// Stores, once, what an older release kept only in memory and snapshots: its idempotency book,
-/// its ledger's history, and the rows of the events it logged that no snapshot holds. A store
-/// written by this release has nothing to carry. The old book's files go afterwards.
+/// its ledger's history, and the rows of the events it logged that no snapshot holds. Then the
+/// rows of this release's events that had not reached the history database when the process
+/// stopped (none after a graceful stop), made again from their events. The old book's files go
+/// afterwards.
 fn carry_over(log: &EventLog, dir: &Path, carry: Carry, events: &[(u64, Event)]) {
     let Carry {
         old_book,
@@ -318,6 +326,7 @@ fn carry_over(log: &EventLog, dir: &Path, carry: Carry, events: &[(u64, Event)])
         old_reservations,
         date_seqs,
         rows_from,
+        rows_through,
     } = carry;
     let had_book = old_book.is_some();
     let book_seq = old_book.as_ref().map_or(0, |(_, seq)| *seq);
@@ -327,6 +336,7 @@ fn carry_over(log: &EventLog, dir: &Path, carry: Carry, events: &[(u64, Event)])
             .filter(move |(seq, _)| *seq > after && *seq < rows_from)
     };
     let mut rows = CarriedRows {
+        through: log.last_sequence(),
         keys: old_book
             .map(|(book, _)| book.into_records())
             .unwrap_or_default(),
@@ -355,16 +365,42 @@ fn carry_over(log: &EventLog, dir: &Path, carry: Carry, events: &[(u64, Event)])
             .zip(next_entry..)
             .map(|((user, entry), entry_id)| (user, LedgerEntry { entry_id, ..entry })),
     );
-    let (keys, entries) = (rows.keys.len(), rows.entries.len());
-    let reservations = rows.reservations.len() + rows.reservation_changes.len();
-    if keys + entries + reservations > 0 {
-        log.carry_blocking(rows);
+    let legacy = (rows.keys.len(), rows.entries.len());
+    let legacy_reservations = rows.reservations.len() + rows.reservation_changes.len();
+    // After the older release's rows, as their changes come later in the log.
+    let lagging: Vec<&(u64, Event)> = events
+        .iter()
+        .filter(|(seq, _)| *seq > rows_through && *seq >= rows_from)
+        .collect();
+    rows.keys
+        .extend(lagging.iter().filter_map(|(_, e)| PendingRecord::of(e)));
+    rows.entries.extend(
+        lagging
+            .iter()
+            .filter_map(|(seq, e)| LedgerEntry::made_by(*seq, e)),
+    );
+    rows.reservation_changes.extend(
+        lagging
+            .iter()
+            .filter_map(|(seq, e)| Some((*seq, ReservationChange::made_by(e)?))),
+    );
+    if legacy.0 + legacy.1 + legacy_reservations > 0 {
         tracing::info!(
-            idempotency_records = keys,
-            balance_entries = entries,
-            reservations,
-            "carried what an older release kept in memory over into the log's database"
+            idempotency_records = legacy.0,
+            balance_entries = legacy.1,
+            reservations = legacy_reservations,
+            "carrying what an older release kept in memory over into the history database"
         );
+    }
+    if !lagging.is_empty() {
+        tracing::info!(
+            events = lagging.len(),
+            from = rows_through + 1,
+            "making the history rows of events logged after the history database's mark"
+        );
+    }
+    if rows.through > rows_through || legacy.0 + legacy.1 + legacy_reservations > 0 {
+        log.carry_blocking(rows);
     }
     if !had_book {
         return;

@@ -30,6 +30,7 @@ async fn a_backup_taken_while_serving_restores_to_the_state_it_was_taken_at() {
     let report = assert_json(response, 201).await;
     let dir = PathBuf::from(string_field(&report, "backup_dir"));
     assert!(dir.join("boxoffice.db").is_file(), "{report}");
+    assert!(dir.join("boxoffice.history.db").is_file(), "{report}");
     let snapshots: Vec<_> = std::fs::read_dir(dir.join("snapshots"))
         .unwrap()
         .flatten()

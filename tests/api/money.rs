@@ -175,7 +175,9 @@ async fn a_key_that_left_memory_still_replays_from_the_store() {
     app.advance(std::time::Duration::from_millis(
         boxoffice::domain::idempotency::RECENT_MS as u64 + 1_000,
     ));
-    // The next keyed change lets go of the records that have settled on disk.
+    // A history read waits for the history database to hold every acknowledged change, so the
+    // record of "early" is stored after it; the next keyed change lets go of stored records.
+    assert_eq!(app.history(&buyer).await.len(), 1);
     assert_json(charge("late", 100).await, 201).await;
     assert_eq!(
         records_in_memory(&app, "idempotency_keys").await,
