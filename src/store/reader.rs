@@ -69,7 +69,7 @@ impl StoreReader {
         if *rows_through.borrow() >= committed {
             return;
         }
-        let _ = self.history_writer.send(ToRows::Hurry);
+        let _ = self.history_writer.send(ToRows::Hurry(committed));
         // The history writer only stops with the process.
         let _ = rows_through.wait_for(|through| *through >= committed).await;
     }

@@ -66,8 +66,9 @@ pub(crate) enum ToRows {
     Carry(CarriedRows, oneshot::Sender<()>),
     /// Delete idempotency records that are stale at this time.
     ForgetKeys(Timestamp),
-    /// A reader waits for the rows committed so far: write them now.
-    Hurry,
+    /// A reader waits for the rows of the events up to this one: write them as soon as they
+    /// are here.
+    Hurry(u64),
     /// Sync everything written so far to disk; answers the mark that is now durable.
     MakeDurable(oneshot::Sender<u64>),
     /// Copy the database into a new file; answers the mark the copy holds.
@@ -203,6 +204,8 @@ pub(crate) fn write_rows(
     let mut durable = Vec::new();
     let mut backups = Vec::new();
     let mut last_commit = Instant::now();
+    // A reader waits for the rows up to here: no gathering until they are stored.
+    let mut hurry_until = 0;
     while let Ok(first) = from_log.recv() {
         let mut rows = Vec::new();
         let mut batch_through = None;
@@ -213,6 +216,8 @@ pub(crate) fn write_rows(
             let message = match next.take() {
                 Some(message) => message,
                 None if wanted_now || rows.len() >= BATCH_ROWS_MAX => break,
+                // Its events' rows may come after the request to hurry: stop at the first.
+                None if batch_through.is_some() && hurry_until > through => break,
                 // Under load, rows gather for a while: each commit rewrites the pages it
                 // touches, so fewer, larger ones write far less.
                 None => match from_log
@@ -230,7 +235,7 @@ pub(crate) fn write_rows(
                     rows.append(&mut more);
                     batch_through = Some(last);
                 }
-                ToRows::Hurry => wanted_now = true,
+                ToRows::Hurry(until) => hurry_until = hurry_until.max(until),
                 ToRows::Carry(rows, done) => {
                     carried.push((rows, done));
                     wanted_now = true;
