@@ -478,6 +478,17 @@ fn open_history(
     } = rows::open(history_file)?;
     let one_file = rows::log_has_history(log).map_err(setup)?;
     let rows_through = match rows_through {
+        // Rows of events the log does not have: their ids would be given again, and the new
+        // rows refused as duplicates.
+        Some(mark) if mark > last_seq => {
+            return Err(StoreError::Setup(format!(
+                "the history database {} has rows through sequence {mark}, but the log {} ends \
+                 at {last_seq}: the two come from different backups; restore both files from \
+                 the same backup",
+                history_file.display(),
+                path.display()
+            )))
+        }
         Some(mark) => mark,
         None if one_file => {
             rows::take_over(&mut conn, path, last_seq).map_err(setup)?;
@@ -949,6 +960,24 @@ mod tests {
         let reopened = EventLog::open(&path, Synchronous::Normal, 0).unwrap();
         assert_eq!(reopened.rows_through, 1);
         reopened.log.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_history_ahead_of_its_log_is_refused_with_what_to_restore() {
+        let path = scratch("history-ahead");
+        let opened = EventLog::open(&path, Synchronous::Normal, 0).unwrap();
+        opened.log.append(&keyed_charge("a", 1_000)).wait().await;
+        opened.log.close().await;
+        let older_log = path.with_file_name("older.db");
+        std::fs::copy(&path, &older_log).unwrap();
+        let reopened = EventLog::open(&path, Synchronous::Normal, 0).unwrap();
+        reopened.log.append(&keyed_charge("b", 2_000)).wait().await;
+        reopened.log.close().await;
+        std::fs::copy(&older_log, &path).unwrap();
+        let error = EventLog::open(&path, Synchronous::Normal, 0).err().unwrap();
+        let message = error.to_string();
+        assert!(message.contains("rows through sequence 2"), "{message}");
+        assert!(message.contains("restore both files"), "{message}");
     }
 
     #[tokio::test]
