@@ -30,6 +30,9 @@ pub struct ServerSettings {
     /// Live-update streams open at once; each idle one holds a connection (about 20–30 KiB).
     pub max_streams: usize,
     pub request_timeout_seconds: u64,
+    /// Threads for blocking work (password hashing, history reads, snapshot writes). Each one
+    /// hashing holds `auth.argon2_memory_kib`, so this bounds that memory too; work past it waits.
+    pub blocking_threads: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -130,6 +133,7 @@ impl Default for ServerSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_in_flight: 4096,
             max_streams: 20_000,
+            blocking_threads: 16,
             request_timeout_seconds: 10,
         }
     }
@@ -254,6 +258,9 @@ impl Settings {
         if self.holds.ttl_seconds == 0 {
             return invalid("holds.ttl_seconds must be at least 1");
         }
+        if self.server.blocking_threads == 0 {
+            return invalid("server.blocking_threads must be at least 1");
+        }
         if self.holds.max_seats_per_user == 0 {
             return invalid("holds.max_seats_per_user must be at least 1");
         }
@@ -376,6 +383,21 @@ mod tests {
         let mut settings = Settings::default();
         settings.holds.ttl_seconds = 0;
         assert!(settings.validate().is_err());
+    }
+
+    #[test]
+    fn no_blocking_threads_is_rejected_and_the_default_bounds_hashing_memory() {
+        let mut settings = Settings::default();
+        settings.server.blocking_threads = 0;
+        let error = settings.validate().unwrap_err().to_string();
+        assert!(error.contains("server.blocking_threads"), "{error}");
+        let defaults = Settings::default();
+        let hashing_kib =
+            defaults.server.blocking_threads as u64 * defaults.auth.argon2_memory_kib as u64;
+        assert!(
+            hashing_kib <= 512 * 1024,
+            "{hashing_kib} KiB of concurrent argon2 memory"
+        );
     }
 
     #[test]

@@ -29,8 +29,29 @@ struct Cli {
 
 fn main() -> ExitCode {
     tune_allocator();
-    match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime.block_on(serve()),
+    let cli = Cli::parse();
+    let (path, explicit) = match cli.config {
+        Some(path) => (path, true),
+        None => (PathBuf::from("config.toml"), false),
+    };
+    let mut settings = match Settings::load(&path, explicit) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("boxoffice: {error}");
+            return ExitCode::from(78);
+        }
+    };
+    if let Some(format) = cli.log_format {
+        settings.log.format = format;
+    }
+    // tokio's default of 512 blocking threads would let a sign-in storm hash 512 passwords at
+    // once, each holding its argon2 memory, and keeps every thread a burst started alive.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(settings.server.blocking_threads)
+        .build();
+    match runtime {
+        Ok(runtime) => runtime.block_on(serve(settings)),
         Err(error) => {
             eprintln!("boxoffice: cannot start the async runtime: {error}");
             ExitCode::FAILURE
@@ -62,22 +83,7 @@ fn tune_allocator() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn tune_allocator() {}
 
-async fn serve() -> ExitCode {
-    let cli = Cli::parse();
-    let (path, explicit) = match cli.config {
-        Some(path) => (path, true),
-        None => (PathBuf::from("config.toml"), false),
-    };
-    let mut settings = match Settings::load(&path, explicit) {
-        Ok(settings) => settings,
-        Err(error) => {
-            eprintln!("boxoffice: {error}");
-            return ExitCode::from(78);
-        }
-    };
-    if let Some(format) = cli.log_format {
-        settings.log.format = format;
-    }
+async fn serve(settings: Settings) -> ExitCode {
     init_logging(&settings);
     match run(settings).await {
         Ok(()) => ExitCode::SUCCESS,
