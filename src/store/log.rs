@@ -989,10 +989,7 @@ mod tests {
         std::fs::remove_file(rows::history_path(&path)).unwrap();
         let error = EventLog::open(&path, Synchronous::Normal, 0).err().unwrap();
         let message = error.to_string();
-        assert!(
-            message.contains("boxoffice.history.db") || message.contains("log.history.db"),
-            "{message}"
-        );
+        assert!(message.contains("log.history.db"), "{message}");
         assert!(message.contains("restore both files"), "{message}");
     }
 
