@@ -858,6 +858,12 @@ mod tests {
             .unwrap()
             .is_empty());
         opened.log.close().await;
+        let history_wal = rows::history_path(&path).with_extension("db-wal");
+        assert_eq!(
+            std::fs::metadata(&history_wal).map_or(0, |m| m.len()),
+            0,
+            "a stopped history database is whole in its own file"
+        );
         let reopened = EventLog::open(&path, Synchronous::Normal, 0).unwrap();
         assert_eq!(reopened.rows_from, 1, "the mark is set once");
         reopened.log.close().await;

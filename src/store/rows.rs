@@ -306,6 +306,11 @@ pub(crate) fn write_rows(
             let _ = done.send(copied.map(|_| through));
         }
         if let Some(done) = close.take() {
+            // The readers keep the file open, so closing this connection would not fold the
+            // write-ahead log back in: do it here, so that the stopped database is one file.
+            if let Err(error) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+                tracing::warn!(%error, "could not checkpoint the history database at stop");
+            }
             drop(conn);
             let _ = done.send(());
             return;
