@@ -26,7 +26,8 @@ use rusqlite::{params, Connection, OpenFlags};
 use tokio::sync::{oneshot, watch};
 
 use super::reader::StoreReader;
-use super::rows::{self, EventRows, ToRows};
+pub use super::rows::EventRows;
+use super::rows::{self, ToRows};
 use crate::config::Synchronous;
 use crate::domain::idempotency::PendingRecord;
 use crate::domain::ledger::LedgerEntry;
@@ -64,9 +65,7 @@ struct Pending {
     seq: u64,
     kind: &'static str,
     payload: Vec<u8>,
-    key: Option<PendingRecord>,
-    entry: Option<(UserId, LedgerEntry)>,
-    reservation: Option<ReservationChange>,
+    rows: EventRows,
     done: oneshot::Sender<u64>,
 }
 
@@ -82,6 +81,8 @@ pub struct CarriedRows {
     pub reservations: Vec<Reservation>,
     /// Changes made by logged events, with their sequence, in log order.
     pub reservation_changes: Vec<(u64, ReservationChange)>,
+    /// Rows of this release's events past the history's mark, stored after the ones above.
+    pub lagging: Vec<EventRows>,
 }
 
 // Nearly every message is an `Append`: boxing it would add an allocation per event to spare
@@ -340,9 +341,7 @@ impl EventLog {
     /// `append` for a caller that already made the event's idempotency record
     /// (`PendingRecord::of(event)`); the record is committed with the event.
     pub fn append_keyed(&self, event: &Event, key: Option<PendingRecord>) -> Durable {
-        debug_assert_eq!(key, PendingRecord::of(event));
         let payload = encode_event(event);
-        let reservation = ReservationChange::made_by(event);
         let (done, committed) = oneshot::channel();
         metrics::counter!("boxoffice_events_total", "kind" => event.kind()).increment(1);
         let mut appender = self.appender.lock();
@@ -352,9 +351,7 @@ impl EventLog {
             seq,
             kind: event.kind(),
             payload,
-            key,
-            entry: LedgerEntry::made_by(seq, event),
-            reservation,
+            rows: EventRows::made_by(seq, event, key),
             done,
         };
         if appender.to_writer.send(ToWriter::Append(pending)).is_err() {
@@ -627,14 +624,8 @@ fn write_batches(
             let mut rows = Vec::new();
             for pending in batch {
                 let _ = pending.done.send(pending.seq);
-                let event_rows = EventRows {
-                    seq: pending.seq,
-                    key: pending.key,
-                    entry: pending.entry,
-                    reservation: pending.reservation,
-                };
-                if !event_rows.is_empty() {
-                    rows.push(event_rows);
+                if !pending.rows.is_empty() {
+                    rows.push(pending.rows);
                 }
             }
             if to_rows

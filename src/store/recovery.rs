@@ -18,7 +18,7 @@ use crate::domain::seat_map::{HoldPolicy, Reservation, ReservationChange, SeatMa
 use crate::domain::{DateId, Event, UserId};
 
 use super::legacy::{BookV2, DateStart, LedgerStart};
-use super::log::{CarriedRows, EventLog, StoreError};
+use super::log::{CarriedRows, EventLog, EventRows, StoreError};
 use super::snapshot::{self, SnapshotError};
 
 pub const ACCOUNTS_OWNER: &str = "accounts";
@@ -343,6 +343,7 @@ fn carry_over(log: &EventLog, dir: &Path, carry: Carry, events: &[(u64, Event)])
         entries: old_history,
         reservations: old_reservations,
         reservation_changes: Vec::new(),
+        lagging: Vec::new(),
     };
     // A date created by a logged event has no snapshot: all its changes are in the log.
     rows.reservation_changes.extend(
@@ -367,23 +368,13 @@ fn carry_over(log: &EventLog, dir: &Path, carry: Carry, events: &[(u64, Event)])
     );
     let legacy = (rows.keys.len(), rows.entries.len());
     let legacy_reservations = rows.reservations.len() + rows.reservation_changes.len();
-    // After the older release's rows, as their changes come later in the log.
-    let lagging: Vec<&(u64, Event)> = events
+    // Stored after the older release's rows, as their changes come later in the log.
+    rows.lagging = events
         .iter()
         .filter(|(seq, _)| *seq > rows_through && *seq >= rows_from)
+        .map(|(seq, e)| EventRows::made_by(*seq, e, PendingRecord::of(e)))
         .collect();
-    rows.keys
-        .extend(lagging.iter().filter_map(|(_, e)| PendingRecord::of(e)));
-    rows.entries.extend(
-        lagging
-            .iter()
-            .filter_map(|(seq, e)| LedgerEntry::made_by(*seq, e)),
-    );
-    rows.reservation_changes.extend(
-        lagging
-            .iter()
-            .filter_map(|(seq, e)| Some((*seq, ReservationChange::made_by(e)?))),
-    );
+    let lagging = rows.lagging.len();
     if legacy.0 + legacy.1 + legacy_reservations > 0 {
         tracing::info!(
             idempotency_records = legacy.0,
@@ -392,9 +383,9 @@ fn carry_over(log: &EventLog, dir: &Path, carry: Carry, events: &[(u64, Event)])
             "carrying what an older release kept in memory over into the history database"
         );
     }
-    if !lagging.is_empty() {
+    if lagging > 0 {
         tracing::info!(
-            events = lagging.len(),
+            events = lagging,
             from = rows_through + 1,
             "making the history rows of events logged after the history database's mark"
         );

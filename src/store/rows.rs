@@ -27,7 +27,7 @@ use super::{history, keys};
 use crate::domain::idempotency::PendingRecord;
 use crate::domain::ledger::LedgerEntry;
 use crate::domain::seat_map::ReservationChange;
-use crate::domain::{Timestamp, UserId};
+use crate::domain::{Event, Timestamp, UserId};
 
 /// Upper bound on events' rows per transaction, as for the log.
 const BATCH_ROWS_MAX: usize = 16_384;
@@ -46,7 +46,8 @@ pub fn history_path(log: &Path) -> PathBuf {
 }
 
 /// The rows one logged event leaves; most events leave none.
-pub(crate) struct EventRows {
+#[derive(Debug)]
+pub struct EventRows {
     pub seq: u64,
     pub key: Option<PendingRecord>,
     pub entry: Option<(UserId, LedgerEntry)>,
@@ -54,6 +55,18 @@ pub(crate) struct EventRows {
 }
 
 impl EventRows {
+    /// The rows `event`, logged as `seq`, leaves: the one projection, live and in recovery.
+    /// `key` is `PendingRecord::of(event)`, which a live caller has already made for its book.
+    pub fn made_by(seq: u64, event: &Event, key: Option<PendingRecord>) -> Self {
+        debug_assert_eq!(key, PendingRecord::of(event));
+        Self {
+            seq,
+            key,
+            entry: LedgerEntry::made_by(seq, event),
+            reservation: ReservationChange::made_by(event),
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.key.is_none() && self.entry.is_none() && self.reservation.is_none()
     }
@@ -320,19 +333,24 @@ pub(crate) fn write_rows(
 
 fn commit(conn: &mut Connection, rows: &[EventRows], through: u64) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
-    for event in rows {
-        if let Some(key) = &event.key {
-            keys::insert(&tx, key)?;
-        }
-        if let Some((user, entry)) = &event.entry {
-            history::insert_entry(&tx, *user, entry)?;
-        }
-        if let Some(change) = &event.reservation {
-            history::change_reservation(&tx, change, event.seq)?;
-        }
-    }
+    store_event_rows(&tx, rows)?;
     write_mark(&tx, through)?;
     tx.commit()
+}
+
+fn store_event_rows(conn: &Connection, rows: &[EventRows]) -> rusqlite::Result<()> {
+    for event in rows {
+        if let Some(key) = &event.key {
+            keys::insert(conn, key)?;
+        }
+        if let Some((user, entry)) = &event.entry {
+            history::insert_entry(conn, *user, entry)?;
+        }
+        if let Some(change) = &event.reservation {
+            history::change_reservation(conn, change, event.seq)?;
+        }
+    }
+    Ok(())
 }
 
 /// One transaction with `synchronous = full`: its fsync of the write-ahead log makes every
@@ -359,6 +377,7 @@ fn store_carried(conn: &mut Connection, rows: &CarriedRows, through: u64) -> rus
     for (seq, change) in &rows.reservation_changes {
         history::change_reservation(&tx, change, *seq)?;
     }
+    store_event_rows(&tx, &rows.lagging)?;
     write_mark(&tx, through)?;
     tx.commit()
 }
