@@ -170,3 +170,36 @@ fn with_the_json_flag_every_log_line_is_a_json_object() {
         );
     }
 }
+
+/// The trim runs from main's own thread, outside the library, so only the binary can show it.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[test]
+fn the_heap_is_handed_back_on_the_configured_interval() {
+    let dir = std::env::temp_dir().join(format!("boxoffice-cli-trim-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut child = cheap_server()
+        .env("BOXOFFICE__SERVER__MEMORY_TRIM_SECONDS", "1")
+        .env("BOXOFFICE__LOG__LEVEL", "info,boxoffice::memory_trim=debug")
+        .current_dir(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("trimmed the heap") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let trims: Vec<String> = (0..2)
+        .map_while(|_| rx.recv_timeout(Duration::from_secs(20)).ok())
+        .collect();
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(trims.len(), 2, "two trims a second apart: {trims:?}");
+    assert!(trims[0].contains("elapsed_us="), "{}", trims[0]);
+}

@@ -207,8 +207,9 @@ pub struct Cli {
     #[arg(long, default_value_t = 0.0, value_name = "PER_SECOND")]
     pub arrival_rate: f64,
     /// soak: seconds of the same load before the measured phase (not measured, no RSS
-    /// samples), so the start RSS is that of a server already serving.
-    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    /// samples), so the start RSS is that of a server already serving, its bounded windows
+    /// (the last minute's idempotency records, ended queue tokens, page caches) full.
+    #[arg(long, default_value_t = 180, value_name = "SECONDS")]
     pub warmup: u64,
     /// soak, polls: the server's process id, to sample its RSS (VmRSS in /proc/PID/status; the
     /// server must run on this machine). Without it the report says RSS was not sampled.
