@@ -19,6 +19,27 @@ fn cheap_server() -> Command {
     command
 }
 
+/// Starts `command` in `dir` and hands every line it writes to stdout to the receiver.
+fn spawn_with_log_lines(
+    mut command: Command,
+    dir: &std::path::Path,
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let mut child = command
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx)
+}
+
 #[test]
 fn help_names_the_config_flag_and_the_environment_overrides() {
     let output = Command::new(BINARY).arg("--help").output().unwrap();
@@ -55,16 +76,10 @@ fn an_invalid_setting_is_refused_with_the_key_named() {
 fn the_server_says_where_it_listens_serves_and_stops_cleanly_on_sigterm() {
     let dir = std::env::temp_dir().join(format!("boxoffice-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut child = cheap_server()
-        .current_dir(&dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
+    let (mut child, lines) = spawn_with_log_lines(cheap_server(), &dir);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in lines {
             if let Some(rest) = line.split("listening on http://").nth(1) {
                 let _ = tx.send(rest.trim().to_owned());
             }
@@ -128,21 +143,9 @@ fn http_get(addr: &str, path: &str) -> String {
 fn with_the_json_flag_every_log_line_is_a_json_object() {
     let dir = std::env::temp_dir().join(format!("boxoffice-cli-json-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut child = cheap_server()
-        .arg("--log-format")
-        .arg("json")
-        .current_dir(&dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let mut command = cheap_server();
+    command.arg("--log-format").arg("json");
+    let (mut child, rx) = spawn_with_log_lines(command, &dir);
     let mut lines = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
@@ -177,26 +180,20 @@ fn with_the_json_flag_every_log_line_is_a_json_object() {
 fn the_heap_is_handed_back_on_the_configured_interval() {
     let dir = std::env::temp_dir().join(format!("boxoffice-cli-trim-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut child = cheap_server()
+    let mut command = cheap_server();
+    command
         .env("BOXOFFICE__SERVER__MEMORY_TRIM_SECONDS", "1")
-        .env("BOXOFFICE__LOG__LEVEL", "info,boxoffice::memory_trim=debug")
-        .current_dir(&dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        .env("BOXOFFICE__LOG__LEVEL", "info,boxoffice::memory_trim=debug");
+    let (mut child, lines) = spawn_with_log_lines(command, &dir);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut trims = Vec::new();
+    while trims.len() < 2 && Instant::now() < deadline {
+        if let Ok(line) = lines.recv_timeout(Duration::from_millis(100)) {
             if line.contains("trimmed the heap") {
-                let _ = tx.send(line);
+                trims.push(line);
             }
         }
-    });
-    let trims: Vec<String> = (0..2)
-        .map_while(|_| rx.recv_timeout(Duration::from_secs(20)).ok())
-        .collect();
+    }
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
