@@ -27,8 +27,9 @@ pub struct QueuePolicy {
     pub admit_per_second: u32,
     pub active_ttl_ms: i64,
     pub waiting_ttl_ms: i64,
-    /// At most this many ended tokens are remembered (about 85 bytes each at the cap): past it the oldest
-    /// are forgotten first, whatever the rate of payments and expiries.
+    /// At most this many ended tokens are remembered (about 85 bytes each at the cap): past it
+    /// the oldest are forgotten first, whatever the rate of payments and expiries. A token whose
+    /// holder left keeps its place in that order, and counts, until its turn.
     pub ended_tokens_max: usize,
 }
 
