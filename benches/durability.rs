@@ -110,7 +110,7 @@ fn keyed_event(n: u64) -> Event {
         1 => Event::HoldPlaced {
             reservation,
             user,
-            seats: vec![
+            seats: smallvec::smallvec![
                 SeatNo(1 + (n % 40_000) as u32),
                 SeatNo(2 + (n % 40_000) as u32),
             ],
@@ -122,7 +122,7 @@ fn keyed_event(n: u64) -> Event {
         _ => Event::PaymentCompleted {
             reservation,
             user,
-            seats: vec![SeatNo(1), SeatNo(2)],
+            seats: smallvec::smallvec![SeatNo(1), SeatNo(2)],
             amount: 110_000,
             balance_after: 0,
             at,

@@ -36,7 +36,7 @@ use tokio::runtime::Runtime;
 use boxoffice::actors::{DateHandle, Engine};
 use boxoffice::clock::{Clock, SystemClock};
 use boxoffice::config::{Settings, Synchronous};
-use boxoffice::domain::{ConcertId, SeatNo, UserId};
+use boxoffice::domain::{ConcertId, SeatList, SeatNo, UserId};
 
 const SEATS: u32 = 50_000;
 const PRICE: u64 = 1_000;
@@ -219,7 +219,7 @@ async fn purchase_concurrently(
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(seat) = seats.get(i) else { break };
                     let held = date
-                        .hold(buyer, vec![*seat], None)
+                        .hold(buyer, SeatList::from_slice(&[*seat]), None)
                         .await
                         .expect("a free seat is held");
                     let receipt = date

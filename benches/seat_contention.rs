@@ -48,7 +48,7 @@ use boxoffice::actors::{DateHandle, Engine, EngineError};
 use boxoffice::clock::{Clock, SystemClock};
 use boxoffice::config::{Settings, Synchronous};
 use boxoffice::domain::seat_map::{HoldPolicy, SeatMap};
-use boxoffice::domain::{ConcertId, DateId, DomainError, SeatNo, Timestamp, UserId};
+use boxoffice::domain::{ConcertId, DateId, DomainError, SeatList, SeatNo, Timestamp, UserId};
 
 const SEATS: u32 = 50_000;
 const PRICE: u64 = 1_000;
@@ -200,7 +200,10 @@ async fn hold_concurrently(
                         break;
                     }
                     let user = UserId(first_user + i as u64);
-                    match date.hold(user, vec![seats.at(i)], None).await {
+                    match date
+                        .hold(user, SeatList::from_slice(&[seats.at(i)]), None)
+                        .await
+                    {
                         Ok(_) => {}
                         Err(EngineError::Domain(DomainError::SeatUnavailable(_))) => {
                             refused.fetch_add(1, Ordering::Relaxed);
@@ -261,7 +264,11 @@ impl LiveDate {
         };
         if scenario == Scenario::HotSeat {
             live.date
-                .hold(UserId(live.next_user), vec![HOT_SEAT], None)
+                .hold(
+                    UserId(live.next_user),
+                    SeatList::from_slice(&[HOT_SEAT]),
+                    None,
+                )
                 .await
                 .expect("the first hold on the hot seat wins");
             live.next_user += 1;

@@ -19,8 +19,8 @@ use boxoffice::domain::idempotency::{BookKey, KeyRecord, KeyedEndpoint, PendingR
 use boxoffice::domain::ledger::{Ledger, LedgerEntry};
 use boxoffice::domain::seat_map::{Reservation, ReservationChange, SeatMap};
 use boxoffice::domain::{
-    ConcertId, DateId, IdempotencyKey, IdempotencyStamp, ReservationId, SeatNo, Timestamp, UserId,
-    Username,
+    ConcertId, DateId, IdempotencyKey, IdempotencyStamp, ReservationId, SeatList, SeatNo,
+    Timestamp, UserId, Username,
 };
 use boxoffice::store::rows::history_path;
 use boxoffice::store::{recover, EventLog};
@@ -247,7 +247,7 @@ async fn run(engine: &Engine, clock: &ManualClock, commands: &[Command]) {
                 seats,
                 key,
             } => {
-                let seats: Vec<SeatNo> = seats.iter().map(|s| SeatNo(*s)).collect();
+                let seats: SeatList = seats.iter().map(|s| SeatNo(*s)).collect();
                 let handle = engine.dates.get(DateId(*date)).unwrap();
                 let _ = handle
                     .hold(UserId(*user), seats, stamp(*key, *date as u64))

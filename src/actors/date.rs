@@ -19,7 +19,8 @@ use super::{
 use crate::clock::SharedClock;
 use crate::domain::seat_map::{Reservation, SeatMap, SeatStatus};
 use crate::domain::{
-    DateId, DomainError, Event, IdempotencyStamp, ReservationId, SeatNo, Timestamp, UserId,
+    DateId, DomainError, Event, IdempotencyStamp, ReservationId, SeatList, SeatNo, Timestamp,
+    UserId,
 };
 use crate::store::recovery::date_owner;
 use crate::store::{Durable, EventLog};
@@ -191,14 +192,14 @@ pub struct PaymentReceipt {
     pub reservation: ReservationId,
     pub amount: u64,
     pub balance: u64,
-    pub seats: Vec<SeatNo>,
+    pub seats: SeatList,
     pub paid_at: Timestamp,
 }
 
 pub enum DateMsg {
     Hold {
         user: UserId,
-        seats: Vec<SeatNo>,
+        seats: SeatList,
         idempotency: Option<IdempotencyStamp>,
         reply: RpcReplyPort<Result<Reservation, DomainError>>,
     },
@@ -475,7 +476,7 @@ impl DateHandle {
     pub async fn hold(
         &self,
         user: UserId,
-        seats: Vec<SeatNo>,
+        seats: SeatList,
         idempotency: Option<IdempotencyStamp>,
     ) -> Result<Reservation, EngineError> {
         Ok(ask(&self.actor, |reply| DateMsg::Hold {

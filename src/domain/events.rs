@@ -46,7 +46,7 @@ pub enum Event {
     HoldPlaced {
         reservation: ReservationId,
         user: UserId,
-        seats: Vec<SeatNo>,
+        seats: SeatList,
         price: u64,
         at: Timestamp,
         expires_at: Timestamp,
@@ -73,7 +73,7 @@ pub enum Event {
     PaymentCompleted {
         reservation: ReservationId,
         user: UserId,
-        seats: Vec<SeatNo>,
+        seats: SeatList,
         amount: u64,
         balance_after: u64,
         at: Timestamp,

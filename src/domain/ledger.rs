@@ -257,7 +257,7 @@ mod tests {
                 seq: 1,
             },
             user: ALICE,
-            seats: vec![SeatNo(1)],
+            seats: smallvec::smallvec![SeatNo(1)],
             amount,
             balance_after: 0,
             at: Timestamp(1),

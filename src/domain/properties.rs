@@ -243,7 +243,7 @@ proptest! {
                     let payment = Event::PaymentCompleted {
                         reservation: ReservationId { date: DateId(1), seq: i as u32 + 1 },
                         user: UserId(user),
-                        seats: vec![SeatNo(1)],
+                        seats: smallvec::smallvec![SeatNo(1)],
                         amount,
                         balance_after: 0,
                         at: now,

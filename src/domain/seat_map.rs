@@ -9,7 +9,10 @@
 //! A paid, cancelled or expired reservation leaves memory; `ReservationChange` says how each
 //! event changes the history a user lists, and the store keeps that history beside the log.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{HashMap, VecDeque};
+
+use foldhash::fast::RandomState;
+use smallvec::SmallVec;
 
 use serde::{Deserialize, Serialize};
 
@@ -62,7 +65,7 @@ impl ReservationStatus {
 pub struct Reservation {
     pub id: ReservationId,
     pub user: UserId,
-    pub seats: Vec<SeatNo>,
+    pub seats: SeatList,
     pub price: u64,
     pub state: ReservationState,
     pub created_at: Timestamp,
@@ -200,25 +203,92 @@ pub enum SeatStatus {
     Sold,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Holds in the order they expire, `(expires_at, seq)`. A hold's expiry is nearly always the
+/// latest so far (the clock moves on, the TTL is fixed), so placing one appends. An ended hold's
+/// entry is not searched for: it is dropped once it reaches the front, or by a compaction when
+/// ended entries outnumber the held ones, so memory stays within a small multiple of the holds.
+/// Encoded as the ordered set it replaced (a sequence of pairs); `SeatMap::restore` drops the
+/// ended entries a snapshot carried.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+struct ExpiryQueue(VecDeque<(Timestamp, u32)>);
+
+impl ExpiryQueue {
+    /// Entries may be left behind by this many ended holds before a compaction, so a small map
+    /// does not compact on every end.
+    const SLACK: usize = 1024;
+
+    fn push(&mut self, entry: (Timestamp, u32)) {
+        match self.0.back() {
+            Some(last) if *last > entry => {
+                let at = self.0.partition_point(|e| *e < entry);
+                self.0.insert(at, entry);
+            }
+            _ => self.0.push_back(entry),
+        }
+    }
+
+    /// Drops ended entries from the front, and compacts when they are most of the queue.
+    fn forget_ended(&mut self, held: impl Fn(u32) -> bool, holds: usize) {
+        while self.0.front().is_some_and(|(_, seq)| !held(*seq)) {
+            self.0.pop_front();
+        }
+        if self.0.len() > 2 * holds + Self::SLACK {
+            self.0.retain(|(_, seq)| held(*seq));
+        }
+    }
+
+    fn live<'a>(
+        &'a self,
+        held: impl Fn(u32) -> bool + 'a,
+    ) -> impl Iterator<Item = (Timestamp, u32)> + 'a {
+        self.0.iter().copied().filter(move |(_, seq)| held(*seq))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SeatMap {
     date: DateId,
     seat_price: u64,
     policy: HoldPolicy,
     seats: Vec<SeatSlot>,
     /// Reservations in the held state (live, or past their expiry and not yet swept), by `seq`.
-    holds: HashMap<u32, Reservation>,
+    holds: HashMap<u32, Reservation, RandomState>,
     /// Reservations placed so far; sequence numbers are dense and start at 1.
     placed: u32,
     /// Held reservations by expiry, so the sweep visits only what is due.
-    expiries: BTreeSet<(Timestamp, u32)>,
+    expiries: ExpiryQueue,
     /// Each user's reservations still in the held state, so the hold limit is checked without
     /// walking the user's whole history. Derived: rebuilt by `restore`, not snapshotted.
     #[serde(skip)]
-    holding: HashMap<UserId, Vec<u32>>,
+    holding: HashMap<UserId, SmallVec<[u32; 4]>, RandomState>,
     held_seats: u32,
     sold_seats: u32,
 }
+
+/// Equal when they decide alike: the expiry queue is compared by its held entries, as ended
+/// ones linger there by design.
+impl PartialEq for SeatMap {
+    fn eq(&self, other: &Self) -> bool {
+        let expiries_of = |map: &'_ SeatMap| {
+            map.expiries
+                .live(|seq| map.holds.contains_key(&seq))
+                .collect::<Vec<_>>()
+        };
+        self.date == other.date
+            && self.seat_price == other.seat_price
+            && self.policy == other.policy
+            && self.seats == other.seats
+            && self.holds == other.holds
+            && self.placed == other.placed
+            && self.holding == other.holding
+            && self.held_seats == other.held_seats
+            && self.sold_seats == other.sold_seats
+            && expiries_of(self) == expiries_of(other)
+    }
+}
+
+impl Eq for SeatMap {}
 
 impl SeatMap {
     pub fn new(date: DateId, seat_count: u32, seat_price: u64, policy: HoldPolicy) -> Self {
@@ -227,10 +297,10 @@ impl SeatMap {
             seat_price,
             policy,
             seats: vec![SeatSlot::default(); seat_count as usize],
-            holds: HashMap::new(),
+            holds: HashMap::default(),
             placed: 0,
-            expiries: BTreeSet::new(),
-            holding: HashMap::new(),
+            expiries: ExpiryQueue::default(),
+            holding: HashMap::default(),
             held_seats: 0,
             sold_seats: 0,
         }
@@ -252,6 +322,8 @@ impl SeatMap {
     /// settings the snapshot was written under, and derived indexes are rebuilt.
     pub fn restore(&mut self, policy: HoldPolicy) {
         self.policy = policy;
+        let holds = &self.holds;
+        self.expiries.0.retain(|(_, seq)| holds.contains_key(seq));
         self.holding.clear();
         let mut held: Vec<&Reservation> = self.holds.values().collect();
         held.sort_by_key(|r| r.id.seq);
@@ -278,7 +350,7 @@ impl SeatMap {
         for r in reservations {
             match r.state {
                 ReservationState::Held => {
-                    map.expiries.insert((r.expires_at, r.id.seq));
+                    map.expiries.push((r.expires_at, r.id.seq));
                     map.held_seats += r.seats.len() as u32;
                     map.holds.insert(r.id.seq, r.clone());
                 }
@@ -414,7 +486,7 @@ impl SeatMap {
                 seq,
             },
             user,
-            seats: seats.to_vec(),
+            seats: SeatList::from_slice(seats),
             price: self.seat_price.saturating_mul(seats.len() as u64),
             at: now,
             expires_at: now.plus_millis(self.policy.ttl_ms),
@@ -464,20 +536,21 @@ impl SeatMap {
     /// Holds due at `now` that have not been swept yet, as events.
     pub fn expire_due(&self, now: Timestamp) -> Vec<Event> {
         self.expiries
-            .range(..=(now, u32::MAX))
+            .live(|seq| self.holds.contains_key(&seq))
+            .take_while(|(at, _)| *at <= now)
             .map(|(at, seq)| Event::HoldExpired {
                 reservation: ReservationId {
                     date: self.date,
-                    seq: *seq,
+                    seq,
                 },
-                at: *at,
+                at,
             })
             .collect()
     }
 
     /// Applies an event this date owns; events of other owners and other dates are ignored.
     /// Returns the seats whose slot changed, so views can be updated without a scan.
-    pub fn apply(&mut self, event: &Event) -> Vec<SeatNo> {
+    pub fn apply(&mut self, event: &Event) -> SeatList {
         match event {
             Event::HoldPlaced {
                 reservation,
@@ -507,7 +580,7 @@ impl SeatMap {
                     Reservation::placed_by(event).expect("a hold places a reservation"),
                 );
                 self.holding.entry(*user).or_default().push(reservation.seq);
-                self.expiries.insert((*expires_at, reservation.seq));
+                self.expiries.push((*expires_at, reservation.seq));
                 self.held_seats += seats.len() as u32;
                 seats.clone()
             }
@@ -523,11 +596,11 @@ impl SeatMap {
                     "a payment applies to a held reservation"
                 );
                 let Some(r) = self.holds.remove(&seq) else {
-                    return Vec::new();
+                    return SeatList::new();
                 };
-                let (expires_at, user, seats) = (r.expires_at, r.user, r.seats);
+                let (user, seats) = (r.user, r.seats);
                 self.stop_holding(user, seq);
-                self.expiries.remove(&(expires_at, seq));
+                self.forget_ended_expiries();
                 for seat in &seats {
                     let slot = &mut self.seats[seat.index()];
                     debug_assert!(!slot.sold, "a seat is sold at most once");
@@ -538,8 +611,14 @@ impl SeatMap {
                 self.sold_seats += seats.len() as u32;
                 seats
             }
-            _ => Vec::new(),
+            _ => SeatList::new(),
         }
+    }
+
+    fn forget_ended_expiries(&mut self) {
+        let holds = &self.holds;
+        self.expiries
+            .forget_ended(|seq| holds.contains_key(&seq), holds.len());
     }
 
     fn stop_holding(&mut self, user: UserId, seq: u32) {
@@ -552,15 +631,15 @@ impl SeatMap {
     }
 
     /// Ends a held reservation (cancelled or expired): it leaves memory, its seats return.
-    fn end_hold(&mut self, seq: u32) -> Vec<SeatNo> {
+    fn end_hold(&mut self, seq: u32) -> SeatList {
         let Some(r) = self.holds.remove(&seq) else {
-            return Vec::new();
+            return SeatList::new();
         };
-        let (expires_at, user, seats) = (r.expires_at, r.user, r.seats);
+        let (user, seats) = (r.user, r.seats);
         self.stop_holding(user, seq);
-        self.expiries.remove(&(expires_at, seq));
+        self.forget_ended_expiries();
         self.held_seats -= seats.len() as u32;
-        let mut freed = Vec::with_capacity(seats.len());
+        let mut freed = SeatList::new();
         for seat in seats {
             let slot = &mut self.seats[seat.index()];
             if slot.holder == seq {
@@ -597,7 +676,7 @@ mod tests {
         Timestamp(ms)
     }
 
-    fn seats(nos: &[u32]) -> Vec<SeatNo> {
+    fn seats(nos: &[u32]) -> SeatList {
         nos.iter().map(|n| SeatNo(*n)).collect()
     }
 

@@ -127,6 +127,12 @@ impl SeatNo {
     }
 }
 
+/// The seats of one hold. Most holds name a few seats, so they sit inline and a hold allocates
+/// nothing for them; longer lists (a raised `holds.max_seats_per_user`) spill to the heap. It
+/// encodes exactly as a `Vec<SeatNo>` (a length, then the seats), so logs and snapshots written
+/// before it read the same.
+pub type SeatList = smallvec::SmallVec<[SeatNo; 4]>;
+
 /// `[a-z0-9_.-]{3,32}`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Username(String);
@@ -248,5 +254,23 @@ mod tests {
         assert_eq!(SeatNo::parse(-3), None);
         assert_eq!(SeatNo::parse(1 << 40), None);
         assert_eq!(SeatNo::parse(5), Some(SeatNo(5)));
+    }
+
+    /// Logs and snapshots hold seat lists written as `Vec<SeatNo>` before `SeatList` existed.
+    #[test]
+    fn a_seat_list_encodes_as_the_vec_it_replaced() {
+        let config = bincode::config::standard();
+        for len in [0u32, 1, 4, 5, 300] {
+            let vec: Vec<SeatNo> = (1..=len).map(|n| SeatNo(n * 1_000)).collect();
+            let list = SeatList::from_slice(&vec);
+            let written = bincode::serde::encode_to_vec(&vec, config).unwrap();
+            assert_eq!(
+                bincode::serde::encode_to_vec(&list, config).unwrap(),
+                written
+            );
+            let (read, _): (SeatList, _) =
+                bincode::serde::decode_from_slice(&written, config).unwrap();
+            assert_eq!(read.as_slice(), vec.as_slice(), "{len} seats");
+        }
     }
 }

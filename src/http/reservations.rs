@@ -19,7 +19,7 @@ use super::{rfc3339, AppState};
 use crate::actors::date::PaymentReceipt;
 use crate::domain::idempotency::{KeyedEndpoint, Outcome};
 use crate::domain::seat_map::Reservation;
-use crate::domain::{DateId, PaymentId, ReservationId, SeatNo, UserId};
+use crate::domain::{DateId, PaymentId, ReservationId, SeatList, SeatNo, UserId};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -79,18 +79,18 @@ pub(super) struct ReservationsBody {
     reservations: Vec<ReservationBody>,
 }
 
-fn requested_seats(request: &HoldRequest) -> Result<Vec<SeatNo>, ApiError> {
-    let raw: Vec<WholeNumber> = match (&request.seat_no, &request.seat_nos) {
+fn requested_seats(request: &HoldRequest) -> Result<SeatList, ApiError> {
+    let raw: &[WholeNumber] = match (&request.seat_no, &request.seat_nos) {
         (Some(_), Some(_)) => {
             return Err(ApiError::invalid_input(
                 "send either seat_no or seat_nos, not both",
             ))
         }
-        (Some(one), None) => vec![*one],
-        (None, Some(many)) => many.clone(),
+        (Some(one), None) => std::slice::from_ref(one),
+        (None, Some(many)) => many,
         (None, None) => return Err(ApiError::malformed("the body needs seat_no or seat_nos")),
     };
-    raw.into_iter()
+    raw.iter()
         .map(|n| {
             SeatNo::parse(n.0).ok_or_else(|| {
                 ApiError::invalid_input(format!("seat number {} does not exist", n.0))

@@ -309,7 +309,7 @@ mod tests {
                     outcome: OutcomeV1::Reservation(Reservation {
                         id: reservation,
                         user,
-                        seats: vec![SeatNo(4), SeatNo(5)],
+                        seats: smallvec::smallvec![SeatNo(4), SeatNo(5)],
                         price: 600,
                         state: ReservationState::Held,
                         created_at: Timestamp(2_000),
@@ -509,7 +509,7 @@ mod tests {
             (
                 paid.id,
                 paid.user,
-                paid.seats.clone(),
+                paid.seats.to_vec(),
                 paid.price,
                 paid.state
             ),
