@@ -760,6 +760,61 @@ mod tests {
         assert!(m.expire_due(t(TTL_MS)).is_empty());
     }
 
+    fn expiring(m: &SeatMap, now: i64) -> Vec<u32> {
+        m.expire_due(t(now))
+            .iter()
+            .map(|e| match e {
+                Event::HoldExpired { reservation, .. } => reservation.seq,
+                _ => unreachable!(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_hold_placed_after_the_clock_stepped_back_is_swept_in_expiry_order() {
+        let mut m = map(10);
+        let late = hold(&mut m, ALICE, &[1], 5_000).unwrap();
+        let early = hold(&mut m, BOB, &[2], 1_000).unwrap();
+        let between = hold(&mut m, UserId(3), &[3], 3_000).unwrap();
+        assert_eq!(expiring(&m, TTL_MS + 1_000), vec![early.seq]);
+        assert_eq!(
+            expiring(&m, TTL_MS + 5_000),
+            vec![early.seq, between.seq, late.seq]
+        );
+    }
+
+    #[test]
+    fn ended_holds_do_not_pile_up_in_the_expiry_queue() {
+        let mut m = map(6_000);
+        // The first hold stays, so ended entries never reach the front and only a compaction
+        // can drop them.
+        hold(&mut m, UserId(1), &[1], 0).unwrap();
+        for n in 2..=6_000u32 {
+            let user = UserId(n as u64);
+            let id = hold(&mut m, user, &[n], 0).unwrap();
+            let cancel = m.cancel_hold(user, id, t(1)).unwrap();
+            m.apply(&cancel);
+            assert!(m.expiries.0.len() <= 2 * m.hold_count() + ExpiryQueue::SLACK);
+        }
+        assert_eq!(expiring(&m, TTL_MS), vec![1]);
+    }
+
+    #[test]
+    fn a_map_read_back_keeps_only_the_expiries_of_its_holds() {
+        let mut m = map(10);
+        let kept = hold(&mut m, ALICE, &[1], 0).unwrap();
+        let cancelled = hold(&mut m, BOB, &[2], 0).unwrap();
+        m.apply(&m.cancel_hold(BOB, cancelled, t(1)).unwrap());
+        assert_eq!(m.expiries.0.len(), 2, "the cancelled hold's entry lingers");
+        let config = bincode::config::standard();
+        let written = bincode::serde::encode_to_vec(&m, config).unwrap();
+        let (mut read, _): (SeatMap, _) =
+            bincode::serde::decode_from_slice(&written, config).unwrap();
+        read.restore(m.policy());
+        assert_eq!(read.expiries.0, VecDeque::from([(t(TTL_MS), kept.seq)]));
+        assert_eq!(read, m);
+    }
+
     #[test]
     fn the_hold_limit_counts_live_holds_only() {
         let mut m = map(20);
