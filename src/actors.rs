@@ -72,30 +72,25 @@ impl KeyRecords {
     }
 }
 
-/// Answers `reply` once the event behind `value` is committed: no client hears of a change
-/// the disk does not have.
-pub(crate) fn reply_when_durable<T: Send + 'static>(
-    durable: Durable,
-    reply: RpcReplyPort<T>,
-    value: T,
-) {
-    tokio::spawn(async move {
-        durable.wait().await;
-        let _ = reply.send(value);
-    });
-}
+/// An owner's answer to a change: what it decided and applied, and the ticket of the commit
+/// that makes it durable. The owner answers at once and goes on with its mailbox; the caller
+/// waits for the commit before it tells anyone (`ask_durably`), so no client hears of a change
+/// the disk does not have, and no task is spawned per change to hold the answer back.
+pub(crate) type Decided<T, E> = Result<(T, Durable), E>;
 
-/// Answers an outcome that may carry a durable change.
-pub(crate) fn reply_outcome<T: Send + 'static, E: Send + 'static>(
-    reply: RpcReplyPort<Result<T, E>>,
-    outcome: Result<(T, Durable), E>,
-) {
-    match outcome {
-        Ok((value, durable)) => reply_when_durable(durable, reply, Ok(value)),
-        Err(error) => {
-            let _ = reply.send(Err(error));
-        }
-    }
+/// `ask` for a change: the answer once its event is committed.
+pub(crate) async fn ask_durably<M, T, E>(
+    actor: &ActorRef<M>,
+    build: impl FnOnce(RpcReplyPort<Decided<T, E>>) -> M,
+) -> Result<T, EngineError>
+where
+    M: ractor::Message,
+    T: Send + 'static,
+    E: Send + 'static + Into<EngineError>,
+{
+    let (value, durable) = ask(actor, build).await?.map_err(Into::into)?;
+    durable.wait().await;
+    Ok(value)
 }
 
 /// Asks `actor` for a snapshot now; resolves once it is on disk.

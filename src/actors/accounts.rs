@@ -7,7 +7,7 @@ use std::time::Duration;
 use parking_lot::RwLock;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use super::{ask, every, reply_outcome, snapshot_later, Durability, EngineError};
+use super::{ask_durably, every, snapshot_later, Decided, Durability, EngineError};
 use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::domain::accounts::Accounts;
@@ -21,16 +21,16 @@ pub enum AccountsMsg {
     Register {
         username: Username,
         password_hash: String,
-        reply: RpcReplyPort<Result<UserId, DomainError>>,
+        reply: RpcReplyPort<Decided<UserId, DomainError>>,
     },
     OpenSession {
         user: UserId,
         verifier_digest: [u8; 32],
-        reply: RpcReplyPort<Result<(u64, Timestamp), DomainError>>,
+        reply: RpcReplyPort<Decided<(u64, Timestamp), DomainError>>,
     },
     CloseSession {
         session: u64,
-        reply: RpcReplyPort<Result<(), DomainError>>,
+        reply: RpcReplyPort<Decided<(), DomainError>>,
     },
     SweepSessions,
     Snapshot(Option<RpcReplyPort<()>>),
@@ -86,7 +86,7 @@ impl Actor for AccountsActor {
                         _ => unreachable!("register decides a registration"),
                     }
                 });
-                reply_outcome(reply, outcome);
+                let _ = reply.send(outcome);
             }
             AccountsMsg::OpenSession {
                 user,
@@ -108,11 +108,11 @@ impl Actor for AccountsActor {
                 else {
                     unreachable!("open_session decides a session")
                 };
-                reply_outcome(reply, Ok(((session, expires_at), durable)));
+                let _ = reply.send(Ok(((session, expires_at), durable)));
             }
             AccountsMsg::CloseSession { session, reply } => {
                 let decided = state.accounts.read().close_session(session);
-                reply_outcome(reply, decided.map(|event| ((), state.commit(&event))));
+                let _ = reply.send(decided.map(|event| ((), state.commit(&event))));
             }
             AccountsMsg::SweepSessions => {
                 let expired = state.accounts.read().expired_sessions(now);
@@ -170,12 +170,12 @@ impl AccountsHandle {
         username: Username,
         password_hash: String,
     ) -> Result<UserId, EngineError> {
-        Ok(ask(&self.actor, |reply| AccountsMsg::Register {
+        ask_durably(&self.actor, |reply| AccountsMsg::Register {
             username,
             password_hash,
             reply,
         })
-        .await??)
+        .await
     }
 
     pub async fn open_session(
@@ -183,20 +183,20 @@ impl AccountsHandle {
         user: UserId,
         verifier_digest: [u8; 32],
     ) -> Result<(u64, Timestamp), EngineError> {
-        Ok(ask(&self.actor, |reply| AccountsMsg::OpenSession {
+        ask_durably(&self.actor, |reply| AccountsMsg::OpenSession {
             user,
             verifier_digest,
             reply,
         })
-        .await??)
+        .await
     }
 
     pub async fn close_session(&self, session: u64) -> Result<(), EngineError> {
-        Ok(ask(&self.actor, |reply| AccountsMsg::CloseSession {
+        ask_durably(&self.actor, |reply| AccountsMsg::CloseSession {
             session,
             reply,
         })
-        .await??)
+        .await
     }
 
     /// No mailbox round trip: this runs on every authenticated request.

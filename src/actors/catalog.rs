@@ -8,8 +8,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use super::date::{DateDeps, DateHandle};
 use super::{
-    ask, every, reply_outcome, snapshot_later, DateRegistry, Durability, EngineError, LedgerHandle,
-    QueueHandle,
+    ask_durably, every, snapshot_later, DateRegistry, Decided, Durability, EngineError,
+    LedgerHandle, QueueHandle,
 };
 use crate::clock::SharedClock;
 use crate::config::Settings;
@@ -23,14 +23,14 @@ pub enum CatalogMsg {
     CreateConcert {
         title: String,
         venue: String,
-        reply: RpcReplyPort<Result<ConcertId, DomainError>>,
+        reply: RpcReplyPort<Decided<ConcertId, DomainError>>,
     },
     CreateDate {
         concert: ConcertId,
         starts_at: Timestamp,
         seat_count: i128,
         price: i128,
-        reply: RpcReplyPort<Result<DateId, EngineError>>,
+        reply: RpcReplyPort<Decided<DateId, EngineError>>,
     },
     Snapshot(Option<RpcReplyPort<()>>),
 }
@@ -115,7 +115,7 @@ impl Actor for CatalogActor {
                         _ => unreachable!("create_concert decides a concert"),
                     }
                 });
-                reply_outcome(reply, outcome);
+                let _ = reply.send(outcome);
             }
             CatalogMsg::CreateDate {
                 concert,
@@ -127,7 +127,7 @@ impl Actor for CatalogActor {
                 let outcome = state
                     .create_date(concert, starts_at, seat_count, price)
                     .await;
-                reply_outcome(reply, outcome);
+                let _ = reply.send(outcome);
             }
             CatalogMsg::Snapshot(done) => {
                 let copy = state.catalog.read().clone();
@@ -192,12 +192,12 @@ impl CatalogHandle {
         title: String,
         venue: String,
     ) -> Result<ConcertId, EngineError> {
-        Ok(ask(&self.actor, |reply| CatalogMsg::CreateConcert {
+        ask_durably(&self.actor, |reply| CatalogMsg::CreateConcert {
             title,
             venue,
             reply,
         })
-        .await??)
+        .await
     }
 
     pub async fn create_date(
@@ -207,14 +207,14 @@ impl CatalogHandle {
         seat_count: i128,
         price: i128,
     ) -> Result<DateId, EngineError> {
-        ask(&self.actor, |reply| CatalogMsg::CreateDate {
+        ask_durably(&self.actor, |reply| CatalogMsg::CreateDate {
             concert,
             starts_at,
             seat_count,
             price,
             reply,
         })
-        .await?
+        .await
     }
 
     pub fn concerts(&self) -> Vec<Concert> {

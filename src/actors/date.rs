@@ -13,8 +13,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::{broadcast, Notify};
 
 use super::{
-    ask, every, reply_outcome, reply_when_durable, snapshot_later, DateRegistry, Durability,
-    EngineError, LedgerHandle, QueueHandle,
+    ask, ask_durably, every, snapshot_later, DateRegistry, Decided, Durability, EngineError,
+    LedgerHandle, QueueHandle,
 };
 use crate::clock::SharedClock;
 use crate::domain::seat_map::{Reservation, SeatMap, SeatStatus};
@@ -201,18 +201,18 @@ pub enum DateMsg {
         user: UserId,
         seats: SeatList,
         idempotency: Option<IdempotencyStamp>,
-        reply: RpcReplyPort<Result<Reservation, DomainError>>,
+        reply: RpcReplyPort<Decided<Reservation, DomainError>>,
     },
     Cancel {
         user: UserId,
         reservation: ReservationId,
-        reply: RpcReplyPort<Result<(), EngineError>>,
+        reply: RpcReplyPort<Decided<(), EngineError>>,
     },
     Pay {
         user: UserId,
         reservation: ReservationId,
         idempotency: Option<IdempotencyStamp>,
-        reply: RpcReplyPort<Result<PaymentReceipt, EngineError>>,
+        reply: RpcReplyPort<Decided<PaymentReceipt, EngineError>>,
     },
     Get {
         user: UserId,
@@ -352,7 +352,7 @@ impl Actor for DateActor {
                         .clone();
                     (placed, durable)
                 });
-                reply_outcome(reply, outcome);
+                let _ = reply.send(outcome);
             }
             DateMsg::Cancel {
                 user,
@@ -362,19 +362,16 @@ impl Actor for DateActor {
                 let decided = state.map.cancel_hold(user, reservation, now);
                 let decided = state.unless_ended(decided, reservation);
                 let outcome = decided.map(|event| ((), state.commit(&event, now)));
-                reply_outcome(reply, outcome);
+                let _ = reply.send(outcome);
             }
             DateMsg::Pay {
                 user,
                 reservation,
                 idempotency,
                 reply,
-            } => match state.pay(user, reservation, idempotency, now).await {
-                Ok((receipt, durable)) => reply_when_durable(durable, reply, Ok(receipt)),
-                Err(error) => {
-                    let _ = reply.send(Err(error));
-                }
-            },
+            } => {
+                let _ = reply.send(state.pay(user, reservation, idempotency, now).await);
+            }
             DateMsg::Get {
                 user,
                 reservation,
@@ -479,13 +476,13 @@ impl DateHandle {
         seats: SeatList,
         idempotency: Option<IdempotencyStamp>,
     ) -> Result<Reservation, EngineError> {
-        Ok(ask(&self.actor, |reply| DateMsg::Hold {
+        ask_durably(&self.actor, |reply| DateMsg::Hold {
             user,
             seats,
             idempotency,
             reply,
         })
-        .await??)
+        .await
     }
 
     pub async fn cancel(
@@ -493,12 +490,12 @@ impl DateHandle {
         user: UserId,
         reservation: ReservationId,
     ) -> Result<(), EngineError> {
-        let cancelled = ask(&self.actor, |reply| DateMsg::Cancel {
+        let cancelled = ask_durably(&self.actor, |reply| DateMsg::Cancel {
             user,
             reservation,
             reply,
         })
-        .await?;
+        .await;
         self.refused_if_ended(
             cancelled,
             user,
@@ -514,13 +511,13 @@ impl DateHandle {
         reservation: ReservationId,
         idempotency: Option<IdempotencyStamp>,
     ) -> Result<PaymentReceipt, EngineError> {
-        let paid = ask(&self.actor, |reply| DateMsg::Pay {
+        let paid = ask_durably(&self.actor, |reply| DateMsg::Pay {
             user,
             reservation,
             idempotency,
             reply,
         })
-        .await?;
+        .await;
         self.refused_if_ended(
             paid,
             user,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use super::{ask, every, reply_outcome, snapshot_later, Durability, EngineError};
+use super::{ask, ask_durably, every, snapshot_later, Decided, Durability, EngineError};
 use crate::clock::SharedClock;
 use crate::domain::ledger::{Ledger, LedgerEntry};
 use crate::domain::{ChargeId, DomainError, Event, IdempotencyStamp, Timestamp, UserId};
@@ -28,7 +28,7 @@ pub enum LedgerMsg {
         user: UserId,
         amount: i128,
         idempotency: Option<IdempotencyStamp>,
-        reply: RpcReplyPort<Result<ChargeReceipt, DomainError>>,
+        reply: RpcReplyPort<Decided<ChargeReceipt, DomainError>>,
     },
     /// Sent only by date actors, with an event their seat map prepared; answers the settled
     /// event at once (in memory) and the ticket that resolves when it is durable.
@@ -107,7 +107,7 @@ impl Actor for LedgerActor {
                     };
                     (receipt, durable)
                 });
-                reply_outcome(reply, outcome);
+                let _ = reply.send(outcome);
             }
             LedgerMsg::SettlePayment { payment, reply } => {
                 let outcome = state.ledger.settle_payment(&payment).map(|settled| {
@@ -165,13 +165,13 @@ impl LedgerHandle {
         amount: i128,
         idempotency: Option<IdempotencyStamp>,
     ) -> Result<ChargeReceipt, EngineError> {
-        Ok(ask(&self.actor, |reply| LedgerMsg::Charge {
+        ask_durably(&self.actor, |reply| LedgerMsg::Charge {
             user,
             amount,
             idempotency,
             reply,
         })
-        .await??)
+        .await
     }
 
     pub(crate) async fn settle_payment(
