@@ -441,3 +441,64 @@ pub(crate) fn every<M: ractor::Message>(
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::domain::{ConcertId, SeatList, SeatNo, Timestamp};
+
+    /// Invariant: no client hears of a change the disk does not have. The owner applies a
+    /// change and answers at once; what the caller gets back must still wait for the commit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_change_is_answered_only_once_its_event_is_committed() {
+        let settings = Settings::for_tests();
+        let engine = Engine::start(&settings, ManualClock::new(Timestamp(1_000)))
+            .await
+            .unwrap();
+        let concert: ConcertId = engine
+            .catalog
+            .create_concert("c".into(), "v".into())
+            .await
+            .unwrap();
+        let date = engine
+            .catalog
+            .create_date(concert, Timestamp(0), 10, 100)
+            .await
+            .unwrap();
+        let handle = engine.dates.get(date).unwrap();
+        let ledger = engine.ledger.clone();
+
+        // Another connection holds the log's write lock, so no commit can finish meanwhile
+        // (the writer waits it out: `WRITER_BUSY_TIMEOUT_MS`).
+        let blocker = rusqlite::Connection::open(&settings.storage.sqlite_path).unwrap();
+        blocker
+            .execute_batch("PRAGMA busy_timeout = 5000; BEGIN IMMEDIATE;")
+            .unwrap();
+        let hold = tokio::spawn(async move {
+            handle
+                .hold(UserId(1), SeatList::from_slice(&[SeatNo(1)]), None)
+                .await
+        });
+        let charge = tokio::spawn(async move { ledger.charge(UserId(1), 500, None).await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!hold.is_finished(), "a hold was answered before its commit");
+        assert!(
+            !charge.is_finished(),
+            "a charge was answered before its commit"
+        );
+        let view = engine.dates.get(date).unwrap();
+        assert_eq!(
+            view.view().held_seats(),
+            1,
+            "the date applied the hold at once"
+        );
+
+        blocker.execute_batch("COMMIT").unwrap();
+        hold.await.unwrap().unwrap();
+        assert_eq!(charge.await.unwrap().unwrap().balance, 500);
+        engine.stop().await;
+    }
+}

@@ -34,7 +34,7 @@ pub enum LedgerMsg {
     /// event at once (in memory) and the ticket that resolves when it is durable.
     SettlePayment {
         payment: Event,
-        reply: RpcReplyPort<Result<(Event, Durable), DomainError>>,
+        reply: RpcReplyPort<Decided<Event, DomainError>>,
     },
     Balance {
         user: UserId,
