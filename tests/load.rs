@@ -210,7 +210,7 @@ async fn polls_of_a_still_waiting_line_answer_exact_positions() {
         "--connections",
         "8",
         "--duration",
-        "1",
+        "2",
         "--setup-timeout",
         "10",
         "--request-timeout",
@@ -219,6 +219,12 @@ async fn polls_of_a_still_waiting_line_answer_exact_positions() {
     ];
     let report = run_to_success(args.map(String::from), server).await;
     assert_eq!(report["mode"], "polls");
+    // Two seconds: the ceiling and the polls alternate in two rounds of a second each.
+    assert_eq!(report["outcome"]["rounds"], 2, "{report:#}");
+    for side in ["ceiling_seconds", "polls_seconds"] {
+        let seconds = report["outcome"][side].as_f64().unwrap_or(0.0);
+        assert!((1.9..3.0).contains(&seconds), "{side}: {report:#}");
+    }
     let outcome = &report["outcome"];
     // A fresh server: the run's first token takes the slot, the other 299 wait at 1..=299.
     assert_eq!(outcome["active_of_run"], 1, "{report:#}");

@@ -14,8 +14,8 @@
 //! - `api`: API.md as typed calls, and the waiting-room admission loop.
 //! - `setup`: usernames, sign-ups, admitted buyers, the date.
 //! - `sell_out`, `hot_seat`, `holds`, `soak`, `ceiling`, `polls`, `payments`: the modes
-//!   (`ceiling` also holds `flood`, the measured phase `polls` and `payments` reuse for the
-//!   ceiling and their own request).
+//!   (`ceiling` also holds `flood` and `interleaved`, the measured phases `payments` and
+//!   `polls` reuse for the ceiling and their own request).
 //! - `rss`: the server's resident memory, sampled during a soak (and after `polls`' setup),
 //!   and the verdict on it.
 //! - `audit`: the invariant check. `report`: the table and the JSON. `progress`: the bar.
@@ -134,12 +134,14 @@ Modes:
             client on this machine.
   polls     queue polls against a long waiting line: setup signs --buyers N up and in and each
             takes a queue token (positions learned from the issuing answers); the measured
-            phase is the ceiling for --duration, then GET /api/v1/queue/tokens/current of
-            random waiting buyers on every connection for --duration (each with the whole
-            --max-requests). Every poll must answer waiting at the buyer's exact position; any
-            other answer is a mismatch and fails the run. Reports polls/s (exact answers),
-            the ceiling's req/s and their ratio. The line must hold still, so start the server
-            for it with one admission slot and long TTLs:
+            phase alternates the ceiling and GET /api/v1/queue/tokens/current of random
+            waiting buyers on every connection, in up to 4 rounds that give each --duration
+            in all (and each round's slice a quarter of --max-requests), so a server still
+            busy after setup weighs on both sides of the ratio alike. Every poll must answer
+            waiting at the buyer's exact position; any other answer is a mismatch and fails
+            the run. Reports polls/s (exact answers), the ceiling's req/s and their ratio.
+            The line must hold still, so start the server for it with one admission slot and
+            long TTLs:
               BOXOFFICE__QUEUE__MAX_ACTIVE=1 BOXOFFICE__QUEUE__WAITING_TTL_SECONDS=86400
               BOXOFFICE__QUEUE__ACTIVE_TTL_SECONDS=86400
             and nothing else using the waiting room. With --server-pid PID the report gives the
@@ -254,7 +256,8 @@ pub enum Mode {
     Soak,
     /// GET /healthz on every connection: the no-work HTTP ceiling.
     Ceiling,
-    /// The ceiling, then queue polls of a long waiting line, positions checked.
+    /// The ceiling and queue polls of a long waiting line in alternating rounds, positions
+    /// checked.
     Polls,
     /// The ceiling, then each admitted buyer pays once for its held seat: payments per second.
     Payments,

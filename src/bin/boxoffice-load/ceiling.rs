@@ -2,11 +2,13 @@
 //! the server answers. Its requests per second are the HTTP ceiling this client and this machine
 //! reach; compare every other mode's figures against it.
 //!
-//! `flood` is the measured phase shared with `polls`, which times the ceiling first (`measure`)
-//! and then its own request on the same connections.
+//! `flood` is the measured phase shared with `payments`, which times the ceiling first
+//! (`measure`) and then its own request on the same connections; `interleaved` alternates the
+//! two in rounds, as `polls` does, so a server still busy after setup, or any drift during the
+//! run, weighs on both sides of the ratio alike.
 
 use std::future::Future;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tokio::task::JoinSet;
@@ -49,12 +51,91 @@ impl Flood {
     pub fn per_second(&self) -> f64 {
         self.requests as f64 / self.seconds.max(1e-9)
     }
+
+    /// Two phases of the same flood as one: requests and seconds add up; it stopped as the
+    /// later one did.
+    fn and_then(self, later: Flood) -> Flood {
+        Flood {
+            requests: self.requests + later.requests,
+            seconds: self.seconds + later.seconds,
+            stopped_by: later.stopped_by,
+        }
+    }
+}
+
+/// Rounds of `interleaved`: enough that a slow drift shows on both sides, few enough that each
+/// slice is long next to the time a connection takes to ramp up.
+pub const ROUNDS: u32 = 4;
+
+/// The ceiling and `endpoint` in alternating slices of `--duration / ROUNDS` each (so each side
+/// gets `--duration` in all, and each slice `--max-requests / ROUNDS`). `connection(round, i)`
+/// makes connection `i`'s step for a round. Stops early when a slice ends for any reason other
+/// than its time running out. Returns both floods and the rounds run.
+pub async fn interleaved<S, Fut>(
+    ctx: &Context,
+    title: &'static str,
+    endpoint: Endpoint,
+    connection: impl Fn(u32, usize) -> S,
+) -> (Flood, Flood, u32)
+where
+    S: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), Fail>> + Send + 'static,
+{
+    let rounds = ROUNDS.min(ctx.duration().as_secs().max(1) as u32);
+    let slice = Slice {
+        duration: ctx.duration() / rounds,
+        max_requests: (ctx.max_requests() / u64::from(rounds)).max(1),
+    };
+    let mut ceiling = Flood::none();
+    let mut flooded = Flood::none();
+    let mut run = 0;
+    for round in 0..rounds {
+        run += 1;
+        ceiling = ceiling.and_then(measure_for(ctx, slice).await);
+        let this_round = flood_for(ctx, title, endpoint, slice, |i| connection(round, i)).await;
+        let stopped_early = this_round.stopped_by != "duration";
+        flooded = flooded.and_then(this_round);
+        if stopped_early || ceiling.stopped_by != "duration" {
+            break;
+        }
+    }
+    (ceiling, flooded, run)
+}
+
+impl Flood {
+    fn none() -> Self {
+        Flood {
+            requests: 0,
+            seconds: 0.0,
+            stopped_by: "duration",
+        }
+    }
+}
+
+/// How long one flood may run and how many requests it may send.
+#[derive(Clone, Copy)]
+struct Slice {
+    duration: Duration,
+    max_requests: u64,
+}
+
+impl Slice {
+    fn whole(ctx: &Context) -> Self {
+        Slice {
+            duration: ctx.duration(),
+            max_requests: ctx.max_requests(),
+        }
+    }
 }
 
 /// The ceiling: a flood of `GET /healthz`.
 pub async fn measure(ctx: &Context) -> Flood {
+    measure_for(ctx, Slice::whole(ctx)).await
+}
+
+async fn measure_for(ctx: &Context, slice: Slice) -> Flood {
     let client = ctx.client.clone();
-    flood(ctx, "ceiling", Endpoint::Health, move |_| {
+    flood_for(ctx, "ceiling", Endpoint::Health, slice, move |_| {
         let client = client.clone();
         move || {
             let client = client.clone();
@@ -78,9 +159,23 @@ where
     S: FnMut() -> Fut + Send + 'static,
     Fut: Future<Output = Result<(), Fail>> + Send + 'static,
 {
+    flood_for(ctx, title, endpoint, Slice::whole(ctx), connection).await
+}
+
+async fn flood_for<S, Fut>(
+    ctx: &Context,
+    title: &'static str,
+    endpoint: Endpoint,
+    slice: Slice,
+    connection: impl Fn(usize) -> S,
+) -> Flood
+where
+    S: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), Fail>> + Send + 'static,
+{
     let client = &ctx.client;
     let before = client.stats().endpoint_requests(endpoint);
-    let started = client.begin_measured(ctx.duration(), ctx.max_requests());
+    let started = client.begin_measured(slice.duration, slice.max_requests);
     let steps: Vec<S> = (0..ctx.cli.connections).map(connection).collect();
     let work = {
         let client = client.clone();
@@ -112,7 +207,7 @@ where
         }
     };
     ctx.display
-        .run(title, ctx.max_requests(), status, ctx.bounded(work))
+        .run(title, slice.max_requests, status, ctx.bounded(work))
         .await;
     let seconds = started.elapsed().as_secs_f64();
     client.end_measured();

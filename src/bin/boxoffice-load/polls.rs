@@ -1,7 +1,7 @@
 //! `polls`: queue polls against a long waiting line. Setup signs `--buyers` users up and in and
 //! has each take a queue token, so that (on a server with `queue.max_active = 1` and long TTLs)
 //! one token is active and every other waits with a known place in line. The measured phase
-//! first floods `GET /healthz` (the ceiling, as in `ceiling`), then polls
+//! alternates, in rounds, a flood of `GET /healthz` (the ceiling, as in `ceiling`) with polls of
 //! `GET /api/v1/queue/tokens/current` with the session and token of random waiting buyers on
 //! every connection; every answer must say `waiting` at exactly the expected position.
 //!
@@ -113,8 +113,6 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
     let setup_seconds = setup_started.elapsed().as_secs_f64();
     let rss_after_setup_kib = ctx.cli.server_pid.and_then(|pid| rss::read_kib(pid).ok());
 
-    let ceiling = ceiling::measure(ctx).await;
-
     let shared = Arc::new(Shared {
         client: client.clone(),
         waiters: line.waiters,
@@ -123,18 +121,24 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
         refused: AtomicU64::new(0),
         examples: Mutex::new(Vec::new()),
     });
-    let polls = ceiling::flood(ctx, "polls", Endpoint::PollQueueToken, |connection| {
-        let shared = shared.clone();
-        let mut rng = StdRng::seed_from_u64(
-            ctx.seed
-                .wrapping_add((connection as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
-        );
-        move || {
-            let pick = rng.gen_range(0..shared.waiters.len());
+    let (ceiling, polls, rounds) = ceiling::interleaved(
+        ctx,
+        "polls",
+        Endpoint::PollQueueToken,
+        |round, connection| {
             let shared = shared.clone();
-            async move { poll(&shared, pick).await }
-        }
-    })
+            let stream = (u64::from(round) << 32) | connection as u64;
+            let mut rng = StdRng::seed_from_u64(
+                ctx.seed
+                    .wrapping_add(stream.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+            );
+            move || {
+                let pick = rng.gen_range(0..shared.waiters.len());
+                let shared = shared.clone();
+                async move { poll(&shared, pick).await }
+            }
+        },
+    )
     .await;
 
     let compared = ceiling::AgainstCeiling::new(client, &ceiling, Endpoint::PollQueueToken, &polls);
@@ -163,6 +167,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
         "poll_p99_ms": latency(Endpoint::PollQueueToken).map(|e| e.latency_ms.p99),
         "ceiling_p99_ms": latency(Endpoint::Health).map(|e| e.latency_ms.p99),
         "polls_seconds": polls.seconds,
+        "rounds": rounds,
         "ceiling_seconds": ceiling.seconds,
         "ceiling_requests": ceiling.requests,
         "ceiling_stopped_by": ceiling.stopped_by,
