@@ -288,6 +288,63 @@ async fn payments_pay_each_held_seat_once_and_conserve_money() {
     assert_eq!(report["measured"]["status_5xx"], 0, "{report:#}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holds_are_set_against_a_ceiling_measured_before_and_after_them() {
+    let settings = Settings::for_tests();
+    let max_seats_per_user = u64::from(settings.holds.max_seats_per_user);
+    let server = Server::start(settings).await;
+    let args = [
+        "--url",
+        &server.url,
+        "--admin-token",
+        &server.admin_token,
+        "--mode",
+        "holds",
+        "--buyers",
+        "20",
+        "--seats",
+        "200",
+        "--connections",
+        "8",
+        "--duration",
+        "4",
+        "--setup-timeout",
+        "10",
+        "--request-timeout",
+        "5",
+        "--json",
+    ];
+    let report = run_to_success(args.map(String::from), server).await;
+    assert_eq!(report["mode"], "holds");
+    let outcome = &report["outcome"];
+    // Every seat is held once; each buyer walks 10 seats, so past the limit it cancels.
+    assert_eq!(outcome["holds"], 200, "{report:#}");
+    assert_eq!(outcome["hold_conflicts"], 0, "{report:#}");
+    assert_eq!(
+        outcome["cancels"].as_u64(),
+        Some(20 * (10 - max_seats_per_user)),
+        "{report:#}"
+    );
+    // A quarter of --duration before the holds and a quarter after.
+    let ceiling_seconds = outcome["ceiling_seconds"].as_f64().unwrap_or(0.0);
+    assert!((1.9..3.0).contains(&ceiling_seconds), "{report:#}");
+    assert!(
+        outcome["ceiling_per_second"].as_f64() > Some(0.0),
+        "{report:#}"
+    );
+    let writes = outcome["writes_per_second"].as_f64().unwrap_or(0.0);
+    let ceiling = outcome["ceiling_per_second"].as_f64().unwrap_or(0.0);
+    let ratio = outcome["ratio_percent"].as_f64().unwrap_or(0.0);
+    assert!(writes > 0.0, "{report:#}");
+    assert!(
+        (ratio - 100.0 * writes / ceiling).abs() < 1e-6,
+        "{report:#}"
+    );
+    assert!(outcome["hold_p99_ms"].as_f64() > Some(0.0), "{report:#}");
+    assert_eq!(report["invariants"]["ok"], true, "{report:#}");
+    assert_eq!(report["measured"]["status_5xx"], 0, "{report:#}");
+}
+
 /// Runs the generator against `server`, stops the server, and returns the JSON report of a run
 /// that exited 0 with every invariant holding.
 async fn run_to_success(args: impl IntoIterator<Item = String>, server: Server) -> Value {

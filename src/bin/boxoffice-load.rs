@@ -114,8 +114,10 @@ Modes:
             new date each: winners top up, pay and queue again; losers try the other seats.
   holds     admitted buyers each hold distinct seats as fast as the server answers (session and
             queue token checked on every request), cancelling their oldest hold once at the
-            per-user limit: durable holds per second. Raise holds.max_seats_per_user on the
-            server (e.g. BOXOFFICE__HOLDS__MAX_SEATS_PER_USER=1000) to time holds alone.
+            per-user limit: durable holds per second. The ceiling is flooded for a quarter of
+            --duration just before the holds and again just after; the report sets the durable
+            writes per second (holds and cancels) against it. Raise holds.max_seats_per_user
+            on the server (e.g. BOXOFFICE__HOLDS__MAX_SEATS_PER_USER=1000) to time holds alone.
   soak      steady mixed load for 10 minutes (--duration) from a fixed population of buyers,
             signed up and in once: over and over each takes a queue token and waits to be
             admitted, reads the seat map, holds 1-2 seats, then cancels (40%), lets the hold
@@ -250,7 +252,8 @@ pub enum Mode {
     SellOut,
     /// All buyers race for the same few seats, round after round.
     HotSeat,
-    /// Admitted buyers hold distinct seats as fast as possible: holds per second.
+    /// Admitted buyers hold distinct seats as fast as possible, between two slices of the
+    /// ceiling: holds per second.
     Holds,
     /// Ten minutes of mixed load from a fixed population, the server's RSS sampled.
     Soak,

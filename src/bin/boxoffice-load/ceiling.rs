@@ -82,10 +82,7 @@ where
     Fut: Future<Output = Result<(), Fail>> + Send + 'static,
 {
     let rounds = ROUNDS.min(ctx.duration().as_secs().max(1) as u32);
-    let slice = Slice {
-        duration: ctx.duration() / rounds,
-        max_requests: (ctx.max_requests() / u64::from(rounds)).max(1),
-    };
+    let slice = Slice::part(ctx, rounds);
     let mut ceiling = Flood::none();
     let mut flooded = Flood::none();
     let mut run = 0;
@@ -121,9 +118,14 @@ struct Slice {
 
 impl Slice {
     fn whole(ctx: &Context) -> Self {
+        Self::part(ctx, 1)
+    }
+
+    /// `--duration / parts` and `--max-requests / parts`.
+    fn part(ctx: &Context, parts: u32) -> Self {
         Slice {
-            duration: ctx.duration(),
-            max_requests: ctx.max_requests(),
+            duration: ctx.duration() / parts,
+            max_requests: (ctx.max_requests() / u64::from(parts)).max(1),
         }
     }
 }
@@ -131,6 +133,17 @@ impl Slice {
 /// The ceiling: a flood of `GET /healthz`.
 pub async fn measure(ctx: &Context) -> Flood {
     measure_for(ctx, Slice::whole(ctx)).await
+}
+
+/// The ceiling for a `parts`-th of `--duration` and of `--max-requests`: one of the slices a
+/// mode whose own phase cannot be cut sets around it, before and after.
+pub async fn measure_part(ctx: &Context, parts: u32) -> Flood {
+    measure_for(ctx, Slice::part(ctx, parts)).await
+}
+
+/// Two slices of the ceiling as one.
+pub fn both(before: Flood, after: Flood) -> Flood {
+    before.and_then(after)
 }
 
 async fn measure_for(ctx: &Context, slice: Slice) -> Flood {
@@ -236,11 +249,19 @@ pub struct AgainstCeiling {
 
 impl AgainstCeiling {
     pub fn new(client: &Client, ceiling: &Flood, endpoint: Endpoint, flood: &Flood) -> Self {
-        let endpoint_seconds = vec![
-            (Endpoint::Health, ceiling.seconds),
-            (endpoint, flood.seconds),
-        ];
-        let measured_seconds = ceiling.seconds + flood.seconds;
+        Self::of_phase(client, ceiling, &[endpoint], flood.seconds)
+    }
+
+    /// The same for a phase of `seconds` that sent requests to each of `endpoints`.
+    pub fn of_phase(
+        client: &Client,
+        ceiling: &Flood,
+        endpoints: &[Endpoint],
+        seconds: f64,
+    ) -> Self {
+        let mut endpoint_seconds = vec![(Endpoint::Health, ceiling.seconds)];
+        endpoint_seconds.extend(endpoints.iter().map(|endpoint| (*endpoint, seconds)));
+        let measured_seconds = ceiling.seconds + seconds;
         let summary = client.stats().summary(measured_seconds, &endpoint_seconds);
         let ceiling_ok = summary
             .endpoints

@@ -4,7 +4,9 @@
 //! request. A buyer may hold only `holds.max_seats_per_user` seats at once: the first 422
 //! `hold_limit` teaches the generator that limit, and from then on a buyer at the limit cancels
 //! its oldest hold before the next one. The run ends with the seats, the duration or the
-//! request budget.
+//! request budget. The ceiling (`GET /healthz`, as in `ceiling`) is flooded for a quarter of
+//! `--duration` just before the holds and again just after, on the same connections, and the
+//! durable writes per second (holds and cancels) are reported against it.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -14,8 +16,9 @@ use std::time::Instant;
 use serde_json::json;
 use tokio::task::JoinSet;
 
-use crate::api::{self, Fail};
+use crate::api::{self, Endpoint, Fail};
 use crate::audit::{Auditor, BuyerRecord, HoldRecord};
+use crate::ceiling;
 use crate::client::Client;
 use crate::setup::{self, Admitted};
 use crate::{Context, ModeRun};
@@ -48,6 +51,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
     let admitted = ctx.sign_in_and_admit_buyers().await?;
     let setup_seconds = setup_started.elapsed().as_secs_f64();
 
+    let ceiling_before = ceiling::measure_part(ctx, 4).await;
     let started = client.begin_measured(ctx.duration(), ctx.max_requests());
     let shared = Arc::new(Shared {
         client: client.clone(),
@@ -99,23 +103,43 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
         .run("holds", u64::from(seat_count), status, ctx.bounded(work))
         .await
         .unwrap_or_default();
-    let measured_seconds = started.elapsed().as_secs_f64();
+    let holds_seconds = started.elapsed().as_secs_f64();
+    let holds_stopped_by = client.halt_reason();
     client.end_measured();
+    let ceiling = ceiling::both(ceiling_before, ceiling::measure_part(ctx, 4).await);
+    let compared = ceiling::AgainstCeiling::of_phase(
+        client,
+        &ceiling,
+        &[Endpoint::Hold, Endpoint::Cancel],
+        holds_seconds,
+    );
 
     let holds = shared.holds.load(Ordering::Relaxed);
+    let cancels = shared.cancels.load(Ordering::Relaxed);
+    let writes_per_second = (holds + cancels) as f64 / holds_seconds.max(1e-9);
     let limit = shared.hold_limit.load(Ordering::Relaxed);
+    let latency = |endpoint: Endpoint| compared.latency(endpoint).map(|e| e.latency_ms.p99);
     let outcome = json!({
         "buyers": holders,
         "seats": seat_count,
         "holds": holds,
-        "holds_per_second": holds as f64 / measured_seconds.max(1e-9),
-        "cancels": shared.cancels.load(Ordering::Relaxed),
+        "holds_per_second": holds as f64 / holds_seconds.max(1e-9),
+        "cancels": cancels,
+        "writes_per_second": writes_per_second,
+        "ceiling_per_second": compared.ceiling_per_second,
+        "ratio_percent": compared.ratio_percent(writes_per_second),
+        "hold_p99_ms": latency(Endpoint::Hold),
+        "ceiling_p99_ms": latency(Endpoint::Health),
+        "holds_seconds": holds_seconds,
+        "holds_stopped_by": holds_stopped_by,
+        "ceiling_seconds": ceiling.seconds,
+        "ceiling_requests": ceiling.requests,
         "hold_conflicts": shared.conflicts.load(Ordering::Relaxed),
         "hold_limit_learned": (limit != usize::MAX).then_some(limit),
     });
     Ok(ModeRun {
         setup_seconds,
-        measured_seconds,
+        measured_seconds: compared.measured_seconds,
         outcome,
         records,
         dates: vec![(date_id, seat_count)],
@@ -126,7 +150,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
         check_holds: true,
         rss: None,
         checks: Vec::new(),
-        endpoint_seconds: Vec::new(),
+        endpoint_seconds: compared.endpoint_seconds,
     })
 }
 
