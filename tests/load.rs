@@ -57,6 +57,15 @@ impl Server {
         }
     }
 
+    /// The generator's arguments for a run of `mode` against this server: `flags`, then the
+    /// request timeout and the JSON report every test reads.
+    fn args(&self, mode: &str, flags: &[&str]) -> Vec<String> {
+        let mut args = vec!["--url", &self.url, "--mode", mode];
+        args.extend_from_slice(flags);
+        args.extend(["--request-timeout", "5", "--json"]);
+        args.into_iter().map(String::from).collect()
+    }
+
     async fn stop(self) {
         let _ = self.stop.send(());
         let _ = tokio::time::timeout(Duration::from_secs(10), self.running).await;
@@ -67,30 +76,26 @@ impl Server {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_sell_out_sells_every_seat_once_and_conserves_money() {
     let server = Server::start(Settings::for_tests()).await;
-    let args = [
-        "--url",
-        &server.url,
-        "--admin-token",
-        &server.admin_token,
-        "--mode",
+    let args = server.args(
         "sell-out",
-        "--seats",
-        "200",
-        "--buyers",
-        "400",
-        "--connections",
-        "16",
-        "--duration",
-        "20",
-        "--max-requests",
-        "100000",
-        "--setup-timeout",
-        "20",
-        "--request-timeout",
-        "5",
-        "--json",
-    ];
-    let report = run_to_success(args.map(String::from), server).await;
+        &[
+            "--admin-token",
+            &server.admin_token,
+            "--seats",
+            "200",
+            "--buyers",
+            "400",
+            "--connections",
+            "16",
+            "--duration",
+            "20",
+            "--max-requests",
+            "100000",
+            "--setup-timeout",
+            "20",
+        ],
+    );
+    let report = run_to_success(args, server).await;
     assert_eq!(report["mode"], "sell-out");
     assert_eq!(report["outcome"]["sold_out"], true, "{report:#}");
     assert!(report["outcome"]["sold_out_seconds"].as_f64().is_some());
@@ -133,34 +138,30 @@ async fn a_short_soak_samples_the_servers_rss_and_passes_the_audit() {
     let server = Server::start(settings).await;
     // The server runs in this process, so this process's RSS is the server's.
     let pid = std::process::id().to_string();
-    let args = [
-        "--url",
-        &server.url,
-        "--admin-token",
-        &server.admin_token,
-        "--mode",
+    let args = server.args(
         "soak",
-        "--seats",
-        "40",
-        "--buyers",
-        "10",
-        "--connections",
-        "8",
-        "--warmup",
-        "1",
-        "--duration",
-        "3",
-        "--sample-seconds",
-        "1",
-        "--server-pid",
-        &pid,
-        "--setup-timeout",
-        "10",
-        "--request-timeout",
-        "5",
-        "--json",
-    ];
-    let report = run_to_success(args.map(String::from), server).await;
+        &[
+            "--admin-token",
+            &server.admin_token,
+            "--seats",
+            "40",
+            "--buyers",
+            "10",
+            "--connections",
+            "8",
+            "--warmup",
+            "1",
+            "--duration",
+            "3",
+            "--sample-seconds",
+            "1",
+            "--server-pid",
+            &pid,
+            "--setup-timeout",
+            "10",
+        ],
+    );
+    let report = run_to_success(args, server).await;
     assert_eq!(report["mode"], "soak");
     assert_eq!(report["stopped_by"], "duration", "{report:#}");
     assert!(report["outcome"]["rounds"].as_u64() > Some(0), "{report:#}");
@@ -200,24 +201,20 @@ async fn polls_of_a_still_waiting_line_answer_exact_positions() {
     settings.queue.active_ttl_seconds = 86_400;
     settings.queue.waiting_ttl_seconds = 86_400;
     let server = Server::start_with_queue_as_given(settings).await;
-    let args = [
-        "--url",
-        &server.url,
-        "--mode",
+    let args = server.args(
         "polls",
-        "--buyers",
-        "300",
-        "--connections",
-        "8",
-        "--duration",
-        "2",
-        "--setup-timeout",
-        "10",
-        "--request-timeout",
-        "5",
-        "--json",
-    ];
-    let report = run_to_success(args.map(String::from), server).await;
+        &[
+            "--buyers",
+            "300",
+            "--connections",
+            "8",
+            "--duration",
+            "2",
+            "--setup-timeout",
+            "10",
+        ],
+    );
+    let report = run_to_success(args, server).await;
     assert_eq!(report["mode"], "polls");
     // Two seconds: the ceiling and the polls alternate in two rounds of a second each.
     assert_eq!(report["outcome"]["rounds"], 2, "{report:#}");
@@ -250,26 +247,22 @@ async fn polls_of_a_still_waiting_line_answer_exact_positions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payments_pay_each_held_seat_once_and_conserve_money() {
     let server = Server::start(Settings::for_tests()).await;
-    let args = [
-        "--url",
-        &server.url,
-        "--admin-token",
-        &server.admin_token,
-        "--mode",
+    let args = server.args(
         "payments",
-        "--buyers",
-        "200",
-        "--connections",
-        "8",
-        "--duration",
-        "1",
-        "--setup-timeout",
-        "10",
-        "--request-timeout",
-        "5",
-        "--json",
-    ];
-    let report = run_to_success(args.map(String::from), server).await;
+        &[
+            "--admin-token",
+            &server.admin_token,
+            "--buyers",
+            "200",
+            "--connections",
+            "8",
+            "--duration",
+            "1",
+            "--setup-timeout",
+            "10",
+        ],
+    );
+    let report = run_to_success(args, server).await;
     assert_eq!(report["mode"], "payments");
     let outcome = &report["outcome"];
     assert_eq!(outcome["ready_to_pay"], 200, "{report:#}");
@@ -293,28 +286,24 @@ async fn holds_are_set_against_a_ceiling_measured_before_and_after_them() {
     let settings = Settings::for_tests();
     let max_seats_per_user = u64::from(settings.holds.max_seats_per_user);
     let server = Server::start(settings).await;
-    let args = [
-        "--url",
-        &server.url,
-        "--admin-token",
-        &server.admin_token,
-        "--mode",
+    let args = server.args(
         "holds",
-        "--buyers",
-        "20",
-        "--seats",
-        "200",
-        "--connections",
-        "8",
-        "--duration",
-        "4",
-        "--setup-timeout",
-        "10",
-        "--request-timeout",
-        "5",
-        "--json",
-    ];
-    let report = run_to_success(args.map(String::from), server).await;
+        &[
+            "--admin-token",
+            &server.admin_token,
+            "--buyers",
+            "20",
+            "--seats",
+            "200",
+            "--connections",
+            "8",
+            "--duration",
+            "4",
+            "--setup-timeout",
+            "10",
+        ],
+    );
+    let report = run_to_success(args, server).await;
     assert_eq!(report["mode"], "holds");
     let outcome = &report["outcome"];
     // Every seat is held once; each buyer walks 10 seats, so past the limit it cancels.
