@@ -52,9 +52,17 @@ impl Flood {
         self.requests as f64 / self.seconds.max(1e-9)
     }
 
+    fn none() -> Self {
+        Flood {
+            requests: 0,
+            seconds: 0.0,
+            stopped_by: "duration",
+        }
+    }
+
     /// Two phases of the same flood as one: requests and seconds add up; it stopped as the
     /// later one did.
-    fn and_then(self, later: Flood) -> Flood {
+    pub fn and_then(self, later: Flood) -> Flood {
         Flood {
             requests: self.requests + later.requests,
             seconds: self.seconds + later.seconds,
@@ -65,7 +73,7 @@ impl Flood {
 
 /// Rounds of `interleaved`: enough that a slow drift shows on both sides, few enough that each
 /// slice is long next to the time a connection takes to ramp up.
-pub const ROUNDS: u32 = 4;
+const ROUNDS: u32 = 4;
 
 /// The ceiling and `endpoint` in alternating slices of `--duration / ROUNDS` each (so each side
 /// gets `--duration` in all, and each slice `--max-requests / ROUNDS`). `connection(round, i)`
@@ -85,28 +93,18 @@ where
     let slice = Slice::part(ctx, rounds);
     let mut ceiling = Flood::none();
     let mut flooded = Flood::none();
-    let mut run = 0;
+    let mut rounds_run = 0;
     for round in 0..rounds {
-        run += 1;
         ceiling = ceiling.and_then(measure_for(ctx, slice).await);
         let this_round = flood_for(ctx, title, endpoint, slice, |i| connection(round, i)).await;
         let stopped_early = this_round.stopped_by != "duration";
         flooded = flooded.and_then(this_round);
+        rounds_run = round + 1;
         if stopped_early || ceiling.stopped_by != "duration" {
             break;
         }
     }
-    (ceiling, flooded, run)
-}
-
-impl Flood {
-    fn none() -> Self {
-        Flood {
-            requests: 0,
-            seconds: 0.0,
-            stopped_by: "duration",
-        }
-    }
+    (ceiling, flooded, rounds_run)
 }
 
 /// How long one flood may run and how many requests it may send.
@@ -139,11 +137,6 @@ pub async fn measure(ctx: &Context) -> Flood {
 /// mode whose own phase cannot be cut sets around it, before and after.
 pub async fn measure_part(ctx: &Context, parts: u32) -> Flood {
     measure_for(ctx, Slice::part(ctx, parts)).await
-}
-
-/// Two slices of the ceiling as one.
-pub fn both(before: Flood, after: Flood) -> Flood {
-    before.and_then(after)
 }
 
 async fn measure_for(ctx: &Context, slice: Slice) -> Flood {

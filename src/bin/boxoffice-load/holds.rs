@@ -106,7 +106,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
     let holds_seconds = started.elapsed().as_secs_f64();
     let holds_stopped_by = client.halt_reason();
     client.end_measured();
-    let ceiling = ceiling::both(ceiling_before, ceiling::measure_part(ctx, 4).await);
+    let ceiling = ceiling_before.and_then(ceiling::measure_part(ctx, 4).await);
     let compared = ceiling::AgainstCeiling::of_phase(
         client,
         &ceiling,
