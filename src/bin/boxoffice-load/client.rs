@@ -248,8 +248,9 @@ impl Client {
     }
 
     /// Starts the measured phase: at most `max_requests` requests, and a halt after `duration`.
-    /// A mode may run several measured phases one after another (`polls`: the ceiling, then the
-    /// polls); each starts with a fresh budget, and the halt reason is the last phase's.
+    /// A mode may run several measured phases one after another (`polls`: slices of the ceiling
+    /// and of the polls in turn); each starts with a fresh budget, and the halt reason is the
+    /// last phase's.
     pub fn begin_measured(&self, duration: Duration, max_requests: u64) -> Instant {
         let budget = &self.inner.budget;
         budget.max_requests.store(max_requests, Ordering::Release);

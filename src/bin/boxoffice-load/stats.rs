@@ -87,8 +87,8 @@ impl Stats {
     }
 
     /// The figures over a measured phase of `seconds`. An endpoint listed in `endpoint_seconds`
-    /// had a sub-phase of its own (`polls` times the ceiling, then the polls): its requests per
-    /// second are over that time instead.
+    /// had sub-phases of its own (the ceiling's slices around `holds`, or alternating with
+    /// `polls`): its requests per second are over their time instead.
     pub fn summary(&self, seconds: f64, endpoint_seconds: &[(Endpoint, f64)]) -> MeasuredSummary {
         let seconds = seconds.max(1e-9);
         let endpoints: Vec<EndpointSummary> = Endpoint::ALL
