@@ -342,14 +342,8 @@ impl Actor for DateActor {
                 let decided = state.map.place_hold(user, &seats, now, idempotency);
                 let outcome = decided.map(|event| {
                     let durable = state.commit(&event, now);
-                    let Event::HoldPlaced { reservation, .. } = event else {
-                        unreachable!("place_hold decides a hold")
-                    };
-                    let placed = state
-                        .map
-                        .reservation_of(user, reservation)
-                        .expect("just placed")
-                        .clone();
+                    // The answer is read off the event, not looked up in the map it went into.
+                    let placed = Reservation::placed_by(&event).expect("place_hold decides a hold");
                     (placed, durable)
                 });
                 let _ = reply.send(outcome);
