@@ -482,18 +482,28 @@ mod tests {
                 .hold(UserId(1), SeatList::from_slice(&[SeatNo(1)]), None)
                 .await
         });
-        let charge = tokio::spawn(async move { ledger.charge(UserId(1), 500, None).await });
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let charge = {
+            let ledger = ledger.clone();
+            tokio::spawn(async move { ledger.charge(UserId(1), 500, None).await })
+        };
+        // Both owners apply their change at once, commit or not; wait (bounded) until they have,
+        // so a slow machine cannot make the checks below pass for want of a change to answer.
+        let view = engine.dates.get(date).unwrap();
+        let applied = async {
+            while view.view().held_seats() != 1 || ledger.balance(UserId(1)).await.ok() != Some(500)
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), applied)
+            .await
+            .expect("the date applied the hold and the ledger the charge");
+        // Time enough for an answer that skipped the commit to arrive.
+        tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(!hold.is_finished(), "a hold was answered before its commit");
         assert!(
             !charge.is_finished(),
             "a charge was answered before its commit"
-        );
-        let view = engine.dates.get(date).unwrap();
-        assert_eq!(
-            view.view().held_seats(),
-            1,
-            "the date applied the hold at once"
         );
 
         blocker.execute_batch("COMMIT").unwrap();
