@@ -235,6 +235,7 @@ async fn polls_of_a_still_waiting_line_answer_exact_positions() {
         "{report:#}"
     );
     assert!(outcome["ceiling_per_second"].as_f64() > Some(0.0));
+    assert_eq!(outcome["ceiling_endpoint"], "POST /echo", "{report:#}");
     assert!(outcome["poll_p99_ms"].as_f64() > Some(0.0), "{report:#}");
     let checks = report["checks"].as_array().expect("the mode's checks");
     assert_eq!(checks.len(), 1, "{report:#}");
@@ -314,6 +315,7 @@ async fn holds_are_set_against_a_ceiling_measured_before_and_after_them() {
         Some(20 * (10 - max_seats_per_user)),
         "{report:#}"
     );
+    assert_eq!(outcome["ceiling_endpoint"], "POST /echo", "{report:#}");
     // A quarter of --duration before the holds and a quarter after.
     let ceiling_seconds = outcome["ceiling_seconds"].as_f64().unwrap_or(0.0);
     assert!((1.9..3.0).contains(&ceiling_seconds), "{report:#}");
@@ -332,6 +334,35 @@ async fn holds_are_set_against_a_ceiling_measured_before_and_after_them() {
     assert!(outcome["hold_p99_ms"].as_f64() > Some(0.0), "{report:#}");
     assert_eq!(report["invariants"]["ok"], true, "{report:#}");
     assert_eq!(report["measured"]["status_5xx"], 0, "{report:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ceiling_floods_the_echo_unless_told_to_flood_healthz() {
+    for (flags, endpoint) in [
+        (&[][..], "POST /echo"),
+        (&["--ceiling", "echo"][..], "POST /echo"),
+        (&["--ceiling", "healthz"][..], "GET /healthz"),
+    ] {
+        let server = Server::start(Settings::for_tests()).await;
+        let mut all_flags = vec!["--connections", "4", "--duration", "1"];
+        all_flags.extend_from_slice(flags);
+        let report = run_to_success(server.args("ceiling", &all_flags), server).await;
+        assert_eq!(report["settings"]["ceiling"], endpoint, "{report:#}");
+        let outcome = &report["outcome"];
+        assert_eq!(outcome["endpoint"], endpoint, "{report:#}");
+        // Every request went to that endpoint, and every one was answered with what was sent.
+        let endpoints = report["measured"]["endpoints"].as_array().unwrap();
+        assert_eq!(endpoints.len(), 1, "{report:#}");
+        assert_eq!(endpoints[0]["endpoint"], endpoint, "{report:#}");
+        let requests = outcome["requests"].as_u64().unwrap_or(0);
+        assert!(requests > 0, "{report:#}");
+        assert_eq!(endpoints[0]["ok"].as_u64(), Some(requests), "{report:#}");
+        assert_eq!(
+            report["measured"]["errors"],
+            serde_json::json!([]),
+            "{report:#}"
+        );
+    }
 }
 
 /// Runs the generator against `server`, stops the server, and returns the JSON report of a run

@@ -63,6 +63,7 @@ use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
 use audit::{Auditor, BuyerRecord};
+use ceiling::CeilingRequest;
 use client::{Client, Target};
 use progress::Display;
 use setup::Names;
@@ -132,8 +133,12 @@ Modes:
             and a verdict: flat when the mean RSS of the samples in the last third of the
             measured phase is less than --rss-growth-max-percent (10) above the mean of those
             in the first third, else growing.
-  ceiling   GET /healthz, which does no work, on every connection: the HTTP ceiling of this
-            client on this machine.
+  ceiling   a request that does no work on every connection: the HTTP ceiling of this
+            client on this machine. By default POST /echo, a small JSON body parsed and
+            answered back, as issue 4 defines the ceiling; --ceiling healthz floods
+            GET /healthz instead, which reads no body and so sets a higher ceiling. holds,
+            polls and payments measure the same ceiling in the same run and report their
+            ratio to it.
   polls     queue polls against a long waiting line: setup signs --buyers N up and in and each
             takes a queue token (positions learned from the issuing answers); the measured
             phase alternates the ceiling and GET /api/v1/queue/tokens/current of random
@@ -226,6 +231,11 @@ pub struct Cli {
     /// percent above the first third's.
     #[arg(long, default_value_t = 10.0, value_name = "PERCENT")]
     pub rss_growth_max_percent: f64,
+    /// The no-work request of the ceiling (mode ceiling, and the slices holds, polls and
+    /// payments set themselves against): echo is POST /echo, a small JSON body parsed and
+    /// answered back; healthz is GET /healthz, with no body, so a higher ceiling.
+    #[arg(long, value_enum, default_value_t = CeilingRequest::Echo)]
+    pub ceiling: CeilingRequest,
     /// Upper bound on the setup phase (sign-ups, admission), in seconds.
     #[arg(long, default_value_t = 600, value_name = "SECONDS")]
     pub setup_timeout: u64,
@@ -257,7 +267,7 @@ pub enum Mode {
     Holds,
     /// Ten minutes of mixed load from a fixed population, the server's RSS sampled.
     Soak,
-    /// GET /healthz on every connection: the no-work HTTP ceiling.
+    /// The no-work request (--ceiling) on every connection: the HTTP ceiling.
     Ceiling,
     /// The ceiling and queue polls of a long waiting line in alternating rounds, positions
     /// checked.
@@ -588,6 +598,7 @@ async fn run(cli: Cli) -> anyhow::Result<report::Report> {
             "price": ctx.cli.price,
             "rounds": ctx.cli.rounds,
             "arrival_rate": ctx.cli.arrival_rate,
+            "ceiling": ctx.cli.ceiling.endpoint().label(),
             "threads": ctx.cli.threads,
             "seed": ctx.seed,
             "run": ctx.names.run(),

@@ -29,13 +29,14 @@ pub enum Endpoint {
     History,
     Reservations,
     Health,
+    Echo,
     AdminConcert,
     AdminDate,
     AdminStats,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 17] = [
+    pub const ALL: [Endpoint; 18] = [
         Endpoint::SignUp,
         Endpoint::SignIn,
         Endpoint::TakeQueueToken,
@@ -50,6 +51,7 @@ impl Endpoint {
         Endpoint::History,
         Endpoint::Reservations,
         Endpoint::Health,
+        Endpoint::Echo,
         Endpoint::AdminConcert,
         Endpoint::AdminDate,
         Endpoint::AdminStats,
@@ -71,6 +73,7 @@ impl Endpoint {
             Endpoint::History => "GET /api/v1/balance/history",
             Endpoint::Reservations => "GET /api/v1/reservations",
             Endpoint::Health => "GET /healthz",
+            Endpoint::Echo => "POST /echo",
             Endpoint::AdminConcert => "POST /api/v1/admin/concerts",
             Endpoint::AdminDate => "POST /api/v1/admin/concerts/{concert_id}/dates",
             Endpoint::AdminStats => "GET /api/v1/admin/stats",
@@ -97,6 +100,7 @@ impl Endpoint {
             | Endpoint::Hold
             | Endpoint::Charge
             | Endpoint::Pay
+            | Endpoint::Echo
             | Endpoint::AdminConcert
             | Endpoint::AdminDate => Method::POST,
             Endpoint::LeaveQueue | Endpoint::Cancel => Method::DELETE,
@@ -239,6 +243,25 @@ pub async fn health(client: &Client) -> ApiResult<()> {
         .send(&Call::new(Endpoint::Health, "/healthz"))
         .await?;
     expect::<Value>(reply, &[200]).map(drop)
+}
+
+/// A small JSON body, which must come back as sent: the no-work POST the ceiling measures.
+pub async fn echo(client: &Client, seq: u64) -> ApiResult<()> {
+    #[derive(Deserialize)]
+    struct Echo {
+        seq: u64,
+    }
+    let call =
+        Call::new(Endpoint::Echo, "/echo").json(&json!({"seq": seq, "text": "boxoffice-load"}));
+    let echoed: Echo = expect(client.send(&call).await?, &[200])?;
+    if echoed.seq == seq {
+        Ok(())
+    } else {
+        Err(Fail::Malformed(format!(
+            "sent seq {seq}, echoed {}",
+            echoed.seq
+        )))
+    }
 }
 
 pub async fn create_concert(client: &Client, admin: &str, title: &str) -> ApiResult<String> {

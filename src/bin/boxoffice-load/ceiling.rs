@@ -1,6 +1,8 @@
-//! `ceiling`: `GET /healthz` — a request that does no work — on every connection as fast as
-//! the server answers. Its requests per second are the HTTP ceiling this client and this machine
-//! reach; compare every other mode's figures against it.
+//! `ceiling`: a request that does no work on every connection as fast as the server answers.
+//! Its requests per second are the HTTP ceiling this client and this machine reach; compare
+//! every other mode's figures against it. By default that request is `POST /echo`, a small JSON
+//! body parsed and answered back (issue 4 defines the ceiling so); `--ceiling healthz` makes it
+//! `GET /healthz`, which reads no body and so sets a higher, stricter ceiling.
 //!
 //! `flood` is the measured phase shared with `payments`, which times the ceiling first
 //! (`measure`) and then its own request on the same connections; `interleaved` alternates the
@@ -9,6 +11,8 @@
 
 use std::future::Future;
 use std::time::{Duration, Instant};
+
+use clap::ValueEnum;
 
 use serde_json::json;
 use tokio::task::JoinSet;
@@ -24,7 +28,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
         setup_seconds: 0.0,
         measured_seconds: ceiling.seconds,
         outcome: json!({
-            "endpoint": Endpoint::Health.label(),
+            "endpoint": ceiling.endpoint.label(),
             "requests": ceiling.requests,
             "requests_per_second": ceiling.per_second(),
         }),
@@ -38,8 +42,27 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
     })
 }
 
+/// The request a ceiling floods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CeilingRequest {
+    /// `POST /echo` with a small JSON body, answered back.
+    Echo,
+    /// `GET /healthz`: no body to read or parse.
+    Healthz,
+}
+
+impl CeilingRequest {
+    pub fn endpoint(self) -> Endpoint {
+        match self {
+            CeilingRequest::Echo => Endpoint::Echo,
+            CeilingRequest::Healthz => Endpoint::Health,
+        }
+    }
+}
+
 /// What one flood measured.
 pub struct Flood {
+    pub endpoint: Endpoint,
     /// Requests sent to the flood's endpoint, answered or not (as the endpoint table counts).
     pub requests: u64,
     pub seconds: f64,
@@ -52,8 +75,9 @@ impl Flood {
         self.requests as f64 / self.seconds.max(1e-9)
     }
 
-    fn none() -> Self {
+    fn none(endpoint: Endpoint) -> Self {
         Flood {
+            endpoint,
             requests: 0,
             seconds: 0.0,
             stopped_by: "duration",
@@ -64,6 +88,7 @@ impl Flood {
     /// later one did.
     pub fn and_then(self, later: Flood) -> Flood {
         Flood {
+            endpoint: later.endpoint,
             requests: self.requests + later.requests,
             seconds: self.seconds + later.seconds,
             stopped_by: later.stopped_by,
@@ -91,8 +116,8 @@ where
 {
     let rounds = ROUNDS.min(ctx.duration().as_secs().max(1) as u32);
     let slice = Slice::part(ctx, rounds);
-    let mut ceiling = Flood::none();
-    let mut flooded = Flood::none();
+    let mut ceiling = Flood::none(ctx.cli.ceiling.endpoint());
+    let mut flooded = Flood::none(endpoint);
     let mut rounds_run = 0;
     for round in 0..rounds {
         ceiling = ceiling.and_then(measure_for(ctx, slice).await);
@@ -128,7 +153,7 @@ impl Slice {
     }
 }
 
-/// The ceiling: a flood of `GET /healthz`.
+/// The ceiling: a flood of `--ceiling`'s request.
 pub async fn measure(ctx: &Context) -> Flood {
     measure_for(ctx, Slice::whole(ctx)).await
 }
@@ -141,11 +166,19 @@ pub async fn measure_part(ctx: &Context, parts: u32) -> Flood {
 
 async fn measure_for(ctx: &Context, slice: Slice) -> Flood {
     let client = ctx.client.clone();
-    flood_for(ctx, "ceiling", Endpoint::Health, slice, move |_| {
+    let request = ctx.cli.ceiling;
+    flood_for(ctx, "ceiling", request.endpoint(), slice, move |_| {
         let client = client.clone();
+        let mut seq = 0u64;
         move || {
             let client = client.clone();
-            async move { api::health(&client).await }
+            seq += 1;
+            async move {
+                match request {
+                    CeilingRequest::Echo => api::echo(&client, seq).await,
+                    CeilingRequest::Healthz => api::health(&client).await,
+                }
+            }
         }
     })
     .await
@@ -218,6 +251,7 @@ where
     let seconds = started.elapsed().as_secs_f64();
     client.end_measured();
     Flood {
+        endpoint,
         requests: client.stats().endpoint_requests(endpoint) - before,
         seconds,
         stopped_by: client.halt_reason(),
@@ -235,7 +269,7 @@ pub struct AgainstCeiling {
     pub endpoint_seconds: Vec<(Endpoint, f64)>,
     /// Both phases together.
     pub measured_seconds: f64,
-    /// `GET /healthz` answers 200 per second of the ceiling phase.
+    /// The ceiling request's successful answers per second of the ceiling phase.
     pub ceiling_per_second: f64,
     summary: MeasuredSummary,
 }
@@ -252,14 +286,14 @@ impl AgainstCeiling {
         endpoints: &[Endpoint],
         seconds: f64,
     ) -> Self {
-        let mut endpoint_seconds = vec![(Endpoint::Health, ceiling.seconds)];
+        let mut endpoint_seconds = vec![(ceiling.endpoint, ceiling.seconds)];
         endpoint_seconds.extend(endpoints.iter().map(|endpoint| (*endpoint, seconds)));
         let measured_seconds = ceiling.seconds + seconds;
         let summary = client.stats().summary(measured_seconds, &endpoint_seconds);
         let ceiling_ok = summary
             .endpoints
             .iter()
-            .find(|e| e.endpoint == Endpoint::Health.label())
+            .find(|e| e.endpoint == ceiling.endpoint.label())
             .map_or(0, |e| e.ok);
         Self {
             endpoint_seconds,

@@ -4,7 +4,7 @@
 //! request. A buyer may hold only `holds.max_seats_per_user` seats at once: the first 422
 //! `hold_limit` teaches the generator that limit, and from then on a buyer at the limit cancels
 //! its oldest hold before the next one. The run ends with the seats, the duration or the
-//! request budget. The ceiling (`GET /healthz`, as in `ceiling`) is flooded for a quarter of
+//! request budget. The ceiling (`--ceiling`'s request, as in `ceiling`) is flooded for a quarter of
 //! `--duration` just before the holds and again just after, on the same connections, and the
 //! durable writes per second (holds and cancels) are reported against it.
 
@@ -126,10 +126,11 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
         "holds_per_second": holds as f64 / holds_seconds.max(1e-9),
         "cancels": cancels,
         "writes_per_second": writes_per_second,
+        "ceiling_endpoint": ceiling.endpoint.label(),
         "ceiling_per_second": compared.ceiling_per_second,
         "ratio_percent": compared.ratio_percent(writes_per_second),
         "hold_p99_ms": latency(Endpoint::Hold),
-        "ceiling_p99_ms": latency(Endpoint::Health),
+        "ceiling_p99_ms": latency(ceiling.endpoint),
         "holds_seconds": holds_seconds,
         "holds_stopped_by": holds_stopped_by,
         "ceiling_seconds": ceiling.seconds,

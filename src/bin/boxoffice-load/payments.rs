@@ -1,8 +1,8 @@
 //! `payments`: durable payments per second. Setup (unmeasured) creates one date, signs the
 //! buyers up and in and admits them, and has buyer `i` hold seat `i + 1` — one distinct seat
 //! each — and top its balance up by the seat's price. A payment ends the payer's queue token, so
-//! each buyer can pay exactly once: the measured phase first floods `GET /healthz` (the ceiling,
-//! as in `ceiling`), then every connection takes the next buyer who has not paid and sends
+//! each buyer can pay exactly once: the measured phase first floods the ceiling (`--ceiling`'s
+//! request, as in `ceiling`), then every connection takes the next buyer who has not paid and sends
 //! `POST /api/v1/payments` for its hold, until every buyer has paid or `--duration` or
 //! `--max-requests` ends it. Payments per second count the 201s only.
 //!
@@ -132,6 +132,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
         "seats": seat_count,
         "payments": paid,
         "payments_per_second": payments_per_second,
+        "ceiling_endpoint": ceiling.endpoint.label(),
         "ceiling_per_second": ceiling_per_second,
         "ratio_percent": ratio_percent,
         "all_paid": all_paid,
@@ -141,7 +142,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
         "payment_p50_ms": latency(Endpoint::Pay).map(|e| e.latency_ms.p50),
         "payment_p99_ms": latency(Endpoint::Pay).map(|e| e.latency_ms.p99),
         "payment_p999_ms": latency(Endpoint::Pay).map(|e| e.latency_ms.p99_9),
-        "ceiling_p99_ms": latency(Endpoint::Health).map(|e| e.latency_ms.p99),
+        "ceiling_p99_ms": latency(ceiling.endpoint).map(|e| e.latency_ms.p99),
         "payments_seconds": payments.seconds,
         "payments_stopped_by": if all_paid { "all_paid" } else { payments.stopped_by },
         "ceiling_seconds": ceiling.seconds,

@@ -1,9 +1,9 @@
 //! `polls`: queue polls against a long waiting line. Setup signs `--buyers` users up and in and
 //! has each take a queue token, so that (on a server with `queue.max_active = 1` and long TTLs)
 //! one token is active and every other waits with a known place in line. The measured phase
-//! alternates, in rounds, a flood of `GET /healthz` (the ceiling, as in `ceiling`) with polls of
-//! `GET /api/v1/queue/tokens/current` with the session and token of random waiting buyers on
-//! every connection; every answer must say `waiting` at exactly the expected position.
+//! alternates, in rounds, a flood of the ceiling (`--ceiling`'s request, as in `ceiling`) with
+//! polls of `GET /api/v1/queue/tokens/current` with the session and token of random waiting
+//! buyers on every connection; every answer must say `waiting` at exactly the expected position.
 //!
 //! How the expected positions are known: the tokens are taken concurrently, and each one's
 //! place is the `position` its issuing response gave. A token joins the back of the line and the
@@ -147,7 +147,8 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
     let mismatched = shared.mismatched.load(Ordering::Relaxed);
     let refused = shared.refused.load(Ordering::Relaxed);
     let ceiling_per_second = compared.ceiling_per_second;
-    // Only polls that answered with the exact position count, against only healthz answers 200.
+    // Only polls that answered with the exact position count, against only the ceiling's
+    // successful answers.
     let polls_per_second = exact as f64 / polls.seconds.max(1e-9);
     let ratio_percent = compared.ratio_percent(polls_per_second);
     let waiting = shared.waiters.len();
@@ -156,6 +157,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
         "line_length": line.length,
         "active_of_run": line.active,
         "polls_per_second": polls_per_second,
+        "ceiling_endpoint": ceiling.endpoint.label(),
         "ceiling_per_second": ceiling_per_second,
         "ratio_percent": ratio_percent,
         "polls": polls.requests,
@@ -165,7 +167,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
         "polls_refused": refused,
         "poll_p50_ms": latency(Endpoint::PollQueueToken).map(|e| e.latency_ms.p50),
         "poll_p99_ms": latency(Endpoint::PollQueueToken).map(|e| e.latency_ms.p99),
-        "ceiling_p99_ms": latency(Endpoint::Health).map(|e| e.latency_ms.p99),
+        "ceiling_p99_ms": latency(ceiling.endpoint).map(|e| e.latency_ms.p99),
         "polls_seconds": polls.seconds,
         "rounds": rounds,
         "ceiling_seconds": ceiling.seconds,
