@@ -272,7 +272,8 @@ pub struct SeatMap {
 /// top seven, which the table keeps as each bucket's tag to tell keys apart while probing.
 /// Holds are placed in sequence order, so placing one writes next to where the last one went,
 /// instead of at a random place in a table larger than the cache (50,000 holds are about 5 MB).
-/// The map assigns sequences itself; no client can choose keys that collide.
+/// Sequences are assigned by the map, in order, not brought by clients; two that share a
+/// bucket cost a probe, as in any hash table, never a wrong answer.
 #[derive(Debug, Clone, Copy, Default)]
 struct SequenceOrder;
 

@@ -13,7 +13,6 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use clap::ValueEnum;
-
 use serde_json::json;
 use tokio::task::JoinSet;
 
