@@ -130,8 +130,8 @@ impl<'a> Call<'a> {
         self.unless = skip;
         self
     }
-    pub fn json(mut self, body: &serde_json::Value) -> Self {
-        self.body = Some(serde_json::to_vec(body).expect("a JSON value serialises"));
+    pub fn json(mut self, body: &impl serde::Serialize) -> Self {
+        self.body = Some(serde_json::to_vec(body).expect("a request body serialises"));
         self
     }
 }
