@@ -68,28 +68,4 @@ impl DomainError {
             DomainError::IdempotencyKeyReused => "idempotency_key_reused",
         }
     }
-
-    /// The HTTP status API.md gives the code.
-    pub fn status(&self) -> u16 {
-        match self {
-            DomainError::InvalidInput(_)
-            | DomainError::HoldLimit { .. }
-            | DomainError::InvalidAmount { .. }
-            | DomainError::BalanceLimit { .. }
-            | DomainError::IdempotencyKeyReused => 422,
-            DomainError::SeatUnavailable(_)
-            | DomainError::AlreadyPaid
-            | DomainError::ReservationNotHeld
-            | DomainError::UsernameTaken => 409,
-            DomainError::NotFound => 404,
-            DomainError::HoldExpired => 410,
-            DomainError::InsufficientBalance { .. } => 402,
-            DomainError::InvalidCredentials
-            | DomainError::Unauthenticated
-            | DomainError::QueueTokenInvalid => 401,
-            DomainError::Forbidden | DomainError::NotAdmitted | DomainError::QueueTokenExpired => {
-                403
-            }
-        }
-    }
 }

@@ -81,8 +81,31 @@ impl ApiError {
 
 impl From<DomainError> for ApiError {
     fn from(error: DomainError) -> Self {
-        let status = StatusCode::from_u16(error.status()).expect("domain statuses are valid");
-        Self::new(status, error.code(), error.to_string())
+        Self::new(status_of(&error), error.code(), error.to_string())
+    }
+}
+
+/// The HTTP status API.md gives each domain outcome.
+pub(crate) fn status_of(error: &DomainError) -> StatusCode {
+    match error {
+        DomainError::InvalidInput(_)
+        | DomainError::HoldLimit { .. }
+        | DomainError::InvalidAmount { .. }
+        | DomainError::BalanceLimit { .. }
+        | DomainError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+        DomainError::SeatUnavailable(_)
+        | DomainError::AlreadyPaid
+        | DomainError::ReservationNotHeld
+        | DomainError::UsernameTaken => StatusCode::CONFLICT,
+        DomainError::NotFound => StatusCode::NOT_FOUND,
+        DomainError::HoldExpired => StatusCode::GONE,
+        DomainError::InsufficientBalance { .. } => StatusCode::PAYMENT_REQUIRED,
+        DomainError::InvalidCredentials
+        | DomainError::Unauthenticated
+        | DomainError::QueueTokenInvalid => StatusCode::UNAUTHORIZED,
+        DomainError::Forbidden | DomainError::NotAdmitted | DomainError::QueueTokenExpired => {
+            StatusCode::FORBIDDEN
+        }
     }
 }
 
