@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod date;
 pub mod ledger;
 pub mod queue;
+pub mod supervisor;
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -258,16 +259,29 @@ pub(crate) async fn read_history<T: Send + 'static>(
         })
 }
 
-/// What every owner needs to make its changes durable.
+/// What every owner needs to make its changes durable, and the supervisor it runs under (a
+/// failed owner stops the process, so recovery from disk rebuilds it: `supervisor`).
 #[derive(Clone)]
 pub struct Durability {
     pub log: EventLog,
     pub snapshots: Snapshotter,
     pub snapshot_every: Duration,
     pub keys: KeyRecords,
+    pub supervisor: ActorRef<()>,
 }
 
 impl Durability {
+    /// Spawns an owner linked to the supervisor.
+    pub(crate) async fn spawn_owner<A: ractor::Actor>(
+        &self,
+        owner: A,
+        arguments: A::Arguments,
+    ) -> anyhow::Result<ActorRef<A::Msg>> {
+        let (actor, _) =
+            ractor::Actor::spawn_linked(None, owner, arguments, self.supervisor.get_cell()).await?;
+        Ok(actor)
+    }
+
     /// Logs an applied event. A keyed one's record goes to the log with it and into the book,
     /// which lets go of its records that have settled in the history database as it goes.
     pub(crate) fn append(&self, event: &Event) -> Durable {
@@ -336,6 +350,7 @@ impl Engine {
             snapshots.register(&recovery::date_owner(*date));
         }
         let durability = Durability {
+            supervisor: supervisor::Supervisor::start().await?,
             keys: KeyRecords::new(log.reader().clone()),
             log,
             snapshots,
@@ -400,6 +415,7 @@ impl Engine {
         self.queue.stop().await;
         self.ledger.stop().await;
         self.accounts.stop().await;
+        self.durability.supervisor.stop(None);
         self.durability.log.close().await;
     }
 }

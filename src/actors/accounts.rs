@@ -149,13 +149,14 @@ impl AccountsHandle {
     ) -> anyhow::Result<Self> {
         let view = Arc::new(RwLock::new(recovered));
         let every_snapshot = durability.snapshot_every;
+        let owners = durability.clone();
         let state = AccountsState {
             accounts: view.clone(),
             clock,
             durability,
             session_ttl_ms: (settings.auth.session_ttl_seconds as i64).saturating_mul(1000),
         };
-        let (actor, _) = Actor::spawn(None, AccountsActor, state).await?;
+        let actor = owners.spawn_owner(AccountsActor, state).await?;
         every(actor.clone(), SESSION_SWEEP_PERIOD, || {
             AccountsMsg::SweepSessions
         });

@@ -162,6 +162,7 @@ impl CatalogHandle {
     ) -> anyhow::Result<Self> {
         let view = Arc::new(RwLock::new(recovered));
         let every_snapshot = durability.snapshot_every;
+        let owners = durability.clone();
         let dates = DateDeps {
             clock,
             durability,
@@ -174,7 +175,7 @@ impl CatalogHandle {
             hold_policy: hold_policy(settings),
             dates: dates.clone(),
         };
-        let (actor, _) = Actor::spawn(None, CatalogActor, state).await?;
+        let actor = owners.spawn_owner(CatalogActor, state).await?;
         every(actor.clone(), every_snapshot, || CatalogMsg::Snapshot(None));
         Ok(Self { actor, view, dates })
     }

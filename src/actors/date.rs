@@ -344,6 +344,8 @@ impl Actor for DateActor {
                     let durable = state.commit(&event, now);
                     // The answer is read off the event, not looked up in the map it went into.
                     let placed = Reservation::placed_by(&event).expect("place_hold decides a hold");
+                    #[cfg(debug_assertions)]
+                    super::supervisor::injected_panic_on_seats(&placed.seats);
                     (placed, durable)
                 });
                 let _ = reply.send(outcome);
@@ -408,12 +410,13 @@ impl DateHandle {
         deps.durability.snapshots.register(&date_owner(map.date()));
         let every_snapshot = deps.durability.snapshot_every;
         let (log, clock) = (deps.durability.log.clone(), deps.clock.clone());
+        let owners = deps.durability.clone();
         let state = DateState {
             map,
             view: view.clone(),
             deps,
         };
-        let (actor, _) = Actor::spawn(None, DateActor, state).await?;
+        let actor = owners.spawn_owner(DateActor, state).await?;
         every(actor.clone(), SWEEP_PERIOD, || DateMsg::Sweep);
         every(actor.clone(), every_snapshot, || DateMsg::Snapshot(None));
         Ok(Self {

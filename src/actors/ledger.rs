@@ -149,12 +149,13 @@ impl LedgerHandle {
     ) -> anyhow::Result<Self> {
         let every_snapshot = durability.snapshot_every;
         let history = durability.log.reader().clone();
+        let owners = durability.clone();
         let state = LedgerState {
             ledger: recovered,
             durability,
             clock,
         };
-        let (actor, _) = Actor::spawn(None, LedgerActor, state).await?;
+        let actor = owners.spawn_owner(LedgerActor, state).await?;
         every(actor.clone(), every_snapshot, || LedgerMsg::Snapshot(None));
         Ok(Self { actor, history })
     }

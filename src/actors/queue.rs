@@ -152,12 +152,13 @@ impl QueueHandle {
         };
         let view = Arc::new(RwLock::new(queue));
         let every_snapshot = durability.snapshot_every;
+        let owners = durability.clone();
         let state = QueueState {
             queue: view.clone(),
             clock,
             durability,
         };
-        let (actor, _) = Actor::spawn(None, QueueActor, state).await?;
+        let actor = owners.spawn_owner(QueueActor, state).await?;
         every(actor.clone(), ADMISSION_TICK, || QueueMsg::Tick);
         every(actor.clone(), every_snapshot, || QueueMsg::Snapshot(None));
         Ok(Self { actor, view })

@@ -3,6 +3,7 @@
 //! or foreign files give clear errors instead of panics or silent loss.
 
 mod server;
+mod supervision;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

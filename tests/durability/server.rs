@@ -143,6 +143,21 @@ impl Server {
         self.child.wait().unwrap();
     }
 
+    #[allow(dead_code)] // Used by the durability tests, not by benches/live_streams.rs.
+    /// The exit code once the process ends by itself, or `None` if it still runs after `within`.
+    pub fn wait_for_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // Let the reader threads take the last lines.
+                std::thread::sleep(Duration::from_millis(200));
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// SIGTERM, then the exit code (at most 30 s).
     pub fn stop_gracefully(mut self) -> Option<i32> {
         let pid = self.child.id().to_string();
