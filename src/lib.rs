@@ -1,16 +1,55 @@
-//! boxoffice: a concert-ticket reservation engine for one machine.
+//! boxoffice: a concert-ticket reservation engine for one machine. Buyers wait in a metered FIFO
+//! waiting room, hold seats for a few minutes and pay from a prepaid balance; no seat is sold
+//! twice, no won is lost, and no acknowledged change is lost when the process is killed.
 //!
-//! A request travels outside in:
+//! # The map
 //!
-//! - [`http`]: axum routes and extractors (session, queue token, idempotency key); turns JSON into
-//!   typed commands and domain errors into problem+json. Holds no business rule.
-//! - [`actors`]: ractor actors that own state: one `DateActor` per concert date (its seats, holds
-//!   and payments), the `QueueActor` (admission), the `LedgerActor` (balances), and the
-//!   `AccountsActor` and `CatalogActor`. Hot reads (sessions, queue tokens, seat listings) are
-//!   served from views the owner updates, without a mailbox round trip.
-//! - [`domain`]: pure state machines with every business rule; commands return events.
+//! A request travels down this list; each module knows only the ones below it.
+//!
+//! - [`app`]: wires config, engine and HTTP together; binds the listener and serves until stopped.
+//! - [`http`]: axum routes and extractors (session, queue token, idempotency key), problem+json
+//!   errors, the OpenAPI document, live streams and the page. Holds no business rule.
+//! - [`actors`]: the owners of state, one ractor actor each: a `DateActor` per concert date, the
+//!   `QueueActor`, `LedgerActor`, `AccountsActor` and `CatalogActor`, all under one `Supervisor`;
+//!   and the views hot reads use without a mailbox round trip.
+//! - [`domain`]: pure state machines with every business rule (`SeatMap`, `Ledger`,
+//!   `AdmissionQueue`, `Accounts`, `Catalog`): commands decide events, `apply` changes state.
+//! - [`store`]: the only module that touches disk: the event log and its writer thread, the
+//!   history database and its writer thread, snapshots, recovery and backups.
 //! - [`config`]: typed settings from `config.toml` and `BOXOFFICE__*` variables.
-//! - [`app`]: wires the pieces together, binds the listener and runs until stopped.
+//! - [`clock`]: the one place that reads the wall clock; tests use a `ManualClock`.
+//! - [`security`]: password hashing and unguessable tokens.
+//! - [`telemetry`]: the Prometheus recorder behind `/metrics`.
+//!
+//! # The life of a hold
+//!
+//! `POST /api/v1/reservations` reaches `http::reservations::hold`. Its extractors prove who is
+//! asking from views, without a mailbox: `Admitted` (a live session and an active queue token),
+//! `IdempotencyHeader` and `ApiJson<HoldRequest>`. The `IdempotencyGate` replays a key it has seen;
+//! otherwise `DateHandle::hold` asks the date's `DateActor` (`DateMsg::Hold`). The actor first
+//! turns holds that are due into `HoldExpired` events, then `SeatMap::place_hold` decides: a
+//! `HoldPlaced` event or a `DomainError`. `DateState::commit` applies the event to the `SeatMap`,
+//! publishes the changed seats to the `SeatView` (listings and live streams read it), and hands
+//! the event to the `EventLog`, whose writer thread commits it with others in one SQLite
+//! transaction. The actor answers at once with a `Durable` ticket and takes its next message; the
+//! handler waits on the ticket and answers 201 only once the event is committed. The history
+//! writer then stores the reservation's row. A hold that is never paid stops blocking its seats
+//! at `expires_at`, before any sweep: the view reads a seat held past that instant as available,
+//! and the actor expires due holds before it decides anything, logging each expiry.
+//!
+//! # The life of a payment
+//!
+//! `POST /api/v1/payments` reaches `http::reservations::pay`, which checks the idempotency key
+//! before the queue token (`DeferredAdmission`), since a payment ends the token its retry would
+//! carry. `DateHandle::pay` asks the `DateActor`; `SeatMap::prepare_payment` checks the hold is
+//! the payer's and alive and prices it, and the actor asks the `LedgerActor` to settle it:
+//! `Ledger::settle_payment` checks the balance and decides one `PaymentCompleted` event that
+//! carries the seats, the amount and the balance after. The ledger applies and logs that event
+//! and answers; the date, which takes no other message meanwhile, applies the same event to its
+//! seats and tells the `QueueActor` to end the payer's token. One event for both owners means
+//! replay needs no coordination and a crash never leaves half a payment. The handler waits for
+//! the commit, then answers 201 with the receipt; the history writer stores the ledger entry and
+//! the reservation's new status.
 
 pub mod actors;
 pub mod app;

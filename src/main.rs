@@ -86,7 +86,7 @@ fn tune_allocator() {}
 
 /// glibc gives heap pages back to the system only from the top of a heap, so one live block
 /// high up keeps every freed page below it resident. Under mixed load that held RSS on a slow
-/// climb while the bytes in use stayed level (README, Soak). `malloc_trim` releases free pages
+/// climb while the bytes in use stayed level (docs/performance.md, Soak). `malloc_trim` releases free pages
 /// anywhere in the heaps; its own thread runs it every `every`, outside any request.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn start_memory_trim(every: Duration) {
