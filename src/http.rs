@@ -61,6 +61,8 @@ pub struct AppInner {
     in_flight: Arc<Semaphore>,
     /// Open live streams; a stream holds its permit until it ends.
     pub streams: Arc<Semaphore>,
+    /// `/openapi.json`, rendered once for these settings.
+    openapi_json: std::sync::OnceLock<axum::body::Bytes>,
 }
 
 impl AppState {
@@ -76,6 +78,7 @@ impl AppState {
             clock,
             idempotency,
             ready: Arc::new(AtomicBool::new(false)),
+            openapi_json: std::sync::OnceLock::new(),
         }))
     }
 }

@@ -7,7 +7,8 @@ use super::events::Event;
 use super::types::*;
 
 pub const SEATS_PER_DATE_MAX: i128 = 100_000;
-const TEXT_CHARS_MAX: usize = 200;
+/// A concert's `title` and `venue`: 1 to this many characters, not all of them blank.
+pub const TEXT_CHARS_MAX: usize = 200;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Concert {

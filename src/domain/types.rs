@@ -118,8 +118,13 @@ impl fmt::Display for PaymentId {
 pub struct SeatNo(pub u32);
 
 impl SeatNo {
+    pub const FIRST: u32 = 1;
+
     pub fn parse(raw: i128) -> Option<Self> {
-        u32::try_from(raw).ok().filter(|n| *n >= 1).map(SeatNo)
+        u32::try_from(raw)
+            .ok()
+            .filter(|n| *n >= Self::FIRST)
+            .map(SeatNo)
     }
     /// Position in a seat array; seat 0 (never valid) maps past the end of any array.
     pub fn index(self) -> usize {
@@ -138,8 +143,11 @@ pub type SeatList = smallvec::SmallVec<[SeatNo; 4]>;
 pub struct Username(String);
 
 impl Username {
+    pub const CHARS_MIN: usize = 3;
+    pub const CHARS_MAX: usize = 32;
+
     pub fn parse(raw: &str) -> Option<Self> {
-        let ok = (3..=32).contains(&raw.len())
+        let ok = (Self::CHARS_MIN..=Self::CHARS_MAX).contains(&raw.len())
             && raw
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b));
@@ -154,8 +162,11 @@ impl Username {
 pub struct Password(String);
 
 impl Password {
+    pub const CHARS_MIN: usize = 8;
+    pub const CHARS_MAX: usize = 128;
+
     pub fn parse(raw: &str) -> Option<Self> {
-        (8..=128)
+        (Self::CHARS_MIN..=Self::CHARS_MAX)
             .contains(&raw.chars().count())
             .then(|| Self(raw.to_owned()))
     }
@@ -175,8 +186,11 @@ impl fmt::Debug for Password {
 pub struct IdempotencyKey(String);
 
 impl IdempotencyKey {
+    pub const CHARS_MAX: usize = 64;
+
     pub fn parse(raw: &str) -> Option<Self> {
-        let ok = (1..=64).contains(&raw.len()) && raw.bytes().all(|b| (0x21..=0x7e).contains(&b));
+        let ok = (1..=Self::CHARS_MAX).contains(&raw.len())
+            && raw.bytes().all(|b| (0x21..=0x7e).contains(&b));
         ok.then(|| Self(raw.to_owned()))
     }
     pub fn as_str(&self) -> &str {

@@ -28,11 +28,21 @@ pub fn routes() -> Router<AppState> {
 
 #[derive(Deserialize, ToSchema)]
 pub(super) struct ConcertRequest {
-    /// 1–200 characters.
-    #[schema(example = "Winter Tour")]
+    /// 1–200 characters, not all blank.
+    #[schema(
+        example = "Winter Tour",
+        min_length = 1,
+        max_length = 200,
+        pattern = r"\S"
+    )]
     title: String,
-    /// 1–200 characters.
-    #[schema(example = "Olympic Hall")]
+    /// 1–200 characters, not all blank.
+    #[schema(
+        example = "Olympic Hall",
+        min_length = 1,
+        max_length = 200,
+        pattern = r"\S"
+    )]
     venue: String,
 }
 
@@ -50,7 +60,10 @@ pub(super) struct ConcertCreated {
         (status = 400, description = "`malformed_request`", body = Problem),
         (status = 401, description = "`unauthenticated`: missing or wrong admin token", body = Problem),
         (status = 404, description = "`not_found`: the admin API is disabled (`admin.token` empty)", body = Problem),
+        (status = 413, description = "`payload_too_large`: the body is larger than `limits.body_bytes_max`", body = Problem),
+        (status = 415, description = "`unsupported_media_type`: no body, or not `Content-Type: application/json`", body = Problem),
         (status = 422, description = "`invalid_input`", body = Problem),
+        (status = 503, description = "`overloaded`: in-flight work is at its bound, or the request took too long; see `Retry-After`", body = Problem),
     )
 )]
 pub(super) async fn create_concert(
@@ -78,7 +91,7 @@ pub(super) struct DateRequest {
     #[schema(value_type = u32, minimum = 1, maximum = 100000)]
     seat_count: WholeNumber,
     /// Whole won per seat, 0–2^53−1.
-    #[schema(value_type = u64)]
+    #[schema(value_type = u64, minimum = 0, maximum = 9007199254740991_u64)]
     price: WholeNumber,
 }
 
@@ -97,7 +110,10 @@ pub(super) struct DateCreated {
         (status = 400, description = "`malformed_request`", body = Problem),
         (status = 401, description = "`unauthenticated`: missing or wrong admin token", body = Problem),
         (status = 404, description = "`not_found`: no such concert, or the admin API is disabled", body = Problem),
+        (status = 413, description = "`payload_too_large`: the body is larger than `limits.body_bytes_max`", body = Problem),
+        (status = 415, description = "`unsupported_media_type`: no body, or not `Content-Type: application/json`", body = Problem),
         (status = 422, description = "`invalid_input`", body = Problem),
+        (status = 503, description = "`overloaded`: in-flight work is at its bound, or the request took too long; see `Retry-After`", body = Problem),
     )
 )]
 pub(super) async fn create_date(
@@ -152,6 +168,7 @@ pub(super) struct StatsBody {
         (status = 200, description = "Engine-wide counts", body = StatsBody),
         (status = 401, description = "`unauthenticated`: missing or wrong admin token", body = Problem),
         (status = 404, description = "`not_found`: the admin API is disabled", body = Problem),
+        (status = 503, description = "`overloaded`: in-flight work is at its bound, or the request took too long; see `Retry-After`", body = Problem),
     )
 )]
 pub(super) async fn stats(State(app): State<AppState>, _admin: AdminAuth) -> Response {
@@ -200,7 +217,7 @@ pub(super) struct BackupBody {
         (status = 201, description = "Backed up", body = BackupBody),
         (status = 401, description = "`unauthenticated`: missing or wrong admin token", body = Problem),
         (status = 404, description = "`not_found`: the admin API is disabled", body = Problem),
-        (status = 503, description = "`backup_failed`: the disk refused; the detail says why", body = Problem),
+        (status = 503, description = "`backup_failed` (the disk refused; the detail says why), or `overloaded` (in-flight work is at its bound; see `Retry-After`)", body = Problem),
     )
 )]
 pub(super) async fn backup(

@@ -35,7 +35,10 @@ pub(super) struct ConcertsBody {
 
 #[utoipa::path(
     get, path = "/api/v1/concerts", tag = "catalogue",
-    responses((status = 200, description = "Every concert", body = ConcertsBody))
+    responses(
+        (status = 200, description = "Every concert", body = ConcertsBody),
+        (status = 503, description = "`overloaded`: in-flight work is at its bound, or the request took too long; see `Retry-After`", body = Problem),
+    )
 )]
 pub(super) async fn concerts(State(app): State<AppState>) -> Response {
     let concerts: Vec<_> = app
@@ -74,6 +77,7 @@ pub(super) struct DatesBody {
     responses(
         (status = 200, description = "The concert's dates with availability", body = DatesBody),
         (status = 404, description = "`not_found`", body = Problem),
+        (status = 503, description = "`overloaded`: in-flight work is at its bound, or the request took too long; see `Retry-After`", body = Problem),
     )
 )]
 pub(super) async fn dates(
@@ -130,6 +134,8 @@ pub(super) struct SeatsBody {
         (status = 401, description = "`unauthenticated` or `queue_token_invalid`", body = Problem),
         (status = 403, description = "`not_admitted`, `queue_token_expired` or `forbidden`", body = Problem),
         (status = 404, description = "`not_found`", body = Problem),
+        (status = 429, description = "`rate_limited`: too many requests on this session; see `Retry-After`", body = Problem),
+        (status = 503, description = "`overloaded`: in-flight work is at its bound, or the request took too long; see `Retry-After`", body = Problem),
     )
 )]
 pub(super) async fn seats(

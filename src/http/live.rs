@@ -133,6 +133,8 @@ impl SeatStream {
         (status = 401, description = "`unauthenticated` or `queue_token_invalid`", body = Problem),
         (status = 403, description = "`not_admitted`, `queue_token_expired` or `forbidden`", body = Problem),
         (status = 404, description = "`not_found`", body = Problem),
+        (status = 429, description = "`rate_limited`: too many requests on this session; see `Retry-After`", body = Problem),
+        (status = 503, description = "`overloaded`: in-flight work or open streams are at their bound; see `Retry-After`", body = Problem),
     )
 )]
 pub(super) async fn seat_events(
@@ -220,7 +222,9 @@ impl QueueStream {
     responses(
         (status = 200, description = "`text/event-stream` of `queue` events carrying a queue status", content_type = "text/event-stream"),
         (status = 401, description = "`unauthenticated` or `queue_token_invalid`", body = Problem),
-        (status = 403, description = "`forbidden`: another user's token", body = Problem),
+        (status = 403, description = "`forbidden` (another user's token) or `queue_token_expired`", body = Problem),
+        (status = 429, description = "`rate_limited`: too many requests on this session; see `Retry-After`", body = Problem),
+        (status = 503, description = "`overloaded`: in-flight work or open streams are at their bound; see `Retry-After`", body = Problem),
     )
 )]
 pub(super) async fn queue_events(

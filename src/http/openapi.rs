@@ -2,25 +2,39 @@
 //! serialize, and the interactive docs page. Both are served from the binary: no CDN, so the
 //! docs work on an offline machine.
 
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
+use utoipa::openapi::schema::{ArrayItems, Schema};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::RefOr;
 use utoipa::{IntoParams, Modify, OpenApi};
 
-use super::{admin, balance, catalog, error, live, ops, queue, reservations, users};
+use super::error::Problem;
+use super::{admin, balance, catalog, error, live, ops, queue, reservations, users, AppState};
+use crate::config::Settings;
+use crate::domain::catalog::SEATS_PER_DATE_MAX;
+use crate::domain::SeatNo;
 
 /// The `Idempotency-Key` header of the three endpoints that honour it.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Header)]
 #[allow(dead_code)] // Read by the extractor from the raw header; this type only documents it.
 pub(super) struct IdempotencyKeyParam {
-    /// 1–64 visible ASCII characters. The same user repeating the same key with the same body
-    /// gets the original response; with another body, 422 `idempotency_key_reused`.
+    /// 1–64 visible ASCII characters (else 400 `malformed_request`). The same user repeating
+    /// the same key with the same body gets the original response; with another body, 422
+    /// `idempotency_key_reused`.
     #[serde(rename = "Idempotency-Key")]
-    #[param(rename = "Idempotency-Key", value_type = Option<String>)]
+    #[param(
+        rename = "Idempotency-Key",
+        value_type = Option<String>,
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[!-~]+$"
+    )]
     key: Option<String>,
 }
 
@@ -56,6 +70,51 @@ pub(super) struct IdempotencyKeyParam {
     )
 )]
 pub struct ApiDoc;
+
+/// The document this server serves: `ApiDoc` with the limits that come from configuration
+/// (`balance.max_charge`, `holds.max_seats_per_user`) and the ones an attribute cannot state.
+pub fn document(settings: &Settings) -> utoipa::openapi::OpenApi {
+    let mut openapi = ApiDoc::openapi();
+    let schemas = &mut openapi
+        .components
+        .as_mut()
+        .expect("the document has components")
+        .schemas;
+    let amount = property(schemas, "ChargeRequest", "amount");
+    let Schema::Object(amount) = amount else {
+        panic!("ChargeRequest.amount is an integer schema");
+    };
+    amount.maximum = Some(settings.balance.max_charge.into());
+    let Schema::Array(seat_nos) = property(schemas, "HoldRequest", "seat_nos") else {
+        panic!("HoldRequest.seat_nos is an array schema");
+    };
+    seat_nos.max_items = Some(settings.holds.max_seats_per_user as usize);
+    seat_nos.unique_items = true;
+    let ArrayItems::RefOrSchema(item) = &mut seat_nos.items else {
+        panic!("HoldRequest.seat_nos has an item schema");
+    };
+    let RefOr::T(Schema::Object(item)) = item.as_mut() else {
+        panic!("HoldRequest.seat_nos items are integers");
+    };
+    item.minimum = Some(SeatNo::FIRST.into());
+    item.maximum = Some((SEATS_PER_DATE_MAX as u64).into());
+    openapi
+}
+
+/// A request type's property, to be given a limit the attributes cannot state.
+fn property<'a>(
+    schemas: &'a mut std::collections::BTreeMap<String, RefOr<Schema>>,
+    schema: &str,
+    name: &str,
+) -> &'a mut Schema {
+    let Some(RefOr::T(Schema::Object(object))) = schemas.get_mut(schema) else {
+        panic!("{schema} is an object schema");
+    };
+    match object.properties.get_mut(name) {
+        Some(RefOr::T(property)) => property,
+        _ => panic!("{schema}.{name} is an inline schema"),
+    }
+}
 
 struct SecuritySchemes;
 
@@ -121,9 +180,8 @@ fn problem_json_for_errors(openapi: &mut utoipa::openapi::OpenApi) {
 
 const DOCS_ASSETS: &str = "/docs/assets";
 
-pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new()
-        .route("/openapi.json", get(openapi_json))
+pub fn routes() -> Router<AppState> {
+    let docs: Router<AppState> = Router::new()
         .route("/docs", get(docs))
         .merge(swagger_ui_dist::generate_routes(
             swagger_ui_dist::ApiDefinition {
@@ -132,23 +190,29 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
                 title: Some("boxoffice API"),
             },
         ))
-        .with_state(())
+        .with_state(());
+    Router::new()
+        .route("/openapi.json", get(openapi_json))
+        .merge(docs)
 }
 
 #[utoipa::path(
     get, path = "/openapi.json", tag = "operations",
-    responses((status = 200, description = "This document, OpenAPI 3.1", content_type = "application/json"))
+    responses(
+        (status = 200, description = "This document, OpenAPI 3.1", content_type = "application/json"),
+        (status = 503, description = "`overloaded`: in-flight work is at its bound, or the request took too long; see `Retry-After`", body = Problem),
+    )
 )]
-pub(super) async fn openapi_json() -> impl IntoResponse {
-    static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let document = DOCUMENT.get_or_init(|| {
-        ApiDoc::openapi()
+pub(super) async fn openapi_json(State(app): State<AppState>) -> impl IntoResponse {
+    let document = app.openapi_json.get_or_init(|| {
+        document(&app.settings)
             .to_json()
             .expect("the OpenAPI document is plain data and always serializes")
+            .into()
     });
     (
         [(header::CONTENT_TYPE, "application/json")],
-        document.as_str(),
+        document.clone(),
     )
 }
 
@@ -156,7 +220,10 @@ pub(super) async fn openapi_json() -> impl IntoResponse {
 /// request is echoed into the HTML.
 #[utoipa::path(
     get, path = "/docs", tag = "operations",
-    responses((status = 200, description = "Interactive API docs (Swagger UI, served from the binary)", content_type = "text/html"))
+    responses(
+        (status = 200, description = "Interactive API docs (Swagger UI, served from the binary)", content_type = "text/html"),
+        (status = 503, description = "`overloaded`: in-flight work is at its bound, or the request took too long; see `Retry-After`", body = Problem),
+    )
 )]
 pub(super) async fn docs() -> impl IntoResponse {
     (
@@ -183,4 +250,76 @@ window.onload = () => {
 "##,
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::domain::catalog::TEXT_CHARS_MAX;
+    use crate::domain::{IdempotencyKey, Password, Username, MAX_MONEY};
+
+    fn served(settings: &Settings) -> Value {
+        serde_json::to_value(document(settings)).unwrap()
+    }
+
+    /// The attributes state the limits as literals; these are the server's own numbers.
+    #[test]
+    fn the_documented_limits_are_the_servers_own() {
+        let mut settings = Settings::for_tests();
+        settings.balance.max_charge = 12_345;
+        settings.holds.max_seats_per_user = 7;
+        let document = served(&settings);
+        let schemas = &document["components"]["schemas"];
+        let field = |schema: &str, name: &str| schemas[schema]["properties"][name].clone();
+
+        let username = field("Credentials", "username");
+        assert_eq!(username["minLength"], json!(Username::CHARS_MIN));
+        assert_eq!(username["maxLength"], json!(Username::CHARS_MAX));
+        let password = field("Credentials", "password");
+        assert_eq!(password["minLength"], json!(Password::CHARS_MIN));
+        assert_eq!(password["maxLength"], json!(Password::CHARS_MAX));
+
+        let amount = field("ChargeRequest", "amount");
+        assert_eq!(amount["minimum"], json!(1));
+        assert_eq!(amount["maximum"], json!(12_345));
+
+        for name in ["title", "venue"] {
+            let text = field("ConcertRequest", name);
+            assert_eq!(text["minLength"], json!(1), "{name}");
+            assert_eq!(text["maxLength"], json!(TEXT_CHARS_MAX), "{name}");
+        }
+        let seat_count = field("DateRequest", "seat_count");
+        assert_eq!(seat_count["minimum"], json!(1));
+        assert_eq!(seat_count["maximum"], json!(SEATS_PER_DATE_MAX as u64));
+        let price = field("DateRequest", "price");
+        assert_eq!(price["minimum"], json!(0));
+        assert_eq!(price["maximum"], json!(MAX_MONEY));
+
+        let seat_no = field("HoldRequest", "seat_no");
+        assert_eq!(seat_no["minimum"], json!(SeatNo::FIRST));
+        assert_eq!(seat_no["maximum"], json!(SEATS_PER_DATE_MAX as u64));
+        let seat_nos = field("HoldRequest", "seat_nos");
+        assert_eq!(seat_nos["minItems"], json!(1));
+        assert_eq!(seat_nos["maxItems"], json!(7));
+        assert_eq!(seat_nos["uniqueItems"], json!(true));
+        assert_eq!(seat_nos["items"]["minimum"], seat_no["minimum"]);
+        assert_eq!(seat_nos["items"]["maximum"], seat_no["maximum"]);
+
+        let keys: Vec<&Value> = document["paths"]
+            .as_object()
+            .unwrap()
+            .values()
+            .flat_map(|item| item.as_object().unwrap().values())
+            .flat_map(|operation| operation["parameters"].as_array().into_iter().flatten())
+            .filter(|parameter| parameter["name"] == "Idempotency-Key")
+            .collect();
+        assert_eq!(keys.len(), 3, "charges, reservations and payments");
+        for key in keys {
+            assert_eq!(key["in"], "header");
+            assert_eq!(key["schema"]["minLength"], json!(1));
+            assert_eq!(key["schema"]["maxLength"], json!(IdempotencyKey::CHARS_MAX));
+        }
+    }
 }

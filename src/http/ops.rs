@@ -49,7 +49,10 @@ pub(super) async fn echo(ApiJson { value, .. }: ApiJson<Echo>) -> Json<Echo> {
 
 #[utoipa::path(
     get, path = "/healthz", tag = "operations",
-    responses((status = 200, description = "The process is alive", content_type = "application/json"))
+    responses(
+        (status = 200, description = "The process is alive", content_type = "application/json"),
+        (status = 503, description = "`overloaded`: in-flight work is at its bound, or the request took too long; see `Retry-After`", body = Problem),
+    )
 )]
 pub(super) async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
@@ -57,7 +60,10 @@ pub(super) async fn healthz() -> Json<serde_json::Value> {
 
 #[utoipa::path(
     get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain"))
+    responses(
+        (status = 200, description = "Prometheus text exposition", content_type = "text/plain"),
+        (status = 503, description = "`overloaded`: in-flight work is at its bound, or the request took too long; see `Retry-After`", body = Problem),
+    )
 )]
 pub(super) async fn metrics(State(app): State<AppState>) -> impl axum::response::IntoResponse {
     let (waiting, active) = app.engine.queue.counts();
@@ -96,7 +102,7 @@ pub(super) async fn metrics(State(app): State<AppState>) -> impl axum::response:
     get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Recovered and serving", content_type = "application/json"),
-        (status = 503, description = "Still recovering", content_type = "application/json"),
+        (status = 503, description = "Still recovering (`{\"status\": \"starting\"}`), or `overloaded` (problem+json): in-flight work is at its bound", content_type = "application/json"),
     )
 )]
 pub(super) async fn readyz(State(app): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {

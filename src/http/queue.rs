@@ -67,6 +67,8 @@ impl QueueStatusBody {
         (status = 201, description = "A new token", body = QueueStatusBody),
         (status = 200, description = "The user's live token (counts as a poll)", body = QueueStatusBody),
         (status = 401, description = "`unauthenticated`", body = Problem),
+        (status = 429, description = "`rate_limited`: too many requests on this session; see `Retry-After`", body = Problem),
+        (status = 503, description = "`overloaded`: in-flight work is at its bound, or the request took too long; see `Retry-After`", body = Problem),
     )
 )]
 pub(super) async fn take_token(
@@ -89,6 +91,8 @@ pub(super) async fn take_token(
         (status = 200, description = "Position and ETA; an ended token is reissued (`reissued: true`)", body = QueueStatusBody),
         (status = 401, description = "`unauthenticated` or `queue_token_invalid`", body = Problem),
         (status = 403, description = "`forbidden`: another user's token", body = Problem),
+        (status = 429, description = "`rate_limited`: too many requests on this session; see `Retry-After`", body = Problem),
+        (status = 503, description = "`overloaded`: in-flight work is at its bound, or the request took too long; see `Retry-After`", body = Problem),
     )
 )]
 pub(super) async fn poll_token(
@@ -114,6 +118,8 @@ pub(super) async fn poll_token(
         (status = 204, description = "Left the queue"),
         (status = 401, description = "`unauthenticated` or `queue_token_invalid`", body = Problem),
         (status = 403, description = "`forbidden`: another user's token", body = Problem),
+        (status = 429, description = "`rate_limited`: too many requests on this session; see `Retry-After`", body = Problem),
+        (status = 503, description = "`overloaded`: in-flight work is at its bound, or the request took too long; see `Retry-After`", body = Problem),
     )
 )]
 pub(super) async fn leave_queue(

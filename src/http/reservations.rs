@@ -66,10 +66,12 @@ impl ReservationBody {
 #[derive(Deserialize, ToSchema)]
 pub(super) struct HoldRequest {
     date_id: String,
-    #[schema(value_type = Option<u32>, minimum = 1)]
+    /// A seat of the date (seats are numbered from 1).
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 100000)]
     seat_no: Option<WholeNumber>,
-    /// Held all-or-nothing; no repeats.
-    #[schema(value_type = Option<Vec<u32>>)]
+    /// Held all-or-nothing; no repeats; at most `holds.max_seats_per_user` seats held on a
+    /// date at once (else 422 `hold_limit`).
+    #[schema(value_type = Option<Vec<u32>>, min_items = 1)]
     seat_nos: Option<Vec<WholeNumber>>,
 }
 
@@ -111,7 +113,11 @@ fn requested_seats(request: &HoldRequest) -> Result<SeatList, ApiError> {
         (status = 403, description = "`not_admitted`, `queue_token_expired` or `forbidden`", body = Problem),
         (status = 404, description = "`not_found`: no such date", body = Problem),
         (status = 409, description = "`seat_unavailable`", body = Problem),
+        (status = 413, description = "`payload_too_large`: the body is larger than `limits.body_bytes_max`", body = Problem),
+        (status = 415, description = "`unsupported_media_type`: no body, or not `Content-Type: application/json`", body = Problem),
         (status = 422, description = "`invalid_input`, `hold_limit` or `idempotency_key_reused`", body = Problem),
+        (status = 429, description = "`rate_limited`: too many requests on this session; see `Retry-After`", body = Problem),
+        (status = 503, description = "`overloaded`: in-flight work is at its bound, or the request took too long; see `Retry-After`", body = Problem),
     )
 )]
 pub(super) async fn hold(
@@ -154,6 +160,8 @@ pub(super) async fn hold(
         (status = 200, description = "The reservation", body = ReservationBody),
         (status = 401, description = "`unauthenticated`", body = Problem),
         (status = 404, description = "`not_found`, also for another user's reservation", body = Problem),
+        (status = 429, description = "`rate_limited`: too many requests on this session; see `Retry-After`", body = Problem),
+        (status = 503, description = "`overloaded`: in-flight work is at its bound, or the request took too long; see `Retry-After`", body = Problem),
     )
 )]
 pub(super) async fn show(
@@ -171,6 +179,8 @@ pub(super) async fn show(
     responses(
         (status = 200, description = "The user's reservations, newest first", body = ReservationsBody),
         (status = 401, description = "`unauthenticated`", body = Problem),
+        (status = 429, description = "`rate_limited`: too many requests on this session; see `Retry-After`", body = Problem),
+        (status = 503, description = "`overloaded`: in-flight work is at its bound, or the request took too long; see `Retry-After`", body = Problem),
     )
 )]
 pub(super) async fn list_mine(
@@ -198,6 +208,8 @@ pub(super) async fn list_mine(
         (status = 401, description = "`unauthenticated`", body = Problem),
         (status = 404, description = "`not_found`, also for another user's reservation", body = Problem),
         (status = 409, description = "`reservation_not_held`", body = Problem),
+        (status = 429, description = "`rate_limited`: too many requests on this session; see `Retry-After`", body = Problem),
+        (status = 503, description = "`overloaded`: in-flight work is at its bound, or the request took too long; see `Retry-After`", body = Problem),
     )
 )]
 pub(super) async fn cancel(
@@ -260,7 +272,11 @@ impl From<&PaymentReceipt> for PaymentBody {
         (status = 404, description = "`not_found`, also for another user's reservation", body = Problem),
         (status = 409, description = "`already_paid` or `reservation_not_held`", body = Problem),
         (status = 410, description = "`hold_expired`", body = Problem),
+        (status = 413, description = "`payload_too_large`: the body is larger than `limits.body_bytes_max`", body = Problem),
+        (status = 415, description = "`unsupported_media_type`: no body, or not `Content-Type: application/json`", body = Problem),
         (status = 422, description = "`idempotency_key_reused`", body = Problem),
+        (status = 429, description = "`rate_limited`: too many requests on this session; see `Retry-After`", body = Problem),
+        (status = 503, description = "`overloaded`: in-flight work is at its bound, or the request took too long; see `Retry-After`", body = Problem),
     )
 )]
 pub(super) async fn pay(

@@ -26,11 +26,17 @@ pub fn routes() -> Router<AppState> {
 
 #[derive(Deserialize, ToSchema)]
 pub(super) struct Credentials {
-    /// 3–32 characters of `a-z`, `0-9`, `_`, `.` and `-`.
-    #[schema(example = "ada")]
+    /// 3–32 characters of `a-z`, `0-9`, `_`, `.` and `-` (else 422 `invalid_input` on
+    /// sign-up; no such user can sign in).
+    #[schema(
+        example = "ada",
+        min_length = 3,
+        max_length = 32,
+        pattern = "^[a-z0-9_.-]+$"
+    )]
     username: String,
     /// 8–128 characters; all of them count.
-    #[schema(example = "correct horse battery")]
+    #[schema(example = "correct horse battery", min_length = 8, max_length = 128)]
     password: String,
 }
 
@@ -63,11 +69,13 @@ pub(super) struct MeBody {
         (status = 201, description = "Signed up", body = UserBody),
         (status = 400, description = "`malformed_request`", body = Problem),
         (status = 409, description = "`username_taken`", body = Problem),
+        (status = 413, description = "`payload_too_large`: the body is larger than `limits.body_bytes_max`", body = Problem),
+        (status = 415, description = "`unsupported_media_type`: no body, or not `Content-Type: application/json`", body = Problem),
         (status = 422, description = "`invalid_input`: username or password out of range", body = Problem),
         (status = 429, description = "`rate_limited`: too many sign-ups from this address", body = Problem),
+        (status = 503, description = "`overloaded`: in-flight work is at its bound, or the request took too long; see `Retry-After`", body = Problem),
     )
 )]
-
 pub(super) async fn sign_up(
     State(app): State<AppState>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
@@ -104,7 +112,10 @@ pub(super) async fn sign_up(
         (status = 201, description = "Signed in", body = SessionBody),
         (status = 400, description = "`malformed_request`", body = Problem),
         (status = 401, description = "`invalid_credentials`", body = Problem),
+        (status = 413, description = "`payload_too_large`: the body is larger than `limits.body_bytes_max`", body = Problem),
+        (status = 415, description = "`unsupported_media_type`: no body, or not `Content-Type: application/json`", body = Problem),
         (status = 429, description = "`rate_limited`: too many sign-ins from this address", body = Problem),
+        (status = 503, description = "`overloaded`: in-flight work is at its bound, or the request took too long; see `Retry-After`", body = Problem),
     )
 )]
 pub(super) async fn sign_in(
@@ -148,6 +159,8 @@ pub(super) async fn sign_in(
     responses(
         (status = 204, description = "Signed out; the token no longer works"),
         (status = 401, description = "`unauthenticated`", body = Problem),
+        (status = 429, description = "`rate_limited`: too many requests on this session; see `Retry-After`", body = Problem),
+        (status = 503, description = "`overloaded`: in-flight work is at its bound, or the request took too long; see `Retry-After`", body = Problem),
     )
 )]
 pub(super) async fn sign_out(
@@ -164,6 +177,8 @@ pub(super) async fn sign_out(
     responses(
         (status = 200, description = "The signed-in user", body = MeBody),
         (status = 401, description = "`unauthenticated`", body = Problem),
+        (status = 429, description = "`rate_limited`: too many requests on this session; see `Retry-After`", body = Problem),
+        (status = 503, description = "`overloaded`: in-flight work is at its bound, or the request took too long; see `Retry-After`", body = Problem),
     )
 )]
 pub(super) async fn me(
