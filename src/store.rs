@@ -4,7 +4,6 @@
 pub mod backup;
 pub mod history;
 pub mod keys;
-pub mod legacy;
 pub mod log;
 pub mod reader;
 pub mod recovery;

@@ -111,8 +111,8 @@ fn stored_keys(log: &EventLog) -> Vec<Option<KeyRecord>> {
 
 /// The history tables hold exactly what the log's events make: the first record of every key,
 /// each user's balance entries and reservations (in their latest state), newest first. Rows are
-/// written after their events live, and by recovery for what an older release left or what the
-/// history database lost; either way they must be this projection of the log and nothing else.
+/// written after their events live, and by recovery for what the history database lost; either
+/// way they must be this projection of the log and nothing else.
 async fn history_is_the_projection_of_the_log(settings: &Settings) -> Result<(), TestCaseError> {
     let opened = EventLog::open(&settings.storage.sqlite_path, Synchronous::Normal, 0)
         .expect("the log opens");

@@ -13,13 +13,13 @@ use crate::domain::seat_map::{Reservation, ReservationChange, ReservationState};
 use crate::domain::{DateId, ReservationId, Timestamp, UserId};
 
 pub(crate) const SCHEMA: &str = "
-    CREATE TABLE IF NOT EXISTS ledger_entries (
+    CREATE TABLE ledger_entries (
         entry_id INTEGER PRIMARY KEY,
         user_id  INTEGER NOT NULL,
         entry    BLOB    NOT NULL
     );
-    CREATE INDEX IF NOT EXISTS ledger_entries_by_user ON ledger_entries (user_id, entry_id);
-    CREATE TABLE IF NOT EXISTS reservations (
+    CREATE INDEX ledger_entries_by_user ON ledger_entries (user_id, entry_id);
+    CREATE TABLE reservations (
         date_id    INTEGER NOT NULL,
         seq        INTEGER NOT NULL,
         user_id    INTEGER NOT NULL,
@@ -30,7 +30,7 @@ pub(crate) const SCHEMA: &str = "
         placed     BLOB    NOT NULL,
         PRIMARY KEY (date_id, seq)
     ) WITHOUT ROWID;
-    CREATE INDEX IF NOT EXISTS reservations_by_user
+    CREATE INDEX reservations_by_user
         ON reservations (user_id, created_at, placed_seq);";
 
 fn state_code(state: ReservationState) -> i64 {
@@ -56,9 +56,9 @@ fn state_of(code: i64) -> Result<ReservationState, StoreError> {
     })
 }
 
-/// Stores a reservation in the state it is in; `placed_seq` is the log sequence of its hold
-/// (0 for one carried over from an older snapshot), which orders a user's list.
-pub(crate) fn insert_reservation(
+/// Stores a reservation in the state it is in; `placed_seq` is the log sequence of its hold,
+/// which orders a user's list.
+fn insert_reservation(
     conn: &Connection,
     reservation: &Reservation,
     placed_seq: u64,

@@ -11,7 +11,7 @@ use crate::domain::idempotency::{BookKey, KeyRecord, Outcome, PendingRecord};
 use crate::domain::Timestamp;
 
 pub(crate) const SCHEMA: &str = "
-    CREATE TABLE IF NOT EXISTS idempotency_keys (
+    CREATE TABLE idempotency_keys (
         user_id     INTEGER NOT NULL,
         digest      BLOB    NOT NULL,
         fingerprint INTEGER NOT NULL,
@@ -19,7 +19,7 @@ pub(crate) const SCHEMA: &str = "
         recorded_at INTEGER NOT NULL,
         PRIMARY KEY (user_id, digest)
     ) WITHOUT ROWID;
-    CREATE INDEX IF NOT EXISTS idempotency_keys_by_age ON idempotency_keys (recorded_at);";
+    CREATE INDEX idempotency_keys_by_age ON idempotency_keys (recorded_at);";
 
 fn encode_outcome(outcome: &Outcome) -> Vec<u8> {
     bincode::serde::encode_to_vec(outcome, bincode::config::standard())

@@ -30,9 +30,7 @@ pub use super::rows::EventRows;
 use super::rows::{self, ToRows};
 use crate::config::Synchronous;
 use crate::domain::idempotency::PendingRecord;
-use crate::domain::ledger::LedgerEntry;
-use crate::domain::seat_map::{Reservation, ReservationChange};
-use crate::domain::{Event, Timestamp, UserId};
+use crate::domain::{Event, Timestamp};
 
 /// Version of the payload encoding stored with every row, so old logs stay readable.
 pub const EVENT_FORMAT_VERSION: u32 = 1;
@@ -43,12 +41,62 @@ pub(crate) const WRITER_BUSY_TIMEOUT_MS: u64 = 5_000;
 /// Exit code when the log cannot be written: memory and disk would diverge otherwise.
 pub const EXIT_LOG_FAILED: i32 = 70;
 
+/// The schema version of the log's database (`PRAGMA user_version`).
+pub const LOG_SCHEMA_VERSION: u32 = 1;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{0}")]
     Setup(String),
     #[error("the event log is corrupt or unreadable: {0}")]
     Corrupt(String),
+    #[error(
+        "{} has schema version {found}; this build reads version {expected} only. It was written \
+         by another build of boxoffice: run that build, or move the log, its history database \
+         and the snapshots away to start empty",
+        path.display()
+    )]
+    UnsupportedFormat {
+        path: PathBuf,
+        found: i64,
+        expected: u32,
+    },
+}
+
+/// Creates `schema` in a new database and stamps it with `version`; a database that holds
+/// anything else is refused, never read as if it were this version.
+pub(crate) fn create_or_check_schema(
+    conn: &Connection,
+    path: &Path,
+    schema: &str,
+    version: u32,
+) -> Result<(), StoreError> {
+    let setup = |e: rusqlite::Error| {
+        StoreError::Setup(format!(
+            "cannot set up the database {}: {e}",
+            path.display()
+        ))
+    };
+    let found: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(setup)?;
+    let objects: i64 = conn
+        .query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get(0))
+        .map_err(setup)?;
+    if found == i64::from(version) {
+        Ok(())
+    } else if found == 0 && objects == 0 {
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {schema} PRAGMA user_version = {version}; COMMIT;"
+        ))
+        .map_err(setup)
+    } else {
+        Err(StoreError::UnsupportedFormat {
+            path: path.to_owned(),
+            found,
+            expected: version,
+        })
+    }
 }
 
 pub(crate) fn encode_event(event: &Event) -> Vec<u8> {
@@ -67,22 +115,6 @@ struct Pending {
     payload: Vec<u8>,
     rows: EventRows,
     done: oneshot::Sender<u64>,
-}
-
-/// Rows of events committed before this start: those an older release kept in memory and
-/// snapshots (see `OpenedLog::rows_from`), and those of events past the history's mark.
-#[derive(Debug, Default)]
-pub struct CarriedRows {
-    /// Every event up to here has its rows once these are stored.
-    pub through: u64,
-    pub keys: Vec<PendingRecord>,
-    pub entries: Vec<(UserId, LedgerEntry)>,
-    /// Reservations as an older snapshot held them, stored before `reservation_changes`.
-    pub reservations: Vec<Reservation>,
-    /// Changes made by logged events, with their sequence, in log order.
-    pub reservation_changes: Vec<(u64, ReservationChange)>,
-    /// Rows of this release's events past the history's mark, stored after the ones above.
-    pub lagging: Vec<EventRows>,
 }
 
 // Nearly every message is an `Append`: boxing it would add an allocation per event to spare
@@ -120,9 +152,6 @@ pub struct OpenedLog {
     pub log: EventLog,
     pub events: Vec<(u64, Event)>,
     pub oldest_stored: Option<u64>,
-    /// The first sequence logged by a release that writes rows beside events; events before
-    /// it have none, and recovery carries theirs over.
-    pub rows_from: u64,
     /// Every event up to here has its rows in the history database; recovery projects the
     /// ones after it again (`events` starts no later than this).
     pub rows_through: u64,
@@ -195,6 +224,14 @@ fn create_data_dir(path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+const LOG_SCHEMA: &str = "
+    CREATE TABLE events (
+        seq     INTEGER PRIMARY KEY,
+        kind    TEXT    NOT NULL,
+        version INTEGER NOT NULL,
+        payload BLOB    NOT NULL
+    );";
+
 fn open_connection(path: &Path, synchronous: Synchronous) -> Result<Connection, StoreError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE;
     let conn = Connection::open_with_flags(path, flags).map_err(|e| {
@@ -214,16 +251,6 @@ fn open_connection(path: &Path, synchronous: Synchronous) -> Result<Connection, 
         "PRAGMA busy_timeout = {WRITER_BUSY_TIMEOUT_MS};
          PRAGMA journal_mode = WAL;
          PRAGMA synchronous = {sync};
-         CREATE TABLE IF NOT EXISTS events (
-             seq     INTEGER PRIMARY KEY,
-             kind    TEXT    NOT NULL,
-             version INTEGER NOT NULL,
-             payload BLOB    NOT NULL
-         );
-         CREATE TABLE IF NOT EXISTS boxoffice_meta (
-             name  TEXT PRIMARY KEY,
-             value INTEGER NOT NULL
-         );
          BEGIN IMMEDIATE; COMMIT;"
     ))
     .map_err(|e| {
@@ -237,6 +264,7 @@ fn open_connection(path: &Path, synchronous: Synchronous) -> Result<Connection, 
             path.display()
         ))
     })?;
+    create_or_check_schema(&conn, path, LOG_SCHEMA, LOG_SCHEMA_VERSION)?;
     Ok(conn)
 }
 
@@ -261,24 +289,9 @@ impl EventLog {
                 r.get::<_, i64>(0)
             })
             .map_err(corrupt)? as u64;
-        // Set once, by the first release that writes rows beside events.
-        conn.execute(
-            "INSERT OR IGNORE INTO boxoffice_meta (name, value) VALUES ('rows_from', ?1)",
-            params![(last_seq + 1) as i64],
-        )
-        .map_err(corrupt)?;
-        let rows_from: i64 = conn
-            .query_row(
-                "SELECT value FROM boxoffice_meta WHERE name = 'rows_from'",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(corrupt)?;
-        let rows_from = rows_from as u64;
         let start_seq = last_seq.max(after_seq);
         let history_file = rows::history_path(path);
-        let (history, rows_through) =
-            open_history(&conn, path, &history_file, start_seq, rows_from)?;
+        let (history, rows_through) = open_history(path, &history_file, start_seq)?;
         let events = read_after(&conn, after_seq.min(rows_through))?;
 
         let (to_writer, from_owners) = mpsc::channel();
@@ -328,7 +341,6 @@ impl EventLog {
             log,
             events,
             oldest_stored: oldest.map(|s| s as u64),
-            rows_from,
             rows_through,
         })
     }
@@ -418,27 +430,24 @@ impl EventLog {
         &self.reader
     }
 
-    /// Stores rows of events already committed: how a start-up carries over what an older
-    /// release kept only in memory and snapshots. Blocks until they are committed.
-    pub fn carry_blocking(&self, rows: CarriedRows) {
+    /// Stores the rows of events already committed whose rows did not reach the history
+    /// database before the last stop, and marks it as holding every event through `through`.
+    /// Blocks until they are committed.
+    pub fn project_blocking(&self, rows: Vec<EventRows>, through: u64) {
         let (done, stored) = oneshot::channel();
         if self
             .appender
             .lock()
             .to_rows
-            .send(ToRows::Carry(rows, done))
+            .send(ToRows::Project {
+                rows,
+                through,
+                done,
+            })
             .is_ok()
         {
             let _ = stored.blocking_recv();
         }
-    }
-
-    #[cfg(test)]
-    async fn carry_for_tests(&self, rows: CarriedRows) {
-        let log = self.clone();
-        tokio::task::spawn_blocking(move || log.carry_blocking(rows))
-            .await
-            .unwrap();
     }
 
     /// Deletes idempotency records that are stale at `now` (kept `KEY_TTL_MS`).
@@ -454,26 +463,14 @@ impl EventLog {
 }
 
 /// Opens the history database beside the log at `path` and says how far its rows reach. It
-/// takes over the history tables a one-file release kept in the log itself; it starts empty
-/// only beside a log that has no events needing rows, and is otherwise missing: refused.
+/// starts empty only beside a log that has no events; missing beside one that has, or ahead of
+/// it, it is refused.
 fn open_history(
-    log: &Connection,
     path: &Path,
     history_file: &Path,
     last_seq: u64,
-    rows_from: u64,
 ) -> Result<(Connection, u64), StoreError> {
-    let setup = |e: rusqlite::Error| {
-        StoreError::Setup(format!(
-            "cannot set up the history database {}: {e}",
-            history_file.display()
-        ))
-    };
-    let rows::OpenedHistory {
-        mut conn,
-        rows_through,
-    } = rows::open(history_file)?;
-    let one_file = rows::log_has_history(log).map_err(setup)?;
+    let rows::OpenedHistory { conn, rows_through } = rows::open(history_file)?;
     let rows_through = match rows_through {
         // Rows of events the log does not have: their ids would be given again, and the new
         // rows refused as duplicates.
@@ -487,30 +484,24 @@ fn open_history(
             )))
         }
         Some(mark) => mark,
-        None if one_file => {
-            rows::take_over(&mut conn, path, last_seq).map_err(setup)?;
-            tracing::info!(
-                file = %history_file.display(),
-                "moved the history tables out of the log into their own database"
-            );
-            last_seq
-        }
-        None if rows_from <= last_seq => {
+        None if last_seq > 0 => {
             return Err(StoreError::Setup(format!(
-                "the history database {} is missing or empty, but the log {} has events from \
-                 sequence {rows_from} on that need it; restore both files from the same backup",
+                "the history database {} is missing or empty, but the log {} has events that \
+                 need it; restore both files from the same backup",
                 history_file.display(),
                 path.display()
             )))
         }
         None => {
-            rows::mark_fresh(&conn, last_seq).map_err(setup)?;
+            rows::mark_fresh(&conn, last_seq).map_err(|e| {
+                StoreError::Setup(format!(
+                    "cannot set up the history database {}: {e}",
+                    history_file.display()
+                ))
+            })?;
             last_seq
         }
     };
-    if one_file {
-        rows::drop_taken_over(log).map_err(setup)?;
-    }
     Ok((conn, rows_through))
 }
 
@@ -796,11 +787,10 @@ mod tests {
         );
         reopened
             .log
-            .carry_for_tests(CarriedRows {
-                keys: vec![new],
-                ..CarriedRows::default()
-            })
+            .append(&keyed_charge("new", 5_000))
+            .wait()
             .await;
+        reopened.log.reader().caught_up().await;
         reopened
             .log
             .forget_stale_keys(Timestamp(1_000 + KEY_TTL_MS));
@@ -819,7 +809,6 @@ mod tests {
         use crate::domain::ledger::EntryKind;
         let path = scratch("history");
         let opened = EventLog::open(&path, Synchronous::Normal, 0).unwrap();
-        assert_eq!(opened.rows_from, 1, "a new log has rows beside every event");
         opened.log.append(&concert(1));
         opened.log.append(&keyed_charge("a", 1_000));
         opened.log.append(&concert(2)).wait().await;
@@ -855,9 +844,6 @@ mod tests {
             0,
             "a stopped history database is whole in its own file"
         );
-        let reopened = EventLog::open(&path, Synchronous::Normal, 0).unwrap();
-        assert_eq!(reopened.rows_from, 1, "the mark is set once");
-        reopened.log.close().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -896,67 +882,36 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn history_kept_inside_the_log_by_the_one_file_layout_moves_to_its_own_file() {
-        use crate::domain::ledger::EntryKind;
-        let path = scratch("one-file");
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        let charge = keyed_charge("before", 1_000);
-        {
-            // The layout of the release before: history tables beside the events.
-            let conn = Connection::open(&path).unwrap();
-            conn.execute_batch(&format!(
-                "PRAGMA journal_mode = WAL;
-                 CREATE TABLE events (seq INTEGER PRIMARY KEY, kind TEXT NOT NULL,
-                     version INTEGER NOT NULL, payload BLOB NOT NULL);
-                 CREATE TABLE boxoffice_meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-                 INSERT INTO boxoffice_meta VALUES ('rows_from', 1);
-                 {}{}",
-                super::super::keys::SCHEMA,
-                super::super::history::SCHEMA
-            ))
-            .unwrap();
-            conn.execute(
-                "INSERT INTO events VALUES (1, 'balance_charged', 1, ?1)",
-                params![encode_event(&charge)],
-            )
-            .unwrap();
-            super::super::keys::insert(&conn, &PendingRecord::of(&charge).unwrap()).unwrap();
-            let (user, entry) = LedgerEntry::made_by(1, &charge).unwrap();
-            super::super::history::insert_entry(&conn, user, &entry).unwrap();
+    async fn a_database_of_another_schema_version_is_refused_by_name() {
+        for (name, file) in [
+            ("log-version", None),
+            (
+                "history-version",
+                Some(rows::history_path as fn(&Path) -> PathBuf),
+            ),
+        ] {
+            let path = scratch(name);
+            let opened = EventLog::open(&path, Synchronous::Normal, 0).unwrap();
+            opened.log.append(&concert(1)).wait().await;
+            opened.log.close().await;
+            let target = file.map_or_else(|| path.clone(), |f| f(&path));
+            for version in [0, 2] {
+                Connection::open(&target)
+                    .unwrap()
+                    .pragma_update(None, "user_version", version)
+                    .unwrap();
+                let error = EventLog::open(&path, Synchronous::Normal, 0).err().unwrap();
+                assert!(
+                    matches!(
+                        &error,
+                        StoreError::UnsupportedFormat { path: p, found, expected: 1 }
+                            if *p == target && *found == version
+                    ),
+                    "{error}"
+                );
+                assert!(error.to_string().contains("schema version"), "{error}");
+            }
         }
-        let opened = EventLog::open(&path, Synchronous::Normal, 0).unwrap();
-        assert_eq!(opened.rows_through, 1);
-        let key = PendingRecord::of(&charge).unwrap();
-        assert_eq!(
-            opened.log.reader().find_key(&key.key).unwrap(),
-            Some(key.record)
-        );
-        let history = opened
-            .log
-            .reader()
-            .ledger_history(crate::domain::UserId(4))
-            .unwrap();
-        assert_eq!(
-            history
-                .iter()
-                .map(|e| (e.entry_id, e.kind))
-                .collect::<Vec<_>>(),
-            vec![(1, EntryKind::Charge)]
-        );
-        opened.log.close().await;
-        let tables: i64 = Connection::open(&path)
-            .unwrap()
-            .query_row(
-                "SELECT COUNT(*) FROM sqlite_master WHERE name IN \
-                 ('idempotency_keys', 'ledger_entries', 'reservations')",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(tables, 0, "the log keeps events only");
-        let reopened = EventLog::open(&path, Synchronous::Normal, 0).unwrap();
-        assert_eq!(reopened.rows_through, 1);
-        reopened.log.close().await;
     }
 
     #[tokio::test]

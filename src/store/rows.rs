@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{oneshot, watch};
 
-use super::log::{fatal, CarriedRows, LogStats, StoreError, WRITER_BUSY_TIMEOUT_MS};
+use super::log::{create_or_check_schema, fatal, LogStats, StoreError, WRITER_BUSY_TIMEOUT_MS};
 use super::{history, keys};
 use crate::domain::idempotency::PendingRecord;
 use crate::domain::ledger::LedgerEntry;
@@ -75,8 +75,13 @@ impl EventRows {
 pub(crate) enum ToRows {
     /// The rows of a committed batch of events, the last of which is `through`.
     Write { through: u64, rows: Vec<EventRows> },
-    /// Rows of events committed before this start; answers when they are stored.
-    Carry(CarriedRows, oneshot::Sender<()>),
+    /// Rows of events committed before this start that the history did not store before the
+    /// stop, the last of those events being `through`; answers when they are stored.
+    Project {
+        rows: Vec<EventRows>,
+        through: u64,
+        done: oneshot::Sender<()>,
+    },
     /// Delete idempotency records that are stale at this time.
     ForgetKeys(Timestamp),
     /// A reader waits for the rows of the events up to this one: write them as soon as they
@@ -90,8 +95,11 @@ pub(crate) enum ToRows {
     Close(oneshot::Sender<()>),
 }
 
+/// The schema version of the history database (`PRAGMA user_version`).
+pub const HISTORY_SCHEMA_VERSION: u32 = 1;
+
 const META_SCHEMA: &str = "
-    CREATE TABLE IF NOT EXISTS history_meta (
+    CREATE TABLE history_meta (
         name  TEXT PRIMARY KEY,
         value INTEGER NOT NULL
     );";
@@ -107,8 +115,7 @@ fn setup_error(path: &Path, e: impl std::fmt::Display) -> StoreError {
 /// An opened history database, before its writer starts.
 pub(crate) struct OpenedHistory {
     pub conn: Connection,
-    /// Every event up to here has its rows stored; `None` for a database that has never
-    /// been marked (new, or about to take over the rows of an older layout).
+    /// Every event up to here has its rows stored; `None` for a new database.
     pub rows_through: Option<u64>,
 }
 
@@ -121,14 +128,15 @@ pub(crate) fn open(path: &Path) -> Result<OpenedHistory, StoreError> {
     conn.execute_batch(&format!(
         "PRAGMA busy_timeout = {WRITER_BUSY_TIMEOUT_MS};
          PRAGMA journal_mode = WAL;
-         PRAGMA synchronous = NORMAL;
-         {keys}
-         {history}
-         {META_SCHEMA}",
-        keys = keys::SCHEMA,
-        history = history::SCHEMA,
+         PRAGMA synchronous = NORMAL;"
     ))
     .map_err(|e| setup_error(path, e))?;
+    create_or_check_schema(
+        &conn,
+        path,
+        &format!("{}{}{META_SCHEMA}", keys::SCHEMA, history::SCHEMA),
+        HISTORY_SCHEMA_VERSION,
+    )?;
     let rows_through = read_mark(&conn).map_err(|e| setup_error(path, e))?;
     Ok(OpenedHistory { conn, rows_through })
 }
@@ -156,52 +164,6 @@ pub(crate) fn mark_fresh(conn: &Connection, through: u64) -> rusqlite::Result<()
     write_mark(conn, through)
 }
 
-/// Tables that a release before this one kept inside the log's own database.
-const TAKEN_OVER: [&str; 3] = ["idempotency_keys", "ledger_entries", "reservations"];
-
-/// Whether the log's database still holds history tables of the older, one-file layout.
-pub(crate) fn log_has_history(log: &Connection) -> rusqlite::Result<bool> {
-    log.query_row(
-        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'idempotency_keys'",
-        [],
-        |r| r.get::<_, i64>(0),
-    )
-    .map(|n| n > 0)
-}
-
-/// Copies the history tables of the one-file layout into this database, marked as covering
-/// every event the log holds (they were written in the same transactions as their events).
-/// The log's copies are dropped afterwards by `drop_taken_over`; a crash in between repeats
-/// only the drop, as the mark is then set.
-pub(crate) fn take_over(
-    conn: &mut Connection,
-    log_path: &Path,
-    through: u64,
-) -> rusqlite::Result<()> {
-    conn.execute(
-        "ATTACH DATABASE ?1 AS one_file",
-        params![log_path.to_string_lossy()],
-    )?;
-    // Synced: the log's copies are dropped next.
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    let tx = conn.transaction()?;
-    for table in TAKEN_OVER {
-        tx.execute_batch(&format!(
-            "INSERT OR IGNORE INTO main.{table} SELECT * FROM one_file.{table};"
-        ))?;
-    }
-    write_mark(&tx, through)?;
-    tx.commit()?;
-    conn.execute_batch("PRAGMA synchronous = NORMAL; DETACH DATABASE one_file;")
-}
-
-pub(crate) fn drop_taken_over(log: &Connection) -> rusqlite::Result<()> {
-    for table in TAKEN_OVER {
-        log.execute_batch(&format!("DROP TABLE IF EXISTS {table};"))?;
-    }
-    Ok(())
-}
-
 /// The history writer's loop: everything that arrived while the previous transaction ran goes
 /// into the next one, with the new mark.
 pub(crate) fn write_rows(
@@ -212,7 +174,7 @@ pub(crate) fn write_rows(
     mut through: u64,
 ) {
     let mut close = None;
-    let mut carried = Vec::new();
+    let mut projected = Vec::new();
     let mut forget_keys = None;
     let mut durable = Vec::new();
     let mut backups = Vec::new();
@@ -249,8 +211,12 @@ pub(crate) fn write_rows(
                     batch_through = Some(last);
                 }
                 ToRows::Hurry(until) => hurry_until = hurry_until.max(until),
-                ToRows::Carry(rows, done) => {
-                    carried.push((rows, done));
+                ToRows::Project {
+                    rows,
+                    through,
+                    done,
+                } => {
+                    projected.push((rows, through, done));
                     wanted_now = true;
                 }
                 ToRows::ForgetKeys(now) => forget_keys = forget_keys.max(Some(now)),
@@ -269,10 +235,12 @@ pub(crate) fn write_rows(
             }
             next = from_log.try_recv().ok();
         }
-        for (rows, done) in carried.drain(..) {
-            through = through.max(rows.through);
-            if let Err(error) = store_carried(&mut conn, &rows, through) {
-                fatal(&format!("cannot store rows carried over at start: {error}"));
+        for (rows, last, done) in projected.drain(..) {
+            through = through.max(last);
+            if let Err(error) = commit(&mut conn, &rows, through) {
+                fatal(&format!(
+                    "cannot store the history rows of events through {through}: {error}"
+                ));
             }
             stats.rows_through.store(through, Ordering::SeqCst);
             progress.send_replace(through);
@@ -361,25 +329,6 @@ fn commit_synced(conn: &mut Connection, through: u64) -> rusqlite::Result<()> {
     write_mark(&tx, through)?;
     tx.commit()?;
     conn.pragma_update(None, "synchronous", "NORMAL")
-}
-
-fn store_carried(conn: &mut Connection, rows: &CarriedRows, through: u64) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
-    for record in &rows.keys {
-        keys::insert(&tx, record)?;
-    }
-    for (user, entry) in &rows.entries {
-        history::insert_entry(&tx, *user, entry)?;
-    }
-    for reservation in &rows.reservations {
-        history::insert_reservation(&tx, reservation, 0)?;
-    }
-    for (seq, change) in &rows.reservation_changes {
-        history::change_reservation(&tx, change, *seq)?;
-    }
-    store_event_rows(&tx, &rows.lagging)?;
-    write_mark(&tx, through)?;
-    tx.commit()
 }
 
 #[cfg(test)]

@@ -20,24 +20,16 @@ use sha2::{Digest, Sha256};
 use super::log::EventLog;
 
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"BOXSNAP\0";
-/// The version this build writes. Version 1 differs from 2 only in the idempotency book's
-/// records; version 2 from 3 only in the ledger and the dates, which kept their history inside.
-/// Every other owner reads an older payload as it is; the ledger, the dates and the book convert
-/// theirs
-/// (`store::legacy`). Changing any owner's layout means a new version and a reader for the old.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 3;
-/// The oldest version this build still reads.
-pub const OLDEST_READABLE_VERSION: u32 = 1;
-
-/// Reads the payload of an older format version into today's state.
-pub type Upgrade<T> = fn(version: u32, payload: &[u8]) -> Result<T, String>;
+/// The only format version this build reads and writes. Changing any owner's layout means a
+/// new version, and a reader for this one beside it.
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
 const HEADER_LEN: usize = 8 + 4 + 4 + 8 + 8 + 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
     #[error("snapshot {path} is corrupt or truncated: {reason}")]
     Corrupt { path: PathBuf, reason: String },
-    #[error("snapshot {path} has format version {found}; this build reads versions {OLDEST_READABLE_VERSION} to {SNAPSHOT_FORMAT_VERSION}. Run the boxoffice release that wrote it, or move the file away to rebuild from the log")]
+    #[error("snapshot {path} has format version {found}; this build reads version {SNAPSHOT_FORMAT_VERSION} only. Run the boxoffice build that wrote it, or move the file away to rebuild its owner from the log")]
     UnknownVersion { path: PathBuf, found: u32 },
     #[error("cannot write snapshot {path}: {reason}")]
     Io { path: PathBuf, reason: String },
@@ -70,15 +62,6 @@ pub fn encode<T: Serialize>(state: &T, seq: u64) -> Vec<u8> {
 
 /// Checks and decodes a snapshot file image; returns the state and the sequence it covers.
 pub fn decode<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<(T, u64), SnapshotError> {
-    decode_upgrading(path, bytes, None)
-}
-
-/// `decode`, reading an older version's payload with `upgrade` when the owner's layout changed.
-pub fn decode_upgrading<T: DeserializeOwned>(
-    path: &Path,
-    bytes: &[u8],
-    upgrade: Option<Upgrade<T>>,
-) -> Result<(T, u64), SnapshotError> {
     let corrupt = |reason: &str| SnapshotError::Corrupt {
         path: path.to_owned(),
         reason: reason.to_owned(),
@@ -91,7 +74,7 @@ pub fn decode_upgrading<T: DeserializeOwned>(
     let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
     let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
     let version = u32_at(8);
-    if !(OLDEST_READABLE_VERSION..=SNAPSHOT_FORMAT_VERSION).contains(&version) {
+    if version != SNAPSHOT_FORMAT_VERSION {
         return Err(SnapshotError::UnknownVersion {
             path: path.to_owned(),
             found: version,
@@ -109,19 +92,9 @@ pub fn decode_upgrading<T: DeserializeOwned>(
     if checksum(payload) != sum {
         return Err(corrupt("checksum mismatch"));
     }
-    let state = match upgrade {
-        Some(upgrade) if version < SNAPSHOT_FORMAT_VERSION => upgrade(version, payload)
-            .map_err(|e| corrupt(&format!("undecodable version-{version} payload: {e}")))?,
-        _ => decode_payload(payload).map_err(|e| corrupt(&format!("undecodable payload: {e}")))?,
-    };
+    let (state, _) = bincode::serde::decode_from_slice(payload, bincode::config::standard())
+        .map_err(|e| corrupt(&format!("undecodable payload: {e}")))?;
     Ok((state, seq))
-}
-
-/// The bincode payload alone, as every version so far has framed it.
-pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, String> {
-    bincode::serde::decode_from_slice(payload, bincode::config::standard())
-        .map(|(state, _)| state)
-        .map_err(|e| e.to_string())
 }
 
 pub fn file_name(owner: &str, seq: u64) -> String {
@@ -180,19 +153,10 @@ pub fn list(dir: &Path, owner: &str) -> Vec<(u64, PathBuf)> {
 }
 
 /// The newest snapshot of `owner` that reads back whole. Corrupt or truncated ones are reported
-/// and skipped; a snapshot of an unknown format version stops recovery (refusing beats guessing).
+/// and skipped; a snapshot of another format version stops recovery (refusing beats guessing).
 pub fn load_newest<T: DeserializeOwned>(
     dir: &Path,
     owner: &str,
-) -> Result<Option<(T, u64)>, SnapshotError> {
-    load_newest_upgrading(dir, owner, None)
-}
-
-/// `load_newest` for an owner whose layout changed since an older version (see `Upgrade`).
-pub fn load_newest_upgrading<T: DeserializeOwned>(
-    dir: &Path,
-    owner: &str,
-    upgrade: Option<Upgrade<T>>,
 ) -> Result<Option<(T, u64)>, SnapshotError> {
     for (_, path) in list(dir, owner) {
         let bytes = match fs::read(&path) {
@@ -202,7 +166,7 @@ pub fn load_newest_upgrading<T: DeserializeOwned>(
                 continue;
             }
         };
-        match decode_upgrading(&path, &bytes, upgrade) {
+        match decode(&path, &bytes) {
             Ok(found) => return Ok(Some(found)),
             Err(error @ SnapshotError::UnknownVersion { .. }) => return Err(error),
             Err(error) => {
@@ -377,6 +341,24 @@ mod tests {
             matches!(error, SnapshotError::UnknownVersion { found, .. } if found == SNAPSHOT_FORMAT_VERSION + 1)
         );
         assert!(error.to_string().contains("format version"));
+    }
+
+    #[test]
+    fn a_snapshot_of_another_format_version_stops_loading_instead_of_being_skipped() {
+        let dir = scratch("other-version");
+        write_atomically(&dir, "ledger", 5, &encode(&"old", 5)).unwrap();
+        for version in [0, 2, 3, 99] {
+            let mut bytes = encode(&"new", 9);
+            bytes[8..12].copy_from_slice(&u32::to_le_bytes(version));
+            write_atomically(&dir, "ledger", 9, &bytes).unwrap();
+            let error = load_newest::<String>(&dir, "ledger").unwrap_err();
+            assert!(
+                matches!(error, SnapshotError::UnknownVersion { found, .. } if found == version),
+                "{error}"
+            );
+            assert!(error.to_string().contains("move the file away"), "{error}");
+        }
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
