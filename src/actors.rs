@@ -253,7 +253,8 @@ pub(crate) async fn read_history<T: Send + 'static>(
         .await
         .map_err(|_| EngineError::Unavailable)?
         .map_err(|error| {
-            tracing::error!(%error, "cannot read history from the store");
+            let error = &error as &dyn std::error::Error;
+            tracing::error!(error, "cannot read history from the store");
             EngineError::Unavailable
         })
 }

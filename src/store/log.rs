@@ -7,13 +7,14 @@
 //! The returned [`Durable`] resolves once the commit that holds the event is on disk.
 //! A commit failure is fatal: memory would no longer match disk, so the process exits loudly.
 //!
-//! The rows an event leaves beside it — the record of a keyed change for retries
-//! (`store::keys`), a balance history entry or a reservation's new state (`store::history`) —
-//! go to the history database once the event is committed (`store::rows`), so a commit here
-//! holds events only. One process at a time: a lock file beside the database keeps a second
+//! A commit here holds events only. The rows an event leaves — the record of a keyed change for
+//! retries, a balance history entry, a reservation's new state (`EventRows`) — are handed to the
+//! history writer (`ToRows`) once the event is committed; the log knows that writer only by
+//! those messages. The log and its history are opened together by `EventLog::open`
+//! (`store::projection`). One process at a time: a lock file beside the database keeps a second
 //! one out, while the history's readers share its file (WAL).
 
-use std::fs::File;
+use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -22,92 +23,25 @@ use std::thread;
 use std::time::Instant;
 
 use parking_lot::Mutex;
-use rusqlite::{params, Connection, OpenFlags};
+use rusqlite::{params, Connection};
 use tokio::sync::{oneshot, watch};
 
+use super::error::{FileKind, StoreError};
 use super::reader::StoreReader;
-pub use super::rows::EventRows;
-use super::rows::{self, ToRows};
+use super::rows::{self, EventRows, ToRows};
+use super::sqlite;
 use crate::config::Synchronous;
 use crate::domain::idempotency::PendingRecord;
 use crate::domain::{Event, Timestamp};
 
-/// Version of the payload encoding stored with every row, so old logs stay readable.
+/// Version of the payload encoding stored with every event; any other is refused.
 pub const EVENT_FORMAT_VERSION: u32 = 1;
-/// Upper bound on events per transaction, so one commit never holds the writer for long.
-const BATCH_EVENTS_MAX: usize = 16_384;
-/// How long a writer waits for a lock that one of this process's readers holds for a moment.
-pub(crate) const WRITER_BUSY_TIMEOUT_MS: u64 = 5_000;
-/// Exit code when the log cannot be written: memory and disk would diverge otherwise.
-pub const EXIT_LOG_FAILED: i32 = 70;
-
 /// The schema version of the log's database (`PRAGMA user_version`).
 pub const LOG_SCHEMA_VERSION: u32 = 1;
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("{0}")]
-    Setup(String),
-    #[error("the event log is corrupt or unreadable: {0}")]
-    Corrupt(String),
-    #[error(
-        "{} has schema version {found}; this build reads version {expected} only. It was written \
-         by another build of boxoffice: run that build, or move the log, its history database \
-         and the snapshots away to start empty",
-        path.display()
-    )]
-    UnsupportedFormat {
-        path: PathBuf,
-        found: i64,
-        expected: u32,
-    },
-}
-
-/// Creates `schema` in a new database and stamps it with `version`; a database that holds
-/// anything else is refused, never read as if it were this version.
-pub(crate) fn create_or_check_schema(
-    conn: &Connection,
-    path: &Path,
-    schema: &str,
-    version: u32,
-) -> Result<(), StoreError> {
-    let setup = |e: rusqlite::Error| {
-        StoreError::Setup(format!(
-            "cannot set up the database {}: {e}",
-            path.display()
-        ))
-    };
-    let found: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(setup)?;
-    let objects: i64 = conn
-        .query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get(0))
-        .map_err(setup)?;
-    if found == i64::from(version) {
-        Ok(())
-    } else if found == 0 && objects == 0 {
-        conn.execute_batch(&format!(
-            "BEGIN IMMEDIATE; {schema} PRAGMA user_version = {version}; COMMIT;"
-        ))
-        .map_err(setup)
-    } else {
-        Err(StoreError::UnsupportedFormat {
-            path: path.to_owned(),
-            found,
-            expected: version,
-        })
-    }
-}
-
-pub(crate) fn encode_event(event: &Event) -> Vec<u8> {
-    bincode::serde::encode_to_vec(event, bincode::config::standard()).expect("events always encode")
-}
-
-pub(crate) fn decode_event(payload: &[u8]) -> Result<Event, StoreError> {
-    bincode::serde::decode_from_slice(payload, bincode::config::standard())
-        .map(|(event, _)| event)
-        .map_err(|e| StoreError::Corrupt(format!("undecodable event: {e}")))
-}
+/// Upper bound on events per transaction, so one commit never holds the writer for long.
+const BATCH_EVENTS_MAX: usize = 16_384;
+/// Exit code when the log cannot be written: memory and disk would diverge otherwise.
+pub const EXIT_LOG_FAILED: i32 = 70;
 
 struct Pending {
     seq: u64,
@@ -127,7 +61,7 @@ enum ToWriter {
     /// Commit what is queued, release the database, and say so.
     Close(oneshot::Sender<()>),
     /// Copy the committed log into a new database file; answers the sequence it covers.
-    Backup(PathBuf, oneshot::Sender<Result<u64, String>>),
+    Backup(PathBuf, oneshot::Sender<Result<u64, StoreError>>),
 }
 
 /// Resolves to the event's sequence number once it is committed.
@@ -145,16 +79,6 @@ impl Durable {
         // The writer never drops a sender without committing: on failure it exits the process.
         self.committed.await.unwrap_or(self.seq)
     }
-}
-
-/// An opened log with what it holds past the requested sequence.
-pub struct OpenedLog {
-    pub log: EventLog,
-    pub events: Vec<(u64, Event)>,
-    pub oldest_stored: Option<u64>,
-    /// Every event up to here has its rows in the history database; recovery projects the
-    /// ones after it again (`events` starts no later than this).
-    pub rows_through: u64,
 }
 
 /// Counters the writer keeps for metrics and reports.
@@ -196,29 +120,30 @@ fn lock_exclusively(path: &Path) -> Result<File, StoreError> {
         .truncate(false)
         .write(true)
         .open(&lock)
-        .map_err(|e| {
-            StoreError::Setup(format!(
-                "cannot create the lock file {}: {e}; check storage.sqlite_path and permissions",
-                lock.display()
-            ))
+        .map_err(|source| StoreError::Io {
+            action: "create the lock file",
+            path: lock.clone(),
+            source,
         })?;
-    file.try_lock().map_err(|e| {
-        StoreError::Setup(format!(
-            "cannot use the event log {}: {e} (another boxoffice process is using it; stop that \
-             one first)",
-            path.display()
-        ))
-    })?;
-    Ok(file)
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(StoreError::Locked {
+            path: path.to_owned(),
+        }),
+        Err(TryLockError::Error(source)) => Err(StoreError::Io {
+            action: "lock",
+            path: lock,
+            source,
+        }),
+    }
 }
 
 fn create_data_dir(path: &Path) -> Result<(), StoreError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            StoreError::Setup(format!(
-                "cannot create the data directory {}: {e}; check storage.sqlite_path and permissions",
-                dir.display()
-            ))
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+            action: "create the data directory",
+            path: dir.to_owned(),
+            source,
         })?;
     }
     Ok(())
@@ -232,116 +157,120 @@ const LOG_SCHEMA: &str = "
         payload BLOB    NOT NULL
     );";
 
-fn open_connection(path: &Path, synchronous: Synchronous) -> Result<Connection, StoreError> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE;
-    let conn = Connection::open_with_flags(path, flags).map_err(|e| {
-        StoreError::Setup(format!(
-            "cannot open the event log {}: {e}; check storage.sqlite_path and permissions",
-            path.display()
-        ))
-    })?;
-    let sync = match synchronous {
-        Synchronous::Full => "FULL",
-        Synchronous::Normal => "NORMAL",
-    };
-    // A reader that finds the WAL index header mid-change takes the write lock for a moment
-    // to check it; the writer must wait that out, not fail (and stop the process). The lock
-    // file, not this, keeps a second process away.
-    conn.execute_batch(&format!(
-        "PRAGMA busy_timeout = {WRITER_BUSY_TIMEOUT_MS};
-         PRAGMA journal_mode = WAL;
-         PRAGMA synchronous = {sync};
-         BEGIN IMMEDIATE; COMMIT;"
-    ))
-    .map_err(|e| {
-        let hint = if e.to_string().contains("locked") || e.to_string().contains("busy") {
-            "another boxoffice process is using it; stop that one first"
-        } else {
-            "the file is not a boxoffice event log or is corrupt; restore it from a backup"
+/// The log's database, locked and open, before its writer starts.
+pub(crate) struct LogFile {
+    conn: Connection,
+    lock: File,
+    /// The last sequence stored, 0 if none.
+    pub last_seq: u64,
+    /// The oldest sequence still stored (older rows were pruned below snapshots).
+    pub oldest_stored: Option<u64>,
+}
+
+impl LogFile {
+    pub(crate) fn open(path: &Path, synchronous: Synchronous) -> Result<Self, StoreError> {
+        create_data_dir(path)?;
+        let lock = lock_exclusively(path)?;
+        let sync = match synchronous {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
         };
-        StoreError::Setup(format!(
-            "cannot use the event log {}: {e} ({hint})",
-            path.display()
-        ))
-    })?;
-    create_or_check_schema(&conn, path, LOG_SCHEMA, LOG_SCHEMA_VERSION)?;
-    Ok(conn)
+        let conn = sqlite::open_writer(
+            path,
+            FileKind::EventLog,
+            sync,
+            LOG_SCHEMA,
+            LOG_SCHEMA_VERSION,
+        )?;
+        let (oldest, last): (Option<i64>, Option<i64>) =
+            conn.query_row("SELECT MIN(seq), MAX(seq) FROM events", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        Ok(Self {
+            conn,
+            lock,
+            last_seq: last.map_or(0, |s| s as u64),
+            oldest_stored: oldest.map(|s| s as u64),
+        })
+    }
+
+    /// Every stored event after `after_seq`, in order.
+    pub(crate) fn read_after(&self, after_seq: u64) -> Result<Vec<(u64, Event)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT seq, version, payload FROM events WHERE seq > ?1 ORDER BY seq")?;
+        let rows = stmt.query_map(params![after_seq as i64], |row| {
+            Ok((
+                row.get::<_, i64>(0)? as u64,
+                row.get::<_, i64>(1)?,
+                row.get::<_, Vec<u8>>(2)?,
+            ))
+        })?;
+        let mut events = Vec::new();
+        for row in rows {
+            let (seq, version, payload) = row?;
+            if version != i64::from(EVENT_FORMAT_VERSION) {
+                return Err(StoreError::UnsupportedEvent {
+                    seq,
+                    found: version,
+                    expected: EVENT_FORMAT_VERSION,
+                });
+            }
+            events.push((seq, rows::decode(&payload, "event")?));
+        }
+        Ok(events)
+    }
+}
+
+/// How the log starts: after its last stored event (or after `start_seq`, if snapshots reach
+/// further), with the history writer's channel and readers.
+pub(crate) struct LogStart {
+    pub start_seq: u64,
+    pub to_rows: mpsc::Sender<ToRows>,
+    pub reader: Arc<StoreReader>,
+    pub stats: Arc<LogStats>,
+    pub committed: watch::Sender<u64>,
 }
 
 impl EventLog {
-    /// Opens (or creates) the log and its history database, and returns the log with every
-    /// stored event after `after_seq` (or after the history's mark, if that is lower), and the
-    /// oldest sequence still stored (older rows were pruned below snapshots).
-    pub fn open(
-        path: &Path,
-        synchronous: Synchronous,
-        after_seq: u64,
-    ) -> Result<OpenedLog, StoreError> {
-        create_data_dir(path)?;
-        let lock = lock_exclusively(path)?;
-        let conn = open_connection(path, synchronous)?;
-        let corrupt = |e: rusqlite::Error| StoreError::Corrupt(e.to_string());
-        let oldest: Option<i64> = conn
-            .query_row("SELECT MIN(seq) FROM events", [], |r| r.get(0))
-            .map_err(corrupt)?;
-        let last_seq: u64 = conn
-            .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| {
-                r.get::<_, i64>(0)
-            })
-            .map_err(corrupt)? as u64;
-        let start_seq = last_seq.max(after_seq);
-        let history_file = rows::history_path(path);
-        let (history, rows_through) = open_history(path, &history_file, start_seq)?;
-        let events = read_after(&conn, after_seq.min(rows_through))?;
-
+    /// Starts the writer of an opened log file.
+    pub(crate) fn start(file: LogFile, start: LogStart) -> Result<Self, StoreError> {
+        let LogStart {
+            start_seq,
+            to_rows,
+            reader,
+            stats,
+            committed,
+        } = start;
         let (to_writer, from_owners) = mpsc::channel();
-        let (to_rows, from_log) = mpsc::channel();
-        let stats = Arc::new(LogStats::default());
-        stats.committed_seq.store(start_seq, Ordering::SeqCst);
-        stats.rows_through.store(rows_through, Ordering::SeqCst);
-        let (committed_tx, committed) = watch::channel(start_seq);
-        let (rows_tx, rows_progress) = watch::channel(rows_through);
-        let reader = Arc::new(StoreReader::open(
-            &history_file,
-            committed.clone(),
-            rows_progress,
-            to_rows.clone(),
-        )?);
-        let rows_stats = stats.clone();
-        thread::Builder::new()
-            .name("history-writer".into())
-            .spawn(move || rows::write_rows(history, from_log, rows_stats, rows_tx, rows_through))
-            .map_err(|e| StoreError::Setup(format!("cannot start the history writer: {e}")))?;
+        let watching = committed.subscribe();
         let writer_stats = stats.clone();
         let writer_rows = to_rows.clone();
         thread::Builder::new()
             .name("event-log-writer".into())
             .spawn(move || {
                 write_batches(
-                    conn,
-                    lock,
+                    file.conn,
+                    file.lock,
                     from_owners,
                     writer_rows,
                     writer_stats,
-                    committed_tx,
+                    committed,
                 )
             })
-            .map_err(|e| StoreError::Setup(format!("cannot start the log writer: {e}")))?;
-        let log = Self {
+            .map_err(|source| StoreError::Thread {
+                name: "event log writer",
+                source,
+            })?;
+        Ok(Self {
             appender: Arc::new(Mutex::new(Appender {
                 next_seq: start_seq + 1,
                 to_writer,
                 to_rows,
             })),
             stats,
-            committed,
+            committed: watching,
             reader,
-        };
-        Ok(OpenedLog {
-            log,
-            events,
-            oldest_stored: oldest.map(|s| s as u64),
-            rows_through,
         })
     }
 
@@ -351,9 +280,10 @@ impl EventLog {
     }
 
     /// `append` for a caller that already made the event's idempotency record
-    /// (`PendingRecord::of(event)`); the record is committed with the event.
+    /// (`PendingRecord::of(event)`); the record goes to the history database once the event is
+    /// committed.
     pub fn append_keyed(&self, event: &Event, key: Option<PendingRecord>) -> Durable {
-        let payload = encode_event(event);
+        let payload = rows::encode(event);
         let (done, committed) = oneshot::channel();
         metrics::counter!("boxoffice_events_total", "kind" => event.kind()).increment(1);
         let mut appender = self.appender.lock();
@@ -417,11 +347,8 @@ impl EventLog {
             .lock()
             .to_writer
             .send(ToWriter::Backup(path.to_owned(), done))
-            .map_err(|_| StoreError::Setup("the log writer has stopped".into()))?;
-        copied
-            .await
-            .map_err(|_| StoreError::Setup("the log writer has stopped".into()))?
-            .map_err(|e| StoreError::Setup(format!("cannot back up the log: {e}")))
+            .map_err(|_| StoreError::WriterStopped)?;
+        copied.await.map_err(|_| StoreError::WriterStopped)?
     }
 
     /// Where idempotency records older than the ones in memory, balance history and ended
@@ -460,75 +387,6 @@ impl EventLog {
     pub fn prune_through(&self, seq: u64) {
         let _ = self.appender.lock().to_writer.send(ToWriter::Prune(seq));
     }
-}
-
-/// Opens the history database beside the log at `path` and says how far its rows reach. It
-/// starts empty only beside a log that has no events; missing beside one that has, or ahead of
-/// it, it is refused.
-fn open_history(
-    path: &Path,
-    history_file: &Path,
-    last_seq: u64,
-) -> Result<(Connection, u64), StoreError> {
-    let rows::OpenedHistory { conn, rows_through } = rows::open(history_file)?;
-    let rows_through = match rows_through {
-        // Rows of events the log does not have: their ids would be given again, and the new
-        // rows refused as duplicates.
-        Some(mark) if mark > last_seq => {
-            return Err(StoreError::Setup(format!(
-                "the history database {} has rows through sequence {mark}, but the log {} ends \
-                 at {last_seq}: the two come from different backups; restore both files from \
-                 the same backup",
-                history_file.display(),
-                path.display()
-            )))
-        }
-        Some(mark) => mark,
-        None if last_seq > 0 => {
-            return Err(StoreError::Setup(format!(
-                "the history database {} is missing or empty, but the log {} has events that \
-                 need it; restore both files from the same backup",
-                history_file.display(),
-                path.display()
-            )))
-        }
-        None => {
-            rows::mark_fresh(&conn, last_seq).map_err(|e| {
-                StoreError::Setup(format!(
-                    "cannot set up the history database {}: {e}",
-                    history_file.display()
-                ))
-            })?;
-            last_seq
-        }
-    };
-    Ok((conn, rows_through))
-}
-
-fn read_after(conn: &Connection, after_seq: u64) -> Result<Vec<(u64, Event)>, StoreError> {
-    let mut stmt = conn
-        .prepare("SELECT seq, version, payload FROM events WHERE seq > ?1 ORDER BY seq")
-        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let rows = stmt
-        .query_map(params![after_seq as i64], |row| {
-            Ok((
-                row.get::<_, i64>(0)? as u64,
-                row.get::<_, i64>(1)?,
-                row.get::<_, Vec<u8>>(2)?,
-            ))
-        })
-        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let mut events = Vec::new();
-    for row in rows {
-        let (seq, version, payload) = row.map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        if version != EVENT_FORMAT_VERSION as i64 {
-            return Err(StoreError::Corrupt(format!(
-                "event {seq} has format version {version}; this build reads version {EVENT_FORMAT_VERSION}: run the boxoffice release that wrote it"
-            )));
-        }
-        events.push((seq, decode_event(&payload)?));
-    }
-    Ok(events)
 }
 
 fn write_batches(
@@ -576,17 +434,11 @@ fn write_batches(
             let history = ask_rows(&to_rows, |done| {
                 ToRows::Backup(rows::history_path(&path), done)
             })
-            .unwrap_or_else(|_| Err("the history writer has stopped".into()));
+            .unwrap_or(Err(StoreError::WriterStopped));
             // The copy holds exactly what is committed: this batch is not yet.
             let covered = stats.committed_seq.load(Ordering::SeqCst);
-            let copied = history.and_then(|_| {
-                path.to_str()
-                    .ok_or_else(|| "the backup path is not UTF-8".to_owned())
-                    .and_then(|target| {
-                        conn.execute("VACUUM INTO ?1", params![target])
-                            .map_err(|e| e.to_string())
-                    })
-            });
+            let copied =
+                history.and_then(|_| sqlite::vacuum_into(&conn, &path, FileKind::EventLog));
             let _ = done.send(copied.map(|_| covered));
         }
         if !batch.is_empty() {
@@ -904,12 +756,12 @@ mod tests {
                 assert!(
                     matches!(
                         &error,
-                        StoreError::UnsupportedFormat { path: p, found, expected: 1 }
+                        StoreError::UnsupportedFormat { path: p, found, expected: 1, .. }
                             if *p == target && *found == version
                     ),
                     "{error}"
                 );
-                assert!(error.to_string().contains("schema version"), "{error}");
+                assert!(error.to_string().contains("format version"), "{error}");
             }
         }
     }

@@ -17,8 +17,11 @@ use crate::domain::ledger::{BalancePolicy, Ledger};
 use crate::domain::seat_map::{HoldPolicy, SeatMap};
 use crate::domain::{DateId, Event};
 
-use super::log::{EventLog, EventRows, StoreError};
-use super::snapshot::{self, SnapshotError};
+use super::error::StoreError;
+use super::log::EventLog;
+use super::projection::OpenedLog;
+use super::rows::EventRows;
+use super::snapshot;
 
 pub const ACCOUNTS_OWNER: &str = "accounts";
 pub const CATALOG_OWNER: &str = "catalog";
@@ -42,16 +45,6 @@ pub struct Recovered {
     pub took: Duration,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum RecoveryError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Snapshot(#[from] SnapshotError),
-    #[error("{0}")]
-    Setup(String),
-}
-
 pub fn hold_policy(settings: &Settings) -> HoldPolicy {
     HoldPolicy {
         ttl_ms: (settings.holds.ttl_seconds as i64).saturating_mul(1000),
@@ -66,27 +59,25 @@ pub fn balance_policy(settings: &Settings) -> BalancePolicy {
     }
 }
 
-fn prepare_snapshot_dir(dir: &Path) -> Result<(), RecoveryError> {
+fn prepare_snapshot_dir(dir: &Path) -> Result<(), StoreError> {
     if dir.exists() && !dir.is_dir() {
-        return Err(RecoveryError::Setup(format!(
-            "storage.snapshot_dir {} is a file, not a directory; point it at a directory",
-            dir.display()
-        )));
+        return Err(StoreError::NotADirectory {
+            setting: "storage.snapshot_dir",
+            path: dir.to_owned(),
+        });
     }
-    std::fs::create_dir_all(dir).map_err(|e| {
-        RecoveryError::Setup(format!(
-            "cannot create storage.snapshot_dir {}: {e}; check the path and permissions",
-            dir.display()
-        ))
+    std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+        action: "create the snapshot directory",
+        path: dir.to_owned(),
+        source,
     })?;
     let probe = dir.join(".boxoffice-write-probe");
     std::fs::write(&probe, b"ok")
         .and_then(|()| std::fs::remove_file(&probe))
-        .map_err(|e| {
-            RecoveryError::Setup(format!(
-                "storage.snapshot_dir {} is not writable: {e}; check permissions",
-                dir.display()
-            ))
+        .map_err(|source| StoreError::Io {
+            action: "write to the snapshot directory",
+            path: dir.to_owned(),
+            source,
         })
 }
 
@@ -100,7 +91,7 @@ fn start<T: DeserializeOwned>(
     dir: &Path,
     owner: &str,
     empty: impl FnOnce() -> T,
-) -> Result<Start<T>, RecoveryError> {
+) -> Result<Start<T>, StoreError> {
     Ok(match snapshot::load_newest::<T>(dir, owner)? {
         Some((state, seq)) => Start { state, seq },
         None => Start {
@@ -110,7 +101,7 @@ fn start<T: DeserializeOwned>(
     })
 }
 
-pub fn recover(settings: &Settings) -> Result<Recovered, RecoveryError> {
+pub fn recover(settings: &Settings) -> Result<Recovered, StoreError> {
     let started = Instant::now();
     let dir = &settings.storage.snapshot_dir;
     prepare_snapshot_dir(dir)?;
@@ -133,7 +124,7 @@ pub fn recover(settings: &Settings) -> Result<Recovered, RecoveryError> {
         .chain([accounts.seq, catalog.seq, ledger.seq])
         .min()
         .unwrap_or(0);
-    let super::log::OpenedLog {
+    let OpenedLog {
         log,
         events,
         oldest_stored,
@@ -146,12 +137,11 @@ pub fn recover(settings: &Settings) -> Result<Recovered, RecoveryError> {
     // Rows at or below a snapshot may have been pruned. An owner whose history starts below
     // the oldest stored row cannot be rebuilt: refuse rather than start with silent losses.
     let missing_history = |owner: &str, seq: u64| match oldest_stored {
-        Some(oldest) if oldest > seq + 1 => Err(RecoveryError::Setup(format!(
-            "{owner} needs the log from sequence {} but it starts at {oldest} (older rows were \
-             pruned below snapshots that are now missing or unreadable); restore \
-             storage.snapshot_dir and storage.sqlite_path from the same backup",
-            seq + 1
-        ))),
+        Some(oldest) if oldest > seq + 1 => Err(StoreError::LogGap {
+            owner: owner.to_owned(),
+            needed_from: seq + 1,
+            starts_at: oldest,
+        }),
         _ => Ok(()),
     };
     missing_history(ACCOUNTS_OWNER, accounts.seq)?;

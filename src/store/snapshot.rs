@@ -17,23 +17,15 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::error::{FileKind, SnapshotDamage, StoreError};
 use super::log::EventLog;
+use super::rows;
 
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"BOXSNAP\0";
 /// The only format version this build reads and writes. Changing any owner's layout means a
 /// new version, and a reader for this one beside it.
 pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
 const HEADER_LEN: usize = 8 + 4 + 4 + 8 + 8 + 8;
-
-#[derive(Debug, thiserror::Error)]
-pub enum SnapshotError {
-    #[error("snapshot {path} is corrupt or truncated: {reason}")]
-    Corrupt { path: PathBuf, reason: String },
-    #[error("snapshot {path} has format version {found}; this build reads version {SNAPSHOT_FORMAT_VERSION} only. Run the boxoffice build that wrote it, or move the file away to rebuild its owner from the log")]
-    UnknownVersion { path: PathBuf, found: u32 },
-    #[error("cannot write snapshot {path}: {reason}")]
-    Io { path: PathBuf, reason: String },
-}
 
 fn checksum(payload: &[u8]) -> u64 {
     let digest = Sha256::digest(payload);
@@ -47,8 +39,7 @@ fn owner_kind(owner: &str) -> String {
 
 /// Serializes `state` into a complete snapshot file image (header + payload).
 pub fn encode<T: Serialize>(state: &T, seq: u64) -> Vec<u8> {
-    let payload = bincode::serde::encode_to_vec(state, bincode::config::standard())
-        .expect("owner state always encodes");
+    let payload = rows::encode(state);
     let mut bytes = Vec::with_capacity(HEADER_LEN + payload.len());
     bytes.extend_from_slice(SNAPSHOT_MAGIC);
     bytes.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
@@ -61,23 +52,23 @@ pub fn encode<T: Serialize>(state: &T, seq: u64) -> Vec<u8> {
 }
 
 /// Checks and decodes a snapshot file image; returns the state and the sequence it covers.
-pub fn decode<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<(T, u64), SnapshotError> {
-    let corrupt = |reason: &str| SnapshotError::Corrupt {
+pub fn decode<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<(T, u64), StoreError> {
+    let damaged = |damage| StoreError::Snapshot {
         path: path.to_owned(),
-        reason: reason.to_owned(),
+        damage,
     };
     if bytes.len() < HEADER_LEN || &bytes[..8] != SNAPSHOT_MAGIC {
-        return Err(corrupt(
-            "not a boxoffice snapshot (bad magic or short header)",
-        ));
+        return Err(damaged(SnapshotDamage::NotASnapshot));
     }
     let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
     let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
     let version = u32_at(8);
     if version != SNAPSHOT_FORMAT_VERSION {
-        return Err(SnapshotError::UnknownVersion {
+        return Err(StoreError::UnsupportedFormat {
+            file: FileKind::Snapshot,
             path: path.to_owned(),
-            found: version,
+            found: i64::from(version),
+            expected: SNAPSHOT_FORMAT_VERSION,
         });
     }
     let seq = u64_at(16);
@@ -85,15 +76,13 @@ pub fn decode<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<(T, u64)
     let sum = u64_at(32);
     let payload = &bytes[HEADER_LEN..];
     if payload.len() != len {
-        return Err(corrupt(
-            "truncated: payload shorter or longer than its header says",
-        ));
+        return Err(damaged(SnapshotDamage::Truncated));
     }
     if checksum(payload) != sum {
-        return Err(corrupt("checksum mismatch"));
+        return Err(damaged(SnapshotDamage::Checksum));
     }
     let (state, _) = bincode::serde::decode_from_slice(payload, bincode::config::standard())
-        .map_err(|e| corrupt(&format!("undecodable payload: {e}")))?;
+        .map_err(|e| damaged(SnapshotDamage::Undecodable(e)))?;
     Ok((state, seq))
 }
 
@@ -111,11 +100,12 @@ pub fn write_atomically(
     owner: &str,
     seq: u64,
     bytes: &[u8],
-) -> Result<PathBuf, SnapshotError> {
+) -> Result<PathBuf, StoreError> {
     let path = dir.join(file_name(owner, seq));
-    let io = |e: std::io::Error| SnapshotError::Io {
+    let io = |source| StoreError::Io {
+        action: "write the snapshot",
         path: path.clone(),
-        reason: e.to_string(),
+        source,
     };
     let temp = dir.join(format!(".{}.tmp", file_name(owner, seq)));
     {
@@ -157,7 +147,7 @@ pub fn list(dir: &Path, owner: &str) -> Vec<(u64, PathBuf)> {
 pub fn load_newest<T: DeserializeOwned>(
     dir: &Path,
     owner: &str,
-) -> Result<Option<(T, u64)>, SnapshotError> {
+) -> Result<Option<(T, u64)>, StoreError> {
     for (_, path) in list(dir, owner) {
         let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
@@ -168,7 +158,7 @@ pub fn load_newest<T: DeserializeOwned>(
         };
         match decode(&path, &bytes) {
             Ok(found) => return Ok(Some(found)),
-            Err(error @ SnapshotError::UnknownVersion { .. }) => return Err(error),
+            Err(error @ StoreError::UnsupportedFormat { .. }) => return Err(error),
             Err(error) => {
                 tracing::warn!(%error, "skipping snapshot; falling back to an older one or the log")
             }
@@ -248,7 +238,8 @@ impl Snapshotter {
                 self.prune();
             }
             Ok(Err(error)) => {
-                tracing::error!(%error, "snapshot failed; the log keeps everything it needs")
+                let error = &error as &dyn std::error::Error;
+                tracing::error!(error, "snapshot failed; the log keeps everything it needs")
             }
             Err(error) => tracing::error!(%error, "snapshot task failed"),
         }
@@ -322,12 +313,12 @@ mod tests {
         flipped[last] ^= 1;
         assert!(matches!(
             decode::<Vec<u64>>(Path::new("x"), &flipped),
-            Err(SnapshotError::Corrupt { .. })
+            Err(StoreError::Snapshot { .. })
         ));
         for cut in [0, 10, HEADER_LEN, bytes.len() - 1] {
             assert!(matches!(
                 decode::<Vec<u64>>(Path::new("x"), &bytes[..cut]),
-                Err(SnapshotError::Corrupt { .. })
+                Err(StoreError::Snapshot { .. })
             ));
         }
     }
@@ -338,7 +329,7 @@ mod tests {
         bytes[8..12].copy_from_slice(&(SNAPSHOT_FORMAT_VERSION + 1).to_le_bytes());
         let error = decode::<u8>(Path::new("x"), &bytes).unwrap_err();
         assert!(
-            matches!(error, SnapshotError::UnknownVersion { found, .. } if found == SNAPSHOT_FORMAT_VERSION + 1)
+            matches!(error, StoreError::UnsupportedFormat { found, .. } if found == i64::from(SNAPSHOT_FORMAT_VERSION) + 1)
         );
         assert!(error.to_string().contains("format version"));
     }
@@ -353,7 +344,7 @@ mod tests {
             write_atomically(&dir, "ledger", 9, &bytes).unwrap();
             let error = load_newest::<String>(&dir, "ledger").unwrap_err();
             assert!(
-                matches!(error, SnapshotError::UnknownVersion { found, .. } if found == version),
+                matches!(error, StoreError::UnsupportedFormat { found, .. } if found == i64::from(version)),
                 "{error}"
             );
             assert!(error.to_string().contains("move the file away"), "{error}");
