@@ -9,7 +9,10 @@
 //!   `AccountsActor` and `CatalogActor`. Hot reads (sessions, queue tokens, seat listings) are
 //!   served from views the owner updates, without a mailbox round trip.
 //! - [`domain`]: pure state machines with every business rule; commands return events.
-//! - [`config`]: typed settings from `config.toml` and `BOXOFFICE__*` variables.
+//! - [`store`]: the only module that touches disk: the event log, the history database that
+//!   follows it, snapshots, recovery and backups.
+//! - [`config`]: typed settings from `config.toml` and `BOXOFFICE__*` variables;
+//!   [`policies`] turns them into the domain's policies and the store's setup.
 //! - [`app`]: wires the pieces together, binds the listener and runs until stopped.
 
 pub mod actors;
@@ -18,6 +21,7 @@ pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod policies;
 pub mod security;
 pub mod store;
 pub mod telemetry;

@@ -27,6 +27,6 @@ pub mod snapshot;
 pub mod sqlite;
 
 pub use error::StoreError;
-pub use log::{Durable, EventLog};
+pub use log::{Durable, EventLog, SyncMode};
 pub use projection::OpenedLog;
-pub use recovery::{recover, Recovered};
+pub use recovery::{recover, Policies, Recovered, StoreSetup};

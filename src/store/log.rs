@@ -30,7 +30,6 @@ use super::error::{FileKind, StoreError};
 use super::reader::StoreReader;
 use super::rows::{self, EventRows, ToRows};
 use super::sqlite;
-use crate::config::Synchronous;
 use crate::domain::idempotency::PendingRecord;
 use crate::domain::{Event, Timestamp};
 
@@ -42,6 +41,14 @@ pub const LOG_SCHEMA_VERSION: u32 = 1;
 const BATCH_EVENTS_MAX: usize = 16_384;
 /// Exit code when the log cannot be written: memory and disk would diverge otherwise.
 pub const EXIT_LOG_FAILED: i32 = 70;
+
+/// How a commit reaches the disk (SQLite's `synchronous`): `Full` survives power loss, `Normal`
+/// survives a crash of the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    Full,
+    Normal,
+}
 
 struct Pending {
     seq: u64,
@@ -168,12 +175,12 @@ pub(crate) struct LogFile {
 }
 
 impl LogFile {
-    pub(crate) fn open(path: &Path, synchronous: Synchronous) -> Result<Self, StoreError> {
+    pub(crate) fn open(path: &Path, sync: SyncMode) -> Result<Self, StoreError> {
         create_data_dir(path)?;
         let lock = lock_exclusively(path)?;
-        let sync = match synchronous {
-            Synchronous::Full => "FULL",
-            Synchronous::Normal => "NORMAL",
+        let sync = match sync {
+            SyncMode::Full => "FULL",
+            SyncMode::Normal => "NORMAL",
         };
         let conn = sqlite::open_writer(
             path,
@@ -552,7 +559,7 @@ mod tests {
     #[tokio::test]
     async fn committed_events_come_back_in_order_after_a_reopen() {
         let path = scratch("reopen");
-        let opened = EventLog::open(&path, Synchronous::Full, 0).unwrap();
+        let opened = EventLog::open(&path, SyncMode::Full, 0).unwrap();
         assert!(opened.events.is_empty());
         let tickets: Vec<Durable> = (1..=50).map(|n| opened.log.append(&concert(n))).collect();
         let mut seqs = Vec::new();
@@ -564,7 +571,7 @@ mod tests {
         assert!(stats.commits.load(Ordering::Relaxed) <= 50);
         assert_eq!(stats.events.load(Ordering::Relaxed), 50);
         opened.log.close().await;
-        let reopened = EventLog::open(&path, Synchronous::Normal, 10).unwrap();
+        let reopened = EventLog::open(&path, SyncMode::Normal, 10).unwrap();
         assert_eq!(reopened.events.len(), 40);
         assert_eq!(reopened.events[0], (11, concert(11)));
         assert_eq!(reopened.oldest_stored, Some(1));
@@ -574,21 +581,21 @@ mod tests {
     #[tokio::test]
     async fn a_second_process_on_the_same_log_is_refused_while_the_first_runs() {
         let path = scratch("locked");
-        let first = EventLog::open(&path, Synchronous::Full, 0).unwrap();
+        let first = EventLog::open(&path, SyncMode::Full, 0).unwrap();
         first.log.append(&concert(1)).wait().await;
-        let error = EventLog::open(&path, Synchronous::Full, 0).err().unwrap();
+        let error = EventLog::open(&path, SyncMode::Full, 0).err().unwrap();
         assert!(
             error.to_string().contains("another boxoffice process"),
             "{error}"
         );
         first.log.close().await;
-        EventLog::open(&path, Synchronous::Full, 0).unwrap();
+        EventLog::open(&path, SyncMode::Full, 0).unwrap();
     }
 
     #[tokio::test]
     async fn pruning_drops_rows_below_the_floor_only() {
         let path = scratch("prune");
-        let opened = EventLog::open(&path, Synchronous::Normal, 0).unwrap();
+        let opened = EventLog::open(&path, SyncMode::Normal, 0).unwrap();
         for n in 1..=10 {
             opened.log.append(&concert(n));
         }
@@ -596,7 +603,7 @@ mod tests {
         opened.log.prune_through(4);
         opened.log.append(&concert(11)).wait().await;
         opened.log.close().await;
-        let reopened = EventLog::open(&path, Synchronous::Normal, 0).unwrap();
+        let reopened = EventLog::open(&path, SyncMode::Normal, 0).unwrap();
         assert_eq!(reopened.oldest_stored, Some(5));
         assert_eq!(reopened.events.len(), 7);
     }
@@ -619,7 +626,7 @@ mod tests {
     async fn a_keyed_event_is_committed_with_its_record_which_is_forgotten_after_a_day() {
         use crate::domain::idempotency::{KeyRecord, KEY_TTL_MS};
         let path = scratch("keys");
-        let opened = EventLog::open(&path, Synchronous::Normal, 0).unwrap();
+        let opened = EventLog::open(&path, SyncMode::Normal, 0).unwrap();
         let old = PendingRecord::of(&keyed_charge("old", 1_000)).unwrap();
         let new = PendingRecord::of(&keyed_charge("new", 5_000)).unwrap();
         assert_eq!(opened.log.reader().find_key(&old.key).unwrap(), None);
@@ -632,7 +639,7 @@ mod tests {
         assert_eq!(found, Some(old.record));
         opened.log.close().await;
 
-        let reopened = EventLog::open(&path, Synchronous::Normal, 0).unwrap();
+        let reopened = EventLog::open(&path, SyncMode::Normal, 0).unwrap();
         assert_eq!(
             reopened.log.reader().find_key(&old.key).unwrap(),
             Some(old.record)
@@ -660,7 +667,7 @@ mod tests {
     async fn a_money_event_is_committed_with_its_history_entry_numbered_by_its_sequence() {
         use crate::domain::ledger::EntryKind;
         let path = scratch("history");
-        let opened = EventLog::open(&path, Synchronous::Normal, 0).unwrap();
+        let opened = EventLog::open(&path, SyncMode::Normal, 0).unwrap();
         opened.log.append(&concert(1));
         opened.log.append(&keyed_charge("a", 1_000));
         opened.log.append(&concert(2)).wait().await;
@@ -701,7 +708,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_writers_wait_out_a_lock_held_for_a_moment() {
         let path = scratch("busy");
-        let opened = EventLog::open(&path, Synchronous::Normal, 0).unwrap();
+        let opened = EventLog::open(&path, SyncMode::Normal, 0).unwrap();
         opened.log.append(&concert(1)).wait().await;
         // What one of the process's own readers does when it finds the WAL index mid-change:
         // take the write lock for a moment. The real moment is microseconds; it is held here
@@ -743,7 +750,7 @@ mod tests {
             ),
         ] {
             let path = scratch(name);
-            let opened = EventLog::open(&path, Synchronous::Normal, 0).unwrap();
+            let opened = EventLog::open(&path, SyncMode::Normal, 0).unwrap();
             opened.log.append(&concert(1)).wait().await;
             opened.log.close().await;
             let target = file.map_or_else(|| path.clone(), |f| f(&path));
@@ -752,7 +759,7 @@ mod tests {
                     .unwrap()
                     .pragma_update(None, "user_version", version)
                     .unwrap();
-                let error = EventLog::open(&path, Synchronous::Normal, 0).err().unwrap();
+                let error = EventLog::open(&path, SyncMode::Normal, 0).err().unwrap();
                 assert!(
                     matches!(
                         &error,
@@ -769,16 +776,16 @@ mod tests {
     #[tokio::test]
     async fn a_history_ahead_of_its_log_is_refused_with_what_to_restore() {
         let path = scratch("history-ahead");
-        let opened = EventLog::open(&path, Synchronous::Normal, 0).unwrap();
+        let opened = EventLog::open(&path, SyncMode::Normal, 0).unwrap();
         opened.log.append(&keyed_charge("a", 1_000)).wait().await;
         opened.log.close().await;
         let older_log = path.with_file_name("older.db");
         std::fs::copy(&path, &older_log).unwrap();
-        let reopened = EventLog::open(&path, Synchronous::Normal, 0).unwrap();
+        let reopened = EventLog::open(&path, SyncMode::Normal, 0).unwrap();
         reopened.log.append(&keyed_charge("b", 2_000)).wait().await;
         reopened.log.close().await;
         std::fs::copy(&older_log, &path).unwrap();
-        let error = EventLog::open(&path, Synchronous::Normal, 0).err().unwrap();
+        let error = EventLog::open(&path, SyncMode::Normal, 0).err().unwrap();
         let message = error.to_string();
         assert!(message.contains("rows through sequence 2"), "{message}");
         assert!(message.contains("restore both files"), "{message}");
@@ -787,11 +794,11 @@ mod tests {
     #[tokio::test]
     async fn a_log_whose_history_file_is_missing_is_refused_with_what_to_restore() {
         let path = scratch("no-history");
-        let opened = EventLog::open(&path, Synchronous::Normal, 0).unwrap();
+        let opened = EventLog::open(&path, SyncMode::Normal, 0).unwrap();
         opened.log.append(&keyed_charge("a", 1_000)).wait().await;
         opened.log.close().await;
         std::fs::remove_file(rows::history_path(&path)).unwrap();
-        let error = EventLog::open(&path, Synchronous::Normal, 0).err().unwrap();
+        let error = EventLog::open(&path, SyncMode::Normal, 0).err().unwrap();
         let message = error.to_string();
         assert!(message.contains("log.history.db"), "{message}");
         assert!(message.contains("restore both files"), "{message}");
@@ -802,7 +809,7 @@ mod tests {
         let path = scratch("garbage");
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, vec![0x42u8; 8192]).unwrap();
-        let error = EventLog::open(&path, Synchronous::Full, 0).err().unwrap();
+        let error = EventLog::open(&path, SyncMode::Full, 0).err().unwrap();
         assert!(
             error.to_string().contains("not a boxoffice event log"),
             "{error}"

@@ -27,11 +27,10 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::watch;
 
 use super::error::{FileKind, StoreError};
-use super::log::{fatal, EventLog, LogFile, LogStart, LogStats};
+use super::log::{fatal, EventLog, LogFile, LogStart, LogStats, SyncMode};
 use super::reader::StoreReader;
 use super::rows::{history_path, EventRows, ToRows};
 use super::{history, keys, sqlite};
-use crate::config::Synchronous;
 use crate::domain::Event;
 
 /// Upper bound on events' rows per transaction, as for the log.
@@ -61,12 +60,8 @@ impl EventLog {
     /// Opens (or creates) the log and its history database, and returns the log with every
     /// stored event after `after_seq` (or after the history's mark, if that is lower), and the
     /// oldest sequence still stored (older rows were pruned below snapshots).
-    pub fn open(
-        path: &Path,
-        synchronous: Synchronous,
-        after_seq: u64,
-    ) -> Result<OpenedLog, StoreError> {
-        let file = LogFile::open(path, synchronous)?;
+    pub fn open(path: &Path, sync: SyncMode, after_seq: u64) -> Result<OpenedLog, StoreError> {
+        let file = LogFile::open(path, sync)?;
         let start_seq = file.last_seq.max(after_seq);
         let history_file = history_path(path);
         let (history, rows_through) = open_history(path, &history_file, start_seq)?;

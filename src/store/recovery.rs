@@ -3,12 +3,11 @@
 //! different moments end in one consistent state.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
-use crate::config::Settings;
 use crate::domain::accounts::Accounts;
 use crate::domain::admission::QueueSnapshot;
 use crate::domain::catalog::Catalog;
@@ -18,7 +17,7 @@ use crate::domain::seat_map::{HoldPolicy, SeatMap};
 use crate::domain::{DateId, Event};
 
 use super::error::StoreError;
-use super::log::EventLog;
+use super::log::{EventLog, SyncMode};
 use super::projection::OpenedLog;
 use super::rows::EventRows;
 use super::snapshot;
@@ -45,18 +44,20 @@ pub struct Recovered {
     pub took: Duration,
 }
 
-pub fn hold_policy(settings: &Settings) -> HoldPolicy {
-    HoldPolicy {
-        ttl_ms: (settings.holds.ttl_seconds as i64).saturating_mul(1000),
-        max_seats_per_user: settings.holds.max_seats_per_user,
-    }
+/// Where the store keeps its files, and how the log syncs.
+#[derive(Debug, Clone)]
+pub struct StoreSetup {
+    pub sqlite_path: PathBuf,
+    pub snapshot_dir: PathBuf,
+    pub sync: SyncMode,
 }
 
-pub fn balance_policy(settings: &Settings) -> BalancePolicy {
-    BalancePolicy {
-        max_charge: settings.balance.max_charge,
-        max_balance: settings.balance.max_balance,
-    }
+/// The limits recovered owners run under. They are given, never read from a snapshot, so a
+/// changed setting applies from the next start.
+#[derive(Debug, Clone, Copy)]
+pub struct Policies {
+    pub holds: HoldPolicy,
+    pub balance: BalancePolicy,
 }
 
 fn prepare_snapshot_dir(dir: &Path) -> Result<(), StoreError> {
@@ -101,19 +102,19 @@ fn start<T: DeserializeOwned>(
     })
 }
 
-pub fn recover(settings: &Settings) -> Result<Recovered, StoreError> {
+pub fn recover(setup: &StoreSetup, policies: Policies) -> Result<Recovered, StoreError> {
     let started = Instant::now();
-    let dir = &settings.storage.snapshot_dir;
+    let dir = &setup.snapshot_dir;
     prepare_snapshot_dir(dir)?;
 
     let accounts = start(dir, ACCOUNTS_OWNER, Accounts::default)?;
     let catalog = start(dir, CATALOG_OWNER, Catalog::default)?;
-    let ledger = start(dir, LEDGER_OWNER, || Ledger::new(balance_policy(settings)))?;
+    let ledger = start(dir, LEDGER_OWNER, || Ledger::new(policies.balance))?;
     let queue = snapshot::load_newest::<QueueSnapshot>(dir, QUEUE_OWNER)?.map(|(q, _)| q);
     let mut dates: BTreeMap<DateId, Start<SeatMap>> = BTreeMap::new();
     for info in catalog.state.dates() {
         let start = start(dir, &date_owner(info.id), || {
-            SeatMap::new(info.id, info.seat_count, info.price, hold_policy(settings))
+            SeatMap::new(info.id, info.seat_count, info.price, policies.holds)
         })?;
         dates.insert(info.id, start);
     }
@@ -129,11 +130,7 @@ pub fn recover(settings: &Settings) -> Result<Recovered, StoreError> {
         events,
         oldest_stored,
         rows_through,
-    } = EventLog::open(
-        &settings.storage.sqlite_path,
-        settings.storage.synchronous,
-        replay_from,
-    )?;
+    } = EventLog::open(&setup.sqlite_path, setup.sync, replay_from)?;
     // Rows at or below a snapshot may have been pruned. An owner whose history starts below
     // the oldest stored row cannot be rebuilt: refuse rather than start with silent losses.
     let missing_history = |owner: &str, seq: u64| match oldest_stored {
@@ -164,11 +161,11 @@ pub fn recover(settings: &Settings) -> Result<Recovered, StoreError> {
     project_lagging_rows(&log, rows_through, &events);
     let (mut accounts_state, mut catalog_state, mut ledger_state) =
         (accounts.state, catalog.state, ledger.state);
-    ledger_state.set_policy(balance_policy(settings));
+    ledger_state.set_policy(policies.balance);
     let mut maps: BTreeMap<DateId, (SeatMap, u64)> = dates
         .into_iter()
         .map(|(id, mut d)| {
-            d.state.restore(hold_policy(settings));
+            d.state.restore(policies.holds);
             (id, (d.state, d.seq))
         })
         .collect();
@@ -190,12 +187,8 @@ pub fn recover(settings: &Settings) -> Result<Recovered, StoreError> {
             ..
         } = event
         {
-            maps.entry(*date).or_insert_with(|| {
-                (
-                    SeatMap::new(*date, *seat_count, *price, hold_policy(settings)),
-                    0,
-                )
-            });
+            maps.entry(*date)
+                .or_insert_with(|| (SeatMap::new(*date, *seat_count, *price, policies.holds), 0));
         }
         if seq > ledger.seq {
             ledger_state.apply(event);
