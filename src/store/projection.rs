@@ -327,3 +327,288 @@ fn commit_synced(conn: &mut Connection, through: u64) -> rusqlite::Result<()> {
     tx.commit()?;
     conn.pragma_update(None, "synchronous", "NORMAL")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::domain::idempotency::PendingRecord;
+    use crate::domain::ConcertId;
+    use crate::domain::Timestamp;
+    use crate::store::log::Durable;
+
+    fn concert(n: u32) -> Event {
+        Event::ConcertCreated {
+            concert: ConcertId(n),
+            title: format!("t{n}"),
+            venue: "v".into(),
+        }
+    }
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("boxoffice-log-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir.join("log.db")
+    }
+
+    #[tokio::test]
+    async fn committed_events_come_back_in_order_after_a_reopen() {
+        let path = scratch("reopen");
+        let opened = EventLog::open(&path, SyncMode::Full, 0).unwrap();
+        assert!(opened.events.is_empty());
+        let tickets: Vec<Durable> = (1..=50).map(|n| opened.log.append(&concert(n))).collect();
+        let mut seqs = Vec::new();
+        for ticket in tickets {
+            seqs.push(ticket.wait().await);
+        }
+        assert_eq!(seqs, (1..=50).collect::<Vec<_>>());
+        let stats = opened.log.stats();
+        assert!(stats.commits.load(Ordering::Relaxed) <= 50);
+        assert_eq!(stats.events.load(Ordering::Relaxed), 50);
+        opened.log.close().await;
+        let reopened = EventLog::open(&path, SyncMode::Normal, 10).unwrap();
+        assert_eq!(reopened.events.len(), 40);
+        assert_eq!(reopened.events[0], (11, concert(11)));
+        assert_eq!(reopened.oldest_stored, Some(1));
+        assert_eq!(reopened.log.append(&concert(51)).seq(), 51);
+    }
+
+    #[tokio::test]
+    async fn a_second_process_on_the_same_log_is_refused_while_the_first_runs() {
+        let path = scratch("locked");
+        let first = EventLog::open(&path, SyncMode::Full, 0).unwrap();
+        first.log.append(&concert(1)).wait().await;
+        let error = EventLog::open(&path, SyncMode::Full, 0).err().unwrap();
+        assert!(
+            error.to_string().contains("another boxoffice process"),
+            "{error}"
+        );
+        first.log.close().await;
+        EventLog::open(&path, SyncMode::Full, 0).unwrap();
+    }
+
+    #[tokio::test]
+    async fn pruning_drops_rows_below_the_floor_only() {
+        let path = scratch("prune");
+        let opened = EventLog::open(&path, SyncMode::Normal, 0).unwrap();
+        for n in 1..=10 {
+            opened.log.append(&concert(n));
+        }
+        opened.log.flush().await;
+        opened.log.prune_through(4);
+        opened.log.append(&concert(11)).wait().await;
+        opened.log.close().await;
+        let reopened = EventLog::open(&path, SyncMode::Normal, 0).unwrap();
+        assert_eq!(reopened.oldest_stored, Some(5));
+        assert_eq!(reopened.events.len(), 7);
+    }
+
+    fn keyed_charge(key: &str, at: i64) -> Event {
+        Event::BalanceCharged {
+            charge: crate::domain::ChargeId(1),
+            user: crate::domain::UserId(4),
+            amount: 10,
+            balance_after: 10,
+            at: Timestamp(at),
+            idempotency: Some(crate::domain::IdempotencyStamp {
+                key: crate::domain::IdempotencyKey::parse(key).unwrap(),
+                fingerprint: 99,
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_keyed_event_is_committed_with_its_record_which_is_forgotten_after_a_day() {
+        use crate::domain::idempotency::{KeyRecord, KEY_TTL_MS};
+        let path = scratch("keys");
+        let opened = EventLog::open(&path, SyncMode::Normal, 0).unwrap();
+        let old = PendingRecord::of(&keyed_charge("old", 1_000)).unwrap();
+        let new = PendingRecord::of(&keyed_charge("new", 5_000)).unwrap();
+        assert_eq!(opened.log.reader().find_key(&old.key).unwrap(), None);
+        opened.log.append(&keyed_charge("old", 1_000)).wait().await;
+        // A record of the same key again (a replay) keeps the first.
+        opened.log.append(&keyed_charge("old", 1_000)).wait().await;
+        opened.log.append(&concert(1)).wait().await;
+        opened.log.reader().caught_up().await;
+        let found: Option<KeyRecord> = opened.log.reader().find_key(&old.key).unwrap();
+        assert_eq!(found, Some(old.record));
+        opened.log.close().await;
+
+        let reopened = EventLog::open(&path, SyncMode::Normal, 0).unwrap();
+        assert_eq!(
+            reopened.log.reader().find_key(&old.key).unwrap(),
+            Some(old.record)
+        );
+        reopened
+            .log
+            .append(&keyed_charge("new", 5_000))
+            .wait()
+            .await;
+        reopened.log.reader().caught_up().await;
+        reopened
+            .log
+            .forget_stale_keys(Timestamp(1_000 + KEY_TTL_MS));
+        reopened.log.append(&concert(2)).wait().await;
+        reopened.log.reader().caught_up().await;
+        assert_eq!(reopened.log.reader().find_key(&old.key).unwrap(), None);
+        assert_eq!(
+            reopened.log.reader().find_key(&new.key).unwrap(),
+            Some(new.record)
+        );
+        reopened.log.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_money_event_is_committed_with_its_history_entry_numbered_by_its_sequence() {
+        use crate::domain::ledger::EntryKind;
+        let path = scratch("history");
+        let opened = EventLog::open(&path, SyncMode::Normal, 0).unwrap();
+        opened.log.append(&concert(1));
+        opened.log.append(&keyed_charge("a", 1_000));
+        opened.log.append(&concert(2)).wait().await;
+        opened.log.reader().caught_up().await;
+        let user = crate::domain::UserId(4);
+        let history = opened.log.reader().ledger_history(user).unwrap();
+        assert_eq!(history.len(), 1);
+        assert_eq!(
+            (history[0].entry_id, history[0].kind, history[0].amount),
+            (2, EntryKind::Charge, 10)
+        );
+        opened.log.append(&keyed_charge("b", 2_000)).wait().await;
+        opened.log.reader().caught_up().await;
+        let ids: Vec<u64> = opened
+            .log
+            .reader()
+            .ledger_history(user)
+            .unwrap()
+            .iter()
+            .map(|e| e.entry_id)
+            .collect();
+        assert_eq!(ids, vec![4, 2], "newest first");
+        assert!(opened
+            .log
+            .reader()
+            .ledger_history(crate::domain::UserId(5))
+            .unwrap()
+            .is_empty());
+        opened.log.close().await;
+        let history_wal = history_path(&path).with_extension("db-wal");
+        assert_eq!(
+            std::fs::metadata(&history_wal).map_or(0, |m| m.len()),
+            0,
+            "a stopped history database is whole in its own file"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_writers_wait_out_a_lock_held_for_a_moment() {
+        let path = scratch("busy");
+        let opened = EventLog::open(&path, SyncMode::Normal, 0).unwrap();
+        opened.log.append(&concert(1)).wait().await;
+        // What one of the process's own readers does when it finds the WAL index mid-change:
+        // take the write lock for a moment. The real moment is microseconds; it is held here
+        // long enough that each writer surely meets it.
+        let hold_write_lock = |file: &Path| {
+            let blocker = Connection::open(file).unwrap();
+            blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+            blocker
+        };
+        let blocker = hold_write_lock(&path);
+        let appended = opened.log.append(&keyed_charge("during-log-lock", 1_000));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        blocker.execute_batch("COMMIT").unwrap();
+        appended.wait().await;
+
+        let blocker = hold_write_lock(&history_path(&path));
+        opened
+            .log
+            .append(&keyed_charge("during-history-lock", 2_000))
+            .wait()
+            .await;
+        let reader = opened.log.reader().clone();
+        let caught_up = tokio::spawn(async move { reader.caught_up().await });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        blocker.execute_batch("COMMIT").unwrap();
+        caught_up.await.unwrap();
+        let user = crate::domain::UserId(4);
+        assert_eq!(opened.log.reader().ledger_history(user).unwrap().len(), 2);
+        opened.log.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_database_of_another_schema_version_is_refused_by_name() {
+        for (name, file) in [
+            ("log-version", None),
+            (
+                "history-version",
+                Some(history_path as fn(&Path) -> PathBuf),
+            ),
+        ] {
+            let path = scratch(name);
+            let opened = EventLog::open(&path, SyncMode::Normal, 0).unwrap();
+            opened.log.append(&concert(1)).wait().await;
+            opened.log.close().await;
+            let target = file.map_or_else(|| path.clone(), |f| f(&path));
+            for version in [0, 2] {
+                Connection::open(&target)
+                    .unwrap()
+                    .pragma_update(None, "user_version", version)
+                    .unwrap();
+                let error = EventLog::open(&path, SyncMode::Normal, 0).err().unwrap();
+                assert!(
+                    matches!(
+                        &error,
+                        StoreError::UnsupportedFormat { path: p, found, expected: 1, .. }
+                            if *p == target && *found == version
+                    ),
+                    "{error}"
+                );
+                assert!(error.to_string().contains("format version"), "{error}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_history_ahead_of_its_log_is_refused_with_what_to_restore() {
+        let path = scratch("history-ahead");
+        let opened = EventLog::open(&path, SyncMode::Normal, 0).unwrap();
+        opened.log.append(&keyed_charge("a", 1_000)).wait().await;
+        opened.log.close().await;
+        let older_log = path.with_file_name("older.db");
+        std::fs::copy(&path, &older_log).unwrap();
+        let reopened = EventLog::open(&path, SyncMode::Normal, 0).unwrap();
+        reopened.log.append(&keyed_charge("b", 2_000)).wait().await;
+        reopened.log.close().await;
+        std::fs::copy(&older_log, &path).unwrap();
+        let error = EventLog::open(&path, SyncMode::Normal, 0).err().unwrap();
+        let message = error.to_string();
+        assert!(message.contains("rows through sequence 2"), "{message}");
+        assert!(message.contains("restore both files"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn a_log_whose_history_file_is_missing_is_refused_with_what_to_restore() {
+        let path = scratch("no-history");
+        let opened = EventLog::open(&path, SyncMode::Normal, 0).unwrap();
+        opened.log.append(&keyed_charge("a", 1_000)).wait().await;
+        opened.log.close().await;
+        std::fs::remove_file(history_path(&path)).unwrap();
+        let error = EventLog::open(&path, SyncMode::Normal, 0).err().unwrap();
+        let message = error.to_string();
+        assert!(message.contains("log.history.db"), "{message}");
+        assert!(message.contains("restore both files"), "{message}");
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_a_clear_error() {
+        let path = scratch("garbage");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, vec![0x42u8; 8192]).unwrap();
+        let error = EventLog::open(&path, SyncMode::Full, 0).err().unwrap();
+        assert!(
+            error.to_string().contains("not a boxoffice event log"),
+            "{error}"
+        );
+    }
+}
