@@ -230,10 +230,12 @@ fn project_lagging_rows(log: &EventLog, rows_through: u64, events: &[(u64, Event
     if through <= rows_through {
         return;
     }
-    tracing::info!(
-        events = lagging.len(),
-        from = rows_through + 1,
-        "making the history rows of events logged after the history database's mark"
-    );
+    if !lagging.is_empty() {
+        tracing::info!(
+            events = lagging.len(),
+            from = rows_through + 1,
+            "making the history rows of events logged after the history database's mark"
+        );
+    }
     log.project_blocking(lagging, through);
 }

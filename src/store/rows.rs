@@ -73,7 +73,7 @@ pub(crate) enum ToRows {
     /// The rows of a committed batch of events, the last of which is `through`.
     Write { through: u64, rows: Vec<EventRows> },
     /// Rows of events committed before this start that the history did not store before the
-    /// stop, the last of those events being `through`; answers when they are stored.
+    /// stop; once they are stored, every event up to `through` has its rows. Answers then.
     Project {
         rows: Vec<EventRows>,
         through: u64,

@@ -22,8 +22,9 @@ use super::log::EventLog;
 use super::rows;
 
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"BOXSNAP\0";
-/// The only format version this build reads and writes. Changing any owner's layout means a
-/// new version, and a reader for this one beside it.
+/// The only format version this build reads and writes; a file of any other version stops
+/// recovery with `StoreError::UnsupportedFormat`. Changing any owner's layout means a new
+/// version.
 pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
 const HEADER_LEN: usize = 8 + 4 + 4 + 8 + 8 + 8;
 
