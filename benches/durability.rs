@@ -21,8 +21,9 @@ use boxoffice::domain::{
     ChargeId, DateId, Event, IdempotencyKey, IdempotencyStamp, ReservationId, SeatNo, Timestamp,
     UserId, Username,
 };
+use boxoffice::policies::{policies, store_setup};
 use boxoffice::store::recovery::{date_owner, ACCOUNTS_OWNER, CATALOG_OWNER, LEDGER_OWNER};
-use boxoffice::store::{recover, snapshot, EventLog};
+use boxoffice::store::{recover, snapshot, EventLog, SyncMode};
 
 const SEATS: u32 = 50_000;
 const LOGGED_EVENTS: usize = 1_000_000;
@@ -138,7 +139,7 @@ fn idempotency_records(c: &mut Criterion) {
     let dir = scratch("keys");
     let path = dir.join("boxoffice.db");
     let events: Vec<Event> = (0..BOOK_KEYS).map(keyed_event).collect();
-    let opened = EventLog::open(&path, Synchronous::Normal, 0).unwrap();
+    let opened = EventLog::open(&path, SyncMode::Normal, 0).unwrap();
     let keys = KeyRecords::new(opened.log.reader().clone());
     runtime.block_on(async {
         let mut last = None;
@@ -278,7 +279,7 @@ fn recovery_of_a_million_events(c: &mut Criterion) {
     let dir = scratch("recovery");
     let history = history(LOGGED_EVENTS);
     runtime.block_on(async {
-        let opened = EventLog::open(&dir.join("boxoffice.db"), Synchronous::Normal, 0).unwrap();
+        let opened = EventLog::open(&dir.join("boxoffice.db"), SyncMode::Normal, 0).unwrap();
         let mut last = None;
         for event in &history.events {
             last = Some(opened.log.append(event));
@@ -319,7 +320,7 @@ fn recovery_of_a_million_events(c: &mut Criterion) {
             b.iter_batched(
                 || (),
                 |()| {
-                    let recovered = recover(&settings).unwrap();
+                    let recovered = recover(&store_setup(&settings), policies(&settings)).unwrap();
                     let replayed = recovered.replayed_events;
                     runtime.block_on(recovered.log.close());
                     replayed

@@ -254,7 +254,8 @@ pub(crate) async fn read_history<T: Send + 'static>(
         .await
         .map_err(|_| EngineError::Unavailable)?
         .map_err(|error| {
-            tracing::error!(%error, "cannot read history from the store");
+            let error = &error as &dyn std::error::Error;
+            tracing::error!(error, "cannot read history from the store");
             EngineError::Unavailable
         })
 }
@@ -314,8 +315,11 @@ pub struct Engine {
 impl Engine {
     /// Recovers state from disk and starts every owner with it.
     pub async fn start(settings: &Settings, clock: SharedClock) -> anyhow::Result<Self> {
-        let recovering = settings.clone();
-        let recovered = tokio::task::spawn_blocking(move || recovery::recover(&recovering))
+        let (setup, policies) = (
+            crate::policies::store_setup(settings),
+            crate::policies::policies(settings),
+        );
+        let recovered = tokio::task::spawn_blocking(move || recovery::recover(&setup, policies))
             .await
             .map_err(|e| anyhow::anyhow!("recovery panicked: {e}"))??;
         Self::start_from(settings, clock, recovered).await

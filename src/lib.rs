@@ -16,7 +16,8 @@
 //!   `AdmissionQueue`, `Accounts`, `Catalog`): commands decide events, `apply` changes state.
 //! - [`store`]: the only module that touches disk: the event log and its writer thread, the
 //!   history database and its writer thread, snapshots, recovery and backups.
-//! - [`config`]: typed settings from `config.toml` and `BOXOFFICE__*` variables.
+//! - [`config`]: typed settings from `config.toml` and `BOXOFFICE__*` variables;
+//!   [`policies`] turns them into the domain's policies and the store's setup where `app` wires.
 //! - [`clock`]: the one place that reads the wall clock; tests use a `ManualClock`.
 //! - [`security`]: password hashing and unguessable tokens.
 //! - [`telemetry`]: the Prometheus recorder behind `/metrics`.
@@ -57,6 +58,7 @@ pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod policies;
 pub mod security;
 pub mod store;
 pub mod telemetry;

@@ -12,7 +12,6 @@ use proptest::prelude::*;
 use boxoffice::actors::Engine;
 use boxoffice::clock::ManualClock;
 use boxoffice::config::Settings;
-use boxoffice::config::Synchronous;
 use boxoffice::domain::accounts::Accounts;
 use boxoffice::domain::catalog::Catalog;
 use boxoffice::domain::idempotency::{BookKey, KeyRecord, KeyedEndpoint, PendingRecord};
@@ -22,8 +21,9 @@ use boxoffice::domain::{
     ConcertId, DateId, IdempotencyKey, IdempotencyStamp, ReservationId, SeatList, SeatNo,
     Timestamp, UserId, Username,
 };
+use boxoffice::policies::{policies, store_setup};
 use boxoffice::store::rows::history_path;
-use boxoffice::store::{recover, EventLog};
+use boxoffice::store::{recover, EventLog, SyncMode};
 
 #[derive(Debug, Clone)]
 enum Command {
@@ -111,11 +111,11 @@ fn stored_keys(log: &EventLog) -> Vec<Option<KeyRecord>> {
 
 /// The history tables hold exactly what the log's events make: the first record of every key,
 /// each user's balance entries and reservations (in their latest state), newest first. Rows are
-/// written after their events live, and by recovery for what an older release left or what the
-/// history database lost; either way they must be this projection of the log and nothing else.
+/// written after their events live, and by recovery for what the history database lost; either
+/// way they must be this projection of the log and nothing else.
 async fn history_is_the_projection_of_the_log(settings: &Settings) -> Result<(), TestCaseError> {
-    let opened = EventLog::open(&settings.storage.sqlite_path, Synchronous::Normal, 0)
-        .expect("the log opens");
+    let opened =
+        EventLog::open(&settings.storage.sqlite_path, SyncMode::Normal, 0).expect("the log opens");
     let events = &opened.events;
     let store = opened.log.reader();
     for user in (1..=4).map(UserId) {
@@ -187,8 +187,8 @@ async fn live_state(engine: &Engine) -> State {
 
 async fn recovered_state(settings: &Settings) -> (State, usize) {
     // Recovery blocks (it reads files and may store rows), as it does inside `Engine::start`.
-    let recovering = settings.clone();
-    let recovered = tokio::task::spawn_blocking(move || recover(&recovering))
+    let (setup, policies) = (store_setup(settings), policies(settings));
+    let recovered = tokio::task::spawn_blocking(move || recover(&setup, policies))
         .await
         .unwrap()
         .expect("recovery succeeds");

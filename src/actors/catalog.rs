@@ -16,7 +16,8 @@ use crate::config::Settings;
 use crate::domain::catalog::{Catalog, Concert, DateInfo};
 use crate::domain::seat_map::{HoldPolicy, SeatMap};
 use crate::domain::{ConcertId, DateId, DomainError, Event, Timestamp};
-use crate::store::recovery::{hold_policy, CATALOG_OWNER};
+use crate::policies::hold_policy;
+use crate::store::recovery::CATALOG_OWNER;
 use crate::store::Durable;
 
 pub enum CatalogMsg {

@@ -100,10 +100,6 @@ impl BookKey {
         Self((user, KeyDigest::of(endpoint, key)))
     }
 
-    pub fn from_parts(user: UserId, digest: KeyDigest) -> Self {
-        Self((user, digest))
-    }
-
     pub fn user(&self) -> UserId {
         self.0 .0
     }

@@ -118,19 +118,6 @@ impl Ledger {
         }
     }
 
-    /// A ledger as an older snapshot layout left it.
-    pub fn from_parts(
-        policy: BalancePolicy,
-        balances: HashMap<UserId, u64>,
-        next_charge: u64,
-    ) -> Self {
-        Self {
-            policy,
-            balances,
-            next_charge,
-        }
-    }
-
     pub fn balance(&self, user: UserId) -> u64 {
         self.balances.get(&user).copied().unwrap_or(0)
     }

@@ -208,7 +208,7 @@ pub enum SeatStatus {
 /// latest so far (the clock moves on, the TTL is fixed), so placing one appends. An ended hold's
 /// entry is not searched for: it is dropped once it reaches the front, or by a compaction when
 /// ended entries outnumber the held ones, so memory stays within a small multiple of the holds.
-/// Encoded as the ordered set it replaced (a sequence of pairs); `SeatMap::restore` drops the
+/// Encoded as a sequence of pairs; `SeatMap::restore` drops the
 /// ended entries a snapshot carried.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -371,36 +371,6 @@ impl SeatMap {
         for r in held {
             self.holding.entry(r.user).or_default().push(r.id.seq);
         }
-    }
-
-    /// A map as the layout of snapshot versions 1-3 held it: every reservation, in order, and
-    /// each seat's `(holder, sold)`. Only the held reservations stay.
-    pub fn from_older(
-        date: DateId,
-        seat_price: u64,
-        policy: HoldPolicy,
-        slots: Vec<(u32, bool)>,
-        reservations: &[Reservation],
-    ) -> Self {
-        let mut map = Self::new(date, 0, seat_price, policy);
-        map.seats = slots
-            .into_iter()
-            .map(|(holder, sold)| SeatSlot { holder, sold })
-            .collect();
-        map.placed = reservations.len() as u32;
-        for r in reservations {
-            match r.state {
-                ReservationState::Held => {
-                    map.expiries.push((r.expires_at, r.id.seq));
-                    map.held_seats += r.seats.len() as u32;
-                    map.holds.insert(r.id.seq, r.clone());
-                }
-                ReservationState::Paid => map.sold_seats += r.seats.len() as u32,
-                ReservationState::Expired | ReservationState::Cancelled => {}
-            }
-        }
-        map.restore(policy);
-        map
     }
 
     /// Reservations kept in memory: those in the held state.

@@ -136,12 +136,9 @@ mod tests {
     async fn a_second_request_with_the_key_waits_for_the_first() {
         let dir = std::env::temp_dir().join(format!("boxoffice-gate-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let opened = crate::store::EventLog::open(
-            &dir.join("log.db"),
-            crate::config::Synchronous::Normal,
-            0,
-        )
-        .unwrap();
+        let opened =
+            crate::store::EventLog::open(&dir.join("log.db"), crate::store::SyncMode::Normal, 0)
+                .unwrap();
         let keys = KeyRecords::new(opened.log.reader().clone());
         let gate = Arc::new(IdempotencyGate::new(keys));
         let key = IdempotencyKey::parse("k1");

@@ -9,7 +9,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::log::{EventLog, StoreError};
+use super::error::StoreError;
+use super::log::EventLog;
+use super::rows::history_path;
 
 /// The log file's name inside a backup; the snapshots go to `snapshots/` beside it.
 pub const LOG_FILE: &str = "boxoffice.db";
@@ -35,12 +37,10 @@ pub async fn write_backup(
     let dir = backup_root.join(name);
     let (from, to) = (snapshot_dir.to_owned(), dir.join(SNAPSHOT_DIR));
     let (snapshot_files, snapshot_bytes) =
-        tokio::task::spawn_blocking(move || copy_snapshots(&from, &to))
-            .await
-            .map_err(|e| StoreError::Setup(format!("the backup task failed: {e}")))??;
+        tokio::task::spawn_blocking(move || copy_snapshots(&from, &to)).await??;
     let log_file = dir.join(LOG_FILE);
     let log_sequence = log.backup_into(&log_file).await?;
-    let log_bytes = [log_file.clone(), super::rows::history_path(&log_file)]
+    let log_bytes = [log_file.clone(), history_path(&log_file)]
         .iter()
         .map(|file| std::fs::metadata(file).map(|m| m.len()).unwrap_or(0))
         .sum::<u64>();
@@ -53,23 +53,21 @@ pub async fn write_backup(
 }
 
 fn copy_snapshots(from: &Path, to: &Path) -> Result<(usize, u64), StoreError> {
-    let setup = |what: &str, path: &Path, e: std::io::Error| {
-        StoreError::Setup(format!(
-            "cannot {what} {}: {e}; check storage.backup_dir and free space",
-            path.display()
-        ))
+    let io = |action, path: &Path, source| StoreError::Io {
+        action,
+        path: path.to_owned(),
+        source,
     };
-    if to.parent().is_some_and(Path::exists) {
-        return Err(StoreError::Setup(format!(
-            "the backup {} already exists",
-            to.parent().unwrap_or(to).display()
-        )));
+    if let Some(backup) = to.parent().filter(|dir| dir.exists()) {
+        return Err(StoreError::BackupExists {
+            path: backup.to_owned(),
+        });
     }
-    std::fs::create_dir_all(to).map_err(|e| setup("create", to, e))?;
+    std::fs::create_dir_all(to).map_err(|e| io("create the backup directory", to, e))?;
     let entries = match std::fs::read_dir(from) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
-        Err(e) => return Err(setup("read", from, e)),
+        Err(e) => return Err(io("read the snapshot directory", from, e)),
     };
     let (mut files, mut bytes) = (0, 0);
     for entry in entries.flatten() {
@@ -87,7 +85,7 @@ fn copy_snapshots(from: &Path, to: &Path) -> Result<(usize, u64), StoreError> {
             // Replaced by a newer snapshot while we listed: the newer one is listed too, or
             // the log covers it.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(setup("copy", &entry.path(), e)),
+            Err(e) => return Err(io("copy the snapshot", &entry.path(), e)),
         }
     }
     Ok((files, bytes))

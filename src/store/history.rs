@@ -1,25 +1,26 @@
-//! History a user can list, kept on disk instead of in memory, written by the log writer in the
-//! same transaction as the event that changes it:
+//! History a user can list, kept in the history database instead of in memory, written by the
+//! history writer once the event that changes it is committed (`store::projection`):
 //! - every balance entry is a row, its id the log sequence of the event that made it;
 //! - every reservation is a row, placed by its hold and ended by its payment, cancellation or
 //!   expiry, so the dates keep only the holds their decisions need.
 
 use rusqlite::{params, Connection};
 
-use super::log::StoreError;
+use super::error::StoreError;
 use super::reader::StoreReader;
+use super::rows;
 use crate::domain::ledger::LedgerEntry;
 use crate::domain::seat_map::{Reservation, ReservationChange, ReservationState};
 use crate::domain::{DateId, ReservationId, Timestamp, UserId};
 
 pub(crate) const SCHEMA: &str = "
-    CREATE TABLE IF NOT EXISTS ledger_entries (
+    CREATE TABLE ledger_entries (
         entry_id INTEGER PRIMARY KEY,
         user_id  INTEGER NOT NULL,
         entry    BLOB    NOT NULL
     );
-    CREATE INDEX IF NOT EXISTS ledger_entries_by_user ON ledger_entries (user_id, entry_id);
-    CREATE TABLE IF NOT EXISTS reservations (
+    CREATE INDEX ledger_entries_by_user ON ledger_entries (user_id, entry_id);
+    CREATE TABLE reservations (
         date_id    INTEGER NOT NULL,
         seq        INTEGER NOT NULL,
         user_id    INTEGER NOT NULL,
@@ -30,7 +31,7 @@ pub(crate) const SCHEMA: &str = "
         placed     BLOB    NOT NULL,
         PRIMARY KEY (date_id, seq)
     ) WITHOUT ROWID;
-    CREATE INDEX IF NOT EXISTS reservations_by_user
+    CREATE INDEX reservations_by_user
         ON reservations (user_id, created_at, placed_seq);";
 
 fn state_code(state: ReservationState) -> i64 {
@@ -48,17 +49,18 @@ fn state_of(code: i64) -> Result<ReservationState, StoreError> {
         1 => ReservationState::Paid,
         2 => ReservationState::Expired,
         3 => ReservationState::Cancelled,
-        other => {
-            return Err(StoreError::Corrupt(format!(
-                "unknown reservation state {other}"
-            )))
+        found => {
+            return Err(StoreError::Corrupt {
+                what: "reservation state",
+                found,
+            })
         }
     })
 }
 
-/// Stores a reservation in the state it is in; `placed_seq` is the log sequence of its hold
-/// (0 for one carried over from an older snapshot), which orders a user's list.
-pub(crate) fn insert_reservation(
+/// Stores a reservation in the state it is in; `placed_seq` is the log sequence of its hold,
+/// which orders a user's list.
+fn insert_reservation(
     conn: &Connection,
     reservation: &Reservation,
     placed_seq: u64,
@@ -78,7 +80,7 @@ pub(crate) fn insert_reservation(
         placed_seq as i64,
         state_code(reservation.state),
         reservation.paid_at.map(Timestamp::as_millis),
-        encode_reservation(reservation),
+        rows::encode(reservation),
     ])?;
     Ok(())
 }
@@ -109,29 +111,17 @@ pub(crate) fn change_reservation(
     }
 }
 
-fn encode_reservation(reservation: &Reservation) -> Vec<u8> {
-    bincode::serde::encode_to_vec(reservation, bincode::config::standard())
-        .expect("reservations always encode")
-}
-
 fn reservation_from_row(
     placed: &[u8],
     state: i64,
     paid_at: Option<i64>,
 ) -> Result<Reservation, StoreError> {
-    let (placed, _) =
-        bincode::serde::decode_from_slice::<Reservation, _>(placed, bincode::config::standard())
-            .map_err(|e| StoreError::Corrupt(format!("undecodable reservation: {e}")))?;
+    let placed: Reservation = rows::decode(placed, "reservation")?;
     Ok(Reservation {
         state: state_of(state)?,
         paid_at: paid_at.map(Timestamp),
         ..placed
     })
-}
-
-fn encode_entry(entry: &LedgerEntry) -> Vec<u8> {
-    bincode::serde::encode_to_vec(entry, bincode::config::standard())
-        .expect("entries always encode")
 }
 
 /// Stores one entry; one already there (the same event, replayed) is kept as it is.
@@ -146,7 +136,7 @@ pub(crate) fn insert_entry(
     statement.execute(params![
         entry.entry_id as i64,
         user.0 as i64,
-        encode_entry(entry)
+        rows::encode(entry)
     ])?;
     Ok(())
 }
@@ -156,23 +146,17 @@ type ReservationRow = (Vec<u8>, i64, Option<i64>);
 impl StoreReader {
     /// One reservation as of the last finished commit, whoever it belongs to.
     pub fn reservation(&self, id: ReservationId) -> Result<Option<Reservation>, StoreError> {
-        let unreadable =
-            |e: rusqlite::Error| StoreError::Corrupt(format!("cannot read a reservation: {e}"));
         let conn = self.connection();
-        let mut statement = conn
-            .prepare_cached(
-                "SELECT placed, state, paid_at FROM reservations WHERE date_id = ?1 AND seq = ?2",
-            )
-            .map_err(unreadable)?;
-        let mut rows = statement
-            .query_map(params![id.date.0 as i64, id.seq as i64], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-            })
-            .map_err(unreadable)?;
+        let mut statement = conn.prepare_cached(
+            "SELECT placed, state, paid_at FROM reservations WHERE date_id = ?1 AND seq = ?2",
+        )?;
+        let mut rows = statement.query_map(params![id.date.0 as i64, id.seq as i64], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })?;
         match rows.next() {
             None => Ok(None),
             Some(row) => {
-                let (placed, state, paid_at): ReservationRow = row.map_err(unreadable)?;
+                let (placed, state, paid_at): ReservationRow = row?;
                 reservation_from_row(&placed, state, paid_at).map(Some)
             }
         }
@@ -180,23 +164,17 @@ impl StoreReader {
 
     /// `user`'s reservations on every date, newest first, as of the last finished commit.
     pub fn reservations_of(&self, user: UserId) -> Result<Vec<Reservation>, StoreError> {
-        let unreadable =
-            |e: rusqlite::Error| StoreError::Corrupt(format!("cannot read reservations: {e}"));
         let conn = self.connection();
-        let mut statement = conn
-            .prepare_cached(
-                "SELECT placed, state, paid_at FROM reservations WHERE user_id = ?1
+        let mut statement = conn.prepare_cached(
+            "SELECT placed, state, paid_at FROM reservations WHERE user_id = ?1
                  ORDER BY created_at DESC, placed_seq DESC, date_id DESC, seq DESC",
-            )
-            .map_err(unreadable)?;
-        let rows = statement
-            .query_map(params![user.0 as i64], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-            })
-            .map_err(unreadable)?;
+        )?;
+        let rows = statement.query_map(params![user.0 as i64], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })?;
         let mut found = Vec::new();
         for row in rows {
-            let (placed, state, paid_at): ReservationRow = row.map_err(unreadable)?;
+            let (placed, state, paid_at): ReservationRow = row?;
             found.push(reservation_from_row(&placed, state, paid_at)?);
         }
         Ok(found)
@@ -211,32 +189,19 @@ impl StoreReader {
                 |row| row.get::<_, i64>(0),
             )
             .map(|n| n as u64)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))
+            .map_err(StoreError::from)
     }
 
     /// `user`'s balance history, newest first, as of the last finished commit.
     pub fn ledger_history(&self, user: UserId) -> Result<Vec<LedgerEntry>, StoreError> {
-        let unreadable = |e: rusqlite::Error| {
-            StoreError::Corrupt(format!("cannot read the balance history: {e}"))
-        };
         let conn = self.connection();
-        let mut statement = conn
-            .prepare_cached(
-                "SELECT entry FROM ledger_entries WHERE user_id = ?1 ORDER BY entry_id DESC",
-            )
-            .map_err(unreadable)?;
-        let rows = statement
-            .query_map(params![user.0 as i64], |row| row.get::<_, Vec<u8>>(0))
-            .map_err(unreadable)?;
+        let mut statement = conn.prepare_cached(
+            "SELECT entry FROM ledger_entries WHERE user_id = ?1 ORDER BY entry_id DESC",
+        )?;
+        let rows = statement.query_map(params![user.0 as i64], |row| row.get::<_, Vec<u8>>(0))?;
         let mut entries = Vec::new();
         for row in rows {
-            let bytes = row.map_err(unreadable)?;
-            let (entry, _) = bincode::serde::decode_from_slice::<LedgerEntry, _>(
-                &bytes,
-                bincode::config::standard(),
-            )
-            .map_err(|e| StoreError::Corrupt(format!("undecodable balance entry: {e}")))?;
-            entries.push(entry);
+            entries.push(rows::decode(&row?, "balance entry")?);
         }
         Ok(entries)
     }

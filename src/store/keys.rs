@@ -1,17 +1,19 @@
-//! Idempotency records on disk: one row per keyed change, written by the log writer in the same
-//! transaction as the change's event, so a record exists exactly when its event does. The
+//! Idempotency records on disk: one row per keyed change in the history database, written by the
+//! history writer once the change's event is committed (`store::projection`), and made again
+//! from the log if the history lost it, so a stored record's event is always in the log. The
 //! recent records are also in memory (`domain::idempotency::IdempotencyBook`); older ones are
 //! read from here, by a few read-only connections that never wait for the writer (WAL).
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::log::StoreError;
+use super::error::StoreError;
 use super::reader::StoreReader;
-use crate::domain::idempotency::{BookKey, KeyRecord, Outcome, PendingRecord};
+use super::rows;
+use crate::domain::idempotency::{BookKey, KeyRecord, PendingRecord};
 use crate::domain::Timestamp;
 
 pub(crate) const SCHEMA: &str = "
-    CREATE TABLE IF NOT EXISTS idempotency_keys (
+    CREATE TABLE idempotency_keys (
         user_id     INTEGER NOT NULL,
         digest      BLOB    NOT NULL,
         fingerprint INTEGER NOT NULL,
@@ -19,18 +21,7 @@ pub(crate) const SCHEMA: &str = "
         recorded_at INTEGER NOT NULL,
         PRIMARY KEY (user_id, digest)
     ) WITHOUT ROWID;
-    CREATE INDEX IF NOT EXISTS idempotency_keys_by_age ON idempotency_keys (recorded_at);";
-
-fn encode_outcome(outcome: &Outcome) -> Vec<u8> {
-    bincode::serde::encode_to_vec(outcome, bincode::config::standard())
-        .expect("outcomes always encode")
-}
-
-fn decode_outcome(bytes: &[u8]) -> Result<Outcome, StoreError> {
-    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
-        .map(|(outcome, _)| outcome)
-        .map_err(|e| StoreError::Corrupt(format!("undecodable idempotency record: {e}")))
-}
+    CREATE INDEX idempotency_keys_by_age ON idempotency_keys (recorded_at);";
 
 /// Stores one record; a record already there (the same event, replayed) is kept as it is.
 pub(crate) fn insert(conn: &Connection, pending: &PendingRecord) -> rusqlite::Result<()> {
@@ -43,7 +34,7 @@ pub(crate) fn insert(conn: &Connection, pending: &PendingRecord) -> rusqlite::Re
         pending.key.user().0 as i64,
         &pending.key.digest().0[..],
         pending.record.fingerprint as i64,
-        encode_outcome(&pending.record.outcome),
+        rows::encode(&pending.record.outcome),
         pending.at.as_millis(),
     ])?;
     Ok(())
@@ -73,12 +64,11 @@ impl StoreReader {
                         Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?))
                     })
                     .optional()
-            })
-            .map_err(|e| StoreError::Corrupt(format!("cannot read idempotency records: {e}")))?;
+            })?;
         row.map(|(fingerprint, outcome)| {
             Ok(KeyRecord {
                 fingerprint: fingerprint as u64,
-                outcome: decode_outcome(&outcome)?,
+                outcome: rows::decode(&outcome, "idempotency record")?,
             })
         })
         .transpose()

@@ -7,13 +7,14 @@
 //! The returned [`Durable`] resolves once the commit that holds the event is on disk.
 //! A commit failure is fatal: memory would no longer match disk, so the process exits loudly.
 //!
-//! The rows an event leaves beside it — the record of a keyed change for retries
-//! (`store::keys`), a balance history entry or a reservation's new state (`store::history`) —
-//! go to the history database once the event is committed (`store::rows`), so a commit here
-//! holds events only. One process at a time: a lock file beside the database keeps a second
+//! A commit here holds events only. The rows an event leaves — the record of a keyed change for
+//! retries, a balance history entry, a reservation's new state (`EventRows`) — are handed to the
+//! history writer (`ToRows`) once the event is committed; the log knows that writer only by
+//! those messages. The log and its history are opened together by `EventLog::open`
+//! (`store::projection`). One process at a time: a lock file beside the database keeps a second
 //! one out, while the history's readers share its file (WAL).
 
-use std::fs::File;
+use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -22,43 +23,31 @@ use std::thread;
 use std::time::Instant;
 
 use parking_lot::Mutex;
-use rusqlite::{params, Connection, OpenFlags};
+use rusqlite::{params, Connection};
 use tokio::sync::{oneshot, watch};
 
+use super::error::{FileKind, StoreError};
 use super::reader::StoreReader;
-pub use super::rows::EventRows;
-use super::rows::{self, ToRows};
-use crate::config::Synchronous;
+use super::rows::{self, EventRows, ToRows};
+use super::sqlite;
 use crate::domain::idempotency::PendingRecord;
-use crate::domain::ledger::LedgerEntry;
-use crate::domain::seat_map::{Reservation, ReservationChange};
-use crate::domain::{Event, Timestamp, UserId};
+use crate::domain::{Event, Timestamp};
 
-/// Version of the payload encoding stored with every row, so old logs stay readable.
+/// Version of the payload encoding stored with every event; any other is refused.
 pub const EVENT_FORMAT_VERSION: u32 = 1;
+/// The schema version of the log's database (`PRAGMA user_version`).
+pub const LOG_SCHEMA_VERSION: u32 = 1;
 /// Upper bound on events per transaction, so one commit never holds the writer for long.
 const BATCH_EVENTS_MAX: usize = 16_384;
-/// How long a writer waits for a lock that one of this process's readers holds for a moment.
-pub(crate) const WRITER_BUSY_TIMEOUT_MS: u64 = 5_000;
 /// Exit code when the log cannot be written: memory and disk would diverge otherwise.
 pub const EXIT_LOG_FAILED: i32 = 70;
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("{0}")]
-    Setup(String),
-    #[error("the event log is corrupt or unreadable: {0}")]
-    Corrupt(String),
-}
-
-pub(crate) fn encode_event(event: &Event) -> Vec<u8> {
-    bincode::serde::encode_to_vec(event, bincode::config::standard()).expect("events always encode")
-}
-
-pub(crate) fn decode_event(payload: &[u8]) -> Result<Event, StoreError> {
-    bincode::serde::decode_from_slice(payload, bincode::config::standard())
-        .map(|(event, _)| event)
-        .map_err(|e| StoreError::Corrupt(format!("undecodable event: {e}")))
+/// How a commit reaches the disk (SQLite's `synchronous`): `Full` survives power loss, `Normal`
+/// survives a crash of the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    Full,
+    Normal,
 }
 
 struct Pending {
@@ -67,22 +56,6 @@ struct Pending {
     payload: Vec<u8>,
     rows: EventRows,
     done: oneshot::Sender<u64>,
-}
-
-/// Rows of events committed before this start: those an older release kept in memory and
-/// snapshots (see `OpenedLog::rows_from`), and those of events past the history's mark.
-#[derive(Debug, Default)]
-pub struct CarriedRows {
-    /// Every event up to here has its rows once these are stored.
-    pub through: u64,
-    pub keys: Vec<PendingRecord>,
-    pub entries: Vec<(UserId, LedgerEntry)>,
-    /// Reservations as an older snapshot held them, stored before `reservation_changes`.
-    pub reservations: Vec<Reservation>,
-    /// Changes made by logged events, with their sequence, in log order.
-    pub reservation_changes: Vec<(u64, ReservationChange)>,
-    /// Rows of this release's events past the history's mark, stored after the ones above.
-    pub lagging: Vec<EventRows>,
 }
 
 // Nearly every message is an `Append`: boxing it would add an allocation per event to spare
@@ -95,7 +68,7 @@ enum ToWriter {
     /// Commit what is queued, release the database, and say so.
     Close(oneshot::Sender<()>),
     /// Copy the committed log into a new database file; answers the sequence it covers.
-    Backup(PathBuf, oneshot::Sender<Result<u64, String>>),
+    Backup(PathBuf, oneshot::Sender<Result<u64, StoreError>>),
 }
 
 /// Resolves to the event's sequence number once it is committed.
@@ -113,19 +86,6 @@ impl Durable {
         // The writer never drops a sender without committing: on failure it exits the process.
         self.committed.await.unwrap_or(self.seq)
     }
-}
-
-/// An opened log with what it holds past the requested sequence.
-pub struct OpenedLog {
-    pub log: EventLog,
-    pub events: Vec<(u64, Event)>,
-    pub oldest_stored: Option<u64>,
-    /// The first sequence logged by a release that writes rows beside events; events before
-    /// it have none, and recovery carries theirs over.
-    pub rows_from: u64,
-    /// Every event up to here has its rows in the history database; recovery projects the
-    /// ones after it again (`events` starts no later than this).
-    pub rows_through: u64,
 }
 
 /// Counters the writer keeps for metrics and reports.
@@ -167,169 +127,157 @@ fn lock_exclusively(path: &Path) -> Result<File, StoreError> {
         .truncate(false)
         .write(true)
         .open(&lock)
-        .map_err(|e| {
-            StoreError::Setup(format!(
-                "cannot create the lock file {}: {e}; check storage.sqlite_path and permissions",
-                lock.display()
-            ))
+        .map_err(|source| StoreError::Io {
+            action: "create the lock file",
+            path: lock.clone(),
+            source,
         })?;
-    file.try_lock().map_err(|e| {
-        StoreError::Setup(format!(
-            "cannot use the event log {}: {e} (another boxoffice process is using it; stop that \
-             one first)",
-            path.display()
-        ))
-    })?;
-    Ok(file)
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(StoreError::Locked {
+            path: path.to_owned(),
+        }),
+        Err(TryLockError::Error(source)) => Err(StoreError::Io {
+            action: "lock",
+            path: lock,
+            source,
+        }),
+    }
 }
 
 fn create_data_dir(path: &Path) -> Result<(), StoreError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            StoreError::Setup(format!(
-                "cannot create the data directory {}: {e}; check storage.sqlite_path and permissions",
-                dir.display()
-            ))
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+            action: "create the data directory",
+            path: dir.to_owned(),
+            source,
         })?;
     }
     Ok(())
 }
 
-fn open_connection(path: &Path, synchronous: Synchronous) -> Result<Connection, StoreError> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE;
-    let conn = Connection::open_with_flags(path, flags).map_err(|e| {
-        StoreError::Setup(format!(
-            "cannot open the event log {}: {e}; check storage.sqlite_path and permissions",
-            path.display()
-        ))
-    })?;
-    let sync = match synchronous {
-        Synchronous::Full => "FULL",
-        Synchronous::Normal => "NORMAL",
-    };
-    // A reader that finds the WAL index header mid-change takes the write lock for a moment
-    // to check it; the writer must wait that out, not fail (and stop the process). The lock
-    // file, not this, keeps a second process away.
-    conn.execute_batch(&format!(
-        "PRAGMA busy_timeout = {WRITER_BUSY_TIMEOUT_MS};
-         PRAGMA journal_mode = WAL;
-         PRAGMA synchronous = {sync};
-         CREATE TABLE IF NOT EXISTS events (
-             seq     INTEGER PRIMARY KEY,
-             kind    TEXT    NOT NULL,
-             version INTEGER NOT NULL,
-             payload BLOB    NOT NULL
-         );
-         CREATE TABLE IF NOT EXISTS boxoffice_meta (
-             name  TEXT PRIMARY KEY,
-             value INTEGER NOT NULL
-         );
-         BEGIN IMMEDIATE; COMMIT;"
-    ))
-    .map_err(|e| {
-        let hint = if e.to_string().contains("locked") || e.to_string().contains("busy") {
-            "another boxoffice process is using it; stop that one first"
-        } else {
-            "the file is not a boxoffice event log or is corrupt; restore it from a backup"
+const LOG_SCHEMA: &str = "
+    CREATE TABLE events (
+        seq     INTEGER PRIMARY KEY,
+        kind    TEXT    NOT NULL,
+        version INTEGER NOT NULL,
+        payload BLOB    NOT NULL
+    );";
+
+/// The log's database, locked and open, before its writer starts.
+pub(crate) struct LogFile {
+    conn: Connection,
+    lock: File,
+    /// The last sequence stored, 0 if none.
+    pub last_seq: u64,
+    /// The oldest sequence still stored (older rows were pruned below snapshots).
+    pub oldest_stored: Option<u64>,
+}
+
+impl LogFile {
+    pub(crate) fn open(path: &Path, sync: SyncMode) -> Result<Self, StoreError> {
+        create_data_dir(path)?;
+        let lock = lock_exclusively(path)?;
+        let sync = match sync {
+            SyncMode::Full => "FULL",
+            SyncMode::Normal => "NORMAL",
         };
-        StoreError::Setup(format!(
-            "cannot use the event log {}: {e} ({hint})",
-            path.display()
-        ))
-    })?;
-    Ok(conn)
+        let conn = sqlite::open_writer(
+            path,
+            FileKind::EventLog,
+            sync,
+            LOG_SCHEMA,
+            LOG_SCHEMA_VERSION,
+        )?;
+        let (oldest, last): (Option<i64>, Option<i64>) =
+            conn.query_row("SELECT MIN(seq), MAX(seq) FROM events", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        Ok(Self {
+            conn,
+            lock,
+            last_seq: last.map_or(0, |s| s as u64),
+            oldest_stored: oldest.map(|s| s as u64),
+        })
+    }
+
+    /// Every stored event after `after_seq`, in order.
+    pub(crate) fn read_after(&self, after_seq: u64) -> Result<Vec<(u64, Event)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT seq, version, payload FROM events WHERE seq > ?1 ORDER BY seq")?;
+        let rows = stmt.query_map(params![after_seq as i64], |row| {
+            Ok((
+                row.get::<_, i64>(0)? as u64,
+                row.get::<_, i64>(1)?,
+                row.get::<_, Vec<u8>>(2)?,
+            ))
+        })?;
+        let mut events = Vec::new();
+        for row in rows {
+            let (seq, version, payload) = row?;
+            if version != i64::from(EVENT_FORMAT_VERSION) {
+                return Err(StoreError::UnsupportedEvent {
+                    seq,
+                    found: version,
+                    expected: EVENT_FORMAT_VERSION,
+                });
+            }
+            events.push((seq, rows::decode(&payload, "event")?));
+        }
+        Ok(events)
+    }
+}
+
+/// How the log starts: after its last stored event (or after `start_seq`, if snapshots reach
+/// further), with the history writer's channel and readers.
+pub(crate) struct LogStart {
+    pub start_seq: u64,
+    pub to_rows: mpsc::Sender<ToRows>,
+    pub reader: Arc<StoreReader>,
+    pub stats: Arc<LogStats>,
+    pub committed: watch::Sender<u64>,
 }
 
 impl EventLog {
-    /// Opens (or creates) the log and its history database, and returns the log with every
-    /// stored event after `after_seq` (or after the history's mark, if that is lower), and the
-    /// oldest sequence still stored (older rows were pruned below snapshots).
-    pub fn open(
-        path: &Path,
-        synchronous: Synchronous,
-        after_seq: u64,
-    ) -> Result<OpenedLog, StoreError> {
-        create_data_dir(path)?;
-        let lock = lock_exclusively(path)?;
-        let conn = open_connection(path, synchronous)?;
-        let corrupt = |e: rusqlite::Error| StoreError::Corrupt(e.to_string());
-        let oldest: Option<i64> = conn
-            .query_row("SELECT MIN(seq) FROM events", [], |r| r.get(0))
-            .map_err(corrupt)?;
-        let last_seq: u64 = conn
-            .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| {
-                r.get::<_, i64>(0)
-            })
-            .map_err(corrupt)? as u64;
-        // Set once, by the first release that writes rows beside events.
-        conn.execute(
-            "INSERT OR IGNORE INTO boxoffice_meta (name, value) VALUES ('rows_from', ?1)",
-            params![(last_seq + 1) as i64],
-        )
-        .map_err(corrupt)?;
-        let rows_from: i64 = conn
-            .query_row(
-                "SELECT value FROM boxoffice_meta WHERE name = 'rows_from'",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(corrupt)?;
-        let rows_from = rows_from as u64;
-        let start_seq = last_seq.max(after_seq);
-        let history_file = rows::history_path(path);
-        let (history, rows_through) =
-            open_history(&conn, path, &history_file, start_seq, rows_from)?;
-        let events = read_after(&conn, after_seq.min(rows_through))?;
-
+    /// Starts the writer of an opened log file.
+    pub(crate) fn start(file: LogFile, start: LogStart) -> Result<Self, StoreError> {
+        let LogStart {
+            start_seq,
+            to_rows,
+            reader,
+            stats,
+            committed,
+        } = start;
         let (to_writer, from_owners) = mpsc::channel();
-        let (to_rows, from_log) = mpsc::channel();
-        let stats = Arc::new(LogStats::default());
-        stats.committed_seq.store(start_seq, Ordering::SeqCst);
-        stats.rows_through.store(rows_through, Ordering::SeqCst);
-        let (committed_tx, committed) = watch::channel(start_seq);
-        let (rows_tx, rows_progress) = watch::channel(rows_through);
-        let reader = Arc::new(StoreReader::open(
-            &history_file,
-            committed.clone(),
-            rows_progress,
-            to_rows.clone(),
-        )?);
-        let rows_stats = stats.clone();
-        thread::Builder::new()
-            .name("history-writer".into())
-            .spawn(move || rows::write_rows(history, from_log, rows_stats, rows_tx, rows_through))
-            .map_err(|e| StoreError::Setup(format!("cannot start the history writer: {e}")))?;
+        let watching = committed.subscribe();
         let writer_stats = stats.clone();
         let writer_rows = to_rows.clone();
         thread::Builder::new()
             .name("event-log-writer".into())
             .spawn(move || {
                 write_batches(
-                    conn,
-                    lock,
+                    file.conn,
+                    file.lock,
                     from_owners,
                     writer_rows,
                     writer_stats,
-                    committed_tx,
+                    committed,
                 )
             })
-            .map_err(|e| StoreError::Setup(format!("cannot start the log writer: {e}")))?;
-        let log = Self {
+            .map_err(|source| StoreError::Thread {
+                name: "event log writer",
+                source,
+            })?;
+        Ok(Self {
             appender: Arc::new(Mutex::new(Appender {
                 next_seq: start_seq + 1,
                 to_writer,
                 to_rows,
             })),
             stats,
-            committed,
+            committed: watching,
             reader,
-        };
-        Ok(OpenedLog {
-            log,
-            events,
-            oldest_stored: oldest.map(|s| s as u64),
-            rows_from,
-            rows_through,
         })
     }
 
@@ -339,9 +287,10 @@ impl EventLog {
     }
 
     /// `append` for a caller that already made the event's idempotency record
-    /// (`PendingRecord::of(event)`); the record is committed with the event.
+    /// (`PendingRecord::of(event)`); the record goes to the history database once the event is
+    /// committed.
     pub fn append_keyed(&self, event: &Event, key: Option<PendingRecord>) -> Durable {
-        let payload = encode_event(event);
+        let payload = rows::encode(event);
         let (done, committed) = oneshot::channel();
         metrics::counter!("boxoffice_events_total", "kind" => event.kind()).increment(1);
         let mut appender = self.appender.lock();
@@ -405,11 +354,8 @@ impl EventLog {
             .lock()
             .to_writer
             .send(ToWriter::Backup(path.to_owned(), done))
-            .map_err(|_| StoreError::Setup("the log writer has stopped".into()))?;
-        copied
-            .await
-            .map_err(|_| StoreError::Setup("the log writer has stopped".into()))?
-            .map_err(|e| StoreError::Setup(format!("cannot back up the log: {e}")))
+            .map_err(|_| StoreError::WriterStopped)?;
+        copied.await.map_err(|_| StoreError::WriterStopped)?
     }
 
     /// Where idempotency records older than the ones in memory, balance history and ended
@@ -418,27 +364,24 @@ impl EventLog {
         &self.reader
     }
 
-    /// Stores rows of events already committed: how a start-up carries over what an older
-    /// release kept only in memory and snapshots. Blocks until they are committed.
-    pub fn carry_blocking(&self, rows: CarriedRows) {
+    /// Stores the rows of events already committed whose rows did not reach the history
+    /// database before the last stop, and marks it as holding every event through `through`.
+    /// Blocks until they are committed.
+    pub fn project_blocking(&self, rows: Vec<EventRows>, through: u64) {
         let (done, stored) = oneshot::channel();
         if self
             .appender
             .lock()
             .to_rows
-            .send(ToRows::Carry(rows, done))
+            .send(ToRows::Project {
+                rows,
+                through,
+                done,
+            })
             .is_ok()
         {
             let _ = stored.blocking_recv();
         }
-    }
-
-    #[cfg(test)]
-    async fn carry_for_tests(&self, rows: CarriedRows) {
-        let log = self.clone();
-        tokio::task::spawn_blocking(move || log.carry_blocking(rows))
-            .await
-            .unwrap();
     }
 
     /// Deletes idempotency records that are stale at `now` (kept `KEY_TTL_MS`).
@@ -451,93 +394,6 @@ impl EventLog {
     pub fn prune_through(&self, seq: u64) {
         let _ = self.appender.lock().to_writer.send(ToWriter::Prune(seq));
     }
-}
-
-/// Opens the history database beside the log at `path` and says how far its rows reach. It
-/// takes over the history tables a one-file release kept in the log itself; it starts empty
-/// only beside a log that has no events needing rows, and is otherwise missing: refused.
-fn open_history(
-    log: &Connection,
-    path: &Path,
-    history_file: &Path,
-    last_seq: u64,
-    rows_from: u64,
-) -> Result<(Connection, u64), StoreError> {
-    let setup = |e: rusqlite::Error| {
-        StoreError::Setup(format!(
-            "cannot set up the history database {}: {e}",
-            history_file.display()
-        ))
-    };
-    let rows::OpenedHistory {
-        mut conn,
-        rows_through,
-    } = rows::open(history_file)?;
-    let one_file = rows::log_has_history(log).map_err(setup)?;
-    let rows_through = match rows_through {
-        // Rows of events the log does not have: their ids would be given again, and the new
-        // rows refused as duplicates.
-        Some(mark) if mark > last_seq => {
-            return Err(StoreError::Setup(format!(
-                "the history database {} has rows through sequence {mark}, but the log {} ends \
-                 at {last_seq}: the two come from different backups; restore both files from \
-                 the same backup",
-                history_file.display(),
-                path.display()
-            )))
-        }
-        Some(mark) => mark,
-        None if one_file => {
-            rows::take_over(&mut conn, path, last_seq).map_err(setup)?;
-            tracing::info!(
-                file = %history_file.display(),
-                "moved the history tables out of the log into their own database"
-            );
-            last_seq
-        }
-        None if rows_from <= last_seq => {
-            return Err(StoreError::Setup(format!(
-                "the history database {} is missing or empty, but the log {} has events from \
-                 sequence {rows_from} on that need it; restore both files from the same backup",
-                history_file.display(),
-                path.display()
-            )))
-        }
-        None => {
-            rows::mark_fresh(&conn, last_seq).map_err(setup)?;
-            last_seq
-        }
-    };
-    if one_file {
-        rows::drop_taken_over(log).map_err(setup)?;
-    }
-    Ok((conn, rows_through))
-}
-
-fn read_after(conn: &Connection, after_seq: u64) -> Result<Vec<(u64, Event)>, StoreError> {
-    let mut stmt = conn
-        .prepare("SELECT seq, version, payload FROM events WHERE seq > ?1 ORDER BY seq")
-        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let rows = stmt
-        .query_map(params![after_seq as i64], |row| {
-            Ok((
-                row.get::<_, i64>(0)? as u64,
-                row.get::<_, i64>(1)?,
-                row.get::<_, Vec<u8>>(2)?,
-            ))
-        })
-        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let mut events = Vec::new();
-    for row in rows {
-        let (seq, version, payload) = row.map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        if version != EVENT_FORMAT_VERSION as i64 {
-            return Err(StoreError::Corrupt(format!(
-                "event {seq} has format version {version}; this build reads version {EVENT_FORMAT_VERSION}: run the boxoffice release that wrote it"
-            )));
-        }
-        events.push((seq, decode_event(&payload)?));
-    }
-    Ok(events)
 }
 
 fn write_batches(
@@ -585,17 +441,11 @@ fn write_batches(
             let history = ask_rows(&to_rows, |done| {
                 ToRows::Backup(rows::history_path(&path), done)
             })
-            .unwrap_or_else(|_| Err("the history writer has stopped".into()));
+            .unwrap_or(Err(StoreError::WriterStopped));
             // The copy holds exactly what is committed: this batch is not yet.
             let covered = stats.committed_seq.load(Ordering::SeqCst);
-            let copied = history.and_then(|_| {
-                path.to_str()
-                    .ok_or_else(|| "the backup path is not UTF-8".to_owned())
-                    .and_then(|target| {
-                        conn.execute("VACUUM INTO ?1", params![target])
-                            .map_err(|e| e.to_string())
-                    })
-            });
+            let copied =
+                history.and_then(|_| sqlite::vacuum_into(&conn, &path, FileKind::EventLog));
             let _ = done.send(copied.map(|_| covered));
         }
         if !batch.is_empty() {
@@ -685,320 +535,4 @@ pub(crate) fn fatal(message: &str) -> ! {
     tracing::error!("{message}; stopping so that no acknowledged change is lost");
     eprintln!("boxoffice: {message}; stopping so that no acknowledged change is lost");
     std::process::exit(EXIT_LOG_FAILED);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::ConcertId;
-
-    fn concert(n: u32) -> Event {
-        Event::ConcertCreated {
-            concert: ConcertId(n),
-            title: format!("t{n}"),
-            venue: "v".into(),
-        }
-    }
-
-    fn scratch(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("boxoffice-log-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        dir.join("log.db")
-    }
-
-    #[tokio::test]
-    async fn committed_events_come_back_in_order_after_a_reopen() {
-        let path = scratch("reopen");
-        let opened = EventLog::open(&path, Synchronous::Full, 0).unwrap();
-        assert!(opened.events.is_empty());
-        let tickets: Vec<Durable> = (1..=50).map(|n| opened.log.append(&concert(n))).collect();
-        let mut seqs = Vec::new();
-        for ticket in tickets {
-            seqs.push(ticket.wait().await);
-        }
-        assert_eq!(seqs, (1..=50).collect::<Vec<_>>());
-        let stats = opened.log.stats();
-        assert!(stats.commits.load(Ordering::Relaxed) <= 50);
-        assert_eq!(stats.events.load(Ordering::Relaxed), 50);
-        opened.log.close().await;
-        let reopened = EventLog::open(&path, Synchronous::Normal, 10).unwrap();
-        assert_eq!(reopened.events.len(), 40);
-        assert_eq!(reopened.events[0], (11, concert(11)));
-        assert_eq!(reopened.oldest_stored, Some(1));
-        assert_eq!(reopened.log.append(&concert(51)).seq(), 51);
-    }
-
-    #[tokio::test]
-    async fn a_second_process_on_the_same_log_is_refused_while_the_first_runs() {
-        let path = scratch("locked");
-        let first = EventLog::open(&path, Synchronous::Full, 0).unwrap();
-        first.log.append(&concert(1)).wait().await;
-        let error = EventLog::open(&path, Synchronous::Full, 0).err().unwrap();
-        assert!(
-            error.to_string().contains("another boxoffice process"),
-            "{error}"
-        );
-        first.log.close().await;
-        EventLog::open(&path, Synchronous::Full, 0).unwrap();
-    }
-
-    #[tokio::test]
-    async fn pruning_drops_rows_below_the_floor_only() {
-        let path = scratch("prune");
-        let opened = EventLog::open(&path, Synchronous::Normal, 0).unwrap();
-        for n in 1..=10 {
-            opened.log.append(&concert(n));
-        }
-        opened.log.flush().await;
-        opened.log.prune_through(4);
-        opened.log.append(&concert(11)).wait().await;
-        opened.log.close().await;
-        let reopened = EventLog::open(&path, Synchronous::Normal, 0).unwrap();
-        assert_eq!(reopened.oldest_stored, Some(5));
-        assert_eq!(reopened.events.len(), 7);
-    }
-
-    fn keyed_charge(key: &str, at: i64) -> Event {
-        Event::BalanceCharged {
-            charge: crate::domain::ChargeId(1),
-            user: crate::domain::UserId(4),
-            amount: 10,
-            balance_after: 10,
-            at: Timestamp(at),
-            idempotency: Some(crate::domain::IdempotencyStamp {
-                key: crate::domain::IdempotencyKey::parse(key).unwrap(),
-                fingerprint: 99,
-            }),
-        }
-    }
-
-    #[tokio::test]
-    async fn a_keyed_event_is_committed_with_its_record_which_is_forgotten_after_a_day() {
-        use crate::domain::idempotency::{KeyRecord, KEY_TTL_MS};
-        let path = scratch("keys");
-        let opened = EventLog::open(&path, Synchronous::Normal, 0).unwrap();
-        let old = PendingRecord::of(&keyed_charge("old", 1_000)).unwrap();
-        let new = PendingRecord::of(&keyed_charge("new", 5_000)).unwrap();
-        assert_eq!(opened.log.reader().find_key(&old.key).unwrap(), None);
-        opened.log.append(&keyed_charge("old", 1_000)).wait().await;
-        // A record of the same key again (a replay) keeps the first.
-        opened.log.append(&keyed_charge("old", 1_000)).wait().await;
-        opened.log.append(&concert(1)).wait().await;
-        opened.log.reader().caught_up().await;
-        let found: Option<KeyRecord> = opened.log.reader().find_key(&old.key).unwrap();
-        assert_eq!(found, Some(old.record));
-        opened.log.close().await;
-
-        let reopened = EventLog::open(&path, Synchronous::Normal, 0).unwrap();
-        assert_eq!(
-            reopened.log.reader().find_key(&old.key).unwrap(),
-            Some(old.record)
-        );
-        reopened
-            .log
-            .carry_for_tests(CarriedRows {
-                keys: vec![new],
-                ..CarriedRows::default()
-            })
-            .await;
-        reopened
-            .log
-            .forget_stale_keys(Timestamp(1_000 + KEY_TTL_MS));
-        reopened.log.append(&concert(2)).wait().await;
-        reopened.log.reader().caught_up().await;
-        assert_eq!(reopened.log.reader().find_key(&old.key).unwrap(), None);
-        assert_eq!(
-            reopened.log.reader().find_key(&new.key).unwrap(),
-            Some(new.record)
-        );
-        reopened.log.close().await;
-    }
-
-    #[tokio::test]
-    async fn a_money_event_is_committed_with_its_history_entry_numbered_by_its_sequence() {
-        use crate::domain::ledger::EntryKind;
-        let path = scratch("history");
-        let opened = EventLog::open(&path, Synchronous::Normal, 0).unwrap();
-        assert_eq!(opened.rows_from, 1, "a new log has rows beside every event");
-        opened.log.append(&concert(1));
-        opened.log.append(&keyed_charge("a", 1_000));
-        opened.log.append(&concert(2)).wait().await;
-        opened.log.reader().caught_up().await;
-        let user = crate::domain::UserId(4);
-        let history = opened.log.reader().ledger_history(user).unwrap();
-        assert_eq!(history.len(), 1);
-        assert_eq!(
-            (history[0].entry_id, history[0].kind, history[0].amount),
-            (2, EntryKind::Charge, 10)
-        );
-        opened.log.append(&keyed_charge("b", 2_000)).wait().await;
-        opened.log.reader().caught_up().await;
-        let ids: Vec<u64> = opened
-            .log
-            .reader()
-            .ledger_history(user)
-            .unwrap()
-            .iter()
-            .map(|e| e.entry_id)
-            .collect();
-        assert_eq!(ids, vec![4, 2], "newest first");
-        assert!(opened
-            .log
-            .reader()
-            .ledger_history(crate::domain::UserId(5))
-            .unwrap()
-            .is_empty());
-        opened.log.close().await;
-        let history_wal = rows::history_path(&path).with_extension("db-wal");
-        assert_eq!(
-            std::fs::metadata(&history_wal).map_or(0, |m| m.len()),
-            0,
-            "a stopped history database is whole in its own file"
-        );
-        let reopened = EventLog::open(&path, Synchronous::Normal, 0).unwrap();
-        assert_eq!(reopened.rows_from, 1, "the mark is set once");
-        reopened.log.close().await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_writers_wait_out_a_lock_held_for_a_moment() {
-        let path = scratch("busy");
-        let opened = EventLog::open(&path, Synchronous::Normal, 0).unwrap();
-        opened.log.append(&concert(1)).wait().await;
-        // What one of the process's own readers does when it finds the WAL index mid-change:
-        // take the write lock for a moment. The real moment is microseconds; it is held here
-        // long enough that each writer surely meets it.
-        let hold_write_lock = |file: &Path| {
-            let blocker = Connection::open(file).unwrap();
-            blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
-            blocker
-        };
-        let blocker = hold_write_lock(&path);
-        let appended = opened.log.append(&keyed_charge("during-log-lock", 1_000));
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        blocker.execute_batch("COMMIT").unwrap();
-        appended.wait().await;
-
-        let blocker = hold_write_lock(&rows::history_path(&path));
-        opened
-            .log
-            .append(&keyed_charge("during-history-lock", 2_000))
-            .wait()
-            .await;
-        let reader = opened.log.reader().clone();
-        let caught_up = tokio::spawn(async move { reader.caught_up().await });
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        blocker.execute_batch("COMMIT").unwrap();
-        caught_up.await.unwrap();
-        let user = crate::domain::UserId(4);
-        assert_eq!(opened.log.reader().ledger_history(user).unwrap().len(), 2);
-        opened.log.close().await;
-    }
-
-    #[tokio::test]
-    async fn history_kept_inside_the_log_by_the_one_file_layout_moves_to_its_own_file() {
-        use crate::domain::ledger::EntryKind;
-        let path = scratch("one-file");
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        let charge = keyed_charge("before", 1_000);
-        {
-            // The layout of the release before: history tables beside the events.
-            let conn = Connection::open(&path).unwrap();
-            conn.execute_batch(&format!(
-                "PRAGMA journal_mode = WAL;
-                 CREATE TABLE events (seq INTEGER PRIMARY KEY, kind TEXT NOT NULL,
-                     version INTEGER NOT NULL, payload BLOB NOT NULL);
-                 CREATE TABLE boxoffice_meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-                 INSERT INTO boxoffice_meta VALUES ('rows_from', 1);
-                 {}{}",
-                super::super::keys::SCHEMA,
-                super::super::history::SCHEMA
-            ))
-            .unwrap();
-            conn.execute(
-                "INSERT INTO events VALUES (1, 'balance_charged', 1, ?1)",
-                params![encode_event(&charge)],
-            )
-            .unwrap();
-            super::super::keys::insert(&conn, &PendingRecord::of(&charge).unwrap()).unwrap();
-            let (user, entry) = LedgerEntry::made_by(1, &charge).unwrap();
-            super::super::history::insert_entry(&conn, user, &entry).unwrap();
-        }
-        let opened = EventLog::open(&path, Synchronous::Normal, 0).unwrap();
-        assert_eq!(opened.rows_through, 1);
-        let key = PendingRecord::of(&charge).unwrap();
-        assert_eq!(
-            opened.log.reader().find_key(&key.key).unwrap(),
-            Some(key.record)
-        );
-        let history = opened
-            .log
-            .reader()
-            .ledger_history(crate::domain::UserId(4))
-            .unwrap();
-        assert_eq!(
-            history
-                .iter()
-                .map(|e| (e.entry_id, e.kind))
-                .collect::<Vec<_>>(),
-            vec![(1, EntryKind::Charge)]
-        );
-        opened.log.close().await;
-        let tables: i64 = Connection::open(&path)
-            .unwrap()
-            .query_row(
-                "SELECT COUNT(*) FROM sqlite_master WHERE name IN \
-                 ('idempotency_keys', 'ledger_entries', 'reservations')",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(tables, 0, "the log keeps events only");
-        let reopened = EventLog::open(&path, Synchronous::Normal, 0).unwrap();
-        assert_eq!(reopened.rows_through, 1);
-        reopened.log.close().await;
-    }
-
-    #[tokio::test]
-    async fn a_history_ahead_of_its_log_is_refused_with_what_to_restore() {
-        let path = scratch("history-ahead");
-        let opened = EventLog::open(&path, Synchronous::Normal, 0).unwrap();
-        opened.log.append(&keyed_charge("a", 1_000)).wait().await;
-        opened.log.close().await;
-        let older_log = path.with_file_name("older.db");
-        std::fs::copy(&path, &older_log).unwrap();
-        let reopened = EventLog::open(&path, Synchronous::Normal, 0).unwrap();
-        reopened.log.append(&keyed_charge("b", 2_000)).wait().await;
-        reopened.log.close().await;
-        std::fs::copy(&older_log, &path).unwrap();
-        let error = EventLog::open(&path, Synchronous::Normal, 0).err().unwrap();
-        let message = error.to_string();
-        assert!(message.contains("rows through sequence 2"), "{message}");
-        assert!(message.contains("restore both files"), "{message}");
-    }
-
-    #[tokio::test]
-    async fn a_log_whose_history_file_is_missing_is_refused_with_what_to_restore() {
-        let path = scratch("no-history");
-        let opened = EventLog::open(&path, Synchronous::Normal, 0).unwrap();
-        opened.log.append(&keyed_charge("a", 1_000)).wait().await;
-        opened.log.close().await;
-        std::fs::remove_file(rows::history_path(&path)).unwrap();
-        let error = EventLog::open(&path, Synchronous::Normal, 0).err().unwrap();
-        let message = error.to_string();
-        assert!(message.contains("log.history.db"), "{message}");
-        assert!(message.contains("restore both files"), "{message}");
-    }
-
-    #[test]
-    fn a_file_that_is_not_a_database_is_a_clear_error() {
-        let path = scratch("garbage");
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, vec![0x42u8; 8192]).unwrap();
-        let error = EventLog::open(&path, Synchronous::Full, 0).err().unwrap();
-        assert!(
-            error.to_string().contains("not a boxoffice event log"),
-            "{error}"
-        );
-    }
 }

@@ -11,7 +11,7 @@ use parking_lot::{Mutex, MutexGuard};
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::watch;
 
-use super::log::StoreError;
+use super::error::{FileKind, StoreError};
 use super::rows::ToRows;
 
 /// Read connections: one per core is enough, as a lookup is a few microseconds.
@@ -37,18 +37,18 @@ impl StoreReader {
         let connections = (0..READERS)
             .map(|_| {
                 let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-                let conn = Connection::open_with_flags(path, flags).map_err(|e| {
-                    StoreError::Setup(format!(
-                        "cannot open the history database {} for reading: {e}",
-                        path.display()
-                    ))
-                })?;
+                let database = |source| StoreError::Database {
+                    file: FileKind::HistoryDatabase,
+                    path: path.to_owned(),
+                    source,
+                };
+                let conn = Connection::open_with_flags(path, flags).map_err(database)?;
                 conn.busy_timeout(std::time::Duration::from_secs(1))
-                    .map_err(|e| StoreError::Setup(e.to_string()))?;
+                    .map_err(database)?;
                 // Reads are point lookups and one user's rows: a small page cache each is
                 // enough, and keeps the connections' memory from growing with the database.
                 conn.execute_batch("PRAGMA cache_size = -512;")
-                    .map_err(|e| StoreError::Setup(e.to_string()))?;
+                    .map_err(database)?;
                 Ok(Mutex::new(conn))
             })
             .collect::<Result<_, StoreError>>()?;

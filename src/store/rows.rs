@@ -1,38 +1,35 @@
-//! The history database: the rows events leave beside them (idempotency records, balance
-//! entries, reservations), in a second SQLite file with a writer thread of its own.
-//!
-//! Why apart from the log: every row is a projection of an event (`PendingRecord::of`,
-//! `LedgerEntry::made_by`, `ReservationChange::made_by`), so it can always be made again from
-//! the log. A hold therefore waits only for its event's fsync; the rows follow a commit behind,
-//! with `synchronous = normal`, on the other core. The database records how far it has
-//! projected (`rows_through`), in the same transaction as the rows, and recovery projects the
-//! events after that mark again. The log keeps those events: it is pruned only below a mark
-//! that a fully synced commit has made durable (`ToRows::MakeDurable`).
-//!
-//! Readers that must see every acknowledged change wait for the mark to reach the log's
-//! committed sequence first (`StoreReader::caught_up`).
+//! What passes between the log and its history projection, below both: the rows one event
+//! leaves (`EventRows`), the messages the history writer takes (`ToRows`), where the history
+//! file sits, and the bincode encoding of what the two databases store.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
-use std::sync::mpsc;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
-use tokio::sync::{oneshot, watch};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::oneshot;
 
-use super::log::{fatal, CarriedRows, LogStats, StoreError, WRITER_BUSY_TIMEOUT_MS};
-use super::{history, keys};
+use super::error::StoreError;
 use crate::domain::idempotency::PendingRecord;
 use crate::domain::ledger::LedgerEntry;
 use crate::domain::seat_map::ReservationChange;
 use crate::domain::{Event, Timestamp, UserId};
 
-/// Upper bound on events' rows per transaction, as for the log.
-const BATCH_ROWS_MAX: usize = 16_384;
-/// Under load, at most one commit this often, unless a reader waits for the rows.
-const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
+/// Encodes what the store keeps in a blob: events, records, entries, reservations, snapshots.
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    bincode::serde::encode_to_vec(value, bincode::config::standard())
+        .expect("stored values always encode")
+}
+
+/// Decodes a blob `encode` wrote; `what` names it in the error.
+pub(crate) fn decode<T: DeserializeOwned>(
+    bytes: &[u8],
+    what: &'static str,
+) -> Result<T, StoreError> {
+    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+        .map(|(value, _)| value)
+        .map_err(|source| StoreError::Undecodable { what, source })
+}
 
 /// `boxoffice.db` → `boxoffice.history.db`, beside the log.
 pub fn history_path(log: &Path) -> PathBuf {
@@ -75,8 +72,13 @@ impl EventRows {
 pub(crate) enum ToRows {
     /// The rows of a committed batch of events, the last of which is `through`.
     Write { through: u64, rows: Vec<EventRows> },
-    /// Rows of events committed before this start; answers when they are stored.
-    Carry(CarriedRows, oneshot::Sender<()>),
+    /// Rows of events committed before this start that the history did not store before the
+    /// stop; once they are stored, every event up to `through` has its rows. Answers then.
+    Project {
+        rows: Vec<EventRows>,
+        through: u64,
+        done: oneshot::Sender<()>,
+    },
     /// Delete idempotency records that are stale at this time.
     ForgetKeys(Timestamp),
     /// A reader waits for the rows of the events up to this one: write them as soon as they
@@ -85,301 +87,9 @@ pub(crate) enum ToRows {
     /// Sync everything written so far to disk; answers the mark that is now durable.
     MakeDurable(oneshot::Sender<u64>),
     /// Copy the database into a new file; answers the mark the copy holds.
-    Backup(PathBuf, oneshot::Sender<Result<u64, String>>),
+    Backup(PathBuf, oneshot::Sender<Result<u64, StoreError>>),
     /// Write what is queued, release the database, and say so.
     Close(oneshot::Sender<()>),
-}
-
-const META_SCHEMA: &str = "
-    CREATE TABLE IF NOT EXISTS history_meta (
-        name  TEXT PRIMARY KEY,
-        value INTEGER NOT NULL
-    );";
-
-fn setup_error(path: &Path, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Setup(format!(
-        "cannot use the history database {}: {e}; check storage.sqlite_path and permissions, or \
-         restore it from the same backup as the log",
-        path.display()
-    ))
-}
-
-/// An opened history database, before its writer starts.
-pub(crate) struct OpenedHistory {
-    pub conn: Connection,
-    /// Every event up to here has its rows stored; `None` for a database that has never
-    /// been marked (new, or about to take over the rows of an older layout).
-    pub rows_through: Option<u64>,
-}
-
-pub(crate) fn open(path: &Path) -> Result<OpenedHistory, StoreError> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE;
-    let conn = Connection::open_with_flags(path, flags).map_err(|e| setup_error(path, e))?;
-    // A reader that finds the WAL index header mid-change takes the write lock for a moment
-    // to check it; the writer must wait that out, not fail (and stop the process). The lock
-    // file, not this, keeps a second process away.
-    conn.execute_batch(&format!(
-        "PRAGMA busy_timeout = {WRITER_BUSY_TIMEOUT_MS};
-         PRAGMA journal_mode = WAL;
-         PRAGMA synchronous = NORMAL;
-         {keys}
-         {history}
-         {META_SCHEMA}",
-        keys = keys::SCHEMA,
-        history = history::SCHEMA,
-    ))
-    .map_err(|e| setup_error(path, e))?;
-    let rows_through = read_mark(&conn).map_err(|e| setup_error(path, e))?;
-    Ok(OpenedHistory { conn, rows_through })
-}
-
-fn read_mark(conn: &Connection) -> rusqlite::Result<Option<u64>> {
-    conn.query_row(
-        "SELECT value FROM history_meta WHERE name = 'rows_through'",
-        [],
-        |r| r.get::<_, i64>(0),
-    )
-    .optional()
-    .map(|mark| mark.map(|m| m as u64))
-}
-
-fn write_mark(conn: &Connection, through: u64) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "INSERT OR REPLACE INTO history_meta (name, value) VALUES ('rows_through', ?1)",
-    )?
-    .execute(params![through as i64])?;
-    Ok(())
-}
-
-/// Marks a database that starts empty beside a log whose events up to `through` need no rows.
-pub(crate) fn mark_fresh(conn: &Connection, through: u64) -> rusqlite::Result<()> {
-    write_mark(conn, through)
-}
-
-/// Tables that a release before this one kept inside the log's own database.
-const TAKEN_OVER: [&str; 3] = ["idempotency_keys", "ledger_entries", "reservations"];
-
-/// Whether the log's database still holds history tables of the older, one-file layout.
-pub(crate) fn log_has_history(log: &Connection) -> rusqlite::Result<bool> {
-    log.query_row(
-        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'idempotency_keys'",
-        [],
-        |r| r.get::<_, i64>(0),
-    )
-    .map(|n| n > 0)
-}
-
-/// Copies the history tables of the one-file layout into this database, marked as covering
-/// every event the log holds (they were written in the same transactions as their events).
-/// The log's copies are dropped afterwards by `drop_taken_over`; a crash in between repeats
-/// only the drop, as the mark is then set.
-pub(crate) fn take_over(
-    conn: &mut Connection,
-    log_path: &Path,
-    through: u64,
-) -> rusqlite::Result<()> {
-    conn.execute(
-        "ATTACH DATABASE ?1 AS one_file",
-        params![log_path.to_string_lossy()],
-    )?;
-    // Synced: the log's copies are dropped next.
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    let tx = conn.transaction()?;
-    for table in TAKEN_OVER {
-        tx.execute_batch(&format!(
-            "INSERT OR IGNORE INTO main.{table} SELECT * FROM one_file.{table};"
-        ))?;
-    }
-    write_mark(&tx, through)?;
-    tx.commit()?;
-    conn.execute_batch("PRAGMA synchronous = NORMAL; DETACH DATABASE one_file;")
-}
-
-pub(crate) fn drop_taken_over(log: &Connection) -> rusqlite::Result<()> {
-    for table in TAKEN_OVER {
-        log.execute_batch(&format!("DROP TABLE IF EXISTS {table};"))?;
-    }
-    Ok(())
-}
-
-/// The history writer's loop: everything that arrived while the previous transaction ran goes
-/// into the next one, with the new mark.
-pub(crate) fn write_rows(
-    mut conn: Connection,
-    from_log: mpsc::Receiver<ToRows>,
-    stats: Arc<LogStats>,
-    progress: watch::Sender<u64>,
-    mut through: u64,
-) {
-    let mut close = None;
-    let mut carried = Vec::new();
-    let mut forget_keys = None;
-    let mut durable = Vec::new();
-    let mut backups = Vec::new();
-    let mut last_commit = Instant::now();
-    // A reader waits for the rows up to here: no gathering until they are stored.
-    let mut hurry_until = 0;
-    while let Ok(first) = from_log.recv() {
-        let mut rows = Vec::new();
-        let mut batch_through = None;
-        let mut wanted_now = false;
-        let gather_until = last_commit + COMMIT_INTERVAL;
-        let mut next = Some(first);
-        loop {
-            let message = match next.take() {
-                Some(message) => message,
-                None if wanted_now || rows.len() >= BATCH_ROWS_MAX => break,
-                // Its events' rows may come after the request to hurry: stop at the first.
-                None if batch_through.is_some() && hurry_until > through => break,
-                // Under load, rows gather for a while: each commit rewrites the pages it
-                // touches, so fewer, larger ones write far less.
-                None => match from_log
-                    .recv_timeout(gather_until.saturating_duration_since(Instant::now()))
-                {
-                    Ok(message) => message,
-                    Err(_) => break,
-                },
-            };
-            match message {
-                ToRows::Write {
-                    through: last,
-                    rows: mut more,
-                } => {
-                    rows.append(&mut more);
-                    batch_through = Some(last);
-                }
-                ToRows::Hurry(until) => hurry_until = hurry_until.max(until),
-                ToRows::Carry(rows, done) => {
-                    carried.push((rows, done));
-                    wanted_now = true;
-                }
-                ToRows::ForgetKeys(now) => forget_keys = forget_keys.max(Some(now)),
-                ToRows::MakeDurable(done) => {
-                    durable.push(done);
-                    wanted_now = true;
-                }
-                ToRows::Backup(path, done) => {
-                    backups.push((path, done));
-                    wanted_now = true;
-                }
-                ToRows::Close(done) => {
-                    close = Some(done);
-                    break;
-                }
-            }
-            next = from_log.try_recv().ok();
-        }
-        for (rows, done) in carried.drain(..) {
-            through = through.max(rows.through);
-            if let Err(error) = store_carried(&mut conn, &rows, through) {
-                fatal(&format!("cannot store rows carried over at start: {error}"));
-            }
-            stats.rows_through.store(through, Ordering::SeqCst);
-            progress.send_replace(through);
-            let _ = done.send(());
-        }
-        if let Some(now) = forget_keys.take() {
-            // Before the batch, whose mark then tells that it is done. Housekeeping: a failure
-            // only keeps records longer than promised.
-            match keys::forget_stale(&conn, now) {
-                Ok(rows) => tracing::debug!(rows, "forgot stale idempotency records"),
-                Err(error) => tracing::warn!(%error, "could not forget stale idempotency records"),
-            }
-        }
-        if let Some(last) = batch_through {
-            let started = Instant::now();
-            if let Err(error) = commit(&mut conn, &rows, last) {
-                fatal(&format!(
-                    "cannot store the history rows of events through {last}: {error}"
-                ));
-            }
-            metrics::histogram!("boxoffice_history_commit_duration_seconds")
-                .record(started.elapsed().as_secs_f64());
-            last_commit = Instant::now();
-            through = last;
-            stats.rows_through.store(through, Ordering::SeqCst);
-            progress.send_replace(through);
-        }
-        if !durable.is_empty() {
-            if let Err(error) = commit_synced(&mut conn, through) {
-                fatal(&format!("cannot sync the history database: {error}"));
-            }
-            for done in durable.drain(..) {
-                let _ = done.send(through);
-            }
-        }
-        for (path, done) in backups.drain(..) {
-            let copied = path
-                .to_str()
-                .ok_or_else(|| "the backup path is not UTF-8".to_owned())
-                .and_then(|target| {
-                    conn.execute("VACUUM INTO ?1", params![target])
-                        .map_err(|e| e.to_string())
-                });
-            let _ = done.send(copied.map(|_| through));
-        }
-        if let Some(done) = close.take() {
-            // The readers keep the file open, so closing this connection would not fold the
-            // write-ahead log back in: do it here, so that the stopped database is one file.
-            if let Err(error) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
-                tracing::warn!(%error, "could not checkpoint the history database at stop");
-            }
-            drop(conn);
-            let _ = done.send(());
-            return;
-        }
-    }
-}
-
-fn commit(conn: &mut Connection, rows: &[EventRows], through: u64) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
-    store_event_rows(&tx, rows)?;
-    write_mark(&tx, through)?;
-    tx.commit()
-}
-
-fn store_event_rows(conn: &Connection, rows: &[EventRows]) -> rusqlite::Result<()> {
-    for event in rows {
-        if let Some(key) = &event.key {
-            keys::insert(conn, key)?;
-        }
-        if let Some((user, entry)) = &event.entry {
-            history::insert_entry(conn, *user, entry)?;
-        }
-        if let Some(change) = &event.reservation {
-            history::change_reservation(conn, change, event.seq)?;
-        }
-    }
-    Ok(())
-}
-
-/// One transaction with `synchronous = full`: its fsync of the write-ahead log makes every
-/// earlier commit durable too.
-fn commit_synced(conn: &mut Connection, through: u64) -> rusqlite::Result<()> {
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    let tx = conn.transaction()?;
-    write_mark(&tx, through)?;
-    tx.commit()?;
-    conn.pragma_update(None, "synchronous", "NORMAL")
-}
-
-fn store_carried(conn: &mut Connection, rows: &CarriedRows, through: u64) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
-    for record in &rows.keys {
-        keys::insert(&tx, record)?;
-    }
-    for (user, entry) in &rows.entries {
-        history::insert_entry(&tx, *user, entry)?;
-    }
-    for reservation in &rows.reservations {
-        history::insert_reservation(&tx, reservation, 0)?;
-    }
-    for (seq, change) in &rows.reservation_changes {
-        history::change_reservation(&tx, change, *seq)?;
-    }
-    store_event_rows(&tx, &rows.lagging)?;
-    write_mark(&tx, through)?;
-    tx.commit()
 }
 
 #[cfg(test)]

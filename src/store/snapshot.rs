@@ -17,31 +17,16 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::error::{FileKind, SnapshotDamage, StoreError};
 use super::log::EventLog;
+use super::rows;
 
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"BOXSNAP\0";
-/// The version this build writes. Version 1 differs from 2 only in the idempotency book's
-/// records; version 2 from 3 only in the ledger and the dates, which kept their history inside.
-/// Every other owner reads an older payload as it is; the ledger, the dates and the book convert
-/// theirs
-/// (`store::legacy`). Changing any owner's layout means a new version and a reader for the old.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 3;
-/// The oldest version this build still reads.
-pub const OLDEST_READABLE_VERSION: u32 = 1;
-
-/// Reads the payload of an older format version into today's state.
-pub type Upgrade<T> = fn(version: u32, payload: &[u8]) -> Result<T, String>;
+/// The only format version this build reads and writes; a file of any other version stops
+/// recovery with `StoreError::UnsupportedFormat`. Changing any owner's layout means a new
+/// version.
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
 const HEADER_LEN: usize = 8 + 4 + 4 + 8 + 8 + 8;
-
-#[derive(Debug, thiserror::Error)]
-pub enum SnapshotError {
-    #[error("snapshot {path} is corrupt or truncated: {reason}")]
-    Corrupt { path: PathBuf, reason: String },
-    #[error("snapshot {path} has format version {found}; this build reads versions {OLDEST_READABLE_VERSION} to {SNAPSHOT_FORMAT_VERSION}. Run the boxoffice release that wrote it, or move the file away to rebuild from the log")]
-    UnknownVersion { path: PathBuf, found: u32 },
-    #[error("cannot write snapshot {path}: {reason}")]
-    Io { path: PathBuf, reason: String },
-}
 
 fn checksum(payload: &[u8]) -> u64 {
     let digest = Sha256::digest(payload);
@@ -55,8 +40,7 @@ fn owner_kind(owner: &str) -> String {
 
 /// Serializes `state` into a complete snapshot file image (header + payload).
 pub fn encode<T: Serialize>(state: &T, seq: u64) -> Vec<u8> {
-    let payload = bincode::serde::encode_to_vec(state, bincode::config::standard())
-        .expect("owner state always encodes");
+    let payload = rows::encode(state);
     let mut bytes = Vec::with_capacity(HEADER_LEN + payload.len());
     bytes.extend_from_slice(SNAPSHOT_MAGIC);
     bytes.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
@@ -69,32 +53,23 @@ pub fn encode<T: Serialize>(state: &T, seq: u64) -> Vec<u8> {
 }
 
 /// Checks and decodes a snapshot file image; returns the state and the sequence it covers.
-pub fn decode<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<(T, u64), SnapshotError> {
-    decode_upgrading(path, bytes, None)
-}
-
-/// `decode`, reading an older version's payload with `upgrade` when the owner's layout changed.
-pub fn decode_upgrading<T: DeserializeOwned>(
-    path: &Path,
-    bytes: &[u8],
-    upgrade: Option<Upgrade<T>>,
-) -> Result<(T, u64), SnapshotError> {
-    let corrupt = |reason: &str| SnapshotError::Corrupt {
+pub fn decode<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<(T, u64), StoreError> {
+    let damaged = |damage| StoreError::Snapshot {
         path: path.to_owned(),
-        reason: reason.to_owned(),
+        damage,
     };
     if bytes.len() < HEADER_LEN || &bytes[..8] != SNAPSHOT_MAGIC {
-        return Err(corrupt(
-            "not a boxoffice snapshot (bad magic or short header)",
-        ));
+        return Err(damaged(SnapshotDamage::NotASnapshot));
     }
     let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
     let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
     let version = u32_at(8);
-    if !(OLDEST_READABLE_VERSION..=SNAPSHOT_FORMAT_VERSION).contains(&version) {
-        return Err(SnapshotError::UnknownVersion {
+    if version != SNAPSHOT_FORMAT_VERSION {
+        return Err(StoreError::UnsupportedFormat {
+            file: FileKind::Snapshot,
             path: path.to_owned(),
-            found: version,
+            found: i64::from(version),
+            expected: SNAPSHOT_FORMAT_VERSION,
         });
     }
     let seq = u64_at(16);
@@ -102,26 +77,14 @@ pub fn decode_upgrading<T: DeserializeOwned>(
     let sum = u64_at(32);
     let payload = &bytes[HEADER_LEN..];
     if payload.len() != len {
-        return Err(corrupt(
-            "truncated: payload shorter or longer than its header says",
-        ));
+        return Err(damaged(SnapshotDamage::Truncated));
     }
     if checksum(payload) != sum {
-        return Err(corrupt("checksum mismatch"));
+        return Err(damaged(SnapshotDamage::Checksum));
     }
-    let state = match upgrade {
-        Some(upgrade) if version < SNAPSHOT_FORMAT_VERSION => upgrade(version, payload)
-            .map_err(|e| corrupt(&format!("undecodable version-{version} payload: {e}")))?,
-        _ => decode_payload(payload).map_err(|e| corrupt(&format!("undecodable payload: {e}")))?,
-    };
+    let (state, _) = bincode::serde::decode_from_slice(payload, bincode::config::standard())
+        .map_err(|e| damaged(SnapshotDamage::Undecodable(e)))?;
     Ok((state, seq))
-}
-
-/// The bincode payload alone, as every version so far has framed it.
-pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, String> {
-    bincode::serde::decode_from_slice(payload, bincode::config::standard())
-        .map(|(state, _)| state)
-        .map_err(|e| e.to_string())
 }
 
 pub fn file_name(owner: &str, seq: u64) -> String {
@@ -138,11 +101,12 @@ pub fn write_atomically(
     owner: &str,
     seq: u64,
     bytes: &[u8],
-) -> Result<PathBuf, SnapshotError> {
+) -> Result<PathBuf, StoreError> {
     let path = dir.join(file_name(owner, seq));
-    let io = |e: std::io::Error| SnapshotError::Io {
+    let io = |source| StoreError::Io {
+        action: "write the snapshot",
         path: path.clone(),
-        reason: e.to_string(),
+        source,
     };
     let temp = dir.join(format!(".{}.tmp", file_name(owner, seq)));
     {
@@ -180,20 +144,11 @@ pub fn list(dir: &Path, owner: &str) -> Vec<(u64, PathBuf)> {
 }
 
 /// The newest snapshot of `owner` that reads back whole. Corrupt or truncated ones are reported
-/// and skipped; a snapshot of an unknown format version stops recovery (refusing beats guessing).
+/// and skipped; a snapshot of another format version stops recovery (refusing beats guessing).
 pub fn load_newest<T: DeserializeOwned>(
     dir: &Path,
     owner: &str,
-) -> Result<Option<(T, u64)>, SnapshotError> {
-    load_newest_upgrading(dir, owner, None)
-}
-
-/// `load_newest` for an owner whose layout changed since an older version (see `Upgrade`).
-pub fn load_newest_upgrading<T: DeserializeOwned>(
-    dir: &Path,
-    owner: &str,
-    upgrade: Option<Upgrade<T>>,
-) -> Result<Option<(T, u64)>, SnapshotError> {
+) -> Result<Option<(T, u64)>, StoreError> {
     for (_, path) in list(dir, owner) {
         let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
@@ -202,9 +157,9 @@ pub fn load_newest_upgrading<T: DeserializeOwned>(
                 continue;
             }
         };
-        match decode_upgrading(&path, &bytes, upgrade) {
+        match decode(&path, &bytes) {
             Ok(found) => return Ok(Some(found)),
-            Err(error @ SnapshotError::UnknownVersion { .. }) => return Err(error),
+            Err(error @ StoreError::UnsupportedFormat { .. }) => return Err(error),
             Err(error) => {
                 tracing::warn!(%error, "skipping snapshot; falling back to an older one or the log")
             }
@@ -284,7 +239,8 @@ impl Snapshotter {
                 self.prune();
             }
             Ok(Err(error)) => {
-                tracing::error!(%error, "snapshot failed; the log keeps everything it needs")
+                let error = &error as &dyn std::error::Error;
+                tracing::error!(error, "snapshot failed; the log keeps everything it needs")
             }
             Err(error) => tracing::error!(%error, "snapshot task failed"),
         }
@@ -358,12 +314,12 @@ mod tests {
         flipped[last] ^= 1;
         assert!(matches!(
             decode::<Vec<u64>>(Path::new("x"), &flipped),
-            Err(SnapshotError::Corrupt { .. })
+            Err(StoreError::Snapshot { .. })
         ));
         for cut in [0, 10, HEADER_LEN, bytes.len() - 1] {
             assert!(matches!(
                 decode::<Vec<u64>>(Path::new("x"), &bytes[..cut]),
-                Err(SnapshotError::Corrupt { .. })
+                Err(StoreError::Snapshot { .. })
             ));
         }
     }
@@ -374,9 +330,27 @@ mod tests {
         bytes[8..12].copy_from_slice(&(SNAPSHOT_FORMAT_VERSION + 1).to_le_bytes());
         let error = decode::<u8>(Path::new("x"), &bytes).unwrap_err();
         assert!(
-            matches!(error, SnapshotError::UnknownVersion { found, .. } if found == SNAPSHOT_FORMAT_VERSION + 1)
+            matches!(error, StoreError::UnsupportedFormat { found, .. } if found == i64::from(SNAPSHOT_FORMAT_VERSION) + 1)
         );
         assert!(error.to_string().contains("format version"));
+    }
+
+    #[test]
+    fn a_snapshot_of_another_format_version_stops_loading_instead_of_being_skipped() {
+        let dir = scratch("other-version");
+        write_atomically(&dir, "ledger", 5, &encode(&"old", 5)).unwrap();
+        for version in [0, 2, 3, 99] {
+            let mut bytes = encode(&"new", 9);
+            bytes[8..12].copy_from_slice(&u32::to_le_bytes(version));
+            write_atomically(&dir, "ledger", 9, &bytes).unwrap();
+            let error = load_newest::<String>(&dir, "ledger").unwrap_err();
+            assert!(
+                matches!(error, StoreError::UnsupportedFormat { found, .. } if found == i64::from(version)),
+                "{error}"
+            );
+            assert!(error.to_string().contains("move the file away"), "{error}");
+        }
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
