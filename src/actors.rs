@@ -10,7 +10,8 @@ pub mod ledger;
 pub mod queue;
 pub mod supervisor;
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ use crate::config::Settings;
 use crate::domain::idempotency::{BookKey, IdempotencyBook, KeyRecord, Outcome, PendingRecord};
 use crate::domain::seat_map::Reservation;
 use crate::domain::{DateId, DomainError, Event, UserId};
+use crate::store::backup::{write_backup, BackupReport};
 use crate::store::reader::StoreReader;
 use crate::store::recovery::{self, Recovered, ACCOUNTS_OWNER, CATALOG_OWNER, LEDGER_OWNER};
 use crate::store::snapshot::Snapshotter;
@@ -310,7 +312,29 @@ pub struct Engine {
     pub clock: SharedClock,
     /// How many logged events the start-up recovery replayed.
     pub replayed_events: usize,
+    backups: BackupPlaces,
 }
+
+/// Where a backup copies from and to.
+#[derive(Clone)]
+struct BackupPlaces {
+    snapshot_dir: PathBuf,
+    backup_dir: PathBuf,
+}
+
+/// The event log's figures, for operators.
+#[derive(Debug, Clone, Copy)]
+pub struct LogFigures {
+    /// The newest sequence number in the log.
+    pub last_sequence: u64,
+    pub commits: u64,
+    pub events_committed: u64,
+}
+
+/// A backup that the disk refused; the message says why.
+#[derive(Debug, thiserror::Error)]
+#[error("the backup was not written: {0}")]
+pub struct BackupFailed(#[from] crate::store::StoreError);
 
 impl Engine {
     /// Recovers state from disk and starts every owner with it.
@@ -389,7 +413,42 @@ impl Engine {
             durability,
             clock,
             replayed_events,
+            backups: BackupPlaces {
+                snapshot_dir: settings.storage.snapshot_dir.clone(),
+                backup_dir: settings.storage.backup_dir.clone(),
+            },
         })
+    }
+
+    /// The event log's figures.
+    pub fn log_figures(&self) -> LogFigures {
+        let log = &self.durability.log;
+        LogFigures {
+            last_sequence: log.last_sequence(),
+            commits: log.stats().commits.load(Ordering::Relaxed),
+            events_committed: log.stats().events.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Idempotency records, shared by the HTTP layer's gate and the owners that record them.
+    pub fn key_records(&self) -> KeyRecords {
+        self.durability.keys.clone()
+    }
+
+    /// Snapshots every owner (so a restore replays little), then copies the snapshots and both
+    /// databases into a new directory under `storage.backup_dir`, while serving.
+    pub async fn back_up(&self) -> Result<BackupReport, BackupFailed> {
+        self.snapshot_all().await;
+        static TAKEN: AtomicU64 = AtomicU64::new(0);
+        let log = &self.durability.log;
+        let name = format!(
+            "backup-{}-{}-{}",
+            self.clock.now().as_millis(),
+            log.last_sequence(),
+            TAKEN.fetch_add(1, Ordering::Relaxed)
+        );
+        let places = &self.backups;
+        Ok(write_backup(log, &places.snapshot_dir, &places.backup_dir, &name).await?)
     }
 
     /// Snapshots every owner now and waits until the files are on disk.

@@ -1,7 +1,5 @@
 //! The admin API: create concerts and dates, read engine-wide counts.
 
-use std::sync::atomic::Ordering;
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -180,7 +178,7 @@ pub(super) async fn stats(State(app): State<AppState>, _admin: AdminAuth) -> Res
         seats_held += view.held_seats() as u64;
         seats_sold += view.sold_seats() as u64;
     }
-    let log = &app.engine.durability.log;
+    let log = app.engine.log_figures();
     Json(StatsBody {
         users: app.engine.accounts.user_count() as u64,
         queue_waiting: queue_waiting as u64,
@@ -188,10 +186,10 @@ pub(super) async fn stats(State(app): State<AppState>, _admin: AdminAuth) -> Res
         seats_total,
         seats_held,
         seats_sold,
-        log_sequence: log.last_sequence(),
+        log_sequence: log.last_sequence,
         replayed_events: app.engine.replayed_events as u64,
-        log_commits: log.stats().commits.load(Ordering::Relaxed),
-        log_events_committed: log.stats().events.load(Ordering::Relaxed),
+        log_commits: log.commits,
+        log_events_committed: log.events_committed,
     })
     .into_response()
 }
@@ -224,23 +222,7 @@ pub(super) async fn backup(
     State(app): State<AppState>,
     _admin: AdminAuth,
 ) -> Result<Response, ApiError> {
-    app.engine.snapshot_all().await;
-    let log = &app.engine.durability.log;
-    static TAKEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let name = format!(
-        "backup-{}-{}-{}",
-        app.clock.now().as_millis(),
-        log.last_sequence(),
-        TAKEN.fetch_add(1, Ordering::Relaxed)
-    );
-    let report = crate::store::backup::write_backup(
-        log,
-        &app.settings.storage.snapshot_dir,
-        &app.settings.storage.backup_dir,
-        &name,
-    )
-    .await
-    .map_err(|e| {
+    let report = app.engine.back_up().await.map_err(|e| {
         tracing::error!(error = %e, "backup failed");
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -134,13 +134,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_second_request_with_the_key_waits_for_the_first() {
-        let dir = std::env::temp_dir().join(format!("boxoffice-gate-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let opened =
-            crate::store::EventLog::open(&dir.join("log.db"), crate::store::SyncMode::Normal, 0)
-                .unwrap();
-        let keys = KeyRecords::new(opened.log.reader().clone());
-        let gate = Arc::new(IdempotencyGate::new(keys));
+        let engine = crate::actors::Engine::start(
+            &crate::config::Settings::for_tests(),
+            std::sync::Arc::new(crate::clock::SystemClock),
+        )
+        .await
+        .unwrap();
+        let gate = Arc::new(IdempotencyGate::new(engine.key_records()));
         let key = IdempotencyKey::parse("k1");
         let first = gate
             .claim(UserId(1), KeyedEndpoint::Charge, key.clone(), b"{}")
@@ -161,5 +161,6 @@ mod tests {
         drop(first);
         // Nothing was recorded (the first failed), so the second now owns the key.
         assert!(waiting.await.unwrap().unwrap());
+        engine.stop().await;
     }
 }

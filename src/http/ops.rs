@@ -78,7 +78,7 @@ pub(super) async fn metrics(State(app): State<AppState>) -> impl axum::response:
         .iter()
         .map(|d| d.view().reservations())
         .sum();
-    let idempotency_keys = engine.durability.keys.in_memory();
+    let idempotency_keys = engine.key_records().in_memory();
     for (kind, count) in [
         ("idempotency_keys", idempotency_keys),
         ("reservations", reservations),
