@@ -229,13 +229,7 @@ impl Snapshotter {
                     millis = started.elapsed().as_millis() as u64,
                     "snapshot written"
                 );
-                {
-                    let mut seqs = self.kept.entry(owner).or_default();
-                    seqs.push(seq);
-                    seqs.sort_unstable();
-                    let excess = seqs.len().saturating_sub(SNAPSHOTS_KEPT);
-                    seqs.drain(..excess);
-                }
+                keep(&mut self.kept.entry(owner).or_default(), seq);
                 self.prune();
             }
             Ok(Err(error)) => {
@@ -272,18 +266,34 @@ impl Snapshotter {
         let floor = self
             .kept
             .iter()
-            .map(|seqs| {
-                if seqs.len() >= SNAPSHOTS_KEPT {
-                    seqs[0]
-                } else {
-                    0
-                }
-            })
+            .map(|seqs| prune_floor(&seqs))
             .min()
             .unwrap_or(0);
         if floor > 0 {
             self.log.prune_through(floor);
         }
+    }
+}
+
+/// Records a snapshot written at `seq` among an owner's kept ones. An owner with nothing new
+/// writes the same `seq` again (the same file, rewritten): it must not count twice, or the log
+/// would be pruned up to the newest file with nothing older left to fall back on.
+fn keep(seqs: &mut Vec<u64>, seq: u64) {
+    if !seqs.contains(&seq) {
+        seqs.push(seq);
+        seqs.sort_unstable();
+    }
+    let excess = seqs.len().saturating_sub(SNAPSHOTS_KEPT);
+    seqs.drain(..excess);
+}
+
+/// The log rows an owner no longer needs: those through its older kept snapshot, once it has
+/// as many as it keeps (0: none).
+fn prune_floor(seqs: &[u64]) -> u64 {
+    if seqs.len() >= SNAPSHOTS_KEPT {
+        seqs[0]
+    } else {
+        0
     }
 }
 
@@ -364,6 +374,21 @@ mod tests {
         let loaded: Option<(String, u64)> = load_newest(&dir, "ledger").unwrap();
         assert_eq!(loaded, Some(("old".to_owned(), 5)));
         let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_snapshot_rewritten_at_the_same_sequence_does_not_raise_the_prune_floor() {
+        let mut seqs = Vec::new();
+        keep(&mut seqs, 5);
+        assert_eq!(prune_floor(&seqs), 0, "one snapshot: nothing to fall back on yet");
+        keep(&mut seqs, 9);
+        assert_eq!(prune_floor(&seqs), 5, "rows through the older snapshot may go");
+        keep(&mut seqs, 9);
+        keep(&mut seqs, 9);
+        assert_eq!(seqs, vec![5, 9], "the older file is still the fallback");
+        assert_eq!(prune_floor(&seqs), 5);
+        keep(&mut seqs, 12);
+        assert_eq!((seqs.clone(), prune_floor(&seqs)), (vec![9, 12], 9));
     }
 
     #[test]
