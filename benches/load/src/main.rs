@@ -20,37 +20,21 @@
 //!   and the verdict on it.
 //! - `audit`: the invariant check. `report`: the table and the JSON. `progress`: the bar.
 
-#[path = "boxoffice-load/api.rs"]
 mod api;
-#[path = "boxoffice-load/audit.rs"]
 mod audit;
-#[path = "boxoffice-load/ceiling.rs"]
 mod ceiling;
-#[path = "boxoffice-load/client.rs"]
 mod client;
-#[path = "boxoffice-load/holds.rs"]
 mod holds;
-#[path = "boxoffice-load/hot_seat.rs"]
 mod hot_seat;
-#[path = "boxoffice-load/payments.rs"]
 mod payments;
-#[path = "boxoffice-load/polls.rs"]
 mod polls;
-#[path = "boxoffice-load/pool.rs"]
 mod pool;
-#[path = "boxoffice-load/progress.rs"]
 mod progress;
-#[path = "boxoffice-load/report.rs"]
 mod report;
-#[path = "boxoffice-load/rss.rs"]
 mod rss;
-#[path = "boxoffice-load/sell_out.rs"]
 mod sell_out;
-#[path = "boxoffice-load/setup.rs"]
 mod setup;
-#[path = "boxoffice-load/soak.rs"]
 mod soak;
-#[path = "boxoffice-load/stats.rs"]
 mod stats;
 
 use std::io::IsTerminal;
