@@ -2,9 +2,11 @@
 //! server and checks, through the API, that nothing was oversold and no money was lost.
 //!
 //! How a run goes: resolve `--url` (loopback only unless `--allow-remote`), start the bare
-//! server when the mode floods it, and open the connections → **setup** (unmeasured: a date, sign-ups, for some modes sign-ins and
-//! admission) → **measured** phase of the chosen mode, bounded by `--duration` and
-//! `--max-requests` → **audit** (unmeasured: the invariants) → the report, a table or `--json`.
+//! server when the mode floods it (`--ceiling bare`, the default, in ceiling, holds, polls and
+//! payments), and open the connections → **setup** (unmeasured: a date, sign-ups, for some
+//! modes sign-ins and admission) → **measured** phase of the chosen mode, bounded by
+//! `--duration` and `--max-requests` → **audit** (unmeasured: the invariants) → the report, a
+//! table or `--json`. The bare server is killed when the run ends.
 //!
 //! Modules, bottom up:
 //! - `bare`: the bare server, the no-work ceiling's default: this binary run again with
