@@ -55,7 +55,7 @@ pub(super) struct IdempotencyKeyParam {
         balance::balance, balance::charge, balance::history,
         admin::create_concert, admin::create_date, admin::stats, admin::backup,
         live::seat_events, live::queue_events,
-        ops::healthz, ops::readyz, ops::metrics, ops::echo, openapi_json, docs,
+        ops::healthz, ops::readyz, ops::metrics, openapi_json, docs,
     ),
     components(schemas(error::Problem)),
     modifiers(&SecuritySchemes),
@@ -66,7 +66,7 @@ pub(super) struct IdempotencyKeyParam {
         (name = "seats", description = "Seat maps, holds and payments"),
         (name = "balance", description = "The prepaid balance"),
         (name = "admin", description = "`Authorization: Bearer <admin.token>`"),
-        (name = "operations", description = "Health, readiness, metrics, a no-work echo, this document"),
+        (name = "operations", description = "Health, readiness, metrics, this document"),
     )
 )]
 pub struct ApiDoc;

@@ -1,17 +1,13 @@
-//! Liveness, readiness, metrics, and the no-work request load tests measure the HTTP stack by.
+//! Liveness, readiness and metrics.
 
 use std::sync::atomic::Ordering;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
 use serde_json::json;
-use utoipa::ToSchema;
 
-use super::error::Problem;
-use super::extract::ApiJson;
 use super::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -19,32 +15,6 @@ pub fn routes() -> Router<AppState> {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/echo", post(echo))
-}
-
-/// A small body, answered back as it came.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
-pub struct Echo {
-    pub seq: u64,
-    pub text: String,
-}
-
-/// The HTTP stack and nothing else: the body is read, checked and parsed as every route's is,
-/// and the answer serialized, but no state is read or changed. `boxoffice-load` sets every
-/// endpoint's throughput against this one (issue 4's "no-work HTTP ceiling": a POST that
-/// parses a small JSON body and answers JSON).
-#[utoipa::path(
-    post, path = "/echo", tag = "operations",
-    request_body = Echo,
-    responses(
-        (status = 200, description = "The body, answered back", body = Echo),
-        (status = 400, description = "`malformed_request`", body = Problem),
-        (status = 413, description = "`payload_too_large`", body = Problem),
-        (status = 415, description = "`unsupported_media_type`", body = Problem),
-    )
-)]
-pub(super) async fn echo(ApiJson { value, .. }: ApiJson<Echo>) -> Json<Echo> {
-    Json(value)
 }
 
 #[utoipa::path(

@@ -107,7 +107,6 @@ fn plausible_body(
         ("POST", "/api/v1/payments") => Some(json!({"reservation_id": reservation})),
         ("POST", "/api/v1/balance/charges") => Some(json!({"amount": 100})),
         ("POST", "/api/v1/admin/concerts") => Some(json!({"title": "T", "venue": "V"})),
-        ("POST", "/echo") => Some(json!({"seq": 1, "text": "t"})),
         ("POST", p) if p.ends_with("/dates") => {
             Some(json!({"starts_at": STARTS_AT, "seat_count": 5, "price": 10}))
         }

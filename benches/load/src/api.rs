@@ -29,7 +29,7 @@ pub enum Endpoint {
     History,
     Reservations,
     Health,
-    Echo,
+    Bare,
     AdminConcert,
     AdminDate,
     AdminStats,
@@ -51,7 +51,7 @@ impl Endpoint {
         Endpoint::History,
         Endpoint::Reservations,
         Endpoint::Health,
-        Endpoint::Echo,
+        Endpoint::Bare,
         Endpoint::AdminConcert,
         Endpoint::AdminDate,
         Endpoint::AdminStats,
@@ -73,7 +73,7 @@ impl Endpoint {
             Endpoint::History => "GET /api/v1/balance/history",
             Endpoint::Reservations => "GET /api/v1/reservations",
             Endpoint::Health => "GET /healthz",
-            Endpoint::Echo => "POST /echo",
+            Endpoint::Bare => "POST / (bare server)",
             Endpoint::AdminConcert => "POST /api/v1/admin/concerts",
             Endpoint::AdminDate => "POST /api/v1/admin/concerts/{concert_id}/dates",
             Endpoint::AdminStats => "GET /api/v1/admin/stats",
@@ -100,7 +100,7 @@ impl Endpoint {
             | Endpoint::Hold
             | Endpoint::Charge
             | Endpoint::Pay
-            | Endpoint::Echo
+            | Endpoint::Bare
             | Endpoint::AdminConcert
             | Endpoint::AdminDate => Method::POST,
             Endpoint::LeaveQueue | Endpoint::Cancel => Method::DELETE,
@@ -112,6 +112,11 @@ impl Endpoint {
             | Endpoint::Health
             | Endpoint::AdminStats => Method::GET,
         }
+    }
+
+    /// Whether the request goes to the bare server (`bare`) instead of the server under load.
+    pub fn on_bare_server(self) -> bool {
+        self == Endpoint::Bare
     }
 }
 
@@ -245,12 +250,13 @@ pub async fn health(client: &Client) -> ApiResult<()> {
     expect::<Value>(reply, &[200]).map(drop)
 }
 
-/// A small JSON body, which must come back as sent: the no-work POST the ceiling measures.
+/// A small JSON body to the bare server, which must come back as sent: the no-work POST the
+/// ceiling floods by default.
 ///
 /// The body is a struct, not a `json!` map, so the ceiling's own requests cost the client no
 /// more than they must: whatever the client spends on them lowers the ceiling, and so raises
 /// every ratio set against it.
-pub async fn echo(client: &Client, seq: u64) -> ApiResult<()> {
+pub async fn bare(client: &Client, seq: u64) -> ApiResult<()> {
     #[derive(Serialize)]
     struct Sent {
         seq: u64,
@@ -260,7 +266,7 @@ pub async fn echo(client: &Client, seq: u64) -> ApiResult<()> {
     struct Echoed {
         seq: u64,
     }
-    let call = Call::new(Endpoint::Echo, "/echo").json(&Sent {
+    let call = Call::new(Endpoint::Bare, crate::bare::PATH).json(&Sent {
         seq,
         text: "boxoffice-load",
     });

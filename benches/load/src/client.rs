@@ -1,5 +1,6 @@
 //! A lean HTTP/1.1 client: one hyper connection per virtual connection, handed out in turns by
-//! `pool` (requests that complete a purchase first). Every request of the measured phase takes a
+//! `pool` (requests that complete a purchase first). Requests go to the server under load, or,
+//! for the ceiling's `Endpoint::Bare`, to the bare server, over connections of its own. Every request of the measured phase takes a
 //! ticket from the run's budget (time and request count), is timed into `Stats`, and is retried
 //! — a bounded number of times — when the server asks for it (429/503 with `Retry-After`) or
 //! the connection breaks. Retries keep the request's `Idempotency-Key`, so nothing applies twice.
@@ -169,10 +170,64 @@ pub struct Client {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+/// A server the client sends to, and its open connections not in use.
+struct Upstream {
     target: Target,
-    turns: Pool,
     idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+}
+
+impl Upstream {
+    fn new(target: Target, connections: usize) -> Self {
+        Self {
+            target,
+            idle: Mutex::new(Vec::with_capacity(connections)),
+        }
+    }
+
+    async fn connect_all(&self, connections: usize) -> anyhow::Result<()> {
+        let mut opened = Vec::with_capacity(connections);
+        for _ in 0..connections {
+            opened.push(connect(self.target.addr).await?);
+        }
+        self.idle.lock().extend(opened);
+        Ok(())
+    }
+
+    /// `call` as a request to this server.
+    fn request(&self, call: &Call<'_>) -> Request<Full<Bytes>> {
+        let mut request = Request::builder()
+            .method(call.endpoint.method())
+            .uri(call.path.as_str())
+            .header(HOST, self.target.host.clone())
+            .header(USER_AGENT, "boxoffice-load");
+        if let Some(bearer) = call.bearer {
+            request = request.header(AUTHORIZATION, format!("Bearer {bearer}"));
+        }
+        if let Some(token) = call.queue_token {
+            request = request.header("x-queue-token", token);
+        }
+        if let Some(key) = call.idempotency_key {
+            request = request.header("idempotency-key", key);
+        }
+        let body = match &call.body {
+            Some(body) => {
+                request = request.header(CONTENT_TYPE, "application/json");
+                Full::new(Bytes::from(body.clone()))
+            }
+            None => Full::new(Bytes::new()),
+        };
+        request
+            .body(body)
+            .expect("paths and header values built from API ids are valid")
+    }
+}
+
+struct Inner {
+    /// The server under load.
+    server: Upstream,
+    /// The bare server, when the run floods it.
+    bare: Option<Upstream>,
+    turns: Pool,
     request_timeout: Duration,
     phase: AtomicU8,
     pub stats: Stats,
@@ -192,12 +247,18 @@ struct Budget {
 }
 
 impl Client {
-    pub fn new(target: Target, connections: usize, request_timeout: Duration) -> Self {
+    /// A client of the server at `target` and, when given, of the bare server at `bare`.
+    pub fn new(
+        target: Target,
+        bare: Option<Target>,
+        connections: usize,
+        request_timeout: Duration,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
-                target,
+                server: Upstream::new(target, connections),
+                bare: bare.map(|bare| Upstream::new(bare, connections)),
                 turns: Pool::new(connections),
-                idle: Mutex::new(Vec::with_capacity(connections)),
                 request_timeout,
                 phase: AtomicU8::new(Phase::Setup as u8),
                 stats: Stats::new(),
@@ -215,19 +276,35 @@ impl Client {
     }
 
     pub fn url(&self) -> &str {
-        &self.inner.target.url
+        &self.inner.server.target.url
     }
 
-    /// Opens every connection up front, so the measured phase does not time TCP handshakes.
+    /// Opens every connection up front, to the server and to the bare server, so the measured
+    /// phase does not time TCP handshakes.
     pub async fn connect_all(&self, connections: usize) -> anyhow::Result<()> {
-        let mut opened = Vec::with_capacity(connections);
-        for _ in 0..connections {
-            opened.push(connect(self.inner.target.addr).await.with_context(|| {
-                format!("cannot connect to {}; is the server running?", self.url())
-            })?);
+        self.inner
+            .server
+            .connect_all(connections)
+            .await
+            .with_context(|| format!("cannot connect to {}; is the server running?", self.url()))?;
+        if let Some(bare) = &self.inner.bare {
+            bare.connect_all(connections).await.with_context(|| {
+                format!("cannot connect to the bare server at {}", bare.target.url)
+            })?;
         }
-        self.inner.idle.lock().extend(opened);
         Ok(())
+    }
+
+    /// Where `endpoint`'s requests go.
+    fn upstream(&self, endpoint: Endpoint) -> &Upstream {
+        if endpoint.on_bare_server() {
+            self.inner
+                .bare
+                .as_ref()
+                .expect("the bare server runs in every run that floods it")
+        } else {
+            &self.inner.server
+        }
     }
 
     pub fn stats(&self) -> &Stats {
@@ -371,7 +448,8 @@ impl Client {
             }
             // Built and boxed only once a connection is free: a hundred thousand buyers queued
             // for the pool then hold a few hundred bytes each, not a request and hyper's state.
-            let outcome = Box::pin(self.exchange(self.build(call))).await;
+            let upstream = self.upstream(call.endpoint);
+            let outcome = Box::pin(self.exchange(upstream, upstream.request(call))).await;
             let latency_us = started.elapsed().as_micros() as u64;
             drop(turn);
             match outcome {
@@ -424,44 +502,18 @@ impl Client {
         Err(Unsent::NoResponse(last_failure))
     }
 
-    fn build(&self, call: &Call<'_>) -> Request<Full<Bytes>> {
-        let mut request = Request::builder()
-            .method(call.endpoint.method())
-            .uri(call.path.as_str())
-            .header(HOST, self.inner.target.host.clone())
-            .header(USER_AGENT, "boxoffice-load");
-        if let Some(bearer) = call.bearer {
-            request = request.header(AUTHORIZATION, format!("Bearer {bearer}"));
-        }
-        if let Some(token) = call.queue_token {
-            request = request.header("x-queue-token", token);
-        }
-        if let Some(key) = call.idempotency_key {
-            request = request.header("idempotency-key", key);
-        }
-        let body = match &call.body {
-            Some(body) => {
-                request = request.header(CONTENT_TYPE, "application/json");
-                Full::new(Bytes::from(body.clone()))
-            }
-            None => Full::new(Bytes::new()),
-        };
-        request
-            .body(body)
-            .expect("paths and header values built from API ids are valid")
-    }
-
     /// One request on the connection the caller's permit stands for, timed from taking the
     /// connection to the last byte of the answer. A connection that fails is dropped, not
     /// pooled; the next request opens a fresh one.
     async fn exchange(
         &self,
+        upstream: &Upstream,
         request: Request<Full<Bytes>>,
     ) -> Result<(u16, Option<u64>, Bytes), String> {
-        let pooled = self.inner.idle.lock().pop();
+        let pooled = upstream.idle.lock().pop();
         let mut sender = match pooled {
             Some(sender) if !sender.is_closed() => sender,
-            _ => connect(self.inner.target.addr)
+            _ => connect(upstream.target.addr)
                 .await
                 .map_err(|e| format!("connect: {e}"))?,
         };
@@ -479,7 +531,7 @@ impl Client {
         };
         match tokio::time::timeout(self.inner.request_timeout, exchange).await {
             Ok(Ok(answer)) => {
-                self.inner.idle.lock().push(sender);
+                upstream.idle.lock().push(sender);
                 Ok(answer)
             }
             Ok(Err(error)) => Err(error.to_string()),

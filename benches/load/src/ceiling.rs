@@ -1,8 +1,10 @@
-//! `ceiling`: a request that does no work on every connection as fast as the server answers.
-//! Its requests per second are the HTTP ceiling this client and this machine reach; compare
-//! every other mode's figures against it. By default that request is `POST /echo`, a small JSON
-//! body parsed and answered back (issue 4 defines the ceiling so); `--ceiling healthz` makes it
-//! `GET /healthz`, which reads no body and so sets a higher, stricter ceiling.
+//! `ceiling`: a request that does no work on every connection as fast as it is answered. Its
+//! requests per second are the HTTP ceiling this client and this machine reach; compare every
+//! other mode's figures against it. By default that request goes to the bare server (`bare`):
+//! a small JSON body parsed and answered back on the server's HTTP stack, in a process of its
+//! own that runs nothing else, so the ceiling holds no work of the server's. `--ceiling
+//! healthz` floods the server's own `GET /healthz` instead, which reads no body but goes
+//! through all of the server's middleware.
 //!
 //! `flood` is the measured phase shared with `payments`, which times the ceiling first
 //! (`measure`) and then its own request on the same connections; `interleaved` alternates the
@@ -18,11 +20,21 @@ use tokio::task::JoinSet;
 
 use crate::api::{self, Endpoint, Fail};
 use crate::client::Client;
+use crate::report::Check;
 use crate::stats::{EndpointSummary, MeasuredSummary};
 use crate::{Context, ModeRun};
 
 pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
     let ceiling = measure(ctx).await;
+    let check = Check {
+        name: "ceiling answers as expected",
+        ok: ceiling.unexpected == 0,
+        detail: format!(
+            "{} of {} answers with a success status had another body than the one expected",
+            ceiling.unexpected, ceiling.requests
+        ),
+        examples: Vec::new(),
+    };
     Ok(ModeRun {
         setup_seconds: 0.0,
         measured_seconds: ceiling.seconds,
@@ -30,13 +42,14 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
             "endpoint": ceiling.endpoint.label(),
             "requests": ceiling.requests,
             "requests_per_second": ceiling.per_second(),
+            "unexpected_bodies": ceiling.unexpected,
         }),
         records: Vec::new(),
         dates: Vec::new(),
         auditor: None,
         check_holds: false,
         rss: None,
-        checks: Vec::new(),
+        checks: vec![check],
         endpoint_seconds: Vec::new(),
     })
 }
@@ -44,16 +57,17 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
 /// The request a ceiling floods.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum CeilingRequest {
-    /// `POST /echo` with a small JSON body, answered back.
-    Echo,
-    /// `GET /healthz`: no body to read or parse.
+    /// `POST /` of the bare server, which the generator starts: a small JSON body, answered
+    /// back.
+    Bare,
+    /// The server's `GET /healthz`: no body to read or parse.
     Healthz,
 }
 
 impl CeilingRequest {
     pub fn endpoint(self) -> Endpoint {
         match self {
-            CeilingRequest::Echo => Endpoint::Echo,
+            CeilingRequest::Bare => Endpoint::Bare,
             CeilingRequest::Healthz => Endpoint::Health,
         }
     }
@@ -67,6 +81,8 @@ pub struct Flood {
     pub seconds: f64,
     /// Why it ended: `duration`, `max_requests` or `finished`.
     pub stopped_by: &'static str,
+    /// Answers with a success status but another body than the one expected.
+    pub unexpected: u64,
 }
 
 impl Flood {
@@ -80,6 +96,7 @@ impl Flood {
             requests: 0,
             seconds: 0.0,
             stopped_by: "duration",
+            unexpected: 0,
         }
     }
 
@@ -91,6 +108,7 @@ impl Flood {
             requests: self.requests + later.requests,
             seconds: self.seconds + later.seconds,
             stopped_by: later.stopped_by,
+            unexpected: self.unexpected + later.unexpected,
         }
     }
 }
@@ -174,7 +192,7 @@ async fn measure_for(ctx: &Context, slice: Slice) -> Flood {
             seq += 1;
             async move {
                 match request {
-                    CeilingRequest::Echo => api::echo(&client, seq).await,
+                    CeilingRequest::Bare => api::bare(&client, seq).await,
                     CeilingRequest::Healthz => api::health(&client).await,
                 }
             }
@@ -222,16 +240,23 @@ where
             for mut step in steps {
                 let client = client.clone();
                 tasks.spawn(async move {
+                    let mut unexpected = 0u64;
                     loop {
                         match step().await {
                             Err(Fail::Stopped) => break,
                             Err(Fail::NoResponse(_)) if client.halted() => break,
+                            Err(Fail::Malformed(_)) => unexpected += 1,
                             _ => {}
                         }
                     }
+                    unexpected
                 });
             }
-            while tasks.join_next().await.is_some() {}
+            let mut unexpected = 0;
+            while let Some(joined) = tasks.join_next().await {
+                unexpected += joined.unwrap_or(0);
+            }
+            unexpected
         })
     };
     let status = {
@@ -244,9 +269,11 @@ where
             )
         }
     };
-    ctx.display
+    let unexpected = ctx
+        .display
         .run(title, slice.max_requests, status, ctx.bounded(work))
-        .await;
+        .await
+        .unwrap_or(0);
     let seconds = started.elapsed().as_secs_f64();
     client.end_measured();
     Flood {
@@ -254,6 +281,7 @@ where
         requests: client.stats().endpoint_requests(endpoint) - before,
         seconds,
         stopped_by: client.halt_reason(),
+        unexpected,
     }
 }
 

@@ -1,15 +1,21 @@
 //! `boxoffice-load`: a load generator that drives the buyer flow of API.md against a running
 //! server and checks, through the API, that nothing was oversold and no money was lost.
 //!
-//! How a run goes: resolve `--url` (loopback only unless `--allow-remote`) and open the
-//! connections → **setup** (unmeasured: a date, sign-ups, for some modes sign-ins and
-//! admission) → **measured** phase of the chosen mode, bounded by `--duration` and
-//! `--max-requests` → **audit** (unmeasured: the invariants) → the report, a table or `--json`.
+//! How a run goes: resolve `--url` (loopback only unless `--allow-remote`), start the bare
+//! server when the mode floods it (`--ceiling bare`, the default, in ceiling, holds, polls and
+//! payments), and open the connections → **setup** (unmeasured: a date, sign-ups, for some
+//! modes sign-ins and admission) → **measured** phase of the chosen mode, bounded by
+//! `--duration` and `--max-requests` → **audit** (unmeasured: the invariants) → the report, a
+//! table or `--json`. The bare server is killed when the run ends.
 //!
 //! Modules, bottom up:
+//! - `bare`: the bare server, the no-work ceiling's default: this binary run again with
+//!   `--serve-bare` in a process of its own, on the server's HTTP stack, parsing a small JSON
+//!   body and answering it back; and its handle, which starts it and kills it when dropped.
 //! - `pool`: turns for the connections, served by priority (purchases first).
-//! - `client`: the lean HTTP/1.1 client (hyper, one connection per virtual connection), the
-//!   run's budget, retries of 429/503 and broken connections.
+//! - `client`: the lean HTTP/1.1 client (hyper, one connection per virtual connection, to the
+//!   server and, for the ceiling, to the bare server), the run's budget, retries of 429/503
+//!   and broken connections.
 //! - `stats`: per-endpoint HDR histograms and error counts of the measured phase.
 //! - `api`: API.md as typed calls, and the waiting-room admission loop.
 //! - `setup`: usernames, sign-ups, admitted buyers, the date.
@@ -20,40 +26,26 @@
 //!   and the verdict on it.
 //! - `audit`: the invariant check. `report`: the table and the JSON. `progress`: the bar.
 
-#[path = "boxoffice-load/api.rs"]
 mod api;
-#[path = "boxoffice-load/audit.rs"]
 mod audit;
-#[path = "boxoffice-load/ceiling.rs"]
+mod bare;
 mod ceiling;
-#[path = "boxoffice-load/client.rs"]
 mod client;
-#[path = "boxoffice-load/holds.rs"]
 mod holds;
-#[path = "boxoffice-load/hot_seat.rs"]
 mod hot_seat;
-#[path = "boxoffice-load/payments.rs"]
 mod payments;
-#[path = "boxoffice-load/polls.rs"]
 mod polls;
-#[path = "boxoffice-load/pool.rs"]
 mod pool;
-#[path = "boxoffice-load/progress.rs"]
 mod progress;
-#[path = "boxoffice-load/report.rs"]
 mod report;
-#[path = "boxoffice-load/rss.rs"]
 mod rss;
-#[path = "boxoffice-load/sell_out.rs"]
 mod sell_out;
-#[path = "boxoffice-load/setup.rs"]
 mod setup;
-#[path = "boxoffice-load/soak.rs"]
 mod soak;
-#[path = "boxoffice-load/stats.rs"]
 mod stats;
 
 use std::io::IsTerminal;
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -63,6 +55,7 @@ use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
 use audit::{Auditor, BuyerRecord};
+use bare::BareServer;
 use ceiling::CeilingRequest;
 use client::{Client, Target};
 use progress::Display;
@@ -134,11 +127,12 @@ Modes:
             measured phase is less than --rss-growth-max-percent (10) above the mean of those
             in the first third, else growing.
   ceiling   a request that does no work on every connection: the HTTP ceiling of this
-            client on this machine. By default POST /echo, a small JSON body parsed and
-            answered back, as issue 4 defines the ceiling; --ceiling healthz floods
-            GET /healthz instead, which reads no body and so sets a higher ceiling. holds,
-            polls and payments measure the same ceiling in the same run and report their
-            ratio to it.
+            client on this machine. By default POST / of the bare server, which the generator
+            starts itself in a process of its own: the server's HTTP stack (axum, hyper, a
+            multi-threaded tokio runtime) parsing a small JSON body and answering it back,
+            and nothing else. --ceiling healthz floods the server's GET /healthz instead,
+            which reads no body but goes through the server's middleware. holds, polls and
+            payments measure the same ceiling in the same run and report their ratio to it.
   polls     queue polls against a long waiting line: setup signs --buyers N up and in and each
             takes a queue token (positions learned from the issuing answers); the measured
             phase alternates the ceiling and GET /api/v1/queue/tokens/current of random
@@ -232,9 +226,10 @@ pub struct Cli {
     #[arg(long, default_value_t = 10.0, value_name = "PERCENT")]
     pub rss_growth_max_percent: f64,
     /// The no-work request of the ceiling (mode ceiling, and the slices holds, polls and
-    /// payments set themselves against): echo is POST /echo, a small JSON body parsed and
-    /// answered back; healthz is GET /healthz, with no body, so a higher ceiling.
-    #[arg(long, value_enum, default_value_t = CeilingRequest::Echo)]
+    /// payments set themselves against): bare is POST / of the bare server the generator
+    /// starts, a small JSON body parsed and answered back on the server's HTTP stack; healthz
+    /// is the server's GET /healthz, with no body.
+    #[arg(long, value_enum, default_value_t = CeilingRequest::Bare)]
     pub ceiling: CeilingRequest,
     /// Upper bound on the setup phase (sign-ups, admission), in seconds.
     #[arg(long, default_value_t = 600, value_name = "SECONDS")]
@@ -254,6 +249,10 @@ pub struct Cli {
     /// Allow a --url that is not a loopback address.
     #[arg(long)]
     pub allow_remote: bool,
+    /// Be the bare server instead (how the generator starts it): print the address bound on
+    /// 127.0.0.1 and serve until stdin closes.
+    #[arg(long = "serve-bare", hide = true, exclusive = true)]
+    pub serve_bare: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -287,6 +286,14 @@ impl Mode {
             Mode::Polls => "polls",
             Mode::Payments => "payments",
         }
+    }
+
+    /// Whether the mode floods the ceiling (`--ceiling`'s request).
+    pub fn floods_ceiling(self) -> bool {
+        matches!(
+            self,
+            Mode::Ceiling | Mode::Holds | Mode::Polls | Mode::Payments
+        )
     }
 }
 
@@ -409,8 +416,21 @@ pub struct ModeRun {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.serve_bare {
+        return match bare::serve() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("boxoffice-load {}: {error:#}", bare::SERVE_FLAG);
+                ExitCode::from(2)
+            }
+        };
+    }
     let json = cli.json;
     let outcome = validate(&cli).and_then(|()| {
+        // Killed when dropped, after the runtime is gone.
+        let bare = (cli.ceiling == CeilingRequest::Bare && cli.mode.floods_ceiling())
+            .then(BareServer::start)
+            .transpose()?;
         let mut runtime = if cli.threads <= 1 {
             tokio::runtime::Builder::new_current_thread()
         } else {
@@ -419,7 +439,7 @@ fn main() -> ExitCode {
             builder
         };
         let runtime = runtime.enable_all().build().context("a tokio runtime")?;
-        let outcome = runtime.block_on(run(cli));
+        let outcome = runtime.block_on(run(cli, bare.as_ref().map(BareServer::addr)));
         // Connection tasks may still be parked; do not wait for them.
         runtime.shutdown_background();
         outcome
@@ -509,10 +529,16 @@ fn validate(cli: &Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(cli: Cli) -> anyhow::Result<report::Report> {
+/// One run against the server at `--url`, with the bare server at `bare` when it runs.
+async fn run(cli: Cli, bare: Option<SocketAddr>) -> anyhow::Result<report::Report> {
     let target = Target::resolve(&cli.url, cli.allow_remote).await?;
+    let bare = match bare {
+        Some(addr) => Some(Target::resolve(&format!("http://{addr}"), false).await?),
+        None => None,
+    };
     let client = Client::new(
         target,
+        bare,
         cli.connections,
         Duration::from_secs(cli.request_timeout),
     );

@@ -3,9 +3,11 @@
 //! JSON report checked. Sell-out: sold out, nothing oversold, money conserved, no 5xx. Soak (a
 //! few seconds): rounds went through, this process's RSS was sampled, the audit passed. Polls
 //! (one admission slot, long TTLs): every poll answered the exact position. Payments: each
-//! buyer paid once for its held seat, nothing oversold, money conserved.
+//! buyer paid once for its held seat, nothing oversold, money conserved. The ceiling: the bare
+//! server the generator starts is what gets flooded, and it answers every body back.
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,6 +17,8 @@ use serde_json::Value;
 
 /// The generator must be done well inside this.
 const RUN_DEADLINE: Duration = Duration::from_secs(25);
+/// The ceiling's endpoint in the report when it floods the bare server.
+const BARE: &str = "POST / (bare server)";
 
 /// A server in this process, on port 0, with a waiting room that admits everyone at once.
 struct Server {
@@ -235,7 +239,7 @@ async fn polls_of_a_still_waiting_line_answer_exact_positions() {
         "{report:#}"
     );
     assert!(outcome["ceiling_per_second"].as_f64() > Some(0.0));
-    assert_eq!(outcome["ceiling_endpoint"], "POST /echo", "{report:#}");
+    assert_eq!(outcome["ceiling_endpoint"], BARE, "{report:#}");
     assert!(outcome["poll_p99_ms"].as_f64() > Some(0.0), "{report:#}");
     let checks = report["checks"].as_array().expect("the mode's checks");
     assert_eq!(checks.len(), 1, "{report:#}");
@@ -315,7 +319,7 @@ async fn holds_are_set_against_a_ceiling_measured_before_and_after_them() {
         Some(20 * (10 - max_seats_per_user)),
         "{report:#}"
     );
-    assert_eq!(outcome["ceiling_endpoint"], "POST /echo", "{report:#}");
+    assert_eq!(outcome["ceiling_endpoint"], BARE, "{report:#}");
     // A quarter of --duration before the holds and a quarter after.
     let ceiling_seconds = outcome["ceiling_seconds"].as_f64().unwrap_or(0.0);
     assert!((1.9..3.0).contains(&ceiling_seconds), "{report:#}");
@@ -337,10 +341,10 @@ async fn holds_are_set_against_a_ceiling_measured_before_and_after_them() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_ceiling_floods_the_echo_unless_told_to_flood_healthz() {
+async fn the_ceiling_floods_the_bare_server_unless_told_to_flood_healthz() {
     for (flags, endpoint) in [
-        (&[][..], "POST /echo"),
-        (&["--ceiling", "echo"][..], "POST /echo"),
+        (&[][..], BARE),
+        (&["--ceiling", "bare"][..], BARE),
         (&["--ceiling", "healthz"][..], "GET /healthz"),
     ] {
         let server = Server::start(Settings::for_tests()).await;
@@ -362,7 +366,61 @@ async fn the_ceiling_floods_the_echo_unless_told_to_flood_healthz() {
             serde_json::json!([]),
             "{report:#}"
         );
+        assert_eq!(outcome["unexpected_bodies"], 0, "{report:#}");
+        let checks = report["checks"].as_array().expect("the mode's checks");
+        assert_eq!(checks.len(), 1, "{report:#}");
+        assert_eq!(checks[0]["ok"], true, "{report:#}");
     }
+    // The server under load does not answer that request: had the flood gone there, the
+    // errors above would not be empty.
+    let server = Server::start(Settings::for_tests()).await;
+    let answer = reqwest::Client::new()
+        .post(format!("{}/", server.url))
+        .json(&serde_json::json!({"seq": 1, "text": "t"}))
+        .send()
+        .await
+        .expect("the server answers");
+    assert!(answer.status().is_client_error(), "{}", answer.status());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bare_server_answers_the_body_back_and_ends_when_its_stdin_closes() {
+    let mut bare = Command::new(env!("CARGO_BIN_EXE_boxoffice-load"))
+        .arg("--serve-bare")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the bare server starts");
+    let mut address = String::new();
+    BufReader::new(bare.stdout.take().expect("piped stdout"))
+        .read_line(&mut address)
+        .expect("the bare server prints its address");
+    let addr: SocketAddr = address.trim().parse().expect("an address");
+    assert!(addr.ip().is_loopback() && addr.port() != 0, "{addr}");
+    let body =
+        serde_json::json!({"seq": 18_446_744_073_709_551_615_u64, "text": "héllo \"there\""});
+    let answer = reqwest::Client::new()
+        .post(format!("http://{addr}/"))
+        .json(&body)
+        .send()
+        .await
+        .expect("the bare server answers");
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.json::<Value>().await.unwrap(), body);
+    drop(bare.stdin.take());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = bare.try_wait().expect("the child can be waited for") {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = bare.kill();
+            panic!("the bare server still runs with its stdin closed");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status}");
 }
 
 /// Runs the generator against `server`, stops the server, and returns the JSON report of a run
