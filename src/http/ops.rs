@@ -8,6 +8,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
+use super::error::Problem;
 use super::AppState;
 
 pub fn routes() -> Router<AppState> {

@@ -380,9 +380,17 @@ mod tests {
     fn a_snapshot_rewritten_at_the_same_sequence_does_not_raise_the_prune_floor() {
         let mut seqs = Vec::new();
         keep(&mut seqs, 5);
-        assert_eq!(prune_floor(&seqs), 0, "one snapshot: nothing to fall back on yet");
+        assert_eq!(
+            prune_floor(&seqs),
+            0,
+            "one snapshot: nothing to fall back on yet"
+        );
         keep(&mut seqs, 9);
-        assert_eq!(prune_floor(&seqs), 5, "rows through the older snapshot may go");
+        assert_eq!(
+            prune_floor(&seqs),
+            5,
+            "rows through the older snapshot may go"
+        );
         keep(&mut seqs, 9);
         keep(&mut seqs, 9);
         assert_eq!(seqs, vec![5, 9], "the older file is still the fallback");

@@ -469,17 +469,11 @@ fn hex_bytes(text: &str) -> Option<Vec<u8>> {
 
 // ----- every status a route answers is documented on it ---------------------------------------
 
-/// `/echo` is a load-testing aid outside API.md; its entry is left as it is.
-const LEFT_ALONE: &[&str] = &["/echo"];
-
 type Route = (String, String);
 
 fn documented_statuses(document: &Value) -> BTreeMap<Route, BTreeSet<u16>> {
     let mut found = BTreeMap::new();
     for (path, item) in document["paths"].as_object().unwrap() {
-        if LEFT_ALONE.contains(&path.as_str()) {
-            continue;
-        }
         for (method, operation) in item.as_object().unwrap() {
             let statuses = operation["responses"]
                 .as_object()
@@ -621,9 +615,6 @@ async fn every_route_documents_exactly_the_statuses_it_answers() {
     let mut seen = Observed::new(&document);
     let json_routes = json_body_routes(&document);
     for route in &json_routes {
-        if LEFT_ALONE.contains(&route.1.as_str()) {
-            continue;
-        }
         for status in [400, 413, 415] {
             assert!(
                 seen.documented[route].contains(&status),
@@ -988,9 +979,6 @@ async fn limited_and_disabled(document: &Value, seen: &mut Observed) {
     }
     assert!(limited, "the session's rate limit is reached");
     for operation in operations(document) {
-        if LEFT_ALONE.contains(&operation.path.as_str()) {
-            continue;
-        }
         let method = operation.method.to_string();
         let url = fill(&operation.path, "c_1", "d_1", "r_1_1");
         let body = plausible_body(&operation, &buyer, "d_1", "r_1_1");
@@ -1036,9 +1024,6 @@ async fn overloaded(document: &Value, seen: &mut Observed) {
         username: "nobody".into(),
     };
     for operation in operations(document) {
-        if LEFT_ALONE.contains(&operation.path.as_str()) {
-            continue;
-        }
         let url = fill(&operation.path, "c_1", "d_1", "r_1_1");
         let mut request = app.request(operation.method.clone(), &url);
         if let Some(body) = plausible_body(&operation, &buyer, "d_1", "r_1_1") {
@@ -1114,9 +1099,6 @@ fn documented_limits(document: &Value) -> Vec<Limit> {
         }
     };
     for (path, item) in document["paths"].as_object().unwrap() {
-        if LEFT_ALONE.contains(&path.as_str()) {
-            continue;
-        }
         for (method, operation) in item.as_object().unwrap() {
             let route = (method.to_uppercase(), path.clone());
             for parameter in operation["parameters"].as_array().into_iter().flatten() {
