@@ -37,7 +37,7 @@ pub struct Recovered {
     pub catalog: Catalog,
     pub ledger: Ledger,
     pub dates: BTreeMap<DateId, SeatMap>,
-    /// The waiting room as last saved (it is not logged: see README, "Durability").
+    /// The waiting room as last saved (it is not logged: see docs/durability.md, "The waiting room").
     pub queue: Option<QueueSnapshot>,
     pub log: EventLog,
     pub replayed_events: usize,

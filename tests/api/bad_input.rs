@@ -183,6 +183,22 @@ async fn wrong_types_and_missing_fields_are_400() {
             "/api/v1/reservations",
             json!({"date_id": d, "seat_nos": [null]}),
         ),
+        (
+            "/api/v1/reservations",
+            json!({"date_id": d, "seat_no": null}),
+        ),
+        (
+            "/api/v1/reservations",
+            json!({"date_id": d, "seat_nos": null}),
+        ),
+        (
+            "/api/v1/reservations",
+            json!({"date_id": d, "seat_no": 3, "seat_nos": null}),
+        ),
+        (
+            "/api/v1/reservations",
+            json!({"date_id": d, "seat_no": null, "seat_nos": [3]}),
+        ),
         ("/api/v1/payments", json!({"reservation_id": 5})),
         ("/api/v1/payments", json!({"reservation_id": null})),
         ("/api/v1/payments", json!({"reservation": f.reservation})),
