@@ -1,4 +1,4 @@
-//! The admin API: create concerts and dates, read engine-wide counts.
+//! The admin API: create concerts and dates, read engine-wide counts, take a backup.
 
 use axum::extract::State;
 use axum::http::StatusCode;
