@@ -1,7 +1,8 @@
 //! Owner of balances (their history is read from the store, not from here). It also settles
-//! the money side of a payment: the date actor prepares the payment event, the ledger checks the balance, applies it and logs it, and only then does the
-//! date actor mark the seats sold. The date actor handles nothing else in between, so seats and
-//! money never disagree in memory, and the log holds the payment as ONE event.
+//! the money side of a payment: the date actor prepares the payment event, the ledger checks the
+//! balance, applies it and logs it, and only then does the date actor mark the seats sold. The
+//! date actor handles nothing else in between, so seats and money never disagree in memory, and
+//! the log holds the payment as ONE event.
 
 use std::sync::Arc;
 
