@@ -58,10 +58,7 @@ pub(super) struct ConcertCreated {
         (status = 400, description = "`malformed_request`", body = Problem),
         (status = 401, description = "`unauthenticated`: missing or wrong admin token", body = Problem),
         (status = 404, description = "`not_found`: the admin API is disabled (`admin.token` empty)", body = Problem),
-        (status = 413, description = "`payload_too_large`: the body is larger than `limits.body_bytes_max`", body = Problem),
-        (status = 415, description = "`unsupported_media_type`: no body, or not `Content-Type: application/json`", body = Problem),
         (status = 422, description = "`invalid_input`", body = Problem),
-        (status = 503, description = "`overloaded`: in-flight work is at its bound, or the request took too long; see `Retry-After`", body = Problem),
     )
 )]
 pub(super) async fn create_concert(
@@ -108,10 +105,7 @@ pub(super) struct DateCreated {
         (status = 400, description = "`malformed_request`", body = Problem),
         (status = 401, description = "`unauthenticated`: missing or wrong admin token", body = Problem),
         (status = 404, description = "`not_found`: no such concert, or the admin API is disabled", body = Problem),
-        (status = 413, description = "`payload_too_large`: the body is larger than `limits.body_bytes_max`", body = Problem),
-        (status = 415, description = "`unsupported_media_type`: no body, or not `Content-Type: application/json`", body = Problem),
         (status = 422, description = "`invalid_input`", body = Problem),
-        (status = 503, description = "`overloaded`: in-flight work is at its bound, or the request took too long; see `Retry-After`", body = Problem),
     )
 )]
 pub(super) async fn create_date(
@@ -166,7 +160,6 @@ pub(super) struct StatsBody {
         (status = 200, description = "Engine-wide counts", body = StatsBody),
         (status = 401, description = "`unauthenticated`: missing or wrong admin token", body = Problem),
         (status = 404, description = "`not_found`: the admin API is disabled", body = Problem),
-        (status = 503, description = "`overloaded`: in-flight work is at its bound, or the request took too long; see `Retry-After`", body = Problem),
     )
 )]
 pub(super) async fn stats(State(app): State<AppState>, _admin: AdminAuth) -> Response {

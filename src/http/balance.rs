@@ -37,7 +37,6 @@ pub(super) struct BalanceBody {
         (status = 200, description = "The prepaid balance", body = BalanceBody),
         (status = 401, description = "`unauthenticated`", body = Problem),
         (status = 429, description = "`rate_limited`: too many requests on this session; see `Retry-After`", body = Problem),
-        (status = 503, description = "`overloaded`: in-flight work is at its bound, or the request took too long; see `Retry-After`", body = Problem),
     )
 )]
 pub(super) async fn balance(
@@ -76,11 +75,8 @@ pub(super) struct ChargeBody {
         (status = 201, description = "Charged (or the original answer to a repeated `Idempotency-Key`)", body = ChargeBody),
         (status = 400, description = "`malformed_request`", body = Problem),
         (status = 401, description = "`unauthenticated`", body = Problem),
-        (status = 413, description = "`payload_too_large`: the body is larger than `limits.body_bytes_max`", body = Problem),
-        (status = 415, description = "`unsupported_media_type`: no body, or not `Content-Type: application/json`", body = Problem),
         (status = 422, description = "`invalid_amount`, `balance_limit` or `idempotency_key_reused`", body = Problem),
         (status = 429, description = "`rate_limited`: too many requests on this session; see `Retry-After`", body = Problem),
-        (status = 503, description = "`overloaded`: in-flight work is at its bound, or the request took too long; see `Retry-After`", body = Problem),
     )
 )]
 pub(super) async fn charge(
@@ -144,7 +140,6 @@ pub(super) struct HistoryBody {
         (status = 200, description = "Every charge and payment, newest first", body = HistoryBody),
         (status = 401, description = "`unauthenticated`", body = Problem),
         (status = 429, description = "`rate_limited`: too many requests on this session; see `Retry-After`", body = Problem),
-        (status = 503, description = "`overloaded`: in-flight work is at its bound, or the request took too long; see `Retry-After`", body = Problem),
     )
 )]
 pub(super) async fn history(

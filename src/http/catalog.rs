@@ -37,7 +37,6 @@ pub(super) struct ConcertsBody {
     get, path = "/api/v1/concerts", tag = "catalogue",
     responses(
         (status = 200, description = "Every concert", body = ConcertsBody),
-        (status = 503, description = "`overloaded`: in-flight work is at its bound, or the request took too long; see `Retry-After`", body = Problem),
     )
 )]
 pub(super) async fn concerts(State(app): State<AppState>) -> Response {
@@ -77,7 +76,6 @@ pub(super) struct DatesBody {
     responses(
         (status = 200, description = "The concert's dates with availability", body = DatesBody),
         (status = 404, description = "`not_found`", body = Problem),
-        (status = 503, description = "`overloaded`: in-flight work is at its bound, or the request took too long; see `Retry-After`", body = Problem),
     )
 )]
 pub(super) async fn dates(
@@ -135,7 +133,6 @@ pub(super) struct SeatsBody {
         (status = 403, description = "`not_admitted`, `queue_token_expired` or `forbidden`", body = Problem),
         (status = 404, description = "`not_found`", body = Problem),
         (status = 429, description = "`rate_limited`: too many requests on this session; see `Retry-After`", body = Problem),
-        (status = 503, description = "`overloaded`: in-flight work is at its bound, or the request took too long; see `Retry-After`", body = Problem),
     )
 )]
 pub(super) async fn seats(

@@ -13,7 +13,6 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::RefOr;
 use utoipa::{IntoParams, Modify, OpenApi};
 
-use super::error::Problem;
 use super::{admin, balance, catalog, error, live, ops, queue, reservations, users, AppState};
 use crate::config::Settings;
 use crate::domain::catalog::SEATS_PER_DATE_MAX;
@@ -120,6 +119,7 @@ struct SecuritySchemes;
 
 impl Modify for SecuritySchemes {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        statuses_every_route_can_answer(openapi);
         problem_json_for_errors(openapi);
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
@@ -149,6 +149,55 @@ impl Modify for SecuritySchemes {
         );
     }
 }
+
+/// The answers that come from layers every route sits behind, so no annotation repeats them:
+/// 503 `overloaded` from the in-flight bound and the request timeout (on every route), and 413
+/// and 415 from the JSON body extractor (on every route that takes a body). A route that says
+/// more about one of these (why its 503 happens) keeps its own entry.
+fn statuses_every_route_can_answer(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let problem = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            )
+            .build()
+    };
+    for item in openapi.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for operation in operations.into_iter().flatten() {
+            let takes_json = operation.request_body.is_some();
+            let responses = &mut operation.responses.responses;
+            let mut add = |status: &str, description: &str| {
+                if !responses.contains_key(status) {
+                    responses.insert(status.to_owned(), problem(description).into());
+                }
+            };
+            add("503", OVERLOADED);
+            if takes_json {
+                add("413", PAYLOAD_TOO_LARGE);
+                add("415", UNSUPPORTED_MEDIA_TYPE);
+            }
+        }
+    }
+}
+
+const OVERLOADED: &str =
+    "`overloaded`: in-flight work is at its bound, or the request took too long; see `Retry-After`";
+const PAYLOAD_TOO_LARGE: &str =
+    "`payload_too_large`: the body is larger than `limits.body_bytes_max`";
+const UNSUPPORTED_MEDIA_TYPE: &str =
+    "`unsupported_media_type`: no body, or not `Content-Type: application/json`";
 
 /// Error bodies are served as `application/problem+json`; the annotations only name the schema.
 fn problem_json_for_errors(openapi: &mut utoipa::openapi::OpenApi) {
@@ -200,7 +249,6 @@ pub fn routes() -> Router<AppState> {
     get, path = "/openapi.json", tag = "operations",
     responses(
         (status = 200, description = "This document, OpenAPI 3.1", content_type = "application/json"),
-        (status = 503, description = "`overloaded`: in-flight work is at its bound, or the request took too long; see `Retry-After`", body = Problem),
     )
 )]
 pub(super) async fn openapi_json(State(app): State<AppState>) -> impl IntoResponse {
@@ -222,7 +270,6 @@ pub(super) async fn openapi_json(State(app): State<AppState>) -> impl IntoRespon
     get, path = "/docs", tag = "operations",
     responses(
         (status = 200, description = "Interactive API docs (Swagger UI, served from the binary)", content_type = "text/html"),
-        (status = 503, description = "`overloaded`: in-flight work is at its bound, or the request took too long; see `Retry-After`", body = Problem),
     )
 )]
 pub(super) async fn docs() -> impl IntoResponse {

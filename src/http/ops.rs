@@ -8,7 +8,6 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
-use super::error::Problem;
 use super::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -22,7 +21,6 @@ pub fn routes() -> Router<AppState> {
     get, path = "/healthz", tag = "operations",
     responses(
         (status = 200, description = "The process is alive", content_type = "application/json"),
-        (status = 503, description = "`overloaded`: in-flight work is at its bound, or the request took too long; see `Retry-After`", body = Problem),
     )
 )]
 pub(super) async fn healthz() -> Json<serde_json::Value> {
@@ -33,7 +31,6 @@ pub(super) async fn healthz() -> Json<serde_json::Value> {
     get, path = "/metrics", tag = "operations",
     responses(
         (status = 200, description = "Prometheus text exposition", content_type = "text/plain"),
-        (status = 503, description = "`overloaded`: in-flight work is at its bound, or the request took too long; see `Retry-After`", body = Problem),
     )
 )]
 pub(super) async fn metrics(State(app): State<AppState>) -> impl axum::response::IntoResponse {

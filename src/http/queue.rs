@@ -68,7 +68,6 @@ impl QueueStatusBody {
         (status = 200, description = "The user's live token (counts as a poll)", body = QueueStatusBody),
         (status = 401, description = "`unauthenticated`", body = Problem),
         (status = 429, description = "`rate_limited`: too many requests on this session; see `Retry-After`", body = Problem),
-        (status = 503, description = "`overloaded`: in-flight work is at its bound, or the request took too long; see `Retry-After`", body = Problem),
     )
 )]
 pub(super) async fn take_token(
@@ -92,7 +91,6 @@ pub(super) async fn take_token(
         (status = 401, description = "`unauthenticated` or `queue_token_invalid`", body = Problem),
         (status = 403, description = "`forbidden`: another user's token", body = Problem),
         (status = 429, description = "`rate_limited`: too many requests on this session; see `Retry-After`", body = Problem),
-        (status = 503, description = "`overloaded`: in-flight work is at its bound, or the request took too long; see `Retry-After`", body = Problem),
     )
 )]
 pub(super) async fn poll_token(
@@ -119,7 +117,6 @@ pub(super) async fn poll_token(
         (status = 401, description = "`unauthenticated` or `queue_token_invalid`", body = Problem),
         (status = 403, description = "`forbidden`: another user's token", body = Problem),
         (status = 429, description = "`rate_limited`: too many requests on this session; see `Retry-After`", body = Problem),
-        (status = 503, description = "`overloaded`: in-flight work is at its bound, or the request took too long; see `Retry-After`", body = Problem),
     )
 )]
 pub(super) async fn leave_queue(

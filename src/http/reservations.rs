@@ -125,11 +125,8 @@ fn requested_seats(request: &HoldRequest) -> Result<SeatList, ApiError> {
         (status = 403, description = "`not_admitted`, `queue_token_expired` or `forbidden`", body = Problem),
         (status = 404, description = "`not_found`: no such date", body = Problem),
         (status = 409, description = "`seat_unavailable`", body = Problem),
-        (status = 413, description = "`payload_too_large`: the body is larger than `limits.body_bytes_max`", body = Problem),
-        (status = 415, description = "`unsupported_media_type`: no body, or not `Content-Type: application/json`", body = Problem),
         (status = 422, description = "`invalid_input`, `hold_limit` or `idempotency_key_reused`", body = Problem),
         (status = 429, description = "`rate_limited`: too many requests on this session; see `Retry-After`", body = Problem),
-        (status = 503, description = "`overloaded`: in-flight work is at its bound, or the request took too long; see `Retry-After`", body = Problem),
     )
 )]
 pub(super) async fn hold(
@@ -173,7 +170,6 @@ pub(super) async fn hold(
         (status = 401, description = "`unauthenticated`", body = Problem),
         (status = 404, description = "`not_found`, also for another user's reservation", body = Problem),
         (status = 429, description = "`rate_limited`: too many requests on this session; see `Retry-After`", body = Problem),
-        (status = 503, description = "`overloaded`: in-flight work is at its bound, or the request took too long; see `Retry-After`", body = Problem),
     )
 )]
 pub(super) async fn show(
@@ -192,7 +188,6 @@ pub(super) async fn show(
         (status = 200, description = "The user's reservations, newest first", body = ReservationsBody),
         (status = 401, description = "`unauthenticated`", body = Problem),
         (status = 429, description = "`rate_limited`: too many requests on this session; see `Retry-After`", body = Problem),
-        (status = 503, description = "`overloaded`: in-flight work is at its bound, or the request took too long; see `Retry-After`", body = Problem),
     )
 )]
 pub(super) async fn list_mine(
@@ -221,7 +216,6 @@ pub(super) async fn list_mine(
         (status = 404, description = "`not_found`, also for another user's reservation", body = Problem),
         (status = 409, description = "`reservation_not_held`", body = Problem),
         (status = 429, description = "`rate_limited`: too many requests on this session; see `Retry-After`", body = Problem),
-        (status = 503, description = "`overloaded`: in-flight work is at its bound, or the request took too long; see `Retry-After`", body = Problem),
     )
 )]
 pub(super) async fn cancel(
@@ -284,11 +278,8 @@ impl From<&PaymentReceipt> for PaymentBody {
         (status = 404, description = "`not_found`, also for another user's reservation", body = Problem),
         (status = 409, description = "`already_paid` or `reservation_not_held`", body = Problem),
         (status = 410, description = "`hold_expired`", body = Problem),
-        (status = 413, description = "`payload_too_large`: the body is larger than `limits.body_bytes_max`", body = Problem),
-        (status = 415, description = "`unsupported_media_type`: no body, or not `Content-Type: application/json`", body = Problem),
         (status = 422, description = "`idempotency_key_reused`", body = Problem),
         (status = 429, description = "`rate_limited`: too many requests on this session; see `Retry-After`", body = Problem),
-        (status = 503, description = "`overloaded`: in-flight work is at its bound, or the request took too long; see `Retry-After`", body = Problem),
     )
 )]
 pub(super) async fn pay(

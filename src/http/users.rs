@@ -69,11 +69,8 @@ pub(super) struct MeBody {
         (status = 201, description = "Signed up", body = UserBody),
         (status = 400, description = "`malformed_request`", body = Problem),
         (status = 409, description = "`username_taken`", body = Problem),
-        (status = 413, description = "`payload_too_large`: the body is larger than `limits.body_bytes_max`", body = Problem),
-        (status = 415, description = "`unsupported_media_type`: no body, or not `Content-Type: application/json`", body = Problem),
         (status = 422, description = "`invalid_input`: username or password out of range", body = Problem),
         (status = 429, description = "`rate_limited`: too many sign-ups from this address", body = Problem),
-        (status = 503, description = "`overloaded`: in-flight work is at its bound, or the request took too long; see `Retry-After`", body = Problem),
     )
 )]
 pub(super) async fn sign_up(
@@ -112,10 +109,7 @@ pub(super) async fn sign_up(
         (status = 201, description = "Signed in", body = SessionBody),
         (status = 400, description = "`malformed_request`", body = Problem),
         (status = 401, description = "`invalid_credentials`", body = Problem),
-        (status = 413, description = "`payload_too_large`: the body is larger than `limits.body_bytes_max`", body = Problem),
-        (status = 415, description = "`unsupported_media_type`: no body, or not `Content-Type: application/json`", body = Problem),
         (status = 429, description = "`rate_limited`: too many sign-ins from this address", body = Problem),
-        (status = 503, description = "`overloaded`: in-flight work is at its bound, or the request took too long; see `Retry-After`", body = Problem),
     )
 )]
 pub(super) async fn sign_in(
@@ -160,7 +154,6 @@ pub(super) async fn sign_in(
         (status = 204, description = "Signed out; the token no longer works"),
         (status = 401, description = "`unauthenticated`", body = Problem),
         (status = 429, description = "`rate_limited`: too many requests on this session; see `Retry-After`", body = Problem),
-        (status = 503, description = "`overloaded`: in-flight work is at its bound, or the request took too long; see `Retry-After`", body = Problem),
     )
 )]
 pub(super) async fn sign_out(
@@ -178,7 +171,6 @@ pub(super) async fn sign_out(
         (status = 200, description = "The signed-in user", body = MeBody),
         (status = 401, description = "`unauthenticated`", body = Problem),
         (status = 429, description = "`rate_limited`: too many requests on this session; see `Retry-After`", body = Problem),
-        (status = 503, description = "`overloaded`: in-flight work is at its bound, or the request took too long; see `Retry-After`", body = Problem),
     )
 )]
 pub(super) async fn me(
