@@ -431,8 +431,8 @@ impl Engine {
     }
 
     /// Idempotency records, shared by the HTTP layer's gate and the owners that record them.
-    pub fn key_records(&self) -> KeyRecords {
-        self.durability.keys.clone()
+    pub fn key_records(&self) -> &KeyRecords {
+        &self.durability.keys
     }
 
     /// Snapshots every owner (so a restore replays little), then copies the snapshots and both

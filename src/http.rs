@@ -67,7 +67,7 @@ pub struct AppInner {
 
 impl AppState {
     pub fn new(engine: Engine, settings: Arc<Settings>, clock: SharedClock) -> Self {
-        let idempotency = Arc::new(IdempotencyGate::new(engine.key_records()));
+        let idempotency = Arc::new(IdempotencyGate::new(engine.key_records().clone()));
         Self(Arc::new(AppInner {
             limits: limits::RateLimits::new(&settings.limits, clock.clone()),
             hasher: Arc::new(PasswordHasher::new(&settings.auth)),

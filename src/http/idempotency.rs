@@ -140,7 +140,7 @@ mod tests {
         )
         .await
         .unwrap();
-        let gate = Arc::new(IdempotencyGate::new(engine.key_records()));
+        let gate = Arc::new(IdempotencyGate::new(engine.key_records().clone()));
         let key = IdempotencyKey::parse("k1");
         let first = gate
             .claim(UserId(1), KeyedEndpoint::Charge, key.clone(), b"{}")

@@ -167,27 +167,18 @@ fn statuses_every_route_can_answer(openapi: &mut utoipa::openapi::OpenApi) {
             )
             .build()
     };
-    for item in openapi.paths.paths.values_mut() {
-        let operations = [
-            &mut item.get,
-            &mut item.post,
-            &mut item.put,
-            &mut item.delete,
-            &mut item.patch,
-        ];
-        for operation in operations.into_iter().flatten() {
-            let takes_json = operation.request_body.is_some();
-            let responses = &mut operation.responses.responses;
-            let mut add = |status: &str, description: &str| {
-                if !responses.contains_key(status) {
-                    responses.insert(status.to_owned(), problem(description).into());
-                }
-            };
-            add("503", OVERLOADED);
-            if takes_json {
-                add("413", PAYLOAD_TOO_LARGE);
-                add("415", UNSUPPORTED_MEDIA_TYPE);
+    for operation in operations_mut(openapi) {
+        let takes_json = operation.request_body.is_some();
+        let responses = &mut operation.responses.responses;
+        let mut add = |status: &str, description: &str| {
+            if !responses.contains_key(status) {
+                responses.insert(status.to_owned(), problem(description).into());
             }
+        };
+        add("503", OVERLOADED);
+        if takes_json {
+            add("413", PAYLOAD_TOO_LARGE);
+            add("415", UNSUPPORTED_MEDIA_TYPE);
         }
     }
 }
@@ -202,29 +193,37 @@ const UNSUPPORTED_MEDIA_TYPE: &str =
 /// Error bodies are served as `application/problem+json`; the annotations only name the schema.
 fn problem_json_for_errors(openapi: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::RefOr;
-    for item in openapi.paths.paths.values_mut() {
-        let operations = [
+    for operation in operations_mut(openapi) {
+        for (status, response) in operation.responses.responses.iter_mut() {
+            let RefOr::T(response) = response else {
+                continue;
+            };
+            if status.starts_with('4') || status.starts_with('5') {
+                if let Some(content) = response.content.shift_remove("application/json") {
+                    response
+                        .content
+                        .insert("application/problem+json".to_owned(), content);
+                }
+            }
+        }
+    }
+}
+
+/// Every operation of the document, whatever its method.
+fn operations_mut(
+    openapi: &mut utoipa::openapi::OpenApi,
+) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    openapi.paths.paths.values_mut().flat_map(|item| {
+        [
             &mut item.get,
             &mut item.post,
             &mut item.put,
             &mut item.delete,
             &mut item.patch,
-        ];
-        for operation in operations.into_iter().flatten() {
-            for (status, response) in operation.responses.responses.iter_mut() {
-                let RefOr::T(response) = response else {
-                    continue;
-                };
-                if status.starts_with('4') || status.starts_with('5') {
-                    if let Some(content) = response.content.shift_remove("application/json") {
-                        response
-                            .content
-                            .insert("application/problem+json".to_owned(), content);
-                    }
-                }
-            }
-        }
-    }
+        ]
+        .into_iter()
+        .flatten()
+    })
 }
 
 const DOCS_ASSETS: &str = "/docs/assets";
