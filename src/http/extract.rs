@@ -329,6 +329,17 @@ impl<T: std::str::FromStr + Send, S: Send + Sync> FromRequestParts<S> for IdPath
     }
 }
 
+/// For an optional field of a request body (`#[serde(default, deserialize_with = "present")]`):
+/// it may be left out, but an explicit `null` is not a value of its type, so it is 400 as for
+/// any other field, rather than read as absent.
+pub(super) fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
 /// Any JSON integer, however large (saturated to the i128 range), so that out-of-range values
 /// get 422 rather than 400. Fractions, strings and null are not integers: 400.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

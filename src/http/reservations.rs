@@ -68,23 +68,13 @@ pub(super) struct HoldRequest {
     date_id: String,
     /// A seat of the date (seats are numbered from 1).
     #[schema(value_type = Option<u32>, minimum = 1, maximum = 100000)]
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "super::extract::present")]
     seat_no: Option<WholeNumber>,
     /// Held all-or-nothing; no repeats; at most `holds.max_seats_per_user` seats held on a
     /// date at once (else 422 `hold_limit`).
     #[schema(value_type = Option<Vec<u32>>, min_items = 1)]
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "super::extract::present")]
     seat_nos: Option<Vec<WholeNumber>>,
-}
-
-/// An optional field may be left out, but an explicit `null` is not a value of its type: 400,
-/// as for any other field.
-fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    T::deserialize(deserializer).map(Some)
 }
 
 #[derive(Serialize, ToSchema)]
