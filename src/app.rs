@@ -5,6 +5,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -13,11 +14,13 @@ use crate::actors::Engine;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Settings;
 use crate::domain::Timestamp;
+use crate::http::transport::{self, descriptors, ConnectionLimits};
 use crate::http::{self, AppState};
 
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    connection_limits: ConnectionLimits,
 }
 
 impl Application {
@@ -27,6 +30,7 @@ impl Application {
 
     pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow::Result<Self> {
         settings.validate()?;
+        let connection_limits = connection_limits(&settings)?;
         crate::telemetry::metrics_handle();
         let engine = Engine::start(&settings, clock.clone()).await?;
         if settings.seed.demo && engine.catalog.is_empty() {
@@ -41,7 +45,11 @@ impl Application {
                 )
             })?;
         let state = AppState::new(engine, Arc::new(settings), clock);
-        Ok(Self { listener, state })
+        Ok(Self {
+            listener,
+            state,
+            connection_limits,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -54,7 +62,9 @@ impl Application {
         &self.state.engine
     }
 
-    /// Serves until `shutdown` resolves, then lets in-flight requests finish and stops the actors.
+    /// Serves until `shutdown` resolves; then readiness turns false, live streams end, each
+    /// connection gets `server.shutdown_grace_seconds` to finish its response, and the owners
+    /// drain and write their snapshots.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -62,16 +72,33 @@ impl Application {
         let addr = self.local_addr();
         let engine = self.state.engine.clone();
         let ready: Arc<AtomicBool> = self.state.ready.clone();
+        let stopping = self.state.stopping.clone();
+        let stats = self.state.connections.clone();
         let router = http::router(self.state);
         ready.store(true, Ordering::SeqCst);
         tracing::info!("listening on http://{addr}");
-        axum::serve(
+        let stop_ready = ready.clone();
+        let drain = self.connection_limits.shutdown_drain;
+        let shutdown = async move {
+            shutdown.await;
+            stop_ready.store(false, Ordering::SeqCst);
+            stopping.send_replace(true);
+            if !drain.is_zero() {
+                tracing::info!(
+                    seconds = drain.as_secs(),
+                    "readiness is 503; serving on until the load balancer has noticed"
+                );
+                tokio::time::sleep(drain).await;
+            }
+        };
+        transport::serve(
             self.listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
+            router,
+            self.connection_limits,
+            stats,
+            shutdown,
         )
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("the HTTP server failed")?;
+        .await;
         ready.store(false, Ordering::SeqCst);
         engine.stop().await;
         tracing::info!("stopped");
@@ -81,6 +108,35 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         self.run_until(shutdown_signal()).await
     }
+}
+
+/// The connection layer's limits, with the connection bound fitted under the descriptor limit
+/// (raised to its hard value first).
+fn connection_limits(settings: &Settings) -> anyhow::Result<ConnectionLimits> {
+    let server = &settings.server;
+    let soft_limit = descriptors::raise_soft_limit()
+        .context("cannot read the open-files limit (RLIMIT_NOFILE)")?;
+    let Some(max_connections) = descriptors::fit_connections(server.max_connections, soft_limit)
+    else {
+        anyhow::bail!(
+            "the open-files limit is {soft_limit}, too low to serve; raise it (ulimit -n, or LimitNOFILE= in the systemd unit)"
+        );
+    };
+    if max_connections < server.max_connections {
+        tracing::warn!(
+            soft_limit,
+            max_connections,
+            "server.max_connections lowered to fit the open-files limit; raise the limit (ulimit -n, or LimitNOFILE=) to serve more"
+        );
+    }
+    Ok(ConnectionLimits {
+        header_read_timeout: Duration::from_secs(server.header_read_timeout_seconds),
+        write_timeout: Duration::from_secs(server.write_timeout_seconds),
+        max_connections,
+        max_connections_per_ip: server.max_connections_per_ip,
+        shutdown_drain: Duration::from_secs(server.shutdown_drain_seconds),
+        shutdown_grace: Duration::from_secs(server.shutdown_grace_seconds),
+    })
 }
 
 async fn shutdown_signal() {
@@ -102,7 +158,7 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = terminate => {},
     }
-    tracing::info!("shutting down: finishing in-flight requests");
+    tracing::info!("shutting down: finishing in-flight requests, closing connections");
 }
 
 const DAY_MS: i64 = 86_400_000;

@@ -28,8 +28,27 @@ pub struct ServerSettings {
     /// Bound on requests being worked on at once; past it clients get 503 `overloaded`.
     pub max_in_flight: usize,
     /// Live-update streams open at once; each idle one holds a connection (about 20–30 KiB).
+    /// At most `max_connections`, since each stream is a connection.
     pub max_streams: usize,
     pub request_timeout_seconds: u64,
+    /// Connections open at once; past it new ones wait in the listen backlog. Lowered at start
+    /// to fit the descriptor limit, with a warning.
+    pub max_connections: usize,
+    /// Connections open at once from one client address; more are closed on accept.
+    pub max_connections_per_ip: u32,
+    /// A connection must deliver a complete request head within this long of opening or of its
+    /// previous response, or it is closed: this bounds idle keep-alive connections and slow heads.
+    pub header_read_timeout_seconds: u64,
+    /// A request's body must arrive whole within this long of its head (else 408, and closed).
+    pub body_read_timeout_seconds: u64,
+    /// A response the client stops reading for this long is abandoned and its connection closed.
+    pub write_timeout_seconds: u64,
+    /// On SIGTERM, how long the server keeps serving with `/readyz` at 503 before it stops
+    /// accepting, so a load balancer sends new clients elsewhere first.
+    pub shutdown_drain_seconds: u64,
+    /// Then, how long connections get to finish their current response before they are
+    /// dropped; the stop then drains the owners and writes snapshots.
+    pub shutdown_grace_seconds: u64,
     /// Threads for blocking work (password hashing, history reads, snapshot writes). Each one
     /// hashing holds `auth.argon2_memory_kib`, so this bounds that memory too; work past it waits.
     pub blocking_threads: usize,
@@ -148,10 +167,17 @@ impl Default for ServerSettings {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_in_flight: 4096,
-            max_streams: 20_000,
+            max_streams: 10_000,
             blocking_threads: 16,
             memory_trim_seconds: 10,
             request_timeout_seconds: 10,
+            max_connections: 16_384,
+            max_connections_per_ip: 512,
+            header_read_timeout_seconds: 10,
+            body_read_timeout_seconds: 10,
+            write_timeout_seconds: 10,
+            shutdown_drain_seconds: 0,
+            shutdown_grace_seconds: 3,
         }
     }
 }
@@ -318,6 +344,25 @@ impl Settings {
                 "server.max_in_flight and server.request_timeout_seconds must be at least 1",
             );
         }
+        let server = &self.server;
+        if server.max_connections == 0 || server.max_connections_per_ip == 0 {
+            return invalid(
+                "server.max_connections and server.max_connections_per_ip must be at least 1",
+            );
+        }
+        if server.max_streams > server.max_connections {
+            return invalid(
+                "server.max_streams must not exceed server.max_connections: every stream is a connection, and buyers need connections left for their requests",
+            );
+        }
+        if server.header_read_timeout_seconds == 0
+            || server.body_read_timeout_seconds == 0
+            || server.write_timeout_seconds == 0
+        {
+            return invalid(
+                "server.header_read_timeout_seconds, server.body_read_timeout_seconds and server.write_timeout_seconds must be at least 1",
+            );
+        }
         Ok(())
     }
 
@@ -338,6 +383,8 @@ impl Settings {
         settings.admin.token = "test-admin-token".to_owned();
         settings.limits.session_requests_per_second = 0;
         settings.limits.auth_attempts_per_minute_per_ip = 0;
+        // Every test client connects from 127.0.0.1; tests of the bound set it themselves.
+        settings.server.max_connections_per_ip = settings.server.max_connections as u32;
         settings
     }
 }

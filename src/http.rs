@@ -4,6 +4,7 @@
 mod admin;
 mod balance;
 mod catalog;
+mod edges;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
@@ -14,6 +15,7 @@ mod ops;
 mod queue;
 mod request_metrics;
 mod reservations;
+pub mod transport;
 mod users;
 mod web;
 
@@ -23,11 +25,11 @@ use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Router;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 
 use crate::actors::Engine;
 use crate::clock::SharedClock;
@@ -63,6 +65,9 @@ pub struct AppInner {
     pub streams: Arc<Semaphore>,
     /// `/openapi.json`, rendered once for these settings.
     openapi_json: std::sync::OnceLock<axum::body::Bytes>,
+    /// Turns true when the server starts to stop: live streams end on it.
+    pub stopping: watch::Sender<bool>,
+    pub connections: Arc<transport::ConnectionStats>,
 }
 
 impl AppState {
@@ -79,12 +84,17 @@ impl AppState {
             idempotency,
             ready: Arc::new(AtomicBool::new(false)),
             openapi_json: std::sync::OnceLock::new(),
+            stopping: watch::Sender::new(false),
+            connections: Arc::default(),
         }))
     }
 }
 
 pub fn router(state: AppState) -> Router {
-    let body_limit = state.settings.limits.body_bytes_max;
+    let body_rules = Arc::new(edges::BodyRules {
+        bytes_max: state.settings.limits.body_bytes_max,
+        read_timeout: Duration::from_secs(state.settings.server.body_read_timeout_seconds),
+    });
     let timeout = Duration::from_secs(state.settings.server.request_timeout_seconds);
     Router::new()
         .merge(users::routes())
@@ -105,10 +115,14 @@ pub fn router(state: AppState) -> Router {
                 "this path does not accept that method",
             )
         })
-        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(DefaultBodyLimit::max(body_rules.bytes_max))
         .layer(middleware::from_fn_with_state(
             (state.in_flight.clone(), timeout),
-            bound_in_flight,
+            edges::bound_in_flight,
+        ))
+        .layer(middleware::from_fn_with_state(
+            body_rules,
+            edges::buffer_body,
         ))
         .layer(middleware::from_fn_with_state(
             Arc::new(RequestMetrics::default()),
@@ -176,25 +190,6 @@ async fn request_span(
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     response
-}
-
-/// Past `server.max_in_flight` concurrent requests, or `server.request_timeout_seconds`, a
-/// client gets 503 `overloaded` instead of growing queues and memory.
-async fn bound_in_flight(
-    State((permits, timeout)): State<(Arc<Semaphore>, Duration)>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let Ok(_permit) = permits.try_acquire() else {
-        return ApiError::overloaded("too many requests in flight; retry in a moment")
-            .into_response();
-    };
-    match tokio::time::timeout(timeout, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => {
-            ApiError::overloaded("the request took too long; retry in a moment").into_response()
-        }
-    }
 }
 
 /// RFC 3339 in UTC, as every time in the API.

@@ -122,17 +122,22 @@ impl From<EngineError> for ApiError {
     }
 }
 
+/// The problem+json body of an error; the connection layer writes it where no response
+/// object exists (answers to requests hyper could not parse).
+pub(crate) fn problem_json(status: StatusCode, code: &str, detail: &str) -> Vec<u8> {
+    let problem = Problem {
+        kind: format!("https://boxoffice.invalid/problems/{code}"),
+        title: status.canonical_reason().unwrap_or("Error"),
+        status: status.as_u16(),
+        detail,
+        code,
+    };
+    serde_json::to_vec(&problem).expect("a problem always serializes")
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let title = self.status.canonical_reason().unwrap_or("Error");
-        let problem = Problem {
-            kind: format!("https://boxoffice.invalid/problems/{}", self.code),
-            title,
-            status: self.status.as_u16(),
-            detail: &self.detail,
-            code: self.code,
-        };
-        let body = serde_json::to_vec(&problem).expect("a problem always serializes");
+        let body = problem_json(self.status, self.code, &self.detail);
         let mut response = (self.status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(

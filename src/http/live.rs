@@ -12,7 +12,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use futures_util::stream::{self, Stream};
+use futures_util::stream::{self, Stream, StreamExt};
 use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::broadcast::Receiver;
@@ -155,7 +155,8 @@ pub(super) async fn seat_events(
         recheck: recheck_interval(),
         snapshot_due: true,
     };
-    Ok(sse(stream::unfold(state, SeatStream::next)))
+    let stopping = state.app.stopping.subscribe();
+    Ok(sse(stopping, stream::unfold(state, SeatStream::next)))
 }
 
 struct QueueStream {
@@ -252,7 +253,8 @@ pub(super) async fn queue_events(
         last: None,
         recheck: recheck_interval(),
     };
-    Ok(sse(stream::unfold(state, QueueStream::next)))
+    let stopping = state.app.stopping.subscribe();
+    Ok(sse(stopping, stream::unfold(state, QueueStream::next)))
 }
 
 fn recheck_interval() -> tokio::time::Interval {
@@ -261,8 +263,15 @@ fn recheck_interval() -> tokio::time::Interval {
     interval
 }
 
-fn sse(events: impl Stream<Item = Result<Event, Infallible>> + Send + 'static) -> Response {
-    Sse::new(events)
+/// Streams end when the server starts to stop, so a stop never waits for a subscriber.
+fn sse(
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+    events: impl Stream<Item = Result<Event, Infallible>> + Send + 'static,
+) -> Response {
+    let stopped = async move {
+        let _ = stopping.wait_for(|stopping| *stopping).await;
+    };
+    Sse::new(events.take_until(stopped))
         .keep_alive(KeepAlive::new().interval(HEARTBEAT).text("heartbeat"))
         .into_response()
 }

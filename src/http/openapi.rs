@@ -151,9 +151,10 @@ impl Modify for SecuritySchemes {
 }
 
 /// The answers that come from layers every route sits behind, so no annotation repeats them:
-/// 503 `overloaded` from the in-flight bound and the request timeout (on every route), and 413
-/// and 415 from the JSON body extractor (on every route that takes a body). A route that says
-/// more about one of these (why its 503 happens) keeps its own entry.
+/// 503 `overloaded` from the in-flight bound and the request timeout (on every route but the
+/// probes, which answer outside it), and 408, 413 and 415 from reading the body (on every route
+/// that takes one). A route that says more about one of these (why its 503 happens) keeps its
+/// own entry.
 fn statuses_every_route_can_answer(openapi: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
     let problem = |description: &str| {
@@ -167,21 +168,30 @@ fn statuses_every_route_can_answer(openapi: &mut utoipa::openapi::OpenApi) {
             )
             .build()
     };
-    for operation in operations_mut(openapi) {
-        let takes_json = operation.request_body.is_some();
-        let responses = &mut operation.responses.responses;
-        let mut add = |status: &str, description: &str| {
-            if !responses.contains_key(status) {
-                responses.insert(status.to_owned(), problem(description).into());
+    for (path, item) in openapi.paths.paths.iter_mut() {
+        let is_probe = super::edges::is_probe(path);
+        for operation in operations_of(item) {
+            let takes_json = operation.request_body.is_some();
+            let responses = &mut operation.responses.responses;
+            let mut add = |status: &str, description: &str| {
+                if !responses.contains_key(status) {
+                    responses.insert(status.to_owned(), problem(description).into());
+                }
+            };
+            if !is_probe {
+                add("503", OVERLOADED);
             }
-        };
-        add("503", OVERLOADED);
-        if takes_json {
-            add("413", PAYLOAD_TOO_LARGE);
-            add("415", UNSUPPORTED_MEDIA_TYPE);
+            if takes_json {
+                add("408", REQUEST_TIMEOUT);
+                add("413", PAYLOAD_TOO_LARGE);
+                add("415", UNSUPPORTED_MEDIA_TYPE);
+            }
         }
     }
 }
+
+const REQUEST_TIMEOUT: &str =
+    "`request_timeout`: the body did not arrive within `server.body_read_timeout_seconds`; the connection is closed";
 
 const OVERLOADED: &str =
     "`overloaded`: in-flight work is at its bound, or the request took too long; see `Retry-After`";
@@ -213,17 +223,21 @@ fn problem_json_for_errors(openapi: &mut utoipa::openapi::OpenApi) {
 fn operations_mut(
     openapi: &mut utoipa::openapi::OpenApi,
 ) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
-    openapi.paths.paths.values_mut().flat_map(|item| {
-        [
-            &mut item.get,
-            &mut item.post,
-            &mut item.put,
-            &mut item.delete,
-            &mut item.patch,
-        ]
-        .into_iter()
-        .flatten()
-    })
+    openapi.paths.paths.values_mut().flat_map(operations_of)
+}
+
+fn operations_of(
+    item: &mut utoipa::openapi::path::PathItem,
+) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    [
+        &mut item.get,
+        &mut item.post,
+        &mut item.put,
+        &mut item.delete,
+        &mut item.patch,
+    ]
+    .into_iter()
+    .flatten()
 }
 
 const DOCS_ASSETS: &str = "/docs/assets";

@@ -57,6 +57,22 @@ pub(super) async fn metrics(State(app): State<AppState>) -> impl axum::response:
     for (actor, pending) in crate::actors::pending_calls() {
         metrics::gauge!("boxoffice_actor_calls_pending", "actor" => actor).set(pending as f64);
     }
+    let connections = &app.connections;
+    metrics::gauge!("boxoffice_connections_open")
+        .set(connections.open.load(Ordering::Relaxed) as f64);
+    metrics::counter!("boxoffice_connections_accepted_total")
+        .absolute(connections.accepted.load(Ordering::Relaxed));
+    for (reason, count) in [
+        ("per_ip_bound", &connections.refused_per_ip),
+        ("header_timeout", &connections.header_timeouts),
+        ("write_timeout", &connections.write_timeouts),
+        ("dropped_at_stop", &connections.dropped_at_stop),
+    ] {
+        metrics::counter!("boxoffice_connections_closed_total", "reason" => reason)
+            .absolute(count.load(Ordering::Relaxed));
+    }
+    metrics::counter!("boxoffice_accept_errors_total")
+        .absolute(connections.accept_errors.load(Ordering::Relaxed));
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -70,12 +86,17 @@ pub(super) async fn metrics(State(app): State<AppState>) -> impl axum::response:
     get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Recovered and serving", content_type = "application/json"),
-        (status = 503, description = "Still recovering (`{\"status\": \"starting\"}`), or `overloaded` (problem+json): in-flight work is at its bound", content_type = "application/json"),
+        (status = 503, description = "Still recovering (`{\"status\": \"starting\"}`) or stopping (`{\"status\": \"stopping\"}`)", content_type = "application/json"),
     )
 )]
 pub(super) async fn readyz(State(app): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
     if app.ready.load(Ordering::SeqCst) {
         (StatusCode::OK, Json(json!({"status": "ready"})))
+    } else if *app.stopping.borrow() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "stopping"})),
+        )
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,

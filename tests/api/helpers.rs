@@ -171,6 +171,13 @@ impl RequestExt for RequestBuilder {
 }
 
 impl TestApp {
+    /// Asks the server to stop, as SIGTERM does, and returns at once.
+    pub fn begin_stop(&mut self) {
+        if let Some(stop) = self.shutdown.take() {
+            let _ = stop.send(());
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }

@@ -5,6 +5,7 @@ mod authorization;
 mod backup;
 mod bad_input;
 mod contention;
+mod edges;
 mod expiry;
 mod fuzz;
 mod happy_path;

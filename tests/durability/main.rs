@@ -2,6 +2,7 @@
 //! and leaves nothing half-applied; a graceful stop restarts fast into the same state; damaged
 //! or foreign files give clear errors instead of panics or silent loss.
 
+mod edges;
 mod server;
 mod supervision;
 

@@ -71,7 +71,12 @@ impl Server {
 
     /// Starts the binary and waits (at most 60 s) for its `listening on` line.
     pub fn try_start(dir: &Path, env: &[(&str, String)]) -> Result<Self, StartFailure> {
-        let mut child = command(dir, env)
+        Self::try_start_command(command(dir, env))
+    }
+
+    /// As `try_start`, with a command the caller has adjusted (limits, environment).
+    pub fn try_start_command(mut command: Command) -> Result<Self, StartFailure> {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -160,12 +165,7 @@ impl Server {
 
     /// SIGTERM, then the exit code (at most 30 s).
     pub fn stop_gracefully(mut self) -> Option<i32> {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success());
+        self.send_sigterm();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -174,6 +174,17 @@ impl Server {
             assert!(Instant::now() < deadline, "no exit within 30 s of SIGTERM");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+impl Server {
+    pub fn send_sigterm(&self) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
     }
 }
 
