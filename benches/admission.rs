@@ -2,11 +2,11 @@
 //! 1,000 admissions per second. One criterion group, `admission_1m_waiting`:
 //!
 //! - `poll_random_waiting/after_restart`: a random waiting buyer polls its exact position and
-//!   ETA right after a restart, when no admission has been measured yet.
+//!   ETA right after a restart, when no early end of an admission has been measured yet.
 //! - `poll_random_waiting/while_admitting_1000_per_s`, `issue_one_more/while_admitting_1000_per_s`:
 //!   the same poll, and a new buyer taking a place at the back of the line, during a sale: the
-//!   line has just been admitting at the full rate in 20 ms ticks for ten seconds, the window
-//!   the ETA reads.
+//!   line has just been admitting at the full rate in 20 ms ticks for ten seconds, each admission
+//!   ended at once (as a payment would): the window of early ends the ETA reads.
 //! - `tick_admits_20` / `tick_admits_1000`: the admission tick after 20 ms (the actor's period)
 //!   and after one second (a full burst) of metering credit; throughput is admissions.
 //!
@@ -38,7 +38,7 @@ const SEAT_MAP_SEATS: u32 = 1_000_000;
 /// that only time or a restart clears; past this many, the bench restarts the queue, untimed.
 const COMPACT_AFTER_ENDED: usize = 2_000_000;
 const T0: Timestamp = Timestamp(1_700_000_000_000);
-/// The ETA reads admissions of this last window (`RATE_WINDOW_MS` in the queue).
+/// The ETA reads early ends of admissions in this last window (`RATE_WINDOW_MS` in the queue).
 const RATE_WINDOW_MS: i64 = 10_000;
 /// The queue actor's admission period (`ADMISSION_TICK`).
 const TICK_MS: i64 = 20;
@@ -280,7 +280,7 @@ fn admission(c: &mut Criterion) {
     let mut group = c.benchmark_group("admission_1m_waiting");
     group.throughput(Throughput::Elements(1));
 
-    // Right after a restart: the ETA has no measured admissions to read.
+    // Right after a restart: the ETA has no measured early ends to read.
     line.restart();
     bench_poll(
         &mut group,

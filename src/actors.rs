@@ -23,6 +23,7 @@ use ractor::{ActorRef, RpcReplyPort};
 use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::domain::idempotency::{BookKey, IdempotencyBook, KeyRecord, Outcome, PendingRecord};
+use crate::domain::page::{Page, PageRequest};
 use crate::domain::seat_map::Reservation;
 use crate::domain::{DateId, DomainError, Event, UserId};
 use crate::store::backup::{write_backup, BackupReport};
@@ -235,11 +236,17 @@ impl DateRegistry {
         self.dates.iter().map(|d| d.clone()).collect()
     }
 
-    /// The user's reservations on every date, in every state, newest first, with every change
-    /// acknowledged so far. Read from the store on the blocking pool, as a long history is many
-    /// rows.
-    pub async fn reservations_of(&self, user: UserId) -> Result<Vec<Reservation>, EngineError> {
-        read_history(&self.history, move |store| store.reservations_of(user)).await
+    /// A page of the user's reservations on every date, in every state, newest first, with
+    /// every change acknowledged so far. Read from the store on the blocking pool.
+    pub async fn reservations_of(
+        &self,
+        user: UserId,
+        request: PageRequest,
+    ) -> Result<Page<Reservation>, EngineError> {
+        read_history(&self.history, move |store| {
+            store.reservations_page(user, &request)
+        })
+        .await
     }
 }
 

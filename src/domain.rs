@@ -9,6 +9,7 @@ pub mod error;
 pub mod events;
 pub mod idempotency;
 pub mod ledger;
+pub mod page;
 pub mod rate_limit;
 pub mod seat_map;
 pub mod types;

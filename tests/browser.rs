@@ -528,3 +528,110 @@ async fn the_waiting_room_shows_the_place_in_line_and_lets_the_buyer_in_when_a_p
     first.close().await;
     second.close().await;
 }
+
+/// A long list of reservations comes a page at a time: the newest 100, then "Show older" for the
+/// rest, and the button goes once the list is whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn older_reservations_come_a_page_at_a_time() {
+    let (server, first_date) = server(300).await;
+    let driver = Driver::start().await;
+    let browser = driver.browser().await;
+    to_seat_map(&browser, &server, &first_date, &unique("longlist")).await;
+
+    // 101 reservations, made over the API with the page's own session, each on its own seat.
+    let token = browser
+        .script(
+            "return JSON.parse(sessionStorage.getItem('session')).token;",
+            json!([]),
+        )
+        .await;
+    let auth = format!("Bearer {}", token.as_str().expect("a signed-in page"));
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let api = |path: &str| format!("{}/api/v1{path}", server.base);
+    let concerts: Value = client
+        .get(api("/concerts"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let concert = concerts["concerts"][0]["concert_id"].as_str().unwrap();
+    let date: Value = client
+        .post(api(&format!("/admin/concerts/{concert}/dates")))
+        .header("authorization", "Bearer test-admin-token")
+        .json(&json!({"starts_at": "2031-03-02T19:00:00Z", "seat_count": 101, "price": 10}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let date = date["date_id"].as_str().unwrap();
+    let queue: Value = client
+        .post(api("/queue/tokens"))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let queue_token = queue["queue_token"].as_str().unwrap();
+    for seat in 1..=101 {
+        let held: Value = client
+            .post(api("/reservations"))
+            .header("authorization", &auth)
+            .header("x-queue-token", queue_token)
+            .json(&json!({"date_id": date, "seat_no": seat}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = held["reservation_id"].as_str().expect("a hold");
+        let cancelled = client
+            .delete(api(&format!("/reservations/{id}")))
+            .header("authorization", &auth)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(cancelled.status(), 204);
+    }
+
+    browser.click("#my-reservations").await;
+    wait_for_count(&browser, 100).await;
+    browser.click("#older-reservations").await;
+    wait_for_count(&browser, 101).await;
+    let hidden = browser
+        .script(
+            "return document.getElementById('older-reservations').hidden;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(hidden, json!(true), "nothing older is left");
+    browser.close().await;
+}
+
+/// Waits (bounded) until the reservation list shows `count` entries.
+async fn wait_for_count(browser: &Browser<'_>, count: u64) {
+    let started = Instant::now();
+    loop {
+        let shown = browser
+            .script(
+                "return document.querySelectorAll('#reservation-list li').length;",
+                json!([]),
+            )
+            .await;
+        if shown == json!(count) {
+            return;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "the list shows {shown} reservations, not {count}; the page says: {}",
+            browser.text("#message").await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

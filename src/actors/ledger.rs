@@ -11,6 +11,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use super::{ask, ask_durably, every, snapshot_later, Decided, Durability, EngineError};
 use crate::clock::SharedClock;
 use crate::domain::ledger::{Ledger, LedgerEntry};
+use crate::domain::page::{Page, PageRequest};
 use crate::domain::{ChargeId, DomainError, Event, IdempotencyStamp, Timestamp, UserId};
 use crate::store::reader::StoreReader;
 use crate::store::recovery::LEDGER_OWNER;
@@ -191,10 +192,17 @@ impl LedgerHandle {
         ask(&self.actor, |reply| LedgerMsg::Balance { user, reply }).await
     }
 
-    /// Newest first, with every change acknowledged so far. Read from the store on the blocking
-    /// pool, as a long history is many rows.
-    pub async fn history(&self, user: UserId) -> Result<Vec<LedgerEntry>, EngineError> {
-        super::read_history(&self.history, move |store| store.ledger_history(user)).await
+    /// A page of the user's balance history, newest first, with every change acknowledged so
+    /// far. Read from the store on the blocking pool.
+    pub async fn history(
+        &self,
+        user: UserId,
+        request: PageRequest,
+    ) -> Result<Page<LedgerEntry>, EngineError> {
+        super::read_history(&self.history, move |store| {
+            store.ledger_page(user, &request)
+        })
+        .await
     }
 
     /// A copy of the state, for tests that compare live state with replayed state.

@@ -4,6 +4,12 @@
 //! Positions are exact and cost O(log n): a Fenwick tree counts waiting tokens by their place in
 //! line. Polls only read (behind the owner's read lock) and stamp the token's last poll in an
 //! atomic, so a million pollers never queue behind the owner's mailbox.
+//!
+//! A waiter's estimate is when its place frees, not only how fast tokens were let in lately: with
+//! every place taken, the p-th in line gets the p-th place to free, and places free when
+//! admissions reach their `expires_at` (or sooner, at the recent rate of payments and leaves).
+//! Admissions are made in line order with one TTL, so their expiries are in line order too: a
+//! second Fenwick tree over the active tokens' places finds the p-th earliest in O(log n).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
@@ -18,7 +24,8 @@ use super::types::*;
 /// rather than 401; past this it is unknown.
 const RETIRED_TOKEN_MEMORY_MS: i64 = 3_600_000;
 
-/// The window over which the admission rate behind ETAs is measured.
+/// The window over which the admission rate, and the rate of admissions ended early (payments,
+/// leaves) behind estimates, are measured.
 const RATE_WINDOW_MS: i64 = 10_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,6 +169,37 @@ impl Fenwick {
         sum
     }
 
+    /// The sequence of the `k`-th counted entry (from 1) in sequence order, if there are `k`.
+    fn select(&self, mut k: u64) -> Option<u64> {
+        let n = self.tree.len();
+        if k == 0 || n == 0 {
+            return None;
+        }
+        // Descends by powers of two to the longest prefix that counts fewer than `k`.
+        let mut prefix = 0usize;
+        let mut step = 1usize << (usize::BITS - 1 - n.leading_zeros());
+        while step > 0 {
+            let next = prefix + step;
+            if next <= n && u64::from(self.tree[next - 1]) < k {
+                prefix = next;
+                k -= u64::from(self.tree[next - 1]);
+            }
+            step >>= 1;
+        }
+        (prefix < n).then(|| self.base + prefix as u64)
+    }
+
+    /// Makes room to count `seq`, which is past every sequence counted so far: past the end,
+    /// the tree is rebuilt from `live` (the sequences counted now, ascending).
+    fn make_room(&mut self, seq: u64, live: impl Iterator<Item = u64> + Clone) {
+        if self.covers(seq) {
+            return;
+        }
+        let base = live.clone().next().unwrap_or(seq);
+        let capacity = ((seq - base + 1) as usize * 2).max(1024);
+        *self = Self::rebuild(base, capacity, live);
+    }
+
     fn rebuild(base: u64, capacity: usize, seqs: impl Iterator<Item = u64>) -> Self {
         let mut tree = vec![0u32; capacity];
         for seq in seqs {
@@ -190,11 +228,17 @@ pub struct AdmissionQueue {
     /// When to look again at a waiting token's last poll; re-armed if it polled since.
     poll_deadlines: BinaryHeap<Reverse<(Timestamp, u64)>>,
     active: BTreeSet<(Timestamp, QueueTokenId)>,
+    /// Active tokens by place in line, which is the order they were admitted in, and (with one
+    /// TTL) the order they expire in.
+    active_by_seq: BTreeMap<u64, Timestamp>,
+    active_ranks: Fenwick,
     retired: VecDeque<(Timestamp, QueueTokenId)>,
     next_seq: u64,
     credit_milli: u64,
     credit_at: Timestamp,
     recent_admissions: VecDeque<Timestamp>,
+    /// When active tokens ended before their expiry (payments, leaves), over the last window.
+    recent_early_ends: VecDeque<Timestamp>,
 }
 
 impl AdmissionQueue {
@@ -208,11 +252,14 @@ impl AdmissionQueue {
             ranks: Fenwick::default(),
             poll_deadlines: BinaryHeap::new(),
             active: BTreeSet::new(),
+            active_by_seq: BTreeMap::new(),
+            active_ranks: Fenwick::default(),
             retired: VecDeque::new(),
             next_seq: 1,
             credit_milli: policy.admit_per_second as u64 * 1000,
             credit_at: now,
             recent_admissions: VecDeque::new(),
+            recent_early_ends: VecDeque::new(),
         }
     }
 
@@ -363,7 +410,7 @@ impl AdmissionQueue {
         now: Timestamp,
     ) -> Result<(), DomainError> {
         self.owned(token, user)?;
-        self.end(token, now);
+        self.end_early(token, now);
         self.ended.remove(&token);
         self.tick(now);
         Ok(())
@@ -372,7 +419,7 @@ impl AdmissionQueue {
     /// A payment ends the payer's admission and frees its place for the next in line.
     pub fn complete(&mut self, user: UserId, now: Timestamp) {
         if let Some(token) = self.live_by_user.get(&user).copied() {
-            self.end(token, now);
+            self.end_early(token, now);
         }
         self.tick(now);
     }
@@ -453,7 +500,9 @@ impl AdmissionQueue {
             .get_mut(&token)
             .expect("activating a known token");
         record.state = TokenState::Active { expires_at };
+        let seq = record.seq;
         self.active.insert((expires_at, token));
+        self.count_active(seq, expires_at);
         self.credit_milli -= 1000;
         self.recent_admissions.push_back(now);
         while self
@@ -465,12 +514,16 @@ impl AdmissionQueue {
         }
     }
 
+    /// Counts an admission at its place in line, which is past every active token's.
+    fn count_active(&mut self, seq: u64, expires_at: Timestamp) {
+        self.active_ranks
+            .make_room(seq, self.active_by_seq.keys().copied());
+        self.active_by_seq.insert(seq, expires_at);
+        self.active_ranks.add(seq, 1);
+    }
+
     fn enqueue(&mut self, seq: u64, token: QueueTokenId, now: Timestamp) {
-        if !self.ranks.covers(seq) {
-            let base = self.waiting.keys().next().copied().unwrap_or(seq);
-            let capacity = ((seq - base + 1) as usize * 2).max(1024);
-            self.ranks = Fenwick::rebuild(base, capacity, self.waiting.keys().copied());
-        }
+        self.ranks.make_room(seq, self.waiting.keys().copied());
         self.waiting.insert(seq, token);
         self.ranks.add(seq, 1);
         self.poll_deadlines
@@ -488,6 +541,8 @@ impl AdmissionQueue {
             }
             TokenState::Active { expires_at } => {
                 self.active.remove(&(expires_at, token));
+                self.active_by_seq.remove(&record.seq);
+                self.active_ranks.add(record.seq, -1);
             }
             TokenState::Ended => {}
         }
@@ -496,6 +551,26 @@ impl AdmissionQueue {
         }
         self.ended.insert(token, record.user);
         self.retired.push_back((now, token));
+    }
+
+    /// Ends a token before its time (a payment, a leave). An active one frees its place early,
+    /// which the estimates count.
+    fn end_early(&mut self, token: QueueTokenId, now: Timestamp) {
+        let active_until = match self.tokens.get(&token).map(|r| r.state) {
+            Some(TokenState::Active { expires_at }) => Some(expires_at),
+            _ => None,
+        };
+        if active_until.is_some_and(|expires_at| expires_at > now) {
+            self.recent_early_ends.push_back(now);
+            while self
+                .recent_early_ends
+                .front()
+                .is_some_and(|t| t.plus_millis(RATE_WINDOW_MS) <= now)
+            {
+                self.recent_early_ends.pop_front();
+            }
+        }
+        self.end(token, now);
     }
 
     /// Admissions per second over the last few seconds, once at least two are measured.
@@ -514,13 +589,50 @@ impl AdmissionQueue {
         Some(count as f64 * 1000.0 / span_ms)
     }
 
-    /// ETA from the measured admission rate; before any admission is measured, the configured
-    /// rate.
+    /// How long the `position`-th in line waits: until its place frees and the metering lets
+    /// it in, whichever is later.
     fn estimated_wait_seconds(&self, position: u64, now: Timestamp) -> u64 {
-        let per_second = self
-            .measured_admissions_per_second(now)
-            .unwrap_or(self.policy.admit_per_second as f64);
-        (position as f64 / per_second).ceil() as u64
+        let metered_ms = (position.saturating_mul(1000))
+            .div_ceil(u64::from(self.policy.admit_per_second.max(1)));
+        let wait_ms = metered_ms.max(self.place_frees_in_ms(position, now));
+        wait_ms.div_ceil(1000)
+    }
+
+    /// When the `position`-th place frees, from `now`, in milliseconds. Every admission ends at
+    /// its `expires_at` at the latest, and its place then takes the next in line for a TTL, so
+    /// the places come round in turns; payments and leaves free places sooner, at their recent
+    /// rate. With every place taken and none ended early lately, this is never before the
+    /// earliest `expires_at`. O(log n): no walk over the active tokens.
+    fn place_frees_in_ms(&self, position: u64, now: Timestamp) -> u64 {
+        let places = u64::from(self.policy.max_active.max(1));
+        let active = self.active_by_seq.len() as u64;
+        let free = places.saturating_sub(active);
+        // After a restart with fewer places, the surplus admissions must end first.
+        let surplus = active.saturating_sub(places);
+        let needed = (position + surplus).saturating_sub(free);
+        if needed == 0 {
+            return 0;
+        }
+        let (turn, place) = ((position - 1) / places, (position - 1) % places);
+        let first_frees_at = if place < free {
+            now
+        } else {
+            self.active_ranks
+                .select(surplus + place - free + 1)
+                .and_then(|seq| self.active_by_seq.get(&seq))
+                .map_or(now, |&expires_at| expires_at.max(now))
+        };
+        let by_expiry_ms = (first_frees_at.as_millis() - now.as_millis()).max(0) as u64
+            + turn.saturating_mul(self.policy.active_ttl_ms.max(0) as u64);
+        let start = self
+            .recent_early_ends
+            .partition_point(|t| t.plus_millis(RATE_WINDOW_MS) <= now);
+        let ended_early = (self.recent_early_ends.len() - start) as u64;
+        if ended_early == 0 {
+            return by_expiry_ms;
+        }
+        let by_early_ends_ms = needed.saturating_mul(RATE_WINDOW_MS as u64) / ended_early;
+        by_expiry_ms.min(by_early_ends_ms)
     }
 
     /// The line and the admitted tokens, for a snapshot.
@@ -560,6 +672,7 @@ impl AdmissionQueue {
                 },
             );
             queue.active.insert((*expires_at, token));
+            queue.count_active(seq, *expires_at);
             queue.live_by_user.insert(*user, token);
         }
         for (token, user) in &snapshot.waiting {
@@ -803,6 +916,215 @@ mod tests {
             Standing::Waiting { position: 3, .. }
         ));
         assert_eq!(restored.to_snapshot(), q.to_snapshot());
+    }
+
+    fn eta(q: &AdmissionQueue, token: u128, now: i64) -> (u64, u64) {
+        match standing(q, QueueTokenId(token), token as u64, now) {
+            Standing::Waiting {
+                position,
+                estimated_wait_seconds,
+            } => (position, estimated_wait_seconds),
+            Standing::Active => panic!("token {token} is active"),
+        }
+    }
+
+    #[test]
+    fn with_every_place_taken_the_pth_waiter_waits_for_the_pth_place_to_free() {
+        // Two places, admissions end 60 s after they start; the line is not metered tight.
+        let mut q = AdmissionQueue::new(policy(), Timestamp(0));
+        q.issue(UserId(1), QueueTokenId(1), Timestamp(0));
+        q.issue(UserId(2), QueueTokenId(2), Timestamp(10_000));
+        for u in 3..=6 {
+            q.issue(UserId(u), QueueTokenId(u as u128), Timestamp(10_000));
+        }
+        // Places free at 60 s and 70 s; then the first comes round again at 120 s, and so on.
+        assert_eq!(eta(&q, 3, 10_000), (1, 50));
+        assert_eq!(eta(&q, 4, 10_000), (2, 60));
+        assert_eq!(eta(&q, 5, 10_000), (3, 110));
+        assert_eq!(eta(&q, 6, 10_000), (4, 120));
+        // Time passes with nobody leaving: the estimates count down (rounded up).
+        assert_eq!(eta(&q, 3, 30_500), (1, 30));
+        assert_eq!(eta(&q, 4, 30_500), (2, 40));
+        assert_eq!(eta(&q, 5, 30_500), (3, 90));
+        assert_eq!(eta(&q, 6, 30_500), (4, 100));
+        // At the first expiry the head of the line takes that place.
+        q.tick(Timestamp(60_000));
+        assert_eq!(eta(&q, 4, 60_000), (1, 10));
+        assert_eq!(eta(&q, 5, 60_000), (2, 60));
+        assert_eq!(eta(&q, 6, 60_000), (3, 70));
+    }
+
+    #[test]
+    fn while_places_are_free_the_metering_rules_the_estimate() {
+        let mut q = AdmissionQueue::new(
+            QueuePolicy {
+                max_active: 1_000,
+                admit_per_second: 2,
+                ..policy()
+            },
+            Timestamp(0),
+        );
+        for u in 1..=7 {
+            q.issue(UserId(u), QueueTokenId(u as u128), Timestamp(0));
+        }
+        assert_eq!(eta(&q, 3, 0), (1, 1));
+        assert_eq!(eta(&q, 7, 0), (5, 3));
+    }
+
+    #[test]
+    fn recent_payments_shorten_the_estimate_until_they_are_out_of_the_window() {
+        let mut q = AdmissionQueue::new(policy(), Timestamp(0));
+        for u in 1..=4 {
+            q.issue(UserId(u), QueueTokenId(u as u128), Timestamp(0));
+        }
+        assert_eq!(eta(&q, 4, 1_000), (2, 59));
+        // One buyer pays: its place goes to the head of the line (after the metering allows).
+        q.complete(UserId(1), Timestamp(1_000));
+        q.tick(Timestamp(1_000));
+        // One early end in the last ten seconds: about one place every ten seconds.
+        assert_eq!(eta(&q, 4, 1_000), (1, 10));
+        // A waiter leaving is not a place freed.
+        q.issue(UserId(5), QueueTokenId(5), Timestamp(1_000));
+        q.leave(QueueTokenId(5), UserId(5), Timestamp(1_000))
+            .unwrap();
+        assert_eq!(eta(&q, 4, 1_000), (1, 10));
+        // Out of the window, the next expiry rules again.
+        assert_eq!(eta(&q, 4, 11_000), (1, 49));
+    }
+
+    #[test]
+    fn the_estimate_is_the_nth_earliest_expiry_whatever_ended_in_between() {
+        // A brute-force reference: the sorted expiries of the active tokens, in turns.
+        fn reference(q: &AdmissionQueue, position: u64, now: Timestamp) -> u64 {
+            let policy = q.policy();
+            let places = u64::from(policy.max_active);
+            let mut slots: Vec<i64> = q.active.iter().map(|(e, _)| e.as_millis()).collect();
+            let surplus = (slots.len() as u64).saturating_sub(places) as usize;
+            slots.drain(..surplus);
+            while (slots.len() as u64) < places {
+                slots.insert(0, now.as_millis());
+            }
+            let (turn, place) = ((position - 1) / places, (position - 1) % places);
+            let frees_at =
+                slots[place as usize].max(now.as_millis()) + turn as i64 * policy.active_ttl_ms;
+            let metered = (position * 1000).div_ceil(u64::from(policy.admit_per_second));
+            ((frees_at - now.as_millis()).max(0) as u64)
+                .max(metered)
+                .div_ceil(1000)
+        }
+
+        let policy = QueuePolicy {
+            max_active: 50,
+            admit_per_second: 20,
+            active_ttl_ms: 300_000,
+            waiting_ttl_ms: 10_000_000,
+            ended_tokens_max: 10_000,
+        };
+        let mut q = AdmissionQueue::new(policy, Timestamp(0));
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut now = 0i64;
+        let mut user = 0u64;
+        let mut checked = 0;
+        for _ in 0..3_000 {
+            now += (next() % 3_000) as i64;
+            match next() % 10 {
+                0..=5 => {
+                    user += 1;
+                    q.issue(UserId(user), QueueTokenId(user.into()), Timestamp(now));
+                }
+                6 => {
+                    let payer = next() % user.max(1) + 1;
+                    q.complete(UserId(payer), Timestamp(now));
+                }
+                _ => {
+                    q.tick(Timestamp(now));
+                }
+            }
+            // Early ends shorten estimates on purpose; compare where none is recent.
+            let start = q
+                .recent_early_ends
+                .partition_point(|t| t.plus_millis(RATE_WINDOW_MS) <= Timestamp(now));
+            if start < q.recent_early_ends.len() {
+                continue;
+            }
+            let waiting: Vec<QueueTokenId> = q.waiting_in_order().collect();
+            for (i, token) in waiting.iter().enumerate().step_by(7) {
+                let user = q.tokens[token].user;
+                let Ok(Lookup::Live(status)) = q.poll(*token, user, Timestamp(now)) else {
+                    continue;
+                };
+                let Standing::Waiting {
+                    position,
+                    estimated_wait_seconds,
+                } = status.standing
+                else {
+                    continue;
+                };
+                assert_eq!(position, i as u64 + 1);
+                assert_eq!(
+                    estimated_wait_seconds,
+                    reference(&q, position, Timestamp(now)),
+                    "position {position} at {now} ms"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 1_000, "{checked} estimates compared");
+    }
+
+    #[test]
+    fn a_restored_queue_gives_the_same_estimates() {
+        let mut q = AdmissionQueue::new(policy(), Timestamp(0));
+        q.issue(UserId(1), QueueTokenId(1), Timestamp(0));
+        q.issue(UserId(2), QueueTokenId(2), Timestamp(5_000));
+        for u in 3..=5 {
+            q.issue(UserId(u), QueueTokenId(u as u128), Timestamp(5_000));
+        }
+        let restored = AdmissionQueue::restore(policy(), &q.to_snapshot(), Timestamp(20_000));
+        for token in 3..=5 {
+            assert_eq!(eta(&restored, token, 20_000), eta(&q, token, 20_000));
+        }
+        assert_eq!(eta(&restored, 3, 20_000), (1, 40));
+
+        // Restarted with one place: both admissions must end before the first waiter's turn.
+        let fewer = QueuePolicy {
+            max_active: 1,
+            ..policy()
+        };
+        let restored = AdmissionQueue::restore(fewer, &q.to_snapshot(), Timestamp(20_000));
+        assert_eq!(eta(&restored, 3, 20_000), (1, 45));
+        assert_eq!(eta(&restored, 4, 20_000), (2, 105));
+    }
+
+    #[test]
+    fn the_fenwick_tree_selects_the_kth_counted_sequence() {
+        let mut tree = Fenwick::default();
+        let mut live = Vec::new();
+        for seq in [3u64, 4, 9, 10, 2_000, 2_001] {
+            tree.make_room(seq, live.iter().copied());
+            tree.add(seq, 1);
+            live.push(seq);
+        }
+        tree.add(9, -1);
+        let selected: Vec<Option<u64>> = (0..=6).map(|k| tree.select(k)).collect();
+        assert_eq!(
+            selected,
+            vec![
+                None,
+                Some(3),
+                Some(4),
+                Some(10),
+                Some(2_000),
+                Some(2_001),
+                None
+            ]
+        );
     }
 
     #[test]

@@ -9,12 +9,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, Problem};
-use super::extract::{ApiJson, IdempotencyHeader, Session, WholeNumber};
+use super::extract::{ApiJson, IdempotencyHeader, PageQuery, Session, WholeNumber};
 use super::idempotency::Claim;
-use super::openapi::IdempotencyKeyParam;
+use super::openapi::{IdempotencyKeyParam, PageParams};
 use super::{rfc3339, AppState};
 use crate::domain::idempotency::{KeyedEndpoint, Outcome};
 use crate::domain::ledger::EntryReference;
+use crate::domain::page::{Cursor, ListKind};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -129,15 +130,20 @@ pub(super) struct EntryBody {
 
 #[derive(Serialize, ToSchema)]
 pub(super) struct HistoryBody {
-    /// Newest first.
+    /// Newest first: one page.
     entries: Vec<EntryBody>,
+    /// Pass as `cursor` for the next (older) page; null on the last page.
+    #[schema(required = true)]
+    next_cursor: Option<String>,
 }
 
 #[utoipa::path(
     get, path = "/api/v1/balance/history", tag = "balance",
     security(("session" = [])),
+    params(PageParams),
     responses(
-        (status = 200, description = "Every charge and payment, newest first", body = HistoryBody),
+        (status = 200, description = "A page of the charges and payments, newest first", body = HistoryBody),
+        (status = 400, description = "`malformed_request`: a bad `limit` or `cursor`", body = Problem),
         (status = 401, description = "`unauthenticated`", body = Problem),
         (status = 429, description = "`rate_limited`: too many requests on this session; see `Retry-After`", body = Problem),
     )
@@ -145,12 +151,13 @@ pub(super) struct HistoryBody {
 pub(super) async fn history(
     State(app): State<AppState>,
     session: Session,
+    query: PageQuery,
 ) -> Result<Response, ApiError> {
-    let entries: Vec<_> = app
-        .engine
-        .ledger
-        .history(session.user)
-        .await?
+    let request = query.request(ListKind::BalanceHistory)?;
+    let page = app.engine.ledger.history(session.user, request).await?;
+    let next_cursor = page.next.map(Cursor::encode);
+    let entries: Vec<_> = page
+        .entries
         .into_iter()
         .map(|e| EntryBody {
             entry_id: format!("e_{}", e.entry_id),
@@ -164,5 +171,9 @@ pub(super) async fn history(
             },
         })
         .collect();
-    Ok(Json(HistoryBody { entries }).into_response())
+    Ok(Json(HistoryBody {
+        entries,
+        next_cursor,
+    })
+    .into_response())
 }

@@ -4,7 +4,7 @@
 use std::fmt;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
@@ -15,6 +15,7 @@ use subtle::ConstantTimeEq;
 use super::error::ApiError;
 use super::AppState;
 use crate::domain::admission::QueueTokenId;
+use crate::domain::page::{Cursor, ListKind, PageLimit, PageRequest, PAGE_LIMIT_MAX};
 use crate::domain::{IdempotencyKey, UserId};
 use crate::security::SessionToken;
 
@@ -174,6 +175,60 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyHeader {
             .ok_or_else(|| {
                 ApiError::malformed("Idempotency-Key must be 1 to 64 visible ASCII characters")
             })
+    }
+}
+
+/// `?limit=N&cursor=C` on one of a user's lists, read from the query string. A `limit` that is
+/// not a whole number in 1…1000, a `cursor` this server did not give, and either given twice
+/// are 400 `malformed_request`; other parameters are ignored.
+#[derive(Debug, Clone)]
+pub struct PageQuery {
+    limit: PageLimit,
+    cursor: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawPageQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+impl PageQuery {
+    /// The page asked for, its cursor read as one of `list`'s.
+    pub fn request(&self, list: ListKind) -> Result<PageRequest, ApiError> {
+        let cursor = match &self.cursor {
+            None => None,
+            Some(text) => Some(Cursor::parse(text, list).ok_or_else(|| {
+                ApiError::malformed("cursor must be a next_cursor this list gave, as it was given")
+            })?),
+        };
+        Ok(PageRequest {
+            list,
+            limit: self.limit,
+            cursor,
+        })
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for PageQuery {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let Query(raw) = Query::<RawPageQuery>::try_from_uri(&parts.uri).map_err(|_| {
+            ApiError::malformed("the query string is not valid: limit and cursor at most once each")
+        })?;
+        let limit = match raw.limit.as_deref() {
+            None => PageLimit::DEFAULT,
+            Some(text) => PageLimit::parse(text).ok_or_else(|| {
+                ApiError::malformed(format!(
+                    "limit must be a whole number from 1 to {PAGE_LIMIT_MAX}"
+                ))
+            })?,
+        };
+        Ok(Self {
+            limit,
+            cursor: raw.cursor,
+        })
     }
 }
 

@@ -37,6 +37,20 @@ pub(super) struct IdempotencyKeyParam {
     key: Option<String>,
 }
 
+/// `limit` and `cursor` of a user's list (`PageQuery`).
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Read by the extractor from the raw query; this type only documents it.
+pub(super) struct PageParams {
+    /// Entries on the page, a whole number from 1 to 1000 (else 400 `malformed_request`); 100
+    /// when absent.
+    #[param(minimum = 1, maximum = 1000, default = 100)]
+    limit: Option<u32>,
+    /// The `next_cursor` of the previous page, exactly as it was given, for the next (older)
+    /// page; absent for the newest. Anything else is 400 `malformed_request`.
+    cursor: Option<String>,
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(

@@ -10,14 +10,15 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, Problem};
 use super::extract::{
-    Admitted, ApiJson, DeferredAdmission, DeferredJson, IdPath, IdempotencyHeader, Session,
-    WholeNumber,
+    Admitted, ApiJson, DeferredAdmission, DeferredJson, IdPath, IdempotencyHeader, PageQuery,
+    Session, WholeNumber,
 };
 use super::idempotency::Claim;
-use super::openapi::IdempotencyKeyParam;
+use super::openapi::{IdempotencyKeyParam, PageParams};
 use super::{rfc3339, AppState};
 use crate::actors::date::PaymentReceipt;
 use crate::domain::idempotency::{KeyedEndpoint, Outcome};
+use crate::domain::page::{Cursor, ListKind};
 use crate::domain::seat_map::Reservation;
 use crate::domain::{DateId, PaymentId, ReservationId, SeatList, SeatNo, UserId};
 
@@ -79,8 +80,11 @@ pub(super) struct HoldRequest {
 
 #[derive(Serialize, ToSchema)]
 pub(super) struct ReservationsBody {
-    /// The user's own, newest first, every status.
+    /// The user's own, newest first (by when each entered the list), every status: one page.
     reservations: Vec<ReservationBody>,
+    /// Pass as `cursor` for the next (older) page; null on the last page.
+    #[schema(required = true)]
+    next_cursor: Option<String>,
 }
 
 fn requested_seats(request: &HoldRequest) -> Result<SeatList, ApiError> {
@@ -174,8 +178,10 @@ pub(super) async fn show(
 #[utoipa::path(
     get, path = "/api/v1/reservations", tag = "seats",
     security(("session" = [])),
+    params(PageParams),
     responses(
-        (status = 200, description = "The user's reservations, newest first", body = ReservationsBody),
+        (status = 200, description = "A page of the user's reservations, newest first", body = ReservationsBody),
+        (status = 400, description = "`malformed_request`: a bad `limit` or `cursor`", body = Problem),
         (status = 401, description = "`unauthenticated`", body = Problem),
         (status = 429, description = "`rate_limited`: too many requests on this session; see `Retry-After`", body = Problem),
     )
@@ -183,17 +189,24 @@ pub(super) async fn show(
 pub(super) async fn list_mine(
     State(app): State<AppState>,
     session: Session,
+    query: PageQuery,
 ) -> Result<Response, ApiError> {
-    let now = app.clock.now();
-    let reservations: Vec<_> = app
+    let request = query.request(ListKind::Reservations)?;
+    let page = app
         .engine
         .dates
-        .reservations_of(session.user)
-        .await?
-        .iter()
-        .map(|r| ReservationBody::new(r, now))
-        .collect();
-    Ok(Json(ReservationsBody { reservations }).into_response())
+        .reservations_of(session.user, request)
+        .await?;
+    let now = app.clock.now();
+    Ok(Json(ReservationsBody {
+        reservations: page
+            .entries
+            .iter()
+            .map(|r| ReservationBody::new(r, now))
+            .collect(),
+        next_cursor: page.next.map(Cursor::encode),
+    })
+    .into_response())
 }
 
 #[utoipa::path(

@@ -3,6 +3,9 @@
 //! - every balance entry is a row, its id the log sequence of the event that made it;
 //! - every reservation is a row, placed by its hold and ended by its payment, cancellation or
 //!   expiry, so the dates keep only the holds their decisions need.
+//!
+//! Both are read a page at a time, newest first, by an index on (user, list position): a page
+//! costs its own rows, however long the user's list is (`domain::page`).
 
 use rusqlite::{params, Connection};
 
@@ -10,6 +13,7 @@ use super::error::StoreError;
 use super::reader::StoreReader;
 use super::rows;
 use crate::domain::ledger::LedgerEntry;
+use crate::domain::page::{Page, PageRequest};
 use crate::domain::seat_map::{Reservation, ReservationChange, ReservationState};
 use crate::domain::{DateId, ReservationId, Timestamp, UserId};
 
@@ -25,14 +29,13 @@ pub(crate) const SCHEMA: &str = "
         seq        INTEGER NOT NULL,
         user_id    INTEGER NOT NULL,
         created_at INTEGER NOT NULL,
-        placed_seq INTEGER NOT NULL,
+        listed_seq INTEGER NOT NULL,
         state      INTEGER NOT NULL,
         paid_at    INTEGER,
         placed     BLOB    NOT NULL,
         PRIMARY KEY (date_id, seq)
     ) WITHOUT ROWID;
-    CREATE INDEX reservations_by_user
-        ON reservations (user_id, created_at, placed_seq);";
+    CREATE INDEX reservations_by_user ON reservations (user_id, listed_seq);";
 
 fn state_code(state: ReservationState) -> i64 {
     match state {
@@ -58,18 +61,18 @@ fn state_of(code: i64) -> Result<ReservationState, StoreError> {
     })
 }
 
-/// Stores a reservation in the state it is in; `placed_seq` is the log sequence of its hold,
-/// which orders a user's list.
+/// Stores a reservation in the state it is in; `listed_seq`, the log sequence of the event
+/// that put it in its holder's list (its hold), is its place in that list.
 fn insert_reservation(
     conn: &Connection,
     reservation: &Reservation,
-    placed_seq: u64,
+    listed_seq: u64,
 ) -> rusqlite::Result<()> {
     // The blob keeps what never changes after the hold; `state` and `paid_at` are read from
     // their columns (`reservation_from_row`), so the reservation is encoded as it is, uncopied.
     let mut statement = conn.prepare_cached(
         "INSERT OR IGNORE INTO reservations
-             (date_id, seq, user_id, created_at, placed_seq, state, paid_at, placed)
+             (date_id, seq, user_id, created_at, listed_seq, state, paid_at, placed)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?;
     statement.execute(params![
@@ -77,7 +80,7 @@ fn insert_reservation(
         reservation.id.seq as i64,
         reservation.user.0 as i64,
         reservation.created_at.as_millis(),
-        placed_seq as i64,
+        listed_seq as i64,
         state_code(reservation.state),
         reservation.paid_at.map(Timestamp::as_millis),
         rows::encode(reservation),
@@ -143,6 +146,18 @@ pub(crate) fn insert_entry(
 
 type ReservationRow = (Vec<u8>, i64, Option<i64>);
 
+/// A page of one user's reservations: a range of `reservations_by_user`, read backwards. The
+/// index is named so that no planner statistics can turn a page into a walk of the table.
+const RESERVATIONS_PAGE: &str = "SELECT listed_seq, placed, state, paid_at
+     FROM reservations INDEXED BY reservations_by_user
+     WHERE user_id = ?1 AND listed_seq < ?2 ORDER BY listed_seq DESC LIMIT ?3";
+
+/// A page of one user's balance history: a range of `ledger_entries_by_user`, read backwards
+/// (not of the primary key, which would pass every other user's entries on the way).
+const LEDGER_PAGE: &str = "SELECT entry_id, entry
+     FROM ledger_entries INDEXED BY ledger_entries_by_user
+     WHERE user_id = ?1 AND entry_id < ?2 ORDER BY entry_id DESC LIMIT ?3";
+
 impl StoreReader {
     /// One reservation as of the last finished commit, whoever it belongs to.
     pub fn reservation(&self, id: ReservationId) -> Result<Option<Reservation>, StoreError> {
@@ -162,22 +177,37 @@ impl StoreReader {
         }
     }
 
-    /// `user`'s reservations on every date, newest first, as of the last finished commit.
-    pub fn reservations_of(&self, user: UserId) -> Result<Vec<Reservation>, StoreError> {
+    /// A page of `user`'s reservations on every date, newest first, as of the last finished
+    /// commit.
+    pub fn reservations_page(
+        &self,
+        user: UserId,
+        request: &PageRequest,
+    ) -> Result<Page<Reservation>, StoreError> {
         let conn = self.connection();
-        let mut statement = conn.prepare_cached(
-            "SELECT placed, state, paid_at FROM reservations WHERE user_id = ?1
-                 ORDER BY created_at DESC, placed_seq DESC, date_id DESC, seq DESC",
+        let mut statement = conn.prepare_cached(RESERVATIONS_PAGE)?;
+        let rows = statement.query_map(
+            params![
+                user.0 as i64,
+                request.before() as i64,
+                request.rows_to_read()
+            ],
+            |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    (row.get(1)?, row.get(2)?, row.get(3)?),
+                ))
+            },
         )?;
-        let rows = statement.query_map(params![user.0 as i64], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-        })?;
         let mut found = Vec::new();
         for row in rows {
-            let (placed, state, paid_at): ReservationRow = row?;
-            found.push(reservation_from_row(&placed, state, paid_at)?);
+            let (position, (placed, state, paid_at)): (i64, ReservationRow) = row?;
+            found.push((
+                position as u64,
+                reservation_from_row(&placed, state, paid_at)?,
+            ));
         }
-        Ok(found)
+        Ok(Page::of_rows(request, found))
     }
 
     /// Reservations stored for a date, for tests and reports.
@@ -192,17 +222,63 @@ impl StoreReader {
             .map_err(StoreError::from)
     }
 
-    /// `user`'s balance history, newest first, as of the last finished commit.
-    pub fn ledger_history(&self, user: UserId) -> Result<Vec<LedgerEntry>, StoreError> {
+    /// A page of `user`'s balance history, newest first, as of the last finished commit. An
+    /// entry's id is its list position.
+    pub fn ledger_page(
+        &self,
+        user: UserId,
+        request: &PageRequest,
+    ) -> Result<Page<LedgerEntry>, StoreError> {
         let conn = self.connection();
-        let mut statement = conn.prepare_cached(
-            "SELECT entry FROM ledger_entries WHERE user_id = ?1 ORDER BY entry_id DESC",
+        let mut statement = conn.prepare_cached(LEDGER_PAGE)?;
+        let rows = statement.query_map(
+            params![
+                user.0 as i64,
+                request.before() as i64,
+                request.rows_to_read()
+            ],
+            |row| Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?)),
         )?;
-        let rows = statement.query_map(params![user.0 as i64], |row| row.get::<_, Vec<u8>>(0))?;
         let mut entries = Vec::new();
         for row in rows {
-            entries.push(rows::decode(&row?, "balance entry")?);
+            let (position, entry) = row?;
+            entries.push((position as u64, rows::decode(&entry, "balance entry")?));
         }
-        Ok(entries)
+        Ok(Page::of_rows(request, entries))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SQLite's plan for `sql`, one line per step.
+    fn plan(sql: &str) -> String {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        let mut statement = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let rows = statement
+            .query_map(params![1, 2, 3], |row| row.get::<_, String>(3))
+            .unwrap();
+        rows.map(Result::unwrap).collect::<Vec<_>>().join("\n")
+    }
+
+    #[test]
+    fn a_page_is_a_range_of_the_users_index_read_in_order_never_a_sort_of_the_whole_list() {
+        for (sql, index) in [
+            (
+                RESERVATIONS_PAGE,
+                "reservations_by_user (user_id=? AND listed_seq<?)",
+            ),
+            (
+                LEDGER_PAGE,
+                "ledger_entries_by_user (user_id=? AND entry_id<?)",
+            ),
+        ] {
+            let plan = plan(sql);
+            assert!(plan.contains(index), "{plan}");
+            assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+            assert!(!plan.contains("SCAN"), "{plan}");
+        }
     }
 }

@@ -15,6 +15,7 @@ const state = {
   streams: [],
   countdown: null,
   pendingDate: null,
+  olderReservations: null,
 };
 
 const MESSAGES = {
@@ -448,16 +449,26 @@ async function release() {
 async function showMine() {
   stopStreams();
   show("mine");
+  await showReservations(null);
+}
+
+// The list comes a page at a time, newest first; "Show older" follows next_cursor.
+async function showReservations(cursor) {
   const list = $("reservation-list");
+  const older = $("older-reservations");
+  older.hidden = true;
   try {
-    const { reservations } = await api("GET", "/reservations");
-    list.replaceChildren();
-    if (reservations.length === 0) list.textContent = "You have no reservations yet.";
+    const query = cursor ? `?cursor=${encodeURIComponent(cursor)}` : "";
+    const { reservations, next_cursor } = await api("GET", `/reservations${query}`);
+    if (!cursor) list.replaceChildren();
+    if (!cursor && reservations.length === 0) list.textContent = "You have no reservations yet.";
     for (const r of reservations) {
       const item = document.createElement("li");
       item.textContent = `${r.reservation_id}: seats ${r.seat_nos.join(", ")} · ${won(r.price)} won · ${r.status}`;
       list.append(item);
     }
+    state.olderReservations = next_cursor;
+    older.hidden = !next_cursor;
   } catch (problem) {
     say(problem.message);
   }
@@ -477,6 +488,7 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   $("my-reservations").addEventListener("click", showMine);
   $("see-reservations").addEventListener("click", showMine);
+  $("older-reservations").addEventListener("click", () => showReservations(state.olderReservations));
   $("hold").addEventListener("click", holdSeats);
   $("top-up-form").addEventListener("submit", topUp);
   $("pay").addEventListener("click", pay);

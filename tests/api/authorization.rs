@@ -190,7 +190,10 @@ async fn another_users_reservation_is_not_found_for_every_verb() {
         .send()
         .await
         .unwrap();
-    assert_eq!(assert_json(list, 200).await, json!({"reservations": []}));
+    assert_eq!(
+        assert_json(list, 200).await,
+        json!({"reservations": [], "next_cursor": null})
+    );
 
     // Alice's hold and Mallory's money are untouched.
     assert_eq!(app.reservation_status(&alice, &reservation).await, "held");

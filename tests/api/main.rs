@@ -10,6 +10,7 @@ mod expiry;
 mod fuzz;
 mod happy_path;
 mod helpers;
+mod lists;
 mod live;
 mod money;
 mod openapi;

@@ -182,6 +182,29 @@ async fn the_document_is_openapi_3_1_and_lists_every_route_of_api_md() {
     ] {
         assert!(schemas.contains_key(schema), "schema {schema}");
     }
+    // The lists are pages: `limit` and `cursor` in, `next_cursor` (string or null) out.
+    for (path, body) in [
+        ("/api/v1/reservations", "ReservationsBody"),
+        ("/api/v1/balance/history", "HistoryBody"),
+    ] {
+        let parameters = document["paths"][path]["get"]["parameters"].to_string();
+        for name in [r#""name":"limit""#, r#""name":"cursor""#, r#""in":"query""#] {
+            assert!(parameters.contains(name), "{path}: {name} in {parameters}");
+        }
+        let schema = &schemas[body];
+        assert!(
+            schema["required"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("next_cursor")),
+            "{body}: {schema}"
+        );
+        let next_cursor = schema["properties"]["next_cursor"].to_string();
+        assert!(
+            next_cursor.contains("string") && next_cursor.contains("null"),
+            "{body}.next_cursor: {next_cursor}"
+        );
+    }
     let reservation = &schemas["ReservationBody"]["properties"];
     for field in [
         "reservation_id",
@@ -603,6 +626,14 @@ fn authorized(
     request
 }
 
+fn has_query_parameter(document: &Value, (method, path): &Route, name: &str) -> bool {
+    document["paths"][path][method.to_lowercase()]["parameters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|p| p["in"] == "query" && p["name"] == name)
+}
+
 fn has_idempotency_key(document: &Value, (method, path): &Route) -> bool {
     document["paths"][path][method.to_lowercase()]["parameters"]
         .as_array()
@@ -676,6 +707,14 @@ async fn every_route_documents_exactly_the_statuses_it_answers() {
             let large = full().raw_json(format!(r#"{{"a": "{}"}}"#, "x".repeat(limit)));
             seen.expect(method, path, large, 413, "payload_too_large")
                 .await;
+        }
+        for (parameter, bad) in [("limit", "0"), ("cursor", "x")] {
+            if has_query_parameter(&document, &route, parameter) {
+                let url = format!("{url}?{parameter}={bad}");
+                let request = authorized(&app, &document, &route, &url, &buyer, &queue_token);
+                seen.expect(method, path, request, 400, "malformed_request")
+                    .await;
+            }
         }
         if has_idempotency_key(&document, &route) {
             let bad_key = full().idempotency_key("a b").raw_json("{}");
@@ -1139,11 +1178,12 @@ async fn stall_in_flight(app: &TestApp) -> tokio::task::JoinHandle<()> {
 // ----- every documented limit holds at its edge ------------------------------------------------
 
 /// One limit the document states: `keyword` (`minLength`, `maximum`, …) of `field`, in the body
-/// of `route` or in its `header`.
+/// of `route`, in its `header` or in its `query`.
 #[derive(Debug, Clone)]
 struct Limit {
     route: Route,
     header: bool,
+    query: bool,
     field: String,
     keyword: String,
     /// The field's whole schema, for values that meet its other limits.
@@ -1174,12 +1214,14 @@ fn resolve<'a>(document: &'a Value, schema: &'a Value) -> &'a Value {
 /// Every limit of every request body and header parameter in the document.
 fn documented_limits(document: &Value) -> Vec<Limit> {
     let mut limits = Vec::new();
-    let mut add = |route: &Route, header: bool, field: &str, schema: &Value| {
+    let mut add = |route: &Route, place: &str, field: &str, schema: &Value| {
+        let (header, query) = (place == "header", place == "query");
         for keyword in KEYWORDS {
             if schema.get(*keyword).is_some_and(|v| v != &json!(false)) {
                 limits.push(Limit {
                     route: route.clone(),
                     header,
+                    query,
                     field: field.to_owned(),
                     keyword: (*keyword).to_owned(),
                     schema: schema.clone(),
@@ -1191,6 +1233,7 @@ fn documented_limits(document: &Value) -> Vec<Limit> {
                 limits.push(Limit {
                     route: route.clone(),
                     header,
+                    query,
                     field: field.to_owned(),
                     keyword: format!("items.{keyword}"),
                     schema: schema.clone(),
@@ -1202,23 +1245,18 @@ fn documented_limits(document: &Value) -> Vec<Limit> {
         for (method, operation) in item.as_object().unwrap() {
             let route = (method.to_uppercase(), path.clone());
             for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                let place = parameter["in"].as_str().unwrap();
                 assert!(
-                    parameter["in"] == "header" || parameter["in"] == "path",
-                    "{route:?}: a {} parameter needs its limits tested here",
-                    parameter["in"]
+                    ["header", "path", "query"].contains(&place),
+                    "{route:?}: a {place} parameter needs its limits tested here",
                 );
                 let name = parameter["name"].as_str().unwrap();
-                add(
-                    &route,
-                    parameter["in"] == "header",
-                    name,
-                    &parameter["schema"],
-                );
+                add(&route, place, name, &parameter["schema"]);
             }
             let body = &operation["requestBody"]["content"]["application/json"]["schema"];
             let body = resolve(document, body);
             for (field, schema) in body["properties"].as_object().into_iter().flatten() {
-                add(&route, false, field, resolve(document, schema));
+                add(&route, "body", field, resolve(document, schema));
             }
         }
     }
@@ -1236,7 +1274,7 @@ fn refusal(limit: &Limit) -> (u16, &'static str) {
         ("/api/v1/sessions", _, _) => (401, "invalid_credentials"),
         ("/api/v1/balance/charges", "amount", _) => (422, "invalid_amount"),
         ("/api/v1/reservations", "seat_nos", "maxItems") => (422, "hold_limit"),
-        _ if limit.header => (400, "malformed_request"),
+        _ if limit.header || limit.query => (400, "malformed_request"),
         _ => (422, "invalid_input"),
     }
 }
@@ -1374,6 +1412,20 @@ fn largest_seat(body: &Value) -> u64 {
 /// as a header) and everything else valid, each time for a fresh user on fresh dates.
 async fn try_limit(app: &TestApp, limit: &Limit, value: &Value) -> reqwest::Response {
     let (method, path) = &limit.route;
+    if limit.query {
+        // The lists that take query parameters need a session and nothing else.
+        let buyer = app.new_buyer().await;
+        let value = value
+            .as_str()
+            .map_or_else(|| value.to_string(), str::to_owned);
+        let url = format!("{path}?{}={value}", limit.field);
+        return app
+            .request(method.parse().unwrap(), &url)
+            .session(&buyer)
+            .send()
+            .await
+            .unwrap();
+    }
     let mut body = match path.as_str() {
         "/api/v1/users" | "/api/v1/sessions" => {
             json!({"username": unique_username(), "password": PASSWORD})
@@ -1455,6 +1507,7 @@ async fn every_documented_limit_holds_just_inside_and_just_outside() {
         "title",
         "venue",
         "Idempotency-Key",
+        "limit",
     ] {
         assert!(
             fields.contains(field),

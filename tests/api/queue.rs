@@ -534,3 +534,67 @@ async fn expect_counts_exact(app: &TestApp, active: usize, waiting: usize) {
     })
     .await;
 }
+
+/// With every place taken and nobody paying, a waiter's estimate is when a place frees: the
+/// p-th earliest end of an admission (and a place that frees comes round again a TTL later),
+/// never the recent admission rate alone. A recent payment frees places early, and may shorten it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wait_estimate_counts_when_places_free_up() {
+    let app = spawn_app_with(|s| {
+        s.queue.max_active = 2;
+        s.queue.admit_per_second = 10;
+        s.queue.active_ttl_seconds = 600;
+        s.queue.waiting_ttl_seconds = 3_600;
+    })
+    .await;
+    let (_, date) = app.concert_with_date(5, 100).await;
+    let eta = |status: &Value| u64_field(status, "estimated_wait_seconds");
+    let take = |status: u16| {
+        let app = &app;
+        async move {
+            let buyer = app.new_buyer().await;
+            let issued = assert_json(app.take_queue_token(&buyer).await, status).await;
+            (buyer, string_field(&issued, "queue_token"), issued)
+        }
+    };
+
+    // Two admissions end 600 s and 700 s from the start.
+    let (first, first_token, issued) = take(201).await;
+    assert_eq!(issued["status"], "active", "{issued}");
+    app.advance(Duration::from_secs(100));
+    let (_, _, issued) = take(201).await;
+    assert_eq!(issued["status"], "active", "{issued}");
+
+    // Three wait: the first two get those places, the third the first place's next turn.
+    let mut waiters = Vec::new();
+    for (position, expected) in [(1, 500), (2, 600), (3, 1_100)] {
+        let (buyer, token, issued) = take(201).await;
+        assert_eq!(issued["status"], "waiting", "{issued}");
+        assert_eq!(issued["position"], json!(position), "{issued}");
+        assert_eq!(eta(&issued), expected, "position {position}: {issued}");
+        waiters.push((buyer, token));
+    }
+    app.advance(Duration::from_secs(200));
+    let (buyer, token) = &waiters[0];
+    let polled = assert_json(app.poll_queue(buyer, token).await, 200).await;
+    assert_eq!(eta(&polled), 300, "{polled}");
+
+    // The first buyer pays: its place goes to the head of the line at once, and the rate of
+    // such early ends now shortens the next estimate.
+    app.charge_ok(&first, 1_000).await;
+    let held = app.hold_ok(&first, &first_token, &date, &[1]).await;
+    let paid = app
+        .pay(&first, &first_token, &string_field(&held, "reservation_id"))
+        .await;
+    assert_json(paid, 201).await;
+    app.wait_until_active(buyer, token).await;
+    let (buyer, token) = &waiters[1];
+    let polled = assert_json(app.poll_queue(buyer, token).await, 200).await;
+    assert_eq!(polled["position"], json!(1), "{polled}");
+    assert!((1..400).contains(&eta(&polled)), "{polled}");
+
+    // Once that payment is out of the recent window, the next end of an admission rules again.
+    app.advance(Duration::from_secs(11));
+    let polled = assert_json(app.poll_queue(buyer, token).await, 200).await;
+    assert_eq!(eta(&polled), 389, "{polled}");
+}
