@@ -6,6 +6,7 @@ mod backup;
 mod bad_input;
 mod contention;
 mod expiry;
+mod files;
 mod fuzz;
 mod happy_path;
 mod helpers;
