@@ -3,6 +3,7 @@
 
 mod admin;
 mod balance;
+mod cache;
 mod catalog;
 pub mod error;
 pub mod extract;
@@ -114,6 +115,7 @@ pub fn router(state: AppState) -> Router {
             Arc::new(RequestMetrics::default()),
             request_span,
         ))
+        .layer(middleware::from_fn(cache::no_store_for_private_answers))
         .with_state(state)
 }
 

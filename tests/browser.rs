@@ -78,6 +78,7 @@ impl Driver {
         let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
         let capabilities = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
+            "goog:loggingPrefs": {"browser": "ALL"},
             "goog:chromeOptions": {
                 "binary": chromium,
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
@@ -236,6 +237,20 @@ impl Browser<'_> {
         self.type_into("#username", username).await;
         self.type_into("#password", PASSWORD).await;
         self.click("#sign-up").await;
+    }
+
+    /// What the page wrote to the browser's console since the last call (Chromium reports
+    /// every Content-Security-Policy violation there).
+    async fn console(&self) -> Vec<String> {
+        let entries = self
+            .call("POST", "/se/log", json!({"type": "browser"}))
+            .await;
+        entries
+            .as_array()
+            .unwrap_or_else(|| panic!("browser log entries: {entries}"))
+            .iter()
+            .map(|entry| entry["message"].as_str().unwrap_or_default().to_owned())
+            .collect()
     }
 
     async fn close(self) {
@@ -527,4 +542,38 @@ async fn the_waiting_room_shows_the_place_in_line_and_lets_the_buyer_in_when_a_p
     assert!(seat_class(&second, 1).await.contains("sold"));
     first.close().await;
     second.close().await;
+}
+
+/// The docs page works under its Content-Security-Policy: Swagger UI starts, lists the
+/// operations and opens one, and the browser reports no violation of the policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_docs_page_works_under_its_content_security_policy() {
+    let (server, _) = server(300).await;
+    let driver = Driver::start().await;
+    let browser = driver.browser().await;
+    browser.open(&format!("{}/docs", server.base)).await;
+    browser
+        .wait_until(
+            "Swagger UI shows the title",
+            ".swagger-ui .info .title",
+            |text, _| text.contains("boxoffice"),
+        )
+        .await;
+    browser.click(".opblock .opblock-summary").await;
+    browser.find(".opblock.is-open .opblock-body").await;
+    let operations = browser
+        .script(
+            "return document.querySelectorAll('.opblock').length;",
+            json!([]),
+        )
+        .await;
+    assert!(operations.as_u64().unwrap_or(0) >= 20, "{operations}");
+    let violations: Vec<String> = browser
+        .console()
+        .await
+        .into_iter()
+        .filter(|message| message.contains("Content Security Policy"))
+        .collect();
+    assert!(violations.is_empty(), "{violations:#?}");
+    browser.close().await;
 }

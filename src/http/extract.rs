@@ -5,9 +5,9 @@ use std::fmt;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::header::{AsHeaderName, AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
@@ -21,8 +21,22 @@ use crate::security::SessionToken;
 pub const QUEUE_TOKEN_HEADER: &str = "x-queue-token";
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
+/// The header's one value; `Err` when it was sent more than once. Two values of a header that
+/// carries one credential are not a credential: which one counts would be the server's guess,
+/// and a proxy in front may have checked the other.
+fn single(headers: &HeaderMap, name: impl AsHeaderName) -> Result<Option<&HeaderValue>, Repeated> {
+    let mut values = headers.get_all(name).into_iter();
+    match (values.next(), values.next()) {
+        (first, None) => Ok(first),
+        _ => Err(Repeated),
+    }
+}
+
+struct Repeated;
+
+/// The bearer token; none if `Authorization` is missing, repeated or not `Bearer`.
 fn bearer(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let value = single(&parts.headers, AUTHORIZATION).ok()??.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
@@ -77,10 +91,11 @@ impl FromRequestParts<AppState> for Session {
 pub struct QueueTokenHeader(pub QueueTokenId);
 
 impl QueueTokenHeader {
+    /// Missing, repeated or malformed: `queue_token_invalid`, as for an unknown token.
     pub fn from_parts(parts: &Parts) -> Result<Self, ApiError> {
-        parts
-            .headers
-            .get(QUEUE_TOKEN_HEADER)
+        single(&parts.headers, QUEUE_TOKEN_HEADER)
+            .ok()
+            .flatten()
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse().ok())
             .map(Self)
@@ -163,7 +178,9 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyHeader {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        let Some(value) = parts.headers.get(IDEMPOTENCY_HEADER) else {
+        let value = single(&parts.headers, IDEMPOTENCY_HEADER)
+            .map_err(|Repeated| ApiError::malformed("send one Idempotency-Key, not several"))?;
+        let Some(value) = value else {
             return Ok(Self(None));
         };
         value

@@ -566,3 +566,44 @@ async fn sign_ins_past_the_per_ip_rate_get_429() {
         statuses.len()
     );
 }
+
+/// Two `Authorization` or two `X-Queue-Token` headers are not one credential: the request is
+/// refused as if the header were malformed, rather than answered for the first one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_credential_header_is_refused() {
+    let app = spawn_app().await;
+    let (_, date) = app.concert_with_date(5, 100).await;
+    let (buyer, queue) = app.admitted_buyer().await;
+    let other = app.new_buyer().await;
+
+    for second in [buyer.token.clone(), other.token.clone(), "garbage".into()] {
+        let response = app
+            .get("/api/v1/users/me")
+            .bearer_auth(&buyer.token)
+            .bearer_auth(&second)
+            .send()
+            .await
+            .unwrap();
+        assert_problem_for(response, 401, "unauthenticated", "two Authorization").await;
+    }
+    let response = app
+        .get(&format!("/api/v1/dates/{date}/seats"))
+        .session(&buyer)
+        .queue(&queue)
+        .queue(&queue)
+        .send()
+        .await
+        .unwrap();
+    assert_problem_for(response, 401, "queue_token_invalid", "two X-Queue-Token").await;
+    let response = app
+        .get("/api/v1/admin/stats")
+        .bearer_auth(&app.admin_token)
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_problem_for(response, 401, "unauthenticated", "two admin tokens").await;
+
+    // One of each still works.
+    assert_json(app.seats_response(&buyer, &queue, &date).await, 200).await;
+}

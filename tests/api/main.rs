@@ -9,6 +9,7 @@ mod expiry;
 mod files;
 mod fuzz;
 mod happy_path;
+mod headers;
 mod helpers;
 mod live;
 mod money;
