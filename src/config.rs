@@ -124,6 +124,9 @@ pub struct SeedSettings {
 pub struct LimitSettings {
     pub session_requests_per_second: u32,
     pub auth_attempts_per_minute_per_ip: u32,
+    /// Failed sign-ins one account takes per minute from addresses it has not signed in from
+    /// (and, each on its own, from every address it has); 0 disables.
+    pub failed_logins_per_account_per_minute: u32,
     pub body_bytes_max: usize,
 }
 
@@ -221,6 +224,7 @@ impl Default for LimitSettings {
         Self {
             session_requests_per_second: 50,
             auth_attempts_per_minute_per_ip: 300,
+            failed_logins_per_account_per_minute: 10,
             body_bytes_max: 65_536,
         }
     }
@@ -338,6 +342,7 @@ impl Settings {
         settings.admin.token = "test-admin-token".to_owned();
         settings.limits.session_requests_per_second = 0;
         settings.limits.auth_attempts_per_minute_per_ip = 0;
+        settings.limits.failed_logins_per_account_per_minute = 0;
         settings
     }
 }

@@ -70,7 +70,7 @@ impl AppState {
     pub fn new(engine: Engine, settings: Arc<Settings>, clock: SharedClock) -> Self {
         let idempotency = Arc::new(IdempotencyGate::new(engine.key_records().clone()));
         Self(Arc::new(AppInner {
-            limits: limits::RateLimits::new(&settings.limits, clock.clone()),
+            limits: limits::RateLimits::new(&settings, clock.clone()),
             hasher: Arc::new(PasswordHasher::new(&settings.auth)),
             in_flight: Arc::new(Semaphore::new(settings.server.max_in_flight)),
             streams: Arc::new(Semaphore::new(settings.server.max_streams)),
