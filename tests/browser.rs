@@ -309,7 +309,7 @@ async fn server_with(configure: impl FnOnce(&mut Settings)) -> (Server, String) 
         let _ = stopped.await;
     }));
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let admin = "Bearer test-admin-token";
+    let admin = "Bearer test-admin-token-0123456789abcdef";
     let concert: Value = client
         .post(format!("{base}/api/v1/admin/concerts"))
         .header("authorization", admin)

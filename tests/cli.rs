@@ -231,6 +231,24 @@ fn exit_within(
     status.map(|status| (status, stderr))
 }
 
+#[test]
+fn a_short_admin_token_stops_the_start_with_the_config_exit_code() {
+    let dir = std::env::temp_dir().join(format!("boxoffice-cli-admin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut command = cheap_server();
+    command.env("BOXOFFICE__ADMIN__TOKEN", "secret");
+    let exited = exit_within(command, &dir, Duration::from_secs(20));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (status, stderr) = exited.expect("the server refuses to start, it does not serve");
+    assert_eq!(status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("admin.token"), "{stderr}");
+    assert!(stderr.contains("openssl rand -hex 32"), "{stderr}");
+    assert!(
+        !stderr.contains("secret"),
+        "the token is not echoed: {stderr}"
+    );
+}
+
 /// A full disk is not a permissions problem: the start-up error says the disk is full, which
 /// path, and what to do. `/dev/full` answers every write with ENOSPC; the server's write
 /// check in the snapshot directory is pointed at it.

@@ -2,14 +2,16 @@
 //! and every rejection is already problem+json with the right code, in API.md's order.
 
 use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request};
 use axum::http::header::{AsHeaderName, AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
@@ -194,7 +196,9 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyHeader {
     }
 }
 
-/// The admin bearer token. With `admin.token` empty the admin API does not exist (404).
+/// The admin bearer token. With `admin.token` empty the admin API does not exist (404). An
+/// address that presented `limits.admin_failures_per_minute_per_ip` wrong tokens in the last
+/// minute gets 429 before its token is compared.
 pub struct AdminAuth;
 
 impl FromRequestParts<AppState> for AdminAuth {
@@ -205,8 +209,21 @@ impl FromRequestParts<AppState> for AdminAuth {
         if expected.is_empty() {
             return Err(ApiError::not_found());
         }
-        let presented = bearer(parts).unwrap_or_default().as_bytes();
-        if bool::from(presented.ct_eq(expected)) {
+        let client = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
+        let now = app.clock.now();
+        app.limits.admin_attempt(client, now)?;
+        // Digests of equal length, compared in constant time: neither the token's bytes nor
+        // its length show in the timing.
+        let presented = Sha256::digest(bearer(parts).unwrap_or_default().as_bytes());
+        if bool::from(
+            presented
+                .as_slice()
+                .ct_eq(Sha256::digest(expected).as_slice()),
+        ) {
+            app.limits.admin_token_accepted(client, now);
             Ok(Self)
         } else {
             Err(ApiError::new(

@@ -1,7 +1,7 @@
-//! Per-session request rate, per-IP sign-up/sign-in attempts and per-account failed sign-ins
-//! (`limits.*`): past them a client gets 429 `rate_limited` with `Retry-After`. Buckets that
-//! have refilled completely (and accounts no address is known to any more) are forgotten, which
-//! bounds the maps by the clients active in the last period.
+//! Per-session request rate, per-IP sign-up/sign-in attempts, per-account failed sign-ins and
+//! per-IP wrong admin tokens (`limits.*`): past them a client gets 429 `rate_limited` with
+//! `Retry-After`. Buckets that have refilled completely (and accounts no address is known to
+//! any more) are forgotten, which bounds the maps by the clients active in the last period.
 
 use std::hash::Hash;
 use std::net::IpAddr;
@@ -58,6 +58,12 @@ impl<K: Eq + Hash + Clone> Limiter<K> {
             .map_err(|retry_after_seconds| rate_limited(retry_after_seconds, what))
     }
 
+    fn give_back(&self, key: &K, now: Timestamp) {
+        if let Some(mut bucket) = self.buckets.get_mut(key) {
+            self.limit.give_back(&mut bucket, now);
+        }
+    }
+
     fn forget_idle(&self, now: Timestamp) {
         self.buckets
             .retain(|_, bucket| !self.limit.is_idle(bucket, now));
@@ -105,6 +111,7 @@ pub struct RateLimits {
     sessions: Option<Limiter<u64>>,
     auth_by_ip: Option<Limiter<IpAddr>>,
     sign_ins: Option<SignIns>,
+    admin_failures_by_ip: Option<Limiter<IpAddr>>,
 }
 
 impl RateLimits {
@@ -114,6 +121,10 @@ impl RateLimits {
             sessions: Limiter::new(limits_settings.session_requests_per_second, 1_000),
             auth_by_ip: Limiter::new(limits_settings.auth_attempts_per_minute_per_ip, 60_000),
             sign_ins: SignIns::new(limits_settings.failed_logins_per_account_per_minute),
+            admin_failures_by_ip: Limiter::new(
+                limits_settings.admin_failures_per_minute_per_ip,
+                60_000,
+            ),
         });
         let weak = Arc::downgrade(&limits);
         tokio::spawn(async move {
@@ -122,8 +133,11 @@ impl RateLimits {
                 ticks.tick().await;
                 let Some(limits) = weak.upgrade() else { break };
                 let now = clock.now();
-                if let Some(l) = &limits.auth_by_ip {
-                    l.forget_idle(now);
+                for limiter in [&limits.auth_by_ip, &limits.admin_failures_by_ip]
+                    .into_iter()
+                    .flatten()
+                {
+                    limiter.forget_idle(now);
                 }
                 if let Some(l) = &limits.sessions {
                     l.forget_idle(now);
@@ -183,5 +197,20 @@ impl RateLimits {
             .entry(account_key(username))
             .or_insert_with(|| sign_ins.throttle.record(now));
         sign_ins.throttle.signed_in(&mut record, ip, now);
+    }
+
+    /// Before an admin token is compared: one failure is taken from the address's bucket (an
+    /// empty one refuses, so a limited address learns nothing, not even from the right token),
+    /// and `admin_token_accepted` gives it back.
+    pub fn admin_attempt(&self, ip: IpAddr, now: Timestamp) -> Result<(), ApiError> {
+        self.admin_failures_by_ip.as_ref().map_or(Ok(()), |l| {
+            l.take(&ip, now, "too many wrong admin tokens from this address")
+        })
+    }
+
+    pub fn admin_token_accepted(&self, ip: IpAddr, now: Timestamp) {
+        if let Some(l) = &self.admin_failures_by_ip {
+            l.give_back(&ip, now);
+        }
     }
 }

@@ -56,7 +56,7 @@ fn bad_authorizations(signed_out: &str) -> Vec<Option<String>> {
         Some("Bearer garbage".into()),
         Some("Bearer bos_1_00000000000000000000000000000000".into()),
         Some("Bearer bos_999999_0123456789abcdef0123456789abcdef".into()),
-        Some("Bearer test-admin-token".into()),
+        Some("Bearer test-admin-token-0123456789abcdef".into()),
         Some(format!("Basic {signed_out}")),
         Some(format!("Bearer {signed_out}")),
         Some(format!("Bearer {signed_out}x")),
@@ -420,7 +420,11 @@ async fn with_an_empty_admin_token_the_admin_api_does_not_exist() {
         ),
         (Method::GET, "/api/v1/admin/stats", None),
     ];
-    for authorization in [None, Some("Bearer "), Some("Bearer test-admin-token")] {
+    for authorization in [
+        None,
+        Some("Bearer "),
+        Some("Bearer test-admin-token-0123456789abcdef"),
+    ] {
         for (method, path, body) in &routes {
             let mut request = app.request(method.clone(), path);
             if let Some(value) = authorization {
@@ -681,6 +685,36 @@ async fn a_refused_sign_in_runs_no_password_hash() {
         refused < hashed,
         "ten refused attempts took {refused:?}, one hashed attempt {hashed:?}"
     );
+}
+
+/// `limits.admin_failures_per_minute_per_ip`: wrong admin tokens past it get 429, and while
+/// the address is limited not even the right token is compared; other addresses are not
+/// affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_admin_tokens_past_the_per_address_limit_get_429() {
+    const LIMIT: usize = 3;
+    let app = spawn_app_with(|s| s.limits.admin_failures_per_minute_per_ip = LIMIT as u32).await;
+    let stats = |client: &reqwest::Client, token: &str| {
+        client
+            .get(app.url("/api/v1/admin/stats"))
+            .bearer_auth(token)
+            .send()
+    };
+    let guesser = app.client_from("127.0.0.20");
+    for guess in 0..LIMIT {
+        let response = stats(&guesser, &format!("guess-{guess}")).await.unwrap();
+        assert_problem(response, 401, "unauthenticated").await;
+    }
+    let response = stats(&guesser, "one-guess-too-many").await.unwrap();
+    assert_rate_limited(response, "a wrong admin token past the limit").await;
+    let response = stats(&guesser, &app.admin_token).await.unwrap();
+    assert_rate_limited(response, "the right admin token from a limited address").await;
+
+    let operator = app.client_from("127.0.0.21");
+    assert_json(stats(&operator, &app.admin_token).await.unwrap(), 200).await;
+
+    app.advance(Duration::from_secs(60));
+    assert_json(stats(&guesser, &app.admin_token).await.unwrap(), 200).await;
 }
 
 /// Two `Authorization` or two `X-Queue-Token` headers are not one credential: the request is
