@@ -29,6 +29,9 @@ pub struct ServerSettings {
     pub max_in_flight: usize,
     /// Live-update streams open at once; each idle one holds a connection (about 20–30 KiB).
     pub max_streams: usize,
+    /// Live-update streams one session may hold open at once, so one session cannot take
+    /// every place under `max_streams`.
+    pub max_streams_per_session: usize,
     pub request_timeout_seconds: u64,
     /// Threads for blocking work (password hashing, history reads, snapshot writes). Each one
     /// hashing holds `auth.argon2_memory_kib`, so this bounds that memory too; work past it waits.
@@ -158,6 +161,7 @@ impl Default for ServerSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_in_flight: 4096,
             max_streams: 20_000,
+            max_streams_per_session: 4,
             blocking_threads: 16,
             memory_trim_seconds: 10,
             request_timeout_seconds: 10,
@@ -323,6 +327,9 @@ impl Settings {
         }
         if self.limits.body_bytes_max < 64 {
             return invalid("limits.body_bytes_max must be at least 64");
+        }
+        if self.server.max_streams_per_session == 0 {
+            return invalid("server.max_streams_per_session must be at least 1");
         }
         let admin_token_chars = self.admin.token.chars().count();
         if admin_token_chars > 0 && admin_token_chars < ADMIN_TOKEN_CHARS_MIN {

@@ -1,7 +1,9 @@
-//! Per-session request rate, per-IP sign-up/sign-in attempts, per-account failed sign-ins and
-//! per-IP wrong admin tokens (`limits.*`): past them a client gets 429 `rate_limited` with
+//! Per-session request rate, per-IP sign-up/sign-in attempts, per-account failed sign-ins,
+//! per-IP wrong admin tokens (`limits.*`) and live streams per session
+//! (`server.max_streams_per_session`): past them a client gets 429 `rate_limited` with
 //! `Retry-After`. Buckets that have refilled completely (and accounts no address is known to
-//! any more) are forgotten, which bounds the maps by the clients active in the last period.
+//! any more) are forgotten, which bounds the maps by the clients active in the last period;
+//! stream counts leave their map when a session's last stream ends.
 
 use std::hash::Hash;
 use std::net::IpAddr;
@@ -9,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
+use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use sha2::{Digest, Sha256};
 
@@ -23,6 +26,10 @@ const FORGET_IDLE_EVERY: Duration = Duration::from_secs(60);
 const KNOWN_ADDRESS_DAYS: i64 = 30;
 /// Known addresses kept per account, the most recent.
 const KNOWN_ADDRESSES_PER_ACCOUNT: usize = 4;
+/// A session past its stream bound is told to come back after the time the server takes, at
+/// most, to notice that one of its streams was closed (the heartbeat).
+const STREAM_RETRY_AFTER_SECONDS: u64 = 15;
+
 fn rate_limited(retry_after_seconds: u64, what: &str) -> ApiError {
     ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
@@ -107,11 +114,36 @@ impl SignIns {
     }
 }
 
+/// One session's live streams, counted while they are open.
+struct StreamsPerSession {
+    max: usize,
+    open: Arc<DashMap<u64, usize>>,
+}
+
+/// A session's place among its live streams; the place is free again when this is dropped.
+pub struct SessionStreamSlot {
+    open: Arc<DashMap<u64, usize>>,
+    session: u64,
+}
+
+impl Drop for SessionStreamSlot {
+    fn drop(&mut self) {
+        if let Entry::Occupied(mut open) = self.open.entry(self.session) {
+            if *open.get() <= 1 {
+                open.remove();
+            } else {
+                *open.get_mut() -= 1;
+            }
+        }
+    }
+}
+
 pub struct RateLimits {
     sessions: Option<Limiter<u64>>,
     auth_by_ip: Option<Limiter<IpAddr>>,
     sign_ins: Option<SignIns>,
     admin_failures_by_ip: Option<Limiter<IpAddr>>,
+    streams: StreamsPerSession,
 }
 
 impl RateLimits {
@@ -125,6 +157,10 @@ impl RateLimits {
                 limits_settings.admin_failures_per_minute_per_ip,
                 60_000,
             ),
+            streams: StreamsPerSession {
+                max: settings.server.max_streams_per_session,
+                open: Arc::new(DashMap::new()),
+            },
         });
         let weak = Arc::downgrade(&limits);
         tokio::spawn(async move {
@@ -212,5 +248,24 @@ impl RateLimits {
         if let Some(l) = &self.admin_failures_by_ip {
             l.give_back(&ip, now);
         }
+    }
+
+    /// A place for one more live stream of `session`, held until the slot is dropped.
+    pub fn open_stream(&self, session: u64) -> Result<SessionStreamSlot, ApiError> {
+        let mut open = self.streams.open.entry(session).or_insert(0);
+        if *open >= self.streams.max {
+            return Err(rate_limited(
+                STREAM_RETRY_AFTER_SECONDS,
+                &format!(
+                    "this session has {} live streams open, the most it may; close one",
+                    *open
+                ),
+            ));
+        }
+        *open += 1;
+        Ok(SessionStreamSlot {
+            open: self.streams.open.clone(),
+            session,
+        })
     }
 }
