@@ -47,7 +47,7 @@ async fn run(synchronous: Synchronous) {
         .pool_max_idle_per_host(CONNECTIONS)
         .build()
         .unwrap();
-    let admin = [("authorization", "Bearer test-admin-token")];
+    let admin = [("authorization", "Bearer test-admin-token-0123456789abcdef")];
     let (_, concert) = post(
         &client,
         format!("{base}/api/v1/admin/concerts"),
@@ -172,7 +172,7 @@ async fn run(synchronous: Synchronous) {
 async fn stats(client: &Client, base: &str) -> (u64, u64) {
     let stats: Value = client
         .get(format!("{base}/api/v1/admin/stats"))
-        .header("authorization", "Bearer test-admin-token")
+        .header("authorization", "Bearer test-admin-token-0123456789abcdef")
         .send()
         .await
         .unwrap()

@@ -30,6 +30,9 @@ pub struct ServerSettings {
     /// Live-update streams open at once; each idle one holds a connection (about 20–30 KiB).
     /// At most `max_connections`, since each stream is a connection.
     pub max_streams: usize,
+    /// Live-update streams one session may hold open at once, so one session cannot take
+    /// every place under `max_streams`.
+    pub max_streams_per_session: usize,
     pub request_timeout_seconds: u64,
     /// Connections open at once; past it new ones wait in the listen backlog. Lowered at start
     /// to fit the descriptor limit, with a warning.
@@ -112,6 +115,10 @@ pub struct AuthSettings {
     pub argon2_parallelism: u32,
 }
 
+/// Shorter admin tokens are refused at start: the token is the whole of the admin API's
+/// protection, and 32 characters of `openssl rand -hex 32` are 128 bits and more.
+pub const ADMIN_TOKEN_CHARS_MIN: usize = 32;
+
 #[derive(Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminSettings {
@@ -143,6 +150,11 @@ pub struct SeedSettings {
 pub struct LimitSettings {
     pub session_requests_per_second: u32,
     pub auth_attempts_per_minute_per_ip: u32,
+    /// Failed sign-ins one account takes per minute from addresses it has not signed in from
+    /// (and, each on its own, from every address it has); 0 disables.
+    pub failed_logins_per_account_per_minute: u32,
+    /// Wrong admin tokens one client address may present per minute; 0 disables.
+    pub admin_failures_per_minute_per_ip: u32,
     pub body_bytes_max: usize,
 }
 
@@ -168,6 +180,7 @@ impl Default for ServerSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_in_flight: 4096,
             max_streams: 10_000,
+            max_streams_per_session: 4,
             blocking_threads: 16,
             memory_trim_seconds: 10,
             request_timeout_seconds: 10,
@@ -247,6 +260,8 @@ impl Default for LimitSettings {
         Self {
             session_requests_per_second: 50,
             auth_attempts_per_minute_per_ip: 300,
+            failed_logins_per_account_per_minute: 10,
+            admin_failures_per_minute_per_ip: 10,
             body_bytes_max: 65_536,
         }
     }
@@ -339,6 +354,17 @@ impl Settings {
         if self.limits.body_bytes_max < 64 {
             return invalid("limits.body_bytes_max must be at least 64");
         }
+        if self.server.max_streams_per_session == 0 {
+            return invalid("server.max_streams_per_session must be at least 1");
+        }
+        let admin_token_chars = self.admin.token.chars().count();
+        if admin_token_chars > 0 && admin_token_chars < ADMIN_TOKEN_CHARS_MIN {
+            return Err(ConfigError::Invalid(format!(
+                "admin.token is {admin_token_chars} characters long; it must be at least \
+                 {ADMIN_TOKEN_CHARS_MIN} (or empty, which disables the admin API). Make one with \
+                 `openssl rand -hex 32` and set admin.token or BOXOFFICE__ADMIN__TOKEN to it"
+            )));
+        }
         if self.server.max_in_flight == 0 || self.server.request_timeout_seconds == 0 {
             return invalid(
                 "server.max_in_flight and server.request_timeout_seconds must be at least 1",
@@ -380,11 +406,13 @@ impl Settings {
         settings.auth.argon2_memory_kib = 8;
         settings.auth.argon2_iterations = 1;
         settings.seed.demo = false;
-        settings.admin.token = "test-admin-token".to_owned();
+        settings.admin.token = "test-admin-token-0123456789abcdef".to_owned();
         settings.limits.session_requests_per_second = 0;
         settings.limits.auth_attempts_per_minute_per_ip = 0;
         // Every test client connects from 127.0.0.1; tests of the bound set it themselves.
         settings.server.max_connections_per_ip = settings.server.max_connections as u32;
+        settings.limits.failed_logins_per_account_per_minute = 0;
+        settings.limits.admin_failures_per_minute_per_ip = 0;
         settings
     }
 }
@@ -434,6 +462,25 @@ mod tests {
         let dump = format!("{settings:?}");
         assert!(!dump.contains("s3cret-admin-token"), "{dump}");
         assert!(dump.contains("set, redacted"), "{dump}");
+    }
+
+    #[test]
+    fn a_short_admin_token_is_refused_with_a_way_to_make_a_good_one() {
+        let mut settings = Settings::default();
+        settings.admin.token = "s3cret-admin-token".to_owned();
+        let error = settings.validate().unwrap_err().to_string();
+        assert!(error.contains("admin.token"), "{error}");
+        assert!(error.contains("32"), "{error}");
+        assert!(error.contains("openssl rand -hex 32"), "{error}");
+        assert!(!error.contains("s3cret-admin-token"), "{error}");
+
+        settings.admin.token = "x".repeat(32);
+        settings.validate().expect("32 characters are enough");
+        settings.admin.token = String::new();
+        settings.validate().expect("empty disables the admin API");
+        Settings::for_tests()
+            .validate()
+            .expect("the tests' token is long enough");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod admin;
 mod balance;
+mod cache;
 mod catalog;
 mod edges;
 pub mod error;
@@ -74,7 +75,7 @@ impl AppState {
     pub fn new(engine: Engine, settings: Arc<Settings>, clock: SharedClock) -> Self {
         let idempotency = Arc::new(IdempotencyGate::new(engine.key_records().clone()));
         Self(Arc::new(AppInner {
-            limits: limits::RateLimits::new(&settings.limits, clock.clone()),
+            limits: limits::RateLimits::new(&settings, clock.clone()),
             hasher: Arc::new(PasswordHasher::new(&settings.auth)),
             in_flight: Arc::new(Semaphore::new(settings.server.max_in_flight)),
             streams: Arc::new(Semaphore::new(settings.server.max_streams)),
@@ -128,6 +129,7 @@ pub fn router(state: AppState) -> Router {
             Arc::new(RequestMetrics::default()),
             request_span,
         ))
+        .layer(middleware::from_fn(cache::no_store_for_private_answers))
         .with_state(state)
 }
 

@@ -29,6 +29,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    keep_files_private();
     tune_allocator();
     let cli = Cli::parse();
     let (path, explicit) = match cli.config {
@@ -59,6 +60,20 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// Every file the server makes is for its own user only: the store holds password hashes,
+/// sessions and balances. The store sets the modes of the files it makes itself (the library
+/// runs without this too); the umask covers every other file, whoever makes it.
+#[cfg(unix)]
+fn keep_files_private() {
+    // SAFETY: umask only sets the process's file-creation mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
+#[cfg(not(unix))]
+fn keep_files_private() {}
 
 /// glibc raises its mmap threshold each time a large block is freed; from then on blocks of
 /// snapshot size come from the heap, and their pages stay with the process after they are

@@ -3,6 +3,7 @@
 //!
 //! Files, bottom to top; each uses only files above it in this list:
 //! - `error`: `StoreError`, the store's one error type.
+//! - `private`: files 0600 and directories 0700, and looser ones tightened.
 //! - `rows`: what passes from the log to its history projection, and the blob encoding.
 //! - `sqlite`: opening a database for its writer; schema versions; copies.
 //! - `reader`: read-only connections to the history database.
@@ -19,6 +20,7 @@ pub mod error;
 pub mod history;
 pub mod keys;
 pub mod log;
+pub(crate) mod private;
 pub mod projection;
 pub mod reader;
 pub mod recovery;

@@ -78,6 +78,7 @@ impl Driver {
         let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
         let capabilities = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
+            "goog:loggingPrefs": {"browser": "ALL"},
             "goog:chromeOptions": {
                 "binary": chromium,
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
@@ -238,6 +239,20 @@ impl Browser<'_> {
         self.click("#sign-up").await;
     }
 
+    /// What the page wrote to the browser's console since the last call (Chromium reports
+    /// every Content-Security-Policy violation there).
+    async fn console(&self) -> Vec<String> {
+        let entries = self
+            .call("POST", "/se/log", json!({"type": "browser"}))
+            .await;
+        entries
+            .as_array()
+            .unwrap_or_else(|| panic!("browser log entries: {entries}"))
+            .iter()
+            .map(|entry| entry["message"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
     async fn close(self) {
         self.driver
             .call("DELETE", &format!("/session/{}", self.session), Value::Null)
@@ -294,7 +309,7 @@ async fn server_with(configure: impl FnOnce(&mut Settings)) -> (Server, String) 
         let _ = stopped.await;
     }));
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let admin = "Bearer test-admin-token";
+    let admin = "Bearer test-admin-token-0123456789abcdef";
     let concert: Value = client
         .post(format!("{base}/api/v1/admin/concerts"))
         .header("authorization", admin)
@@ -634,4 +649,38 @@ async fn wait_for_count(browser: &Browser<'_>, count: u64) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The docs page works under its Content-Security-Policy: Swagger UI starts, lists the
+/// operations and opens one, and the browser reports no violation of the policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_docs_page_works_under_its_content_security_policy() {
+    let (server, _) = server(300).await;
+    let driver = Driver::start().await;
+    let browser = driver.browser().await;
+    browser.open(&format!("{}/docs", server.base)).await;
+    browser
+        .wait_until(
+            "Swagger UI shows the title",
+            ".swagger-ui .info .title",
+            |text, _| text.contains("boxoffice"),
+        )
+        .await;
+    browser.click(".opblock .opblock-summary").await;
+    browser.find(".opblock.is-open .opblock-body").await;
+    let operations = browser
+        .script(
+            "return document.querySelectorAll('.opblock').length;",
+            json!([]),
+        )
+        .await;
+    assert!(operations.as_u64().unwrap_or(0) >= 20, "{operations}");
+    let violations: Vec<String> = browser
+        .console()
+        .await
+        .into_iter()
+        .filter(|message| message.contains("Content Security Policy"))
+        .collect();
+    assert!(violations.is_empty(), "{violations:#?}");
+    browser.close().await;
 }

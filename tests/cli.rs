@@ -200,3 +200,71 @@ fn the_heap_is_handed_back_on_the_configured_interval() {
     assert_eq!(trims.len(), 2, "two trims a second apart: {trims:?}");
     assert!(trims[0].contains("elapsed_us="), "{}", trims[0]);
 }
+
+/// Runs `command` in `dir` until it exits (at most `within`); kills it otherwise.
+fn exit_within(
+    mut command: Command,
+    dir: &std::path::Path,
+    within: Duration,
+) -> Option<(std::process::ExitStatus, String)> {
+    let mut child = command
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + within;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    use std::io::Read;
+    let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
+    status.map(|status| (status, stderr))
+}
+
+#[test]
+fn a_short_admin_token_stops_the_start_with_the_config_exit_code() {
+    let dir = std::env::temp_dir().join(format!("boxoffice-cli-admin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut command = cheap_server();
+    command.env("BOXOFFICE__ADMIN__TOKEN", "secret");
+    let exited = exit_within(command, &dir, Duration::from_secs(20));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (status, stderr) = exited.expect("the server refuses to start, it does not serve");
+    assert_eq!(status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("admin.token"), "{stderr}");
+    assert!(stderr.contains("openssl rand -hex 32"), "{stderr}");
+    assert!(
+        !stderr.contains("secret"),
+        "the token is not echoed: {stderr}"
+    );
+}
+
+/// A full disk is not a permissions problem: the start-up error says the disk is full, which
+/// path, and what to do. `/dev/full` answers every write with ENOSPC; the server's write
+/// check in the snapshot directory is pointed at it.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_full_disk_at_start_up_is_named_as_such() {
+    let dir = std::env::temp_dir().join(format!("boxoffice-cli-full-{}", std::process::id()));
+    let snapshots = dir.join("snapshots");
+    std::fs::create_dir_all(&snapshots).unwrap();
+    std::os::unix::fs::symlink("/dev/full", snapshots.join(".boxoffice-write-probe")).unwrap();
+    let exited = exit_within(cheap_server(), &dir, Duration::from_secs(20));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (status, stderr) = exited.expect("the server stops at start-up");
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("disk is full"), "{stderr}");
+    assert!(stderr.contains("snapshots"), "{stderr}");
+    assert!(stderr.contains("free space"), "{stderr}");
+    assert!(!stderr.contains("permissions"), "{stderr}");
+}

@@ -57,6 +57,7 @@ pub(super) struct ConcertCreated {
         (status = 201, description = "Created", body = ConcertCreated),
         (status = 400, description = "`malformed_request`", body = Problem),
         (status = 401, description = "`unauthenticated`: missing or wrong admin token", body = Problem),
+        (status = 429, description = "`rate_limited`: this address sent `limits.admin_failures_per_minute_per_ip` wrong admin tokens in the last minute; no token is compared until `Retry-After`", body = Problem),
         (status = 404, description = "`not_found`: the admin API is disabled (`admin.token` empty)", body = Problem),
         (status = 422, description = "`invalid_input`", body = Problem),
     )
@@ -104,6 +105,7 @@ pub(super) struct DateCreated {
         (status = 201, description = "Created", body = DateCreated),
         (status = 400, description = "`malformed_request`", body = Problem),
         (status = 401, description = "`unauthenticated`: missing or wrong admin token", body = Problem),
+        (status = 429, description = "`rate_limited`: this address sent `limits.admin_failures_per_minute_per_ip` wrong admin tokens in the last minute; no token is compared until `Retry-After`", body = Problem),
         (status = 404, description = "`not_found`: no such concert, or the admin API is disabled", body = Problem),
         (status = 422, description = "`invalid_input`", body = Problem),
     )
@@ -159,6 +161,7 @@ pub(super) struct StatsBody {
     responses(
         (status = 200, description = "Engine-wide counts", body = StatsBody),
         (status = 401, description = "`unauthenticated`: missing or wrong admin token", body = Problem),
+        (status = 429, description = "`rate_limited`: this address sent `limits.admin_failures_per_minute_per_ip` wrong admin tokens in the last minute; no token is compared until `Retry-After`", body = Problem),
         (status = 404, description = "`not_found`: the admin API is disabled", body = Problem),
     )
 )]
@@ -207,6 +210,7 @@ pub(super) struct BackupBody {
     responses(
         (status = 201, description = "Backed up", body = BackupBody),
         (status = 401, description = "`unauthenticated`: missing or wrong admin token", body = Problem),
+        (status = 429, description = "`rate_limited`: this address sent `limits.admin_failures_per_minute_per_ip` wrong admin tokens in the last minute; no token is compared until `Retry-After`", body = Problem),
         (status = 404, description = "`not_found`: the admin API is disabled", body = Problem),
         (status = 503, description = "`backup_failed` (the disk refused; the detail says why), or `overloaded` (in-flight work is at its bound; see `Retry-After`)", body = Problem),
     )

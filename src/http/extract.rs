@@ -2,14 +2,16 @@
 //! and every rejection is already problem+json with the right code, in API.md's order.
 
 use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::header::{AsHeaderName, AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
@@ -22,8 +24,22 @@ use crate::security::SessionToken;
 pub const QUEUE_TOKEN_HEADER: &str = "x-queue-token";
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
+/// The header's one value; `Err` when it was sent more than once. Two values of a header that
+/// carries one credential are not a credential: which one counts would be the server's guess,
+/// and a proxy in front may have checked the other.
+fn single(headers: &HeaderMap, name: impl AsHeaderName) -> Result<Option<&HeaderValue>, Repeated> {
+    let mut values = headers.get_all(name).into_iter();
+    match (values.next(), values.next()) {
+        (first, None) => Ok(first),
+        _ => Err(Repeated),
+    }
+}
+
+struct Repeated;
+
+/// The bearer token; none if `Authorization` is missing, repeated or not `Bearer`.
 fn bearer(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let value = single(&parts.headers, AUTHORIZATION).ok()??.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
@@ -78,10 +94,11 @@ impl FromRequestParts<AppState> for Session {
 pub struct QueueTokenHeader(pub QueueTokenId);
 
 impl QueueTokenHeader {
+    /// Missing, repeated or malformed: `queue_token_invalid`, as for an unknown token.
     pub fn from_parts(parts: &Parts) -> Result<Self, ApiError> {
-        parts
-            .headers
-            .get(QUEUE_TOKEN_HEADER)
+        single(&parts.headers, QUEUE_TOKEN_HEADER)
+            .ok()
+            .flatten()
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse().ok())
             .map(Self)
@@ -164,7 +181,9 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyHeader {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        let Some(value) = parts.headers.get(IDEMPOTENCY_HEADER) else {
+        let value = single(&parts.headers, IDEMPOTENCY_HEADER)
+            .map_err(|Repeated| ApiError::malformed("send one Idempotency-Key, not several"))?;
+        let Some(value) = value else {
             return Ok(Self(None));
         };
         value
@@ -232,7 +251,9 @@ impl<S: Send + Sync> FromRequestParts<S> for PageQuery {
     }
 }
 
-/// The admin bearer token. With `admin.token` empty the admin API does not exist (404).
+/// The admin bearer token. With `admin.token` empty the admin API does not exist (404). An
+/// address that presented `limits.admin_failures_per_minute_per_ip` wrong tokens in the last
+/// minute gets 429 before its token is compared.
 pub struct AdminAuth;
 
 impl FromRequestParts<AppState> for AdminAuth {
@@ -243,8 +264,21 @@ impl FromRequestParts<AppState> for AdminAuth {
         if expected.is_empty() {
             return Err(ApiError::not_found());
         }
-        let presented = bearer(parts).unwrap_or_default().as_bytes();
-        if bool::from(presented.ct_eq(expected)) {
+        let client = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
+        let now = app.clock.now();
+        app.limits.admin_attempt(client, now)?;
+        // Digests of equal length, compared in constant time: neither the token's bytes nor
+        // its length show in the timing.
+        let presented = Sha256::digest(bearer(parts).unwrap_or_default().as_bytes());
+        if bool::from(
+            presented
+                .as_slice()
+                .ct_eq(Sha256::digest(expected).as_slice()),
+        ) {
+            app.limits.admin_token_accepted(client, now);
             Ok(Self)
         } else {
             Err(ApiError::new(

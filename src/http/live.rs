@@ -21,6 +21,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::catalog::{seat_listing, seat_status_name};
 use super::error::{ApiError, Problem};
 use super::extract::{Admitted, IdPath, QueueTokenHeader, Session};
+use super::limits::SessionStreamSlot;
 use super::queue::QueueStatusBody;
 use super::AppState;
 use crate::actors::date::SeatBatch;
@@ -57,14 +58,26 @@ fn render(batch: &SeatBatch) -> &str {
     })
 }
 
-fn stream_permit(app: &AppState) -> Result<OwnedSemaphorePermit, ApiError> {
-    app.streams.clone().try_acquire_owned().map_err(|_| {
+/// A stream's places: one of its session's (`server.max_streams_per_session`, else 429) and
+/// one of the server's (`server.max_streams`, else 503), both held until the stream ends.
+struct StreamPermit {
+    _session: SessionStreamSlot,
+    _server: OwnedSemaphorePermit,
+}
+
+fn stream_permit(app: &AppState, session: &Session) -> Result<StreamPermit, ApiError> {
+    let session_slot = app.limits.open_stream(session.session)?;
+    let server = app.streams.clone().try_acquire_owned().map_err(|_| {
         ApiError::overloaded("too many live streams are open; poll instead, or retry in a while")
+    })?;
+    Ok(StreamPermit {
+        _session: session_slot,
+        _server: server,
     })
 }
 
 struct SeatStream {
-    _permit: OwnedSemaphorePermit,
+    _permit: StreamPermit,
     app: AppState,
     session: Session,
     token: QueueTokenId,
@@ -133,7 +146,7 @@ impl SeatStream {
         (status = 401, description = "`unauthenticated` or `queue_token_invalid`", body = Problem),
         (status = 403, description = "`not_admitted`, `queue_token_expired` or `forbidden`", body = Problem),
         (status = 404, description = "`not_found`", body = Problem),
-        (status = 429, description = "`rate_limited`: too many requests on this session; see `Retry-After`", body = Problem),
+        (status = 429, description = "`rate_limited`: too many requests on this session, or the session has `server.max_streams_per_session` streams open; see `Retry-After`", body = Problem),
         (status = 503, description = "`overloaded`: in-flight work or open streams are at their bound; see `Retry-After`", body = Problem),
     )
 )]
@@ -146,7 +159,7 @@ pub(super) async fn seat_events(
     // Subscribe before the listing is taken, so no change falls between the two.
     let batches = handle.view().subscribe();
     let state = SeatStream {
-        _permit: stream_permit(&app)?,
+        _permit: stream_permit(&app, &admitted.session)?,
         app,
         session: admitted.session,
         token: admitted.token,
@@ -160,7 +173,7 @@ pub(super) async fn seat_events(
 }
 
 struct QueueStream {
-    _permit: OwnedSemaphorePermit,
+    _permit: StreamPermit,
     app: AppState,
     session: Session,
     token: QueueTokenId,
@@ -224,7 +237,7 @@ impl QueueStream {
         (status = 200, description = "`text/event-stream` of `queue` events carrying a queue status", content_type = "text/event-stream"),
         (status = 401, description = "`unauthenticated` or `queue_token_invalid`", body = Problem),
         (status = 403, description = "`forbidden` (another user's token) or `queue_token_expired`", body = Problem),
-        (status = 429, description = "`rate_limited`: too many requests on this session; see `Retry-After`", body = Problem),
+        (status = 429, description = "`rate_limited`: too many requests on this session, or the session has `server.max_streams_per_session` streams open; see `Retry-After`", body = Problem),
         (status = 503, description = "`overloaded`: in-flight work or open streams are at their bound; see `Retry-After`", body = Problem),
     )
 )]
@@ -246,7 +259,7 @@ pub(super) async fn queue_events(
         ));
     }
     let state = QueueStream {
-        _permit: stream_permit(&app)?,
+        _permit: stream_permit(&app, &session)?,
         app,
         session,
         token,

@@ -109,7 +109,7 @@ pub(super) async fn sign_up(
         (status = 201, description = "Signed in", body = SessionBody),
         (status = 400, description = "`malformed_request`", body = Problem),
         (status = 401, description = "`invalid_credentials`", body = Problem),
-        (status = 429, description = "`rate_limited`: too many sign-ins from this address", body = Problem),
+        (status = 429, description = "`rate_limited`: too many sign-ins from this address, or too many failed ones to this account (`limits.failed_logins_per_account_per_minute`; an address that signed in to the account before is not shut out by failures elsewhere); see `Retry-After`", body = Problem),
     )
 )]
 pub(super) async fn sign_in(
@@ -119,6 +119,9 @@ pub(super) async fn sign_in(
 ) -> Result<Response, ApiError> {
     app.limits.auth_attempt(client.ip(), app.clock.now())?;
     let Credentials { username, password } = body.value;
+    // Before the hash: a refused guess costs no CPU.
+    app.limits
+        .sign_in_attempt(&username, client.ip(), app.clock.now())?;
     let found = app.engine.accounts.credentials(&username);
     let hasher = app.hasher.clone();
     let stored = found.as_ref().map(|(_, hash)| hash.clone());
@@ -129,6 +132,8 @@ pub(super) async fn sign_in(
         (true, Some((user, _))) => user,
         _ => return Err(crate::domain::DomainError::InvalidCredentials.into()),
     };
+    app.limits
+        .signed_in(&username, client.ip(), app.clock.now());
     let secret = SessionToken::random_secret();
     let (session, expires_at) = app
         .engine

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use super::error::StoreError;
 use super::log::EventLog;
+use super::private;
 use super::rows::history_path;
 
 /// The log file's name inside a backup; the snapshots go to `snapshots/` beside it.
@@ -63,7 +64,10 @@ fn copy_snapshots(from: &Path, to: &Path) -> Result<(usize, u64), StoreError> {
             path: backup.to_owned(),
         });
     }
-    std::fs::create_dir_all(to).map_err(|e| io("create the backup directory", to, e))?;
+    private::create_dir_all(to).map_err(|e| io("create the backup directory", to, e))?;
+    if let Some(root) = to.parent().and_then(Path::parent) {
+        private::tighten(root);
+    }
     let entries = match std::fs::read_dir(from) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
@@ -77,8 +81,11 @@ fn copy_snapshots(from: &Path, to: &Path) -> Result<(usize, u64), StoreError> {
         if text.starts_with('.') || !text.ends_with(".bin") {
             continue;
         }
-        match std::fs::copy(entry.path(), to.join(&name)) {
+        let copy = to.join(&name);
+        match std::fs::copy(entry.path(), &copy) {
             Ok(copied) => {
+                // The copy takes the original's mode; the original was tightened at start.
+                private::tighten(&copy);
                 files += 1;
                 bytes += copied;
             }

@@ -18,7 +18,7 @@ pub enum StoreError {
         path: PathBuf,
         source: rusqlite::Error,
     },
-    #[error("cannot {action} {}", .path.display())]
+    #[error("cannot {action} {}{}", .path.display(), io_hint(.source))]
     Io {
         action: &'static str,
         path: PathBuf,
@@ -162,6 +162,26 @@ pub enum SnapshotDamage {
     Undecodable(bincode::error::DecodeError),
 }
 
+/// What to do about a full disk (or a user's disk quota used up): it is not a permissions
+/// problem, and nothing in the configuration is wrong.
+const DISK_FULL: &str = "the disk is full: free space on the disk that holds it, or point \
+    storage.* at a disk with room, and try again";
+
+fn is_disk_full(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
+}
+
+fn io_hint(source: &std::io::Error) -> String {
+    if is_disk_full(source) {
+        format!(": {DISK_FULL}")
+    } else {
+        String::new()
+    }
+}
+
 fn database_hint(file: FileKind, source: &rusqlite::Error) -> String {
     match source.sqlite_error_code() {
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
@@ -170,6 +190,62 @@ fn database_hint(file: FileKind, source: &rusqlite::Error) -> String {
         Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
             format!("the file is not a boxoffice {file} or is corrupt; restore it from a backup")
         }
+        Some(ErrorCode::DiskFull) => DISK_FULL.to_owned(),
         _ => "check storage.sqlite_path and permissions".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A real `SQLITE_FULL`: a database that may not grow past two pages, made to.
+    fn disk_full() -> rusqlite::Error {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch("PRAGMA max_page_count = 2; CREATE TABLE t (b BLOB);")
+            .unwrap();
+        conn.execute("INSERT INTO t VALUES (zeroblob(100000))", [])
+            .unwrap_err()
+    }
+
+    #[test]
+    fn a_full_disk_under_a_database_says_so_names_the_file_and_what_to_do() {
+        let source = disk_full();
+        assert_eq!(source.sqlite_error_code(), Some(ErrorCode::DiskFull));
+        let error = StoreError::Database {
+            file: FileKind::EventLog,
+            path: PathBuf::from("/var/lib/boxoffice/boxoffice.db"),
+            source,
+        };
+        let message = error.to_string();
+        assert!(message.contains("disk is full"), "{message}");
+        assert!(
+            message.contains("/var/lib/boxoffice/boxoffice.db"),
+            "{message}"
+        );
+        assert!(message.contains("free space"), "{message}");
+        assert!(!message.contains("permissions"), "{message}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_full_disk_under_a_file_says_so_names_the_file_and_what_to_do() {
+        for code in [libc::ENOSPC, libc::EDQUOT] {
+            let error = StoreError::Io {
+                action: "write the snapshot",
+                path: PathBuf::from("/var/lib/boxoffice/snapshots/x.bin"),
+                source: std::io::Error::from_raw_os_error(code),
+            };
+            let message = error.to_string();
+            assert!(message.contains("disk is full"), "{code}: {message}");
+            assert!(message.contains("snapshots/x.bin"), "{message}");
+            assert!(message.contains("free space"), "{message}");
+        }
+        let denied = StoreError::Io {
+            action: "write the snapshot",
+            path: PathBuf::from("/x.bin"),
+            source: std::io::Error::from_raw_os_error(libc::EACCES),
+        };
+        assert!(!denied.to_string().contains("disk is full"), "{denied}");
     }
 }

@@ -27,6 +27,7 @@ use rusqlite::{params, Connection};
 use tokio::sync::{oneshot, watch};
 
 use super::error::{FileKind, StoreError};
+use super::private;
 use super::reader::StoreReader;
 use super::rows::{self, EventRows, ToRows};
 use super::sqlite;
@@ -122,7 +123,8 @@ fn lock_path(path: &Path) -> PathBuf {
 /// Takes the lock that keeps a second process off the same log; held until the log closes.
 fn lock_exclusively(path: &Path) -> Result<File, StoreError> {
     let lock = lock_path(path);
-    let file = File::options()
+    private::tighten(&lock);
+    let file = private::file_options()
         .create(true)
         .truncate(false)
         .write(true)
@@ -147,7 +149,7 @@ fn lock_exclusively(path: &Path) -> Result<File, StoreError> {
 
 fn create_data_dir(path: &Path) -> Result<(), StoreError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+        private::create_dir_all(dir).map_err(|source| StoreError::Io {
             action: "create the data directory",
             path: dir.to_owned(),
             source,

@@ -3,6 +3,7 @@
 //! different moments end in one consistent state.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,7 @@ use crate::domain::{DateId, Event};
 
 use super::error::StoreError;
 use super::log::{EventLog, SyncMode};
+use super::private;
 use super::projection::OpenedLog;
 use super::rows::EventRows;
 use super::snapshot;
@@ -67,13 +69,22 @@ fn prepare_snapshot_dir(dir: &Path) -> Result<(), StoreError> {
             path: dir.to_owned(),
         });
     }
-    std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+    private::create_dir_all(dir).map_err(|source| StoreError::Io {
         action: "create the snapshot directory",
         path: dir.to_owned(),
         source,
     })?;
+    private::tighten(dir);
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        private::tighten(&entry.path());
+    }
     let probe = dir.join(".boxoffice-write-probe");
-    std::fs::write(&probe, b"ok")
+    private::file_options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&probe)
+        .and_then(|mut file| file.write_all(b"ok"))
         .and_then(|()| std::fs::remove_file(&probe))
         .map_err(|source| StoreError::Io {
             action: "write to the snapshot directory",

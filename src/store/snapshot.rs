@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 
 use super::error::{FileKind, SnapshotDamage, StoreError};
 use super::log::EventLog;
+use super::private;
 use super::rows;
 
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"BOXSNAP\0";
@@ -110,7 +111,12 @@ pub fn write_atomically(
     };
     let temp = dir.join(format!(".{}.tmp", file_name(owner, seq)));
     {
-        let mut file = File::create(&temp).map_err(io)?;
+        let mut file = private::file_options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temp)
+            .map_err(io)?;
         file.write_all(bytes).map_err(io)?;
         file.sync_all().map_err(io)?;
     }

@@ -6,6 +6,7 @@ use std::path::Path;
 use rusqlite::{Connection, OpenFlags};
 
 use super::error::{FileKind, StoreError};
+use super::private;
 
 /// How long a writer waits for a lock that one of this process's readers holds for a moment.
 pub(crate) const WRITER_BUSY_TIMEOUT_MS: u64 = 5_000;
@@ -26,6 +27,11 @@ pub(crate) fn open_writer(
         path: path.to_owned(),
         source,
     };
+    private::prepare_database(path).map_err(|source| StoreError::Io {
+        action: "create the database",
+        path: path.to_owned(),
+        source,
+    })?;
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE;
     let conn = Connection::open_with_flags(path, flags).map_err(database)?;
     conn.execute_batch(&format!(
@@ -70,6 +76,17 @@ pub(crate) fn vacuum_into(
     let target = path.to_str().ok_or_else(|| StoreError::NotUtf8 {
         path: path.to_owned(),
     })?;
+    // Made empty and 0600 first (SQLite copies into an empty file), so the copy is never
+    // readable by others, not even for a moment.
+    private::file_options()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|source| StoreError::Io {
+            action: "create the backup copy",
+            path: path.to_owned(),
+            source,
+        })?;
     conn.execute("VACUUM INTO ?1", [target])
         .map(|_| ())
         .map_err(|source| StoreError::Backup {

@@ -56,7 +56,7 @@ fn bad_authorizations(signed_out: &str) -> Vec<Option<String>> {
         Some("Bearer garbage".into()),
         Some("Bearer bos_1_00000000000000000000000000000000".into()),
         Some("Bearer bos_999999_0123456789abcdef0123456789abcdef".into()),
-        Some("Bearer test-admin-token".into()),
+        Some("Bearer test-admin-token-0123456789abcdef".into()),
         Some(format!("Basic {signed_out}")),
         Some(format!("Bearer {signed_out}")),
         Some(format!("Bearer {signed_out}x")),
@@ -423,7 +423,11 @@ async fn with_an_empty_admin_token_the_admin_api_does_not_exist() {
         ),
         (Method::GET, "/api/v1/admin/stats", None),
     ];
-    for authorization in [None, Some("Bearer "), Some("Bearer test-admin-token")] {
+    for authorization in [
+        None,
+        Some("Bearer "),
+        Some("Bearer test-admin-token-0123456789abcdef"),
+    ] {
         for (method, path, body) in &routes {
             let mut request = app.request(method.clone(), path);
             if let Some(value) = authorization {
@@ -568,4 +572,191 @@ async fn sign_ins_past_the_per_ip_rate_get_429() {
         "no 429 in {} attempts: {statuses:?}",
         statuses.len()
     );
+}
+
+/// `limits.failed_logins_per_account_per_minute`: guesses at one account from many addresses
+/// share one bound, so spreading them over addresses does not multiply the guesses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_sign_ins_at_one_account_are_bounded_whatever_the_address() {
+    const LIMIT: usize = 3;
+    let app =
+        spawn_app_with(|s| s.limits.failed_logins_per_account_per_minute = LIMIT as u32).await;
+    let victim = app.new_buyer().await;
+    let mut statuses = Vec::new();
+    for ip in ["127.0.0.2", "127.0.0.3", "127.0.0.4"] {
+        let guesser = app.client_from(ip);
+        for guess in 0..4 {
+            let response = app
+                .sign_in_with(&guesser, &victim.username, &format!("guess number {guess}"))
+                .await;
+            let status = response.status().as_u16();
+            statuses.push(status);
+            if statuses.len() > LIMIT {
+                assert_rate_limited(response, &format!("guess from {ip}: {statuses:?}")).await;
+            }
+        }
+    }
+    assert_eq!(&statuses[..LIMIT], &[401; LIMIT], "{statuses:?}");
+
+    // The refusal comes before the password is looked at: the right one is refused as well.
+    let stranger = app.client_from("127.0.0.5");
+    let response = app
+        .sign_in_with(&stranger, &victim.username, PASSWORD)
+        .await;
+    assert_rate_limited(response, "the right password from a new address").await;
+
+    // Another account is not affected.
+    let other = app.new_buyer().await;
+    let response = app.sign_in_with(&stranger, &other.username, PASSWORD).await;
+    assert_json(response, 201).await;
+}
+
+/// The lockout rule: an address that signed in to the account before keeps its own bound, so a
+/// guesser elsewhere cannot shut the owner out; new addresses wait until the bucket refills.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_signs_in_from_a_known_address_while_someone_guesses_elsewhere() {
+    const LIMIT: usize = 3;
+    let app =
+        spawn_app_with(|s| s.limits.failed_logins_per_account_per_minute = LIMIT as u32).await;
+    let username = unique_username();
+    assert_json(app.sign_up(&username, PASSWORD).await, 201).await;
+    let home = app.client_from("127.0.0.10");
+    assert_json(app.sign_in_with(&home, &username, PASSWORD).await, 201).await;
+
+    let guesser = app.client_from("127.0.0.11");
+    for guess in 0..LIMIT {
+        let response = app
+            .sign_in_with(&guesser, &username, &format!("guess number {guess}"))
+            .await;
+        assert_problem(response, 401, "invalid_credentials").await;
+    }
+    let response = app
+        .sign_in_with(&guesser, &username, "one guess too many")
+        .await;
+    let retry_after = assert_rate_limited(response, "the guesser past the bound").await;
+    assert!(retry_after <= 60, "Retry-After {retry_after}");
+
+    // The owner, at home, is let in; from an address it never used, it waits like anyone.
+    assert_json(app.sign_in_with(&home, &username, PASSWORD).await, 201).await;
+    let away = app.client_from("127.0.0.12");
+    let response = app.sign_in_with(&away, &username, PASSWORD).await;
+    assert_rate_limited(
+        response,
+        "a new address while the account's bucket is empty",
+    )
+    .await;
+
+    // A minute later the bucket has refilled: a new address is let in again.
+    app.advance(Duration::from_secs(60));
+    assert_json(app.sign_in_with(&away, &username, PASSWORD).await, 201).await;
+
+    // Guessing from a known address is bounded too, by that address's own bucket.
+    for guess in 0..LIMIT {
+        let response = app
+            .sign_in_with(&home, &username, &format!("home guess {guess}"))
+            .await;
+        assert_problem(response, 401, "invalid_credentials").await;
+    }
+    let response = app.sign_in_with(&home, &username, "home guess").await;
+    assert_rate_limited(response, "guesses from a known address").await;
+}
+
+/// A refused sign-in costs no password hash: with hashing made slow, a burst of refused
+/// attempts takes less time than one attempt that was hashed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_sign_in_runs_no_password_hash() {
+    let app = spawn_app_with(|s| {
+        s.limits.failed_logins_per_account_per_minute = 1;
+        s.auth.argon2_memory_kib = 16 * 1024;
+        s.auth.argon2_iterations = 8;
+    })
+    .await;
+    let username = unique_username();
+    assert_json(app.sign_up(&username, PASSWORD).await, 201).await;
+    let started = std::time::Instant::now();
+    let response = app.sign_in(&username, "the first guess").await;
+    let hashed = started.elapsed();
+    assert_problem(response, 401, "invalid_credentials").await;
+
+    let started = std::time::Instant::now();
+    for guess in 0..10 {
+        let response = app.sign_in(&username, &format!("guess {guess}")).await;
+        assert_eq!(response.status(), 429, "guess {guess}");
+    }
+    let refused = started.elapsed();
+    assert!(
+        refused < hashed,
+        "ten refused attempts took {refused:?}, one hashed attempt {hashed:?}"
+    );
+}
+
+/// `limits.admin_failures_per_minute_per_ip`: wrong admin tokens past it get 429, and while
+/// the address is limited not even the right token is compared; other addresses are not
+/// affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_admin_tokens_past_the_per_address_limit_get_429() {
+    const LIMIT: usize = 3;
+    let app = spawn_app_with(|s| s.limits.admin_failures_per_minute_per_ip = LIMIT as u32).await;
+    let stats = |client: &reqwest::Client, token: &str| {
+        client
+            .get(app.url("/api/v1/admin/stats"))
+            .bearer_auth(token)
+            .send()
+    };
+    let guesser = app.client_from("127.0.0.20");
+    for guess in 0..LIMIT {
+        let response = stats(&guesser, &format!("guess-{guess}")).await.unwrap();
+        assert_problem(response, 401, "unauthenticated").await;
+    }
+    let response = stats(&guesser, "one-guess-too-many").await.unwrap();
+    assert_rate_limited(response, "a wrong admin token past the limit").await;
+    let response = stats(&guesser, &app.admin_token).await.unwrap();
+    assert_rate_limited(response, "the right admin token from a limited address").await;
+
+    let operator = app.client_from("127.0.0.21");
+    assert_json(stats(&operator, &app.admin_token).await.unwrap(), 200).await;
+
+    app.advance(Duration::from_secs(60));
+    assert_json(stats(&guesser, &app.admin_token).await.unwrap(), 200).await;
+}
+
+/// Two `Authorization` or two `X-Queue-Token` headers are not one credential: the request is
+/// refused as if the header were malformed, rather than answered for the first one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_credential_header_is_refused() {
+    let app = spawn_app().await;
+    let (_, date) = app.concert_with_date(5, 100).await;
+    let (buyer, queue) = app.admitted_buyer().await;
+    let other = app.new_buyer().await;
+
+    for second in [buyer.token.clone(), other.token.clone(), "garbage".into()] {
+        let response = app
+            .get("/api/v1/users/me")
+            .bearer_auth(&buyer.token)
+            .bearer_auth(&second)
+            .send()
+            .await
+            .unwrap();
+        assert_problem_for(response, 401, "unauthenticated", "two Authorization").await;
+    }
+    let response = app
+        .get(&format!("/api/v1/dates/{date}/seats"))
+        .session(&buyer)
+        .queue(&queue)
+        .queue(&queue)
+        .send()
+        .await
+        .unwrap();
+    assert_problem_for(response, 401, "queue_token_invalid", "two X-Queue-Token").await;
+    let response = app
+        .get("/api/v1/admin/stats")
+        .bearer_auth(&app.admin_token)
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_problem_for(response, 401, "unauthenticated", "two admin tokens").await;
+
+    // One of each still works.
+    assert_json(app.seats_response(&buyer, &queue, &date).await, 200).await;
 }

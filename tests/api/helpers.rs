@@ -195,6 +195,32 @@ impl TestApp {
         self.client.request(method, self.url(path))
     }
 
+    /// A client whose connections come from `ip`, one of the loopback addresses
+    /// (`127.0.0.2`, …): to the server, another client address.
+    pub fn client_from(&self, ip: &str) -> reqwest::Client {
+        reqwest::Client::builder()
+            .no_proxy()
+            .local_address(ip.parse::<std::net::IpAddr>().expect("an IP address"))
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("a plain-http client")
+    }
+
+    /// `sign_in` from `client` (see `client_from`).
+    pub async fn sign_in_with(
+        &self,
+        client: &reqwest::Client,
+        username: &str,
+        password: &str,
+    ) -> Response {
+        client
+            .post(self.url("/api/v1/sessions"))
+            .json(&json!({"username": username, "password": password}))
+            .send()
+            .await
+            .expect("sign in")
+    }
+
     /// The server's current time in milliseconds since the epoch.
     pub fn now_ms(&self) -> i64 {
         self.clock.now().as_millis()
@@ -493,6 +519,26 @@ pub async fn assert_json(response: Response, status: u16) -> Value {
         "{url}: expected application/json, got {content_type:?}: {text}"
     );
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{url}: body is not JSON ({e}): {text}"))
+}
+
+/// A 429 `rate_limited` problem with `Retry-After` in whole seconds; returns those seconds.
+pub async fn assert_rate_limited(response: Response, context: &str) -> u64 {
+    // Checked before the body is read: an accepted stream's body never ends.
+    assert_eq!(
+        response.status(),
+        429,
+        "{context}: expected 429 rate_limited, got {}",
+        response.status()
+    );
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    assert_problem_for(response, 429, "rate_limited", context).await;
+    let seconds = retry_after.unwrap_or_else(|| panic!("{context}: 429 without Retry-After"));
+    assert!(seconds >= 1, "{context}: Retry-After {seconds}");
+    seconds
 }
 
 /// Checks the status, `Content-Type: application/problem+json` and the body's `code` and

@@ -281,3 +281,60 @@ async fn past_max_streams_a_stream_is_refused_with_503_until_one_closes() {
     })
     .await;
 }
+
+/// `server.max_streams_per_session`: past it that session's next stream gets 429
+/// `rate_limited` with `Retry-After`, while other sessions still get theirs; a place comes
+/// back when one of its streams ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_max_streams_per_session_that_session_gets_429_and_others_do_not() {
+    let app = spawn_app_with(|s| s.server.max_streams_per_session = 2).await;
+    let (_, date) = app.concert_with_date(4, 100).await;
+    let (buyer, queue) = app.admitted_buyer().await;
+    let first = seat_stream(&app, &buyer, &queue, &date).await;
+    let _second = seat_stream(&app, &buyer, &queue, &date).await;
+
+    let refused = app
+        .get(&format!("/api/v1/dates/{date}/seats/events"))
+        .session(&buyer)
+        .queue(&queue)
+        .send()
+        .await
+        .unwrap();
+    assert_rate_limited(refused, "a third seat stream on one session").await;
+    let refused = app
+        .get("/api/v1/queue/tokens/current/events")
+        .session(&buyer)
+        .queue(&queue)
+        .send()
+        .await
+        .unwrap();
+    assert_rate_limited(refused, "a queue stream on the same session").await;
+
+    let (other, other_queue) = app.admitted_buyer().await;
+    let mut theirs = seat_stream(&app, &other, &other_queue, &date).await;
+    assert_eq!(
+        theirs.next(Duration::from_secs(2)).await.unwrap().0,
+        "snapshot"
+    );
+
+    drop(first);
+    // A change on the date makes the server write to the closed stream, and notice.
+    app.hold_ok(&other, &other_queue, &date, &[2]).await;
+    eventually(
+        "the closed stream's place on the session to be free",
+        || {
+            let (app, buyer, queue) = (&app, &buyer, &queue);
+            async move {
+                let response = app
+                    .get("/api/v1/queue/tokens/current/events")
+                    .session(buyer)
+                    .queue(queue)
+                    .send()
+                    .await
+                    .ok()?;
+                (response.status() == 200).then_some(())
+            }
+        },
+    )
+    .await;
+}

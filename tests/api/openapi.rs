@@ -233,11 +233,22 @@ async fn the_docs_page_and_its_assets_are_served_from_the_binary() {
         if piece.starts_with("/docs/") {
             let asset = app.get(piece).send().await.unwrap();
             assert_eq!(asset.status(), 200, "{piece}");
-            assert!(asset.bytes().await.unwrap().len() > 1_000, "{piece}");
+            let bytes = asset.bytes().await.unwrap();
+            if piece.starts_with("/docs/assets/") {
+                assert!(bytes.len() > 1_000, "{piece}");
+            } else {
+                assert!(
+                    String::from_utf8_lossy(&bytes).contains("SwaggerUIBundle"),
+                    "{piece}"
+                );
+            }
             assets += 1;
         }
     }
-    assert_eq!(assets, 2, "the page loads the Swagger UI script and style");
+    assert_eq!(
+        assets, 3,
+        "the page loads the Swagger UI script and style, and the script that starts it"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -987,6 +998,7 @@ async fn every_route_documents_exactly_the_statuses_it_answers() {
     .await;
 
     limited_and_disabled(&document, &mut seen).await;
+    admin_guesses_limited(&document, &mut seen).await;
     overloaded(&document, &mut seen).await;
     stopping(&mut seen).await;
     stalled_bodies(&json_routes, &mut seen).await;
@@ -1044,6 +1056,36 @@ async fn limited_and_disabled(document: &Value, seen: &mut Observed) {
             seen.expect(&method, &operation.path, request, 404, "not_found")
                 .await;
         }
+    }
+}
+
+/// Past `limits.admin_failures_per_minute_per_ip` wrong admin tokens, every admin route
+/// answers 429 to that address.
+async fn admin_guesses_limited(document: &Value, seen: &mut Observed) {
+    let app = spawn_app_with(|settings| settings.limits.admin_failures_per_minute_per_ip = 1).await;
+    let stats = "/api/v1/admin/stats";
+    let wrong = app.get(stats).bearer_auth("a-wrong-admin-token");
+    seen.expect("GET", stats, wrong, 401, "unauthenticated")
+        .await;
+    let buyer = Buyer {
+        token: "bos_1_00".into(),
+        user_id: "u_1".into(),
+        username: "nobody".into(),
+    };
+    for operation in operations(document) {
+        if !operation.security.contains("admin") {
+            continue;
+        }
+        let url = fill(&operation.path, "c_1", "d_1", "r_1_1");
+        let mut request = app
+            .request(operation.method.clone(), &url)
+            .bearer_auth("a-wrong-admin-token");
+        if let Some(body) = plausible_body(&operation, &buyer, "d_1", "r_1_1") {
+            request = request.json(&body);
+        }
+        let method = operation.method.to_string();
+        seen.expect(&method, &operation.path, request, 429, "rate_limited")
+            .await;
     }
 }
 

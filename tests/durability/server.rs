@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-pub const ADMIN: &str = "durability-admin";
+pub const ADMIN: &str = "durability-admin-token-0123456789abcdef";
 pub const PASSWORD: &str = "correct horse battery staple";
 
 static NEXT_DIR: AtomicU64 = AtomicU64::new(0);

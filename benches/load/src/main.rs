@@ -92,7 +92,8 @@ not measured and has its own progress bar. The generator only loads servers on t
 (loopback) unless --allow-remote is given.
 
 Make the server cheap to load before a run, e.g. with environment overrides:
-  BOXOFFICE__ADMIN__TOKEN=secret
+  BOXOFFICE__ADMIN__TOKEN=$ADMIN_TOKEN   (ADMIN_TOKEN=$(openssl rand -hex 32); the server
+                                           refuses admin tokens under 32 characters)
   BOXOFFICE__AUTH__ARGON2_MEMORY_KIB=8 BOXOFFICE__AUTH__ARGON2_ITERATIONS=1
   BOXOFFICE__LIMITS__AUTH_ATTEMPTS_PER_MINUTE_PER_IP=0
   BOXOFFICE__LIMITS__SESSION_REQUESTS_PER_SECOND=0
@@ -158,13 +159,13 @@ Modes:
             with BOXOFFICE__QUEUE__MAX_ACTIVE above --buyers (and a high ADMIT_PER_SECOND).
 
 Examples:
-  boxoffice-load --mode sell-out --admin-token secret --seats 2000 --buyers 8000 --connections 64
-  boxoffice-load --mode hot-seat --admin-token secret --buyers 500 --seats 10 --rounds 200
-  boxoffice-load --mode holds --admin-token secret --buyers 256 --duration 20
-  boxoffice-load --mode soak --admin-token secret --buyers 2000 --connections 32 --server-pid 4242
+  boxoffice-load --mode sell-out --admin-token $ADMIN_TOKEN --seats 2000 --buyers 8000 --connections 64
+  boxoffice-load --mode hot-seat --admin-token $ADMIN_TOKEN --buyers 500 --seats 10 --rounds 200
+  boxoffice-load --mode holds --admin-token $ADMIN_TOKEN --buyers 256 --duration 20
+  boxoffice-load --mode soak --admin-token $ADMIN_TOKEN --buyers 2000 --connections 32 --server-pid 4242
   boxoffice-load --mode ceiling --duration 10 --json
   boxoffice-load --mode polls --buyers 100000 --connections 64 --duration 8 --server-pid 4242
-  boxoffice-load --mode payments --admin-token secret --buyers 60000 --connections 64 --duration 8"
+  boxoffice-load --mode payments --admin-token $ADMIN_TOKEN --buyers 60000 --connections 64 --duration 8"
 )]
 pub struct Cli {
     /// What to measure; see the modes above.
