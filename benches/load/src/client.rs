@@ -87,6 +87,13 @@ impl Target {
     }
 }
 
+impl Target {
+    /// The `Host` header the server is sent.
+    pub fn host(&self) -> &str {
+        self.host.to_str().unwrap_or_default()
+    }
+}
+
 /// One request as the API describes it; the client adds Host, the bearer and the headers.
 pub struct Call<'a> {
     pub endpoint: Endpoint,
@@ -279,6 +286,11 @@ impl Client {
         &self.inner.server.target.url
     }
 
+    /// The server under load.
+    pub fn target(&self) -> &Target {
+        &self.inner.server.target
+    }
+
     /// Opens every connection up front, to the server and to the bare server, so the measured
     /// phase does not time TCP handshakes.
     pub async fn connect_all(&self, connections: usize) -> anyhow::Result<()> {
@@ -293,6 +305,12 @@ impl Client {
             })?;
         }
         Ok(())
+    }
+
+    /// Closes the idle connections to the server, so the requests that follow open their own
+    /// (`siege`: the buyers' connections are opened while the attackers hold theirs).
+    pub fn close_idle(&self) {
+        self.inner.server.idle.lock().clear();
     }
 
     /// Where `endpoint`'s requests go.
