@@ -449,13 +449,30 @@ pub async fn history(client: &Client, session: &str) -> ApiResult<usize> {
     expect::<History>(client.send(&call).await?, &[200]).map(|h| h.entries.len())
 }
 
+/// Every reservation of the user, page by page (the server answers at most 1,000 at a time).
 pub async fn reservations(client: &Client, session: &str) -> ApiResult<Vec<Reservation>> {
     #[derive(Deserialize)]
-    struct List {
+    struct Page {
         reservations: Vec<Reservation>,
+        next_cursor: Option<String>,
     }
-    let call = Call::new(Endpoint::Reservations, "/api/v1/reservations").bearer(session);
-    expect::<List>(client.send(&call).await?, &[200]).map(|l| l.reservations)
+    /// A user's list is finite; a server that keeps handing out cursors is broken.
+    const PAGES_MAX: usize = 10_000;
+    let mut all = Vec::new();
+    let mut path = "/api/v1/reservations?limit=1000".to_owned();
+    for _ in 0..PAGES_MAX {
+        let call = Call::new(Endpoint::Reservations, path.as_str()).bearer(session);
+        let page = expect::<Page>(client.send(&call).await?, &[200])?;
+        all.extend(page.reservations);
+        match page.next_cursor {
+            None => return Ok(all),
+            // Cursors are base64url, so they need no escaping in a query.
+            Some(cursor) => path = format!("/api/v1/reservations?limit=1000&cursor={cursor}"),
+        }
+    }
+    Err(Fail::Malformed(format!(
+        "GET /api/v1/reservations gave more than {PAGES_MAX} pages"
+    )))
 }
 
 fn string_field(body: &Value, field: &str) -> ApiResult<String> {

@@ -51,6 +51,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
         rss: None,
         checks: vec![check],
         endpoint_seconds: Vec::new(),
+        siege: None,
     })
 }
 

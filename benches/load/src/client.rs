@@ -87,6 +87,13 @@ impl Target {
     }
 }
 
+impl Target {
+    /// The `Host` header the server is sent.
+    pub fn host(&self) -> &str {
+        self.host.to_str().unwrap_or_default()
+    }
+}
+
 /// One request as the API describes it; the client adds Host, the bearer and the headers.
 pub struct Call<'a> {
     pub endpoint: Endpoint,
@@ -279,6 +286,11 @@ impl Client {
         &self.inner.server.target.url
     }
 
+    /// The server under load.
+    pub fn target(&self) -> &Target {
+        &self.inner.server.target
+    }
+
     /// Opens every connection up front, to the server and to the bare server, so the measured
     /// phase does not time TCP handshakes.
     pub async fn connect_all(&self, connections: usize) -> anyhow::Result<()> {
@@ -293,6 +305,12 @@ impl Client {
             })?;
         }
         Ok(())
+    }
+
+    /// Closes the idle connections to the server, so the requests that follow open their own
+    /// (`siege`: the buyers' connections are opened while the attackers hold theirs).
+    pub fn close_idle(&self) {
+        self.inner.server.idle.lock().clear();
     }
 
     /// Where `endpoint`'s requests go.
@@ -511,11 +529,15 @@ impl Client {
         request: Request<Full<Bytes>>,
     ) -> Result<(u16, Option<u64>, Bytes), String> {
         let pooled = upstream.idle.lock().pop();
+        // A server whose listen queue is full drops the handshake, and the kernel retries it
+        // for minutes: the request's timeout bounds the connect as well.
+        let deadline = tokio::time::Instant::now() + self.inner.request_timeout;
         let mut sender = match pooled {
             Some(sender) if !sender.is_closed() => sender,
-            _ => connect(upstream.target.addr)
-                .await
-                .map_err(|e| format!("connect: {e}"))?,
+            _ => match tokio::time::timeout_at(deadline, connect(upstream.target.addr)).await {
+                Ok(connected) => connected.map_err(|e| format!("connect: {e}"))?,
+                Err(_) => return Err("timeout".to_owned()),
+            },
         };
         let exchange = async {
             sender.ready().await?;
@@ -529,7 +551,7 @@ impl Client {
             let body = response.into_body().collect().await?.to_bytes();
             Ok::<_, hyper::Error>((status, retry_after, body))
         };
-        match tokio::time::timeout(self.inner.request_timeout, exchange).await {
+        match tokio::time::timeout_at(deadline, exchange).await {
             Ok(Ok(answer)) => {
                 upstream.idle.lock().push(sender);
                 Ok(answer)
@@ -582,5 +604,40 @@ mod tests {
         assert!(Target::resolve("http://127.0.0.1/api", false)
             .await
             .is_err());
+    }
+
+    #[tokio::test]
+    async fn a_connect_the_server_never_completes_is_given_up_at_the_request_timeout() {
+        // A listener that never accepts, its queue full: the kernel drops further handshakes.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(0).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut queued = Vec::new();
+        loop {
+            let connecting =
+                tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr));
+            match connecting.await {
+                Ok(Ok(stream)) => queued.push(stream),
+                Ok(Err(error)) => panic!("connect: {error}"),
+                Err(_) => break,
+            }
+            assert!(queued.len() < 64, "the listen queue never filled");
+        }
+        let target = Target::resolve(&format!("http://{addr}"), false)
+            .await
+            .unwrap();
+        let client = Client::new(target, None, 1, Duration::from_millis(300));
+        let sent = tokio::time::timeout(
+            Duration::from_secs(10),
+            client.send(&Call::new(Endpoint::Health, "/healthz")),
+        )
+        .await
+        .expect("the request is given up well before the kernel stops retrying the handshake");
+        assert!(
+            matches!(&sent, Err(Unsent::NoResponse(why)) if why == "timeout"),
+            "{:?}",
+            sent.map(|r| r.status)
+        );
     }
 }

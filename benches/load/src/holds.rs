@@ -152,6 +152,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
         rss: None,
         checks: Vec::new(),
         endpoint_seconds: compared.endpoint_seconds,
+        siege: None,
     })
 }
 

@@ -19,9 +19,10 @@
 //! - `stats`: per-endpoint HDR histograms and error counts of the measured phase.
 //! - `api`: API.md as typed calls, and the waiting-room admission loop.
 //! - `setup`: usernames, sign-ups, admitted buyers, the date.
-//! - `sell_out`, `hot_seat`, `holds`, `soak`, `ceiling`, `polls`, `payments`: the modes
-//!   (`ceiling` also holds `flood` and `interleaved`, the measured phases `payments` and
-//!   `polls` reuse for the ceiling and their own request).
+//! - `sell_out`, `hot_seat`, `holds`, `soak`, `ceiling`, `polls`, `payments`, `siege`: the
+//!   modes (`ceiling` also holds `flood` and `interleaved`, the measured phases `payments` and
+//!   `polls` reuse for the ceiling and their own request; `siege` has its attackers in
+//!   `siege::attack` and its health probes in `siege::probe`).
 //! - `rss`: the server's resident memory, sampled during a soak (and after `polls`' setup),
 //!   and the verdict on it.
 //! - `audit`: the invariant check. `report`: the table and the JSON. `progress`: the bar.
@@ -41,6 +42,7 @@ mod report;
 mod rss;
 mod sell_out;
 mod setup;
+mod siege;
 mod soak;
 mod stats;
 
@@ -67,6 +69,9 @@ const SEATS_MAX: u32 = 100_000;
 /// `--duration` and `--max-requests` when not given: soak runs long.
 const DURATION_SECONDS: u64 = 60;
 const SOAK_DURATION_SECONDS: u64 = 600;
+const SIEGE_DURATION_SECONDS: u64 = 30;
+/// The most reservations (and balance entries) the siege's user with long lists is given.
+const LIST_ENTRIES_MAX: u32 = 20_000;
 const MAX_REQUESTS: u64 = 2_000_000;
 const SOAK_MAX_REQUESTS: u64 = 20_000_000;
 
@@ -157,6 +162,38 @@ Modes:
             (201s), the ceiling's req/s and their ratio; the audit checks as for sell-out. All
             buyers must be admitted at once and their holds outlive setup, so start the server
             with BOXOFFICE__QUEUE__MAX_ACTIVE above --buyers (and a high ADMIT_PER_SECOND).
+  siege     slow and idle clients against real buyers, on loopback only. Setup creates a date,
+            signs --buyers N up, and gives one more user --list-entries (1000) reservations
+            (held and cancelled at once) and as many balance-history entries (1-won top-ups).
+            Then two runs of --duration (30 s) each: a baseline, then the same under attack.
+            In each the buyers arrive over the first half of the run, on connections opened
+            anew from 127.0.0.1, and go through the whole flow (sign in, queue token until
+            active, hold a seat of their own, top up, pay); GET /healthz is probed every
+            100 ms on a fresh connection with a 1 s timeout; with --server-pid the server's
+            RSS is sampled every 0.5 s; the generator times its own lateness, which the
+            buyers' latencies include (attackers and probes run on threads of their own).
+            Before the second run
+            --attackers N (4000) connections are opened (given up to 15 s), a fifth of each kind:
+              slow body     a POST head with Content-Length: 100, one byte of body, nothing more
+              slowloris     a request line, then one header line every 5 s, never the end
+              idle          connects and sends nothing
+              unread        GET /api/v1/reservations and GET /api/v1/balance/history as the
+                            user with long lists, pipelined on a 4 KiB receive buffer, never
+                            read (the first sent again every 5 s, to learn of a reset)
+              big length    a POST head with Content-Length: 1000000, then 16 bytes a second
+            each reopened (after 0.25 s) when the server closes it. They come from 127.0.0.2,
+            127.0.0.3, ... (at most 200 per address; Linux routes 127/8 to lo), the buyers and
+            probes from 127.0.0.1, so a per-address bound on the server meets only attackers;
+            --url must be an IPv4 loopback address. The generator raises its own open-files
+            limit to the hard limit first and says so if it cannot. The report sets the runs
+            side by side (buyers who paid, p99 of their requests, probes answered 200, peak
+            RSS, what each kind of attacker saw) and judges the run under attack against the
+            goal, line by line PASS or FAIL: with 4000 attackers, >= 99% of the buyers pay,
+            their requests' p99 < 100 ms, RSS < 512 MiB, every probe answered. A missed goal
+            changes the exit status only with --require-goal. Start the server as for
+            sell-out, with the session rate limit off (the user with long lists builds them
+            fast) and a waiting room that admits --buyers at once; leave its connection
+            settings at their defaults.
 
 Examples:
   boxoffice-load --mode sell-out --admin-token $ADMIN_TOKEN --seats 2000 --buyers 8000 --connections 64
@@ -165,7 +202,8 @@ Examples:
   boxoffice-load --mode soak --admin-token $ADMIN_TOKEN --buyers 2000 --connections 32 --server-pid 4242
   boxoffice-load --mode ceiling --duration 10 --json
   boxoffice-load --mode polls --buyers 100000 --connections 64 --duration 8 --server-pid 4242
-  boxoffice-load --mode payments --admin-token $ADMIN_TOKEN --buyers 60000 --connections 64 --duration 8"
+  boxoffice-load --mode payments --admin-token $ADMIN_TOKEN --buyers 60000 --connections 64 --duration 8
+  boxoffice-load --mode siege --admin-token $ADMIN_TOKEN --buyers 500 --attackers 4000 --duration-seconds 30 --server-pid 4242"
 )]
 pub struct Cli {
     /// What to measure; see the modes above.
@@ -191,8 +229,9 @@ pub struct Cli {
     /// soak 20000, payments --buyers].
     #[arg(long, value_name = "S")]
     pub seats: Option<u32>,
-    /// Upper bound on the measured phase, in seconds [default: 60, soak 600].
-    #[arg(long, value_name = "SECONDS")]
+    /// Upper bound on the measured phase, in seconds [default: 60, soak 600, siege 30 for
+    /// each of its two runs].
+    #[arg(long, visible_alias = "duration-seconds", value_name = "SECONDS")]
     pub duration: Option<u64>,
     /// Upper bound on the requests of the measured phase [default: 2000000, soak 20000000].
     #[arg(long, value_name = "N")]
@@ -215,7 +254,18 @@ pub struct Cli {
     /// (the last minute's idempotency records, ended queue tokens, page caches) full.
     #[arg(long, default_value_t = 180, value_name = "SECONDS")]
     pub warmup: u64,
-    /// soak, polls: the server's process id, to sample its RSS (VmRSS in /proc/PID/status; the
+    /// siege: attacking connections, a fifth of each kind, at most 200 per source address.
+    #[arg(long, default_value_t = 4_000, value_name = "N")]
+    pub attackers: usize,
+    /// siege: reservations and balance-history entries of the user whose lists the
+    /// unread-response attackers ask for.
+    #[arg(long, default_value_t = 1_000, value_name = "N")]
+    pub list_entries: u32,
+    /// siege: a missed goal fails the run (exit status 1). Without it the exit status says only
+    /// whether the run itself went right.
+    #[arg(long)]
+    pub require_goal: bool,
+    /// soak, polls, siege: the server's process id, to sample its RSS (VmRSS in /proc/PID/status; the
     /// server must run on this machine). Without it the report says RSS was not sampled.
     #[arg(long, value_name = "PID")]
     pub server_pid: Option<u32>,
@@ -274,6 +324,9 @@ pub enum Mode {
     Polls,
     /// The ceiling, then each admitted buyer pays once for its held seat: payments per second.
     Payments,
+    /// Buyers through the whole flow, beside thousands of slow and idle connections, against
+    /// a baseline without them.
+    Siege,
 }
 
 impl Mode {
@@ -286,6 +339,7 @@ impl Mode {
             Mode::Ceiling => "ceiling",
             Mode::Polls => "polls",
             Mode::Payments => "payments",
+            Mode::Siege => "siege",
         }
     }
 
@@ -353,12 +407,14 @@ impl Context {
             Mode::Holds => SEATS_MAX,
             Mode::Soak => 20_000,
             Mode::Payments => (self.cli.buyers as u32).clamp(1, SEATS_MAX),
+            Mode::Siege => siege_seats(&self.cli),
         })
     }
 
     pub fn duration(&self) -> Duration {
         Duration::from_secs(self.cli.duration.unwrap_or(match self.cli.mode {
             Mode::Soak => SOAK_DURATION_SECONDS,
+            Mode::Siege => SIEGE_DURATION_SECONDS,
             _ => DURATION_SECONDS,
         }))
     }
@@ -413,6 +469,14 @@ pub struct ModeRun {
     pub checks: Vec<report::Check>,
     /// Endpoints timed over a sub-phase of their own, with its seconds (see `Stats::summary`).
     pub endpoint_seconds: Vec<(api::Endpoint, f64)>,
+    /// The baseline and the run under attack (siege only).
+    pub siege: Option<siege::SiegeReport>,
+}
+
+/// A siege's date: a seat for each buyer in each of the two runs, and one for each of the
+/// listed user's reservations.
+fn siege_seats(cli: &Cli) -> u32 {
+    (2 * cli.buyers as u64 + u64::from(cli.list_entries)).min(u64::from(u32::MAX)) as u32
 }
 
 fn main() -> ExitCode {
@@ -510,8 +574,35 @@ fn validate(cli: &Cli) -> anyhow::Result<()> {
             );
         }
     }
-    if !matches!(cli.mode, Mode::Soak | Mode::Polls) && cli.server_pid.is_some() {
-        bail!("--server-pid is for --mode soak and --mode polls");
+    if !matches!(cli.mode, Mode::Soak | Mode::Polls | Mode::Siege) && cli.server_pid.is_some() {
+        bail!("--server-pid is for --mode soak, polls and siege");
+    }
+    if cli.mode == Mode::Siege {
+        if cli.allow_remote {
+            bail!("--mode siege runs on loopback only: --allow-remote is refused");
+        }
+        if cli.attackers > siege::ATTACKERS_MAX {
+            bail!(
+                "--attackers must be at most {} ({} source addresses of {} connections)",
+                siege::ATTACKERS_MAX,
+                siege::ATTACKERS_MAX / siege::PER_SOURCE_MAX,
+                siege::PER_SOURCE_MAX
+            );
+        }
+        if cli.list_entries > LIST_ENTRIES_MAX {
+            bail!("--list-entries must be at most {LIST_ENTRIES_MAX}");
+        }
+        if cli.seats.is_some() {
+            bail!("--mode siege sizes its date itself: 2 x --buyers + --list-entries seats");
+        }
+        if siege_seats(cli) > SEATS_MAX {
+            bail!(
+                "--mode siege needs 2 x --buyers + --list-entries seats on one date, at most \
+                 {SEATS_MAX}"
+            );
+        }
+    } else if cli.require_goal {
+        bail!("--require-goal is for --mode siege");
     }
     if !(1..=3_600).contains(&cli.sample_seconds) {
         bail!("--sample-seconds must be 1..=3600");
@@ -581,6 +672,7 @@ async fn run(cli: Cli, bare: Option<SocketAddr>) -> anyhow::Result<report::Repor
         Mode::Ceiling => ceiling::run(&ctx).await?,
         Mode::Polls => polls::run(&ctx).await?,
         Mode::Payments => payments::run(&ctx).await?,
+        Mode::Siege => siege::run(&ctx).await?,
     };
     let measured = client
         .stats()
@@ -632,6 +724,9 @@ async fn run(cli: Cli, bare: Option<SocketAddr>) -> anyhow::Result<report::Repor
             "warmup_seconds": (ctx.cli.mode == Mode::Soak).then_some(ctx.cli.warmup),
             "server_pid": ctx.cli.server_pid,
             "sample_seconds": (ctx.cli.mode == Mode::Soak).then_some(ctx.cli.sample_seconds),
+            "attackers": (ctx.cli.mode == Mode::Siege).then_some(ctx.cli.attackers),
+            "list_entries": (ctx.cli.mode == Mode::Siege).then_some(ctx.cli.list_entries),
+            "require_goal": (ctx.cli.mode == Mode::Siege).then_some(ctx.cli.require_goal),
         }),
         setup: report::Phase {
             seconds: mode_run.setup_seconds,
@@ -648,5 +743,6 @@ async fn run(cli: Cli, bare: Option<SocketAddr>) -> anyhow::Result<report::Repor
         },
         queue_tokens_left,
         rss: mode_run.rss,
+        siege: mode_run.siege,
     })
 }

@@ -172,6 +172,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
         rss: None,
         checks: vec![check],
         endpoint_seconds: compared.endpoint_seconds,
+        siege: None,
     })
 }
 

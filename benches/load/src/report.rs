@@ -5,6 +5,7 @@ use serde_json::Value;
 
 use crate::audit::Audit;
 use crate::rss::RssReport;
+use crate::siege::{RunReport, SiegeReport};
 use crate::stats::MeasuredSummary;
 
 #[derive(Debug, Serialize)]
@@ -32,6 +33,9 @@ pub struct Report {
     /// soak: the server's RSS during the measured phase, every sample, and the verdict.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rss: Option<RssReport>,
+    /// siege: the baseline and the run under attack side by side, and the goal.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub siege: Option<SiegeReport>,
 }
 
 /// A check a mode makes of the answers of its measured phase; one that fails fails the run.
@@ -66,6 +70,9 @@ pub fn print_table(report: &Report) {
     println!("  outcome   {}", compact(&report.outcome));
     if let Some(rss) = &report.rss {
         print_rss(rss);
+    }
+    if let Some(siege) = &report.siege {
+        print_siege(siege);
     }
     let w = &m.connection_wait_ms;
     println!(
@@ -159,6 +166,156 @@ pub fn print_table(report: &Report) {
             }
         }
     }
+}
+
+fn print_siege(siege: &SiegeReport) {
+    println!();
+    let kinds: Vec<String> = siege
+        .per_kind
+        .iter()
+        .map(|(kind, n)| format!("{n} {kind}"))
+        .collect();
+    println!(
+        "  siege     {} attackers from {} ({})",
+        siege.attackers,
+        siege.source_addresses,
+        kinds.join(", ")
+    );
+    println!(
+        "            the listed user: {} reservations, {} balance-history entries",
+        siege.listed_reservations, siege.listed_history_entries
+    );
+    let files = &siege.open_files;
+    let limit = |n: Option<u64>| n.map_or("-".to_owned(), |n| n.to_string());
+    println!(
+        "  files     open-files limit {} (was {}, hard {}), the run needs up to {}{}",
+        limit(files.soft),
+        limit(files.soft_before),
+        limit(files.hard),
+        files.needed,
+        files
+            .problem
+            .as_ref()
+            .map_or(String::new(), |p| format!(" — {p}"))
+    );
+    let (base, attacked) = (&siege.baseline, &siege.under_attack);
+    let row = |name: &str, cell: &dyn Fn(&RunReport) -> String| {
+        println!("  {name:<40} {:>28} {:>28}", cell(base), cell(attacked));
+    };
+    println!();
+    row("", &|r| r.label.to_owned());
+    row("seconds", &|r| format!("{:.1}", r.seconds));
+    row("attacking connections", &|r| r.attackers.to_string());
+    row("  open when the buyers came / min / end", &|r| {
+        r.open_attacking_connections
+            .as_ref()
+            .map_or("-".to_owned(), |o| {
+                format!("{} / {} / {}", o.at_start, o.min, o.at_end)
+            })
+    });
+    row("buyers who paid", &|r| {
+        format!("{}/{} ({:.2}%)", r.buyers_paid, r.buyers, r.success_percent)
+    });
+    row("buyers' requests", &|r| r.requests.to_string());
+    row("  p50 / p99 / max ms", &|r| {
+        let l = &r.latency_ms;
+        format!("{:.1} / {:.1} / {:.1}", l.p50, l.p99, l.max)
+    });
+    row("  no answer / 5xx", &|r| {
+        format!("{} / {}", r.no_response, r.status_5xx)
+    });
+    row("/healthz 200 within 1 s", &|r| {
+        let h = &r.healthz;
+        format!("{}/{} ({:.2}%)", h.ok, h.sent, 100.0 * h.ok_fraction)
+    });
+    row("  p99 / max ms of those", &|r| {
+        let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1}"));
+        format!("{} / {}", ms(r.healthz.p99_ms), ms(r.healthz.max_ms))
+    });
+    row("generator's own lag p50 / p99 / max ms", &|r| {
+        let l = &r.generator_lag_ms;
+        format!("{:.1} / {:.1} / {:.1}", l.p50, l.p99, l.max)
+    });
+    row("server RSS start / peak MiB", &|r| match &r.rss {
+        None => "not sampled".to_owned(),
+        Some(rss) => {
+            let mib = |kib: Option<u64>| {
+                kib.map_or("-".to_owned(), |k| format!("{:.1}", k as f64 / 1024.0))
+            };
+            format!("{} / {}", mib(rss.start_kib), mib(rss.peak_kib))
+        }
+    });
+    for run in [base, attacked] {
+        for (why, n) in &run.failures {
+            println!("  {} did not pay: {n} × {why}", run.label);
+        }
+        if let Some(rss) = &run.rss {
+            if let Some(error) = &rss.error {
+                println!("  {}: RSS sampling stopped early: {error}", run.label);
+            }
+        }
+        for (why, n) in &run.healthz.failures {
+            println!("  {} /healthz failed: {n} × {why}", run.label);
+        }
+    }
+    if let Some(ramp) = &attacked.ramp {
+        println!(
+            "  ramp      {} of {} attackers connected in {:.1} s",
+            ramp.connected, attacked.attackers, ramp.seconds
+        );
+    }
+    if !attacked.attack.is_empty() {
+        println!();
+        println!(
+            "  {:<20} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9} {:>16}",
+            "attackers",
+            "count",
+            "connected",
+            "connects",
+            "failed",
+            "closed by",
+            "answered",
+            "held p50/max s"
+        );
+        for k in &attacked.attack {
+            let s = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1}"));
+            println!(
+                "  {:<20} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9} {:>16}",
+                k.kind,
+                k.attackers,
+                k.connected_once,
+                k.connects,
+                k.connect_failures,
+                k.closed_by_server,
+                k.answered_before_close,
+                format!("{}/{}", s(k.held_seconds_p50), s(k.held_seconds_max))
+            );
+            if let Some(error) = &k.first_connect_error {
+                println!("    first connect failure: {error}");
+            }
+        }
+    }
+    let goal = &siege.goal;
+    println!();
+    println!(
+        "  goal      under attack ({} attacking connections): {}",
+        goal.attackers_goal,
+        if goal.met { "MET" } else { "NOT MET" }
+    );
+    for line in &goal.lines {
+        println!(
+            "    {} {:<42} {:<32} goal {}",
+            if line.pass { "PASS" } else { "FAIL" },
+            line.name,
+            line.measured,
+            line.target
+        );
+    }
+    for note in &goal.notes {
+        println!("    note: {note}");
+    }
+    println!("  (the per-endpoint figures below are the run under attack's)");
+    println!();
 }
 
 /// Samples printed per line of the table.

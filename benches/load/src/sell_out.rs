@@ -226,6 +226,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
         rss: None,
         checks: Vec::new(),
         endpoint_seconds: Vec::new(),
+        siege: None,
     })
 }
 

@@ -35,6 +35,10 @@ impl Names {
     pub fn auditor(&self) -> String {
         format!("lg{}_audit", self.run)
     }
+    /// The siege's user with long lists.
+    pub fn listed(&self) -> String {
+        format!("lg{}_listed", self.run)
+    }
 }
 
 /// A signed-in user with an active queue token, ready for the measured phase.

@@ -360,6 +360,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
         rss: Some(rss),
         checks: Vec::new(),
         endpoint_seconds: Vec::new(),
+        siege: None,
     })
 }
 

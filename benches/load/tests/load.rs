@@ -4,7 +4,10 @@
 //! few seconds): rounds went through, this process's RSS was sampled, the audit passed. Polls
 //! (one admission slot, long TTLs): every poll answered the exact position. Payments: each
 //! buyer paid once for its held seat, nothing oversold, money conserved. The ceiling: the bare
-//! server the generator starts is what gets flooded, and it answers every body back.
+//! server the generator starts is what gets flooded, and it answers every body back. Siege (two
+//! runs of a few seconds, 40 attackers): both runs reported side by side, every kind of attacker
+//! connected from its own address, the goal judged line by line; a missed goal changes the exit
+//! status only with `--require-goal`.
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -421,6 +424,166 @@ async fn the_bare_server_answers_the_body_back_and_ends_when_its_stdin_closes() 
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(status.success(), "{status}");
+}
+
+/// A siege of `attackers` against `server`, with 10 buyers and short lists, two runs of 2 s.
+fn siege_args(server: &Server, attackers: &str, more: &[&str]) -> Vec<String> {
+    let mut flags = vec![
+        "--admin-token",
+        &server.admin_token,
+        "--buyers",
+        "10",
+        "--attackers",
+        attackers,
+        "--list-entries",
+        "20",
+        "--connections",
+        "8",
+        "--duration-seconds",
+        "2",
+        "--setup-timeout",
+        "10",
+    ];
+    flags.extend_from_slice(more);
+    server.args("siege", &flags)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_siege_sets_the_attacked_run_beside_its_baseline_and_judges_it() {
+    let server = Server::start(Settings::for_tests()).await;
+    // The server runs in this process, so this process's RSS is the server's.
+    let pid = std::process::id().to_string();
+    let args = siege_args(&server, "40", &["--server-pid", &pid]);
+    let report = run_to_success(args, server).await;
+    assert_eq!(report["mode"], "siege");
+    let siege = &report["siege"];
+    assert_eq!(siege["attackers"], 40, "{report:#}");
+    let per_kind = siege["per_kind"].as_array().expect("attackers per kind");
+    assert_eq!(per_kind.len(), 5, "{report:#}");
+    assert!(per_kind.iter().all(|k| k[1] == 8), "{report:#}");
+    assert_eq!(siege["source_addresses"], "127.0.0.2", "{report:#}");
+    assert_eq!(siege["listed_reservations"], 20, "{report:#}");
+    assert_eq!(siege["listed_history_entries"], 20, "{report:#}");
+    let files = &siege["open_files"];
+    assert!(
+        files["soft"].as_u64() >= files["soft_before"].as_u64(),
+        "{report:#}"
+    );
+
+    for (run, attackers) in [(&siege["baseline"], 0), (&siege["under_attack"], 40)] {
+        assert_eq!(run["attackers"], attackers, "{report:#}");
+        assert_eq!(run["buyers"], 10, "{report:#}");
+        assert_eq!(run["buyers_paid"], 10, "{report:#}");
+        assert_eq!(run["success_percent"], 100.0, "{report:#}");
+        // sign-in, queue token, hold, top-up, payment: five requests a buyer at least.
+        assert!(run["requests"].as_u64() >= Some(50), "{report:#}");
+        assert!(run["latency_ms"]["p99"].as_f64() > Some(0.0), "{report:#}");
+        let seconds = run["seconds"].as_f64().unwrap_or(0.0);
+        assert!((1.9..4.0).contains(&seconds), "{report:#}");
+        // One probe every 100 ms for about 2 s.
+        let probes = run["healthz"]["sent"].as_u64().unwrap_or(0);
+        assert!((10..=25).contains(&probes), "{report:#}");
+        assert!(run["healthz"]["ok"].as_u64() > Some(0), "{report:#}");
+        assert!(run["rss"]["peak_kib"].as_u64() > Some(0), "{report:#}");
+        assert!(run["rss"]["peak_kib"].as_u64() >= run["rss"]["start_kib"].as_u64());
+        assert!(
+            run["generator_lag_ms"]["max"].as_f64() > Some(0.0),
+            "{report:#}"
+        );
+    }
+    let attacked = &siege["under_attack"];
+    assert_eq!(attacked["ramp"]["connected"], 40, "{report:#}");
+    assert!(
+        attacked["open_attacking_connections"]["at_start"].as_u64() > Some(0),
+        "{report:#}"
+    );
+    let kinds = attacked["attack"].as_array().expect("each kind's figures");
+    let names: Vec<&str> = kinds.iter().filter_map(|k| k["kind"].as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "slow body",
+            "slowloris head",
+            "idle",
+            "unread responses",
+            "big Content-Length"
+        ]
+    );
+    for kind in kinds {
+        assert_eq!(kind["attackers"], 8, "{report:#}");
+        assert_eq!(kind["connected_once"], 8, "{report:#}");
+        assert_eq!(kind["first_connect_error"], Value::Null, "{report:#}");
+    }
+    assert_eq!(siege["baseline"]["attack"], serde_json::json!([]));
+
+    let goal = &siege["goal"];
+    let lines = goal["lines"].as_array().expect("the goal's lines");
+    assert_eq!(lines.len(), 4, "{report:#}");
+    assert!(lines.iter().all(|l| l["pass"].is_boolean()), "{report:#}");
+    assert_eq!(
+        goal["met"].as_bool(),
+        Some(lines.iter().all(|l| l["pass"] == true))
+    );
+    assert!(
+        goal["notes"][0]
+            .as_str()
+            .unwrap_or("")
+            .contains("this run had 40"),
+        "{report:#}"
+    );
+    assert_eq!(report["outcome"]["goal_met"], goal["met"], "{report:#}");
+    // Without --require-goal the goal is no check of the run's.
+    assert_eq!(report["checks"], serde_json::json!([]), "{report:#}");
+
+    let invariants = &report["invariants"];
+    assert_eq!(invariants["ok"], true, "{report:#}");
+    assert_eq!(invariants["oversold_seats"], 0, "{report:#}");
+    assert_eq!(invariants["paid_seats_server"], 20, "{report:#}");
+    assert_eq!(invariants["money_conserved"], true, "{report:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missed_goal_fails_the_run_only_when_it_is_required() {
+    let server = Server::start(Settings::for_tests()).await;
+    // Without --server-pid the RSS line cannot pass, so the goal is missed whatever else holds.
+    let args = siege_args(&server, "5", &["--require-goal"]);
+    let (status, stdout, stderr) = tokio::task::spawn_blocking(move || run_bounded(&args))
+        .await
+        .expect("the generator's runner does not panic");
+    server.stop().await;
+    let report: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("the report is JSON ({e}):\n{stdout}\nstderr:\n{stderr}"));
+    assert_eq!(
+        status,
+        Some(1),
+        "exit status; report:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert_eq!(report["ok"], false, "{report:#}");
+    assert_eq!(report["invariants"]["ok"], true, "{report:#}");
+    let goal = &report["siege"]["goal"];
+    assert_eq!(goal["met"], false, "{report:#}");
+    let rss_line = goal["lines"]
+        .as_array()
+        .and_then(|lines| lines.iter().find(|l| l["name"] == "server RSS at its peak"))
+        .expect("an RSS line");
+    assert_eq!(rss_line["pass"], false, "{report:#}");
+    assert!(
+        rss_line["measured"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not sampled"),
+        "{report:#}"
+    );
+    let checks = report["checks"].as_array().expect("the mode's checks");
+    assert_eq!(checks.len(), 1, "{report:#}");
+    assert_eq!(checks[0]["ok"], false, "{report:#}");
+    assert!(
+        checks[0]["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("FAIL server RSS at its peak"),
+        "{report:#}"
+    );
 }
 
 /// Runs the generator against `server`, stops the server, and returns the JSON report of a run
