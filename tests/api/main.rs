@@ -9,6 +9,7 @@ mod expiry;
 mod fuzz;
 mod happy_path;
 mod helpers;
+mod hoarding;
 mod live;
 mod money;
 mod openapi;
