@@ -45,6 +45,7 @@ pub struct SeatView {
     held: AtomicU32,
     sold: AtomicU32,
     reservations: AtomicUsize,
+    cooldowns: AtomicUsize,
     /// One bit per seat changed since the last batch.
     dirty: Box<[AtomicU64]>,
     changed: Arc<Notify>,
@@ -70,6 +71,7 @@ impl SeatView {
             held: AtomicU32::new(0),
             sold: AtomicU32::new(0),
             reservations: AtomicUsize::new(0),
+            cooldowns: AtomicUsize::new(0),
             dirty: (0..map.seat_count().div_ceil(64))
                 .map(|_| AtomicU64::new(0))
                 .collect(),
@@ -100,6 +102,10 @@ impl SeatView {
     /// Reservations the date keeps in memory: those still held.
     pub fn reservations(&self) -> usize {
         self.reservations.load(Ordering::Relaxed)
+    }
+    /// Seats the date remembers as recently let go of (rehold cooldowns).
+    pub fn cooldowns(&self) -> usize {
+        self.cooldowns.load(Ordering::Relaxed)
     }
     pub fn available_seats(&self) -> u32 {
         self.seat_count()
@@ -140,6 +146,8 @@ impl SeatView {
         self.held.store(map.held_seats(), Ordering::Relaxed);
         self.sold.store(map.sold_seats(), Ordering::Relaxed);
         self.reservations.store(map.hold_count(), Ordering::Relaxed);
+        self.cooldowns
+            .store(map.cooldown_count(), Ordering::Relaxed);
         if !changed.is_empty() {
             self.changed.notify_one();
         }

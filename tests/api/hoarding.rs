@@ -347,3 +347,48 @@ async fn the_cooldown_and_the_total_count_survive_a_restart() {
     )
     .await;
 }
+
+/// The figure `/metrics` gives for the records of `kind` kept in memory.
+async fn records_in_memory(app: &TestApp, kind: &str) -> Option<u64> {
+    let text = app.get("/metrics").send().await.ok()?.text().await.ok()?;
+    let prefix = format!(r#"boxoffice_records{{kind="{kind}"}} "#);
+    text.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .and_then(|value| value.parse().ok())
+}
+
+async fn eventually_records(app: &TestApp, kind: &str, expected: u64) {
+    eventually(&format!("{expected} {kind} in memory"), || async {
+        (records_in_memory(app, kind).await == Some(expected)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cooldowns_and_totals_are_forgotten_once_they_no_longer_matter() {
+    let app = spawn_app().await;
+    let (_, date) = app.concert_with_date(10, PRICE).await;
+    let (alice, alice_q) = app.admitted_buyer().await;
+    let (bob, bob_q) = app.admitted_buyer().await;
+    let held = app.hold_ok(&alice, &alice_q, &date, &[1]).await;
+    app.hold_ok(&bob, &bob_q, &date, &[2]).await;
+    eventually_records(&app, "users_holding", 2).await;
+    cancel(&app, &alice, &string_field(&held, "reservation_id")).await;
+    eventually_records(&app, "rehold_cooldowns", 1).await;
+    eventually_records(&app, "users_holding", 1).await;
+
+    // The date's first event after Alice's cooldown forgets it.
+    app.advance(Duration::from_secs(COOLDOWN_SECONDS));
+    app.hold_ok(&bob, &bob_q, &date, &[3]).await;
+    eventually_records(&app, "rehold_cooldowns", 0).await;
+
+    // Bob's holds expire (the sweep logs it): he no longer counts. Seat 3 cools down from now;
+    // seat 2's hold expired a cooldown ago, so its cooldown is already over and forgotten.
+    app.advance(Duration::from_secs(app.settings.holds.ttl_seconds));
+    eventually_records(&app, "users_holding", 0).await;
+    eventually_records(&app, "rehold_cooldowns", 1).await;
+    app.advance(Duration::from_secs(COOLDOWN_SECONDS));
+    app.hold_ok(&alice, &alice_q, &date, &[1]).await;
+    eventually_records(&app, "rehold_cooldowns", 0).await;
+    eventually_records(&app, "users_holding", 1).await;
+}
