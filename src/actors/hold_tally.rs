@@ -9,6 +9,7 @@
 //! date applies them; expiry needs no one, as an entry stops counting at its `expires_at`.
 //! The rule itself is the domain's (`HeldAcrossDates`); this is only where it is kept.
 
+use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
 use crate::domain::across_dates::HeldAcrossDates;
@@ -30,19 +31,31 @@ impl HoldTally {
         now: Timestamp,
         decide: impl FnOnce(&HeldAcrossDates) -> Result<Event, DomainError>,
     ) -> Result<Event, DomainError> {
-        let decided = {
-            let mut held = self.users.entry(user).or_default();
-            held.forget_expired(now);
-            let decided = decide(&held);
-            if let Ok(event) = &decided {
-                held.record_placed(event);
+        // Either arm holds the entry's shard locked until it returns.
+        match self.users.entry(user) {
+            Entry::Occupied(mut entry) => {
+                let held = entry.get_mut();
+                held.forget_expired(now);
+                let decided = decide(held);
+                if let Ok(event) = &decided {
+                    held.record_placed(event);
+                } else if held.is_empty() {
+                    entry.remove();
+                }
+                decided
             }
-            decided
-        };
-        if decided.is_err() {
-            self.forget_if_empty(user);
+            // Most holds come from users who hold nothing yet; a refused one then costs no
+            // insertion.
+            Entry::Vacant(entry) => {
+                let decided = decide(&HeldAcrossDates::default());
+                if let Ok(event) = &decided {
+                    entry
+                        .insert(HeldAcrossDates::default())
+                        .record_placed(event);
+                }
+                decided
+            }
         }
-        decided
     }
 
     /// A hold ended (cancelled, paid, expired, or overtaken past its expiry).

@@ -287,6 +287,9 @@ impl Cooldowns {
 
     /// When `user` may hold `seat` again, if they let go of it; `None` if they did not.
     fn ends(&self, user: UserId, seat: SeatNo, cooldown_ms: i64) -> Option<Timestamp> {
+        if self.ended.is_empty() {
+            return None;
+        }
         self.ended
             .get(&(user, seat))
             .map(|at| at.plus_millis(cooldown_ms))
@@ -540,10 +543,14 @@ impl SeatMap {
     /// by time and was not swept yet counts as let go of at its expiry.
     fn cooldown_ends(&self, user: UserId, seat: SeatNo, now: Timestamp) -> Option<Timestamp> {
         let cooldown_ms = self.policy.rehold_cooldown_ms;
+        if cooldown_ms <= 0 {
+            return None;
+        }
         let recorded = self.cooldowns.ends(user, seat, cooldown_ms);
-        let unswept = self
-            .holds
-            .get(&self.seats[seat.index()].holder)
+        let holder = self.seats[seat.index()].holder;
+        let unswept = (holder != 0)
+            .then(|| self.holds.get(&holder))
+            .flatten()
             .filter(|r| r.user == user && r.expires_at <= now)
             .map(|r| r.expires_at.plus_millis(cooldown_ms));
         recorded.max(unswept).filter(|ends| *ends > now)
