@@ -225,6 +225,8 @@ fn seat_map_memory() -> Vec<SeatMap> {
         HoldPolicy {
             ttl_ms: 300_000,
             max_seats_per_user: 4,
+            max_seats_per_user_total: 8,
+            rehold_cooldown_ms: 60_000,
         },
     );
     let fresh_grown = rss_bytes().saturating_sub(before);

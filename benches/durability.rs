@@ -32,6 +32,8 @@ fn policy() -> HoldPolicy {
     HoldPolicy {
         ttl_ms: 300_000,
         max_seats_per_user: 4,
+        max_seats_per_user_total: 8,
+        rehold_cooldown_ms: 60_000,
     }
 }
 

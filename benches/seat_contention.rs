@@ -96,6 +96,8 @@ fn domain_map() -> SeatMap {
         HoldPolicy {
             ttl_ms: HOLD_TTL_MS,
             max_seats_per_user: 4,
+            max_seats_per_user_total: 8,
+            rehold_cooldown_ms: 60_000,
         },
     )
 }

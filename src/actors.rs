@@ -6,6 +6,7 @@
 pub mod accounts;
 pub mod catalog;
 pub mod date;
+pub mod hold_tally;
 pub mod ledger;
 pub mod queue;
 pub mod supervisor;
@@ -210,10 +211,11 @@ where
     }
 }
 
-/// Where every date actor is found, and each user's reservations across dates.
+/// Where every date actor is found, and each user's reservations and held seats across dates.
 pub struct DateRegistry {
     dates: DashMap<DateId, DateHandle>,
     history: Arc<StoreReader>,
+    held: hold_tally::HoldTally,
 }
 
 impl DateRegistry {
@@ -221,7 +223,13 @@ impl DateRegistry {
         Self {
             dates: DashMap::new(),
             history,
+            held: hold_tally::HoldTally::default(),
         }
+    }
+
+    /// Each user's held seats over every date, kept by the date actors.
+    pub fn held(&self) -> &hold_tally::HoldTally {
+        &self.held
     }
 
     pub fn get(&self, date: DateId) -> Option<DateHandle> {

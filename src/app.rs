@@ -36,14 +36,12 @@ impl Application {
         if settings.seed.demo && engine.catalog.is_empty() {
             seed_demo(&engine, clock.now()).await?;
         }
-        let listener = TcpListener::bind(settings.server.listen)
-            .await
-            .with_context(|| {
+        let listener = bind(settings.server.listen).with_context(|| {
                 format!(
                     "cannot listen on {}; is another server running there? Set server.listen or BOXOFFICE__SERVER__LISTEN",
                     settings.server.listen
                 )
-            })?;
+        })?;
         let state = AppState::new(engine, Arc::new(settings), clock);
         Ok(Self {
             listener,
@@ -108,6 +106,24 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         self.run_until(shutdown_signal()).await
     }
+}
+
+/// Connections that arrive while the accept loop is busy wait in the kernel's backlog; when it
+/// is full, a client's SYN is dropped and it retries only after a second. On sale day thousands
+/// of clients reconnect in the same instant (slow ones closed together by a timeout, say), so the
+/// backlog is as deep as the kernel allows (`net.core.somaxconn` caps it).
+const LISTEN_BACKLOG: u32 = 65_535;
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// The connection layer's limits, with the connection bound fitted under the descriptor limit

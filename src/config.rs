@@ -85,6 +85,11 @@ pub enum Synchronous {
 pub struct HoldSettings {
     pub ttl_seconds: u64,
     pub max_seats_per_user: u32,
+    /// Seats one user may hold at once over every date (422 `hold_limit` past it).
+    pub max_seats_per_user_total: u32,
+    /// After a user's hold on a seat is cancelled or expires, that user may not hold that seat
+    /// again for this long (409 `rehold_cooldown`); 0 disables.
+    pub rehold_cooldown_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -213,6 +218,8 @@ impl Default for HoldSettings {
         Self {
             ttl_seconds: 300,
             max_seats_per_user: 4,
+            max_seats_per_user_total: 8,
+            rehold_cooldown_seconds: 60,
         }
     }
 }
@@ -276,6 +283,9 @@ impl Default for LogSettings {
     }
 }
 
+/// A longer cooldown would keep a seat from its last holder for good, and keep its memory as long.
+const MAX_REHOLD_COOLDOWN_SECONDS: u64 = 86_400;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error(
@@ -321,6 +331,22 @@ impl Settings {
         }
         if self.holds.max_seats_per_user == 0 {
             return invalid("holds.max_seats_per_user must be at least 1");
+        }
+        if self.holds.max_seats_per_user_total < self.holds.max_seats_per_user {
+            return Err(ConfigError::Invalid(format!(
+                "holds.max_seats_per_user_total ({}) is below holds.max_seats_per_user ({}), so no \
+                 user could ever hold a full per-date allowance: raise holds.max_seats_per_user_total \
+                 to at least {} or lower holds.max_seats_per_user",
+                self.holds.max_seats_per_user_total,
+                self.holds.max_seats_per_user,
+                self.holds.max_seats_per_user
+            )));
+        }
+        if self.holds.rehold_cooldown_seconds > MAX_REHOLD_COOLDOWN_SECONDS {
+            return Err(ConfigError::Invalid(format!(
+                "holds.rehold_cooldown_seconds must be at most {MAX_REHOLD_COOLDOWN_SECONDS} (a day); \
+                 each date remembers every seat let go of for that long (0 disables the cooldown)"
+            )));
         }
         if self.queue.max_active == 0 || self.queue.admit_per_second == 0 {
             return invalid("queue.max_active and queue.admit_per_second must be at least 1");
@@ -487,6 +513,34 @@ mod tests {
     fn a_missing_explicit_config_file_is_an_error_that_says_so() {
         let error = Settings::load(Path::new("/nonexistent/boxoffice.toml"), true).unwrap_err();
         assert!(error.to_string().contains("does not exist"));
+    }
+
+    #[test]
+    fn a_total_hold_cap_below_the_per_date_one_is_rejected_with_what_to_do() {
+        let mut settings = Settings::default();
+        settings.holds.max_seats_per_user = 6;
+        settings.holds.max_seats_per_user_total = 5;
+        let error = settings.validate().unwrap_err().to_string();
+        assert!(
+            error.contains("holds.max_seats_per_user_total (5)"),
+            "{error}"
+        );
+        assert!(
+            error.contains("raise holds.max_seats_per_user_total to at least 6"),
+            "{error}"
+        );
+        settings.holds.max_seats_per_user_total = 6;
+        assert!(settings.validate().is_ok());
+    }
+
+    #[test]
+    fn a_rehold_cooldown_past_a_day_is_rejected_and_zero_disables_it() {
+        let mut settings = Settings::default();
+        settings.holds.rehold_cooldown_seconds = 86_401;
+        let error = settings.validate().unwrap_err().to_string();
+        assert!(error.contains("holds.rehold_cooldown_seconds"), "{error}");
+        settings.holds.rehold_cooldown_seconds = 0;
+        assert!(settings.validate().is_ok());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! typed error); `apply` mutates and cannot fail; replaying events rebuilds the state.
 
 pub mod accounts;
+pub mod across_dates;
 pub mod admission;
 pub mod catalog;
 pub mod error;

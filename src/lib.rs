@@ -28,8 +28,11 @@
 //! asking from views, without a mailbox: `Admitted` (a live session and an active queue token),
 //! `IdempotencyHeader` and `ApiJson<HoldRequest>`. The `IdempotencyGate` replays a key it has seen;
 //! otherwise `DateHandle::hold` asks the date's `DateActor` (`DateMsg::Hold`). The actor first
-//! turns holds that are due into `HoldExpired` events, then `SeatMap::place_hold` decides: a
-//! `HoldPlaced` event or a `DomainError`. `DateState::commit` applies the event to the `SeatMap`,
+//! turns holds that are due into `HoldExpired` events, then `SeatMap::place_hold_among` decides: a
+//! `HoldPlaced` event or a `DomainError` (the limits, per date and over every date, then the
+//! seats' state, then the user's rehold cooldown). It decides while holding the user's entry in
+//! the `HoldTally` the date actors share, which counts the hold before another date can decide
+//! one for the same user. `DateState::commit` applies the event to the `SeatMap`,
 //! publishes the changed seats to the `SeatView` (listings and live streams read it), and hands
 //! the event to the `EventLog`, whose writer thread commits it with others in one SQLite
 //! transaction. The actor answers at once with a `Durable` ticket and takes its next message; the

@@ -11,6 +11,8 @@ pub fn hold_policy(settings: &Settings) -> HoldPolicy {
     HoldPolicy {
         ttl_ms: (settings.holds.ttl_seconds as i64).saturating_mul(1000),
         max_seats_per_user: settings.holds.max_seats_per_user,
+        max_seats_per_user_total: settings.holds.max_seats_per_user_total,
+        rehold_cooldown_ms: (settings.holds.rehold_cooldown_seconds as i64).saturating_mul(1000),
     }
 }
 

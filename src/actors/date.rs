@@ -45,6 +45,7 @@ pub struct SeatView {
     held: AtomicU32,
     sold: AtomicU32,
     reservations: AtomicUsize,
+    cooldowns: AtomicUsize,
     /// One bit per seat changed since the last batch.
     dirty: Box<[AtomicU64]>,
     changed: Arc<Notify>,
@@ -70,6 +71,7 @@ impl SeatView {
             held: AtomicU32::new(0),
             sold: AtomicU32::new(0),
             reservations: AtomicUsize::new(0),
+            cooldowns: AtomicUsize::new(0),
             dirty: (0..map.seat_count().div_ceil(64))
                 .map(|_| AtomicU64::new(0))
                 .collect(),
@@ -100,6 +102,10 @@ impl SeatView {
     /// Reservations the date keeps in memory: those still held.
     pub fn reservations(&self) -> usize {
         self.reservations.load(Ordering::Relaxed)
+    }
+    /// Seats the date remembers as recently let go of (rehold cooldowns).
+    pub fn cooldowns(&self) -> usize {
+        self.cooldowns.load(Ordering::Relaxed)
     }
     pub fn available_seats(&self) -> u32 {
         self.seat_count()
@@ -140,6 +146,8 @@ impl SeatView {
         self.held.store(map.held_seats(), Ordering::Relaxed);
         self.sold.store(map.sold_seats(), Ordering::Relaxed);
         self.reservations.store(map.hold_count(), Ordering::Relaxed);
+        self.cooldowns
+            .store(map.cooldown_count(), Ordering::Relaxed);
         if !changed.is_empty() {
             self.changed.notify_one();
         }
@@ -245,9 +253,19 @@ pub struct DateState {
 impl DateState {
     /// Applies an event this actor decided, publishes the seats it touched, and logs it.
     fn commit(&mut self, event: &Event, now: Timestamp) -> Durable {
-        let changed = self.map.apply(event);
-        self.view.publish(&self.map, &changed, now);
+        self.apply(event, now);
         self.deps.durability.append(event)
+    }
+
+    /// Applies an event to the map, takes the holds it ends out of the users' totals, and
+    /// publishes the seats it touched.
+    fn apply(&mut self, event: &Event, now: Timestamp) {
+        let ended = self.map.holds_ended_by(event);
+        let changed = self.map.apply(event);
+        for (user, reservation) in ended {
+            self.deps.registry.held().release(user, reservation, now);
+        }
+        self.view.publish(&self.map, &changed, now);
     }
 
     /// `NotFound` for a reservation that has ended becomes `Ended`: the store has it.
@@ -285,8 +303,7 @@ impl DateState {
         // The ledger logs the event; this actor handles no other message until it has applied
         // the same event to its seats, so no one sees half a payment here.
         let (payment, durable) = self.deps.ledger.settle_payment(payment).await?;
-        let changed = self.map.apply(&payment);
-        self.view.publish(&self.map, &changed, now);
+        self.apply(&payment, now);
         if self.deps.queue.complete(user).await.is_err() {
             tracing::warn!(%user, "queue did not confirm the payer's token ended; it will expire by TTL");
         }
@@ -339,7 +356,11 @@ impl Actor for DateActor {
                 idempotency,
                 reply,
             } => {
-                let decided = state.map.place_hold(user, &seats, now, idempotency);
+                // Decided and counted in the user's total as one step: see `hold_tally`.
+                let map = &state.map;
+                let decided = state.deps.registry.held().place(user, now, |across| {
+                    map.place_hold_among(user, &seats, now, idempotency, across)
+                });
                 let outcome = decided.map(|event| {
                     let durable = state.commit(&event, now);
                     // The answer is read off the event, not looked up in the map it went into.
@@ -406,6 +427,7 @@ pub struct DateHandle {
 impl DateHandle {
     pub async fn spawn(map: SeatMap, deps: DateDeps) -> anyhow::Result<Self> {
         let view = Arc::new(SeatView::new(&map, deps.clock.now()));
+        deps.registry.held().adopt(map.held_reservations());
         spawn_batcher(&view, deps.clock.clone());
         deps.durability.snapshots.register(&date_owner(map.date()));
         let every_snapshot = deps.durability.snapshot_every;

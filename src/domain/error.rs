@@ -10,8 +10,21 @@ pub enum DomainError {
     InvalidInput(String),
     #[error("you may hold at most {max} seats on this date at once")]
     HoldLimit { max: u32 },
+    #[error(
+        "you may hold at most {max} seats over all dates at once; pay for or cancel a hold first"
+    )]
+    HoldLimitOverAllDates { max: u32 },
     #[error("seat {} is not available", .0 .0)]
     SeatUnavailable(SeatNo),
+    #[error(
+        "you let go of seat {} a moment ago; you may hold it again in {retry_after_seconds} s",
+        .seat.0
+    )]
+    ReholdCooldown {
+        seat: SeatNo,
+        /// Whole seconds until the user may hold that seat again, rounded up, at least 1.
+        retry_after_seconds: u64,
+    },
     #[error("no such resource")]
     NotFound,
     #[error("this reservation is already paid")]
@@ -49,8 +62,11 @@ impl DomainError {
     pub fn code(&self) -> &'static str {
         match self {
             DomainError::InvalidInput(_) => "invalid_input",
-            DomainError::HoldLimit { .. } => "hold_limit",
+            DomainError::HoldLimit { .. } | DomainError::HoldLimitOverAllDates { .. } => {
+                "hold_limit"
+            }
             DomainError::SeatUnavailable(_) => "seat_unavailable",
+            DomainError::ReholdCooldown { .. } => "rehold_cooldown",
             DomainError::NotFound => "not_found",
             DomainError::AlreadyPaid => "already_paid",
             DomainError::ReservationNotHeld => "reservation_not_held",
@@ -66,6 +82,17 @@ impl DomainError {
             DomainError::NotAdmitted => "not_admitted",
             DomainError::QueueTokenExpired => "queue_token_expired",
             DomainError::IdempotencyKeyReused => "idempotency_key_reused",
+        }
+    }
+
+    /// Seconds the client should wait before asking again, where waiting is the remedy.
+    pub fn retry_after_seconds(&self) -> Option<u64> {
+        match self {
+            DomainError::ReholdCooldown {
+                retry_after_seconds,
+                ..
+            } => Some(*retry_after_seconds),
+            _ => None,
         }
     }
 }

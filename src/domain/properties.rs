@@ -24,6 +24,7 @@ fn config() -> ProptestConfig {
 }
 const TTL_MS: i64 = 10_000;
 const MAX_PER_USER: u32 = 4;
+const COOLDOWN_MS: i64 = 15_000;
 
 #[derive(Debug, Clone)]
 enum SeatCommand {
@@ -53,6 +54,8 @@ fn new_seat_map() -> SeatMap {
         HoldPolicy {
             ttl_ms: TTL_MS,
             max_seats_per_user: MAX_PER_USER,
+            max_seats_per_user_total: MAX_PER_USER,
+            rehold_cooldown_ms: COOLDOWN_MS,
         },
     )
 }
@@ -75,6 +78,45 @@ fn history(log: &[Event]) -> HashMap<ReservationId, Reservation> {
         }
     }
     made
+}
+
+/// When each of the user's reservations was let go of (cancelled, or expired by time, swept or
+/// not), read from the events alone; paid and live ones were not.
+fn let_go(log: &[Event], user: UserId, now: Timestamp) -> Vec<(SeatList, Timestamp)> {
+    let mut ended_at: HashMap<ReservationId, Timestamp> = HashMap::new();
+    for event in log {
+        if let Event::HoldCancelled { reservation, at } | Event::HoldExpired { reservation, at } =
+            event
+        {
+            ended_at.entry(*reservation).or_insert(*at);
+        }
+    }
+    history(log)
+        .into_values()
+        .filter(|r| r.user == user)
+        .filter_map(|r| {
+            let at = match r.state {
+                ReservationState::Cancelled | ReservationState::Expired => ended_at[&r.id],
+                ReservationState::Held if r.expires_at <= now => r.expires_at,
+                ReservationState::Held | ReservationState::Paid => return None,
+            };
+            Some((r.seats, at))
+        })
+        .collect()
+}
+
+/// Seats among `seats` the user let go of less than the cooldown before `now`.
+fn cooling(log: &[Event], user: UserId, seats: &[SeatNo], now: Timestamp) -> Vec<SeatNo> {
+    let let_go = let_go(log, user, now);
+    seats
+        .iter()
+        .copied()
+        .filter(|seat| {
+            let_go
+                .iter()
+                .any(|(held, at)| held.contains(seat) && now < at.plus_millis(COOLDOWN_MS))
+        })
+        .collect()
 }
 
 /// Invariants 1 and 4, plus the hold limit, read from the map's own answers and the history
@@ -159,10 +201,23 @@ proptest! {
                             "hold_limit with {} live seats and {} asked", live, seats.len()
                         );
                     }
+                    let cooling = cooling(&log, UserId(user), &seats, now);
+                    if let Err(DomainError::ReholdCooldown { seat, retry_after_seconds }) = &outcome {
+                        // Refused only for a seat this user really let go of within the cooldown.
+                        prop_assert!(cooling.contains(seat), "seat {} refused as cooling", seat.0);
+                        prop_assert!(*retry_after_seconds >= 1);
+                    }
+                    if outcome.is_ok() {
+                        // No seat held forever: never again by the same user within the cooldown.
+                        prop_assert!(cooling.is_empty(), "seats {:?} held again within the cooldown", cooling);
+                    }
                     if outcome.is_err() && seats.len() == 1 && seats[0].0 >= 1 && seats[0].0 <= SEATS {
                         let free = map.seat_status(seats[0], now) == Some(SeatStatus::Available);
                         let over_limit = matches!(outcome, Err(DomainError::HoldLimit { .. }));
-                        prop_assert!(!free || over_limit, "a free seat was refused: {:?}", outcome);
+                        prop_assert!(
+                            !free || over_limit || !cooling.is_empty(),
+                            "a free seat was refused: {:?}", outcome
+                        );
                     }
                     outcome.ok().into_iter().collect()
                 }

@@ -8,6 +8,12 @@
 //! The map keeps only reservations still in the held state: they are what its decisions need.
 //! A paid, cancelled or expired reservation leaves memory; `ReservationChange` says how each
 //! event changes the history a user lists, and the store keeps that history beside the log.
+//!
+//! No seat is held forever: a user whose hold on a seat was cancelled or expired may not hold that
+//! seat again for `rehold_cooldown_ms` (others may, at once). Cancelling and holding again would
+//! otherwise renew a hold without end. The map remembers who let go of which seat and when
+//! (`Cooldowns`), derived from the same events as everything else, so replay and snapshots
+//! restore it exactly.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
@@ -17,6 +23,7 @@ use smallvec::SmallVec;
 
 use serde::{Deserialize, Serialize};
 
+use super::across_dates::HeldAcrossDates;
 use super::error::DomainError;
 use super::events::{Event, IdempotencyStamp};
 use super::types::*;
@@ -25,6 +32,10 @@ use super::types::*;
 pub struct HoldPolicy {
     pub ttl_ms: i64,
     pub max_seats_per_user: u32,
+    /// Bounds a user's held seats over every date; see `HeldAcrossDates`.
+    pub max_seats_per_user_total: u32,
+    /// How long a user who let go of a seat waits to hold it again; 0 never.
+    pub rehold_cooldown_ms: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -247,6 +258,61 @@ impl ExpiryQueue {
     }
 }
 
+/// Who let go of which seat, and when: `ended` answers a hold's question at once; `order` (by
+/// that time) lets entries go once their cooldown has passed, by the times of the events this
+/// date applies, so a replay forgets exactly what the live map forgot. A seat let go of again
+/// keeps its older entry in `order` until that reaches the front, where it is dropped.
+/// Memory: an entry per seat let go of within the last cooldown, until the date's next event.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Cooldowns {
+    ended: HashMap<(UserId, SeatNo), Timestamp, RandomState>,
+    order: VecDeque<(Timestamp, UserId, SeatNo)>,
+}
+
+impl Cooldowns {
+    fn record(&mut self, user: UserId, seats: &[SeatNo], at: Timestamp) {
+        for seat in seats {
+            let ended = self.ended.entry((user, *seat)).or_insert(at);
+            *ended = (*ended).max(at);
+            let entry = (at, user, *seat);
+            match self.order.back() {
+                Some(last) if *last > entry => {
+                    let place = self.order.partition_point(|e| *e < entry);
+                    self.order.insert(place, entry);
+                }
+                _ => self.order.push_back(entry),
+            }
+        }
+    }
+
+    /// When `user` may hold `seat` again, if they let go of it; `None` if they did not.
+    fn ends(&self, user: UserId, seat: SeatNo, cooldown_ms: i64) -> Option<Timestamp> {
+        if self.ended.is_empty() {
+            return None;
+        }
+        self.ended
+            .get(&(user, seat))
+            .map(|at| at.plus_millis(cooldown_ms))
+    }
+
+    /// Forgets every entry whose cooldown has passed by `now`.
+    fn forget_passed(&mut self, now: Timestamp, cooldown_ms: i64) {
+        while let Some(&(at, user, seat)) = self.order.front() {
+            if at.plus_millis(cooldown_ms) > now {
+                break;
+            }
+            self.order.pop_front();
+            if self.ended.get(&(user, seat)) == Some(&at) {
+                self.ended.remove(&(user, seat));
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.ended.len()
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SeatMap {
     date: DateId,
@@ -263,6 +329,8 @@ pub struct SeatMap {
     /// walking the user's whole history. Derived: rebuilt by `restore`, not snapshotted.
     #[serde(skip)]
     holding: HashMap<UserId, SmallVec<[u32; 4]>, RandomState>,
+    /// Seats users let go of recently, so they cannot renew a hold by cancelling it.
+    cooldowns: Cooldowns,
     held_seats: u32,
     sold_seats: u32,
 }
@@ -323,6 +391,7 @@ impl PartialEq for SeatMap {
             && self.holds == other.holds
             && self.placed == other.placed
             && self.holding == other.holding
+            && self.cooldowns == other.cooldowns
             && self.held_seats == other.held_seats
             && self.sold_seats == other.sold_seats
             && expiries_of(self) == expiries_of(other)
@@ -342,6 +411,7 @@ impl SeatMap {
             placed: 0,
             expiries: ExpiryQueue::default(),
             holding: HashMap::default(),
+            cooldowns: Cooldowns::default(),
             held_seats: 0,
             sold_seats: 0,
         }
@@ -376,6 +446,16 @@ impl SeatMap {
     /// Reservations kept in memory: those in the held state.
     pub fn hold_count(&self) -> usize {
         self.holds.len()
+    }
+
+    /// Every reservation in the held state (live, or expired and not swept yet).
+    pub fn held_reservations(&self) -> impl Iterator<Item = &Reservation> {
+        self.holds.values()
+    }
+
+    /// Seats remembered as recently let go of, each by one user.
+    pub fn cooldown_count(&self) -> usize {
+        self.cooldowns.len()
     }
 
     /// Whether `id` is a reservation of this date that has ended, and so left memory.
@@ -446,13 +526,46 @@ impl SeatMap {
             .sum()
     }
 
-    /// Decides a hold on all of `seats` or none of them.
+    /// Decides a hold on all of `seats` or none of them, for a user who holds nothing on
+    /// other dates (`place_hold_among` says what they hold there).
     pub fn place_hold(
         &self,
         user: UserId,
         seats: &[SeatNo],
         now: Timestamp,
         idempotency: Option<IdempotencyStamp>,
+    ) -> Result<Event, DomainError> {
+        let elsewhere = HeldAcrossDates::default();
+        self.place_hold_among(user, seats, now, idempotency, &elsewhere)
+    }
+
+    /// When `user` may hold `seat` again, if that is after `now`. A hold of theirs that expired
+    /// by time and was not swept yet counts as let go of at its expiry.
+    fn cooldown_ends(&self, user: UserId, seat: SeatNo, now: Timestamp) -> Option<Timestamp> {
+        let cooldown_ms = self.policy.rehold_cooldown_ms;
+        if cooldown_ms <= 0 {
+            return None;
+        }
+        let recorded = self.cooldowns.ends(user, seat, cooldown_ms);
+        let holder = self.seats[seat.index()].holder;
+        let unswept = (holder != 0)
+            .then(|| self.holds.get(&holder))
+            .flatten()
+            .filter(|r| r.user == user && r.expires_at <= now)
+            .map(|r| r.expires_at.plus_millis(cooldown_ms));
+        recorded.max(unswept).filter(|ends| *ends > now)
+    }
+
+    /// Decides a hold on all of `seats` or none of them. `across` is what the user holds over
+    /// every date, this one included, for the bound on all of them. Values are checked before
+    /// conflicts: the limits (422) before the seats' state (409).
+    pub fn place_hold_among(
+        &self,
+        user: UserId,
+        seats: &[SeatNo],
+        now: Timestamp,
+        idempotency: Option<IdempotencyStamp>,
+        across: &HeldAcrossDates,
     ) -> Result<Event, DomainError> {
         let max = self.policy.max_seats_per_user;
         if seats.is_empty() {
@@ -481,11 +594,23 @@ impl SeatMap {
         if self.live_seats_held_by(user, now) + seats.len() as u32 > max {
             return Err(DomainError::HoldLimit { max });
         }
+        across.admit(seats.len(), now, self.policy.max_seats_per_user_total)?;
         if let Some(taken) = seats
             .iter()
             .find(|s| self.seat_status(**s, now) != Some(SeatStatus::Available))
         {
             return Err(DomainError::SeatUnavailable(*taken));
+        }
+        // The seat that keeps the user waiting longest answers, so one wait is enough.
+        if let Some((ends, seat)) = seats
+            .iter()
+            .filter_map(|s| Some((self.cooldown_ends(user, *s, now)?, *s)))
+            .max()
+        {
+            return Err(DomainError::ReholdCooldown {
+                seat,
+                retry_after_seconds: now.seconds_until(ends).max(1),
+            });
         }
         let seq = self
             .placed
@@ -559,9 +684,61 @@ impl SeatMap {
             .collect()
     }
 
+    /// The holds `event` ends when applied, with their users: the one it cancels, expires or
+    /// pays, or those a new hold overtakes on seats they held past their expiry.
+    pub fn holds_ended_by(&self, event: &Event) -> SmallVec<[(UserId, ReservationId); 2]> {
+        let mut ended = SmallVec::new();
+        let mut add = |seq: u32| {
+            if let Some(r) = self.holds.get(&seq) {
+                if !ended.contains(&(r.user, r.id)) {
+                    ended.push((r.user, r.id));
+                }
+            }
+        };
+        match event {
+            Event::HoldPlaced {
+                reservation, seats, ..
+            } if reservation.date == self.date => {
+                for seat in seats {
+                    if let Some(slot) = self.seats.get(seat.index()) {
+                        add(slot.holder);
+                    }
+                }
+            }
+            Event::HoldCancelled { reservation, .. }
+            | Event::HoldExpired { reservation, .. }
+            | Event::PaymentCompleted { reservation, .. }
+                if reservation.date == self.date =>
+            {
+                add(reservation.seq)
+            }
+            _ => {}
+        }
+        ended
+    }
+
+    /// The instant an event of this date happened, for forgetting cooldowns that have passed.
+    fn happened_at(&self, event: &Event) -> Option<Timestamp> {
+        match event {
+            Event::HoldPlaced {
+                reservation, at, ..
+            }
+            | Event::HoldCancelled { reservation, at }
+            | Event::HoldExpired { reservation, at }
+            | Event::PaymentCompleted {
+                reservation, at, ..
+            } if reservation.date == self.date => Some(*at),
+            _ => None,
+        }
+    }
+
     /// Applies an event this date owns; events of other owners and other dates are ignored.
     /// Returns the seats whose slot changed, so views can be updated without a scan.
     pub fn apply(&mut self, event: &Event) -> SeatList {
+        if let Some(at) = self.happened_at(event) {
+            self.cooldowns
+                .forget_passed(at, self.policy.rehold_cooldown_ms);
+        }
         match event {
             Event::HoldPlaced {
                 reservation,
@@ -580,8 +757,10 @@ impl SeatMap {
                 for seat in seats {
                     let previous = self.seats[seat.index()].holder;
                     if previous != 0 {
-                        // The previous holder expired by time but was not swept yet.
-                        self.end_hold(previous);
+                        // The previous holder expired by time but was not swept yet: it was
+                        // let go of at its expiry.
+                        let expired_at = self.holds.get(&previous).map(|r| r.expires_at);
+                        self.end_hold(previous, expired_at);
                     }
                     self.seats[seat.index()].holder = reservation.seq;
                 }
@@ -595,10 +774,10 @@ impl SeatMap {
                 self.held_seats += seats.len() as u32;
                 seats.clone()
             }
-            Event::HoldCancelled { reservation, .. } | Event::HoldExpired { reservation, .. }
+            Event::HoldCancelled { reservation, at } | Event::HoldExpired { reservation, at }
                 if reservation.date == self.date =>
             {
-                self.end_hold(reservation.seq)
+                self.end_hold(reservation.seq, Some(*at))
             }
             Event::PaymentCompleted { reservation, .. } if reservation.date == self.date => {
                 let seq = reservation.seq;
@@ -641,12 +820,16 @@ impl SeatMap {
         }
     }
 
-    /// Ends a held reservation (cancelled or expired): it leaves memory, its seats return.
-    fn end_hold(&mut self, seq: u32) -> SeatList {
+    /// Ends a held reservation (cancelled or expired at `let_go_at`): it leaves memory, its
+    /// seats return, and its user waits out the cooldown before holding them again.
+    fn end_hold(&mut self, seq: u32, let_go_at: Option<Timestamp>) -> SeatList {
         let Some(r) = self.holds.remove(&seq) else {
             return SeatList::new();
         };
         let (user, seats) = (r.user, r.seats);
+        if let (Some(at), true) = (let_go_at, self.policy.rehold_cooldown_ms > 0) {
+            self.cooldowns.record(user, &seats, at);
+        }
         self.stop_holding(user, seq);
         self.forget_ended_expiries();
         self.held_seats -= seats.len() as u32;
@@ -670,6 +853,7 @@ mod tests {
     const BOB: UserId = UserId(2);
     const DATE: DateId = DateId(1);
     const TTL_MS: i64 = 300_000;
+    const COOLDOWN_MS: i64 = 60_000;
 
     fn map(seats: u32) -> SeatMap {
         SeatMap::new(
@@ -679,6 +863,8 @@ mod tests {
             HoldPolicy {
                 ttl_ms: TTL_MS,
                 max_seats_per_user: 4,
+                max_seats_per_user_total: 8,
+                rehold_cooldown_ms: COOLDOWN_MS,
             },
         )
     }
@@ -1028,5 +1214,149 @@ mod tests {
                 .place_hold(ALICE, &seats(&[7, 8, 9, 10]), t(30 + TTL_MS), None)
                 .is_ok());
         }
+    }
+
+    fn cooldown(seat: u32, retry_after_seconds: u64) -> Result<ReservationId, DomainError> {
+        Err(DomainError::ReholdCooldown {
+            seat: SeatNo(seat),
+            retry_after_seconds,
+        })
+    }
+
+    #[test]
+    fn a_user_who_cancelled_a_seat_waits_out_the_cooldown_and_others_do_not() {
+        let mut m = map(10);
+        let r = hold(&mut m, ALICE, &[1, 2], 0).unwrap();
+        m.apply(&m.cancel_hold(ALICE, r, t(1_000)).unwrap());
+        assert_eq!(hold(&mut m, ALICE, &[2], 1_000), cooldown(2, 60));
+        // A hold that names it fails whole.
+        assert_eq!(hold(&mut m, ALICE, &[3, 1], 1_000), cooldown(1, 60));
+        assert_eq!(
+            m.seat_status(SeatNo(3), t(1_000)),
+            Some(SeatStatus::Available)
+        );
+        assert_eq!(
+            hold(&mut m, ALICE, &[1], 60_500),
+            cooldown(1, 1),
+            "rounded up"
+        );
+        hold(&mut m, ALICE, &[1], 61_000).unwrap();
+        hold(&mut m, BOB, &[2], 1_001).unwrap();
+    }
+
+    #[test]
+    fn an_expired_hold_starts_the_cooldown_at_its_expiry_swept_or_not() {
+        let mut swept = map(10);
+        hold(&mut swept, ALICE, &[4], 0).unwrap();
+        for event in swept.expire_due(t(TTL_MS)) {
+            swept.apply(&event);
+        }
+        let unswept = {
+            let mut m = map(10);
+            hold(&mut m, ALICE, &[4], 0).unwrap();
+            m
+        };
+        for mut m in [swept, unswept] {
+            assert_eq!(hold(&mut m, ALICE, &[4], TTL_MS + 30_000), cooldown(4, 30));
+            hold(&mut m, ALICE, &[4], TTL_MS + COOLDOWN_MS).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_hold_overtaken_past_its_expiry_starts_its_holders_cooldown() {
+        let mut m = map(10);
+        let first = hold(&mut m, ALICE, &[1, 2], 0).unwrap();
+        let bobs = m.place_hold(BOB, &seats(&[1]), t(TTL_MS), None).unwrap();
+        assert_eq!(
+            m.holds_ended_by(&bobs).as_slice(),
+            &[(ALICE, first)],
+            "Bob's hold ends Alice's"
+        );
+        m.apply(&bobs);
+        assert_eq!(hold(&mut m, ALICE, &[2], TTL_MS + 1_000), cooldown(2, 59));
+    }
+
+    #[test]
+    fn a_paid_hold_starts_no_cooldown_and_a_zero_cooldown_none_at_all() {
+        let mut m = map(10);
+        let r = hold(&mut m, ALICE, &[1], 0).unwrap();
+        let pay = m.prepare_payment(ALICE, r, t(1), None).unwrap();
+        assert_eq!(m.holds_ended_by(&pay).as_slice(), &[(ALICE, r)]);
+        m.apply(&pay);
+        assert_eq!(m.cooldown_count(), 0);
+
+        let mut off = SeatMap::new(
+            DATE,
+            10,
+            50_000,
+            HoldPolicy {
+                rehold_cooldown_ms: 0,
+                ..m.policy()
+            },
+        );
+        let r = hold(&mut off, ALICE, &[1], 0).unwrap();
+        off.apply(&off.cancel_hold(ALICE, r, t(1)).unwrap());
+        hold(&mut off, ALICE, &[1], 1).unwrap();
+        assert_eq!(off.cooldown_count(), 0);
+    }
+
+    #[test]
+    fn limits_are_refused_before_conflicts() {
+        let mut m = map(10);
+        let r = hold(&mut m, ALICE, &[1], 0).unwrap();
+        m.apply(&m.cancel_hold(ALICE, r, t(0)).unwrap());
+        hold(&mut m, BOB, &[2], 0).unwrap();
+        let mut across = HeldAcrossDates::default();
+        across.record_placed(&Event::HoldPlaced {
+            reservation: ReservationId {
+                date: DateId(2),
+                seq: 1,
+            },
+            user: ALICE,
+            seats: seats(&[1, 2, 3, 4, 5, 6, 7]),
+            price: 0,
+            at: t(0),
+            expires_at: t(TTL_MS),
+            idempotency: None,
+        });
+        // Seat 1 is in Alice's cooldown and seat 2 is Bob's, but two more seats are the limit.
+        for taken in [&[1, 3][..], &[2, 3]] {
+            assert_eq!(
+                m.place_hold_among(ALICE, &seats(taken), t(1), None, &across),
+                Err(DomainError::HoldLimitOverAllDates { max: 8 })
+            );
+        }
+        assert!(m
+            .place_hold_among(ALICE, &seats(&[3]), t(1), None, &across)
+            .is_ok());
+        // The other date's hold stops counting at its expiry.
+        assert!(m
+            .place_hold_among(ALICE, &seats(&[3, 4]), t(TTL_MS), None, &across)
+            .is_ok());
+    }
+
+    #[test]
+    fn cooldowns_are_forgotten_once_passed_and_read_back_from_a_snapshot() {
+        let mut m = map(10);
+        let first = hold(&mut m, ALICE, &[1], 0).unwrap();
+        m.apply(&m.cancel_hold(ALICE, first, t(0)).unwrap());
+        let second = hold(&mut m, BOB, &[2, 3], 10).unwrap();
+        m.apply(&m.cancel_hold(BOB, second, t(20)).unwrap());
+        assert_eq!(m.cooldown_count(), 3);
+
+        let config = bincode::config::standard();
+        let bytes = bincode::serde::encode_to_vec(&m, config).unwrap();
+        let (mut read, _): (SeatMap, _) =
+            bincode::serde::decode_from_slice(&bytes, config).unwrap();
+        read.restore(m.policy());
+        assert_eq!(read, m);
+        assert_eq!(hold(&mut read, BOB, &[3], 30), cooldown(3, 60));
+
+        // The date's next event after Alice's cooldown forgets hers, and only hers.
+        hold(&mut m, UserId(3), &[9], COOLDOWN_MS).unwrap();
+        assert_eq!(m.cooldown_count(), 2);
+        hold(&mut m, ALICE, &[1], COOLDOWN_MS).unwrap();
+        hold(&mut m, UserId(3), &[10], COOLDOWN_MS + 20).unwrap();
+        assert_eq!(m.cooldown_count(), 0);
     }
 }

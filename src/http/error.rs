@@ -81,7 +81,11 @@ impl ApiError {
 
 impl From<DomainError> for ApiError {
     fn from(error: DomainError) -> Self {
-        Self::new(status_of(&error), error.code(), error.to_string())
+        let problem = Self::new(status_of(&error), error.code(), error.to_string());
+        match error.retry_after_seconds() {
+            Some(seconds) => problem.retry_after(seconds),
+            None => problem,
+        }
     }
 }
 
@@ -90,10 +94,12 @@ pub(crate) fn status_of(error: &DomainError) -> StatusCode {
     match error {
         DomainError::InvalidInput(_)
         | DomainError::HoldLimit { .. }
+        | DomainError::HoldLimitOverAllDates { .. }
         | DomainError::InvalidAmount { .. }
         | DomainError::BalanceLimit { .. }
         | DomainError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
         DomainError::SeatUnavailable(_)
+        | DomainError::ReholdCooldown { .. }
         | DomainError::AlreadyPaid
         | DomainError::ReservationNotHeld
         | DomainError::UsernameTaken => StatusCode::CONFLICT,

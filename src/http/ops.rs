@@ -40,17 +40,16 @@ pub(super) async fn metrics(State(app): State<AppState>) -> impl axum::response:
     metrics::gauge!("boxoffice_queue_admissions_per_second")
         .set(app.engine.queue.admissions_per_second(app.clock.now()));
     let engine = &app.engine;
-    let reservations: usize = engine
-        .dates
-        .all()
-        .iter()
-        .map(|d| d.view().reservations())
-        .sum();
+    let dates = engine.dates.all();
+    let reservations: usize = dates.iter().map(|d| d.view().reservations()).sum();
+    let cooldowns: usize = dates.iter().map(|d| d.view().cooldowns()).sum();
     let idempotency_keys = engine.key_records().in_memory();
     for (kind, count) in [
         ("idempotency_keys", idempotency_keys),
         ("reservations", reservations),
         ("queue_tokens", engine.queue.remembered()),
+        ("rehold_cooldowns", cooldowns),
+        ("users_holding", engine.dates.held().users()),
     ] {
         metrics::gauge!("boxoffice_records", "kind" => kind).set(count as f64);
     }

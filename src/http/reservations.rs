@@ -72,7 +72,9 @@ pub(super) struct HoldRequest {
     #[serde(default, deserialize_with = "super::extract::present")]
     seat_no: Option<WholeNumber>,
     /// Held all-or-nothing; no repeats; at most `holds.max_seats_per_user` seats held on a
-    /// date at once (else 422 `hold_limit`).
+    /// date at once, and `holds.max_seats_per_user_total` over all dates (else 422
+    /// `hold_limit`). A seat the user let go of (cancelled or expired) within
+    /// `holds.rehold_cooldown_seconds` is refused to them (409 `rehold_cooldown`).
     #[schema(value_type = Option<Vec<u32>>, min_items = 1)]
     #[serde(default, deserialize_with = "super::extract::present")]
     seat_nos: Option<Vec<WholeNumber>>,
@@ -118,8 +120,9 @@ fn requested_seats(request: &HoldRequest) -> Result<SeatList, ApiError> {
         (status = 401, description = "`unauthenticated` or `queue_token_invalid`", body = Problem),
         (status = 403, description = "`not_admitted`, `queue_token_expired` or `forbidden`", body = Problem),
         (status = 404, description = "`not_found`: no such date", body = Problem),
-        (status = 409, description = "`seat_unavailable`", body = Problem),
-        (status = 422, description = "`invalid_input`, `hold_limit` or `idempotency_key_reused`", body = Problem),
+        (status = 409, description = "`seat_unavailable`, or `rehold_cooldown`: this user let go of the seat (cancelled, or it expired) less than `holds.rehold_cooldown_seconds` ago; others may hold it at once", body = Problem,
+            headers(("Retry-After" = u64, description = "with `rehold_cooldown`: whole seconds until this user may hold that seat again (at least 1)"))),
+        (status = 422, description = "`invalid_input`, `hold_limit` (`holds.max_seats_per_user` on the date, or `holds.max_seats_per_user_total` over all dates) or `idempotency_key_reused`", body = Problem),
         (status = 429, description = "`rate_limited`: too many requests on this session; see `Retry-After`", body = Problem),
     )
 )]

@@ -12,6 +12,7 @@ mod fuzz;
 mod happy_path;
 mod headers;
 mod helpers;
+mod hoarding;
 mod lists;
 mod live;
 mod money;

@@ -888,6 +888,15 @@ async fn every_route_documents_exactly_the_statuses_it_answers() {
         "reservation_not_held",
     )
     .await;
+    // The buyer let go of that seat just now: holding it again waits out the cooldown.
+    let again = hold(&buyer, &queue_token, json!({"date_id": date, "seat_no": 5}));
+    seen.expect("POST", reservations, again, 409, "rehold_cooldown")
+        .await;
+    let conflict = &document["paths"][reservations]["post"]["responses"]["409"];
+    assert!(
+        conflict["headers"]["Retry-After"].is_object(),
+        "the wait is documented: {conflict}"
+    );
 
     let payments = "/api/v1/payments";
     let pay = |key: &str, token: &str, reservation: &str| {
