@@ -41,6 +41,12 @@ use error::ApiError;
 use idempotency::IdempotencyGate;
 use request_metrics::RequestMetrics;
 
+/// A page of a user's list is the costliest answer (a read on the blocking pool, then up to a
+/// thousand entries rendered on a worker). Hundreds asked in the same instant, as a bot's
+/// connections do, would fill both workers' queues with that work and hold every cheap request
+/// behind it; taking turns (tokio's semaphore is first come, first served) spreads them out.
+const LIST_PAGES_AT_ONCE: usize = 4;
+
 /// What every handler shares. One `Arc`, so axum's per-request clone of the state is a single
 /// atomic increment, not one per handle inside.
 #[derive(Clone)]
@@ -64,6 +70,8 @@ pub struct AppInner {
     in_flight: Arc<Semaphore>,
     /// Open live streams; a stream holds its permit until it ends.
     pub streams: Arc<Semaphore>,
+    /// List pages being read and rendered; see `LIST_PAGES_AT_ONCE`.
+    pub list_pages: Semaphore,
     /// `/openapi.json`, rendered once for these settings.
     openapi_json: std::sync::OnceLock<axum::body::Bytes>,
     /// Turns true when the server starts to stop: live streams end on it.
@@ -79,6 +87,7 @@ impl AppState {
             hasher: Arc::new(PasswordHasher::new(&settings.auth)),
             in_flight: Arc::new(Semaphore::new(settings.server.max_in_flight)),
             streams: Arc::new(Semaphore::new(settings.server.max_streams)),
+            list_pages: Semaphore::new(LIST_PAGES_AT_ONCE),
             engine,
             settings,
             clock,

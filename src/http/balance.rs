@@ -154,6 +154,7 @@ pub(super) async fn history(
     query: PageQuery,
 ) -> Result<Response, ApiError> {
     let request = query.request(ListKind::BalanceHistory)?;
+    let _turn = app.list_pages.acquire().await;
     let page = app.engine.ledger.history(session.user, request).await?;
     let next_cursor = page.next.map(Cursor::encode);
     let entries: Vec<_> = page

@@ -195,6 +195,7 @@ pub(super) async fn list_mine(
     query: PageQuery,
 ) -> Result<Response, ApiError> {
     let request = query.request(ListKind::Reservations)?;
+    let _turn = app.list_pages.acquire().await;
     let page = app
         .engine
         .dates
