@@ -544,6 +544,26 @@ mod tests {
     }
 
     #[test]
+    fn streams_past_the_connection_bound_and_clockless_phases_are_refused() {
+        let mut settings = Settings::default();
+        settings.server.max_streams = settings.server.max_connections + 1;
+        let error = settings.validate().unwrap_err().to_string();
+        assert!(error.contains("server.max_streams"), "{error}");
+        for zero in [
+            |s: &mut ServerSettings| s.header_read_timeout_seconds = 0,
+            |s: &mut ServerSettings| s.body_read_timeout_seconds = 0,
+            |s: &mut ServerSettings| s.write_timeout_seconds = 0,
+            |s: &mut ServerSettings| s.max_connections_per_ip = 0,
+        ] {
+            let mut settings = Settings::default();
+            zero(&mut settings.server);
+            assert!(settings.validate().is_err(), "{:?}", settings.server);
+        }
+        let defaults = ServerSettings::default();
+        assert!(defaults.max_streams < defaults.max_connections);
+    }
+
+    #[test]
     fn a_zero_hold_ttl_is_rejected() {
         let mut settings = Settings::default();
         settings.holds.ttl_seconds = 0;
