@@ -14,6 +14,9 @@ use boxoffice::app::Application;
 use boxoffice::config::Settings;
 use serde_json::{json, Value};
 
+/// `Settings::for_tests()`'s admin token, as a header value.
+const ADMIN: &str = "Bearer test-admin-token-0123456789abcdef";
+
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 const WAIT: Duration = Duration::from_secs(8);
 const PASSWORD: &str = "correct horse battery";
@@ -309,7 +312,7 @@ async fn server_with(configure: impl FnOnce(&mut Settings)) -> (Server, String) 
         let _ = stopped.await;
     }));
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let admin = "Bearer test-admin-token-0123456789abcdef";
+    let admin = ADMIN;
     let concert: Value = client
         .post(format!("{base}/api/v1/admin/concerts"))
         .header("authorization", admin)
@@ -574,7 +577,7 @@ async fn older_reservations_come_a_page_at_a_time() {
     let concert = concerts["concerts"][0]["concert_id"].as_str().unwrap();
     let date: Value = client
         .post(api(&format!("/admin/concerts/{concert}/dates")))
-        .header("authorization", "Bearer test-admin-token")
+        .header("authorization", ADMIN)
         .json(&json!({"starts_at": "2031-03-02T19:00:00Z", "seat_count": 101, "price": 10}))
         .send()
         .await
