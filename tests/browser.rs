@@ -312,28 +312,22 @@ async fn server_with(configure: impl FnOnce(&mut Settings)) -> (Server, String) 
         let _ = stopped.await;
     }));
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let admin = ADMIN;
-    let concert: Value = client
-        .post(format!("{base}/api/v1/admin/concerts"))
-        .header("authorization", admin)
-        .json(&json!({"title": "Aurora Live", "venue": "Riverside Hall"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+
+    let concert = json_of(
+        client
+            .post(format!("{base}/api/v1/admin/concerts"))
+            .header("authorization", ADMIN)
+            .json(&json!({"title": "Aurora Live", "venue": "Riverside Hall"})),
+    )
+    .await;
     let concert = concert["concert_id"].as_str().unwrap();
-    let date: Value = client
-        .post(format!("{base}/api/v1/admin/concerts/{concert}/dates"))
-        .header("authorization", admin)
-        .json(&json!({"starts_at": "2031-03-01T19:00:00Z", "seat_count": 12, "price": 1500}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let date = json_of(
+        client
+            .post(format!("{base}/api/v1/admin/concerts/{concert}/dates"))
+            .header("authorization", ADMIN)
+            .json(&json!({"starts_at": "2031-03-01T19:00:00Z", "seat_count": 12, "price": 1500})),
+    )
+    .await;
     let date = date["date_id"].as_str().unwrap().to_owned();
     (
         Server {
@@ -566,48 +560,32 @@ async fn older_reservations_come_a_page_at_a_time() {
     let auth = format!("Bearer {}", token.as_str().expect("a signed-in page"));
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let api = |path: &str| format!("{}/api/v1{path}", server.base);
-    let concerts: Value = client
-        .get(api("/concerts"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let concerts = json_of(client.get(api("/concerts"))).await;
     let concert = concerts["concerts"][0]["concert_id"].as_str().unwrap();
-    let date: Value = client
-        .post(api(&format!("/admin/concerts/{concert}/dates")))
-        .header("authorization", ADMIN)
-        .json(&json!({"starts_at": "2031-03-02T19:00:00Z", "seat_count": 101, "price": 10}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let date = json_of(
+        client
+            .post(api(&format!("/admin/concerts/{concert}/dates")))
+            .header("authorization", ADMIN)
+            .json(&json!({"starts_at": "2031-03-02T19:00:00Z", "seat_count": 101, "price": 10})),
+    )
+    .await;
     let date = date["date_id"].as_str().unwrap();
-    let queue: Value = client
-        .post(api("/queue/tokens"))
-        .header("authorization", &auth)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let queue = json_of(
+        client
+            .post(api("/queue/tokens"))
+            .header("authorization", &auth),
+    )
+    .await;
     let queue_token = queue["queue_token"].as_str().unwrap();
     for seat in 1..=101 {
-        let held: Value = client
-            .post(api("/reservations"))
-            .header("authorization", &auth)
-            .header("x-queue-token", queue_token)
-            .json(&json!({"date_id": date, "seat_no": seat}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let held = json_of(
+            client
+                .post(api("/reservations"))
+                .header("authorization", &auth)
+                .header("x-queue-token", queue_token)
+                .json(&json!({"date_id": date, "seat_no": seat})),
+        )
+        .await;
         let id = held["reservation_id"].as_str().expect("a hold");
         let cancelled = client
             .delete(api(&format!("/reservations/{id}")))
@@ -630,6 +608,11 @@ async fn older_reservations_come_a_page_at_a_time() {
         .await;
     assert_eq!(hidden, json!(true), "nothing older is left");
     browser.close().await;
+}
+
+/// Sends a request the test expects to succeed and reads its JSON answer.
+async fn json_of(request: reqwest::RequestBuilder) -> Value {
+    request.send().await.unwrap().json().await.unwrap()
 }
 
 /// Waits (bounded) until the reservation list shows `count` entries.
