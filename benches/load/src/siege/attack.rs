@@ -490,6 +490,13 @@ mod tests {
                 // The server closes every connection; each attacker opens another.
                 drop(peers);
             } else {
+                // The server side accepts before the attacker's own `connect` returns and
+                // counts it: wait (bounded) until every attacker counts its second connection.
+                let gauge = attack.gauge();
+                let deadline = std::time::Instant::now() + Duration::from_secs(5);
+                while gauge.open() < 3 && std::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
                 let kinds = attack.stop().await;
                 let idle = kinds.iter().find(|k| k.kind == "idle").unwrap();
                 assert_eq!((idle.attackers, idle.connects), (1, 2));
