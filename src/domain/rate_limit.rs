@@ -104,6 +104,23 @@ struct KnownAddress<A> {
 }
 
 impl SignInThrottle {
+    /// How long an address that signed in to an account stays known to it.
+    pub const KNOWN_FOR_MS: i64 = 30 * 86_400_000;
+    /// Known addresses kept per account, the most recent.
+    pub const KNOWN_MAX: usize = 4;
+
+    /// The rule above with `per_minute` failures a minute per bucket.
+    pub fn per_minute(per_minute: u32) -> Self {
+        Self {
+            failures: RateLimit {
+                capacity: per_minute,
+                period_ms: 60_000,
+            },
+            known_for_ms: Self::KNOWN_FOR_MS,
+            known_max: Self::KNOWN_MAX,
+        }
+    }
+
     pub fn record<A>(&self, now: Timestamp) -> SignInRecord<A> {
         SignInRecord {
             strangers: self.failures.full_bucket(now),

@@ -22,10 +22,6 @@ use crate::domain::rate_limit::{Bucket, RateLimit, SignInRecord, SignInThrottle}
 use crate::domain::Timestamp;
 
 const FORGET_IDLE_EVERY: Duration = Duration::from_secs(60);
-/// How long an address that signed in to an account stays known to it.
-const KNOWN_ADDRESS_DAYS: i64 = 30;
-/// Known addresses kept per account, the most recent.
-const KNOWN_ADDRESSES_PER_ACCOUNT: usize = 4;
 /// A session past its stream bound is told to come back after the time the server takes, at
 /// most, to notice that one of its streams was closed (the heartbeat).
 const STREAM_RETRY_AFTER_SECONDS: u64 = 15;
@@ -96,14 +92,7 @@ struct SignIns {
 impl SignIns {
     fn new(per_minute: u32) -> Option<Self> {
         (per_minute > 0).then(|| Self {
-            throttle: SignInThrottle {
-                failures: RateLimit {
-                    capacity: per_minute,
-                    period_ms: 60_000,
-                },
-                known_for_ms: KNOWN_ADDRESS_DAYS * 86_400_000,
-                known_max: KNOWN_ADDRESSES_PER_ACCOUNT,
-            },
+            throttle: SignInThrottle::per_minute(per_minute),
             accounts: DashMap::new(),
         })
     }
