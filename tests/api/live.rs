@@ -266,20 +266,7 @@ async fn past_max_streams_a_stream_is_refused_with_503_until_one_closes() {
     // a change on the date makes it write at once.
     let (other, other_queue) = app.admitted_buyer().await;
     app.hold_ok(&other, &other_queue, &date, &[2]).await;
-    eventually("the closed stream's place to be free", || {
-        let (app, buyer, queue) = (&app, &buyer, &queue);
-        async move {
-            let response = app
-                .get("/api/v1/queue/tokens/current/events")
-                .session(buyer)
-                .queue(queue)
-                .send()
-                .await
-                .ok()?;
-            (response.status() == 200).then_some(())
-        }
-    })
-    .await;
+    stream_place_frees(&app, &buyer, &queue, "the closed stream's place to be free").await;
 }
 
 /// `server.max_streams_per_session`: past it that session's next stream gets 429
@@ -320,21 +307,27 @@ async fn past_max_streams_per_session_that_session_gets_429_and_others_do_not() 
     drop(first);
     // A change on the date makes the server write to the closed stream, and notice.
     app.hold_ok(&other, &other_queue, &date, &[2]).await;
-    eventually(
+    stream_place_frees(
+        &app,
+        &buyer,
+        &queue,
         "the closed stream's place on the session to be free",
-        || {
-            let (app, buyer, queue) = (&app, &buyer, &queue);
-            async move {
-                let response = app
-                    .get("/api/v1/queue/tokens/current/events")
-                    .session(buyer)
-                    .queue(queue)
-                    .send()
-                    .await
-                    .ok()?;
-                (response.status() == 200).then_some(())
-            }
-        },
     )
+    .await;
+}
+
+/// Waits (bounded) until `buyer` is given a queue stream again: the server noticed a closed
+/// stream and gave its place back.
+async fn stream_place_frees(app: &TestApp, buyer: &Buyer, queue: &str, what: &str) {
+    eventually(what, || async move {
+        let response = app
+            .get("/api/v1/queue/tokens/current/events")
+            .session(buyer)
+            .queue(queue)
+            .send()
+            .await
+            .ok()?;
+        (response.status() == 200).then_some(())
+    })
     .await;
 }

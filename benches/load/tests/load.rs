@@ -547,17 +547,7 @@ async fn a_missed_goal_fails_the_run_only_when_it_is_required() {
     let server = Server::start(Settings::for_tests()).await;
     // Without --server-pid the RSS line cannot pass, so the goal is missed whatever else holds.
     let args = siege_args(&server, "5", &["--require-goal"]);
-    let (status, stdout, stderr) = tokio::task::spawn_blocking(move || run_bounded(&args))
-        .await
-        .expect("the generator's runner does not panic");
-    server.stop().await;
-    let report: Value = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("the report is JSON ({e}):\n{stdout}\nstderr:\n{stderr}"));
-    assert_eq!(
-        status,
-        Some(1),
-        "exit status; report:\n{stdout}\nstderr:\n{stderr}"
-    );
+    let report = run_to_exit(args, server, 1).await;
     assert_eq!(report["ok"], false, "{report:#}");
     assert_eq!(report["invariants"]["ok"], true, "{report:#}");
     let goal = &report["siege"]["goal"];
@@ -589,6 +579,18 @@ async fn a_missed_goal_fails_the_run_only_when_it_is_required() {
 /// Runs the generator against `server`, stops the server, and returns the JSON report of a run
 /// that exited 0 with every invariant holding.
 async fn run_to_success(args: impl IntoIterator<Item = String>, server: Server) -> Value {
+    let report = run_to_exit(args, server, 0).await;
+    assert_eq!(report["ok"], true, "{report:#}");
+    report
+}
+
+/// Runs the generator against `server`, stops the server, checks the exit code and returns
+/// the JSON report.
+async fn run_to_exit(
+    args: impl IntoIterator<Item = String>,
+    server: Server,
+    expected_exit: i32,
+) -> Value {
     let args: Vec<String> = args.into_iter().collect();
     let (status, stdout, stderr) = tokio::task::spawn_blocking(move || run_bounded(&args))
         .await
@@ -598,10 +600,9 @@ async fn run_to_success(args: impl IntoIterator<Item = String>, server: Server) 
         .unwrap_or_else(|e| panic!("the report is JSON ({e}):\n{stdout}\nstderr:\n{stderr}"));
     assert_eq!(
         status,
-        Some(0),
+        Some(expected_exit),
         "exit status; report:\n{stdout}\nstderr:\n{stderr}"
     );
-    assert_eq!(report["ok"], true, "{report:#}");
     report
 }
 
