@@ -235,6 +235,14 @@ impl CatalogHandle {
         )
     }
 
+    /// A date and the concert it belongs to.
+    pub fn date(&self, date: DateId) -> Option<(DateInfo, Concert)> {
+        let catalog = self.view.read();
+        let found = *catalog.date(date)?;
+        let concert = catalog.concert(found.concert)?.clone();
+        Some((found, concert))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.view.read().concerts().is_empty()
     }

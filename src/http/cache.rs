@@ -8,7 +8,11 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 const API_PREFIX: &str = "/api/v1/";
-const PUBLIC_ROUTES: [&str; 2] = ["/api/v1/concerts", "/api/v1/concerts/{concert_id}/dates"];
+const PUBLIC_ROUTES: [&str; 3] = [
+    "/api/v1/concerts",
+    "/api/v1/concerts/{concert_id}/dates",
+    "/api/v1/dates/{date_id}",
+];
 
 pub(super) async fn no_store_for_private_answers(request: Request, next: Next) -> Response {
     let under_api = request.uri().path().starts_with(API_PREFIX);

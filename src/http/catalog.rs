@@ -11,6 +11,7 @@ use super::error::{ApiError, Problem};
 use super::extract::{Admitted, IdPath};
 use super::{rfc3339, AppState};
 use crate::actors::date::SeatView;
+use crate::domain::catalog::DateInfo;
 use crate::domain::seat_map::SeatStatus;
 use crate::domain::{ConcertId, DateId};
 
@@ -18,6 +19,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/concerts", get(concerts))
         .route("/api/v1/concerts/{concert_id}/dates", get(dates))
+        .route("/api/v1/dates/{date_id}", get(date))
         .route("/api/v1/dates/{date_id}/seats", get(seats))
 }
 
@@ -93,15 +95,66 @@ pub(super) async fn dates(
             date_id: d.id.to_string(),
             starts_at: rfc3339(d.starts_at),
             total_seats: d.seat_count,
-            available_seats: app
-                .engine
-                .dates
-                .get(d.id)
-                .map_or(d.seat_count, |h| h.view().available_seats()),
+            available_seats: available_seats(&app, &d),
             price: d.price,
         })
         .collect();
     Ok(Json(DatesBody { dates }).into_response())
+}
+
+/// Seats neither held nor sold, as the date's actor last published them.
+fn available_seats(app: &AppState, date: &DateInfo) -> u32 {
+    app.engine
+        .dates
+        .get(date.id)
+        .map_or(date.seat_count, |h| h.view().available_seats())
+}
+
+/// One date with its concert, for a client that knows only the date (a reservation's).
+#[derive(Serialize, ToSchema)]
+pub(super) struct OneDateBody {
+    date_id: String,
+    concert_id: String,
+    /// The concert's.
+    title: String,
+    /// The concert's.
+    venue: String,
+    starts_at: String,
+    total_seats: u32,
+    /// Neither held nor sold; may lag by up to a second.
+    available_seats: u32,
+    /// Whole won per seat.
+    price: u64,
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/dates/{date_id}", tag = "catalogue",
+    params(("date_id" = String, Path)),
+    responses(
+        (status = 200, description = "The date, its concert and its availability", body = OneDateBody),
+        (status = 404, description = "`not_found`", body = Problem),
+    )
+)]
+pub(super) async fn date(
+    State(app): State<AppState>,
+    IdPath(date): IdPath<DateId>,
+) -> Result<Response, ApiError> {
+    let (date, concert) = app
+        .engine
+        .catalog
+        .date(date)
+        .ok_or_else(ApiError::not_found)?;
+    Ok(Json(OneDateBody {
+        date_id: date.id.to_string(),
+        concert_id: concert.id.to_string(),
+        title: concert.title,
+        venue: concert.venue,
+        starts_at: rfc3339(date.starts_at),
+        total_seats: date.seat_count,
+        available_seats: available_seats(&app, &date),
+        price: date.price,
+    })
+    .into_response())
 }
 
 #[derive(Serialize, ToSchema)]

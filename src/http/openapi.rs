@@ -62,7 +62,7 @@ pub(super) struct PageParams {
     paths(
         users::sign_up, users::sign_in, users::sign_out, users::me,
         queue::take_token, queue::poll_token, queue::leave_queue,
-        catalog::concerts, catalog::dates, catalog::seats,
+        catalog::concerts, catalog::dates, catalog::date, catalog::seats,
         reservations::hold, reservations::list_mine, reservations::show, reservations::cancel,
         reservations::pay,
         balance::balance, balance::charge, balance::history,

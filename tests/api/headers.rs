@@ -89,6 +89,7 @@ async fn answers_with_a_session_or_a_users_data_are_not_stored() {
         ("unknown path", app.get("/api/v1/nothing-here")),
         ("wrong method", app.delete("/api/v1/balance")),
         ("unknown concert", app.get("/api/v1/concerts/c_999/dates")),
+        ("unknown date", app.get("/api/v1/dates/d_999")),
     ];
     for (what, request) in answers {
         let response = request.send().await.unwrap();
@@ -109,6 +110,7 @@ async fn answers_with_a_session_or_a_users_data_are_not_stored() {
     for path in [
         "/api/v1/concerts".to_owned(),
         format!("/api/v1/concerts/{concert}/dates"),
+        format!("/api/v1/dates/{date}"),
     ] {
         let response = app.get(&path).send().await.unwrap();
         assert_eq!(response.status(), 200, "{path}");

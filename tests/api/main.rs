@@ -4,6 +4,7 @@
 mod authorization;
 mod backup;
 mod bad_input;
+mod catalog;
 mod contention;
 mod edges;
 mod expiry;

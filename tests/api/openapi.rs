@@ -834,6 +834,9 @@ async fn every_route_documents_exactly_the_statuses_it_answers() {
     seen.send("GET", concerts, app.get(concerts)).await;
     let dates = "/api/v1/concerts/{concert_id}/dates";
     seen.send("GET", dates, app.get(&names.fill(dates))).await;
+    let one_date = "/api/v1/dates/{date_id}";
+    seen.send("GET", one_date, app.get(&names.fill(one_date)))
+        .await;
     for path in [
         "/api/v1/dates/{date_id}/seats",
         "/api/v1/dates/{date_id}/seats/events",
