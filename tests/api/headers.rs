@@ -192,3 +192,41 @@ async fn two_idempotency_keys_are_a_malformed_request() {
     let response = app.keyed_charge(&buyer, "key-a", 100).await;
     assert_json(response, 201).await;
 }
+
+/// The page's icons come with the page's own headers: their type, revalidation, the same
+/// Content-Security-Policy and no sniffing. The ICO is a real one (it starts with the ICO
+/// header), not an SVG under another name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_icons_are_served_with_the_pages_headers() {
+    let app = spawn_app().await;
+    let page = app.get("/").send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let policy = header(&page, "content-security-policy");
+    for (path, kind) in [
+        ("/favicon.svg", "image/svg+xml"),
+        ("/favicon.ico", "image/x-icon"),
+    ] {
+        let response = app.get(path).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(header(&response, "content-type"), kind, "{path}");
+        assert_eq!(header(&response, "cache-control"), "no-cache", "{path}");
+        assert_eq!(
+            header(&response, "content-security-policy"),
+            policy,
+            "{path}"
+        );
+        assert_eq!(
+            header(&response, "x-content-type-options"),
+            "nosniff",
+            "{path}"
+        );
+        let body = response.bytes().await.unwrap();
+        assert!(!body.is_empty(), "{path} has a body");
+        if path.ends_with(".ico") {
+            assert_eq!(body[..4], [0, 0, 1, 0], "{path} starts as an ICO file");
+        } else {
+            let text = String::from_utf8_lossy(&body);
+            assert!(text.contains("<svg"), "{path}: {text}");
+        }
+    }
+}
