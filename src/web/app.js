@@ -1,22 +1,30 @@
-// The buyer's page: a plain client of API.md. Everything it knows comes from the API; every
-// error the API can give is shown as a sentence.
+// The buyer's page: a plain client of API.md. Everything it shows comes from the server (a reload
+// or a second tab finds the same hold), and every error the API can give is shown as a sentence.
 "use strict";
 
 const API = "/api/v1";
+const STORED = "boxoffice.session";
 const $ = (id) => document.getElementById(id);
-const state = {
-  session: JSON.parse(sessionStorage.getItem("session") || "null"),
-  queueToken: null,
-  date: null,
-  seats: new Map(),
-  selected: new Set(),
-  limit: 4,
-  hold: null,
-  streams: [],
-  countdown: null,
-  pendingDate: null,
-  olderReservations: null,
-};
+
+function freshState() {
+  return {
+    session: null, // {token, username, queueToken}
+    queueToken: null,
+    date: null, // the date whose seats are open: GET /dates/{id}
+    map: null, // SeatMap of that date
+    selected: new Set(),
+    owned: new Set(), // seats of this date the buyer has paid for
+    limit: 4,
+    hold: null, // the newest live held reservation, with its date
+    streams: [],
+    countdown: null,
+    announced: null,
+    pendingRoute: null,
+    olderReservations: null,
+    epoch: 0, // bumped on sign-out, so answers for the previous buyer are dropped
+  };
+}
+let state = freshState();
 
 const MESSAGES = {
   unauthenticated: "Please sign in again: your session has ended.",
@@ -27,8 +35,8 @@ const MESSAGES = {
   queue_token_expired: "Your shopping time is over. Please join the waiting room again.",
   forbidden: "That belongs to someone else.",
   seat_unavailable: "Sorry, one of those seats was just taken by someone else. Please pick another.",
-  hold_limit: () => `You can hold at most ${state.limit} seats at once on one date, and there is a limit over all dates together too. Pay for or cancel a hold first.`,
-  rehold_cooldown: "You let go of one of those seats a moment ago, so it is not yours to hold again just yet. Please pick another seat, or try again in a minute.",
+  hold_limit: (detail) => `You cannot hold more seats right now: ${detail}. Your holds are listed under “My reservations”.`,
+  rehold_cooldown: (detail) => `You let go of that seat a moment ago, so it is not yours to hold again just yet (${detail}). Please pick another seat.`,
   hold_expired: "Your hold expired and the seats went back on sale. Please pick your seats again.",
   insufficient_balance: "Your balance is too low for this. Top up, then pay.",
   invalid_amount: "Please enter a whole amount of won between 1 and 10,000,000.",
@@ -42,12 +50,13 @@ const MESSAGES = {
   payload_too_large: "That was too much to send at once.",
   unsupported_media_type: "Something went wrong sending that. Please reload the page.",
   malformed_request: "Something went wrong sending that. Please reload the page and try again.",
+  network: "The box office cannot be reached. Check your connection and try again.",
 };
 
 class Problem extends Error {
   constructor(code, detail, status) {
     const known = MESSAGES[code];
-    let text = typeof known === "function" ? known() : known;
+    let text = typeof known === "function" ? known(detail) : known;
     if (!text && code === "invalid_input") text = `Please check what you entered: ${detail}.`;
     super(text || "Something unexpected went wrong. Please try again.");
     this.code = code;
@@ -69,7 +78,11 @@ function headers(extra = {}) {
   return h;
 }
 
+// Answers that arrive after the buyer signed out belong to nobody on this page.
+class Stale extends Error {}
+
 async function api(method, path, { body, idempotent } = {}) {
+  const epoch = state.epoch;
   const extra = {};
   if (body !== undefined) extra["content-type"] = "application/json";
   if (idempotent) extra["idempotency-key"] = idempotent;
@@ -83,16 +96,27 @@ async function api(method, path, { body, idempotent } = {}) {
   } catch {
     throw new Problem("network", "", 0);
   }
-  if (response.status === 204) return null;
-  const data = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Problem(data.code, data.detail || "", response.status);
+  const data = response.status === 204 ? null : await response.json().catch(() => ({}));
+  if (epoch !== state.epoch) throw new Stale();
+  if (!response.ok) {
+    if (data.code === "unauthenticated" && state.session) signedOutElsewhere();
+    throw new Problem(data.code, data.detail || "", response.status);
+  }
   return data;
 }
 
+function fail(problem) {
+  if (problem instanceof Stale || problem.name === "AbortError") return;
+  say(problem.message);
+}
+
+const SECTIONS = ["catalog", "auth", "waiting", "seats", "done", "mine"];
+
 function show(section) {
-  for (const id of ["catalog", "auth", "waiting", "seats", "done", "mine"]) $(id).hidden = id !== section;
-  const heading = $(section).querySelector("h2");
-  if (heading) { heading.tabIndex = -1; heading.focus(); }
+  for (const id of SECTIONS) $(id).hidden = id !== section;
+  const heading = $(section).querySelector("h1");
+  if (heading) { heading.tabIndex = -1; heading.focus({ preventScroll: true }); }
+  window.scrollTo(0, 0);
 }
 
 function stopStreams() {
@@ -100,54 +124,115 @@ function stopStreams() {
   state.streams = [];
 }
 
-const won = (n) => `${Number(n).toLocaleString("en-US")}`;
-const when = (iso) => new Date(iso).toLocaleString();
+const won = (n) => Number(n).toLocaleString("en-US");
+const WHEN = new Intl.DateTimeFormat(undefined, {
+  weekday: "short", day: "numeric", month: "short", year: "numeric",
+  hour: "2-digit", minute: "2-digit", timeZoneName: "short",
+});
+const CLOCK = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", timeZoneName: "short" });
+const when = (iso) => WHEN.format(new Date(iso));
+const seatList = (seats) => [...seats].sort((a, b) => a - b).join(", ");
+const plural = (n, one, many) => `${won(n)} ${n === 1 ? one : many}`;
+
+// ----- routes: the address says where the buyer is, so a reload comes back to it ---------
+
+function go(route) {
+  if (location.hash === route) onRoute(); else location.hash = route;
+}
+
+function onRoute() {
+  const route = location.hash.replace(/^#\/?/, "");
+  const date = /^dates\/([^/]+)$/.exec(route);
+  if (route === "sign-in") return showSignIn();
+  if (route === "reservations") return needSession(showMine);
+  if (date) return needSession(() => chooseDate(decodeURIComponent(date[1])));
+  showCatalog();
+}
+
+function needSession(then) {
+  if (state.session) return then();
+  state.pendingRoute = location.hash;
+  showSignIn();
+  say("Please sign in or create an account to go on.", "info");
+}
 
 // ----- catalogue -------------------------------------------------------------------------
 
 async function showCatalog() {
-  stopStreams();
+  leaveSeats();
   show("catalog");
   const list = $("concerts");
   try {
     const { concerts } = await api("GET", "/concerts");
-    list.replaceChildren();
-    if (concerts.length === 0) list.textContent = "No concerts on sale yet.";
+    const boxes = [];
     for (const concert of concerts) {
       const box = document.createElement("article");
       box.className = "concert";
-      const title = document.createElement("h3");
+      const title = document.createElement("h2");
       title.textContent = `${concert.title} — ${concert.venue}`;
       const dates = document.createElement("ul");
       dates.className = "dates";
       const { dates: all } = await api("GET", `/concerts/${concert.concert_id}/dates`);
       for (const date of all) {
         const item = document.createElement("li");
+        const text = document.createElement("span");
+        text.textContent = `${when(date.starts_at)} · ${won(date.available_seats)} of ${won(date.total_seats)} seats available · ${won(date.price)} won each`;
         const button = document.createElement("button");
         button.type = "button";
         button.dataset.date = date.date_id;
-        button.textContent = "Choose seats";
+        button.textContent = date.available_seats === 0 ? "No seats free" : "Choose seats";
+        button.setAttribute("aria-label", `${button.textContent}: ${concert.title}, ${when(date.starts_at)}`);
         button.disabled = date.available_seats === 0;
-        button.addEventListener("click", () => chooseDate({ ...date, concert }));
-        item.append(`${when(date.starts_at)} · ${date.available_seats} of ${date.total_seats} seats available · ${won(date.price)} won each `, button);
+        button.addEventListener("click", () => go(`#/dates/${encodeURIComponent(date.date_id)}`));
+        item.append(text, button);
         dates.append(item);
       }
       box.append(title, dates);
-      list.append(box);
+      boxes.push(box);
     }
+    list.replaceChildren(...boxes);
+    if (boxes.length === 0) list.textContent = "No concerts on sale yet.";
   } catch (problem) {
-    say(problem.message);
+    fail(problem);
   }
 }
 
+// Which concert, venue and time a date is: reservations carry only the date's id.
+const dateInfo = new Map();
+async function aboutDate(dateId) {
+  if (!dateInfo.has(dateId)) {
+    const info = api("GET", `/dates/${encodeURIComponent(dateId)}`).catch((problem) => {
+      dateInfo.delete(dateId);
+      throw problem;
+    });
+    dateInfo.set(dateId, info);
+  }
+  return dateInfo.get(dateId);
+}
+const describeDate = (d) => `${d.title} at ${d.venue}, ${when(d.starts_at)}`;
+
 // ----- account ---------------------------------------------------------------------------
+
+function remember() {
+  if (state.session) {
+    localStorage.setItem(STORED, JSON.stringify({ ...state.session, queueToken: state.queueToken }));
+  } else {
+    localStorage.removeItem(STORED);
+  }
+}
+
+function setQueueToken(token) {
+  state.queueToken = token;
+  remember();
+}
 
 function setSession(session) {
   state.session = session;
-  if (session) sessionStorage.setItem("session", JSON.stringify(session));
-  else sessionStorage.removeItem("session");
+  remember();
   $("account").hidden = !session;
-  if (session) { $("who").textContent = session.username; refreshBalance(); }
+  $("sign-in-entry").hidden = !!session;
+  $("who").textContent = session ? session.username : "";
+  if (session) refreshBalance();
 }
 
 async function refreshBalance() {
@@ -156,9 +241,14 @@ async function refreshBalance() {
     $("balance").textContent = won(balance);
     return balance;
   } catch (problem) {
-    if (problem.code === "unauthenticated") setSession(null);
+    fail(problem);
     return 0;
   }
+}
+
+function showSignIn() {
+  leaveSeats();
+  show("auth");
 }
 
 async function signIn(create) {
@@ -168,52 +258,182 @@ async function signIn(create) {
   try {
     if (create) await api("POST", "/users", { body: { username, password } });
     const session = await api("POST", "/sessions", { body: { username, password } });
+    $("password").value = "";
     setSession({ token: session.session_token, username });
-    if (state.pendingDate) chooseDate(state.pendingDate); else showCatalog();
+    await recoverHold();
+    const next = state.pendingRoute && state.pendingRoute !== "#/sign-in" ? state.pendingRoute : "#/";
+    state.pendingRoute = null;
+    go(next);
   } catch (problem) {
-    say(problem.message);
+    fail(problem);
   }
+}
+
+// Leaves the waiting room, ends the session and wipes the page, so the next person at this
+// computer finds nothing of the previous buyer.
+async function signOut() {
+  const hadToken = state.queueToken;
+  stopStreams();
+  try { if (hadToken) await api("DELETE", "/queue/tokens/current"); } catch { /* leaving either way */ }
+  try { await api("DELETE", "/sessions/current"); } catch { /* signed out either way */ }
+  wipe();
+  go("#/");
+  say("You are signed out.", "info");
+}
+
+function signedOutElsewhere() {
+  wipe();
+  go("#/");
+  say("You were signed out. Please sign in again to go on.", "info");
+}
+
+function wipe() {
+  leaveSeats();
+  clearInterval(state.countdown);
+  const epoch = state.epoch + 1;
+  state = freshState();
+  state.epoch = epoch;
+  dateInfo.clear();
+  localStorage.removeItem(STORED);
+  setSession(null);
+  $("balance").textContent = "0";
+  $("username").value = "";
+  $("password").value = "";
+  $("hold-panel").hidden = true;
+  $("hold-summary").textContent = "";
+  $("countdown-announcer").textContent = "";
+  $("seat-grid").replaceChildren();
+  $("date-info").textContent = "";
+  $("availability").textContent = "";
+  $("selection").textContent = "";
+  $("overview").hidden = true;
+  $("reservation-list").replaceChildren();
+  $("older-reservations").hidden = true;
+  $("confirmation").textContent = "";
+  $("queue-status").textContent = "";
+  $("queue-wait").textContent = "";
+  say("");
+}
+
+// ----- the buyer's live hold, found on the server --------------------------------------------
+
+const isLive = (r) => r.status === "held" && Date.parse(r.expires_at) > Date.now();
+
+async function recoverHold() {
+  try {
+    const { reservations } = await api("GET", "/reservations?limit=20");
+    const live = reservations.find(isLive);
+    if (live) await showHold(live); else endHold();
+  } catch (problem) {
+    fail(problem);
+  }
+}
+
+async function showHold(reservation) {
+  let about = null;
+  try { about = await aboutDate(reservation.date_id); } catch (problem) { if (problem instanceof Stale) return; }
+  state.hold = { ...reservation, about };
+  $("hold-summary").textContent = `${plural(reservation.seat_nos.length, "seat", "seats")}: ${seatList(reservation.seat_nos)}` +
+    (about ? ` · ${describeDate(about)}` : "") + ` · ${won(reservation.price)} won in total.`;
+  $("pay").textContent = `Pay ${won(reservation.price)} won`;
+  $("hold-panel").hidden = false;
+  startCountdown(Date.parse(reservation.expires_at));
+  const balance = await refreshBalance();
+  $("amount").value = Math.max(1, reservation.price - balance);
+  $("top-up-form").hidden = balance >= reservation.price;
+  if (state.map && state.date.date_id === reservation.date_id) for (const seat of reservation.seat_nos) state.map.paint(seat);
+  renderSelection();
+}
+
+function endHold() {
+  const hold = state.hold;
+  state.hold = null;
+  $("hold-panel").hidden = true;
+  clearInterval(state.countdown);
+  $("countdown-announcer").textContent = "";
+  if (hold && state.map && state.date.date_id === hold.date_id) for (const seat of hold.seat_nos) state.map.paint(seat);
+  renderSelection();
+}
+
+// The countdown ticks visibly; a screen reader hears it at a few steps, not every second.
+const ANNOUNCE_AT = [240, 180, 120, 60, 30, 10];
+
+function startCountdown(until) {
+  clearInterval(state.countdown);
+  state.announced = null;
+  const tick = () => {
+    const left = Math.max(0, Math.round((until - Date.now()) / 1000));
+    $("countdown").textContent = `${Math.floor(left / 60)}:${String(left % 60).padStart(2, "0")}`;
+    const step = ANNOUNCE_AT.find((s) => left <= s && left > s - 5);
+    if (step !== undefined && state.announced !== step) {
+      state.announced = step;
+      $("countdown-announcer").textContent = step >= 60
+        ? `${step / 60} minute${step === 60 ? "" : "s"} left to pay.` : `${step} seconds left to pay.`;
+    }
+    if (left === 0) {
+      endHold();
+      say(MESSAGES.hold_expired);
+    }
+  };
+  tick();
+  state.countdown = setInterval(tick, 250);
 }
 
 // ----- waiting room ----------------------------------------------------------------------
 
-async function chooseDate(date) {
-  state.date = date;
-  if (!state.session) {
-    state.pendingDate = date;
-    show("auth");
-    say("Please sign in or create an account to choose seats.", "info");
-    return;
-  }
-  state.pendingDate = null;
+async function chooseDate(dateId) {
+  leaveSeats();
   say("");
   show("waiting");
+  $("queue-status").textContent = "Joining the line…";
+  $("queue-wait").textContent = "";
   try {
+    const about = await aboutDate(dateId);
+    state.date = about;
+    $("waiting-for").textContent = describeDate(about);
     const status = await api("POST", "/queue/tokens");
     onQueueStatus(status);
     if (status.status !== "active") watchQueue();
   } catch (problem) {
-    say(problem.message);
+    fail(problem);
   }
 }
 
+function waitText(seconds) {
+  if (seconds < 60) return "Less than a minute to wait.";
+  const minutes = Math.ceil(seconds / 60);
+  if (minutes < 90) return `About ${plural(minutes, "minute", "minutes")} to wait.`;
+  const hours = Math.floor(minutes / 60);
+  return `About ${plural(hours, "hour", "hours")} ${minutes % 60} minutes to wait.`;
+}
+
 function onQueueStatus(status) {
-  state.queueToken = status.queue_token;
+  setQueueToken(status.queue_token);
+  if ($("waiting").hidden) return;
   if (status.status === "active") {
     $("queue-status").textContent = "It's your turn!";
     stopStreams();
     openSeats();
   } else {
-    const minutes = Math.ceil(status.estimated_wait_seconds / 60);
-    $("queue-status").textContent = `You are number ${status.position} in line. ` +
-      (status.estimated_wait_seconds < 60 ? "Less than a minute to wait." : `About ${minutes} minutes to wait.`);
+    $("queue-status").textContent = `You are number ${won(status.position)} in line.`;
+    $("queue-wait").textContent = `${waitText(status.estimated_wait_seconds)} (estimated at ${CLOCK.format(new Date())})`;
   }
 }
 
-// Reads a Server-Sent Events response with fetch (EventSource cannot send our headers).
+async function leaveQueue() {
+  stopStreams();
+  try { if (state.queueToken) await api("DELETE", "/queue/tokens/current"); } catch (problem) { fail(problem); }
+  setQueueToken(null);
+  go("#/");
+  say("You left the line.", "info");
+}
+
+// Reads a Server-Sent Events response with fetch (EventSource cannot send our headers). A
+// frame can be megabytes (the first snapshot of a big hall), so each chunk is searched once.
 async function stream(path, onEvent) {
   const controller = new AbortController();
   state.streams.push(controller);
+  const epoch = state.epoch;
   const response = await fetch(API + path, { headers: headers(), signal: controller.signal });
   if (!response.ok) {
     const data = await response.json().catch(() => ({}));
@@ -222,14 +442,16 @@ async function stream(path, onEvent) {
   const reader = response.body.getReader();
   const decoder = new TextDecoder();
   let buffer = "";
+  let searched = 0;
   for (;;) {
     const { value, done } = await reader.read();
-    if (done) return;
+    if (done || epoch !== state.epoch) return;
     buffer += decoder.decode(value, { stream: true });
     let end;
-    while ((end = buffer.indexOf("\n\n")) >= 0) {
+    while ((end = buffer.indexOf("\n\n", Math.max(0, searched - 1))) >= 0) {
       const frame = buffer.slice(0, end);
       buffer = buffer.slice(end + 2);
+      searched = 0;
       let name = "message", data = "";
       for (const line of frame.split("\n")) {
         if (line.startsWith("event:")) name = line.slice(6).trim();
@@ -237,6 +459,7 @@ async function stream(path, onEvent) {
       }
       if (data) onEvent(name, JSON.parse(data));
     }
+    searched = buffer.length;
   }
 }
 
@@ -253,111 +476,364 @@ async function watchQueue() {
     onQueueStatus(status);
     if (status.status !== "active") setTimeout(watchQueue, 1000);
   } catch (problem) {
-    say(problem.message);
+    fail(problem);
   }
 }
 
 // ----- seat map --------------------------------------------------------------------------
+//
+// A hall can have 100,000 seats. The page keeps their states in typed arrays and draws only the
+// rows in view (plus a margin) as buttons; an overview strip on a canvas shows the whole hall,
+// one pixel per seat, and jumps to any part of it. A live update repaints only the seats it
+// names. One seat of the grid is a Tab stop; the arrow keys move between seats.
 
-const LABEL = { available: "available", held: "held by someone else", sold: "sold", mine: "held by you", selected: "selected by you" };
-const GLYPH = { held: "H", sold: "✕", mine: "★", selected: "✓" };
+const AVAILABLE = 1, HELD = 2, SOLD = 3;
+const CODE = { available: AVAILABLE, held: HELD, sold: SOLD };
+const LABEL = { available: "available", held: "held by someone else", sold: "sold", mine: "held by you", selected: "your choice", owned: "yours, paid" };
+const COLOUR = { available: [21, 128, 61], held: [217, 119, 6], sold: [156, 163, 175], mine: [96, 165, 250], selected: [29, 78, 216], owned: [20, 83, 45] };
+const MARGIN_ROWS = 6;
 
-function seatLook(seat) {
-  if (state.hold && state.hold.seat_nos.includes(seat) && state.seats.get(seat) === "held") return "mine";
-  if (state.selected.has(seat)) return "selected";
-  return state.seats.get(seat);
-}
+class SeatMap {
+  constructor(listing) {
+    const count = listing.seats.length;
+    let top = 0;
+    for (const { seat_no } of listing.seats) if (seat_no > top) top = seat_no;
+    this.order = new Uint32Array(count); // grid position → seat_no
+    this.position = new Int32Array(top + 1).fill(-1); // seat_no → grid position
+    this.status = new Uint8Array(top + 1);
+    this.price = new Float64Array(top + 1);
+    this.available = 0;
+    listing.seats.forEach(({ seat_no, status, price }, i) => {
+      this.order[i] = seat_no;
+      this.position[seat_no] = i;
+      this.status[seat_no] = CODE[status];
+      this.price[seat_no] = price;
+      if (status === "available") this.available += 1;
+    });
+    this.rows = new Map(); // row index → element, only those drawn
+    this.buttons = new Map(); // seat_no → button, only those drawn
+    this.active = 0; // the grid position that is the Tab stop
+    this.grid = $("seat-grid");
+    this.scroller = $("seat-scroller");
+    this.canvas = $("overview-canvas");
+    this.scheduled = false;
+    const digits = String(top).length;
+    document.documentElement.style.setProperty("--cell", digits <= 3 ? "2.5rem" : digits === 4 ? "2.9rem" : "3.6rem");
+    document.documentElement.style.setProperty("--seat-font", digits <= 4 ? ".85rem" : ".8rem");
+    this.grid.setAttribute("aria-rowcount", "0");
+    this.onScroll = () => this.schedule();
+    this.scroller.addEventListener("scroll", this.onScroll, { passive: true });
+    this.resize = new ResizeObserver(() => this.layout());
+    this.resize.observe(this.scroller);
+    this.layout();
+  }
 
-function renderSeat(seat) {
-  const button = $("seat-grid").querySelector(`[data-seat="${seat}"]`);
-  if (!button) return;
-  const look = seatLook(seat);
-  button.className = `seat ${look}`;
-  button.textContent = GLYPH[look] ? `${GLYPH[look]}${seat}` : String(seat);
-  button.setAttribute("aria-label", `Seat ${seat}, ${LABEL[look]}`);
-  button.setAttribute("aria-pressed", String(look === "selected"));
-  button.setAttribute("aria-disabled", String(look !== "available" && look !== "selected"));
+  destroy() {
+    this.scroller.removeEventListener("scroll", this.onScroll);
+    this.resize.disconnect();
+    this.grid.replaceChildren();
+    this.grid.style.height = "0";
+    $("overview").hidden = true;
+  }
+
+  get count() { return this.order.length; }
+
+  look(seat) {
+    const status = this.status[seat];
+    if (status === HELD && state.hold && state.hold.date_id === state.date.date_id && state.hold.seat_nos.includes(seat)) return "mine";
+    if (status === SOLD && state.owned.has(seat)) return "owned";
+    if (state.selected.has(seat)) return "selected";
+    return status === AVAILABLE ? "available" : status === HELD ? "held" : "sold";
+  }
+
+  // Columns follow the width, so a phone shows short rows and nothing is cut off.
+  layout() {
+    const probe = document.createElement("div");
+    probe.className = "seat-row";
+    probe.innerHTML = '<button class="seat" type="button" tabindex="-1">0</button>';
+    this.grid.append(probe);
+    const cell = probe.firstChild.getBoundingClientRect().width || 40;
+    const gap = parseFloat(getComputedStyle(probe).columnGap) || 0;
+    probe.remove();
+    const width = this.grid.clientWidth;
+    let columns = Math.max(1, Math.floor((width + gap) / (cell + gap)));
+    if (columns > 10) columns -= columns % 5;
+    columns = Math.min(columns, this.count || 1);
+    if (columns === this.columns && cell + gap === this.rowHeight) return;
+    this.columns = columns;
+    this.rowHeight = cell + gap;
+    this.rowCount = Math.ceil(this.count / columns);
+    this.grid.style.height = `${this.rowCount * this.rowHeight - gap}px`;
+    this.grid.setAttribute("aria-rowcount", String(this.rowCount));
+    this.grid.setAttribute("aria-colcount", String(columns));
+    for (const row of this.rows.values()) row.remove();
+    this.rows.clear();
+    this.buttons.clear();
+    this.drawOverview();
+    this.scrollToRow(Math.floor(this.active / columns), false);
+    this.draw();
+  }
+
+  schedule() {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    requestAnimationFrame(() => { this.scheduled = false; this.draw(); });
+  }
+
+  visibleRows() {
+    const first = Math.floor(this.scroller.scrollTop / this.rowHeight);
+    const last = Math.min(this.rowCount - 1, Math.ceil((this.scroller.scrollTop + this.scroller.clientHeight) / this.rowHeight));
+    return [first, last];
+  }
+
+  // Draws the rows in view and a margin around them, and drops the rest (but the Tab stop's).
+  draw() {
+    const [first, last] = this.visibleRows();
+    const from = Math.max(0, first - MARGIN_ROWS);
+    const to = Math.min(this.rowCount - 1, last + MARGIN_ROWS);
+    const keep = Math.floor(this.active / this.columns);
+    for (const [index, row] of this.rows) {
+      if ((index < from || index > to) && index !== keep) this.dropRow(index, row);
+    }
+    for (let index = from; index <= to; index++) if (!this.rows.has(index)) this.drawRow(index);
+    if (!this.rows.has(keep) && keep < this.rowCount) this.drawRow(keep);
+    this.placeWindow(first, last);
+  }
+
+  drawRow(index) {
+    const row = document.createElement("div");
+    row.className = "seat-row";
+    row.setAttribute("role", "row");
+    row.setAttribute("aria-rowindex", String(index + 1));
+    row.style.transform = `translateY(${index * this.rowHeight}px)`;
+    const end = Math.min(this.count, (index + 1) * this.columns);
+    for (let i = index * this.columns; i < end; i++) {
+      const seat = this.order[i];
+      const cell = document.createElement("div");
+      cell.setAttribute("role", "gridcell");
+      cell.setAttribute("aria-colindex", String(i - index * this.columns + 1));
+      const button = document.createElement("button");
+      button.type = "button";
+      button.dataset.seat = seat;
+      button.tabIndex = i === this.active ? 0 : -1;
+      button.textContent = seat;
+      cell.append(button);
+      row.append(cell);
+      this.buttons.set(seat, button);
+      this.dress(button, seat);
+    }
+    this.rows.set(index, row);
+    this.grid.append(row);
+  }
+
+  dropRow(index, row) {
+    for (let i = index * this.columns; i < Math.min(this.count, (index + 1) * this.columns); i++) this.buttons.delete(this.order[i]);
+    row.remove();
+    this.rows.delete(index);
+  }
+
+  dress(button, seat) {
+    const look = this.look(seat);
+    button.className = `seat ${look}`;
+    button.setAttribute("aria-label", `Seat ${seat}, ${LABEL[look]}`);
+    button.setAttribute("aria-pressed", String(look === "selected"));
+    button.setAttribute("aria-disabled", String(look !== "available" && look !== "selected"));
+  }
+
+  // One seat's state changed: its button if drawn, and its pixel.
+  paint(seat) {
+    const button = this.buttons.get(seat);
+    if (button) this.dress(button, seat);
+    const i = this.position[seat];
+    if (i >= 0 && this.context) {
+      const [r, g, b] = COLOUR[this.look(seat)];
+      this.context.fillStyle = `rgb(${r} ${g} ${b})`;
+      this.context.fillRect(Math.floor(i / this.columns), i % this.columns, 1, 1);
+    }
+  }
+
+  set(seat, status) {
+    const code = CODE[status];
+    const was = this.status[seat];
+    if (!code || was === code || this.position[seat] < 0) return false;
+    this.available += (code === AVAILABLE) - (was === AVAILABLE);
+    this.status[seat] = code;
+    this.paint(seat);
+    return true;
+  }
+
+  // The overview: x is the row, y the column; the browser scales it to the strip.
+  drawOverview() {
+    const tools = $("overview");
+    tools.hidden = this.rowCount * this.rowHeight <= this.scroller.clientHeight + 1;
+    if (tools.hidden) { this.context = null; return; }
+    this.canvas.width = this.rowCount;
+    this.canvas.height = this.columns;
+    this.context = this.canvas.getContext("2d");
+    const image = this.context.createImageData(this.rowCount, this.columns);
+    const pixels = new Uint32Array(image.data.buffer);
+    const packed = {};
+    for (const [look, [r, g, b]] of Object.entries(COLOUR)) packed[look] = (255 << 24) | (b << 16) | (g << 8) | r;
+    for (let i = 0; i < this.count; i++) {
+      const x = Math.floor(i / this.columns), y = i % this.columns;
+      pixels[y * this.rowCount + x] = packed[this.look(this.order[i])];
+    }
+    this.context.putImageData(image, 0, 0);
+  }
+
+  placeWindow(first, last) {
+    if ($("overview").hidden) return;
+    const box = $("overview-window");
+    box.style.left = `${(first / this.rowCount) * 100}%`;
+    box.style.width = `${((last - first + 1) / this.rowCount) * 100}%`;
+  }
+
+  scrollToRow(index, center = true) {
+    const top = index * this.rowHeight;
+    const view = this.scroller.clientHeight;
+    if (center) this.scroller.scrollTop = Math.max(0, top - (view - this.rowHeight) / 2);
+    else if (top < this.scroller.scrollTop || top + this.rowHeight > this.scroller.scrollTop + view) this.scroller.scrollTop = top;
+  }
+
+  // Makes a grid position the Tab stop, brings it into view and focuses it.
+  focusAt(position) {
+    const next = Math.max(0, Math.min(this.count - 1, position));
+    const old = this.buttons.get(this.order[this.active]);
+    if (old) old.tabIndex = -1;
+    this.active = next;
+    this.scrollToRow(Math.floor(next / this.columns), false);
+    this.draw();
+    const button = this.buttons.get(this.order[next]);
+    button.tabIndex = 0;
+    button.focus({ preventScroll: true });
+  }
+
+  onKey(event) {
+    const target = event.target.closest("[data-seat]");
+    if (!target) return;
+    const at = this.position[Number(target.dataset.seat)];
+    const page = Math.max(1, Math.floor(this.scroller.clientHeight / this.rowHeight) - 1) * this.columns;
+    const rowStart = at - (at % this.columns);
+    const moves = {
+      ArrowRight: at + 1, ArrowLeft: at - 1, ArrowDown: at + this.columns, ArrowUp: at - this.columns,
+      PageDown: at + page, PageUp: at - page,
+      Home: event.ctrlKey ? 0 : rowStart, End: event.ctrlKey ? this.count - 1 : rowStart + this.columns - 1,
+    };
+    if (!(event.key in moves)) return;
+    event.preventDefault();
+    this.focusAt(moves[event.key]);
+  }
+
+  jumpFromOverview(event) {
+    const box = this.canvas.getBoundingClientRect();
+    const row = Math.floor(((event.clientX - box.left) / box.width) * this.rowCount);
+    this.scrollToRow(Math.max(0, Math.min(this.rowCount - 1, row)));
+    this.draw();
+  }
 }
 
 function renderSelection() {
   const count = state.selected.size;
-  $("selection").textContent = count === 0
-    ? `Pick up to ${state.limit} seats.`
-    : `${count} of ${state.limit} seats chosen: ${[...state.selected].sort((a, b) => a - b).join(", ")}.`;
+  const map = state.map;
+  let total = 0;
+  if (map) for (const seat of state.selected) total += map.price[seat];
+  $("selection").textContent = state.hold
+    ? "Pay for or release your hold before choosing more seats."
+    : count === 0
+      ? `Pick up to ${state.limit} seats.`
+      : `${count} of ${state.limit} seats chosen: ${seatList(state.selected)} · ${won(total)} won.`;
   $("hold").disabled = count === 0 || state.hold !== null;
-}
-
-function buildGrid(listing) {
-  const grid = $("seat-grid");
-  grid.replaceChildren();
-  const columns = Math.min(10, listing.seats.length);
-  grid.style.setProperty("--cols", columns);
-  for (const { seat_no } of listing.seats) {
-    const button = document.createElement("button");
-    button.type = "button";
-    button.dataset.seat = seat_no;
-    button.addEventListener("click", () => toggleSeat(seat_no));
-    button.addEventListener("keydown", (event) => moveFocus(event, seat_no, columns, listing.seats.length));
-    grid.append(button);
-  }
-}
-
-function moveFocus(event, seat, columns, count) {
-  const step = { ArrowRight: 1, ArrowLeft: -1, ArrowDown: columns, ArrowUp: -columns }[event.key];
-  if (!step) return;
-  const next = seat + step;
-  if (next < 1 || next > count) return;
-  event.preventDefault();
-  $("seat-grid").querySelector(`[data-seat="${next}"]`).focus();
+  $("pick-bar").hidden = state.hold !== null;
+  if (map) $("availability").textContent = `${won(map.available)} of ${won(map.count)} seats available.`;
 }
 
 function toggleSeat(seat) {
+  const map = state.map;
+  map.focusAt(map.position[seat]);
   if (state.hold) { say("Pay for or release your current hold before choosing other seats."); return; }
+  const look = map.look(seat);
   if (state.selected.has(seat)) state.selected.delete(seat);
-  else if (state.seats.get(seat) !== "available") { say(`Seat ${seat} is ${LABEL[state.seats.get(seat)]}. Please pick another.`); return; }
+  else if (look !== "available") { say(`Seat ${seat} is ${LABEL[look]}. Please pick another.`); return; }
   else if (state.selected.size >= state.limit) { say(`You can hold at most ${state.limit} seats at once on this date.`); return; }
   else state.selected.add(seat);
   say("");
-  renderSeat(seat);
+  map.paint(seat);
   renderSelection();
 }
 
-function applySeats(changes) {
-  for (const { seat_no, status } of changes) {
-    state.seats.set(seat_no, status);
-    if (status !== "available" && state.selected.has(seat_no) && !state.hold) {
-      state.selected.delete(seat_no);
-      say(`Seat ${seat_no} was just taken by someone else.`);
-      renderSelection();
-    }
-    renderSeat(seat_no);
+// A listing (the stream's first frame, or a fresh GET) replaces the map only on its first
+// arrival; later ones are applied seat by seat, so nothing is drawn twice.
+function applyListing(listing) {
+  state.limit = listing.max_seats_per_user;
+  if (!state.map || state.map.count !== listing.seats.length) {
+    if (state.map) state.map.destroy();
+    state.map = new SeatMap(listing);
+    performance.mark("seat-map-drawn");
+    renderSelection();
+    return;
   }
+  applySeats(listing.seats);
+}
+
+function applySeats(changes) {
+  const lost = [];
+  for (const { seat_no, status } of changes) {
+    if (!state.map.set(seat_no, status)) continue;
+    if (status !== "available" && state.selected.has(seat_no)) {
+      state.selected.delete(seat_no);
+      state.map.paint(seat_no);
+      lost.push(seat_no);
+    }
+  }
+  if (lost.length) say(`${lost.length === 1 ? "Seat" : "Seats"} ${seatList(lost)} ${lost.length === 1 ? "was" : "were"} just taken by someone else.`);
+  renderSelection();
+}
+
+function leaveSeats() {
+  stopStreams();
+  if (state.map) state.map.destroy();
+  state.map = null;
+  state.selected.clear();
+  state.owned.clear();
 }
 
 async function openSeats() {
   show("seats");
   const date = state.date;
-  $("date-info").textContent = `${date.concert.title} at ${date.concert.venue}, ${when(date.starts_at)} · ${won(date.price)} won per seat`;
+  $("date-info").textContent = `${describeDate(date)} · ${won(date.price)} won per seat`;
+  $("availability").textContent = "Loading the seat map…";
+  findOwnedSeats(date.date_id);
+  listenSeats(date.date_id);
+}
+
+// The buyer's own paid seats on this date, from their reservations (the newest few pages).
+async function findOwnedSeats(dateId) {
   try {
-    const listing = await api("GET", `/dates/${date.date_id}/seats`);
-    state.limit = listing.max_seats_per_user;
-    buildGrid(listing);
-    applySeats(listing.seats);
-    renderSelection();
-    listenSeats();
+    let cursor = null;
+    for (let page = 0; page < 5; page++) {
+      const query = cursor ? `&cursor=${encodeURIComponent(cursor)}` : "";
+      const { reservations, next_cursor } = await api("GET", `/reservations?limit=200${query}`);
+      if (!state.date || state.date.date_id !== dateId) return;
+      for (const r of reservations) {
+        if (r.date_id !== dateId || r.status !== "paid") continue;
+        for (const seat of r.seat_nos) { state.owned.add(seat); if (state.map) state.map.paint(seat); }
+      }
+      cursor = next_cursor;
+      if (!cursor) return;
+    }
   } catch (problem) {
-    say(problem.message);
+    fail(problem);
   }
 }
 
-async function listenSeats() {
+async function listenSeats(dateId) {
   try {
-    await stream(`/dates/${state.date.date_id}/seats/events`, (name, data) => {
-      applySeats(name === "snapshot" ? data.seats : data);
+    await stream(`/dates/${encodeURIComponent(dateId)}/seats/events`, (name, data) => {
+      if (!state.date || state.date.date_id !== dateId) return;
+      if (name === "snapshot") applyListing(data); else if (state.map) applySeats(data);
     });
   } catch (problem) {
-    if (problem.name === "AbortError") return;
-    say(problem.message);
+    fail(problem);
   }
 }
 
@@ -367,44 +843,39 @@ const key = () => (crypto.randomUUID ? crypto.randomUUID() : String(Math.random(
 
 async function holdSeats() {
   const seat_nos = [...state.selected].sort((a, b) => a - b);
+  const dateId = state.date.date_id;
+  $("hold").disabled = true;
   try {
-    state.hold = await api("POST", "/reservations", { body: { date_id: state.date.date_id, seat_nos }, idempotent: key() });
+    const reservation = await api("POST", "/reservations", { body: { date_id: dateId, seat_nos }, idempotent: key() });
     state.selected.clear();
-    for (const seat of seat_nos) { state.seats.set(seat, "held"); renderSeat(seat); }
-    renderSelection();
+    for (const seat of seat_nos) state.map.set(seat, "held");
+    await showHold(reservation);
     say("");
-    $("hold-summary").textContent = `Seats ${seat_nos.join(", ")} · ${won(state.hold.price)} won in total.`;
-    $("hold-panel").hidden = false;
-    const balance = await refreshBalance();
-    $("amount").value = Math.max(1, state.hold.price - balance);
-    startCountdown(new Date(state.hold.expires_at).getTime());
+    $("hold-title").tabIndex = -1;
+    $("hold-title").focus();
   } catch (problem) {
-    say(problem.message);
+    if (problem.code === "seat_unavailable") await lostRace(dateId, seat_nos);
+    else fail(problem);
+    renderSelection();
   }
 }
 
-function startCountdown(until) {
-  clearInterval(state.countdown);
-  const tick = () => {
-    const left = Math.max(0, Math.round((until - Date.now()) / 1000));
-    $("countdown").textContent = `${Math.floor(left / 60)}:${String(left % 60).padStart(2, "0")}`;
-    if (left === 0) {
-      clearInterval(state.countdown);
-      endHold();
-      say("Your hold expired and the seats went back on sale. Please pick your seats again.");
-    }
-  };
-  tick();
-  state.countdown = setInterval(tick, 250);
-}
-
-function endHold() {
-  const seats = state.hold ? state.hold.seat_nos : [];
-  state.hold = null;
-  $("hold-panel").hidden = true;
-  clearInterval(state.countdown);
-  for (const seat of seats) renderSeat(seat);
-  renderSelection();
+// Someone was quicker: the map is fetched again and the message names the seats that went.
+async function lostRace(dateId, wanted) {
+  try {
+    const listing = await api("GET", `/dates/${encodeURIComponent(dateId)}/seats`);
+    const taken = wanted.filter((seat) => {
+      const entry = listing.seats.find((s) => s.seat_no === seat);
+      return !entry || entry.status !== "available";
+    });
+    applyListing(listing);
+    for (const seat of taken) { state.selected.delete(seat); state.map.paint(seat); }
+    say(taken.length
+      ? `Sorry, ${taken.length === 1 ? "seat" : "seats"} ${seatList(taken)} ${taken.length === 1 ? "was" : "were"} just taken by someone else. The map is up to date: please pick again.`
+      : MESSAGES.seat_unavailable);
+  } catch (problem) {
+    fail(problem);
+  }
 }
 
 async function topUp(event) {
@@ -414,41 +885,69 @@ async function topUp(event) {
   try {
     const charge = await api("POST", "/balance/charges", { body: { amount }, idempotent: key() });
     $("balance").textContent = won(charge.balance);
+    if (state.hold && charge.balance >= state.hold.price) $("top-up-form").hidden = true;
     say(`Added ${won(amount)} won. Your balance is ${won(charge.balance)} won.`, "info");
   } catch (problem) {
-    say(problem.message);
+    fail(problem);
   }
 }
 
+// Paying needs an admitted queue token; from another tab or after a reload the page asks the
+// server for the buyer's live one.
 async function pay() {
+  const hold = state.hold;
+  if (!hold) return;
   try {
-    const payment = await api("POST", "/payments", { body: { reservation_id: state.hold.reservation_id }, idempotent: key() });
+    if (!state.queueToken) {
+      const status = await api("POST", "/queue/tokens");
+      setQueueToken(status.queue_token);
+      if (status.status !== "active") {
+        say("Your shopping time ended, so you are back in the waiting room. You can pay when it is your turn, if the hold has not expired.", "info");
+        go(`#/dates/${encodeURIComponent(hold.date_id)}`);
+        return;
+      }
+    }
+    const payment = await api("POST", "/payments", { body: { reservation_id: hold.reservation_id }, idempotent: key() });
     endHold();
     stopStreams();
-    state.queueToken = null;
+    setQueueToken(null);
     $("balance").textContent = won(payment.balance);
-    $("confirmation").textContent = `Seats ${payment.seat_nos.join(", ")} for ${state.date.concert.title}, ${when(state.date.starts_at)} are yours. ` +
+    const about = hold.about ? ` for ${describeDate(hold.about)}` : "";
+    $("confirmation").textContent = `Seats ${seatList(payment.seat_nos)}${about} are yours. ` +
       `You paid ${won(payment.amount)} won (payment ${payment.payment_id}); ${won(payment.balance)} won is left on your balance.`;
     say("");
+    leaveSeats();
+    history.replaceState(null, "", "#/");
     show("done");
   } catch (problem) {
-    if (problem.code === "hold_expired") endHold();
-    say(problem.message);
+    if (problem.code === "hold_expired" || problem.code === "reservation_not_held") endHold();
+    if (problem.code === "queue_token_expired" || problem.code === "queue_token_invalid") setQueueToken(null);
+    if (problem.code === "insufficient_balance") $("top-up-form").hidden = false;
+    fail(problem);
   }
 }
 
 async function release() {
+  const hold = state.hold;
+  if (!hold) return;
   try {
-    await api("DELETE", `/reservations/${state.hold.reservation_id}`);
+    await api("DELETE", `/reservations/${hold.reservation_id}`);
+    if (state.map && state.date.date_id === hold.date_id) for (const seat of hold.seat_nos) state.map.set(seat, "available");
     endHold();
     say("Your seats were released.", "info");
+    if (!$("mine").hidden) showReservations(null);
   } catch (problem) {
-    say(problem.message);
+    if (problem.code === "reservation_not_held") endHold();
+    fail(problem);
   }
 }
 
+// ----- my reservations ---------------------------------------------------------------------
+
+const STATUS = { held: "held, not paid yet", paid: "paid", expired: "expired", cancelled: "released", refunded: "refunded" };
+
 async function showMine() {
-  stopStreams();
+  leaveSeats();
   show("mine");
   await showReservations(null);
 }
@@ -461,39 +960,102 @@ async function showReservations(cursor) {
   try {
     const query = cursor ? `?cursor=${encodeURIComponent(cursor)}` : "";
     const { reservations, next_cursor } = await api("GET", `/reservations${query}`);
+    const items = await Promise.all(reservations.map(reservationItem));
     if (!cursor) list.replaceChildren();
     if (!cursor && reservations.length === 0) list.textContent = "You have no reservations yet.";
-    for (const r of reservations) {
-      const item = document.createElement("li");
-      item.textContent = `${r.reservation_id}: seats ${r.seat_nos.join(", ")} · ${won(r.price)} won · ${r.status}`;
-      list.append(item);
-    }
+    list.append(...items);
     state.olderReservations = next_cursor;
     older.hidden = !next_cursor;
   } catch (problem) {
-    say(problem.message);
+    fail(problem);
   }
+}
+
+async function reservationItem(r) {
+  const item = document.createElement("li");
+  item.className = "reservation";
+  item.dataset.reservation = r.reservation_id;
+  let about = null;
+  try { about = await aboutDate(r.date_id); } catch (problem) { if (problem instanceof Stale) throw problem; }
+  const what = document.createElement("p");
+  const title = document.createElement("strong");
+  title.textContent = about ? `${about.title} at ${about.venue}` : "A date no longer listed";
+  what.append(title, about ? ` · ${when(about.starts_at)}` : "");
+  const seats = document.createElement("p");
+  const status = document.createElement("span");
+  status.className = "status";
+  const live = isLive(r);
+  status.textContent = live ? `held until ${CLOCK.format(new Date(r.expires_at))}` : STATUS[r.status === "held" ? "expired" : r.status] || r.status;
+  seats.append(`${r.seat_nos.length === 1 ? "Seat" : "Seats"} ${seatList(r.seat_nos)} · ${won(r.price)} won · `, status);
+  const id = document.createElement("p");
+  id.className = "hint";
+  id.textContent = `Reservation ${r.reservation_id}`;
+  item.append(what, seats, id);
+  if (live) {
+    const buttons = document.createElement("div");
+    buttons.className = "buttons";
+    const payButton = document.createElement("button");
+    payButton.type = "button";
+    payButton.className = "primary pay-reservation";
+    payButton.textContent = `Pay ${won(r.price)} won`;
+    payButton.addEventListener("click", async () => { await showHold(r); pay(); });
+    const releaseButton = document.createElement("button");
+    releaseButton.type = "button";
+    releaseButton.className = "release-reservation";
+    releaseButton.textContent = "Release seats";
+    releaseButton.addEventListener("click", async () => { await showHold(r); release(); });
+    buttons.append(payButton, releaseButton);
+    item.append(buttons);
+  }
+  return item;
 }
 
 // ----- wiring ----------------------------------------------------------------------------
 
 document.addEventListener("DOMContentLoaded", () => {
-  $("home").addEventListener("click", (e) => { e.preventDefault(); say(""); showCatalog(); });
+  $("home").addEventListener("click", (e) => { e.preventDefault(); say(""); go("#/"); });
   $("auth-form").addEventListener("submit", (e) => { e.preventDefault(); signIn(false); });
   $("sign-up").addEventListener("click", () => { if ($("auth-form").reportValidity()) signIn(true); });
-  $("sign-out").addEventListener("click", async () => {
-    try { await api("DELETE", "/sessions/current"); } catch { /* signed out either way */ }
-    stopStreams();
-    setSession(null);
-    showCatalog();
-  });
-  $("my-reservations").addEventListener("click", showMine);
-  $("see-reservations").addEventListener("click", showMine);
+  $("sign-in-entry").addEventListener("click", () => { state.pendingRoute = location.hash; go("#/sign-in"); });
+  $("sign-out").addEventListener("click", signOut);
+  $("leave-queue").addEventListener("click", leaveQueue);
+  $("my-reservations").addEventListener("click", () => go("#/reservations"));
+  $("see-reservations").addEventListener("click", () => go("#/reservations"));
   $("older-reservations").addEventListener("click", () => showReservations(state.olderReservations));
   $("hold").addEventListener("click", holdSeats);
   $("top-up-form").addEventListener("submit", topUp);
   $("pay").addEventListener("click", pay);
   $("release").addEventListener("click", release);
-  setSession(state.session);
-  showCatalog();
+  $("seat-grid").addEventListener("click", (event) => {
+    const button = event.target.closest("[data-seat]");
+    if (button && state.map) toggleSeat(Number(button.dataset.seat));
+  });
+  $("seat-grid").addEventListener("keydown", (event) => { if (state.map) state.map.onKey(event); });
+  $("overview").addEventListener("pointerdown", (event) => { if (state.map) state.map.jumpFromOverview(event); });
+  $("go-to-seat").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const seat = Number($("seat-number").value);
+    const map = state.map;
+    if (!map || !Number.isInteger(seat) || seat < 1 || seat >= map.position.length || map.position[seat] < 0) {
+      say(`There is no seat ${$("seat-number").value || ""} on this date.`);
+      return;
+    }
+    say("");
+    map.focusAt(map.position[seat]);
+  });
+  window.addEventListener("hashchange", onRoute);
+  // Signing out in one tab signs out every tab of this browser; another buyer signing in
+  // there starts this tab afresh.
+  window.addEventListener("storage", (event) => {
+    if (event.key !== STORED) return;
+    const next = JSON.parse(event.newValue || "null");
+    if (!next) { if (state.session) signedOutElsewhere(); return; }
+    if (!state.session || next.token !== state.session.token) location.reload();
+  });
+
+  const stored = JSON.parse(localStorage.getItem(STORED) || "null");
+  state.queueToken = stored ? stored.queueToken || null : null;
+  setSession(stored ? { token: stored.token, username: stored.username } : null);
+  if (state.session) recoverHold();
+  onRoute();
 });
