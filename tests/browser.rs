@@ -512,6 +512,10 @@ async fn a_buyer_completes_a_purchase_through_the_page() {
     browser.click("#hold").await;
     browser.find("#hold-panel").await;
     assert!(seat_class(&browser, 3).await.contains("mine"));
+    assert!(
+        browser.in_view("#pay").await,
+        "Pay is on screen at 1280×800"
+    );
     browser
         .wait_until("a countdown from five minutes", "#countdown", |text, _| {
             text.starts_with("4:5") || text == "5:00"
@@ -1001,7 +1005,28 @@ async fn a_twenty_thousand_seat_hall_draws_fast_and_stays_usable() {
     browser
         .wait_until("the choice", "#selection", |text, _| text.contains("19999"))
         .await;
-    browser.screenshot("big-hall-desktop").await;
+
+    // The arrow keys walk the grid: up is one row back, and the Tab stop follows.
+    let seat = browser.find("[data-seat=\"19999\"]").await;
+    browser
+        .call(
+            "POST",
+            &format!("/element/{seat}/value"),
+            json!({"text": "\u{E013}"}),
+        )
+        .await;
+    let moved = browser
+        .script(
+            "const columns = Number(document.getElementById('seat-grid').getAttribute('aria-colcount')); \
+             const focused = document.activeElement; \
+             return [Number(focused.dataset.seat), 19999 - columns, focused.tabIndex, \
+                     document.querySelectorAll('#seat-grid [tabindex=\"0\"]').length];",
+            json!([]),
+        )
+        .await;
+    assert_eq!(moved[0], moved[1], "ArrowUp goes one row back: {moved}");
+    assert_eq!(moved[2], json!(0), "{moved}");
+    assert_eq!(moved[3], json!(1), "{moved}");
 
     // Another buyer holds two drawn seats: only those two change on this page.
     browser
@@ -1033,6 +1058,7 @@ async fn a_twenty_thousand_seat_hall_draws_fast_and_stays_usable() {
         .script("return [...window.touched].sort();", json!([]))
         .await;
     assert_eq!(touched, json!(["19998", "20000"]));
+    browser.screenshot("big-hall-desktop").await;
     browser.close().await;
 }
 
