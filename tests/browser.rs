@@ -1501,3 +1501,62 @@ async fn the_countdown_is_announced_at_a_few_steps() {
         .await;
     browser.close().await;
 }
+
+/// When the server restarts under an open seat map, the page listens again and the map goes on
+/// following the hall.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seat_map_follows_the_hall_across_a_server_restart() {
+    let mut settings = Settings::for_tests();
+    let app = Application::build(settings.clone()).await.unwrap();
+    settings.server.listen = app.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+    let server = Server {
+        base: format!("http://{}", settings.server.listen),
+        stop: None,
+    };
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let concert = json_of(
+        client
+            .post(format!("{}/api/v1/admin/concerts", server.base))
+            .header("authorization", ADMIN)
+            .json(&json!({"title": "Aurora Live", "venue": "Riverside Hall"})),
+    )
+    .await;
+    let concert = concert["concert_id"].as_str().unwrap();
+    let date = json_of(
+        client
+            .post(format!(
+                "{}/api/v1/admin/concerts/{concert}/dates",
+                server.base
+            ))
+            .header("authorization", ADMIN)
+            .json(&json!({"starts_at": "2031-03-01T19:00:00Z", "seat_count": 12, "price": 1500})),
+    )
+    .await;
+    let date = date["date_id"].as_str().unwrap().to_owned();
+
+    let driver = Driver::start().await;
+    let browser = driver.browser().await;
+    to_seat_map(&browser, &server, &date, &unique("steadfast")).await;
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+
+    let app = Application::build(settings).await.unwrap();
+    let (_restarted_stop, restarted) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run_until(async move {
+        let _ = restarted.await;
+    }));
+    let rival = ApiBuyer::admitted(&server, &unique("afterwards")).await;
+    rival.hold(&date, &[5]).await;
+    browser
+        .wait_until(
+            "the hold made after the restart",
+            "[data-seat=\"5\"]",
+            |_, class| class.contains("held"),
+        )
+        .await;
+    browser.close().await;
+}

@@ -826,15 +826,27 @@ async function findOwnedSeats(dateId) {
   }
 }
 
+// A stream can end under the buyer (a phone changing networks, a server restart): the page
+// listens again, and the new snapshot is applied seat by seat over the map it has.
 async function listenSeats(dateId) {
-  try {
-    await stream(`/dates/${encodeURIComponent(dateId)}/seats/events`, (name, data) => {
-      if (!state.date || state.date.date_id !== dateId) return;
-      if (name === "snapshot") applyListing(data); else if (state.map) applySeats(data);
-    });
-  } catch (problem) {
-    fail(problem);
+  const stillHere = () => !$("seats").hidden && state.date && state.date.date_id === dateId;
+  for (let failures = 0; failures < 5; failures++) {
+    const started = Date.now();
+    try {
+      await stream(`/dates/${encodeURIComponent(dateId)}/seats/events`, (name, data) => {
+        if (!state.date || state.date.date_id !== dateId) return;
+        if (name === "snapshot") applyListing(data); else if (state.map) applySeats(data);
+      });
+    } catch (problem) {
+      if (problem.name === "AbortError" || problem instanceof Stale) return;
+      if (problem instanceof Problem && problem.status !== 429 && problem.status < 500) { fail(problem); return; }
+    }
+    if (!stillHere()) return;
+    if (Date.now() - started > 30_000) failures = 0;
+    await new Promise((resolve) => setTimeout(resolve, 1000 * (failures + 1)));
+    if (!stillHere()) return;
   }
+  say("The live seat updates stopped. Reload the page to see the latest seats.");
 }
 
 // ----- hold, top up, pay -----------------------------------------------------------------
