@@ -90,6 +90,7 @@ async fn a_twenty_thousand_seat_hall_draws_fast_and_stays_usable() {
     assert!(drawn < 2_000, "{drawn} seats drawn at once");
     assert_eq!(tab_stops, 1, "one Tab stop in the grid");
     assert!(browser.in_view("#hold").await, "the Hold button is in view");
+    browser.check_fits_width("a big hall at 1280 px").await;
     assert!(
         browser.in_view("#selection").await,
         "the selection is in view"
