@@ -61,6 +61,11 @@ pub enum StoreError {
         what: &'static str,
         source: bincode::error::DecodeError,
     },
+    #[error(
+        "the log's batch ending at sequence {last_seq} is damaged: {reason}; restore \
+         storage.sqlite_path from a backup"
+    )]
+    DamagedBatch { last_seq: u64, reason: &'static str },
     #[error("the history database holds an unknown {what} {found}")]
     Corrupt { what: &'static str, found: i64 },
     /// Rows of events the log does not have: their ids would be given again.

@@ -1,9 +1,13 @@
-//! The event log: one SQLite table, one writer thread, group commit.
+//! The event log: one SQLite table, one writer thread, group commit, one row per commit.
 //!
 //! Owners hand events to [`EventLog::append`] in the order they applied them; the log gives each
 //! its global sequence number under one short lock, so the channel order is the sequence order
 //! and every commit is a prefix of it. The writer thread takes everything that arrived while
 //! the previous commit ran into the next transaction: one fsync per batch, not per request.
+//! The batch is stored as one row (`batches`): its first and last sequence numbers and the
+//! events' encodings back to back, each behind its length ([`encode_batch`]). One row per commit
+//! costs SQLite one insert and one B-tree entry whatever the batch size; recovery decodes whole
+//! batches, and pruning drops whole batches below the floor.
 //! The returned [`Durable`] resolves once the commit that holds the event is on disk.
 //! A commit failure is fatal: memory would no longer match disk, so the process exits loudly.
 //!
@@ -34,7 +38,7 @@ use super::sqlite;
 use crate::domain::idempotency::PendingRecord;
 use crate::domain::{Event, Timestamp};
 
-/// Version of the payload encoding stored with every event; any other is refused.
+/// Version of a batch's encoding (and of the events in it); any other is refused.
 pub const EVENT_FORMAT_VERSION: u32 = 1;
 /// The schema version of the log's database (`PRAGMA user_version`).
 pub const LOG_SCHEMA_VERSION: u32 = 1;
@@ -53,7 +57,6 @@ pub enum SyncMode {
 
 struct Pending {
     seq: u64,
-    kind: &'static str,
     payload: Vec<u8>,
     rows: EventRows,
     done: oneshot::Sender<u64>,
@@ -158,13 +161,84 @@ fn create_data_dir(path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-const LOG_SCHEMA: &str = "
-    CREATE TABLE events (
-        seq     INTEGER PRIMARY KEY,
-        kind    TEXT    NOT NULL,
-        version INTEGER NOT NULL,
-        payload BLOB    NOT NULL
+/// One row per commit. `last_seq` is the row id, so reading after a sequence and pruning below
+/// one are range scans of the table itself.
+pub const LOG_SCHEMA: &str = "
+    CREATE TABLE batches (
+        last_seq  INTEGER PRIMARY KEY,
+        first_seq INTEGER NOT NULL,
+        version   INTEGER NOT NULL,
+        events    BLOB    NOT NULL
     );";
+
+/// The events of one commit, back to back, each as its length (u32, little-endian) then its
+/// encoding.
+pub fn encode_batch<'a>(events: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let events = events.into_iter();
+    let mut blob = Vec::with_capacity(events.size_hint().0 * 96);
+    for event in events {
+        let length = u32::try_from(event.len()).expect("an event is far below 4 GiB");
+        blob.extend_from_slice(&length.to_le_bytes());
+        blob.extend_from_slice(event);
+    }
+    blob
+}
+
+/// The events `encode_batch` stored as `first_seq..=last_seq`; a batch whose count or lengths do
+/// not add up is refused, never guessed at.
+pub fn decode_batch(
+    first_seq: u64,
+    last_seq: u64,
+    blob: &[u8],
+) -> Result<Vec<(u64, Event)>, StoreError> {
+    let damaged = |reason: &'static str| StoreError::DamagedBatch { last_seq, reason };
+    if last_seq < first_seq {
+        return Err(damaged("its sequence numbers run backwards"));
+    }
+    let count = last_seq - first_seq + 1;
+    let mut events = Vec::with_capacity(count.min(BATCH_EVENTS_MAX as u64) as usize);
+    let mut rest = blob;
+    let mut seq = first_seq;
+    while !rest.is_empty() {
+        let (length, tail) = rest
+            .split_first_chunk::<4>()
+            .ok_or_else(|| damaged("it ends inside a length"))?;
+        let length = u32::from_le_bytes(*length) as usize;
+        if tail.len() < length || seq > last_seq {
+            return Err(damaged("it holds more than its sequence numbers say"));
+        }
+        let (event, tail) = tail.split_at(length);
+        events.push((seq, rows::decode(event, "event")?));
+        seq += 1;
+        rest = tail;
+    }
+    if seq != last_seq + 1 {
+        return Err(damaged(
+            "it holds fewer events than its sequence numbers say",
+        ));
+    }
+    Ok(events)
+}
+
+/// Stores one commit's events, `first_seq` onwards, as one row; the caller commits.
+pub fn insert_batch<'a>(
+    tx: &rusqlite::Transaction<'_>,
+    first_seq: u64,
+    events: impl ExactSizeIterator<Item = &'a [u8]>,
+) -> rusqlite::Result<()> {
+    let last_seq = first_seq + events.len() as u64 - 1;
+    let blob = encode_batch(events);
+    tx.prepare_cached(
+        "INSERT INTO batches (last_seq, first_seq, version, events) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![
+        last_seq as i64,
+        first_seq as i64,
+        EVENT_FORMAT_VERSION,
+        blob
+    ])?;
+    Ok(())
+}
 
 /// The log's database, locked and open, before its writer starts.
 pub(crate) struct LogFile {
@@ -191,10 +265,12 @@ impl LogFile {
             LOG_SCHEMA,
             LOG_SCHEMA_VERSION,
         )?;
-        let (oldest, last): (Option<i64>, Option<i64>) =
-            conn.query_row("SELECT MIN(seq), MAX(seq) FROM events", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?;
+        let (oldest, last): (Option<i64>, Option<i64>) = conn.query_row(
+            "SELECT (SELECT first_seq FROM batches ORDER BY last_seq LIMIT 1), MAX(last_seq)
+             FROM batches",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
         Ok(Self {
             conn,
             lock,
@@ -205,30 +281,51 @@ impl LogFile {
 
     /// Every stored event after `after_seq`, in order.
     pub(crate) fn read_after(&self, after_seq: u64) -> Result<Vec<(u64, Event)>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT seq, version, payload FROM events WHERE seq > ?1 ORDER BY seq")?;
-        let rows = stmt.query_map(params![after_seq as i64], |row| {
-            Ok((
-                row.get::<_, i64>(0)? as u64,
-                row.get::<_, i64>(1)?,
-                row.get::<_, Vec<u8>>(2)?,
-            ))
-        })?;
-        let mut events = Vec::new();
-        for row in rows {
-            let (seq, version, payload) = row?;
-            if version != i64::from(EVENT_FORMAT_VERSION) {
-                return Err(StoreError::UnsupportedEvent {
-                    seq,
-                    found: version,
-                    expected: EVENT_FORMAT_VERSION,
-                });
-            }
-            events.push((seq, rows::decode(&payload, "event")?));
-        }
-        Ok(events)
+        read_events_after(&self.conn, after_seq)
     }
+}
+
+/// Every event stored in the log's database `conn` after `after_seq`, in order; what recovery
+/// reads.
+pub fn read_events_after(
+    conn: &Connection,
+    after_seq: u64,
+) -> Result<Vec<(u64, Event)>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT first_seq, last_seq, version, events FROM batches
+         WHERE last_seq > ?1 ORDER BY last_seq",
+    )?;
+    let mut rows = stmt.query(params![after_seq as i64])?;
+    let mut events = Vec::new();
+    let mut expected = None;
+    while let Some(row) = rows.next()? {
+        let first_seq = row.get::<_, i64>(0)? as u64;
+        let last_seq = row.get::<_, i64>(1)? as u64;
+        let version = row.get::<_, i64>(2)?;
+        if version != i64::from(EVENT_FORMAT_VERSION) {
+            return Err(StoreError::UnsupportedEvent {
+                seq: first_seq,
+                found: version,
+                expected: EVENT_FORMAT_VERSION,
+            });
+        }
+        if expected.is_some_and(|next| next != first_seq) {
+            return Err(StoreError::DamagedBatch {
+                last_seq,
+                reason: "it does not follow the batch before it",
+            });
+        }
+        expected = Some(last_seq + 1);
+        let rusqlite::types::ValueRef::Blob(blob) = row.get_ref(3)? else {
+            return Err(StoreError::DamagedBatch {
+                last_seq,
+                reason: "its events are not stored as bytes",
+            });
+        };
+        let batch = decode_batch(first_seq, last_seq, blob)?;
+        events.extend(batch.into_iter().filter(|(seq, _)| *seq > after_seq));
+    }
+    Ok(events)
 }
 
 /// How the log starts: after its last stored event (or after `start_seq`, if snapshots reach
@@ -300,7 +397,6 @@ impl EventLog {
         appender.next_seq += 1;
         let pending = Pending {
             seq,
-            kind: event.kind(),
             payload,
             rows: EventRows::made_by(seq, event, key),
             done,
@@ -432,7 +528,7 @@ fn write_batches(
             let durable = ask_rows(&to_rows, ToRows::MakeDurable).unwrap_or(0);
             let floor = seq.min(durable);
             // Pruning is housekeeping: a failure only leaves extra rows behind.
-            match conn.execute("DELETE FROM events WHERE seq <= ?1", params![floor as i64]) {
+            match prune_batches(&conn, floor) {
                 Ok(rows) => tracing::debug!(rows, through = floor, "pruned the log"),
                 Err(error) => tracing::warn!(%error, "could not prune the log"),
             }
@@ -514,21 +610,22 @@ fn ask_rows<T>(
     answer.blocking_recv()
 }
 
+/// Deletes the batches that end at or below `floor`. A batch that reaches past the floor stays
+/// whole: recovery skips the events it holds at or below what it asks for.
+fn prune_batches(conn: &Connection, floor: u64) -> rusqlite::Result<usize> {
+    conn.execute(
+        "DELETE FROM batches WHERE last_seq <= ?1",
+        params![floor as i64],
+    )
+}
+
 fn commit(conn: &mut Connection, batch: &[Pending]) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
-    {
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO events (seq, kind, version, payload) VALUES (?1, ?2, ?3, ?4)",
-        )?;
-        for pending in batch {
-            insert.execute(params![
-                pending.seq as i64,
-                pending.kind,
-                EVENT_FORMAT_VERSION,
-                pending.payload
-            ])?;
-        }
-    }
+    insert_batch(
+        &tx,
+        batch[0].seq,
+        batch.iter().map(|pending| pending.payload.as_slice()),
+    )?;
     tx.commit()
 }
 
@@ -537,4 +634,113 @@ pub(crate) fn fatal(message: &str) -> ! {
     tracing::error!("{message}; stopping so that no acknowledged change is lost");
     eprintln!("boxoffice: {message}; stopping so that no acknowledged change is lost");
     std::process::exit(EXIT_LOG_FAILED);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ConcertId;
+
+    fn concert(n: u32) -> Event {
+        Event::ConcertCreated {
+            concert: ConcertId(n),
+            title: format!("t{n}"),
+            venue: "v".into(),
+        }
+    }
+
+    fn encoded(range: std::ops::RangeInclusive<u32>) -> Vec<Vec<u8>> {
+        range.map(|n| rows::encode(&concert(n))).collect()
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("boxoffice-batches-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir.join("log.db")
+    }
+
+    fn store(file: &mut LogFile, first_seq: u64, events: &[Vec<u8>]) {
+        let tx = file.conn.transaction().unwrap();
+        insert_batch(&tx, first_seq, events.iter().map(Vec::as_slice)).unwrap();
+        tx.commit().unwrap();
+    }
+
+    #[test]
+    fn a_batch_decodes_to_its_events_with_their_sequence_numbers() {
+        let events = encoded(1..=3);
+        let blob = encode_batch(events.iter().map(Vec::as_slice));
+        let decoded = decode_batch(7, 9, &blob).unwrap();
+        assert_eq!(
+            decoded,
+            vec![(7, concert(1)), (8, concert(2)), (9, concert(3))]
+        );
+    }
+
+    #[test]
+    fn a_batch_whose_count_or_lengths_do_not_add_up_is_refused() {
+        let blob = encode_batch(encoded(1..=3).iter().map(Vec::as_slice));
+        let refused = |first: u64, last: u64, bytes: &[u8]| {
+            matches!(
+                decode_batch(first, last, bytes),
+                Err(StoreError::DamagedBatch { .. })
+            )
+        };
+        assert!(refused(1, 4, &blob), "fewer events than the range");
+        assert!(refused(1, 2, &blob), "more events than the range");
+        assert!(refused(3, 1, &blob), "a range that runs backwards");
+        assert!(
+            refused(1, 3, &blob[..blob.len() - 1]),
+            "cut inside an event"
+        );
+        assert!(
+            refused(1, 4, &[blob.as_slice(), &[1, 0]].concat()),
+            "cut inside a length"
+        );
+    }
+
+    #[test]
+    fn reading_after_a_sequence_inside_a_batch_skips_only_what_comes_before_it() {
+        let path = scratch("inside");
+        let mut file = LogFile::open(&path, SyncMode::Normal).unwrap();
+        store(&mut file, 1, &encoded(1..=10));
+        store(&mut file, 11, &encoded(11..=15));
+        let after = file.read_after(4).unwrap();
+        assert_eq!(after.first(), Some(&(5, concert(5))));
+        assert_eq!(after.len(), 11);
+        assert_eq!(
+            after.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+            (5..=15).collect::<Vec<_>>()
+        );
+        drop(file);
+        let reopened = LogFile::open(&path, SyncMode::Normal).unwrap();
+        assert_eq!((reopened.oldest_stored, reopened.last_seq), (Some(1), 15));
+    }
+
+    #[test]
+    fn pruning_keeps_a_batch_that_reaches_past_the_floor_whole() {
+        let path = scratch("straddle");
+        let mut file = LogFile::open(&path, SyncMode::Normal).unwrap();
+        store(&mut file, 1, &encoded(1..=4));
+        store(&mut file, 5, &encoded(5..=9));
+        store(&mut file, 10, &encoded(10..=12));
+        assert_eq!(prune_batches(&file.conn, 6).unwrap(), 1);
+        assert_eq!(file.read_after(6).unwrap().len(), 6);
+        drop(file);
+        let reopened = LogFile::open(&path, SyncMode::Normal).unwrap();
+        assert_eq!(reopened.oldest_stored, Some(5));
+        assert_eq!(reopened.read_after(0).unwrap().len(), 8);
+    }
+
+    #[test]
+    fn a_gap_between_batches_is_refused() {
+        let path = scratch("gap");
+        let mut file = LogFile::open(&path, SyncMode::Normal).unwrap();
+        store(&mut file, 1, &encoded(1..=4));
+        store(&mut file, 6, &encoded(6..=7));
+        assert!(matches!(
+            file.read_after(0),
+            Err(StoreError::DamagedBatch { last_seq: 7, .. })
+        ));
+    }
 }

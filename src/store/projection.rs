@@ -392,10 +392,10 @@ mod tests {
     async fn pruning_drops_rows_below_the_floor_only() {
         let path = scratch("prune");
         let opened = EventLog::open(&path, SyncMode::Normal, 0).unwrap();
+        // One commit each, so every event is a batch of its own.
         for n in 1..=10 {
-            opened.log.append(&concert(n));
+            opened.log.append(&concert(n)).wait().await;
         }
-        opened.log.flush().await;
         opened.log.prune_through(4);
         opened.log.append(&concert(11)).wait().await;
         opened.log.close().await;

@@ -231,7 +231,24 @@ async fn verify(api: &Api, date: &str, buyers: Vec<Buyer>) -> Vec<Buyer> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_nine_at_any_moment_loses_nothing_acknowledged() {
-    let dir = data_dir("kill9");
+    kill_nine_rounds("kill9", WORKERS).await;
+}
+
+/// Enough buyers at once that commits hold many events each: a `kill -9` then lands in the
+/// middle of writing a multi-event batch, and recovery finds each batch whole or absent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_nine_in_the_middle_of_multi_event_batches_loses_nothing_acknowledged() {
+    let events_per_commit = kill_nine_rounds("kill9-batches", 32).await;
+    assert!(
+        events_per_commit > 1.5,
+        "commits held {events_per_commit:.2} events on average: the batches were not multi-event"
+    );
+}
+
+/// Five rounds of load from `workers` buyers, each ended by `kill -9`, each verified after the
+/// restart. Returns the events per commit the killed processes reached.
+async fn kill_nine_rounds(name: &str, workers: usize) -> f64 {
+    let dir = data_dir(name);
     // Snapshots every second, so recovery also runs from snapshots plus a log tail.
     let env = [(
         "BOXOFFICE__STORAGE__SNAPSHOT_INTERVAL_SECONDS",
@@ -241,7 +258,7 @@ async fn kill_nine_at_any_moment_loses_nothing_acknowledged() {
     let api = Api::new(&server.base);
     let date = api.create_date(SEATS, PRICE as u64).await;
     let mut buyers = Vec::new();
-    for i in 0..WORKERS {
+    for i in 0..workers {
         buyers.push(Buyer {
             session: api.new_user(&format!("killed{i}")).await,
             ..Buyer::default()
@@ -249,6 +266,7 @@ async fn kill_nine_at_any_moment_loses_nothing_acknowledged() {
     }
     let mut server = Some(server);
     let mut total_paid = 0;
+    let (mut commits, mut events) = (0, 0);
     for round in 0..5 {
         let running = server.take().unwrap_or_else(|| Server::start(&dir, &env));
         let api = Api::new(&running.base);
@@ -261,6 +279,9 @@ async fn kill_nine_at_any_moment_loses_nothing_acknowledged() {
             .collect();
         let load_ms = rand::thread_rng().gen_range(150..1_200);
         tokio::time::sleep(Duration::from_millis(load_ms)).await;
+        let stats = api.admin_stats().await;
+        commits += stats["log_commits"].as_u64().unwrap_or(0);
+        events += stats["log_events_committed"].as_u64().unwrap_or(0);
         running.kill_9();
         for task in tasks {
             buyers.push(
@@ -283,6 +304,7 @@ async fn kill_nine_at_any_moment_loses_nothing_acknowledged() {
     );
     assert_eq!(last.stop_gracefully(), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
+    events as f64 / commits.max(1) as f64
 }
 
 /// A fixed little history: two buyers, charges, holds, a payment and a cancellation.
