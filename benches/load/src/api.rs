@@ -387,15 +387,40 @@ pub async fn hold(
     seat_nos: &[u32],
     key: &str,
 ) -> ApiResult<Reservation> {
+    hold_keyed_or_not(client, session, token, date_id, seat_nos, Some(key)).await
+}
+
+/// A hold without an `Idempotency-Key`: the server keeps no key for it, and a retry after a lost
+/// answer meets the first attempt's hold (409 `seat_unavailable`) instead of its answer.
+pub async fn hold_without_key(
+    client: &Client,
+    session: &str,
+    token: &str,
+    date_id: &str,
+    seat_nos: &[u32],
+) -> ApiResult<Reservation> {
+    hold_keyed_or_not(client, session, token, date_id, seat_nos, None).await
+}
+
+async fn hold_keyed_or_not(
+    client: &Client,
+    session: &str,
+    token: &str,
+    date_id: &str,
+    seat_nos: &[u32],
+    key: Option<&str>,
+) -> ApiResult<Reservation> {
     let body = match seat_nos {
         [one] => json!({"date_id": date_id, "seat_no": one}),
         many => json!({"date_id": date_id, "seat_nos": many}),
     };
-    let call = Call::new(Endpoint::Hold, "/api/v1/reservations")
+    let mut call = Call::new(Endpoint::Hold, "/api/v1/reservations")
         .bearer(session)
         .queue(token)
-        .key(key)
         .json(&body);
+    if let Some(key) = key {
+        call = call.key(key);
+    }
     expect(client.send(&call).await?, &[201])
 }
 

@@ -339,6 +339,11 @@ impl AgainstCeiling {
             .find(|e| e.endpoint == endpoint.label())
     }
 
+    /// Answers with a 5xx status over both phases.
+    pub fn status_5xx(&self) -> u64 {
+        self.summary.status_5xx
+    }
+
     /// `per_second` as a percentage of the ceiling (none when the ceiling got no answer).
     pub fn ratio_percent(&self, per_second: f64) -> Option<f64> {
         (self.ceiling_per_second > 0.0).then(|| 100.0 * per_second / self.ceiling_per_second)

@@ -23,8 +23,11 @@
 //!   modes (`ceiling` also holds `flood` and `interleaved`, the measured phases `payments` and
 //!   `polls` reuse for the ceiling and their own request; `siege` has its attackers in
 //!   `siege::attack` and its health probes in `siege::probe`).
-//! - `rss`: the server's resident memory, sampled during a soak (and after `polls`' setup),
-//!   and the verdict on it.
+//! - `fill`: `holds --fill-holds N`, the server brought to N live holds between two slices.
+//! - `series`: completions per second of a measured phase (`holds`, `payments`) and their
+//!   summary.
+//! - `rss`: the server's resident memory, sampled during a soak (and after `polls`' setup,
+//!   around a fill), and the verdict on it.
 //! - `audit`: the invariant check. `report`: the table and the JSON. `progress`: the bar.
 
 mod api;
@@ -32,6 +35,7 @@ mod audit;
 mod bare;
 mod ceiling;
 mod client;
+mod fill;
 mod holds;
 mod hot_seat;
 mod payments;
@@ -41,6 +45,7 @@ mod progress;
 mod report;
 mod rss;
 mod sell_out;
+mod series;
 mod setup;
 mod siege;
 mod soak;
@@ -116,8 +121,25 @@ Modes:
             queue token checked on every request), cancelling their oldest hold once at the
             per-user limit: durable holds per second. The ceiling is flooded for a quarter of
             --duration just before the holds and again just after; the report sets the durable
-            writes per second (holds and cancels) against it. Raise holds.max_seats_per_user
-            on the server (e.g. BOXOFFICE__HOLDS__MAX_SEATS_PER_USER=1000) to time holds alone.
+            writes per second (holds and cancels) against it, and the holds completed in each
+            second (min / median / max, first quarter against last), so a fall shows. Raise
+            holds.max_seats_per_user on the server (e.g. BOXOFFICE__HOLDS__MAX_SEATS_PER_USER=1000)
+            to time holds alone.
+            --fill-holds N: is the rate flat as state grows? The same slice (ceiling, holds,
+            ceiling) is taken on the empty server, then the fill brings the server to N live
+            holds (admin stats' seats_held; one seat a hold, on dates of 100000 seats made
+            during setup, the buyers' holds spread evenly over them, no idempotency keys, as
+            fast as the server answers, bounded by --setup-timeout), then the slice again on a
+            date of its own. The report gives rate_empty, rate_after_fill and flat_ratio (their
+            quotient; flat when >= 0.9), each beside its own ceiling; with --server-pid the
+            server's RSS before and after the fill and the bytes per live hold it added. The
+            server must keep the holds and allow them: a long holds.ttl_seconds and queue
+            active TTL, a waiting room that admits --buyers at once, and the per-user limits
+            the report states (a 422 hold_limit stops the fill with the figures); start it
+            afresh, or the live holds of earlier runs count. For --buyers 10000
+            --fill-holds 1000000:
+              BOXOFFICE__HOLDS__TTL_SECONDS=3600 BOXOFFICE__QUEUE__ACTIVE_TTL_SECONDS=3600
+              BOXOFFICE__HOLDS__MAX_SEATS_PER_USER=10 BOXOFFICE__HOLDS__MAX_SEATS_PER_USER_TOTAL=120
   soak      steady mixed load for 10 minutes (--duration) from a fixed population of buyers,
             signed up and in once: over and over each takes a queue token and waits to be
             admitted, reads the seat map, holds 1-2 seats, then cancels (40%), lets the hold
@@ -159,9 +181,10 @@ Modes:
             connection takes the next buyer who has not paid and pays for its hold
             (POST /api/v1/payments; a payment ends the payer's queue token, so each pays once)
             until all have paid or --duration / --max-requests end it. Reports payments/s
-            (201s), the ceiling's req/s and their ratio; the audit checks as for sell-out. All
-            buyers must be admitted at once and their holds outlive setup, so start the server
-            with BOXOFFICE__QUEUE__MAX_ACTIVE above --buyers (and a high ADMIT_PER_SECOND).
+            (201s) and those of each second, the ceiling's req/s and their ratio; the audit
+            checks as for sell-out. All buyers must be admitted at once and their holds outlive
+            setup, so start the server with BOXOFFICE__QUEUE__MAX_ACTIVE above --buyers (and a
+            high ADMIT_PER_SECOND).
   siege     slow and idle clients against real buyers, on loopback only. Setup creates a date,
             signs --buyers N up, and gives one more user --list-entries (1000) reservations
             (held and cancelled at once) and as many balance-history entries (1-won top-ups).
@@ -199,6 +222,7 @@ Examples:
   boxoffice-load --mode sell-out --admin-token $ADMIN_TOKEN --seats 2000 --buyers 8000 --connections 64
   boxoffice-load --mode hot-seat --admin-token $ADMIN_TOKEN --buyers 500 --seats 10 --rounds 200
   boxoffice-load --mode holds --admin-token $ADMIN_TOKEN --buyers 256 --duration 20
+  boxoffice-load --mode holds --admin-token $ADMIN_TOKEN --buyers 10000 --duration 10 --fill-holds 1000000 --server-pid 4242
   boxoffice-load --mode soak --admin-token $ADMIN_TOKEN --buyers 2000 --connections 32 --server-pid 4242
   boxoffice-load --mode ceiling --duration 10 --json
   boxoffice-load --mode polls --buyers 100000 --connections 64 --duration 8 --server-pid 4242
@@ -265,8 +289,13 @@ pub struct Cli {
     /// whether the run itself went right.
     #[arg(long)]
     pub require_goal: bool,
-    /// soak, polls, siege: the server's process id, to sample its RSS (VmRSS in /proc/PID/status; the
-    /// server must run on this machine). Without it the report says RSS was not sampled.
+    /// holds: before the measured slice, bring the server to N live holds (and measure the same
+    /// slice on the empty server first); see the holds mode above. At most 10000000.
+    #[arg(long, value_name = "N")]
+    pub fill_holds: Option<u64>,
+    /// soak, polls, siege, holds with --fill-holds: the server's process id, to sample its RSS
+    /// (VmRSS in /proc/PID/status; the server must run on this machine). Without it the report
+    /// says RSS was not sampled.
     #[arg(long, value_name = "PID")]
     pub server_pid: Option<u32>,
     /// soak: seconds between RSS samples.
@@ -574,8 +603,22 @@ fn validate(cli: &Cli) -> anyhow::Result<()> {
             );
         }
     }
-    if !matches!(cli.mode, Mode::Soak | Mode::Polls | Mode::Siege) && cli.server_pid.is_some() {
-        bail!("--server-pid is for --mode soak, polls and siege");
+    if let Some(n) = cli.fill_holds {
+        if cli.mode != Mode::Holds {
+            bail!("--fill-holds is for --mode holds");
+        }
+        if !(1..=fill::FILL_HOLDS_MAX).contains(&n) {
+            bail!(
+                "--fill-holds must be 1..={} ({} dates of {SEATS_MAX} seats)",
+                fill::FILL_HOLDS_MAX,
+                fill::FILL_HOLDS_MAX / u64::from(SEATS_MAX)
+            );
+        }
+    }
+    let samples_rss = matches!(cli.mode, Mode::Soak | Mode::Polls | Mode::Siege)
+        || (cli.mode == Mode::Holds && cli.fill_holds.is_some());
+    if !samples_rss && cli.server_pid.is_some() {
+        bail!("--server-pid is for --mode soak, polls and siege, and holds with --fill-holds");
     }
     if cli.mode == Mode::Siege {
         if cli.allow_remote {
@@ -723,6 +766,7 @@ async fn run(cli: Cli, bare: Option<SocketAddr>) -> anyhow::Result<report::Repor
             "run": ctx.names.run(),
             "warmup_seconds": (ctx.cli.mode == Mode::Soak).then_some(ctx.cli.warmup),
             "server_pid": ctx.cli.server_pid,
+            "fill_holds": ctx.cli.fill_holds,
             "sample_seconds": (ctx.cli.mode == Mode::Soak).then_some(ctx.cli.sample_seconds),
             "attackers": (ctx.cli.mode == Mode::Siege).then_some(ctx.cli.attackers),
             "list_entries": (ctx.cli.mode == Mode::Siege).then_some(ctx.cli.list_entries),

@@ -11,7 +11,7 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use parking_lot::Mutex;
@@ -22,6 +22,7 @@ use crate::audit::{Auditor, BuyerRecord, HoldRecord, PaidRecord};
 use crate::ceiling;
 use crate::client::Client;
 use crate::report::Check;
+use crate::series::Series;
 use crate::setup::{self, Admitted};
 use crate::{Context, ModeRun};
 
@@ -58,6 +59,8 @@ struct Shared {
     next: AtomicUsize,
     paid: AtomicU64,
     outcomes: Mutex<Vec<Paying>>,
+    /// Payments answered 201, per second of the payments' flood.
+    series: Series,
 }
 
 pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
@@ -76,7 +79,10 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
     let ceiling = ceiling::measure(ctx).await;
 
     let ready = payers.len();
+    // The flood starts its clock right after this; a few µs early is well inside a second.
+    let grace = Duration::from_secs(ctx.cli.request_timeout + 5);
     let shared = Arc::new(Shared {
+        series: Series::new(Instant::now(), ctx.duration() + grace),
         client: client.clone(),
         run: ctx.names.run().to_owned(),
         outcomes: Mutex::new((0..ready).map(|_| Paying::NotSent).collect()),
@@ -126,6 +132,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
     let payments_per_second = paid as f64 / payments.seconds.max(1e-9);
     let ratio_percent = compared.ratio_percent(payments_per_second);
     let all_paid = paid as usize == ready;
+    let per_second = shared.series.report(payments.seconds);
     let outcome = json!({
         "buyers": ctx.cli.buyers,
         "ready_to_pay": ready,
@@ -148,6 +155,12 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
         "ceiling_seconds": ceiling.seconds,
         "ceiling_requests": ceiling.requests,
         "ceiling_stopped_by": ceiling.stopped_by,
+        "payments_per_second_series": per_second.series,
+        "payments_per_second_summary": per_second.summary,
+        "payments_per_second_tail": {
+            "seconds": per_second.tail_seconds,
+            "payments": per_second.tail_count,
+        },
     });
     let check = Check {
         name: "payments made",
@@ -322,6 +335,7 @@ async fn pay_next(shared: &Shared) -> Result<(), Fail> {
     let (paying, result) = match answer {
         Ok(payment) => {
             shared.paid.fetch_add(1, Ordering::Relaxed);
+            shared.series.record();
             (Paying::Paid(payment), Ok(()))
         }
         Err(Fail::Stopped) => (Paying::NotSent, Err(Fail::Stopped)),

@@ -68,6 +68,7 @@ pub fn print_table(report: &Report) {
         m.requests, m.seconds, m.requests_per_second, report.stopped_by
     );
     println!("  outcome   {}", compact(&report.outcome));
+    print_rates(&report.outcome);
     if let Some(rss) = &report.rss {
         print_rss(rss);
     }
@@ -354,13 +355,15 @@ fn print_rss(rss: &RssReport) {
     }
 }
 
-/// `key value, key value` of a flat JSON object, numbers rounded for reading.
+/// `key value, key value` of a JSON object's plain fields, numbers rounded for reading. Arrays
+/// and objects (the per-second series, the fill, the first slice) have lines of their own.
 fn compact(value: &Value) -> String {
     let Some(object) = value.as_object() else {
         return value.to_string();
     };
     object
         .iter()
+        .filter(|(_, value)| !value.is_array() && !value.is_object())
         .map(|(key, value)| match value {
             Value::Number(n) if n.is_f64() => format!("{key} {:.2}", n.as_f64().unwrap_or(0.0)),
             Value::String(s) => format!("{key} {s}"),
@@ -368,4 +371,155 @@ fn compact(value: &Value) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The lines of the rate over time (`holds`, `payments`) and of a fill run (`holds
+/// --fill-holds`), from the outcome.
+fn print_rates(outcome: &Value) {
+    if let Some(empty) = outcome.get("empty_slice") {
+        println!("  empty     {}", compact(empty));
+        for line in rate_lines(empty, "(empty server)") {
+            println!("  rate      {line}");
+        }
+    }
+    let label = if outcome.get("empty_slice").is_some() {
+        "(after the fill)"
+    } else {
+        ""
+    };
+    for line in rate_lines(outcome, label) {
+        println!("  rate      {line}");
+    }
+    if let Some(fill) = outcome.get("fill") {
+        println!("  fill      {}", fill_line(fill));
+    }
+    if let Some(line) = flat_line(outcome) {
+        println!("  flat      {line}");
+    }
+}
+
+/// One line per `<what>_per_second_summary` of `outcome`.
+fn rate_lines(outcome: &Value, label: &str) -> Vec<String> {
+    let Some(object) = outcome.as_object() else {
+        return Vec::new();
+    };
+    let label = if label.is_empty() {
+        String::new()
+    } else {
+        format!(" {label}")
+    };
+    object
+        .iter()
+        .filter_map(|(key, summary)| {
+            let what = key.strip_suffix("_per_second_summary")?;
+            Some(match summary {
+                Value::Null => format!("{what}/s by second{label}: under a second, no summary"),
+                summary => summary_line(what, &label, summary),
+            })
+        })
+        .collect()
+}
+
+fn summary_line(what: &str, label: &str, s: &Value) -> String {
+    let n = |key: &str| s[key].as_f64().unwrap_or(f64::NAN);
+    let change = s["last_vs_first_percent"]
+        .as_f64()
+        .map_or("-".to_owned(), |p| format!("{p:+.1}%"));
+    format!(
+        "{what}/s by second{label}: min {:.0}, median {:.0}, max {:.0} over {} s; first {q} s \
+         {:.0}, last {q} s {:.0} ({change})",
+        n("min"),
+        n("median"),
+        n("max"),
+        s["seconds"],
+        n("first_quarter_mean"),
+        n("last_quarter_mean"),
+        q = s["quarter_seconds"],
+    )
+}
+
+fn fill_line(fill: &Value) -> String {
+    let rss = &fill["rss"];
+    let rss = if rss["sampled"] == Value::Bool(true) {
+        let mib = |key: &str| rss[key].as_f64().unwrap_or(f64::NAN) / 1024.0;
+        format!(
+            "; server RSS {:.1} -> {:.1} MiB = {} bytes per live hold added",
+            mib("before_kib"),
+            mib("after_kib"),
+            rss["bytes_per_live_hold"]
+                .as_f64()
+                .map_or("-".to_owned(), |b| format!("{b:.1}"))
+        )
+    } else {
+        match rss["error"].as_str() {
+            Some(error) => format!("; RSS not sampled: {error}"),
+            None => "; RSS not sampled (--server-pid)".to_owned(),
+        }
+    };
+    format!(
+        "{} holds in {:.1} s ({:.0}/s, not measured, no idempotency keys), {} conflicts; live \
+         holds on the server {} -> {} (target {}){rss}",
+        fill["holds"],
+        fill["seconds"].as_f64().unwrap_or(f64::NAN),
+        fill["holds_per_second"].as_f64().unwrap_or(f64::NAN),
+        fill["conflicts"],
+        fill["live_before"],
+        fill["live_after"],
+        fill["fill_holds"],
+    )
+}
+
+fn flat_line(outcome: &Value) -> Option<String> {
+    let ratio = outcome.get("flat_ratio")?;
+    let number = |key: &str, digits: usize| {
+        outcome[key]
+            .as_f64()
+            .map_or("-".to_owned(), |v| format!("{v:.digits$}"))
+    };
+    let verdict = match outcome["flat"].as_bool() {
+        Some(true) => "FLAT",
+        Some(false) => "NOT FLAT",
+        None => "not judged",
+    };
+    Some(format!(
+        "{} holds/s on the empty server, {} after the fill: ratio {} (of the ratios to the \
+         ceiling: {}); {verdict} — {}",
+        number("rate_empty", 0),
+        number("rate_after_fill", 0),
+        ratio.as_f64().map_or("-".to_owned(), |r| format!("{r:.3}")),
+        number("flat_ratio_against_ceiling", 3),
+        outcome["flat_rule"].as_str().unwrap_or("-"),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_outcome_line_leaves_the_series_and_nested_figures_to_lines_of_their_own() {
+        let outcome = json!({"holds": 10, "rate": 2.5, "holds_per_second_series": [1, 2],
+            "fill": {"holds": 3}});
+        assert_eq!(compact(&outcome), "holds 10, rate 2.50");
+    }
+
+    #[test]
+    fn a_summary_prints_its_rates_and_the_change_between_the_quarters() {
+        let summary = crate::series::Summary::of(&[100, 120, 90, 110, 80, 96, 70, 60]);
+        let outcome = json!({"holds_per_second_summary": summary});
+        assert_eq!(
+            rate_lines(&outcome, "(after the fill)"),
+            vec![
+                "holds/s by second (after the fill): min 60, median 93, max 120 over 8 s; first \
+                 2 s 110, last 2 s 65 (-40.9%)"
+                    .to_owned()
+            ]
+        );
+        let none = json!({"payments_per_second_summary": null});
+        assert_eq!(
+            rate_lines(&none, ""),
+            vec!["payments/s by second: under a second, no summary".to_owned()]
+        );
+    }
 }

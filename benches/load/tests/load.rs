@@ -3,11 +3,14 @@
 //! JSON report checked. Sell-out: sold out, nothing oversold, money conserved, no 5xx. Soak (a
 //! few seconds): rounds went through, this process's RSS was sampled, the audit passed. Polls
 //! (one admission slot, long TTLs): every poll answered the exact position. Payments: each
-//! buyer paid once for its held seat, nothing oversold, money conserved. The ceiling: the bare
-//! server the generator starts is what gets flooded, and it answers every body back. Siege (two
-//! runs of a few seconds, 40 attackers): both runs reported side by side, every kind of attacker
-//! connected from its own address, the goal judged line by line; a missed goal changes the exit
-//! status only with `--require-goal`.
+//! buyer paid once for its held seat, nothing oversold, money conserved; every payment counted in
+//! the per-second series. Holds: every seat held once, set against the ceiling; with
+//! `--fill-holds`, the server brought to the live holds asked for between two slices reported
+//! side by side, and a fill the server's limits refuse stopped with what to allow. The ceiling:
+//! the bare server the generator starts is what gets flooded, and it answers every body back.
+//! Siege (two runs of a few seconds, 40 attackers): both runs reported side by side, every kind
+//! of attacker connected from its own address, the goal judged line by line; a missed goal
+//! changes the exit status only with `--require-goal`.
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -279,6 +282,12 @@ async fn payments_pay_each_held_seat_once_and_conserve_money() {
     assert!(outcome["payments_per_second"].as_f64() > Some(0.0));
     assert!(outcome["ceiling_per_second"].as_f64() > Some(0.0));
     assert!(outcome["payment_p99_ms"].as_f64() > Some(0.0), "{report:#}");
+    // Every payment is in the second it was answered in, or in the part-second at the end.
+    assert_eq!(
+        per_second_total(outcome, "payments", "payments"),
+        payments,
+        "{report:#}"
+    );
     let invariants = &report["invariants"];
     assert_eq!(invariants["ok"], true, "{report:#}");
     assert_eq!(invariants["oversold_seats"], 0, "{report:#}");
@@ -339,8 +348,146 @@ async fn holds_are_set_against_a_ceiling_measured_before_and_after_them() {
         "{report:#}"
     );
     assert!(outcome["hold_p99_ms"].as_f64() > Some(0.0), "{report:#}");
+    assert_eq!(
+        per_second_total(outcome, "holds", "holds"),
+        200,
+        "{report:#}"
+    );
     assert_eq!(report["invariants"]["ok"], true, "{report:#}");
     assert_eq!(report["measured"]["status_5xx"], 0, "{report:#}");
+}
+
+/// The completions of a per-second series: its whole seconds and the part-second at the end.
+fn per_second_total(outcome: &Value, what: &str, tail_field: &str) -> u64 {
+    let series = outcome[format!("{what}_per_second_series")]
+        .as_array()
+        .unwrap_or_else(|| panic!("a {what} series"));
+    let whole: u64 = series.iter().map(|n| n.as_u64().expect("a count")).sum();
+    let tail = &outcome[format!("{what}_per_second_tail")];
+    let tail_seconds = tail["seconds"].as_f64().expect("the tail's seconds");
+    assert!((0.0..1.0).contains(&tail_seconds), "{tail}");
+    let seconds = outcome[format!("{what}_seconds")].as_f64().unwrap();
+    assert_eq!(
+        series.len(),
+        seconds.floor() as usize,
+        "one count a whole second"
+    );
+    whole + tail[tail_field].as_u64().expect("the tail's count")
+}
+
+/// Settings that let 20 buyers fill 500 live holds (25 on the one fill date each, 10 on each
+/// measured date of 200 seats), with holds that outlast the run.
+fn fill_settings(max_seats_per_user: u32) -> Settings {
+    let mut settings = Settings::for_tests();
+    settings.holds.ttl_seconds = 3_600;
+    settings.holds.max_seats_per_user = max_seats_per_user;
+    settings.holds.max_seats_per_user_total = 60;
+    settings
+}
+
+fn fill_args(server: &Server) -> Vec<String> {
+    server.args(
+        "holds",
+        &[
+            "--admin-token",
+            &server.admin_token,
+            "--buyers",
+            "20",
+            "--seats",
+            "200",
+            "--connections",
+            "8",
+            "--duration",
+            "2",
+            "--setup-timeout",
+            "10",
+            "--fill-holds",
+            "500",
+            "--server-pid",
+            &std::process::id().to_string(),
+        ],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_brings_the_server_to_its_live_holds_between_two_slices_set_side_by_side() {
+    let server = Server::start(fill_settings(25)).await;
+    let report = run_to_success(fill_args(&server), server).await;
+    let outcome = &report["outcome"];
+    let empty = &outcome["empty_slice"];
+    // The empty server's slice holds every seat of its date, and they stay live...
+    assert_eq!(empty["holds"], 200, "{report:#}");
+    assert_eq!(empty["cancels"], 0, "{report:#}");
+    assert_eq!(per_second_total(empty, "holds", "holds"), 200, "{report:#}");
+    // ...so the fill adds the 300 that bring the server to 500, without keys.
+    let fill = &outcome["fill"];
+    assert_eq!(fill["live_before"], 200, "{report:#}");
+    assert_eq!(fill["live_before_source"], "admin stats seats_held");
+    assert_eq!(fill["holds"], 300, "{report:#}");
+    assert_eq!(fill["conflicts"], 0, "{report:#}");
+    assert_eq!(fill["live_after"], 500, "{report:#}");
+    assert_eq!(fill["idempotency_keys"], false);
+    assert_eq!(fill["dates"], 1, "{report:#}");
+    assert_eq!(fill["needs"]["max_seats_per_user"], 25, "{report:#}");
+    assert_eq!(fill["needs"]["max_seats_per_user_total"], 45, "{report:#}");
+    // This process is the server: its RSS was read before and after.
+    assert_eq!(fill["rss"]["sampled"], true, "{report:#}");
+    assert_eq!(fill["rss"]["live_holds_added"], 300, "{report:#}");
+    assert!(fill["rss"]["bytes_per_live_hold"].is_f64(), "{report:#}");
+    // The slice after the fill, on a date of its own, beside its own ceiling.
+    assert_eq!(outcome["holds"], 200, "{report:#}");
+    assert_eq!(
+        per_second_total(outcome, "holds", "holds"),
+        200,
+        "{report:#}"
+    );
+    for slice in [empty, outcome] {
+        assert!(
+            slice["ceiling_per_second"].as_f64() > Some(0.0),
+            "{report:#}"
+        );
+        assert!(slice["ratio_percent"].as_f64() > Some(0.0), "{report:#}");
+        assert_eq!(slice["status_5xx"], 0, "{report:#}");
+    }
+    let rate_empty = outcome["rate_empty"].as_f64().unwrap();
+    let rate_after = outcome["rate_after_fill"].as_f64().unwrap();
+    assert_eq!(outcome["rate_empty"], empty["holds_per_second"]);
+    assert_eq!(outcome["rate_after_fill"], outcome["holds_per_second"]);
+    let flat_ratio = outcome["flat_ratio"].as_f64().unwrap();
+    assert!(
+        (flat_ratio - rate_after / rate_empty).abs() < 1e-9,
+        "{report:#}"
+    );
+    assert_eq!(outcome["flat"], flat_ratio >= 0.9, "{report:#}");
+    // Both slices met no limit, and the audit found every hold live where it should be.
+    let checks = report["checks"].as_array().expect("the mode's checks");
+    assert_eq!(checks.len(), 1, "{report:#}");
+    assert_eq!(checks[0]["ok"], true, "{report:#}");
+    let invariants = &report["invariants"];
+    assert_eq!(invariants["ok"], true, "{report:#}");
+    assert_eq!(invariants["listing_matches_holds"], true, "{report:#}");
+    assert_eq!(invariants["listing_held"], 700, "{report:#}");
+    assert_eq!(report["measured"]["status_5xx"], 0, "{report:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_the_servers_limits_refuse_stops_and_says_what_to_allow() {
+    // 12 seats a date: enough for the measured slices (10), not for the fill's 15.
+    let server = Server::start(fill_settings(12)).await;
+    let started = Instant::now();
+    let report = run_to_exit(fill_args(&server), server, 2).await;
+    let error = report["error"].as_str().expect("the error");
+    assert!(error.contains("422 hold_limit"), "{error}");
+    assert!(
+        error.contains(
+            "BOXOFFICE__HOLDS__MAX_SEATS_PER_USER=25 BOXOFFICE__HOLDS__MAX_SEATS_PER_USER_TOTAL=45"
+        ),
+        "{error}"
+    );
+    assert!(
+        started.elapsed() < RUN_DEADLINE,
+        "it stopped, it did not spin"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
