@@ -9,11 +9,12 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 
 use boxoffice::actors::KeyRecords;
+use boxoffice::clock::ManualClock;
 use boxoffice::config::{Settings, Synchronous};
 use boxoffice::domain::accounts::Accounts;
 use boxoffice::domain::catalog::Catalog;
 use boxoffice::domain::idempotency::{
-    BookKey, IdempotencyBook, KeyedEndpoint, PendingRecord, RECENT_KEYS_MAX,
+    BookKey, IdempotencyBook, KeyIndex, KeyedEndpoint, PendingRecord, RECENT_KEYS_MAX,
 };
 use boxoffice::domain::ledger::{BalancePolicy, Ledger};
 use boxoffice::domain::seat_map::{HoldPolicy, SeatMap};
@@ -135,21 +136,33 @@ fn keyed_event(n: u64) -> Event {
 }
 
 /// A busy day's idempotency records: logged with their events into a real store, then looked
-/// up as a keyed request does — in the recent book first, then in the store.
+/// up as a keyed request does — in the recent book first, then in the index of the day's keys,
+/// and in the store only for a key the index may hold.
 fn idempotency_records(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let dir = scratch("keys");
     let path = dir.join("boxoffice.db");
     let events: Vec<Event> = (0..BOOK_KEYS).map(keyed_event).collect();
     let opened = EventLog::open(&path, SyncMode::Normal, 0).unwrap();
-    let keys = KeyRecords::new(opened.log.reader().clone());
     runtime.block_on(async {
         let mut last = None;
         for event in &events {
             last = Some(opened.log.append(event));
         }
         last.unwrap().wait().await;
+        opened.log.reader().caught_up().await;
     });
+    let reader = opened.log.reader().clone();
+    let started = std::time::Instant::now();
+    let index = reader.key_index().unwrap();
+    println!(
+        "the index of {} stored keys was read in {:?} and holds {} bytes",
+        index.len(),
+        started.elapsed(),
+        index.bytes()
+    );
+    let now = Timestamp(1_700_000_000_000 + BOOK_KEYS as i64);
+    let keys = KeyRecords::new(reader, index, ManualClock::new(now));
     let stored: Vec<PendingRecord> = events.iter().filter_map(PendingRecord::of).collect();
     let mut book = IdempotencyBook::default();
     for (seq, record) in stored.iter().enumerate() {
@@ -174,7 +187,8 @@ fn idempotency_records(c: &mut Criterion) {
     group.bench_function("book_hit", |b| {
         b.iter(|| {
             let record = next();
-            book.find(&record.key, record.record.fingerprint).unwrap()
+            book.find(&record.key, record.record.fingerprint, now)
+                .unwrap()
         })
     });
     group.bench_function("store_hit", |b| {
@@ -183,8 +197,32 @@ fn idempotency_records(c: &mut Criterion) {
             keys.find(&record.key, record.record.fingerprint).unwrap()
         })
     });
-    group.bench_function("new_key_book_and_store_miss", |b| {
+    group.bench_function("new_key_book_and_index_miss", |b| {
         b.iter(|| keys.find(&fresh, 1).unwrap())
+    });
+    let mut index = KeyIndex::default();
+    let day: Vec<u64> = (0..1_000_000u64)
+        .map(|n| {
+            let key = IdempotencyKey::parse(&format!("day-{n}")).unwrap();
+            BookKey::new(UserId(n % 50_000), KeyedEndpoint::Reservation, &key).tag()
+        })
+        .collect();
+    for (n, tag) in day.iter().enumerate() {
+        index.insert(*tag, Timestamp(n as i64));
+    }
+    group.bench_function("index_of_1m_keys_miss", |b| {
+        let mut n = 0u64;
+        b.iter(|| {
+            n += 1;
+            index.may_hold(fresh.tag() ^ n)
+        })
+    });
+    group.bench_function("index_of_1m_keys_hit", |b| {
+        let mut n = 0;
+        b.iter(|| {
+            n = (n + 7919) % day.len();
+            index.may_hold(day[n])
+        })
     });
     group.finish();
     runtime.block_on(opened.log.close());

@@ -23,7 +23,9 @@ use ractor::{ActorRef, RpcReplyPort};
 
 use crate::clock::SharedClock;
 use crate::config::Settings;
-use crate::domain::idempotency::{BookKey, IdempotencyBook, KeyRecord, Outcome, PendingRecord};
+use crate::domain::idempotency::{
+    BookKey, IdempotencyBook, KeyIndex, KeyRecord, Lookup, Outcome, PendingRecord,
+};
 use crate::domain::page::{Page, PageRequest};
 use crate::domain::seat_map::Reservation;
 use crate::domain::{DateId, DomainError, Event, UserId};
@@ -39,41 +41,65 @@ pub use date::DateHandle;
 pub use ledger::LedgerHandle;
 pub use queue::QueueHandle;
 
-/// Idempotency records: the recent ones in memory, every one in the history database.
+/// Idempotency records: the recent ones in memory with an index of the day's keys, every one
+/// in the history database.
 #[derive(Clone)]
 pub struct KeyRecords {
     /// Shared by every owner of keyed changes (dates, ledger), so changes without a key never
     /// take its lock, and a record is made (its key hashed) before the lock is taken.
     book: Arc<Mutex<IdempotencyBook>>,
     stored: Arc<StoreReader>,
+    clock: SharedClock,
+    store_lookups: Arc<AtomicU64>,
 }
 
 impl KeyRecords {
-    /// An empty book in front of the records stored in the log's database.
-    pub fn new(stored: Arc<StoreReader>) -> Self {
+    /// A book in front of the records stored in the log's database, whose keys `index` holds
+    /// (`StoreReader::key_index`, read once the store holds every logged record).
+    pub fn new(stored: Arc<StoreReader>, mut index: KeyIndex, clock: SharedClock) -> Self {
+        // Stale rows not yet deleted leave now, at start, rather than on the first request.
+        index.expire(clock.now());
         Self {
-            book: Arc::default(),
+            book: Arc::new(Mutex::new(IdempotencyBook::with_index(index))),
             stored,
+            clock,
+            store_lookups: Arc::default(),
         }
     }
 
     /// The earlier outcome of `key`, or `None` if it is new; another body is refused.
     pub fn find(&self, key: &BookKey, fingerprint: u64) -> Result<Option<Outcome>, EngineError> {
-        if let Some(recent) = self.book.lock().find(key, fingerprint)? {
-            return Ok(Some(recent));
+        let now = self.clock.now();
+        let known = self.book.lock().find(key, fingerprint, now)?;
+        match known {
+            Lookup::Recorded(outcome) => return Ok(Some(outcome)),
+            Lookup::New => return Ok(None),
+            // Recorded within the day and settled into the store (the book lets go only of
+            // records the history database holds), or another key with the same tag.
+            Lookup::AskStore => {}
         }
-        // Not in memory: either new, or settled into the store (which then already has it:
-        // the book lets go only of records the history database holds).
-        let stored = self.stored.find_key(key).map_err(|error| {
+        self.store_lookups.fetch_add(1, Ordering::Relaxed);
+        let stored = self.stored.find_record(key).map_err(|error| {
             tracing::error!(%error, "cannot read idempotency records");
             EngineError::Unavailable
         })?;
-        Ok(KeyRecord::answer(stored, fingerprint)?)
+        Ok(KeyRecord::answer_stored(stored, fingerprint, now)?)
     }
 
     /// Records held in memory.
     pub fn in_memory(&self) -> usize {
         self.book.lock().len()
+    }
+
+    /// Keys in the index of the day's keys, and the bytes it holds.
+    pub fn indexed(&self) -> (usize, usize) {
+        let book = self.book.lock();
+        (book.index().len(), book.index().bytes())
+    }
+
+    /// How many lookups went to the history database.
+    pub fn store_lookups(&self) -> u64 {
+        self.store_lookups.load(Ordering::Relaxed)
     }
 }
 
@@ -301,16 +327,18 @@ impl Durability {
     }
 
     /// Logs an applied event. A keyed one's record goes to the log with it and into the book,
-    /// which lets go of its records that have settled in the history database as it goes.
+    /// which lets go of its records that have settled in the history database as it goes. The
+    /// book's lock is taken before the event is logged, so no lookup sees the event logged, or
+    /// committed, while its key is missing from the book and its index.
     pub(crate) fn append(&self, event: &Event) -> Durable {
-        let record = PendingRecord::of(event);
-        let durable = self.log.append_keyed(event, record);
-        if let Some(record) = record {
-            let stored = self.log.stats().rows_through.load(Ordering::SeqCst);
-            let mut book = self.keys.book.lock();
-            book.insert(record, durable.seq());
-            book.settle(record.at, stored);
-        }
+        let Some(record) = PendingRecord::of(event) else {
+            return self.log.append_keyed(event, None);
+        };
+        let stored = self.log.stats().rows_through.load(Ordering::SeqCst);
+        let mut book = self.keys.book.lock();
+        let durable = self.log.append_keyed(event, Some(record));
+        book.insert(record, durable.seq());
+        book.settle(record.at, stored);
         durable
     }
 }
@@ -376,6 +404,7 @@ impl Engine {
             dates: seat_maps,
             queue: saved_queue,
             log,
+            keys,
             replayed_events,
             took: _,
         } = recovered;
@@ -394,7 +423,7 @@ impl Engine {
         }
         let durability = Durability {
             supervisor: supervisor::Supervisor::start().await?,
-            keys: KeyRecords::new(log.reader().clone()),
+            keys: KeyRecords::new(log.reader().clone(), keys, clock.clone()),
             log,
             snapshots,
             snapshot_every: Duration::from_secs(settings.storage.snapshot_interval_seconds.max(1)),
@@ -498,8 +527,9 @@ impl Engine {
     }
 }
 
-/// Lets go of settled records when no keyed change comes to do it, and has the store forget
-/// records older than a day, once a minute.
+/// Lets go of settled records and expired keys when no keyed change comes to do it (and goes on
+/// with any resize of the key index), and has the store forget records older than a day, once
+/// a minute.
 fn settle_keys_every(durability: Durability, clock: SharedClock) {
     let book = Arc::downgrade(&durability.keys.book);
     tokio::spawn(async move {
@@ -510,7 +540,11 @@ fn settle_keys_every(durability: Durability, clock: SharedClock) {
             let Some(book) = book.upgrade() else { break };
             let stored = durability.log.stats().rows_through.load(Ordering::SeqCst);
             let now = clock.now();
-            book.lock().settle(now, stored);
+            {
+                let mut book = book.lock();
+                book.settle(now, stored);
+                book.tidy();
+            }
             if tick % 60 == 0 {
                 durability.log.forget_stale_keys(now);
             }
@@ -603,6 +637,60 @@ mod tests {
         blocker.execute_batch("COMMIT").unwrap();
         hold.await.unwrap().unwrap();
         assert_eq!(charge.await.unwrap().unwrap().balance, 500);
+        engine.stop().await;
+    }
+
+    /// Nearly every keyed request brings a key never seen: memory knows it is new, so the
+    /// history database is read only for a key recorded before, once its record left the book.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_new_key_is_known_new_without_reading_the_store() {
+        use crate::domain::idempotency::{KeyedEndpoint, RECENT_MS};
+        use crate::domain::{IdempotencyKey, IdempotencyStamp};
+        let clock = ManualClock::new(Timestamp(1_000));
+        let engine = Engine::start(&Settings::for_tests(), clock.clone())
+            .await
+            .unwrap();
+        let keys = engine.key_records().clone();
+        let stamp = |key: &str| IdempotencyStamp {
+            key: IdempotencyKey::parse(key).unwrap(),
+            fingerprint: 7,
+        };
+        let book_key = |key: &str| {
+            BookKey::new(
+                UserId(1),
+                KeyedEndpoint::Charge,
+                &IdempotencyKey::parse(key).unwrap(),
+            )
+        };
+        engine
+            .ledger
+            .charge(UserId(1), 500, Some(stamp("early")))
+            .await
+            .unwrap();
+        for n in 0..100 {
+            assert_eq!(keys.find(&book_key(&format!("new-{n}")), 7), Ok(None));
+        }
+        assert_eq!(keys.store_lookups(), 0, "a new key read the store");
+
+        // The next keyed change lets go of the stored record, which the store then answers.
+        clock.advance(Duration::from_millis(RECENT_MS as u64 + 1));
+        engine.durability.log.reader().caught_up().await;
+        engine
+            .ledger
+            .charge(UserId(1), 500, Some(stamp("late")))
+            .await
+            .unwrap();
+        assert_eq!(keys.in_memory(), 1, "only the recent record is in the book");
+        assert!(matches!(
+            keys.find(&book_key("early"), 7),
+            Ok(Some(Outcome::Charge {
+                balance_after: 500,
+                ..
+            }))
+        ));
+        assert_eq!(keys.store_lookups(), 1);
+        assert_eq!(keys.find(&book_key("never"), 7), Ok(None));
+        assert_eq!(keys.store_lookups(), 1, "a new key read the store");
         engine.stop().await;
     }
 }

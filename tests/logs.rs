@@ -176,3 +176,66 @@ async fn metrics_count_requests_events_commits_and_snapshots() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The value `/metrics` gives for `name`, if the server reports it.
+async fn metric(base: &str, name: &str) -> Option<String> {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let prefix = format!("{name} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .map(str::to_owned)
+}
+
+/// A charge of 100 with `key`.
+async fn keyed_charge(api: &Api, session: &str, key: &str) -> (StatusCode, serde_json::Value) {
+    let bearer = format!("Bearer {session}");
+    let headers = [("authorization", bearer.as_str()), ("idempotency-key", key)];
+    api.post("/api/v1/balance/charges", &headers, json!({"amount": 100}))
+        .await
+        .expect("the server answers")
+}
+
+/// A new idempotency key is known new from memory: keyed requests read nothing from the
+/// history database (`boxoffice_idempotency_store_lookups_total` stays at 0). A retry after a
+/// restart, whose record is then only on disk, is looked up there, and replays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_key_seen_before_is_looked_up_in_the_history_database() {
+    let lookups = "boxoffice_idempotency_store_lookups_total";
+    let indexed = r#"boxoffice_records{kind="idempotency_index_keys"}"#;
+    let dir = data_dir("key-lookups");
+    let server = Server::start(&dir, &[]);
+    let api = Api::new(&server.base);
+    let session = api.new_user("keyed").await;
+    let first = keyed_charge(&api, &session, "charge-0").await;
+    assert_eq!(first.0, StatusCode::CREATED);
+    for key in ["charge-1", "charge-2", "charge-3"] {
+        assert_eq!(
+            keyed_charge(&api, &session, key).await.0,
+            StatusCode::CREATED
+        );
+    }
+    let retry = keyed_charge(&api, &session, "charge-0").await;
+    assert_eq!(retry, first, "a retry answered from memory");
+    assert_eq!(metric(&server.base, lookups).await.as_deref(), Some("0"));
+    assert_eq!(metric(&server.base, indexed).await.as_deref(), Some("4"));
+    assert_eq!(server.stop_gracefully(), Some(0));
+
+    let server = Server::start(&dir, &[]);
+    let api = Api::new(&server.base);
+    assert_eq!(metric(&server.base, indexed).await.as_deref(), Some("4"));
+    assert_eq!(
+        keyed_charge(&api, &session, "charge-4").await.0,
+        StatusCode::CREATED
+    );
+    assert_eq!(metric(&server.base, lookups).await.as_deref(), Some("0"));
+    let retry = keyed_charge(&api, &session, "charge-0").await;
+    assert_eq!(retry, first, "a retry answered from the store");
+    assert_eq!(metric(&server.base, lookups).await.as_deref(), Some("1"));
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}

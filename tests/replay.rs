@@ -124,7 +124,7 @@ fn walk<T>(list: ListKind, mut read: impl FnMut(&PageRequest) -> Page<T>) -> Vec
     }
 }
 
-/// The history tables hold exactly what the log's events make: the first record of every key,
+/// The history tables hold exactly what the log's events make: the latest record of every key,
 /// each user's balance entries and reservations (in their latest state), newest first by the
 /// sequence of the event that listed them, page after page. Rows are written after their events
 /// live, and by recovery for what the history database lost; either way they must be this
@@ -146,12 +146,13 @@ async fn history_is_the_projection_of_the_log(settings: &Settings) -> Result<(),
                     endpoint,
                     &IdempotencyKey::parse(&format!("key-{k}")).unwrap(),
                 );
-                let first = events
+                let latest = events
                     .iter()
+                    .rev()
                     .filter_map(|(_, e)| PendingRecord::of(e))
                     .find(|r| r.key == key)
                     .map(|r| r.record);
-                prop_assert_eq!(store.find_key(&key).unwrap(), first, "{:?}", key);
+                prop_assert_eq!(store.find_key(&key).unwrap(), latest, "{:?}", key);
             }
         }
         let entries: Vec<LedgerEntry> = events

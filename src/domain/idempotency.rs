@@ -6,6 +6,11 @@
 //! retry usually comes within seconds, and a record not yet stored can only be found here.
 //! Older records leave memory once they are stored, so a day of keys costs disk, not memory.
 //!
+//! Most keyed requests bring a key never seen, and the store cannot be asked about every one
+//! (a read of the history database per hold). So the book also keeps a compact index of every
+//! key recorded within `KEY_TTL_MS` (`KeyIndex`, about 29 bytes a key): a key the index does
+//! not hold is new, and only one it may hold is looked for in the store.
+//!
 //! Only successes are recorded: a refused request changed nothing, so running it again is safe.
 
 use std::collections::hash_map::Entry;
@@ -18,12 +23,18 @@ use super::error::DomainError;
 use super::events::Event;
 use super::types::*;
 
-/// Keys are remembered at least this long (API.md: 24 hours).
+mod index;
+
+pub use index::{KeyIndex, KeyTag};
+
+/// Keys are remembered this long (API.md: at least 24 hours), by the book, the index and the
+/// store alike: a key is free again at the millisecond its record turns this old.
 pub const KEY_TTL_MS: i64 = 24 * 3600 * 1000;
 /// A stored record stays in memory this long, for the quick retry that follows a lost answer.
 pub const RECENT_MS: i64 = 60_000;
 /// And the book never holds more stored records than this, whatever the rate of keyed
-/// requests: about 8 MiB. Older ones are answered from the store.
+/// requests: about 16 MiB (88-byte entries in a table of 2^17, and the order they came in).
+/// Older ones are answered from the store.
 pub const RECENT_KEYS_MAX: usize = 65_536;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -70,6 +81,18 @@ impl KeyRecord {
             Some(_) => Err(DomainError::IdempotencyKeyReused),
         }
     }
+
+    /// `answer` for a record read from the store at `now`. A record `KEY_TTL_MS` old is
+    /// forgotten, as the index forgets it, even while its row waits to be deleted: the key is
+    /// free, and a new request with it records anew over the old row.
+    pub fn answer_stored(
+        stored: Option<PendingRecord>,
+        fingerprint: u64,
+        now: Timestamp,
+    ) -> Result<Option<Outcome>, DomainError> {
+        let live = stored.filter(|stored| !stored.is_stale(now));
+        Self::answer(live.map(|stored| stored.record), fingerprint)
+    }
 }
 
 /// SHA-256 of the endpoint and the key, cut to 128 bits: a fixed 16 bytes in place of a string
@@ -106,6 +129,19 @@ impl BookKey {
 
     pub fn digest(&self) -> KeyDigest {
         self.0 .1
+    }
+
+    /// The key of a stored record.
+    pub fn stored(user: UserId, digest: KeyDigest) -> Self {
+        Self((user, digest))
+    }
+
+    /// The key's tag in the index. The digest is uniform; the user, spread over 64 bits by an
+    /// odd multiplier (a bijection), makes one key's tag differ for every user.
+    pub fn tag(&self) -> KeyTag {
+        let (user, KeyDigest(digest)) = self.0;
+        let low = u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"));
+        low ^ user.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
     }
 }
 
@@ -191,56 +227,126 @@ impl PendingRecord {
     }
 }
 
-/// The recent records, in memory. Every record here is also on its way to the store; the book
-/// lets go of it only once the store has it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What memory knows of a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// Recorded, and still in the book: the request's answer.
+    Recorded(Outcome),
+    /// Not recorded within `KEY_TTL_MS`: the request runs.
+    New,
+    /// Maybe recorded and since stored: only the store can tell.
+    AskStore,
+}
+
+/// The recent records, in memory, and the index of every key recorded within `KEY_TTL_MS`.
+/// Every record here is also on its way to the store; the book lets go of it only once the
+/// store has it.
+#[derive(Debug, Clone, Default)]
 pub struct IdempotencyBook {
-    records: HashMap<RecordKey, KeyRecord>,
+    records: HashMap<RecordKey, Held>,
     /// Keys in the order they were recorded, with their event's log sequence, so settled records
     /// are let go of without a scan.
     recorded: VecDeque<(Timestamp, u64, RecordKey)>,
+    index: KeyIndex,
+}
+
+/// A record in the book, with when it was made and its event's log sequence.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    record: KeyRecord,
+    at: Timestamp,
+    seq: u64,
 }
 
 impl IdempotencyBook {
-    /// The earlier outcome of this key if the book still holds it; the same key with another
-    /// body is refused. `Ok(None)` means "not here": the store may still have it.
-    pub fn find(&self, key: &BookKey, fingerprint: u64) -> Result<Option<Outcome>, DomainError> {
-        KeyRecord::answer(self.records.get(&key.0).copied(), fingerprint)
+    /// A book in front of the records stored so far, whose keys `index` holds.
+    pub fn with_index(index: KeyIndex) -> Self {
+        Self {
+            index,
+            ..Self::default()
+        }
+    }
+
+    /// What memory knows of this key at `now`: the earlier outcome if the book still holds the
+    /// record (the same key with another body is refused), else whether the key is new. A key
+    /// is new only if the index does not hold it: every record enters the index as it enters
+    /// the book, and leaves the index no sooner than `KEY_TTL_MS` after it was made.
+    pub fn find(
+        &mut self,
+        key: &BookKey,
+        fingerprint: u64,
+        now: Timestamp,
+    ) -> Result<Lookup, DomainError> {
+        let held = self.records.get(&key.0).filter(|held| {
+            let expires = held.at.plus_millis(KEY_TTL_MS);
+            expires > now
+        });
+        if let Some(outcome) = KeyRecord::answer(held.map(|held| held.record), fingerprint)? {
+            return Ok(Lookup::Recorded(outcome));
+        }
+        self.index.expire(now);
+        Ok(if self.index.may_hold(key.tag()) {
+            Lookup::AskStore
+        } else {
+            Lookup::New
+        })
     }
 
     /// `find` from the raw key, for tests.
     pub fn lookup(
-        &self,
+        &mut self,
         user: UserId,
         endpoint: KeyedEndpoint,
         key: &IdempotencyKey,
         fingerprint: u64,
-    ) -> Result<Option<Outcome>, DomainError> {
-        self.find(&BookKey::new(user, endpoint, key), fingerprint)
+        now: Timestamp,
+    ) -> Result<Lookup, DomainError> {
+        self.find(&BookKey::new(user, endpoint, key), fingerprint, now)
     }
 
-    /// Adds the record of the event logged as `seq`.
+    /// Adds the record of the event logged as `seq`, and its key to the index. It takes the
+    /// place of an expired record of the same key still in the book (the key was free again).
     pub fn insert(&mut self, pending: PendingRecord, seq: u64) {
         let PendingRecord { key, record, at } = pending;
-        if let Entry::Vacant(vacant) = self.records.entry(key.0) {
-            vacant.insert(record);
-            self.recorded.push_back((at, seq, key.0));
+        let held = Held { record, at, seq };
+        match self.records.entry(key.0) {
+            Entry::Occupied(same_event) if same_event.get().seq == seq => return,
+            Entry::Occupied(mut expired) => {
+                expired.insert(held);
+            }
+            Entry::Vacant(vacant) => {
+                vacant.insert(held);
+            }
         }
+        self.recorded.push_back((at, seq, key.0));
+        self.index.insert(key.tag(), at);
     }
 
     /// Lets go of records the store holds (every event up to `stored` has its record there) once
     /// they are older than `RECENT_MS` at `now`, or sooner when the book holds more than
     /// `RECENT_KEYS_MAX`. A record not yet stored always stays: the store cannot answer for it.
+    /// The index lets go of keys recorded `KEY_TTL_MS` before `now`.
     pub fn settle(&mut self, now: Timestamp, stored: u64) {
+        self.index.expire(now);
         let cutoff = now.plus_millis(-RECENT_MS);
         while let Some((at, seq, key)) = self.recorded.front() {
             let old = *at <= cutoff || self.recorded.len() > RECENT_KEYS_MAX;
             if !old || *seq > stored {
                 break;
             }
-            self.records.remove(key);
+            // Unless a newer record of the key took its place.
+            if let Entry::Occupied(held) = self.records.entry(*key) {
+                if held.get().seq == *seq {
+                    held.remove();
+                }
+            }
             self.recorded.pop_front();
         }
+    }
+
+    /// Goes on with any resize of the index while keys do not come (memory follows them down).
+    pub fn tidy(&mut self) {
+        self.index.tidy();
     }
 
     pub fn len(&self) -> usize {
@@ -249,6 +355,11 @@ impl IdempotencyBook {
 
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
+    }
+
+    /// The index of the day's keys.
+    pub fn index(&self) -> &KeyIndex {
+        &self.index
     }
 }
 
@@ -280,24 +391,25 @@ mod tests {
         let mut book = IdempotencyBook::default();
         record(&mut book, "k", 0, 1);
         let key = IdempotencyKey::parse("k").unwrap();
+        let now = Timestamp(0);
         assert!(matches!(
-            book.lookup(UserId(1), KeyedEndpoint::Charge, &key, 7),
-            Ok(Some(Outcome::Charge {
+            book.lookup(UserId(1), KeyedEndpoint::Charge, &key, 7, now),
+            Ok(Lookup::Recorded(Outcome::Charge {
                 balance_after: 10,
                 ..
             }))
         ));
         assert_eq!(
-            book.lookup(UserId(1), KeyedEndpoint::Charge, &key, 8),
+            book.lookup(UserId(1), KeyedEndpoint::Charge, &key, 8, now),
             Err(DomainError::IdempotencyKeyReused)
         );
         assert_eq!(
-            book.lookup(UserId(2), KeyedEndpoint::Charge, &key, 7),
-            Ok(None)
+            book.lookup(UserId(2), KeyedEndpoint::Charge, &key, 7, now),
+            Ok(Lookup::New)
         );
         assert_eq!(
-            book.lookup(UserId(1), KeyedEndpoint::Payment, &key, 7),
-            Ok(None)
+            book.lookup(UserId(1), KeyedEndpoint::Payment, &key, 7, now),
+            Ok(Lookup::New)
         );
     }
 
@@ -346,10 +458,16 @@ mod tests {
             "the old committed one left, the newer one stays"
         );
         let key = IdempotencyKey::parse("b").unwrap();
-        assert!(book
-            .lookup(UserId(1), KeyedEndpoint::Charge, &key, 7)
-            .unwrap()
-            .is_some());
+        assert!(matches!(
+            book.lookup(
+                UserId(1),
+                KeyedEndpoint::Charge,
+                &key,
+                7,
+                Timestamp(RECENT_MS + 5)
+            ),
+            Ok(Lookup::Recorded(_))
+        ));
     }
 
     #[test]
@@ -367,6 +485,135 @@ mod tests {
         );
         book.settle(Timestamp(0), u64::MAX);
         assert_eq!(book.len(), RECENT_KEYS_MAX);
+    }
+
+    fn charge_key(key: &str) -> BookKey {
+        BookKey::new(
+            UserId(1),
+            KeyedEndpoint::Charge,
+            &IdempotencyKey::parse(key).unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_key_that_left_the_book_is_asked_of_the_store_for_a_day_exactly() {
+        let mut book = IdempotencyBook::default();
+        record(&mut book, "a", 1_000, 1);
+        book.settle(Timestamp(1_000 + RECENT_MS), 1);
+        assert!(book.is_empty(), "the stored record left memory");
+        let a = charge_key("a");
+        let ask = |book: &mut IdempotencyBook, key: &BookKey, at: i64| {
+            book.find(key, 7, Timestamp(at)).unwrap()
+        };
+        assert_eq!(ask(&mut book, &a, 1_000 + RECENT_MS), Lookup::AskStore);
+        assert_eq!(
+            ask(&mut book, &charge_key("b"), 1_000 + RECENT_MS),
+            Lookup::New,
+            "a key never recorded is known new without the store"
+        );
+        assert_eq!(ask(&mut book, &a, 1_000 + KEY_TTL_MS - 1), Lookup::AskStore);
+        assert_eq!(ask(&mut book, &a, 1_000 + KEY_TTL_MS), Lookup::New);
+    }
+
+    /// The book may hold a record past its day when nothing settled it since (a quiet minute, or
+    /// a store that fell behind); it forgets it all the same, and keeps the record that replaces
+    /// it until that one is stored.
+    #[test]
+    fn a_record_a_day_old_is_forgotten_even_in_the_book_and_its_successor_kept() {
+        let mut book = IdempotencyBook::default();
+        book.insert(PendingRecord::of(&charge("k", 7, 0)).unwrap(), 1);
+        let day = Timestamp(KEY_TTL_MS);
+        let key = charge_key("k");
+        assert!(matches!(
+            book.find(&key, 7, day.plus_millis(-1)),
+            Ok(Lookup::Recorded(_))
+        ));
+        assert_eq!(book.find(&key, 8, day), Ok(Lookup::New));
+
+        let successor = PendingRecord::of(&charge("k", 8, KEY_TTL_MS)).unwrap();
+        book.insert(successor, 2);
+        assert_eq!(book.len(), 1);
+        assert!(book.index().may_hold(key.tag()));
+        assert_eq!(
+            book.find(&key, 7, day),
+            Err(DomainError::IdempotencyKeyReused)
+        );
+        // The old record's turn to settle comes first; it takes the successor with it only
+        // once that one is stored too.
+        book.settle(day.plus_millis(RECENT_MS), 1);
+        assert!(matches!(book.find(&key, 8, day), Ok(Lookup::Recorded(_))));
+        book.settle(day.plus_millis(RECENT_MS), 2);
+        assert!(book.is_empty());
+        assert_eq!(
+            book.find(&key, 8, day.plus_millis(RECENT_MS)),
+            Ok(Lookup::AskStore)
+        );
+    }
+
+    #[test]
+    fn a_key_is_in_the_index_from_the_moment_it_is_in_the_book() {
+        let mut book = IdempotencyBook::default();
+        record(&mut book, "a", 0, 1);
+        assert!(book.index().may_hold(charge_key("a").tag()));
+        assert_eq!(book.index().len(), 1);
+    }
+
+    #[test]
+    fn a_book_started_from_the_stored_keys_asks_the_store_for_them() {
+        let mut index = KeyIndex::default();
+        index.insert(charge_key("stored").tag(), Timestamp(0));
+        let mut book = IdempotencyBook::with_index(index);
+        let find = |book: &mut IdempotencyBook, key| book.find(&charge_key(key), 7, Timestamp(5));
+        assert_eq!(find(&mut book, "stored"), Ok(Lookup::AskStore));
+        assert_eq!(find(&mut book, "other"), Ok(Lookup::New));
+    }
+
+    /// Two different keys with one tag: the index cannot tell them apart, so the second is
+    /// looked for in the store, which does not have it, and the request runs as new.
+    #[test]
+    fn a_key_sharing_another_keys_tag_falls_through_to_the_store() {
+        let first = BookKey::stored(UserId(1), KeyDigest([3; 16]));
+        let mut digest = [3; 16];
+        let spread = |user: u64| user.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let low = u64::from_le_bytes([3; 8]) ^ spread(1) ^ spread(2);
+        digest[..8].copy_from_slice(&low.to_le_bytes());
+        let second = BookKey::stored(UserId(2), KeyDigest(digest));
+        assert_ne!(first, second);
+        assert_eq!(first.tag(), second.tag());
+
+        let mut index = KeyIndex::default();
+        index.insert(first.tag(), Timestamp(0));
+        let mut book = IdempotencyBook::with_index(index);
+        assert_eq!(book.find(&second, 7, Timestamp(1)), Ok(Lookup::AskStore));
+        assert_eq!(KeyRecord::answer_stored(None, 7, Timestamp(1)), Ok(None));
+    }
+
+    #[test]
+    fn one_key_has_a_different_tag_for_every_user() {
+        let digest = KeyDigest([9; 16]);
+        let tags: std::collections::HashSet<KeyTag> = (1..1_000)
+            .map(|user| BookKey::stored(UserId(user), digest).tag())
+            .collect();
+        assert_eq!(tags.len(), 999);
+    }
+
+    #[test]
+    fn a_stored_record_answers_until_its_day_is_out() {
+        let stored = PendingRecord::of(&charge("k", 7, 1_000)).unwrap();
+        let last = Timestamp(1_000 + KEY_TTL_MS - 1);
+        assert_eq!(
+            KeyRecord::answer_stored(Some(stored), 7, last),
+            Ok(Some(stored.record.outcome))
+        );
+        assert_eq!(
+            KeyRecord::answer_stored(Some(stored), 8, last),
+            Err(DomainError::IdempotencyKeyReused)
+        );
+        assert_eq!(
+            KeyRecord::answer_stored(Some(stored), 8, last.plus_millis(1)),
+            Ok(None),
+            "a stale row not yet deleted is forgotten all the same"
+        );
     }
 
     #[test]

@@ -43,9 +43,13 @@ pub(super) async fn metrics(State(app): State<AppState>) -> impl axum::response:
     let dates = engine.dates.all();
     let reservations: usize = dates.iter().map(|d| d.view().reservations()).sum();
     let cooldowns: usize = dates.iter().map(|d| d.view().cooldowns()).sum();
-    let idempotency_keys = engine.key_records().in_memory();
+    let keys = engine.key_records();
+    let (index_keys, key_index_bytes) = keys.indexed();
+    metrics::gauge!("boxoffice_idempotency_index_bytes").set(key_index_bytes as f64);
+    metrics::counter!("boxoffice_idempotency_store_lookups_total").absolute(keys.store_lookups());
     for (kind, count) in [
-        ("idempotency_keys", idempotency_keys),
+        ("idempotency_keys", keys.in_memory()),
+        ("idempotency_index_keys", index_keys),
         ("reservations", reservations),
         ("queue_tokens", engine.queue.remembered()),
         ("rehold_cooldowns", cooldowns),

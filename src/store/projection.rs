@@ -405,6 +405,10 @@ mod tests {
     }
 
     fn keyed_charge(key: &str, at: i64) -> Event {
+        keyed_charge_of(key, at, 99)
+    }
+
+    fn keyed_charge_of(key: &str, at: i64, fingerprint: u64) -> Event {
         Event::BalanceCharged {
             charge: crate::domain::ChargeId(1),
             user: crate::domain::UserId(4),
@@ -413,7 +417,7 @@ mod tests {
             at: Timestamp(at),
             idempotency: Some(crate::domain::IdempotencyStamp {
                 key: crate::domain::IdempotencyKey::parse(key).unwrap(),
-                fingerprint: 99,
+                fingerprint,
             }),
         }
     }
@@ -457,6 +461,26 @@ mod tests {
             Some(new.record)
         );
         reopened.log.close().await;
+    }
+
+    /// A key is free again once its record expired, even while the stale row waits to be
+    /// forgotten: what the key did last is what it answers from then on.
+    #[tokio::test]
+    async fn a_key_recorded_again_after_its_record_expired_answers_with_the_new_record() {
+        use crate::domain::idempotency::KEY_TTL_MS;
+        let path = scratch("rekeyed");
+        let opened = EventLog::open(&path, SyncMode::Normal, 0).unwrap();
+        let first = keyed_charge_of("k", 1_000, 1);
+        let again = keyed_charge_of("k", 1_000 + KEY_TTL_MS, 2);
+        opened.log.append(&first).wait().await;
+        opened.log.append(&again).wait().await;
+        opened.log.reader().caught_up().await;
+        let again = PendingRecord::of(&again).unwrap();
+        assert_eq!(
+            opened.log.reader().find_key(&again.key).unwrap(),
+            Some(again.record)
+        );
+        opened.log.close().await;
     }
 
     /// The user's whole balance history: these tests keep it shorter than a page.

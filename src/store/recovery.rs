@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use crate::domain::accounts::Accounts;
 use crate::domain::admission::QueueSnapshot;
 use crate::domain::catalog::Catalog;
-use crate::domain::idempotency::PendingRecord;
+use crate::domain::idempotency::{KeyIndex, PendingRecord};
 use crate::domain::ledger::{BalancePolicy, Ledger};
 use crate::domain::seat_map::{HoldPolicy, SeatMap};
 use crate::domain::{DateId, Event};
@@ -42,6 +42,8 @@ pub struct Recovered {
     /// The waiting room as last saved (it is not logged: see docs/durability.md, "The waiting room").
     pub queue: Option<QueueSnapshot>,
     pub log: EventLog,
+    /// Every stored idempotency key of the last day, so a new key is known without the store.
+    pub keys: KeyIndex,
     pub replayed_events: usize,
     pub took: Duration,
 }
@@ -170,6 +172,8 @@ pub fn recover(setup: &StoreSetup, policies: Policies) -> Result<Recovered, Stor
     }
 
     project_lagging_rows(&log, rows_through, &events);
+    // After the lagging rows: every record the log holds is then in the table.
+    let keys = log.reader().key_index()?;
     let (mut accounts_state, mut catalog_state, mut ledger_state) =
         (accounts.state, catalog.state, ledger.state);
     ledger_state.set_policy(policies.balance);
@@ -214,6 +218,7 @@ pub fn recover(setup: &StoreSetup, policies: Policies) -> Result<Recovered, Stor
     tracing::info!(
         replayed_events,
         replay_from,
+        idempotency_keys = keys.len(),
         millis = took.as_millis() as u64,
         "recovered from snapshots and the event log"
     );
@@ -224,6 +229,7 @@ pub fn recover(setup: &StoreSetup, policies: Policies) -> Result<Recovered, Stor
         dates: maps.into_iter().map(|(id, (map, _))| (id, map)).collect(),
         queue,
         log,
+        keys,
         replayed_events,
         took,
     })

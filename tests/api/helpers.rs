@@ -221,6 +221,27 @@ impl TestApp {
             .expect("sign in")
     }
 
+    /// Starts a server with the same settings on a backup of this one's files, taken now: a
+    /// restart, as a client sees one. Its clock starts at the real current time.
+    pub async fn restarted(&self) -> TestApp {
+        let response = self
+            .post("/api/v1/admin/backups")
+            .bearer_auth(&self.admin_token)
+            .send()
+            .await
+            .expect("a backup");
+        let report = assert_json(response, 201).await;
+        let dir = PathBuf::from(string_field(&report, "backup_dir"));
+        spawn_app_with(|settings| {
+            let backup_dir = settings.storage.backup_dir.clone();
+            *settings = self.settings.clone();
+            settings.storage.sqlite_path = dir.join("boxoffice.db");
+            settings.storage.snapshot_dir = dir.join("snapshots");
+            settings.storage.backup_dir = backup_dir;
+        })
+        .await
+    }
+
     /// The server's current time in milliseconds since the epoch.
     pub fn now_ms(&self) -> i64 {
         self.clock.now().as_millis()

@@ -3,7 +3,6 @@
 //! seats over every date are bounded by `holds.max_seats_per_user_total`.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -287,23 +286,6 @@ async fn concurrent_holds_on_several_dates_never_pass_the_total_cap() {
     }
 }
 
-/// Starts a server on a backup of `app`'s files, taken now: a restart, as a client sees one.
-async fn restarted(app: &TestApp) -> TestApp {
-    let response = app
-        .post("/api/v1/admin/backups")
-        .bearer_auth(&app.admin_token)
-        .send()
-        .await
-        .unwrap();
-    let report = assert_json(response, 201).await;
-    let dir = PathBuf::from(string_field(&report, "backup_dir"));
-    spawn_app_with(|settings| {
-        settings.storage.sqlite_path = dir.join("boxoffice.db");
-        settings.storage.snapshot_dir = dir.join("snapshots");
-    })
-    .await
-}
-
 async fn signed_in_again(app: &TestApp, buyer: &Buyer) -> (Buyer, String) {
     let session = assert_json(app.sign_in(&buyer.username, PASSWORD).await, 201).await;
     let buyer = Buyer {
@@ -329,7 +311,7 @@ async fn the_cooldown_and_the_total_count_survive_a_restart() {
         .await;
     app.hold_ok(&alice, &alice_q, &dates[1], &[1, 2, 3]).await;
 
-    let app = restarted(&app).await;
+    let app = app.restarted().await;
     let (alice, alice_q) = signed_in_again(&app, &alice).await;
     // The restarted server's clock is a little later than the first one's, never earlier.
     let response = app.hold(&alice, &alice_q, &dates[2], &[7]).await;

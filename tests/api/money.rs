@@ -192,6 +192,90 @@ async fn a_key_that_left_memory_still_replays_from_the_store() {
     assert_eq!(app.history(&buyer).await.len(), 2);
 }
 
+/// Sessions outlive the day a key is remembered in these tests.
+fn with_long_sessions(settings: &mut boxoffice::config::Settings) {
+    settings.auth.session_ttl_seconds = 3 * 86_400;
+}
+
+fn millis(ms: i64) -> std::time::Duration {
+    std::time::Duration::from_millis(ms.try_into().expect("a duration ahead"))
+}
+
+/// API.md: a key is remembered 24 hours. Up to the last millisecond a retry replays; from then
+/// on the key is free, and what it does next is what it answers, from memory and from the
+/// store alike (the old record's row may not be forgotten yet).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_is_remembered_for_a_day_then_free_for_a_new_request() {
+    use boxoffice::domain::idempotency::{KEY_TTL_MS, RECENT_MS};
+    let app = spawn_app_with(with_long_sessions).await;
+    let buyer = app.new_buyer().await;
+    let charge = |key, amount| app.keyed_charge(&buyer, key, amount);
+    let first = assert_json(charge("daily", 700).await, 201).await;
+
+    app.advance(millis(KEY_TTL_MS - 1));
+    let retry = assert_json(charge("daily", 700).await, 201).await;
+    assert_eq!(retry, first, "a retry in the last millisecond of the day");
+    assert_problem(charge("daily", 800).await, 422, "idempotency_key_reused").await;
+
+    app.advance(millis(1));
+    let second = assert_json(charge("daily", 800).await, 201).await;
+    assert_ne!(second["charge_id"], first["charge_id"]);
+    assert_eq!(second["balance"], json!(1_500));
+    assert_eq!(assert_json(charge("daily", 800).await, 201).await, second);
+
+    // Once the new record has left memory, the store answers for it, not for the old one.
+    app.advance(millis(RECENT_MS + 1_000));
+    assert_eq!(app.history(&buyer).await.len(), 2);
+    assert_json(charge("settles", 100).await, 201).await;
+    let from_the_store = assert_json(charge("daily", 800).await, 201).await;
+    assert_eq!(
+        from_the_store, second,
+        "the store answers with the new record"
+    );
+    assert_problem(charge("daily", 700).await, 422, "idempotency_key_reused").await;
+    assert_eq!(app.balance(&buyer).await, 1_600);
+}
+
+/// A key whose record is only on disk (it left memory a minute after its request) still
+/// replays after a restart, until its day is out, and not after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_only_on_disk_replays_after_a_restart_until_its_day_is_out() {
+    use boxoffice::domain::idempotency::{KEY_TTL_MS, RECENT_MS};
+    let app = spawn_app_with(with_long_sessions).await;
+    let buyer = app.new_buyer().await;
+    let recorded_at = app.now_ms();
+    let first = assert_json(app.keyed_charge(&buyer, "early", 700).await, 201).await;
+    app.advance(millis(RECENT_MS + 1_000));
+    assert_eq!(app.history(&buyer).await.len(), 1);
+    assert_json(app.keyed_charge(&buyer, "late", 100).await, 201).await;
+    assert_eq!(
+        records_in_memory(&app, "idempotency_keys").await,
+        r#"boxoffice_records{kind="idempotency_keys"} 1"#,
+        "only the recent key is in memory"
+    );
+
+    let app = app.restarted().await;
+    let session = assert_json(app.sign_in(&buyer.username, PASSWORD).await, 201).await;
+    let buyer = Buyer {
+        token: string_field(&session, "session_token"),
+        ..buyer
+    };
+    app.advance(millis(recorded_at + KEY_TTL_MS - 1 - app.now_ms()));
+    let retry = assert_json(app.keyed_charge(&buyer, "early", 700).await, 201).await;
+    assert_eq!(retry, first, "the restarted server replays the key");
+    assert_problem(
+        app.keyed_charge(&buyer, "early", 800).await,
+        422,
+        "idempotency_key_reused",
+    )
+    .await;
+    assert_eq!(app.balance(&buyer).await, 800);
+
+    app.advance(millis(1));
+    let again = assert_json(app.keyed_charge(&buyer, "early", 800).await, 201).await;
+    assert_eq!(again["balance"], json!(1_600), "the key was free");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_with_one_idempotency_key_apply_once() {
     let app = spawn_app().await;
