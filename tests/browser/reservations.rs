@@ -18,16 +18,8 @@ async fn older_reservations_come_a_page_at_a_time() {
     let auth = format!("Bearer {}", token.expect("a signed-in page"));
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let api = |path: &str| format!("{}/api/v1{path}", server.base);
-    let concerts = json_of(client.get(api("/concerts"))).await;
-    let concert = concerts["concerts"][0]["concert_id"].as_str().unwrap();
-    let date = json_of(
-        client
-            .post(api(&format!("/admin/concerts/{concert}/dates")))
-            .header("authorization", ADMIN)
-            .json(&json!({"starts_at": "2031-03-02T19:00:00Z", "seat_count": 101, "price": 10})),
-    )
-    .await;
-    let date = date["date_id"].as_str().unwrap();
+    let date = add_date(&server, 101, "2031-03-02T19:00:00Z").await;
+    let date = date.as_str();
     let queue = json_of(
         client
             .post(api("/queue/tokens"))
