@@ -50,7 +50,9 @@ fn busy_date() -> SeatMap {
             let Event::HoldPlaced { reservation, .. } = hold else {
                 unreachable!()
             };
-            let mut payment = map.prepare_payment(user, reservation, now, None).unwrap();
+            let mut payment = map
+                .prepare_payment(user, reservation, now, None, None)
+                .unwrap();
             if let Event::PaymentCompleted { balance_after, .. } = &mut payment {
                 *balance_after = 0;
             }
@@ -131,6 +133,7 @@ fn keyed_event(n: u64) -> Event {
             balance_after: 0,
             at,
             idempotency,
+            queue_token: None,
         },
     }
 }

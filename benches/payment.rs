@@ -223,7 +223,7 @@ async fn purchase_concurrently(
                         .await
                         .expect("a free seat is held");
                     let receipt = date
-                        .pay(buyer, held.id, None)
+                        .pay(buyer, held.id, None, None)
                         .await
                         .expect("a funded buyer pays");
                     assert_eq!(receipt.amount, PRICE);

@@ -13,16 +13,17 @@ pub mod supervisor;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use ractor::rpc::CallResult;
 use ractor::{ActorRef, RpcReplyPort};
 
 use crate::clock::SharedClock;
 use crate::config::Settings;
+use crate::domain::admission::AdmissionQueue;
 use crate::domain::idempotency::{
     BookKey, IdempotencyBook, KeyIndex, KeyRecord, Lookup, Outcome, PendingRecord,
 };
@@ -30,8 +31,11 @@ use crate::domain::page::{Page, PageRequest};
 use crate::domain::seat_map::Reservation;
 use crate::domain::{DateId, DomainError, Event, UserId};
 use crate::store::backup::{write_backup, BackupReport};
+use crate::store::log::AfterCommit;
 use crate::store::reader::StoreReader;
-use crate::store::recovery::{self, Recovered, ACCOUNTS_OWNER, CATALOG_OWNER, LEDGER_OWNER};
+use crate::store::recovery::{
+    self, Recovered, ACCOUNTS_OWNER, CATALOG_OWNER, LEDGER_OWNER, QUEUE_OWNER,
+};
 use crate::store::snapshot::Snapshotter;
 use crate::store::{Durable, EventLog};
 
@@ -141,6 +145,7 @@ pub(crate) async fn stop_draining<M: ractor::Message>(actor: &ActorRef<M>) {
 }
 
 /// Writes a snapshot off the owner's mailbox and answers `done` (if any) when it is on disk.
+/// The state holds every event the owner appended, which is every event handed out so far.
 pub(crate) fn snapshot_later<T: serde::Serialize + Send + 'static>(
     snapshots: &Snapshotter,
     owner: String,
@@ -148,6 +153,17 @@ pub(crate) fn snapshot_later<T: serde::Serialize + Send + 'static>(
     done: Option<RpcReplyPort<()>>,
 ) {
     let seq = snapshots.log().last_sequence();
+    snapshot_at(snapshots, owner, seq, state, done);
+}
+
+/// `snapshot_later` of a state that holds every event up to `seq`.
+pub(crate) fn snapshot_at<T: serde::Serialize + Send + 'static>(
+    snapshots: &Snapshotter,
+    owner: String,
+    seq: u64,
+    state: T,
+    done: Option<RpcReplyPort<()>>,
+) {
     let snapshots = snapshots.clone();
     tokio::spawn(async move {
         snapshots.write(owner, seq, state).await;
@@ -312,6 +328,9 @@ pub struct Durability {
     pub snapshot_every: Duration,
     pub keys: KeyRecords,
     pub supervisor: ActorRef<()>,
+    /// The waiting room, which a committed payment changes: it ends the token the payment was
+    /// made with. Set when the queue's owner starts, before any request is served.
+    pub waiting_room: Arc<OnceLock<Arc<RwLock<AdmissionQueue>>>>,
 }
 
 impl Durability {
@@ -331,15 +350,26 @@ impl Durability {
     /// book's lock is taken before the event is logged, so no lookup sees the event logged, or
     /// committed, while its key is missing from the book and its index.
     pub(crate) fn append(&self, event: &Event) -> Durable {
+        let after_commit = self.waiting_room_share(event);
         let Some(record) = PendingRecord::of(event) else {
-            return self.log.append_keyed(event, None);
+            return self.log.append_then(event, None, after_commit);
         };
         let stored = self.log.stats().rows_through.load(Ordering::SeqCst);
         let mut book = self.keys.book.lock();
-        let durable = self.log.append_keyed(event, Some(record));
+        let durable = self.log.append_then(event, Some(record), after_commit);
         book.insert(record, durable.seq());
         book.settle(record.at, stored);
         durable
+    }
+
+    /// The waiting room's share of `event`, applied once it is committed and before its
+    /// caller hears so: the token a payment ends is ended for every later request, and no
+    /// owner's handler waits on the queue's mailbox for it. Replay applies the same events
+    /// after the queue's snapshot (`recovery`).
+    fn waiting_room_share(&self, event: &Event) -> Option<AfterCommit> {
+        let (token, at) = AdmissionQueue::token_ended_by(event)?;
+        let queue = self.waiting_room.get()?.clone();
+        Some(Box::new(move || queue.write().end_paid(token, at)))
     }
 }
 
@@ -415,7 +445,7 @@ impl Engine {
         );
         // Every owner is known before any of them snapshots, so no prune passes an owner that
         // has not started yet.
-        for owner in [ACCOUNTS_OWNER, CATALOG_OWNER, LEDGER_OWNER] {
+        for owner in [ACCOUNTS_OWNER, CATALOG_OWNER, LEDGER_OWNER, QUEUE_OWNER] {
             snapshots.register(owner);
         }
         for date in seat_maps.keys() {
@@ -427,6 +457,7 @@ impl Engine {
             log,
             snapshots,
             snapshot_every: Duration::from_secs(settings.storage.snapshot_interval_seconds.max(1)),
+            waiting_room: Arc::default(),
         };
         let dates = Arc::new(DateRegistry::new(durability.log.reader().clone()));
         let accounts =
@@ -439,7 +470,6 @@ impl Engine {
             clock.clone(),
             durability.clone(),
             ledger.clone(),
-            queue.clone(),
             dates.clone(),
             catalog,
         )

@@ -50,10 +50,13 @@
 //! `Ledger::settle_payment` checks the balance and decides one `PaymentCompleted` event that
 //! carries the seats, the amount and the balance after. The ledger applies and logs that event
 //! and answers; the date, which takes no other message meanwhile, applies the same event to its
-//! seats and tells the `QueueActor` to end the payer's token. One event for both owners means
-//! replay needs no coordination and a crash never leaves half a payment. The handler waits for
-//! the commit, then answers 201 with the receipt; the history writer stores the ledger entry and
-//! the reservation's new status.
+//! seats and answers: HTTP → date → ledger → date → HTTP, four hand-offs. The event also names the
+//! queue token the payment was made with, and the waiting room's share of it runs as the commit
+//! lands, before anyone hears of it (`Durability::append`): the token ends because the committed
+//! event says so, and recovery applies the payments after the waiting room's snapshot the same
+//! way. One event for every owner means replay needs no coordination and a crash never leaves
+//! half a payment. The handler waits for the commit, then answers 201 with the receipt; the
+//! history writer stores the ledger entry and the reservation's new status.
 
 pub mod actors;
 pub mod app;

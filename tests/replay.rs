@@ -296,7 +296,7 @@ async fn run(engine: &Engine, clock: &ManualClock, commands: &[Command]) {
                     seq: *seq,
                 };
                 let _ = handle
-                    .pay(UserId(*user), id, stamp(*key, *seq as u64))
+                    .pay(UserId(*user), id, stamp(*key, *seq as u64), None)
                     .await;
             }
             Command::Advance { seconds } => clock.advance(Duration::from_secs(*seconds)),

@@ -9,7 +9,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use super::date::{DateDeps, DateHandle};
 use super::{
     ask_durably, every, snapshot_later, DateRegistry, Decided, Durability, EngineError,
-    LedgerHandle, QueueHandle,
+    LedgerHandle,
 };
 use crate::clock::SharedClock;
 use crate::config::Settings;
@@ -157,7 +157,6 @@ impl CatalogHandle {
         clock: SharedClock,
         durability: Durability,
         ledger: LedgerHandle,
-        queue: QueueHandle,
         registry: Arc<DateRegistry>,
         recovered: Catalog,
     ) -> anyhow::Result<Self> {
@@ -168,7 +167,6 @@ impl CatalogHandle {
             clock,
             durability,
             ledger,
-            queue,
             registry,
         };
         let state = CatalogState {

@@ -14,9 +14,10 @@ use tokio::sync::{broadcast, Notify};
 
 use super::{
     ask, ask_durably, every, snapshot_later, DateRegistry, Decided, Durability, EngineError,
-    LedgerHandle, QueueHandle,
+    LedgerHandle,
 };
 use crate::clock::SharedClock;
+use crate::domain::admission::QueueTokenId;
 use crate::domain::seat_map::{Reservation, SeatMap, SeatStatus};
 use crate::domain::{
     DateId, DomainError, Event, IdempotencyStamp, ReservationId, SeatList, SeatNo, Timestamp,
@@ -220,6 +221,7 @@ pub enum DateMsg {
         user: UserId,
         reservation: ReservationId,
         idempotency: Option<IdempotencyStamp>,
+        queue_token: Option<QueueTokenId>,
         reply: RpcReplyPort<Decided<PaymentReceipt, EngineError>>,
     },
     Get {
@@ -240,7 +242,6 @@ pub struct DateDeps {
     pub clock: SharedClock,
     pub durability: Durability,
     pub ledger: LedgerHandle,
-    pub queue: QueueHandle,
     pub registry: Arc<DateRegistry>,
 }
 
@@ -294,19 +295,18 @@ impl DateState {
         user: UserId,
         reservation: ReservationId,
         idempotency: Option<IdempotencyStamp>,
+        queue_token: Option<QueueTokenId>,
         now: Timestamp,
     ) -> Result<(PaymentReceipt, Durable), EngineError> {
         let prepared = self
             .map
-            .prepare_payment(user, reservation, now, idempotency);
+            .prepare_payment(user, reservation, now, idempotency, queue_token);
         let payment = self.unless_ended(prepared, reservation)?;
         // The ledger logs the event; this actor handles no other message until it has applied
-        // the same event to its seats, so no one sees half a payment here.
+        // the same event to its seats, so no one sees half a payment here. The queue token
+        // ends when the event commits (`Durability::append`): nothing here waits on the queue.
         let (payment, durable) = self.deps.ledger.settle_payment(payment).await?;
         self.apply(&payment, now);
-        if self.deps.queue.complete(user).await.is_err() {
-            tracing::warn!(%user, "queue did not confirm the payer's token ended; it will expire by TTL");
-        }
         let Event::PaymentCompleted {
             amount,
             seats,
@@ -385,9 +385,13 @@ impl Actor for DateActor {
                 user,
                 reservation,
                 idempotency,
+                queue_token,
                 reply,
             } => {
-                let _ = reply.send(state.pay(user, reservation, idempotency, now).await);
+                let paid = state
+                    .pay(user, reservation, idempotency, queue_token, now)
+                    .await;
+                let _ = reply.send(paid);
             }
             DateMsg::Get {
                 user,
@@ -524,16 +528,20 @@ impl DateHandle {
         .await
     }
 
+    /// Pays for a held reservation; the payment ends `queue_token`, the waiting-room token it
+    /// was made with, as it commits.
     pub async fn pay(
         &self,
         user: UserId,
         reservation: ReservationId,
         idempotency: Option<IdempotencyStamp>,
+        queue_token: Option<QueueTokenId>,
     ) -> Result<PaymentReceipt, EngineError> {
         let paid = ask_durably(&self.actor, |reply| DateMsg::Pay {
             user,
             reservation,
             idempotency,
+            queue_token,
             reply,
         })
         .await;

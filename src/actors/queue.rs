@@ -1,21 +1,22 @@
 //! Owner of the waiting room. It meters admission on a short tick; polls and token checks read
 //! the shared view under a read lock and never enter the mailbox.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::RwLock;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use super::{ask, every, Durability, EngineError};
+use super::{ask, every, snapshot_at, Durability, EngineError};
 use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::domain::admission::{
-    AdmissionQueue, Lookup, QueuePolicy, QueueSnapshot, QueueStatus, QueueTokenId, Standing,
+    AdmissionQueue, Lookup, QueuePolicy, QueueStatus, QueueTokenId, Standing,
 };
 use crate::domain::{DomainError, Timestamp, UserId};
 use crate::security::random_queue_token;
-use crate::store::recovery::QUEUE_OWNER;
+use crate::store::recovery::{RecoveredQueue, QUEUE_OWNER};
 
 /// Admission runs this often, so a metered rate of N/s admits in small, even steps.
 const ADMISSION_TICK: Duration = Duration::from_millis(20);
@@ -34,10 +35,6 @@ pub enum QueueMsg {
         token: QueueTokenId,
         user: UserId,
         reply: RpcReplyPort<Result<(), DomainError>>,
-    },
-    Complete {
-        user: UserId,
-        reply: RpcReplyPort<()>,
     },
     Tick,
     Snapshot(Option<RpcReplyPort<()>>),
@@ -87,19 +84,24 @@ impl Actor for QueueActor {
             QueueMsg::Leave { token, user, reply } => {
                 let _ = reply.send(state.queue.write().leave(token, user, now));
             }
-            QueueMsg::Complete { user, reply } => {
-                state.queue.write().complete(user, now);
-                let _ = reply.send(());
-            }
             QueueMsg::Snapshot(done) => {
+                // Payments end tokens as they commit, before the committed mark moves past
+                // them (`Durability::append`): read in this order, the copy holds every
+                // payment up to the mark, and recovery applies the ones after it.
+                let seq = state
+                    .durability
+                    .log
+                    .stats()
+                    .committed_seq
+                    .load(Ordering::SeqCst);
                 let copy = state.queue.read().to_snapshot();
-                let snapshots = state.durability.snapshots.clone();
-                tokio::spawn(async move {
-                    snapshots.write_unlogged(QUEUE_OWNER, copy).await;
-                    if let Some(done) = done {
-                        let _ = done.send(());
-                    }
-                });
+                snapshot_at(
+                    &state.durability.snapshots,
+                    QUEUE_OWNER.to_owned(),
+                    seq,
+                    copy,
+                    done,
+                );
             }
             QueueMsg::Tick => {
                 let outcome = state.queue.write().tick(now);
@@ -136,7 +138,7 @@ impl QueueHandle {
         settings: &Settings,
         clock: SharedClock,
         durability: Durability,
-        recovered: Option<QueueSnapshot>,
+        recovered: Option<RecoveredQueue>,
     ) -> anyhow::Result<Self> {
         let q = &settings.queue;
         let policy = QueuePolicy {
@@ -147,10 +149,20 @@ impl QueueHandle {
             ended_tokens_max: q.ended_tokens_max,
         };
         let queue = match recovered {
-            Some(saved) => AdmissionQueue::restore(policy, &saved, clock.now()),
+            Some(saved) => {
+                let mut queue = AdmissionQueue::restore(policy, &saved.snapshot, clock.now());
+                for event in &saved.later_events {
+                    queue.apply(event);
+                }
+                queue
+            }
             None => AdmissionQueue::new(policy, clock.now()),
         };
         let view = Arc::new(RwLock::new(queue));
+        // Before any request: every payment from here on ends its token as it commits.
+        if durability.waiting_room.set(view.clone()).is_err() {
+            anyhow::bail!("a second waiting room was started on the same engine");
+        }
         let every_snapshot = durability.snapshot_every;
         let owners = durability.clone();
         let state = QueueState {
@@ -200,10 +212,6 @@ impl QueueHandle {
 
     pub async fn leave(&self, token: QueueTokenId, user: UserId) -> Result<(), EngineError> {
         Ok(ask(&self.actor, |reply| QueueMsg::Leave { token, user, reply }).await??)
-    }
-
-    pub async fn complete(&self, user: UserId) -> Result<(), EngineError> {
-        ask(&self.actor, |reply| QueueMsg::Complete { user, reply }).await
     }
 
     /// (waiting, active) as of the last admission tick.

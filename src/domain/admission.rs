@@ -18,6 +18,7 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use super::error::DomainError;
+use super::events::Event;
 use super::types::*;
 
 /// How long an ended token is remembered so that presenting it gets a fresh token (`reissued`)
@@ -41,7 +42,9 @@ pub struct QueuePolicy {
 }
 
 /// 128 random bits from the caller's CSPRNG; the domain never makes randomness itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct QueueTokenId(pub u128);
 
 impl fmt::Display for QueueTokenId {
@@ -417,11 +420,32 @@ impl AdmissionQueue {
     }
 
     /// A payment ends the payer's admission and frees its place for the next in line.
-    pub fn complete(&mut self, user: UserId, now: Timestamp) {
-        if let Some(token) = self.live_by_user.get(&user).copied() {
-            self.end_early(token, now);
+    /// The token a committed event ends, and when: a payment ends the token it was made with.
+    pub fn token_ended_by(event: &Event) -> Option<(QueueTokenId, Timestamp)> {
+        match event {
+            Event::PaymentCompleted {
+                queue_token: Some(token),
+                at,
+                ..
+            } => Some((*token, *at)),
+            _ => None,
         }
-        self.tick(now);
+    }
+
+    /// Applies a committed event (`token_ended_by`), live or on replay after a snapshot. A token
+    /// already ended, or unknown, is left alone, so applying an event twice changes nothing.
+    /// Its place is taken at the next tick.
+    pub fn apply(&mut self, event: &Event) {
+        if let Some((token, at)) = Self::token_ended_by(event) {
+            self.end_paid(token, at);
+        }
+    }
+
+    /// `apply` for the token and time `token_ended_by` read off the event.
+    pub fn end_paid(&mut self, token: QueueTokenId, at: Timestamp) {
+        if self.tokens.contains_key(&token) {
+            self.end_early(token, at);
+        }
     }
 
     /// Sweeps ended admissions and silent waiters, then admits from the head of the line.
@@ -772,12 +796,56 @@ mod tests {
             q.check_admitted(QueueTokenId(3), UserId(3), Timestamp(0)),
             Err(DomainError::NotAdmitted)
         );
-        q.complete(UserId(1), Timestamp(10));
+        q.end_paid(QueueTokenId(1), Timestamp(10));
         assert_eq!(
             q.check_admitted(QueueTokenId(1), UserId(1), Timestamp(10)),
             Err(DomainError::QueueTokenExpired)
         );
+        q.tick(Timestamp(10));
         q.check_admitted(QueueTokenId(3), UserId(3), Timestamp(10))
+            .unwrap();
+    }
+
+    fn payment_with(token: Option<QueueTokenId>, at: i64) -> Event {
+        Event::PaymentCompleted {
+            reservation: ReservationId {
+                date: DateId(1),
+                seq: 1,
+            },
+            user: UserId(1),
+            seats: smallvec::smallvec![SeatNo(1)],
+            amount: 100,
+            balance_after: 0,
+            at: Timestamp(at),
+            idempotency: None,
+            queue_token: token,
+        }
+    }
+
+    #[test]
+    fn a_payment_ends_the_token_it_was_made_with_and_replayed_ends_no_later_one() {
+        let mut q = AdmissionQueue::new(policy(), Timestamp(0));
+        q.issue(UserId(1), QueueTokenId(1), Timestamp(0));
+        q.issue(UserId(2), QueueTokenId(2), Timestamp(0));
+        let paid = payment_with(Some(QueueTokenId(1)), 5);
+        q.apply(&paid);
+        assert_eq!(
+            q.check_admitted(QueueTokenId(1), UserId(1), Timestamp(5)),
+            Err(DomainError::QueueTokenExpired)
+        );
+        q.check_admitted(QueueTokenId(2), UserId(2), Timestamp(5))
+            .unwrap();
+        // The payer takes a new token at the same instant; the payment, applied again (as by
+        // a replay over a snapshot taken after it), must not end that one.
+        let (status, fresh) = q.issue(UserId(1), QueueTokenId(11), Timestamp(5));
+        assert!(fresh);
+        q.tick(Timestamp(5));
+        q.apply(&paid);
+        q.check_admitted(status.token, UserId(1), Timestamp(5))
+            .unwrap();
+        // A payment without a token (no waiting room in its path) ends nothing.
+        q.apply(&payment_with(None, 6));
+        q.check_admitted(QueueTokenId(2), UserId(2), Timestamp(6))
             .unwrap();
     }
 
@@ -848,7 +916,7 @@ mod tests {
     fn ended_tokens_are_remembered_an_hour_and_at_most_their_bound() {
         let mut q = AdmissionQueue::new(policy(), Timestamp(0));
         q.issue(UserId(1), QueueTokenId(1), Timestamp(0));
-        q.complete(UserId(1), Timestamp(10));
+        q.end_paid(QueueTokenId(1), Timestamp(10));
         assert_eq!(
             q.poll(QueueTokenId(1), UserId(1), Timestamp(20)),
             Ok(Lookup::Ended)
@@ -882,7 +950,7 @@ mod tests {
         let total = policy().ended_tokens_max as u64 + 5;
         for n in 1..=total {
             q.issue(UserId(n), QueueTokenId(n as u128), Timestamp(0));
-            q.complete(UserId(n), Timestamp(0));
+            q.end_paid(QueueTokenId(n.into()), Timestamp(0));
         }
         q.tick(Timestamp(1));
         assert_eq!(q.remembered_len(), policy().ended_tokens_max);
@@ -979,7 +1047,7 @@ mod tests {
         }
         assert_eq!(eta(&q, 4, 1_000), (2, 59));
         // One buyer pays: its place goes to the head of the line (after the metering allows).
-        q.complete(UserId(1), Timestamp(1_000));
+        q.end_paid(QueueTokenId(1), Timestamp(1_000));
         q.tick(Timestamp(1_000));
         // One early end in the last ten seconds: about one place every ten seconds.
         assert_eq!(eta(&q, 4, 1_000), (1, 10));
@@ -1040,7 +1108,7 @@ mod tests {
                 }
                 6 => {
                     let payer = next() % user.max(1) + 1;
-                    q.complete(UserId(payer), Timestamp(now));
+                    q.end_paid(QueueTokenId(payer.into()), Timestamp(now));
                 }
                 _ => {
                     q.tick(Timestamp(now));

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::admission::QueueTokenId;
 use super::types::*;
 
 /// Which request an idempotent change answered, so a retry can be recognised after a restart.
@@ -78,6 +79,9 @@ pub enum Event {
         balance_after: u64,
         at: Timestamp,
         idempotency: Option<IdempotencyStamp>,
+        /// The waiting-room token the payment was made with: the queue ends it once the payment
+        /// is committed, and again on replay. A dead token opens nothing, so it is kept as is.
+        queue_token: Option<QueueTokenId>,
     },
 }
 

@@ -249,6 +249,7 @@ mod tests {
             balance_after: 0,
             at: Timestamp(1),
             idempotency: None,
+            queue_token: None,
         }
     }
 

@@ -227,7 +227,7 @@ proptest! {
                     .into_iter()
                     .collect(),
                 SeatCommand::Pay { user, seq } => map
-                    .prepare_payment(UserId(user), ReservationId { date: DateId(1), seq }, now, None)
+                    .prepare_payment(UserId(user), ReservationId { date: DateId(1), seq }, now, None, None)
                     .ok()
                     .into_iter()
                     .collect(),
@@ -303,6 +303,7 @@ proptest! {
                         balance_after: 0,
                         at: now,
                         idempotency: None,
+                        queue_token: None,
                     };
                     if let Ok(payment) = ledger.settle_payment(&payment) {
                         ledger.apply(&payment);
@@ -339,7 +340,7 @@ enum QueueCommand {
     Issue { user: u64 },
     Poll { user: u64 },
     Leave { user: u64 },
-    Complete { user: u64 },
+    Pay { user: u64 },
     Advance { ms: i64 },
     Tick,
 }
@@ -349,7 +350,7 @@ fn queue_command() -> impl Strategy<Value = QueueCommand> {
         4 => (0..12u64).prop_map(|user| QueueCommand::Issue { user }),
         4 => (0..12u64).prop_map(|user| QueueCommand::Poll { user }),
         1 => (0..12u64).prop_map(|user| QueueCommand::Leave { user }),
-        1 => (0..12u64).prop_map(|user| QueueCommand::Complete { user }),
+        1 => (0..12u64).prop_map(|user| QueueCommand::Pay { user }),
         3 => (0..4_000i64).prop_map(|ms| QueueCommand::Advance { ms }),
         2 => Just(QueueCommand::Tick),
     ]
@@ -400,7 +401,11 @@ proptest! {
                         let _ = queue.leave(token, UserId(user), now);
                     }
                 }
-                QueueCommand::Complete { user } => queue.complete(UserId(user), now),
+                QueueCommand::Pay { user } => {
+                    if let Some(token) = token_of.get(&user) {
+                        queue.end_paid(*token, now);
+                    }
+                }
                 QueueCommand::Advance { ms } => now = now.plus_millis(ms),
                 QueueCommand::Tick => {
                     queue.tick(now);

@@ -24,6 +24,7 @@ use smallvec::SmallVec;
 use serde::{Deserialize, Serialize};
 
 use super::across_dates::HeldAcrossDates;
+use super::admission::QueueTokenId;
 use super::error::DomainError;
 use super::events::{Event, IdempotencyStamp};
 use super::types::*;
@@ -653,6 +654,7 @@ impl SeatMap {
         id: ReservationId,
         now: Timestamp,
         idempotency: Option<IdempotencyStamp>,
+        queue_token: Option<QueueTokenId>,
     ) -> Result<Event, DomainError> {
         let reservation = self.reservation_of(user, id)?;
         if let Some(refusal) = reservation.payment_refusal(now) {
@@ -666,6 +668,7 @@ impl SeatMap {
             balance_after: 0,
             at: now,
             idempotency,
+            queue_token,
         })
     }
 
@@ -925,7 +928,7 @@ mod tests {
     fn a_hold_on_a_sold_seat_is_rejected() {
         let mut m = map(10);
         let r = hold(&mut m, ALICE, &[5], 0).unwrap();
-        let pay = m.prepare_payment(ALICE, r, t(1), None).unwrap();
+        let pay = m.prepare_payment(ALICE, r, t(1), None, None).unwrap();
         m.apply(&pay);
         assert_eq!(
             m.seat_status(SeatNo(5), t(TTL_MS * 10)),
@@ -954,10 +957,12 @@ mod tests {
             Some(SeatStatus::Available)
         );
         assert_eq!(
-            m.prepare_payment(ALICE, first, t(TTL_MS), None),
+            m.prepare_payment(ALICE, first, t(TTL_MS), None, None),
             Err(DomainError::NotFound)
         );
-        assert!(m.prepare_payment(BOB, second, t(TTL_MS + 1), None).is_ok());
+        assert!(m
+            .prepare_payment(BOB, second, t(TTL_MS + 1), None, None)
+            .is_ok());
     }
 
     #[test]
@@ -1064,7 +1069,7 @@ mod tests {
         assert_eq!(m.reservation_of(BOB, r), Err(DomainError::NotFound));
         assert_eq!(m.cancel_hold(BOB, r, t(0)), Err(DomainError::NotFound));
         assert_eq!(
-            m.prepare_payment(BOB, r, t(0), None),
+            m.prepare_payment(BOB, r, t(0), None, None),
             Err(DomainError::NotFound)
         );
     }
@@ -1073,11 +1078,11 @@ mod tests {
     fn a_paid_reservation_cannot_be_paid_or_cancelled_again() {
         let mut m = map(10);
         let r = hold(&mut m, ALICE, &[1], 0).unwrap();
-        let pay = m.prepare_payment(ALICE, r, t(1), None).unwrap();
+        let pay = m.prepare_payment(ALICE, r, t(1), None, None).unwrap();
         m.apply(&pay);
         assert!(m.has_ended(r), "a paid reservation leaves memory");
         assert_eq!(
-            m.prepare_payment(ALICE, r, t(2), None),
+            m.prepare_payment(ALICE, r, t(2), None, None),
             Err(DomainError::NotFound)
         );
         // Its history answers instead.
@@ -1176,7 +1181,7 @@ mod tests {
         assert!(m.has_ended(r));
         hold(&mut m, BOB, &[1, 2], 6).unwrap();
         assert_eq!(
-            m.prepare_payment(ALICE, r, t(7), None),
+            m.prepare_payment(ALICE, r, t(7), None, None),
             Err(DomainError::NotFound)
         );
         assert!(
@@ -1280,7 +1285,7 @@ mod tests {
     fn a_paid_hold_starts_no_cooldown_and_a_zero_cooldown_none_at_all() {
         let mut m = map(10);
         let r = hold(&mut m, ALICE, &[1], 0).unwrap();
-        let pay = m.prepare_payment(ALICE, r, t(1), None).unwrap();
+        let pay = m.prepare_payment(ALICE, r, t(1), None, None).unwrap();
         assert_eq!(m.holds_ended_by(&pay).as_slice(), &[(ALICE, r)]);
         m.apply(&pay);
         assert_eq!(m.cooldown_count(), 0);

@@ -329,7 +329,9 @@ pub(super) async fn pay(
                 .dates
                 .get(id.date)
                 .ok_or_else(ApiError::not_found)?;
-            handle.pay(admitted.user, id, claim.stamp()).await?
+            handle
+                .pay(admitted.user, id, claim.stamp(), Some(admitted.token))
+                .await?
         }
     };
     Ok((StatusCode::CREATED, Json(PaymentBody::from(&receipt))).into_response())

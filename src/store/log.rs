@@ -60,7 +60,13 @@ struct Pending {
     payload: Vec<u8>,
     rows: EventRows,
     done: oneshot::Sender<u64>,
+    after_commit: Option<AfterCommit>,
 }
+
+/// What an owner has done once its event is committed and before anyone hears of the commit
+/// (another owner's share of an event, such as the token a payment ends). It runs on the log's
+/// writer thread, so it must be short and must not wait on anything that waits on the log.
+pub type AfterCommit = Box<dyn FnOnce() + Send>;
 
 // Nearly every message is an `Append`: boxing it would add an allocation per event to spare
 // the rare others a few hundred bytes.
@@ -389,6 +395,16 @@ impl EventLog {
     /// (`PendingRecord::of(event)`); the record goes to the history database once the event is
     /// committed.
     pub fn append_keyed(&self, event: &Event, key: Option<PendingRecord>) -> Durable {
+        self.append_then(event, key, None)
+    }
+
+    /// `append_keyed`, with what to do once the event is committed (`AfterCommit`).
+    pub fn append_then(
+        &self,
+        event: &Event,
+        key: Option<PendingRecord>,
+        after_commit: Option<AfterCommit>,
+    ) -> Durable {
         let payload = rows::encode(event);
         let (done, committed) = oneshot::channel();
         metrics::counter!("boxoffice_events_total", "kind" => event.kind()).increment(1);
@@ -400,6 +416,7 @@ impl EventLog {
             payload,
             rows: EventRows::made_by(seq, event, key),
             done,
+            after_commit,
         };
         if appender.to_writer.send(ToWriter::Append(pending)).is_err() {
             drop(appender);
@@ -555,6 +572,12 @@ fn write_batches(
                 ));
             }
             let last = batch.last().map_or(0, |p| p.seq);
+            // Before the committed mark moves: whoever reads the mark then sees their effects.
+            for pending in &mut batch {
+                if let Some(effect) = pending.after_commit.take() {
+                    effect();
+                }
+            }
             metrics::histogram!("boxoffice_log_commit_duration_seconds")
                 .record(started.elapsed().as_secs_f64());
             metrics::histogram!("boxoffice_log_events_per_commit").record(batch.len() as f64);

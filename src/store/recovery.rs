@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 
 use crate::domain::accounts::Accounts;
-use crate::domain::admission::QueueSnapshot;
+use crate::domain::admission::{AdmissionQueue, QueueSnapshot};
 use crate::domain::catalog::Catalog;
 use crate::domain::idempotency::{KeyIndex, PendingRecord};
 use crate::domain::ledger::{BalancePolicy, Ledger};
@@ -39,13 +39,22 @@ pub struct Recovered {
     pub catalog: Catalog,
     pub ledger: Ledger,
     pub dates: BTreeMap<DateId, SeatMap>,
-    /// The waiting room as last saved (it is not logged: see docs/durability.md, "The waiting room").
-    pub queue: Option<QueueSnapshot>,
+    /// The waiting room as last saved, with the payments logged since (its arrivals and polls
+    /// are not logged: see docs/durability.md, "The waiting room").
+    pub queue: Option<RecoveredQueue>,
     pub log: EventLog,
     /// Every stored idempotency key of the last day, so a new key is known without the store.
     pub keys: KeyIndex,
     pub replayed_events: usize,
     pub took: Duration,
+}
+
+/// The waiting room's newest snapshot and the events after it that change it: the payments
+/// that end tokens (`AdmissionQueue::token_ended_by`), to be applied after the snapshot.
+pub struct RecoveredQueue {
+    pub snapshot: QueueSnapshot,
+    pub snapshot_seq: u64,
+    pub later_events: Vec<Event>,
 }
 
 /// Where the store keeps its files, and how the log syncs.
@@ -123,7 +132,7 @@ pub fn recover(setup: &StoreSetup, policies: Policies) -> Result<Recovered, Stor
     let accounts = start(dir, ACCOUNTS_OWNER, Accounts::default)?;
     let catalog = start(dir, CATALOG_OWNER, Catalog::default)?;
     let ledger = start(dir, LEDGER_OWNER, || Ledger::new(policies.balance))?;
-    let queue = snapshot::load_newest::<QueueSnapshot>(dir, QUEUE_OWNER)?.map(|(q, _)| q);
+    let queue = snapshot::load_newest::<QueueSnapshot>(dir, QUEUE_OWNER)?;
     let mut dates: BTreeMap<DateId, Start<SeatMap>> = BTreeMap::new();
     for info in catalog.state.dates() {
         let start = start(dir, &date_owner(info.id), || {
@@ -136,6 +145,7 @@ pub fn recover(setup: &StoreSetup, policies: Policies) -> Result<Recovered, Stor
         .values()
         .map(|d| d.seq)
         .chain([accounts.seq, catalog.seq, ledger.seq])
+        .chain(queue.as_ref().map(|(_, seq)| *seq))
         .min()
         .unwrap_or(0);
     let OpenedLog {
@@ -186,6 +196,11 @@ pub fn recover(setup: &StoreSetup, policies: Policies) -> Result<Recovered, Stor
         .collect();
     // The log was read from the history's mark if that is lower: those events are for
     // `project_lagging_rows`, and each owner below skips what its snapshot holds.
+    let mut queue = queue.map(|(snapshot, snapshot_seq)| RecoveredQueue {
+        snapshot,
+        snapshot_seq,
+        later_events: Vec::new(),
+    });
     let replayed_events = events.iter().filter(|(seq, _)| *seq > replay_from).count();
     for (seq, event) in &events {
         let seq = *seq;
@@ -207,6 +222,11 @@ pub fn recover(setup: &StoreSetup, policies: Policies) -> Result<Recovered, Stor
         }
         if seq > ledger.seq {
             ledger_state.apply(event);
+        }
+        if let Some(queue) = &mut queue {
+            if seq > queue.snapshot_seq && AdmissionQueue::token_ended_by(event).is_some() {
+                queue.later_events.push(event.clone());
+            }
         }
         for (map, map_seq) in maps.values_mut() {
             if seq > *map_seq {

@@ -246,24 +246,6 @@ impl Snapshotter {
         }
     }
 
-    /// Writes a snapshot of state that is not in the log (the waiting room): nothing to wait
-    /// for, and no bearing on pruning.
-    pub async fn write_unlogged<T: Serialize + Send + 'static>(
-        &self,
-        owner: &'static str,
-        state: T,
-    ) {
-        let dir = self.dir.clone();
-        let seq = self.log.last_sequence();
-        let written = tokio::task::spawn_blocking(move || {
-            write_atomically(&dir, owner, seq, &encode(&state, seq))
-        })
-        .await;
-        if !matches!(written, Ok(Ok(_))) {
-            tracing::error!(owner, "snapshot failed: {written:?}");
-        }
-    }
-
     /// Rows below every owner's older kept snapshot are no longer needed, even to fall back on.
     fn prune(&self) {
         if !self.prune_log {

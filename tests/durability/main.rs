@@ -738,3 +738,99 @@ async fn the_waiting_room_keeps_its_order_across_a_graceful_restart() {
     drop(restarted);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A payment ends the queue token it was made with, and a crash must not bring that token back:
+/// the waiting room's snapshot predates the payment, so recovery applies the payment to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paid_queue_token_stays_ended_after_kill_nine() {
+    let dir = data_dir("paid-token");
+    let server = Server::start(&dir, &[]);
+    let api = Api::new(&server.base);
+    let date = api.create_date(10, PRICE as u64).await;
+    let (payer, bystander) = (api.new_user("payer").await, api.new_user("bystander").await);
+    let (payer_auth, bystander_auth) = (bearer(&payer), bearer(&bystander));
+    let payer_token = api.admitted(&payer).await.unwrap();
+    let bystander_token = api.admitted(&bystander).await.unwrap();
+    let hold = |auth: String, token: String, seat: u64| {
+        let (api, date) = (api.clone(), date.clone());
+        async move {
+            api.post(
+                "/api/v1/reservations",
+                &[("authorization", &auth), ("x-queue-token", &token)],
+                json!({"date_id": date, "seat_nos": [seat]}),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let (status, body) = api
+        .post(
+            "/api/v1/balance/charges",
+            &[("authorization", &payer_auth)],
+            json!({"amount": PRICE}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, held) = hold(payer_auth.clone(), payer_token.clone(), 1).await;
+    assert_eq!(status, StatusCode::CREATED, "{held}");
+    // Every owner snapshots here, the waiting room with both tokens admitted.
+    let admin = format!("Bearer {}", server::ADMIN);
+    let (status, body) = api
+        .post(
+            "/api/v1/admin/backups",
+            &[("authorization", &admin)],
+            json!({}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = api
+        .post(
+            "/api/v1/payments",
+            &[
+                ("authorization", &payer_auth),
+                ("x-queue-token", &payer_token),
+            ],
+            json!({"reservation_id": held["reservation_id"]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = hold(payer_auth.clone(), payer_token.clone(), 2).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("queue_token_expired")),
+        "the paid token still holds seats: {body}"
+    );
+    server.kill_9();
+
+    let restarted = Server::start(&dir, &[]);
+    let api = Api::new(&restarted.base);
+    let hold = |auth: String, token: String, seat: u64| {
+        let (api, date) = (api.clone(), date.clone());
+        async move {
+            api.post(
+                "/api/v1/reservations",
+                &[("authorization", &auth), ("x-queue-token", &token)],
+                json!({"date_id": date, "seat_nos": [seat]}),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let (status, body) = hold(payer_auth, payer_token, 3).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("queue_token_expired")),
+        "the paid token came back after the crash: {body}"
+    );
+    let (status, body) = hold(bystander_auth, bystander_token, 4).await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "the unpaid token is still admitted: {body}"
+    );
+    drop(restarted);
+    let _ = std::fs::remove_dir_all(&dir);
+}
