@@ -12,6 +12,10 @@
 //! - `date_actor_{full,normal}/N`: `DateHandle::hold` on a whole `Engine` (its real SQLite event
 //!   log on disk, `storage.synchronous` full or normal) from N concurrent callers on a two-worker
 //!   tokio runtime. A hold counts when its reply arrives, which is after its durable commit.
+//! - `date_actor_batched_{full,normal}/N` (random seats only): the same, but each of N callers
+//!   asks `DateHandle::hold_many` for `BATCH_HOLDS` holds at a time: one message and one log
+//!   hand-over per run of holds, each hold still its own event, decided in order and answered
+//!   after its commit. What one date actor takes when callers can batch.
 //! - `ractor_call_floor/N`: the same N callers each `call` an actor that answers at once (no
 //!   seats, no log): the most calls per second one actor takes here, so the ceiling of any hold
 //!   path that makes one actor call per hold.
@@ -44,6 +48,7 @@ use rand::SeedableRng;
 use rusqlite::params;
 use tokio::runtime::Runtime;
 
+use boxoffice::actors::date::HoldRequest;
 use boxoffice::actors::{DateHandle, Engine, EngineError};
 use boxoffice::clock::{Clock, SystemClock};
 use boxoffice::config::{Settings, Synchronous};
@@ -55,6 +60,9 @@ const PRICE: u64 = 1_000;
 const HOLD_TTL_MS: i64 = 300_000;
 const HOT_SEAT: SeatNo = SeatNo(SEATS / 2);
 const CALLERS: [usize; 3] = [1, 64, 1024];
+const BATCH_CALLERS: [usize; 2] = [1, 4];
+/// Holds per `hold_many` in the batched variant.
+const BATCH_HOLDS: usize = 512;
 const SYNCS: [Synchronous; 2] = [Synchronous::Full, Synchronous::Normal];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,6 +232,58 @@ async fn hold_concurrently(
     (started.elapsed(), refused.load(Ordering::Relaxed))
 }
 
+/// `hold_concurrently`, each caller taking `BATCH_HOLDS` holds at a time into one `hold_many`.
+async fn hold_concurrently_batched(
+    date: &DateHandle,
+    callers: usize,
+    seats: Seats,
+    first_user: u64,
+    count: usize,
+) -> (Duration, u64) {
+    let callers = callers.min(count.div_ceil(BATCH_HOLDS)).max(1);
+    let next = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let release = Arc::new(tokio::sync::Barrier::new(callers + 1));
+    let tasks: Vec<_> = (0..callers)
+        .map(|_| {
+            let (date, seats) = (date.clone(), seats.clone());
+            let (next, refused, release) = (next.clone(), refused.clone(), release.clone());
+            tokio::spawn(async move {
+                release.wait().await;
+                loop {
+                    let start = next.fetch_add(BATCH_HOLDS, Ordering::Relaxed);
+                    if start >= count {
+                        break;
+                    }
+                    let run = (start..(start + BATCH_HOLDS).min(count))
+                        .map(|i| HoldRequest {
+                            user: UserId(first_user + i as u64),
+                            seats: SeatList::from_slice(&[seats.at(i)]),
+                            idempotency: None,
+                        })
+                        .collect();
+                    let outcomes = date.hold_many(run).await.expect("the date answers");
+                    for outcome in outcomes {
+                        match outcome {
+                            Ok(_) => {}
+                            Err(EngineError::Domain(DomainError::SeatUnavailable(_))) => {
+                                refused.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(other) => panic!("a hold failed: {other}"),
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    release.wait().await;
+    let started = Instant::now();
+    for task in tasks {
+        task.await.expect("a caller panicked");
+    }
+    (started.elapsed(), refused.load(Ordering::Relaxed))
+}
+
 /// A whole engine with one date on sale.
 struct LiveDate {
     engine: Engine,
@@ -289,7 +349,13 @@ impl LiveDate {
     }
 
     /// `count` holds from `callers` concurrent callers; only the holds are timed.
-    async fn timed_holds(&mut self, scenario: Scenario, callers: usize, count: usize) -> Duration {
+    async fn timed_holds(
+        &mut self,
+        scenario: Scenario,
+        callers: usize,
+        count: usize,
+        batched: bool,
+    ) -> Duration {
         let mut elapsed = Duration::ZERO;
         let mut left = count;
         while left > 0 {
@@ -307,8 +373,11 @@ impl LiveDate {
                     (chunk, Seats::Each(Arc::new(seats)))
                 }
             };
-            let (took, refused) =
-                hold_concurrently(&self.date, callers, seats, self.next_user, chunk).await;
+            let (took, refused) = if batched {
+                hold_concurrently_batched(&self.date, callers, seats, self.next_user, chunk).await
+            } else {
+                hold_concurrently(&self.date, callers, seats, self.next_user, chunk).await
+            };
             let expected_refused = match scenario {
                 Scenario::HotSeat => chunk as u64,
                 Scenario::RandomSeats => 0,
@@ -342,17 +411,25 @@ fn bench_date_actor(
     runtime: &Runtime,
     scenario: Scenario,
     sync: Synchronous,
+    batched: bool,
 ) {
     let mut live = runtime.block_on(LiveDate::start(sync, scenario));
-    for callers in CALLERS {
+    let (variant, callers_list) = match batched {
+        false => (format!("date_actor_{}", sync_name(sync)), &CALLERS[..]),
+        true => (
+            format!("date_actor_batched_{}", sync_name(sync)),
+            &BATCH_CALLERS[..],
+        ),
+    };
+    for &callers in callers_list {
         let before = live.log_counts();
-        let id = BenchmarkId::new(format!("date_actor_{}", sync_name(sync)), callers);
+        let id = BenchmarkId::new(&variant, callers);
         group.bench_function(id, |b| {
             b.iter_custom(|iters| {
                 // Fewer holds than callers would measure less concurrency than named: run at
                 // least one per caller and scale the time back to `iters`.
                 let count = (iters as usize).max(callers);
-                let took = runtime.block_on(live.timed_holds(scenario, callers, count));
+                let took = runtime.block_on(live.timed_holds(scenario, callers, count, batched));
                 took.mul_f64(iters as f64 / count as f64)
             })
         });
@@ -360,9 +437,8 @@ fn bench_date_actor(
         let (commits, events) = (after.0 - before.0, after.1 - before.1);
         if events > 0 {
             eprintln!(
-                "  {}/date_actor_{}/{callers}: {events} events in {commits} log commits = {:.1} events/commit",
+                "  {}/{variant}/{callers}: {events} events in {commits} log commits = {:.1} events/commit",
                 scenario.group(),
-                sync_name(sync),
                 events as f64 / commits.max(1) as f64
             );
         }
@@ -554,7 +630,12 @@ fn contention(c: &mut Criterion, scenario: Scenario) {
     group.throughput(Throughput::Elements(1));
     bench_domain(&mut group, scenario);
     for sync in SYNCS {
-        bench_date_actor(&mut group, &runtime, scenario, sync);
+        bench_date_actor(&mut group, &runtime, scenario, sync, false);
+    }
+    if scenario == Scenario::RandomSeats {
+        for sync in SYNCS {
+            bench_date_actor(&mut group, &runtime, scenario, sync, true);
+        }
     }
     if scenario == Scenario::RandomSeats {
         bench_call_floor(&mut group, &runtime);

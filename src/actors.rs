@@ -31,7 +31,7 @@ use crate::domain::page::{Page, PageRequest};
 use crate::domain::seat_map::Reservation;
 use crate::domain::{DateId, DomainError, Event, UserId};
 use crate::store::backup::{write_backup, BackupReport};
-use crate::store::log::AfterCommit;
+use crate::store::log::{AfterCommit, Appended};
 use crate::store::reader::StoreReader;
 use crate::store::recovery::{
     self, Recovered, ACCOUNTS_OWNER, CATALOG_OWNER, LEDGER_OWNER, QUEUE_OWNER,
@@ -362,6 +362,30 @@ impl Durability {
         durable
     }
 
+    /// `append` for a run of applied events, under one lock of the log (and of the book, if
+    /// any is keyed): one ticket, which resolves once the last is committed.
+    pub(crate) fn append_many(&self, events: &[Event]) -> Option<Durable> {
+        let records: Vec<Option<PendingRecord>> = events.iter().map(PendingRecord::of).collect();
+        let run = events.iter().zip(&records).map(|(event, key)| Appended {
+            event,
+            key: *key,
+            after_commit: self.waiting_room_share(event),
+        });
+        if records.iter().all(Option::is_none) {
+            return self.log.append_many(run).map(|(_, durable)| durable);
+        }
+        let stored = self.log.stats().rows_through.load(Ordering::SeqCst);
+        let mut book = self.keys.book.lock();
+        let (first, durable) = self.log.append_many(run)?;
+        for (seq, record) in (first..).zip(records) {
+            if let Some(record) = record {
+                book.insert(record, seq);
+                book.settle(record.at, stored);
+            }
+        }
+        Some(durable)
+    }
+
     /// The waiting room's share of `event`, applied once it is committed and before its
     /// caller hears so: the token a payment ends is ended for every later request, and no
     /// owner's handler waits on the queue's mailbox for it. Replay applies the same events
@@ -668,6 +692,71 @@ mod tests {
         hold.await.unwrap().unwrap();
         assert_eq!(charge.await.unwrap().unwrap().balance, 500);
         engine.stop().await;
+    }
+
+    /// A run of holds asked together is decided exactly as the same holds asked one at a time:
+    /// a later one meets the seats an earlier one took, and the per-user limit counts both.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn holds_asked_together_are_decided_as_if_asked_one_by_one() {
+        use date::HoldRequest;
+        let request = |user: u64, seats: &[u32]| HoldRequest {
+            user: UserId(user),
+            seats: seats.iter().map(|s| SeatNo(*s)).collect(),
+            idempotency: None,
+        };
+        // Seat 1 twice; user 1 past the 4-seat limit; a seat that does not exist; a free one.
+        let run = vec![
+            request(1, &[1, 2]),
+            request(2, &[1]),
+            request(1, &[3, 4, 5]),
+            request(3, &[11]),
+            request(4, &[7]),
+            request(2, &[8, 9]),
+        ];
+        let mut answers = Vec::new();
+        for together in [true, false] {
+            let settings = Settings::for_tests();
+            let engine = Engine::start(&settings, ManualClock::new(Timestamp(1_000)))
+                .await
+                .unwrap();
+            let concert: ConcertId = engine
+                .catalog
+                .create_concert("c".into(), "v".into())
+                .await
+                .unwrap();
+            let date = engine
+                .catalog
+                .create_date(concert, Timestamp(0), 10, 100)
+                .await
+                .unwrap();
+            let handle = engine.dates.get(date).unwrap();
+            let outcomes = if together {
+                handle.hold_many(run.clone()).await.unwrap()
+            } else {
+                let mut outcomes = Vec::new();
+                for hold in run.clone() {
+                    outcomes.push(handle.hold(hold.user, hold.seats, None).await);
+                }
+                outcomes
+            };
+            // Answered means committed: the log holds every event of the run.
+            assert_eq!(
+                engine
+                    .durability
+                    .log
+                    .stats()
+                    .committed_seq
+                    .load(Ordering::SeqCst),
+                engine.durability.log.last_sequence()
+            );
+            answers.push((outcomes, handle.state().await.unwrap()));
+            engine.stop().await;
+        }
+        let (together, one_by_one) = (&answers[0], &answers[1]);
+        assert_eq!(together.0, one_by_one.0);
+        assert_eq!(together.1, one_by_one.1);
+        let placed = together.0.iter().filter(|o| o.is_ok()).count();
+        assert_eq!(placed, 3, "{:?}", together.0);
     }
 
     /// Nearly every keyed request brings a key never seen: memory knows it is new, so the

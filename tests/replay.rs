@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
+use boxoffice::actors::date::HoldRequest;
 use boxoffice::actors::Engine;
 use boxoffice::clock::ManualClock;
 use boxoffice::config::Settings;
@@ -43,6 +44,11 @@ enum Command {
         seats: Vec<u32>,
         key: Option<u8>,
     },
+    /// Holds asked together (`DateHandle::hold_many`): (user, seats, key) each.
+    HoldMany {
+        date: u32,
+        holds: Vec<(u64, Vec<u32>, Option<u8>)>,
+    },
     Cancel {
         user: u64,
         date: u32,
@@ -69,6 +75,8 @@ fn command() -> impl Strategy<Value = Command> {
             .prop_map(|(user, amount, key)| Command::Charge { user, amount, key }),
         4 => (user.clone(), 1..=2u32, prop::collection::vec(1..=12u32, 1..4), key.clone())
             .prop_map(|(user, date, seats, key)| Command::Hold { user, date, seats, key }),
+        2 => (1..=2u32, prop::collection::vec((user.clone(), prop::collection::vec(1..=12u32, 1..3), key.clone()), 1..6))
+            .prop_map(|(date, holds)| Command::HoldMany { date, holds }),
         1 => (user.clone(), 1..=2u32, 1..=10u32).prop_map(|(user, date, seq)| Command::Cancel { user, date, seq }),
         3 => (user, 1..=2u32, 1..=10u32, key).prop_map(|(user, date, seq, key)| Command::Pay { user, date, seq, key }),
         2 => (1..200u64).prop_map(|seconds| Command::Advance { seconds }),
@@ -275,6 +283,18 @@ async fn run(engine: &Engine, clock: &ManualClock, commands: &[Command]) {
                 let _ = handle
                     .hold(UserId(*user), seats, stamp(*key, *date as u64))
                     .await;
+            }
+            Command::HoldMany { date, holds } => {
+                let holds = holds
+                    .iter()
+                    .map(|(user, seats, key)| HoldRequest {
+                        user: UserId(*user),
+                        seats: seats.iter().map(|s| SeatNo(*s)).collect(),
+                        idempotency: stamp(*key, *date as u64),
+                    })
+                    .collect();
+                let handle = engine.dates.get(DateId(*date)).unwrap();
+                let _ = handle.hold_many(holds).await;
             }
             Command::Cancel { user, date, seq } => {
                 let handle = engine.dates.get(DateId(*date)).unwrap();

@@ -205,7 +205,22 @@ pub struct PaymentReceipt {
     pub paid_at: Timestamp,
 }
 
+/// One hold of a run asked for together (`DateHandle::hold_many`).
+#[derive(Debug, Clone)]
+pub struct HoldRequest {
+    pub user: UserId,
+    pub seats: SeatList,
+    pub idempotency: Option<IdempotencyStamp>,
+}
+
+/// Each hold's outcome in the order asked, and the ticket of the commit that holds them all.
+type ManyDecided = (Vec<Result<Reservation, DomainError>>, Option<Durable>);
+
 pub enum DateMsg {
+    HoldMany {
+        holds: Vec<HoldRequest>,
+        reply: RpcReplyPort<ManyDecided>,
+    },
     Hold {
         user: UserId,
         seats: SeatList,
@@ -267,6 +282,26 @@ impl DateState {
             self.deps.registry.held().release(user, reservation, now);
         }
         self.view.publish(&self.map, &changed, now);
+    }
+
+    /// Decides each hold in order, exactly as one `Hold` message each would, applying each
+    /// before deciding the next; the events go to the log together.
+    fn hold_many(&mut self, holds: Vec<HoldRequest>, now: Timestamp) -> ManyDecided {
+        let mut events = Vec::with_capacity(holds.len());
+        let mut outcomes = Vec::with_capacity(holds.len());
+        for hold in holds {
+            let map = &self.map;
+            let decided = self.deps.registry.held().place(hold.user, now, |across| {
+                map.place_hold_among(hold.user, &hold.seats, now, hold.idempotency, across)
+            });
+            outcomes.push(decided.map(|event| {
+                self.apply(&event, now);
+                let placed = Reservation::placed_by(&event).expect("place_hold decides a hold");
+                events.push(event);
+                placed
+            }));
+        }
+        (outcomes, self.deps.durability.append_many(&events))
     }
 
     /// `NotFound` for a reservation that has ended becomes `Ended`: the store has it.
@@ -370,6 +405,9 @@ impl Actor for DateActor {
                     (placed, durable)
                 });
                 let _ = reply.send(outcome);
+            }
+            DateMsg::HoldMany { holds, reply } => {
+                let _ = reply.send(state.hold_many(holds, now));
             }
             DateMsg::Cancel {
                 user,
@@ -506,6 +544,25 @@ impl DateHandle {
             reply,
         })
         .await
+    }
+
+    /// Many holds in one message, decided in order as one `hold` each would be (a later one
+    /// sees the earlier ones' seats taken), and answered together once all their events are
+    /// committed: for a caller that has many holds at once (an import, a batch client, a
+    /// benchmark), one mailbox trip and one log hand-over instead of one per hold.
+    pub async fn hold_many(
+        &self,
+        holds: Vec<HoldRequest>,
+    ) -> Result<Vec<Result<Reservation, EngineError>>, EngineError> {
+        let (outcomes, durable) =
+            ask(&self.actor, |reply| DateMsg::HoldMany { holds, reply }).await?;
+        if let Some(durable) = durable {
+            durable.wait().await;
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(|outcome| outcome.map_err(EngineError::from))
+            .collect())
     }
 
     pub async fn cancel(

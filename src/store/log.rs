@@ -59,7 +59,8 @@ struct Pending {
     seq: u64,
     payload: Vec<u8>,
     rows: EventRows,
-    done: oneshot::Sender<u64>,
+    /// Only the last of a run appended together has one: commits are prefixes of the log.
+    done: Option<oneshot::Sender<u64>>,
     after_commit: Option<AfterCommit>,
 }
 
@@ -68,11 +69,20 @@ struct Pending {
 /// writer thread, so it must be short and must not wait on anything that waits on the log.
 pub type AfterCommit = Box<dyn FnOnce() + Send>;
 
+/// One event of a run handed to [`EventLog::append_many`], with its idempotency record (if it
+/// is keyed) and its after-commit share (if any).
+pub struct Appended<'a> {
+    pub event: &'a Event,
+    pub key: Option<PendingRecord>,
+    pub after_commit: Option<AfterCommit>,
+}
+
 // Nearly every message is an `Append`: boxing it would add an allocation per event to spare
 // the rare others a few hundred bytes.
 #[allow(clippy::large_enum_variant)]
 enum ToWriter {
     Append(Pending),
+    AppendMany(Vec<Pending>),
     /// Delete rows at or below this sequence: every owner has a snapshot past it.
     Prune(u64),
     /// Commit what is queued, release the database, and say so.
@@ -415,7 +425,7 @@ impl EventLog {
             seq,
             payload,
             rows: EventRows::made_by(seq, event, key),
-            done,
+            done: Some(done),
             after_commit,
         };
         if appender.to_writer.send(ToWriter::Append(pending)).is_err() {
@@ -423,6 +433,63 @@ impl EventLog {
             fatal("the event log writer is gone");
         }
         Durable { seq, committed }
+    }
+
+    /// Queues a run of applied events, in order, under one lock and as one message to the
+    /// writer: what an owner that decided many changes in one turn hands over. Returns the
+    /// first event's sequence number (the others follow it) and one ticket that resolves once
+    /// the last is committed, and so all of them; `None` for an empty run.
+    pub fn append_many<'a>(
+        &self,
+        events: impl ExactSizeIterator<Item = Appended<'a>>,
+    ) -> Option<(u64, Durable)> {
+        let count = events.len();
+        let mut encoded = Vec::with_capacity(count);
+        let mut kinds: Option<(&'static str, u64)> = None;
+        for appended in events {
+            // One metrics update per run of one kind, not one per event.
+            let kind = appended.event.kind();
+            match &mut kinds {
+                Some((current, n)) if *current == kind => *n += 1,
+                _ => {
+                    if let Some((current, n)) = kinds.replace((kind, 1)) {
+                        metrics::counter!("boxoffice_events_total", "kind" => current).increment(n);
+                    }
+                }
+            }
+            encoded.push((rows::encode(appended.event), appended));
+        }
+        if let Some((kind, n)) = kinds {
+            metrics::counter!("boxoffice_events_total", "kind" => kind).increment(n);
+        }
+        let (done, committed) = oneshot::channel();
+        let mut done = Some(done);
+        let mut appender = self.appender.lock();
+        let first = appender.next_seq;
+        appender.next_seq += count as u64;
+        let last = appender.next_seq.checked_sub(1).filter(|&l| l >= first)?;
+        let run: Vec<Pending> = encoded
+            .into_iter()
+            .zip(first..)
+            .map(|((payload, appended), seq)| Pending {
+                seq,
+                payload,
+                rows: EventRows::made_by(seq, appended.event, appended.key),
+                done: if seq == last { done.take() } else { None },
+                after_commit: appended.after_commit,
+            })
+            .collect();
+        if appender.to_writer.send(ToWriter::AppendMany(run)).is_err() {
+            drop(appender);
+            fatal("the event log writer is gone");
+        }
+        Some((
+            first,
+            Durable {
+                seq: last,
+                committed,
+            },
+        ))
     }
 
     /// The newest sequence number handed out (committed or not).
@@ -528,6 +595,7 @@ fn write_batches(
         while let Some(message) = next.take() {
             match message {
                 ToWriter::Append(pending) => batch.push(pending),
+                ToWriter::AppendMany(run) => batch.extend(run),
                 ToWriter::Prune(seq) => prune_to = prune_to.max(Some(seq)),
                 ToWriter::Backup(path, done) => backups.push((path, done)),
                 ToWriter::Close(done) => {
@@ -594,7 +662,9 @@ fn write_batches(
             );
             let mut rows = Vec::new();
             for pending in batch {
-                let _ = pending.done.send(pending.seq);
+                if let Some(done) = pending.done {
+                    let _ = done.send(pending.seq);
+                }
                 if !pending.rows.is_empty() {
                     rows.push(pending.rows);
                 }
