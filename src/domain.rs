@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod across_dates;
 pub mod admission;
+pub mod best_available;
 pub mod catalog;
 pub mod error;
 pub mod events;
@@ -14,6 +15,7 @@ pub mod page;
 pub mod rate_limit;
 pub mod seat_map;
 pub mod types;
+pub mod venue;
 
 #[cfg(test)]
 mod properties;
