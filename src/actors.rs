@@ -2,6 +2,11 @@
 //! there are no locks around seats or balances: a hot seat is a queue of messages, not a lock
 //! convoy. Reads that must not wait behind a mailbox (sessions, queue tokens, seat listings) are
 //! served from views the owner updates before it replies, so they stay exact.
+//!
+//! One write comes from outside an owner: a committed payment ends the queue token it was made
+//! with on the log writer, under the waiting room's lock, before anyone hears of the commit
+//! (`Durability::append`). The rule is the queue's own (`AdmissionQueue::apply`); only the
+//! moment is the commit's, so that no owner's handler waits on the queue's mailbox.
 
 pub mod accounts;
 pub mod catalog;
