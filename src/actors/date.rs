@@ -284,24 +284,44 @@ impl DateState {
         self.view.publish(&self.map, &changed, now);
     }
 
+    /// Decides a hold and applies it; the caller logs the event. Decided and counted in the
+    /// user's total as one step: see `hold_tally`. The answer is read off the event, not looked
+    /// up in the map it went into.
+    fn place_hold(
+        &mut self,
+        user: UserId,
+        seats: &SeatList,
+        idempotency: Option<IdempotencyStamp>,
+        now: Timestamp,
+    ) -> Result<(Event, Reservation), DomainError> {
+        let map = &self.map;
+        let event = self.deps.registry.held().place(user, now, |across| {
+            map.place_hold_among(user, seats, now, idempotency, across)
+        })?;
+        self.apply(&event, now);
+        let placed = Reservation::placed_by(&event).expect("place_hold decides a hold");
+        Ok((event, placed))
+    }
+
     /// Decides each hold in order, exactly as one `Hold` message each would, applying each
     /// before deciding the next; the events go to the log together.
     fn hold_many(&mut self, holds: Vec<HoldRequest>, now: Timestamp) -> ManyDecided {
         let mut events = Vec::with_capacity(holds.len());
-        let mut outcomes = Vec::with_capacity(holds.len());
-        for hold in holds {
-            let map = &self.map;
-            let decided = self.deps.registry.held().place(hold.user, now, |across| {
-                map.place_hold_among(hold.user, &hold.seats, now, hold.idempotency, across)
-            });
-            outcomes.push(decided.map(|event| {
-                self.apply(&event, now);
-                let placed = Reservation::placed_by(&event).expect("place_hold decides a hold");
+        let outcomes = holds
+            .into_iter()
+            .map(|hold| {
+                let (event, placed) =
+                    self.place_hold(hold.user, &hold.seats, hold.idempotency, now)?;
                 events.push(event);
-                placed
-            }));
+                Ok(placed)
+            })
+            .collect::<Vec<_>>();
+        let durable = self.deps.durability.append_many(&events);
+        #[cfg(debug_assertions)]
+        for placed in outcomes.iter().flatten() {
+            super::supervisor::injected_panic_on_seats(&placed.seats);
         }
-        (outcomes, self.deps.durability.append_many(&events))
+        (outcomes, durable)
     }
 
     /// `NotFound` for a reservation that has ended becomes `Ended`: the store has it.
@@ -391,19 +411,15 @@ impl Actor for DateActor {
                 idempotency,
                 reply,
             } => {
-                // Decided and counted in the user's total as one step: see `hold_tally`.
-                let map = &state.map;
-                let decided = state.deps.registry.held().place(user, now, |across| {
-                    map.place_hold_among(user, &seats, now, idempotency, across)
-                });
-                let outcome = decided.map(|event| {
-                    let durable = state.commit(&event, now);
-                    // The answer is read off the event, not looked up in the map it went into.
-                    let placed = Reservation::placed_by(&event).expect("place_hold decides a hold");
-                    #[cfg(debug_assertions)]
-                    super::supervisor::injected_panic_on_seats(&placed.seats);
-                    (placed, durable)
-                });
+                let outcome =
+                    state
+                        .place_hold(user, &seats, idempotency, now)
+                        .map(|(event, placed)| {
+                            let durable = state.deps.durability.append(&event);
+                            #[cfg(debug_assertions)]
+                            super::supervisor::injected_panic_on_seats(&placed.seats);
+                            (placed, durable)
+                        });
                 let _ = reply.send(outcome);
             }
             DateMsg::HoldMany { holds, reply } => {
