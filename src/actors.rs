@@ -637,12 +637,9 @@ mod tests {
     use crate::clock::ManualClock;
     use crate::domain::{ConcertId, SeatList, SeatNo, Timestamp};
 
-    /// Invariant: no client hears of a change the disk does not have. The owner applies a
-    /// change and answers at once; what the caller gets back must still wait for the commit.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_change_is_answered_only_once_its_event_is_committed() {
-        let settings = Settings::for_tests();
-        let engine = Engine::start(&settings, ManualClock::new(Timestamp(1_000)))
+    /// An engine on the test settings, its clock at 1 s, with one date of 10 seats at 100.
+    async fn engine_with_a_date(settings: &Settings) -> (Engine, DateHandle) {
+        let engine = Engine::start(settings, ManualClock::new(Timestamp(1_000)))
             .await
             .unwrap();
         let concert: ConcertId = engine
@@ -656,6 +653,17 @@ mod tests {
             .await
             .unwrap();
         let handle = engine.dates.get(date).unwrap();
+        (engine, handle)
+    }
+
+    /// Invariant: no client hears of a change the disk does not have. The owner applies a
+    /// change and answers at once; what the caller gets back must still wait for the commit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_change_is_answered_only_once_its_event_is_committed() {
+        let settings = Settings::for_tests();
+        let (engine, handle) = engine_with_a_date(&settings).await;
+        let view = handle.clone();
+        let many = handle.clone();
         let ledger = engine.ledger.clone();
 
         // Another connection holds the log's write lock, so no commit can finish meanwhile
@@ -669,25 +677,38 @@ mod tests {
                 .hold(UserId(1), SeatList::from_slice(&[SeatNo(1)]), None)
                 .await
         });
+        let held_together = tokio::spawn(async move {
+            let run = (2..=3)
+                .map(|seat| date::HoldRequest {
+                    user: UserId(u64::from(seat)),
+                    seats: SeatList::from_slice(&[SeatNo(seat)]),
+                    idempotency: None,
+                })
+                .collect();
+            many.hold_many(run).await
+        });
         let charge = {
             let ledger = ledger.clone();
             tokio::spawn(async move { ledger.charge(UserId(1), 500, None).await })
         };
         // Both owners apply their change at once, commit or not; wait (bounded) until they have,
         // so a slow machine cannot make the checks below pass for want of a change to answer.
-        let view = engine.dates.get(date).unwrap();
         let applied = async {
-            while view.view().held_seats() != 1 || ledger.balance(UserId(1)).await.ok() != Some(500)
+            while view.view().held_seats() != 3 || ledger.balance(UserId(1)).await.ok() != Some(500)
             {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         };
         tokio::time::timeout(Duration::from_secs(5), applied)
             .await
-            .expect("the date applied the hold and the ledger the charge");
+            .expect("the date applied the holds and the ledger the charge");
         // Time enough for an answer that skipped the commit to arrive.
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(!hold.is_finished(), "a hold was answered before its commit");
+        assert!(
+            !held_together.is_finished(),
+            "holds asked together were answered before their commit"
+        );
         assert!(
             !charge.is_finished(),
             "a charge was answered before its commit"
@@ -695,6 +716,8 @@ mod tests {
 
         blocker.execute_batch("COMMIT").unwrap();
         hold.await.unwrap().unwrap();
+        let together = held_together.await.unwrap().unwrap();
+        assert!(together.iter().all(Result::is_ok), "{together:?}");
         assert_eq!(charge.await.unwrap().unwrap().balance, 500);
         engine.stop().await;
     }
@@ -720,21 +743,7 @@ mod tests {
         ];
         let mut answers = Vec::new();
         for together in [true, false] {
-            let settings = Settings::for_tests();
-            let engine = Engine::start(&settings, ManualClock::new(Timestamp(1_000)))
-                .await
-                .unwrap();
-            let concert: ConcertId = engine
-                .catalog
-                .create_concert("c".into(), "v".into())
-                .await
-                .unwrap();
-            let date = engine
-                .catalog
-                .create_date(concert, Timestamp(0), 10, 100)
-                .await
-                .unwrap();
-            let handle = engine.dates.get(date).unwrap();
+            let (engine, handle) = engine_with_a_date(&Settings::for_tests()).await;
             let outcomes = if together {
                 handle.hold_many(run.clone()).await.unwrap()
             } else {
