@@ -185,7 +185,8 @@ impl Seats {
     }
 }
 
-/// Places `count` holds from `callers` concurrent tasks, each hold by a user of its own.
+/// Places `count` holds from `callers` concurrent tasks, each hold by a user of its own, each
+/// caller asking for `batch` holds at a time (one `hold` for 1, one `hold_many` for more).
 /// Returns the time from releasing the callers to the last reply, and how many were refused.
 async fn hold_concurrently(
     date: &DateHandle,
@@ -193,8 +194,9 @@ async fn hold_concurrently(
     seats: Seats,
     first_user: u64,
     count: usize,
+    batch: usize,
 ) -> (Duration, u64) {
-    let callers = callers.min(count).max(1);
+    let callers = callers.min(count.div_ceil(batch)).max(1);
     let next = Arc::new(AtomicUsize::new(0));
     let refused = Arc::new(AtomicU64::new(0));
     let release = Arc::new(tokio::sync::Barrier::new(callers + 1));
@@ -205,72 +207,29 @@ async fn hold_concurrently(
             tokio::spawn(async move {
                 release.wait().await;
                 loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= count {
+                    let start = next.fetch_add(batch, Ordering::Relaxed);
+                    if start >= count {
                         break;
                     }
-                    let user = UserId(first_user + i as u64);
-                    match date
-                        .hold(user, SeatList::from_slice(&[seats.at(i)]), None)
-                        .await
-                    {
+                    let request = |i: usize| HoldRequest {
+                        user: UserId(first_user + i as u64),
+                        seats: SeatList::from_slice(&[seats.at(i)]),
+                        idempotency: None,
+                    };
+                    let tally = |outcome: Result<_, EngineError>| match outcome {
                         Ok(_) => {}
                         Err(EngineError::Domain(DomainError::SeatUnavailable(_))) => {
                             refused.fetch_add(1, Ordering::Relaxed);
                         }
                         Err(other) => panic!("a hold failed: {other}"),
-                    }
-                }
-            })
-        })
-        .collect();
-    release.wait().await;
-    let started = Instant::now();
-    for task in tasks {
-        task.await.expect("a caller panicked");
-    }
-    (started.elapsed(), refused.load(Ordering::Relaxed))
-}
-
-/// `hold_concurrently`, each caller taking `BATCH_HOLDS` holds at a time into one `hold_many`.
-async fn hold_concurrently_batched(
-    date: &DateHandle,
-    callers: usize,
-    seats: Seats,
-    first_user: u64,
-    count: usize,
-) -> (Duration, u64) {
-    let callers = callers.min(count.div_ceil(BATCH_HOLDS)).max(1);
-    let next = Arc::new(AtomicUsize::new(0));
-    let refused = Arc::new(AtomicU64::new(0));
-    let release = Arc::new(tokio::sync::Barrier::new(callers + 1));
-    let tasks: Vec<_> = (0..callers)
-        .map(|_| {
-            let (date, seats) = (date.clone(), seats.clone());
-            let (next, refused, release) = (next.clone(), refused.clone(), release.clone());
-            tokio::spawn(async move {
-                release.wait().await;
-                loop {
-                    let start = next.fetch_add(BATCH_HOLDS, Ordering::Relaxed);
-                    if start >= count {
-                        break;
-                    }
-                    let run = (start..(start + BATCH_HOLDS).min(count))
-                        .map(|i| HoldRequest {
-                            user: UserId(first_user + i as u64),
-                            seats: SeatList::from_slice(&[seats.at(i)]),
-                            idempotency: None,
-                        })
-                        .collect();
-                    let outcomes = date.hold_many(run).await.expect("the date answers");
-                    for outcome in outcomes {
-                        match outcome {
-                            Ok(_) => {}
-                            Err(EngineError::Domain(DomainError::SeatUnavailable(_))) => {
-                                refused.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Err(other) => panic!("a hold failed: {other}"),
-                        }
+                    };
+                    if batch == 1 {
+                        let hold = request(start);
+                        tally(date.hold(hold.user, hold.seats, None).await);
+                    } else {
+                        let run = (start..(start + batch).min(count)).map(request).collect();
+                        let outcomes = date.hold_many(run).await.expect("the date answers");
+                        outcomes.into_iter().for_each(tally);
                     }
                 }
             })
@@ -373,11 +332,9 @@ impl LiveDate {
                     (chunk, Seats::Each(Arc::new(seats)))
                 }
             };
-            let (took, refused) = if batched {
-                hold_concurrently_batched(&self.date, callers, seats, self.next_user, chunk).await
-            } else {
-                hold_concurrently(&self.date, callers, seats, self.next_user, chunk).await
-            };
+            let batch = if batched { BATCH_HOLDS } else { 1 };
+            let (took, refused) =
+                hold_concurrently(&self.date, callers, seats, self.next_user, chunk, batch).await;
             let expected_refused = match scenario {
                 Scenario::HotSeat => chunk as u64,
                 Scenario::RandomSeats => 0,
