@@ -74,18 +74,7 @@ async fn drive(api: Api, date: String, mut buyer: Buyer) -> Buyer {
         );
 
         let seat: u64 = rand::thread_rng().gen_range(1..=SEATS as u64);
-        let headers = [
-            ("authorization", auth.as_str()),
-            ("x-queue-token", queue_token.as_str()),
-        ];
-        let Some((status, held)) = api
-            .post(
-                "/api/v1/reservations",
-                &headers,
-                json!({"date_id": date, "seat_no": seat}),
-            )
-            .await
-        else {
+        let Some((status, held)) = api.hold(&buyer.session, &queue_token, &date, seat).await else {
             return buyer;
         };
         if status == StatusCode::CONFLICT {
@@ -98,6 +87,10 @@ async fn drive(api: Api, date: String, mut buyer: Buyer) -> Buyer {
             reservation: reservation.clone(),
             seats: vec![seat],
         });
+        let headers = [
+            ("authorization", auth.as_str()),
+            ("x-queue-token", queue_token.as_str()),
+        ];
         let Some((status, paid)) = api
             .post(
                 "/api/v1/payments",
@@ -748,21 +741,9 @@ async fn a_paid_queue_token_stays_ended_after_kill_nine() {
     let api = Api::new(&server.base);
     let date = api.create_date(10, PRICE as u64).await;
     let (payer, bystander) = (api.new_user("payer").await, api.new_user("bystander").await);
-    let (payer_auth, bystander_auth) = (bearer(&payer), bearer(&bystander));
+    let payer_auth = bearer(&payer);
     let payer_token = api.admitted(&payer).await.unwrap();
     let bystander_token = api.admitted(&bystander).await.unwrap();
-    let hold = |auth: String, token: String, seat: u64| {
-        let (api, date) = (api.clone(), date.clone());
-        async move {
-            api.post(
-                "/api/v1/reservations",
-                &[("authorization", &auth), ("x-queue-token", &token)],
-                json!({"date_id": date, "seat_nos": [seat]}),
-            )
-            .await
-            .unwrap()
-        }
-    };
     let (status, body) = api
         .post(
             "/api/v1/balance/charges",
@@ -772,7 +753,7 @@ async fn a_paid_queue_token_stays_ended_after_kill_nine() {
         .await
         .unwrap();
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    let (status, held) = hold(payer_auth.clone(), payer_token.clone(), 1).await;
+    let (status, held) = api.hold(&payer, &payer_token, &date, 1).await.unwrap();
     assert_eq!(status, StatusCode::CREATED, "{held}");
     // Every owner snapshots here, the waiting room with both tokens admitted.
     let admin = format!("Bearer {}", server::ADMIN);
@@ -797,7 +778,7 @@ async fn a_paid_queue_token_stays_ended_after_kill_nine() {
         .await
         .unwrap();
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    let (status, body) = hold(payer_auth.clone(), payer_token.clone(), 2).await;
+    let (status, body) = api.hold(&payer, &payer_token, &date, 2).await.unwrap();
     assert_eq!(
         (status, body["code"].as_str()),
         (StatusCode::FORBIDDEN, Some("queue_token_expired")),
@@ -807,25 +788,16 @@ async fn a_paid_queue_token_stays_ended_after_kill_nine() {
 
     let restarted = Server::start(&dir, &[]);
     let api = Api::new(&restarted.base);
-    let hold = |auth: String, token: String, seat: u64| {
-        let (api, date) = (api.clone(), date.clone());
-        async move {
-            api.post(
-                "/api/v1/reservations",
-                &[("authorization", &auth), ("x-queue-token", &token)],
-                json!({"date_id": date, "seat_nos": [seat]}),
-            )
-            .await
-            .unwrap()
-        }
-    };
-    let (status, body) = hold(payer_auth, payer_token, 3).await;
+    let (status, body) = api.hold(&payer, &payer_token, &date, 3).await.unwrap();
     assert_eq!(
         (status, body["code"].as_str()),
         (StatusCode::FORBIDDEN, Some("queue_token_expired")),
         "the paid token came back after the crash: {body}"
     );
-    let (status, body) = hold(bystander_auth, bystander_token, 4).await;
+    let (status, body) = api
+        .hold(&bystander, &bystander_token, &date, 4)
+        .await
+        .unwrap();
     assert_eq!(
         status,
         StatusCode::CREATED,

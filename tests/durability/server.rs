@@ -291,6 +291,17 @@ impl Api {
         body["session_token"].as_str().unwrap().to_owned()
     }
 
+    /// Holds `seat` of `date` for the user of `session`, admitted with `queue_token`.
+    pub async fn hold(&self, session: &str, queue_token: &str, date: &str, seat: u64) -> Answer {
+        let bearer = format!("Bearer {session}");
+        self.post(
+            "/api/v1/reservations",
+            &[("authorization", &bearer), ("x-queue-token", queue_token)],
+            json!({"date_id": date, "seat_nos": [seat]}),
+        )
+        .await
+    }
+
     /// An active queue token (the tests configure room for everyone).
     pub async fn admitted(&self, session: &str) -> Option<String> {
         let bearer = format!("Bearer {session}");

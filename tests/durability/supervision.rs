@@ -39,18 +39,8 @@ async fn a_panicking_date_actor_stops_the_process_loudly_and_loses_nothing_ackno
     let cy = api.new_user("cyd").await;
     let token = api.admitted(&cy).await.unwrap();
     let auth = bearer(&cy);
-    let headers = [
-        ("authorization", auth.as_str()),
-        ("x-queue-token", token.as_str()),
-    ];
     let sent = Instant::now();
-    let fatal = api
-        .post(
-            "/api/v1/reservations",
-            &headers,
-            json!({"date_id": date, "seat_nos": [FAULTY_SEAT]}),
-        )
-        .await;
+    let fatal = api.hold(&cy, &token, &date, FAULTY_SEAT).await;
     // The owner never answered: the client sees the connection end, not a hold.
     assert!(
         fatal
