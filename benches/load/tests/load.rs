@@ -303,23 +303,7 @@ async fn holds_are_set_against_a_ceiling_measured_before_and_after_them() {
     let settings = Settings::for_tests();
     let max_seats_per_user = u64::from(settings.holds.max_seats_per_user);
     let server = Server::start(settings).await;
-    let args = server.args(
-        "holds",
-        &[
-            "--admin-token",
-            &server.admin_token,
-            "--buyers",
-            "20",
-            "--seats",
-            "200",
-            "--connections",
-            "8",
-            "--duration",
-            "4",
-            "--setup-timeout",
-            "10",
-        ],
-    );
+    let args = small_holds_run(&server, "4", &[]);
     let report = run_to_success(args, server).await;
     assert_eq!(report["mode"], "holds");
     let outcome = &report["outcome"];
@@ -386,27 +370,28 @@ fn fill_settings(max_seats_per_user: u32) -> Settings {
 }
 
 fn fill_args(server: &Server) -> Vec<String> {
-    server.args(
-        "holds",
-        &[
-            "--admin-token",
-            &server.admin_token,
-            "--buyers",
-            "20",
-            "--seats",
-            "200",
-            "--connections",
-            "8",
-            "--duration",
-            "2",
-            "--setup-timeout",
-            "10",
-            "--fill-holds",
-            "500",
-            "--server-pid",
-            &std::process::id().to_string(),
-        ],
-    )
+    let pid = std::process::id().to_string();
+    small_holds_run(server, "2", &["--fill-holds", "500", "--server-pid", &pid])
+}
+
+/// `holds` by 20 buyers on 200-seat dates over 8 connections, for `duration` seconds.
+fn small_holds_run(server: &Server, duration: &str, more: &[&str]) -> Vec<String> {
+    let mut flags = vec![
+        "--admin-token",
+        &server.admin_token,
+        "--buyers",
+        "20",
+        "--seats",
+        "200",
+        "--connections",
+        "8",
+        "--duration",
+        duration,
+        "--setup-timeout",
+        "10",
+    ];
+    flags.extend_from_slice(more);
+    server.args("holds", &flags)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
