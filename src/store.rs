@@ -27,6 +27,8 @@ pub mod recovery;
 pub mod rows;
 pub mod snapshot;
 pub mod sqlite;
+#[cfg(test)]
+pub(crate) mod test_support;
 
 pub use error::StoreError;
 pub use log::{Durable, EventLog, SyncMode};

@@ -732,25 +732,10 @@ pub(crate) fn fatal(message: &str) -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::ConcertId;
-
-    fn concert(n: u32) -> Event {
-        Event::ConcertCreated {
-            concert: ConcertId(n),
-            title: format!("t{n}"),
-            venue: "v".into(),
-        }
-    }
+    use crate::store::test_support::{concert, scratch_log};
 
     fn encoded(range: std::ops::RangeInclusive<u32>) -> Vec<Vec<u8>> {
         range.map(|n| rows::encode(&concert(n))).collect()
-    }
-
-    fn scratch(name: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("boxoffice-batches-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        dir.join("log.db")
     }
 
     fn store(file: &mut LogFile, first_seq: u64, events: &[Vec<u8>]) {
@@ -794,7 +779,7 @@ mod tests {
 
     #[test]
     fn reading_after_a_sequence_inside_a_batch_skips_only_what_comes_before_it() {
-        let path = scratch("inside");
+        let path = scratch_log("inside");
         let mut file = LogFile::open(&path, SyncMode::Normal).unwrap();
         store(&mut file, 1, &encoded(1..=10));
         store(&mut file, 11, &encoded(11..=15));
@@ -812,7 +797,7 @@ mod tests {
 
     #[test]
     fn pruning_keeps_a_batch_that_reaches_past_the_floor_whole() {
-        let path = scratch("straddle");
+        let path = scratch_log("straddle");
         let mut file = LogFile::open(&path, SyncMode::Normal).unwrap();
         store(&mut file, 1, &encoded(1..=4));
         store(&mut file, 5, &encoded(5..=9));
@@ -827,7 +812,7 @@ mod tests {
 
     #[test]
     fn a_gap_between_batches_is_refused() {
-        let path = scratch("gap");
+        let path = scratch_log("gap");
         let mut file = LogFile::open(&path, SyncMode::Normal).unwrap();
         store(&mut file, 1, &encoded(1..=4));
         store(&mut file, 6, &encoded(6..=7));

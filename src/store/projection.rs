@@ -334,27 +334,13 @@ mod tests {
 
     use super::*;
     use crate::domain::idempotency::PendingRecord;
-    use crate::domain::ConcertId;
     use crate::domain::Timestamp;
     use crate::store::log::Durable;
-
-    fn concert(n: u32) -> Event {
-        Event::ConcertCreated {
-            concert: ConcertId(n),
-            title: format!("t{n}"),
-            venue: "v".into(),
-        }
-    }
-
-    fn scratch(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("boxoffice-log-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        dir.join("log.db")
-    }
+    use crate::store::test_support::{concert, scratch_log};
 
     #[tokio::test]
     async fn committed_events_come_back_in_order_after_a_reopen() {
-        let path = scratch("reopen");
+        let path = scratch_log("reopen");
         let opened = EventLog::open(&path, SyncMode::Full, 0).unwrap();
         assert!(opened.events.is_empty());
         let tickets: Vec<Durable> = (1..=50).map(|n| opened.log.append(&concert(n))).collect();
@@ -376,7 +362,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_second_process_on_the_same_log_is_refused_while_the_first_runs() {
-        let path = scratch("locked");
+        let path = scratch_log("locked");
         let first = EventLog::open(&path, SyncMode::Full, 0).unwrap();
         first.log.append(&concert(1)).wait().await;
         let error = EventLog::open(&path, SyncMode::Full, 0).err().unwrap();
@@ -390,7 +376,7 @@ mod tests {
 
     #[tokio::test]
     async fn pruning_drops_rows_below_the_floor_only() {
-        let path = scratch("prune");
+        let path = scratch_log("prune");
         let opened = EventLog::open(&path, SyncMode::Normal, 0).unwrap();
         // One commit each, so every event is a batch of its own.
         for n in 1..=10 {
@@ -425,7 +411,7 @@ mod tests {
     #[tokio::test]
     async fn a_keyed_event_is_committed_with_its_record_which_is_forgotten_after_a_day() {
         use crate::domain::idempotency::{KeyRecord, KEY_TTL_MS};
-        let path = scratch("keys");
+        let path = scratch_log("keys");
         let opened = EventLog::open(&path, SyncMode::Normal, 0).unwrap();
         let old = PendingRecord::of(&keyed_charge("old", 1_000)).unwrap();
         let new = PendingRecord::of(&keyed_charge("new", 5_000)).unwrap();
@@ -468,7 +454,7 @@ mod tests {
     #[tokio::test]
     async fn a_key_recorded_again_after_its_record_expired_answers_with_the_new_record() {
         use crate::domain::idempotency::KEY_TTL_MS;
-        let path = scratch("rekeyed");
+        let path = scratch_log("rekeyed");
         let opened = EventLog::open(&path, SyncMode::Normal, 0).unwrap();
         let first = keyed_charge_of("k", 1_000, 1);
         let again = keyed_charge_of("k", 1_000 + KEY_TTL_MS, 2);
@@ -498,7 +484,7 @@ mod tests {
     #[tokio::test]
     async fn a_money_event_is_committed_with_its_history_entry_numbered_by_its_sequence() {
         use crate::domain::ledger::EntryKind;
-        let path = scratch("history");
+        let path = scratch_log("history");
         let opened = EventLog::open(&path, SyncMode::Normal, 0).unwrap();
         opened.log.append(&concert(1));
         opened.log.append(&keyed_charge("a", 1_000));
@@ -530,7 +516,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_writers_wait_out_a_lock_held_for_a_moment() {
-        let path = scratch("busy");
+        let path = scratch_log("busy");
         let opened = EventLog::open(&path, SyncMode::Normal, 0).unwrap();
         opened.log.append(&concert(1)).wait().await;
         // What one of the process's own readers does when it finds the WAL index mid-change:
@@ -572,7 +558,7 @@ mod tests {
                 Some(history_path as fn(&Path) -> PathBuf),
             ),
         ] {
-            let path = scratch(name);
+            let path = scratch_log(name);
             let opened = EventLog::open(&path, SyncMode::Normal, 0).unwrap();
             opened.log.append(&concert(1)).wait().await;
             opened.log.close().await;
@@ -598,7 +584,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_history_ahead_of_its_log_is_refused_with_what_to_restore() {
-        let path = scratch("history-ahead");
+        let path = scratch_log("history-ahead");
         let opened = EventLog::open(&path, SyncMode::Normal, 0).unwrap();
         opened.log.append(&keyed_charge("a", 1_000)).wait().await;
         opened.log.close().await;
@@ -616,7 +602,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_log_whose_history_file_is_missing_is_refused_with_what_to_restore() {
-        let path = scratch("no-history");
+        let path = scratch_log("no-history");
         let opened = EventLog::open(&path, SyncMode::Normal, 0).unwrap();
         opened.log.append(&keyed_charge("a", 1_000)).wait().await;
         opened.log.close().await;
@@ -629,7 +615,7 @@ mod tests {
 
     #[test]
     fn a_file_that_is_not_a_database_is_a_clear_error() {
-        let path = scratch("garbage");
+        let path = scratch_log("garbage");
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, vec![0x42u8; 8192]).unwrap();
         let error = EventLog::open(&path, SyncMode::Full, 0).err().unwrap();
