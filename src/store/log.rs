@@ -444,6 +444,9 @@ impl EventLog {
         events: impl ExactSizeIterator<Item = Appended<'a>>,
     ) -> Option<(u64, Durable)> {
         let count = events.len();
+        if count == 0 {
+            return None;
+        }
         let mut encoded = Vec::with_capacity(count);
         let mut kinds: Option<(&'static str, u64)> = None;
         for appended in events {
@@ -467,7 +470,7 @@ impl EventLog {
         let mut appender = self.appender.lock();
         let first = appender.next_seq;
         appender.next_seq += count as u64;
-        let last = appender.next_seq.checked_sub(1).filter(|&l| l >= first)?;
+        let last = appender.next_seq - 1;
         let run: Vec<Pending> = encoded
             .into_iter()
             .zip(first..)

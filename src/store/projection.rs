@@ -361,6 +361,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_run_appended_together_takes_consecutive_numbers_and_one_ticket() {
+        let path = scratch_log("run");
+        let opened = EventLog::open(&path, SyncMode::Full, 0).unwrap();
+        opened.log.append(&concert(1)).wait().await;
+        let events: Vec<Event> = (2..=4).map(concert).collect();
+        let appended = |event| crate::store::log::Appended {
+            event,
+            key: None,
+            after_commit: None,
+        };
+        assert!(
+            opened.log.append_many(std::iter::empty()).is_none(),
+            "an empty run takes no number"
+        );
+        let (first, ticket) = opened.log.append_many(events.iter().map(appended)).unwrap();
+        assert_eq!((first, ticket.seq()), (2, 4));
+        assert_eq!(ticket.wait().await, 4);
+        assert_eq!(opened.log.append(&concert(5)).seq(), 5);
+        opened.log.close().await;
+        let reopened = EventLog::open(&path, SyncMode::Normal, 0).unwrap();
+        assert_eq!(
+            reopened.events,
+            (1..=5)
+                .map(|n| (u64::from(n), concert(n)))
+                .collect::<Vec<_>>()
+        );
+    }
+
+    #[tokio::test]
     async fn a_second_process_on_the_same_log_is_refused_while_the_first_runs() {
         let path = scratch_log("locked");
         let first = EventLog::open(&path, SyncMode::Full, 0).unwrap();
