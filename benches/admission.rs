@@ -220,8 +220,7 @@ fn seat_map_memory() -> Vec<SeatMap> {
     let before = rss_bytes();
     let fresh = SeatMap::new(
         DateId(1),
-        SEAT_MAP_SEATS,
-        1_000,
+        boxoffice::domain::venue::Layout::general(SEAT_MAP_SEATS, 1_000),
         HoldPolicy {
             ttl_ms: 300_000,
             max_seats_per_user: 4,

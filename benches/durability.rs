@@ -18,6 +18,7 @@ use boxoffice::domain::idempotency::{
 };
 use boxoffice::domain::ledger::{BalancePolicy, Ledger};
 use boxoffice::domain::seat_map::{HoldPolicy, SeatMap};
+use boxoffice::domain::venue::Layout;
 use boxoffice::domain::{
     ChargeId, DateId, Event, IdempotencyKey, IdempotencyStamp, ReservationId, SeatNo, Timestamp,
     UserId, Username,
@@ -40,7 +41,7 @@ fn policy() -> HoldPolicy {
 
 /// A 50,000-seat date in mid-sale: a fifth of the seats sold, a fifth held.
 fn busy_date() -> SeatMap {
-    let mut map = SeatMap::new(DateId(1), SEATS, 55_000, policy());
+    let mut map = SeatMap::new(DateId(1), Layout::general(SEATS, 55_000), policy());
     let now = Timestamp(1_700_000_000_000);
     for seat in 1..=(SEATS * 2 / 5) {
         let user = UserId(seat as u64);
@@ -254,11 +255,18 @@ fn history(count: usize) -> History {
     catalog.apply(&concert);
     events.push(concert);
     let date = catalog
-        .create_date(boxoffice::domain::ConcertId(1), now, SEATS as i128, 1_000)
+        .create_date(
+            boxoffice::domain::ConcertId(1),
+            now,
+            boxoffice::domain::catalog::SeatPlan::Uniform {
+                seat_count: SEATS.into(),
+                price: 1_000,
+            },
+        )
         .unwrap();
     catalog.apply(&date);
     events.push(date);
-    let mut map = SeatMap::new(DateId(1), SEATS, 1_000, policy());
+    let mut map = SeatMap::new(DateId(1), Layout::general(SEATS, 1_000), policy());
     const USERS: u64 = 10_000;
     for u in 1..=USERS {
         let e = accounts

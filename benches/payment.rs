@@ -129,7 +129,14 @@ impl LiveSale {
         let starts_at = SystemClock.now().plus_seconds(30 * 86_400);
         let date = engine
             .catalog
-            .create_date(concert, starts_at, SEATS as i128, PRICE as i128)
+            .create_date(
+                concert,
+                starts_at,
+                boxoffice::domain::catalog::SeatPlan::Uniform {
+                    seat_count: SEATS.into(),
+                    price: PRICE.into(),
+                },
+            )
             .await
             .unwrap();
         engine.dates.get(date).expect("a created date has an actor")

@@ -99,8 +99,7 @@ fn shuffled_seats(rng: &mut StdRng) -> Vec<SeatNo> {
 fn domain_map() -> SeatMap {
     SeatMap::new(
         DateId(1),
-        SEATS,
-        PRICE,
+        boxoffice::domain::venue::Layout::general(SEATS, PRICE),
         HoldPolicy {
             ttl_ms: HOLD_TTL_MS,
             max_seats_per_user: 4,
@@ -301,7 +300,14 @@ impl LiveDate {
         let starts_at = SystemClock.now().plus_seconds(30 * 86_400);
         let date = engine
             .catalog
-            .create_date(concert, starts_at, SEATS as i128, PRICE as i128)
+            .create_date(
+                concert,
+                starts_at,
+                boxoffice::domain::catalog::SeatPlan::Uniform {
+                    seat_count: SEATS.into(),
+                    price: PRICE.into(),
+                },
+            )
             .await
             .unwrap();
         engine.dates.get(date).expect("a created date has an actor")

@@ -649,7 +649,14 @@ mod tests {
             .unwrap();
         let date = engine
             .catalog
-            .create_date(concert, Timestamp(0), 10, 100)
+            .create_date(
+                concert,
+                Timestamp(0),
+                crate::domain::catalog::SeatPlan::Uniform {
+                    seat_count: 10,
+                    price: 100,
+                },
+            )
             .await
             .unwrap();
         let handle = engine.dates.get(date).unwrap();

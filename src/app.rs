@@ -13,6 +13,8 @@ use tokio::net::TcpListener;
 use crate::actors::Engine;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Settings;
+use crate::domain::catalog::SeatPlan;
+use crate::domain::venue::{RowPlan, SectionPlan};
 use crate::domain::Timestamp;
 use crate::http::transport::{self, descriptors, ConnectionLimits};
 use crate::http::{self, AppState};
@@ -184,10 +186,35 @@ async fn seed_demo(engine: &Engine, now: Timestamp) -> anyhow::Result<()> {
         .catalog
         .create_concert("boxoffice demo night".into(), "Olympic Hall, Seoul".into())
         .await?;
+    let rows = |labels: &[&str]| -> Vec<RowPlan> {
+        labels
+            .iter()
+            .map(|label| RowPlan {
+                label: (*label).to_owned(),
+                seats: 10,
+            })
+            .collect()
+    };
     for week in 1..=3 {
+        let sections = vec![
+            SectionPlan {
+                name: "Floor".into(),
+                price: 99_000,
+                rows: rows(&["A", "B", "C"]),
+            },
+            SectionPlan {
+                name: "Balcony".into(),
+                price: 55_000,
+                rows: rows(&["A", "B"]),
+            },
+        ];
         engine
             .catalog
-            .create_date(concert, now.plus_millis(week * 7 * DAY_MS), 50, 55_000)
+            .create_date(
+                concert,
+                now.plus_millis(week * 7 * DAY_MS),
+                SeatPlan::Sections(sections),
+            )
             .await?;
     }
     tracing::info!("seeded a demo concert with three 50-seat dates");

@@ -349,7 +349,14 @@ fn check(commands: Vec<Command>, split: usize) -> Result<(), TestCaseError> {
         for _ in 0..2 {
             engine
                 .catalog
-                .create_date(concert, Timestamp(0), 12, 100)
+                .create_date(
+                    concert,
+                    Timestamp(0),
+                    boxoffice::domain::catalog::SeatPlan::Uniform {
+                        seat_count: 12,
+                        price: 100,
+                    },
+                )
                 .await
                 .unwrap();
         }

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::clock::SharedClock;
 use crate::config::Settings;
-use crate::domain::catalog::{Catalog, Concert, DateInfo};
+use crate::domain::catalog::{Catalog, Concert, DateInfo, SeatPlan};
 use crate::domain::seat_map::{HoldPolicy, SeatMap};
 use crate::domain::{ConcertId, DateId, DomainError, Event, Timestamp};
 use crate::policies::hold_policy;
@@ -29,8 +29,7 @@ pub enum CatalogMsg {
     CreateDate {
         concert: ConcertId,
         starts_at: Timestamp,
-        seat_count: i128,
-        price: i128,
+        seats: SeatPlan,
         reply: RpcReplyPort<Decided<DateId, EngineError>>,
     },
     Snapshot(Option<RpcReplyPort<()>>),
@@ -54,23 +53,14 @@ impl CatalogState {
         &self,
         concert: ConcertId,
         starts_at: Timestamp,
-        seat_count: i128,
-        price: i128,
+        seats: SeatPlan,
     ) -> Result<(DateId, Durable), EngineError> {
-        let event = self
-            .catalog
-            .read()
-            .create_date(concert, starts_at, seat_count, price)?;
-        let Event::DateCreated {
-            date,
-            seat_count,
-            price,
-            ..
-        } = event
-        else {
+        let event = self.catalog.read().create_date(concert, starts_at, seats)?;
+        let Event::DateCreated { date, layout, .. } = &event else {
             unreachable!("create_date decides a date")
         };
-        let map = SeatMap::new(date, seat_count, price, self.hold_policy);
+        let date = *date;
+        let map = SeatMap::new(date, layout.clone(), self.hold_policy);
         let handle = DateHandle::spawn(map, self.dates.clone())
             .await
             .map_err(|error| {
@@ -121,13 +111,10 @@ impl Actor for CatalogActor {
             CatalogMsg::CreateDate {
                 concert,
                 starts_at,
-                seat_count,
-                price,
+                seats,
                 reply,
             } => {
-                let outcome = state
-                    .create_date(concert, starts_at, seat_count, price)
-                    .await;
+                let outcome = state.create_date(concert, starts_at, seats).await;
                 let _ = reply.send(outcome);
             }
             CatalogMsg::Snapshot(done) => {
@@ -204,14 +191,12 @@ impl CatalogHandle {
         &self,
         concert: ConcertId,
         starts_at: Timestamp,
-        seat_count: i128,
-        price: i128,
+        seats: SeatPlan,
     ) -> Result<DateId, EngineError> {
         ask_durably(&self.actor, |reply| CatalogMsg::CreateDate {
             concert,
             starts_at,
-            seat_count,
-            price,
+            seats,
             reply,
         })
         .await
@@ -228,7 +213,7 @@ impl CatalogHandle {
             found
                 .dates
                 .iter()
-                .filter_map(|d| catalog.date(*d).copied())
+                .filter_map(|d| catalog.date(*d).cloned())
                 .collect(),
         )
     }
@@ -236,7 +221,7 @@ impl CatalogHandle {
     /// A date and the concert it belongs to.
     pub fn date(&self, date: DateId) -> Option<(DateInfo, Concert)> {
         let catalog = self.view.read();
-        let found = *catalog.date(date)?;
+        let found = catalog.date(date)?.clone();
         let concert = catalog.concert(found.concert)?.clone();
         Some((found, concert))
     }

@@ -18,7 +18,8 @@ use super::{
 };
 use crate::clock::SharedClock;
 use crate::domain::admission::QueueTokenId;
-use crate::domain::seat_map::{Reservation, SeatMap, SeatStatus};
+use crate::domain::seat_map::{Reservation, SeatChoice, SeatMap, SeatStatus};
+use crate::domain::venue::Layout;
 use crate::domain::{
     DateId, DomainError, Event, IdempotencyStamp, ReservationId, SeatList, SeatNo, Timestamp,
     UserId,
@@ -41,10 +42,12 @@ const SEAT_SOLD: i64 = i64::MAX;
 /// reads as available, exactly as the seat map decides.
 pub struct SeatView {
     date: DateId,
-    price: u64,
+    layout: Arc<Layout>,
     seats: Box<[AtomicI64]>,
     held: AtomicU32,
     sold: AtomicU32,
+    /// Per section, seats neither held nor sold (lags expiry by at most one sweep).
+    free_by_section: Box<[AtomicU32]>,
     reservations: AtomicUsize,
     cooldowns: AtomicUsize,
     /// One bit per seat changed since the last batch.
@@ -65,12 +68,17 @@ impl SeatView {
     fn new(map: &SeatMap, now: Timestamp) -> Self {
         let view = Self {
             date: map.date(),
-            price: map.seat_price(),
+            layout: Arc::new(map.layout().clone()),
             seats: (0..map.seat_count())
                 .map(|_| AtomicI64::new(SEAT_FREE))
                 .collect(),
             held: AtomicU32::new(0),
             sold: AtomicU32::new(0),
+            free_by_section: map
+                .free_by_section()
+                .iter()
+                .map(|n| AtomicU32::new(*n))
+                .collect(),
             reservations: AtomicUsize::new(0),
             cooldowns: AtomicUsize::new(0),
             dirty: (0..map.seat_count().div_ceil(64))
@@ -87,8 +95,15 @@ impl SeatView {
     pub fn date(&self) -> DateId {
         self.date
     }
-    pub fn seat_price(&self) -> u64 {
-        self.price
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+    /// Per section, in section order: seats neither held nor sold, lagging expiry by at most
+    /// one sweep, as `available_seats` does.
+    pub fn available_by_section(&self) -> impl Iterator<Item = u32> + '_ {
+        self.free_by_section
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed))
     }
     pub fn seat_count(&self) -> u32 {
         self.seats.len() as u32
@@ -146,6 +161,9 @@ impl SeatView {
         }
         self.held.store(map.held_seats(), Ordering::Relaxed);
         self.sold.store(map.sold_seats(), Ordering::Relaxed);
+        for (published, free) in self.free_by_section.iter().zip(map.free_by_section()) {
+            published.store(*free, Ordering::Relaxed);
+        }
         self.reservations.store(map.hold_count(), Ordering::Relaxed);
         self.cooldowns
             .store(map.cooldown_count(), Ordering::Relaxed);
@@ -223,7 +241,7 @@ pub enum DateMsg {
     },
     Hold {
         user: UserId,
-        seats: SeatList,
+        choice: SeatChoice,
         idempotency: Option<IdempotencyStamp>,
         reply: RpcReplyPort<Decided<Reservation, DomainError>>,
     },
@@ -290,13 +308,13 @@ impl DateState {
     fn place_hold(
         &mut self,
         user: UserId,
-        seats: &SeatList,
+        choice: &SeatChoice,
         idempotency: Option<IdempotencyStamp>,
         now: Timestamp,
     ) -> Result<(Event, Reservation), DomainError> {
         let map = &self.map;
         let event = self.deps.registry.held().place(user, now, |across| {
-            map.place_hold_among(user, seats, now, idempotency, across)
+            map.place_choice_among(user, choice, now, idempotency, across)
         })?;
         self.apply(&event, now);
         let placed = Reservation::placed_by(&event).expect("place_hold decides a hold");
@@ -310,8 +328,8 @@ impl DateState {
         let outcomes = holds
             .into_iter()
             .map(|hold| {
-                let (event, placed) =
-                    self.place_hold(hold.user, &hold.seats, hold.idempotency, now)?;
+                let choice = SeatChoice::Named(hold.seats);
+                let (event, placed) = self.place_hold(hold.user, &choice, hold.idempotency, now)?;
                 events.push(event);
                 Ok(placed)
             })
@@ -407,13 +425,13 @@ impl Actor for DateActor {
         match msg {
             DateMsg::Hold {
                 user,
-                seats,
+                choice,
                 idempotency,
                 reply,
             } => {
                 let outcome =
                     state
-                        .place_hold(user, &seats, idempotency, now)
+                        .place_hold(user, &choice, idempotency, now)
                         .map(|(event, placed)| {
                             let durable = state.deps.durability.append(&event);
                             #[cfg(debug_assertions)]
@@ -547,15 +565,17 @@ impl DateHandle {
         &self.view
     }
 
+    /// Holds seats named by number (a `SeatList`) or chosen by best available.
     pub async fn hold(
         &self,
         user: UserId,
-        seats: SeatList,
+        choice: impl Into<SeatChoice>,
         idempotency: Option<IdempotencyStamp>,
     ) -> Result<Reservation, EngineError> {
+        let choice = choice.into();
         ask_durably(&self.actor, |reply| DateMsg::Hold {
             user,
-            seats,
+            choice,
             idempotency,
             reply,
         })

@@ -111,8 +111,7 @@ mod tests {
     fn map(date: u32) -> SeatMap {
         SeatMap::new(
             DateId(date),
-            100,
-            10,
+            crate::domain::venue::Layout::general(100, 10),
             HoldPolicy {
                 ttl_ms: 1_000,
                 max_seats_per_user: 4,

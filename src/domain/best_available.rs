@@ -86,8 +86,9 @@ impl Fits {
     }
 }
 
-/// Which seats of a date are available, with the index best available reads.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Which seats of a date are available, with the index best available reads. The default has
+/// no seats.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FreeSeats {
     /// One bit per seat, set while it is available; each row starts a word of its own.
     bits: Vec<u64>,
@@ -207,10 +208,11 @@ impl FreeSeats {
         self.bits[r.word as usize + (place / 64) as usize] & (1 << (place % 64)) != 0
     }
 
-    /// Marks `seat` available (`free`) or not; a seat outside the layout is ignored.
-    pub fn set(&mut self, seat: SeatNo, free: bool) {
+    /// Marks `seat` available (`free`) or not; a seat outside the layout is ignored. Whether
+    /// that changed it.
+    pub fn set(&mut self, seat: SeatNo, free: bool) -> bool {
         let Some(row) = self.row_index(seat) else {
-            return;
+            return false;
         };
         let r = self.rows[row];
         let place = seat.0 - r.first_seat;
@@ -223,7 +225,7 @@ impl FreeSeats {
             *word &= !bit;
         }
         if *word == before {
-            return;
+            return false;
         }
         let mut node = self.leaves + row;
         self.tree[node] = self.fits_of_row(row);
@@ -231,6 +233,7 @@ impl FreeSeats {
             node /= 2;
             self.tree[node] = self.tree[2 * node].union(self.tree[2 * node + 1]);
         }
+        true
     }
 
     fn fits_of_row(&self, row: usize) -> Fits {
@@ -471,6 +474,50 @@ fn prev_bit(words: &[u64], before: u32, set: bool) -> Option<u32> {
 }
 
 #[cfg(test)]
+/// The contract's rule, read literally: every block of every row (of the section, if
+/// given) of available seats the buyer may take, ordered by whether it leaves an orphan,
+/// then the row's place from the stage, then the distance of its middle from the row's
+/// middle, then its first seat.
+pub(crate) fn reference(
+    layout: &Layout,
+    available: &[bool],
+    quantity: u32,
+    section: Option<u32>,
+    avoid: &[SeatNo],
+) -> Option<Block> {
+    let mut best: Option<((bool, usize, i64, u32), Block)> = None;
+    for (index, row) in layout.rows().iter().enumerate() {
+        if section.is_some_and(|s| row.section != s) || quantity > row.seats {
+            continue;
+        }
+        let n = i64::from(row.seats);
+        let free_at = |place: i64| {
+            (1..=n).contains(&place)
+                && available[(i64::from(row.first_seat.0) + place - 2) as usize]
+        };
+        for a in 1..=n - i64::from(quantity) + 1 {
+            let b = a + i64::from(quantity) - 1;
+            let seat = |place: i64| SeatNo((i64::from(row.first_seat.0) + place - 1) as u32);
+            if !(a..=b).all(|p| free_at(p) && !avoid.contains(&seat(p))) {
+                continue;
+            }
+            let leaves_orphan =
+                (free_at(a - 1) && !free_at(a - 2)) || (free_at(b + 1) && !free_at(b + 2));
+            let key = (leaves_orphan, index, (a + b - (n + 1)).abs(), seat(a).0);
+            let block = Block {
+                first: seat(a),
+                quantity,
+                leaves_orphan,
+            };
+            if best.as_ref().is_none_or(|(k, _)| key < *k) {
+                best = Some((key, block));
+            }
+        }
+    }
+    best.map(|(_, block)| block)
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::domain::venue::{RowPlan, SectionPlan};
@@ -481,7 +528,7 @@ mod tests {
             price: 1,
             rows: vec![RowPlan {
                 label: "A".into(),
-                seats,
+                seats: seats.into(),
             }],
         }])
         .unwrap()
@@ -572,51 +619,8 @@ mod tests {
     mod against_the_reference {
         use proptest::prelude::*;
 
+        use super::super::reference;
         use super::*;
-
-        /// The contract's rule, read literally: every block of every row (of the section, if
-        /// given) of available seats the buyer may take, ordered by whether it leaves an orphan,
-        /// then the row's place from the stage, then the distance of its middle from the row's
-        /// middle, then its first seat.
-        fn reference(
-            layout: &Layout,
-            available: &[bool],
-            quantity: u32,
-            section: Option<u32>,
-            avoid: &[SeatNo],
-        ) -> Option<Block> {
-            let mut best: Option<((bool, usize, i64, u32), Block)> = None;
-            for (index, row) in layout.rows().iter().enumerate() {
-                if section.is_some_and(|s| row.section != s) || quantity > row.seats {
-                    continue;
-                }
-                let n = i64::from(row.seats);
-                let free_at = |place: i64| {
-                    (1..=n).contains(&place)
-                        && available[(i64::from(row.first_seat.0) + place - 2) as usize]
-                };
-                for a in 1..=n - i64::from(quantity) + 1 {
-                    let b = a + i64::from(quantity) - 1;
-                    let seat =
-                        |place: i64| SeatNo((i64::from(row.first_seat.0) + place - 1) as u32);
-                    if !(a..=b).all(|p| free_at(p) && !avoid.contains(&seat(p))) {
-                        continue;
-                    }
-                    let leaves_orphan =
-                        (free_at(a - 1) && !free_at(a - 2)) || (free_at(b + 1) && !free_at(b + 2));
-                    let key = (leaves_orphan, index, (a + b - (n + 1)).abs(), seat(a).0);
-                    let block = Block {
-                        first: seat(a),
-                        quantity,
-                        leaves_orphan,
-                    };
-                    if best.as_ref().is_none_or(|(k, _)| key < *k) {
-                        best = Some((key, block));
-                    }
-                }
-            }
-            best.map(|(_, block)| block)
-        }
 
         fn layout_of(sections: &[Vec<u32>]) -> Layout {
             Layout::plan(
@@ -625,13 +629,13 @@ mod tests {
                     .enumerate()
                     .map(|(s, rows)| SectionPlan {
                         name: format!("S{s}"),
-                        price: s as u64,
+                        price: s as i128,
                         rows: rows
                             .iter()
                             .enumerate()
                             .map(|(r, seats)| RowPlan {
                                 label: format!("R{r}"),
-                                seats: *seats,
+                                seats: (*seats).into(),
                             })
                             .collect(),
                     })

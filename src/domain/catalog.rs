@@ -1,10 +1,12 @@
-//! Concerts and their dates. A date's seat count and seat price are fixed when it is created.
+//! Concerts and their dates. A date's layout (its sections, rows and prices) is fixed when it is
+//! created.
 
 use serde::{Deserialize, Serialize};
 
 use super::error::DomainError;
 use super::events::Event;
 use super::types::*;
+use super::venue::{Layout, SectionPlan};
 
 pub const SEATS_PER_DATE_MAX: i128 = 100_000;
 /// A concert's `title` and `venue`: 1 to this many characters, not all of them blank.
@@ -18,13 +20,34 @@ pub struct Concert {
     pub dates: Vec<DateId>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DateInfo {
     pub id: DateId,
     pub concert: ConcertId,
     pub starts_at: Timestamp,
-    pub seat_count: u32,
-    pub price: u64,
+    pub layout: Layout,
+}
+
+impl DateInfo {
+    pub fn seat_count(&self) -> u32 {
+        self.layout.seat_count()
+    }
+
+    /// The lowest price of a seat: the only one when the date has one section.
+    pub fn price_from(&self) -> u64 {
+        self.layout.lowest_price()
+    }
+}
+
+/// How an administrator describes a date's seats: a count at one price, or sections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SeatPlan {
+    /// Unchecked numbers, as the client sent them.
+    Uniform {
+        seat_count: i128,
+        price: i128,
+    },
+    Sections(Vec<SectionPlan>),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,26 +97,30 @@ impl Catalog {
         &self,
         concert: ConcertId,
         starts_at: Timestamp,
-        seat_count: i128,
-        price: i128,
+        seats: SeatPlan,
     ) -> Result<Event, DomainError> {
         self.concert(concert).ok_or(DomainError::NotFound)?;
-        if !(1..=SEATS_PER_DATE_MAX).contains(&seat_count) {
-            return Err(DomainError::InvalidInput(format!(
-                "seat_count must be 1 to {SEATS_PER_DATE_MAX}"
-            )));
-        }
-        if !(0..=MAX_MONEY as i128).contains(&price) {
-            return Err(DomainError::InvalidInput(
-                "price must be 0 to 2^53-1 won".into(),
-            ));
-        }
+        let layout = match seats {
+            SeatPlan::Uniform { seat_count, price } => {
+                if !(1..=SEATS_PER_DATE_MAX).contains(&seat_count) {
+                    return Err(DomainError::InvalidInput(format!(
+                        "seat_count must be 1 to {SEATS_PER_DATE_MAX}"
+                    )));
+                }
+                if !(0..=MAX_MONEY as i128).contains(&price) {
+                    return Err(DomainError::InvalidInput(
+                        "price must be 0 to 2^53-1 won".into(),
+                    ));
+                }
+                Layout::general(seat_count as u32, price as u64)
+            }
+            SeatPlan::Sections(sections) => Layout::plan(sections)?,
+        };
         Ok(Event::DateCreated {
             date: DateId(self.dates.len() as u32 + 1),
             concert,
             starts_at,
-            seat_count: seat_count as u32,
-            price: price as u64,
+            layout,
         })
     }
 
@@ -116,16 +143,14 @@ impl Catalog {
                 date,
                 concert,
                 starts_at,
-                seat_count,
-                price,
+                layout,
             } => {
                 assert_eq!(date.0 as usize, self.dates.len() + 1);
                 self.dates.push(DateInfo {
                     id: *date,
                     concert: *concert,
                     starts_at: *starts_at,
-                    seat_count: *seat_count,
-                    price: *price,
+                    layout: layout.clone(),
                 });
                 self.concerts[concert.0 as usize - 1].dates.push(*date);
             }
@@ -141,27 +166,32 @@ mod tests {
     #[test]
     fn a_date_needs_an_existing_concert_and_sane_numbers() {
         let mut catalog = Catalog::default();
+        let uniform = |seat_count, price| SeatPlan::Uniform { seat_count, price };
         assert_eq!(
-            catalog.create_date(ConcertId(1), Timestamp(0), 10, 10),
+            catalog.create_date(ConcertId(1), Timestamp(0), uniform(10, 10)),
             Err(DomainError::NotFound)
         );
         let e = catalog.create_concert("Night", "Hall").unwrap();
         catalog.apply(&e);
         for (seats, price) in [(0, 1), (100_001, 1), (10, -1), (10, 1 << 53), (-5, 0)] {
             assert!(matches!(
-                catalog.create_date(ConcertId(1), Timestamp(0), seats, price),
+                catalog.create_date(ConcertId(1), Timestamp(0), uniform(seats, price)),
                 Err(DomainError::InvalidInput(_))
             ));
         }
         let e = catalog
-            .create_date(ConcertId(1), Timestamp(0), 50, 0)
+            .create_date(ConcertId(1), Timestamp(0), uniform(50, 0))
             .unwrap();
         catalog.apply(&e);
         assert_eq!(
             catalog.concert(ConcertId(1)).unwrap().dates,
             vec![DateId(1)]
         );
-        assert_eq!(catalog.date(DateId(1)).unwrap().seat_count, 50);
+        assert_eq!(catalog.date(DateId(1)).unwrap().seat_count(), 50);
+        assert_eq!(
+            catalog.date(DateId(1)).unwrap().layout,
+            Layout::general(50, 0)
+        );
         assert!(catalog.date(DateId(0)).is_none());
     }
 

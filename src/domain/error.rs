@@ -25,6 +25,14 @@ pub enum DomainError {
         /// Whole seconds until the user may hold that seat again, rounded up, at least 1.
         retry_after_seconds: u64,
     },
+    #[error(
+        "no {quantity} adjacent seats are available{}; ask for fewer, another section, or pick seats",
+        .section.as_ref().map(|s| format!(" in section \"{s}\"")).unwrap_or_default()
+    )]
+    NoAdjacentSeats {
+        quantity: u32,
+        section: Option<String>,
+    },
     #[error("no such resource")]
     NotFound,
     #[error("this reservation is already paid")]
@@ -67,6 +75,7 @@ impl DomainError {
             }
             DomainError::SeatUnavailable(_) => "seat_unavailable",
             DomainError::ReholdCooldown { .. } => "rehold_cooldown",
+            DomainError::NoAdjacentSeats { .. } => "no_adjacent_seats",
             DomainError::NotFound => "not_found",
             DomainError::AlreadyPaid => "already_paid",
             DomainError::ReservationNotHeld => "reservation_not_held",

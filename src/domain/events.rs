@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::admission::QueueTokenId;
 use super::types::*;
+use super::venue::Layout;
 
 /// Which request an idempotent change answered, so a retry can be recognised after a restart.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,8 +42,8 @@ pub enum Event {
         date: DateId,
         concert: ConcertId,
         starts_at: Timestamp,
-        seat_count: u32,
-        price: u64,
+        /// Its sections, rows and prices: fixed for the date's life.
+        layout: Layout,
     },
     HoldPlaced {
         reservation: ReservationId,

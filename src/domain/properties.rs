@@ -10,6 +10,7 @@ use super::ledger::{BalancePolicy, Ledger, LedgerEntry};
 use super::seat_map::{
     HoldPolicy, Reservation, ReservationChange, ReservationState, SeatMap, SeatStatus,
 };
+use super::venue::Layout;
 use super::*;
 
 const SEATS: u32 = 12;
@@ -47,10 +48,13 @@ fn seat_command() -> impl Strategy<Value = SeatCommand> {
 }
 
 fn new_seat_map() -> SeatMap {
+    seat_map_of(Layout::general(SEATS, 100))
+}
+
+fn seat_map_of(layout: Layout) -> SeatMap {
     SeatMap::new(
         DateId(1),
-        SEATS,
-        100,
+        layout,
         HoldPolicy {
             ttl_ms: TTL_MS,
             max_seats_per_user: MAX_PER_USER,
@@ -58,6 +62,68 @@ fn new_seat_map() -> SeatMap {
             rehold_cooldown_ms: COOLDOWN_MS,
         },
     )
+}
+
+/// One to three sections (priced 100, 200, …) of one to three rows of one to nine seats.
+fn small_layout() -> impl Strategy<Value = Layout> {
+    prop::collection::vec(prop::collection::vec(1..=9i128, 1..=3), 1..=3).prop_map(|sections| {
+        Layout::plan(
+            sections
+                .into_iter()
+                .enumerate()
+                .map(|(s, rows)| venue::SectionPlan {
+                    name: format!("S{s}"),
+                    price: 100 * (s as i128 + 1),
+                    rows: rows
+                        .into_iter()
+                        .enumerate()
+                        .map(|(r, seats)| venue::RowPlan {
+                            label: format!("R{r}"),
+                            seats,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        )
+        .expect("within every limit")
+    })
+}
+
+#[derive(Debug, Clone)]
+enum VenueCommand {
+    Best {
+        user: u64,
+        quantity: u32,
+        section: Option<u32>,
+    },
+    Hold {
+        user: u64,
+        seat: u32,
+    },
+    Cancel {
+        user: u64,
+        seq: u32,
+    },
+    Pay {
+        user: u64,
+        seq: u32,
+    },
+    Advance {
+        ms: i64,
+    },
+    Sweep,
+}
+
+fn venue_command() -> impl Strategy<Value = VenueCommand> {
+    prop_oneof![
+        5 => (0..4u64, 0..=MAX_PER_USER + 1, prop::option::of(0..4u32))
+            .prop_map(|(user, quantity, section)| VenueCommand::Best { user, quantity, section }),
+        2 => (0..4u64, 1..=30u32).prop_map(|(user, seat)| VenueCommand::Hold { user, seat }),
+        1 => (0..4u64, 0..30u32).prop_map(|(user, seq)| VenueCommand::Cancel { user, seq }),
+        2 => (0..4u64, 0..30u32).prop_map(|(user, seq)| VenueCommand::Pay { user, seq }),
+        2 => (0..(2 * TTL_MS)).prop_map(|ms| VenueCommand::Advance { ms }),
+        1 => Just(VenueCommand::Sweep),
+    ]
 }
 
 /// Every reservation the events made, in its latest state: the history the store keeps.
@@ -143,7 +209,7 @@ fn check_seats(map: &SeatMap, log: &[Event], now: Timestamp, users: u64) {
             "user {user} holds {live_seats} seats"
         );
     }
-    for seat in 1..=SEATS {
+    for seat in 1..=map.seat_count() {
         let held = live_holders.get(&seat).copied().unwrap_or(0);
         let sold = buyers.get(&seat).copied().unwrap_or(0);
         assert!(sold <= 1, "seat {seat} sold {sold} times");
@@ -249,6 +315,112 @@ proptest! {
             replayed.apply(event);
         }
         prop_assert_eq!(replayed, map);
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Random layouts, fills (holds by number, payments, cancels, expiry by time with or
+    /// without a sweep) and best-available requests: every choice is the one the contract's
+    /// rule makes, read literally by the reference (so adjacent, in the asked section, never an
+    /// avoidable orphan, never a seat in the buyer's cooldown); it is refused only when the
+    /// reference finds no block; no seat is ever held or sold twice; replay gives the same map.
+    #[test]
+    fn best_available_holds_follow_the_rule_and_never_double_book(
+        layout in small_layout(),
+        commands in prop::collection::vec(venue_command(), 1..80)
+    ) {
+        let mut map = seat_map_of(layout.clone());
+        let mut now = Timestamp(1_000);
+        let mut log: Vec<Event> = Vec::new();
+        let every_seat: Vec<SeatNo> = (1..=map.seat_count()).map(SeatNo).collect();
+        for command in commands {
+            let decided = match command {
+                VenueCommand::Best { user, quantity, section } => {
+                    let user = UserId(user);
+                    let name = section.map(|s| format!("S{s}"));
+                    let outcome = map.place_best_available_among(
+                        user, quantity, name.as_deref(), now, None, &Default::default(),
+                    );
+                    let live_seats: u32 = history(&log)
+                        .into_values()
+                        .filter(|r| r.user == user && r.state == ReservationState::Held && r.expires_at > now)
+                        .map(|r| r.seats.len() as u32)
+                        .sum();
+                    let known_section = section.is_none_or(|s| (s as usize) < layout.sections().len());
+                    let available: Vec<bool> = every_seat
+                        .iter()
+                        .map(|seat| map.seat_status(*seat, now) == Some(SeatStatus::Available))
+                        .collect();
+                    let avoid = cooling(&log, user, &every_seat, now);
+                    let expected = best_available::reference(&layout, &available, quantity, section, &avoid);
+                    match &outcome {
+                        Err(DomainError::InvalidInput(_)) => {
+                            prop_assert!(quantity == 0 || quantity > MAX_PER_USER || !known_section);
+                        }
+                        Err(DomainError::HoldLimit { .. }) => {
+                            prop_assert!(known_section && live_seats + quantity > MAX_PER_USER);
+                        }
+                        Err(DomainError::NoAdjacentSeats { .. }) => {
+                            prop_assert!(expected.is_none(), "refused, yet {:?} was there", expected);
+                        }
+                        Ok(Event::HoldPlaced { seats, price, .. }) => {
+                            let block = expected.expect("the reference finds a block too");
+                            let chosen: Vec<SeatNo> = block.seats().collect();
+                            prop_assert_eq!(seats.as_slice(), chosen.as_slice());
+                            let row = layout.row_of(seats[0]).unwrap();
+                            prop_assert!(seats.iter().all(|s| layout.row_of(*s) == Some(row)));
+                            if let Some(section) = section {
+                                prop_assert_eq!(layout.rows()[row as usize].section, section);
+                            }
+                            let expected_price: u64 =
+                                seats.iter().map(|s| layout.price_of(*s).unwrap()).sum();
+                            prop_assert_eq!(*price, expected_price);
+                        }
+                        other => prop_assert!(false, "unexpected {:?}", other),
+                    }
+                    outcome.ok().into_iter().collect()
+                }
+                VenueCommand::Hold { user, seat } => map
+                    .place_hold(UserId(user), &[SeatNo(seat)], now, None)
+                    .ok()
+                    .into_iter()
+                    .collect(),
+                VenueCommand::Cancel { user, seq } => map
+                    .cancel_hold(UserId(user), ReservationId { date: DateId(1), seq }, now)
+                    .ok()
+                    .into_iter()
+                    .collect(),
+                VenueCommand::Pay { user, seq } => map
+                    .prepare_payment(UserId(user), ReservationId { date: DateId(1), seq }, now, None, None)
+                    .ok()
+                    .into_iter()
+                    .collect(),
+                VenueCommand::Advance { ms } => {
+                    now = now.plus_millis(ms);
+                    Vec::new()
+                }
+                VenueCommand::Sweep => map.expire_due(now),
+            };
+            for event in decided {
+                map.apply(&event);
+                log.push(event);
+            }
+            check_seats(&map, &log, now, 4);
+        }
+        // Replay from empty gives the same map, its derived index of free seats included; and
+        // so does a snapshot's copy once restored.
+        let mut replayed = seat_map_of(layout.clone());
+        for event in &log {
+            replayed.apply(event);
+        }
+        prop_assert_eq!(&replayed, &map);
+        let bytes = bincode::serde::encode_to_vec(&map, bincode::config::standard()).unwrap();
+        let (mut restored, _): (SeatMap, _) =
+            bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
+        restored.restore(map.policy());
+        prop_assert_eq!(restored, map);
     }
 }
 

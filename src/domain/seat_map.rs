@@ -25,9 +25,11 @@ use serde::{Deserialize, Serialize};
 
 use super::across_dates::HeldAcrossDates;
 use super::admission::QueueTokenId;
+use super::best_available::FreeSeats;
 use super::error::DomainError;
 use super::events::{Event, IdempotencyStamp};
 use super::types::*;
+use super::venue::Layout;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HoldPolicy {
@@ -37,6 +39,23 @@ pub struct HoldPolicy {
     pub max_seats_per_user_total: u32,
     /// How long a user who let go of a seat waits to hold it again; 0 never.
     pub rehold_cooldown_ms: i64,
+}
+
+/// What a buyer asks to hold: seats by number, or the best adjacent ones the date has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SeatChoice {
+    Named(SeatList),
+    BestAvailable {
+        quantity: u32,
+        /// A section's name; any section when absent.
+        section: Option<String>,
+    },
+}
+
+impl From<SeatList> for SeatChoice {
+    fn from(seats: SeatList) -> Self {
+        SeatChoice::Named(seats)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -268,13 +287,47 @@ impl ExpiryQueue {
 struct Cooldowns {
     ended: HashMap<(UserId, SeatNo), Timestamp, RandomState>,
     order: VecDeque<(Timestamp, UserId, SeatNo)>,
+    /// The seats of `ended` by user, in seat order, so best available can step around a
+    /// buyer's own without walking everyone's. Derived: rebuilt by `reindex`, not snapshotted.
+    #[serde(skip)]
+    by_user: HashMap<UserId, SmallVec<[SeatNo; 4]>, RandomState>,
 }
 
 impl Cooldowns {
+    fn reindex(&mut self) {
+        self.by_user.clear();
+        for (user, seat) in self.ended.keys() {
+            self.by_user.entry(*user).or_default().push(*seat);
+        }
+        for seats in self.by_user.values_mut() {
+            seats.sort_unstable();
+        }
+    }
+
+    /// Seats `user` let go of whose cooldown has not passed by `now`.
+    fn seats_of(&self, user: UserId, now: Timestamp, cooldown_ms: i64) -> SmallVec<[SeatNo; 4]> {
+        let Some(seats) = self.by_user.get(&user) else {
+            return SmallVec::new();
+        };
+        seats
+            .iter()
+            .copied()
+            .filter(|seat| {
+                self.ended
+                    .get(&(user, *seat))
+                    .is_some_and(|at| at.plus_millis(cooldown_ms) > now)
+            })
+            .collect()
+    }
+
     fn record(&mut self, user: UserId, seats: &[SeatNo], at: Timestamp) {
         for seat in seats {
             let ended = self.ended.entry((user, *seat)).or_insert(at);
             *ended = (*ended).max(at);
+            let mine = self.by_user.entry(user).or_default();
+            if let Err(place) = mine.binary_search(seat) {
+                mine.insert(place, *seat);
+            }
             let entry = (at, user, *seat);
             match self.order.back() {
                 Some(last) if *last > entry => {
@@ -305,6 +358,12 @@ impl Cooldowns {
             self.order.pop_front();
             if self.ended.get(&(user, seat)) == Some(&at) {
                 self.ended.remove(&(user, seat));
+                if let Some(mine) = self.by_user.get_mut(&user) {
+                    mine.retain(|s| *s != seat);
+                    if mine.is_empty() {
+                        self.by_user.remove(&user);
+                    }
+                }
             }
         }
     }
@@ -317,7 +376,7 @@ impl Cooldowns {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SeatMap {
     date: DateId,
-    seat_price: u64,
+    layout: Layout,
     policy: HoldPolicy,
     seats: Vec<SeatSlot>,
     /// Reservations in the held state (live, or past their expiry and not yet swept), by `seq`.
@@ -334,6 +393,13 @@ pub struct SeatMap {
     cooldowns: Cooldowns,
     held_seats: u32,
     sold_seats: u32,
+    /// The seats no reservation holds or bought, indexed for best available. Derived from
+    /// `seats`: rebuilt by `restore`, not snapshotted.
+    #[serde(skip)]
+    free: FreeSeats,
+    /// Seats of each section in `free`, in section order. Derived, as `free`.
+    #[serde(skip)]
+    free_by_section: Vec<u32>,
 }
 
 /// Hashes a hold's sequence number so that holds placed one after another sit in neighbouring
@@ -386,7 +452,7 @@ impl PartialEq for SeatMap {
                 .collect::<Vec<_>>()
         };
         self.date == other.date
-            && self.seat_price == other.seat_price
+            && self.layout == other.layout
             && self.policy == other.policy
             && self.seats == other.seats
             && self.holds == other.holds
@@ -395,6 +461,8 @@ impl PartialEq for SeatMap {
             && self.cooldowns == other.cooldowns
             && self.held_seats == other.held_seats
             && self.sold_seats == other.sold_seats
+            && self.free == other.free
+            && self.free_by_section == other.free_by_section
             && expiries_of(self) == expiries_of(other)
     }
 }
@@ -402,12 +470,14 @@ impl PartialEq for SeatMap {
 impl Eq for SeatMap {}
 
 impl SeatMap {
-    pub fn new(date: DateId, seat_count: u32, seat_price: u64, policy: HoldPolicy) -> Self {
+    pub fn new(date: DateId, layout: Layout, policy: HoldPolicy) -> Self {
         Self {
             date,
-            seat_price,
+            seats: vec![SeatSlot::default(); layout.seat_count() as usize],
+            free: FreeSeats::new(&layout),
+            free_by_section: layout.section_seats().collect(),
+            layout,
             policy,
-            seats: vec![SeatSlot::default(); seat_count as usize],
             holds: HashMap::default(),
             placed: 0,
             expiries: ExpiryQueue::default(),
@@ -424,8 +494,13 @@ impl SeatMap {
     pub fn seat_count(&self) -> u32 {
         self.seats.len() as u32
     }
-    pub fn seat_price(&self) -> u64 {
-        self.seat_price
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+    /// Seats of each section that no reservation holds or bought, in section order; lags the
+    /// truth by at most one sweep, as `held_seats` does.
+    pub fn free_by_section(&self) -> &[u32] {
+        &self.free_by_section
     }
     pub fn policy(&self) -> HoldPolicy {
         self.policy
@@ -441,6 +516,30 @@ impl SeatMap {
         held.sort_by_key(|r| r.id.seq);
         for r in held {
             self.holding.entry(r.user).or_default().push(r.id.seq);
+        }
+        self.cooldowns.reindex();
+        self.free = FreeSeats::new(&self.layout);
+        self.free_by_section = self.layout.section_seats().collect();
+        for seat in 1..=self.seat_count() {
+            self.refresh_free(SeatNo(seat));
+        }
+    }
+
+    /// Brings `free` in line with the seat's slot after it changed.
+    fn refresh_free(&mut self, seat: SeatNo) {
+        let slot = self.seats[seat.index()];
+        let free = slot.holder == 0 && !slot.sold;
+        if self.free.set(seat, free) {
+            let row = self
+                .layout
+                .row_of(seat)
+                .expect("a seat of the map is in its layout");
+            let section = self.layout.rows()[row as usize].section as usize;
+            if free {
+                self.free_by_section[section] += 1;
+            } else {
+                self.free_by_section[section] -= 1;
+            }
         }
     }
 
@@ -613,22 +712,138 @@ impl SeatMap {
                 retry_after_seconds: now.seconds_until(ends).max(1),
             });
         }
+        self.hold_of(user, SeatList::from_slice(seats), now, idempotency)
+    }
+
+    /// Decides a hold of what `choice` asks for: `place_hold_among` or
+    /// `place_best_available_among`.
+    pub fn place_choice_among(
+        &self,
+        user: UserId,
+        choice: &SeatChoice,
+        now: Timestamp,
+        idempotency: Option<IdempotencyStamp>,
+        across: &HeldAcrossDates,
+    ) -> Result<Event, DomainError> {
+        match choice {
+            SeatChoice::Named(seats) => {
+                self.place_hold_among(user, seats, now, idempotency, across)
+            }
+            SeatChoice::BestAvailable { quantity, section } => self.place_best_available_among(
+                user,
+                *quantity,
+                section.as_deref(),
+                now,
+                idempotency,
+                across,
+            ),
+        }
+    }
+
+    /// The hold of `seats`, once they are known to be available to `user`.
+    fn hold_of(
+        &self,
+        user: UserId,
+        seats: SeatList,
+        now: Timestamp,
+        idempotency: Option<IdempotencyStamp>,
+    ) -> Result<Event, DomainError> {
         let seq = self
             .placed
             .checked_add(1)
             .ok_or_else(|| DomainError::InvalidInput("this date has no more room".into()))?;
+        let price = seats
+            .iter()
+            .map(|seat| self.layout.price_of(*seat).unwrap_or(0))
+            .fold(0u64, u64::saturating_add);
         Ok(Event::HoldPlaced {
             reservation: ReservationId {
                 date: self.date,
                 seq,
             },
             user,
-            seats: SeatList::from_slice(seats),
-            price: self.seat_price.saturating_mul(seats.len() as u64),
+            seats,
+            price,
             at: now,
             expires_at: now.plus_millis(self.policy.ttl_ms),
             idempotency,
         })
+    }
+
+    /// Decides a hold of `quantity` adjacent seats chosen by the contract's best-available rule
+    /// (`best_available`), in the section named `section` or anywhere, for a user who holds
+    /// `across` over every date. Values are checked first (422), then the seats (409).
+    pub fn place_best_available_among(
+        &self,
+        user: UserId,
+        quantity: u32,
+        section: Option<&str>,
+        now: Timestamp,
+        idempotency: Option<IdempotencyStamp>,
+        across: &HeldAcrossDates,
+    ) -> Result<Event, DomainError> {
+        let max = self.policy.max_seats_per_user;
+        if !(1..=max).contains(&quantity) {
+            return Err(DomainError::InvalidInput(format!(
+                "best_available.quantity must be 1 to {max}"
+            )));
+        }
+        let section_index = match section {
+            Some(name) => Some(self.layout.section_named(name).ok_or_else(|| {
+                DomainError::InvalidInput(format!("this date has no section named \"{name}\""))
+            })?),
+            None => None,
+        };
+        if self.live_seats_held_by(user, now) + quantity > max {
+            return Err(DomainError::HoldLimit { max });
+        }
+        across.admit(quantity as usize, now, self.policy.max_seats_per_user_total)?;
+        let seats = if self.has_due_expiries(now) {
+            // The index knows holds that expired by time only once they are swept; the date's
+            // actor sweeps before every decision, so this copy is for other callers.
+            let mut swept = self.clone();
+            for expiry in self.expire_due(now) {
+                swept.apply(&expiry);
+            }
+            swept.best_block(user, quantity, section_index, now)
+        } else {
+            self.best_block(user, quantity, section_index, now)
+        };
+        let seats = seats.ok_or_else(|| DomainError::NoAdjacentSeats {
+            quantity,
+            section: section.map(str::to_owned),
+        })?;
+        self.hold_of(user, seats, now, idempotency)
+    }
+
+    /// The best block for `user` among the seats `free` says are available.
+    fn best_block(
+        &self,
+        user: UserId,
+        quantity: u32,
+        section: Option<u32>,
+        now: Timestamp,
+    ) -> Option<SeatList> {
+        let avoid = if self.policy.rehold_cooldown_ms > 0 {
+            self.cooldowns
+                .seats_of(user, now, self.policy.rehold_cooldown_ms)
+        } else {
+            SmallVec::new()
+        };
+        let block = self.free.choose(&self.layout, quantity, section, &avoid)?;
+        let seats: SeatList = block.seats().collect();
+        debug_assert!(seats.iter().all(|seat| {
+            self.seat_status(*seat, now) == Some(SeatStatus::Available)
+                && self.cooldown_ends(user, *seat, now).is_none()
+        }));
+        Some(seats)
+    }
+
+    fn has_due_expiries(&self, now: Timestamp) -> bool {
+        self.expiries
+            .live(|seq| self.holds.contains_key(&seq))
+            .next()
+            .is_some_and(|(at, _)| at <= now)
     }
 
     pub fn cancel_hold(
@@ -766,6 +981,7 @@ impl SeatMap {
                         self.end_hold(previous, expired_at);
                     }
                     self.seats[seat.index()].holder = reservation.seq;
+                    self.refresh_free(*seat);
                 }
                 self.placed = reservation.seq;
                 self.holds.insert(
@@ -799,6 +1015,7 @@ impl SeatMap {
                     debug_assert!(!slot.sold, "a seat is sold at most once");
                     slot.holder = seq;
                     slot.sold = true;
+                    self.refresh_free(*seat);
                 }
                 self.held_seats -= seats.len() as u32;
                 self.sold_seats += seats.len() as u32;
@@ -841,6 +1058,7 @@ impl SeatMap {
             let slot = &mut self.seats[seat.index()];
             if slot.holder == seq {
                 slot.holder = 0;
+                self.refresh_free(seat);
                 freed.push(seat);
             }
         }
@@ -861,8 +1079,7 @@ mod tests {
     fn map(seats: u32) -> SeatMap {
         SeatMap::new(
             DATE,
-            seats,
-            50_000,
+            Layout::general(seats, 50_000),
             HoldPolicy {
                 ttl_ms: TTL_MS,
                 max_seats_per_user: 4,
@@ -963,6 +1180,99 @@ mod tests {
         assert!(m
             .prepare_payment(BOB, second, t(TTL_MS + 1), None, None)
             .is_ok());
+    }
+
+    fn best(
+        map: &mut SeatMap,
+        user: UserId,
+        quantity: u32,
+        section: Option<&str>,
+        now: i64,
+    ) -> Result<Vec<u32>, DomainError> {
+        let event = map.place_best_available_among(
+            user,
+            quantity,
+            section,
+            t(now),
+            None,
+            &HeldAcrossDates::default(),
+        )?;
+        map.apply(&event);
+        let Event::HoldPlaced { seats, .. } = event else {
+            unreachable!()
+        };
+        Ok(seats.iter().map(|s| s.0).collect())
+    }
+
+    #[test]
+    fn best_available_takes_the_middle_of_a_row_then_either_side() {
+        let mut m = map(10);
+        assert_eq!(best(&mut m, ALICE, 2, None, 0), Ok(vec![5, 6]));
+        assert_eq!(best(&mut m, BOB, 2, None, 0), Ok(vec![3, 4]));
+        assert_eq!(best(&mut m, UserId(3), 2, None, 0), Ok(vec![7, 8]));
+        // 1–2 and 9–10 are left: a block of three is nowhere.
+        assert_eq!(
+            best(&mut m, UserId(4), 3, None, 0),
+            Err(DomainError::NoAdjacentSeats {
+                quantity: 3,
+                section: None
+            })
+        );
+    }
+
+    #[test]
+    fn best_available_checks_its_values_and_prices_by_section() {
+        let layout = Layout::plan(vec![
+            crate::domain::venue::SectionPlan {
+                name: "Floor".into(),
+                price: 150_000,
+                rows: vec![crate::domain::venue::RowPlan {
+                    label: "A".into(),
+                    seats: 4,
+                }],
+            },
+            crate::domain::venue::SectionPlan {
+                name: "Balcony".into(),
+                price: 80_000,
+                rows: vec![crate::domain::venue::RowPlan {
+                    label: "1".into(),
+                    seats: 6,
+                }],
+            },
+        ])
+        .unwrap();
+        let mut m = SeatMap::new(DATE, layout, map(1).policy());
+        for quantity in [0, 5] {
+            assert!(matches!(
+                best(&mut m, ALICE, quantity, None, 0),
+                Err(DomainError::InvalidInput(_))
+            ));
+        }
+        assert!(matches!(
+            best(&mut m, ALICE, 1, Some("Stalls"), 0),
+            Err(DomainError::InvalidInput(_))
+        ));
+        assert_eq!(best(&mut m, ALICE, 2, Some("Balcony"), 0), Ok(vec![7, 8]));
+        assert_eq!(best(&mut m, ALICE, 2, None, 0), Ok(vec![1, 2]));
+        assert_eq!(
+            best(&mut m, ALICE, 1, None, 0),
+            Err(DomainError::HoldLimit { max: 4 })
+        );
+        let prices: Vec<u64> = m.holds_of(ALICE).map(|r| r.price).collect();
+        assert!(prices.contains(&160_000) && prices.contains(&300_000));
+        assert_eq!(m.free_by_section(), [2, 4]);
+    }
+
+    #[test]
+    fn best_available_steps_around_the_buyers_cooldown_and_sees_unswept_expiries() {
+        let mut m = map(10);
+        let r = hold(&mut m, ALICE, &[5, 6], 0).unwrap();
+        m.apply(&m.cancel_hold(ALICE, r, t(1)).unwrap());
+        // Alice let go of 5–6: hers is the next best, 3–4; Bob gets the middle.
+        assert_eq!(best(&mut m, ALICE, 2, None, 2), Ok(vec![3, 4]));
+        assert_eq!(best(&mut m, BOB, 2, None, 2), Ok(vec![5, 6]));
+        // Bob's hold expires by time and is not swept: its seats are the best again.
+        assert_eq!(best(&mut m, UserId(3), 2, None, 2 + TTL_MS), Ok(vec![5, 6]));
     }
 
     #[test]
@@ -1292,8 +1602,7 @@ mod tests {
 
         let mut off = SeatMap::new(
             DATE,
-            10,
-            50_000,
+            Layout::general(10, 50_000),
             HoldPolicy {
                 rehold_cooldown_ms: 0,
                 ..m.policy()

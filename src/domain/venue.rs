@@ -22,18 +22,18 @@ pub const GENERAL_SECTION: &str = "General";
 /// ...in rows of this many seats, the last one the rest.
 pub const GENERAL_ROW_SEATS: u32 = 500;
 
-/// A section as an administrator describes it, before it is checked.
+/// A section as an administrator describes it, before it is checked: numbers as sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SectionPlan {
     pub name: String,
-    pub price: u64,
+    pub price: i128,
     pub rows: Vec<RowPlan>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RowPlan {
     pub label: String,
-    pub seats: u32,
+    pub seats: i128,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,7 +109,7 @@ impl Layout {
                     plan.name
                 )));
             }
-            if plan.price > PRICE_MAX {
+            if !(0..=i128::from(PRICE_MAX)).contains(&plan.price) {
                 return Err(invalid(format!(
                     "section \"{}\": a price is 0 to {PRICE_MAX}",
                     plan.name
@@ -139,13 +139,14 @@ impl Layout {
                         plan.name, row.label
                     )));
                 }
-                if row.seats == 0 || row.seats > SEATS_PER_ROW_MAX {
+                if !(1..=i128::from(SEATS_PER_ROW_MAX)).contains(&row.seats) {
                     return Err(invalid(format!(
                         "section \"{}\", row \"{}\": a row has 1 to {SEATS_PER_ROW_MAX} seats",
                         plan.name, row.label
                     )));
                 }
-                if next_seat - 1 + u64::from(row.seats) > u64::from(SEATS_MAX) {
+                let seats = row.seats as u32;
+                if next_seat - 1 + u64::from(seats) > u64::from(SEATS_MAX) {
                     return Err(invalid(format!(
                         "a date has at most {SEATS_MAX} seats in all"
                     )));
@@ -154,13 +155,13 @@ impl Layout {
                     label: row.label,
                     section,
                     first_seat: SeatNo(next_seat as u32),
-                    seats: row.seats,
+                    seats,
                 });
-                next_seat += u64::from(row.seats);
+                next_seat += u64::from(seats);
             }
             layout.sections.push(Section {
                 name: plan.name,
-                price: plan.price,
+                price: plan.price as u64,
                 rows: first_row..layout.rows.len() as u32,
             });
         }
@@ -172,12 +173,14 @@ impl Layout {
         let rows = (0..seat_count.div_ceil(GENERAL_ROW_SEATS))
             .map(|n| RowPlan {
                 label: (n + 1).to_string(),
-                seats: (seat_count - n * GENERAL_ROW_SEATS).min(GENERAL_ROW_SEATS),
+                seats: (seat_count - n * GENERAL_ROW_SEATS)
+                    .min(GENERAL_ROW_SEATS)
+                    .into(),
             })
             .collect();
         let plan = vec![SectionPlan {
             name: GENERAL_SECTION.to_owned(),
-            price,
+            price: price.into(),
             rows,
         }];
         // The seat count and price were checked by the caller; rows of 500 are always valid.
@@ -221,6 +224,21 @@ impl Layout {
         })
     }
 
+    /// The cheapest section's price.
+    pub fn lowest_price(&self) -> u64 {
+        self.sections.iter().map(|s| s.price).min().unwrap_or(0)
+    }
+
+    /// Seats in each section, in section order.
+    pub fn section_seats(&self) -> impl Iterator<Item = u32> + '_ {
+        self.sections.iter().map(|s| {
+            self.rows[s.rows.start as usize..s.rows.end as usize]
+                .iter()
+                .map(|r| r.seats)
+                .sum()
+        })
+    }
+
     pub fn price_of(&self, seat: SeatNo) -> Option<u64> {
         let place = self.place_of(seat)?;
         Some(self.sections[place.section as usize].price)
@@ -234,14 +252,14 @@ mod tests {
     fn row(label: &str, seats: u32) -> RowPlan {
         RowPlan {
             label: label.into(),
-            seats,
+            seats: seats.into(),
         }
     }
 
     fn section(name: &str, price: u64, rows: Vec<RowPlan>) -> SectionPlan {
         SectionPlan {
             name: name.into(),
-            price,
+            price: price.into(),
             rows,
         }
     }

@@ -11,6 +11,8 @@ use utoipa::ToSchema;
 use super::error::{ApiError, Problem};
 use super::extract::{AdminAuth, ApiJson, IdPath, WholeNumber};
 use super::{parse_rfc3339, AppState};
+use crate::domain::catalog::SeatPlan;
+use crate::domain::venue::{RowPlan, SectionPlan};
 use crate::domain::ConcertId;
 
 pub fn routes() -> Router<AppState> {
@@ -78,17 +80,83 @@ pub(super) async fn create_concert(
         .into_response())
 }
 
+/// Send `seat_count` and `price` (one section, "General", in rows of 500), or `sections`:
+/// one form, not both.
 #[derive(Deserialize, ToSchema)]
 pub(super) struct DateRequest {
     /// RFC 3339.
     #[schema(example = "2026-12-24T19:00:00Z")]
     starts_at: String,
     /// 1–100,000.
-    #[schema(value_type = u32, minimum = 1, maximum = 100000)]
-    seat_count: WholeNumber,
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 100000)]
+    #[serde(default, deserialize_with = "super::extract::present")]
+    seat_count: Option<WholeNumber>,
     /// Whole won per seat, 0–2^53−1.
+    #[schema(value_type = Option<u64>, minimum = 0, maximum = 9007199254740991_u64)]
+    #[serde(default, deserialize_with = "super::extract::present")]
+    price: Option<WholeNumber>,
+    /// 1–50 sections, the first nearest the stage; names unique within the date; 1–100,000
+    /// seats in all. Seats are numbered from 1, section by section, row by row.
+    #[schema(min_items = 1, max_items = 50)]
+    #[serde(default, deserialize_with = "super::extract::present")]
+    sections: Option<Vec<SectionRequest>>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub(super) struct SectionRequest {
+    /// 1–50 characters, not all blank.
+    #[schema(example = "Floor", min_length = 1, max_length = 50, pattern = r"\S")]
+    name: String,
+    /// Whole won per seat of this section, 0–2^53−1.
     #[schema(value_type = u64, minimum = 0, maximum = 9007199254740991_u64)]
     price: WholeNumber,
+    /// 1–200 rows, the first nearest the stage; labels unique within the section.
+    #[schema(min_items = 1, max_items = 200)]
+    rows: Vec<RowRequest>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub(super) struct RowRequest {
+    /// 1–10 characters, not all blank.
+    #[schema(example = "A", min_length = 1, max_length = 10, pattern = r"\S")]
+    row: String,
+    /// 1–500.
+    #[schema(value_type = u32, minimum = 1, maximum = 500)]
+    seats: WholeNumber,
+}
+
+impl DateRequest {
+    fn seat_plan(self) -> Result<SeatPlan, ApiError> {
+        match (self.seat_count, self.price, self.sections) {
+            (Some(seat_count), Some(price), None) => Ok(SeatPlan::Uniform {
+                seat_count: seat_count.0,
+                price: price.0,
+            }),
+            (None, None, Some(sections)) => Ok(SeatPlan::Sections(
+                sections
+                    .into_iter()
+                    .map(|section| SectionPlan {
+                        name: section.name,
+                        price: section.price.0,
+                        rows: section
+                            .rows
+                            .into_iter()
+                            .map(|row| RowPlan {
+                                label: row.row,
+                                seats: row.seats.0,
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            )),
+            (_, _, Some(_)) => Err(ApiError::invalid_input(
+                "send sections, or seat_count and price, not both",
+            )),
+            _ => Err(ApiError::invalid_input(
+                "send seat_count and price, or sections",
+            )),
+        }
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -119,15 +187,11 @@ pub(super) async fn create_date(
     let starts_at = parse_rfc3339(&body.value.starts_at).ok_or_else(|| {
         ApiError::invalid_input("starts_at must be an RFC 3339 time, e.g. 2026-12-24T19:00:00Z")
     })?;
+    let seats = body.value.seat_plan()?;
     let date = app
         .engine
         .catalog
-        .create_date(
-            concert,
-            starts_at,
-            body.value.seat_count.0,
-            body.value.price.0,
-        )
+        .create_date(concert, starts_at, seats)
         .await?;
     Ok((
         StatusCode::CREATED,

@@ -63,8 +63,20 @@ pub(super) struct DateBody {
     total_seats: u32,
     /// Neither held nor sold; may lag by up to a second.
     available_seats: u32,
+    /// Whole won per seat: the cheapest section's price.
+    price: u64,
+    /// In stage order: the first is nearest the stage.
+    sections: Vec<SectionAvailability>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct SectionAvailability {
+    name: String,
     /// Whole won per seat.
     price: u64,
+    total_seats: u32,
+    /// Neither held nor sold; may lag by up to a second.
+    available_seats: u32,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -94,9 +106,10 @@ pub(super) async fn dates(
         .map(|d| DateBody {
             date_id: d.id.to_string(),
             starts_at: rfc3339(d.starts_at),
-            total_seats: d.seat_count,
+            total_seats: d.seat_count(),
             available_seats: available_seats(&app, &d),
-            price: d.price,
+            price: d.price_from(),
+            sections: section_availability(&app, &d),
         })
         .collect();
     Ok(Json(DatesBody { dates }).into_response())
@@ -107,7 +120,25 @@ fn available_seats(app: &AppState, date: &DateInfo) -> u32 {
     app.engine
         .dates
         .get(date.id)
-        .map_or(date.seat_count, |h| h.view().available_seats())
+        .map_or(date.seat_count(), |h| h.view().available_seats())
+}
+
+/// Each section's seats and those neither held nor sold, as the date's actor last published
+/// them.
+fn section_availability(app: &AppState, date: &DateInfo) -> Vec<SectionAvailability> {
+    let handle = app.engine.dates.get(date.id);
+    let mut available = handle.iter().flat_map(|h| h.view().available_by_section());
+    date.layout
+        .sections()
+        .iter()
+        .zip(date.layout.section_seats())
+        .map(|(section, total)| SectionAvailability {
+            name: section.name.clone(),
+            price: section.price,
+            total_seats: total,
+            available_seats: available.next().unwrap_or(total),
+        })
+        .collect()
 }
 
 /// One date with its concert, for a client that knows only the date (a reservation's).
@@ -123,8 +154,10 @@ pub(super) struct OneDateBody {
     total_seats: u32,
     /// Neither held nor sold; may lag by up to a second.
     available_seats: u32,
-    /// Whole won per seat.
+    /// Whole won per seat: the cheapest section's price.
     price: u64,
+    /// In stage order: the first is nearest the stage.
+    sections: Vec<SectionAvailability>,
 }
 
 #[utoipa::path(
@@ -150,26 +183,55 @@ pub(super) async fn date(
         title: concert.title,
         venue: concert.venue,
         starts_at: rfc3339(date.starts_at),
-        total_seats: date.seat_count,
+        total_seats: date.seat_count(),
         available_seats: available_seats(&app, &date),
-        price: date.price,
+        price: date.price_from(),
+        sections: section_availability(&app, &date),
     })
     .into_response())
 }
 
 #[derive(Serialize, ToSchema)]
-pub(super) struct SeatBody {
+pub(super) struct SeatBody<'a> {
     seat_no: u32,
     /// `available`, `held` or `sold`.
     #[schema(example = "available")]
     status: &'static str,
+    /// Whole won: its section's price.
     price: u64,
+    /// Its section's name.
+    #[schema(example = "Floor")]
+    section: &'a str,
+    /// Its row's label.
+    #[schema(example = "A")]
+    row: &'a str,
+    /// Its number within the row, from 1.
+    seat: u32,
 }
 
 #[derive(Serialize, ToSchema)]
-pub(super) struct SeatsBody {
+pub(super) struct SectionLayout {
+    name: String,
+    /// Whole won per seat.
+    price: u64,
+    /// The first is nearest the stage.
+    rows: Vec<RowLayout>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct RowLayout {
+    row: String,
+    /// The `seat_no` of its first seat; the rest follow in order.
+    first_seat_no: u32,
+    seats: u32,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct SeatsBody<'a> {
     date_id: String,
-    seats: Vec<SeatBody>,
+    seats: Vec<SeatBody<'a>>,
+    /// The venue: sections in stage order, the first nearest the stage.
+    sections: Vec<SectionLayout>,
     /// Seats one user may hold at once on this date (`holds.max_seats_per_user`).
     max_seats_per_user: u32,
     /// How long a hold lasts (`holds.ttl_seconds`).
@@ -206,20 +268,44 @@ pub(super) fn seat_status_name(status: SeatStatus) -> &'static str {
 }
 
 /// Every seat of a date now: the seat map's listing, and the first event of its stream.
-pub(super) fn seat_listing(app: &AppState, view: &SeatView) -> SeatsBody {
-    let price = view.seat_price();
+pub(super) fn seat_listing<'a>(app: &AppState, view: &'a SeatView) -> SeatsBody<'a> {
     let now = app.clock.now();
+    let layout = view.layout();
+    let mut statuses = view.statuses(now);
+    let mut seats = Vec::with_capacity(view.seat_count() as usize);
+    let mut sections = Vec::with_capacity(layout.sections().len());
+    for section in layout.sections() {
+        let rows = &layout.rows()[section.rows.start as usize..section.rows.end as usize];
+        for row in rows {
+            for (place, (seat, status)) in (1..=row.seats).zip(statuses.by_ref()) {
+                seats.push(SeatBody {
+                    seat_no: seat.0,
+                    status: seat_status_name(status),
+                    price: section.price,
+                    section: &section.name,
+                    row: &row.label,
+                    seat: place,
+                });
+            }
+        }
+        sections.push(SectionLayout {
+            name: section.name.clone(),
+            price: section.price,
+            rows: rows
+                .iter()
+                .map(|row| RowLayout {
+                    row: row.label.clone(),
+                    first_seat_no: row.first_seat.0,
+                    seats: row.seats,
+                })
+                .collect(),
+        });
+    }
     SeatsBody {
         max_seats_per_user: app.settings.holds.max_seats_per_user,
         hold_seconds: app.settings.holds.ttl_seconds,
         date_id: view.date().to_string(),
-        seats: view
-            .statuses(now)
-            .map(|(seat, status)| SeatBody {
-                seat_no: seat.0,
-                status: seat_status_name(status),
-                price,
-            })
-            .collect(),
+        seats,
+        sections,
     }
 }

@@ -100,6 +100,7 @@ pub(crate) fn status_of(error: &DomainError) -> StatusCode {
         | DomainError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
         DomainError::SeatUnavailable(_)
         | DomainError::ReholdCooldown { .. }
+        | DomainError::NoAdjacentSeats { .. }
         | DomainError::AlreadyPaid
         | DomainError::ReservationNotHeld
         | DomainError::UsernameTaken => StatusCode::CONFLICT,

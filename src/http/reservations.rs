@@ -19,7 +19,7 @@ use super::{rfc3339, AppState};
 use crate::actors::date::PaymentReceipt;
 use crate::domain::idempotency::{KeyedEndpoint, Outcome};
 use crate::domain::page::{Cursor, ListKind};
-use crate::domain::seat_map::Reservation;
+use crate::domain::seat_map::{Reservation, SeatChoice};
 use crate::domain::{DateId, PaymentId, ReservationId, SeatList, SeatNo, UserId};
 
 pub fn routes() -> Router<AppState> {
@@ -63,7 +63,7 @@ impl ReservationBody {
     }
 }
 
-/// Send `seat_no` or `seat_nos`, not both.
+/// Send one of `seat_no`, `seat_nos` and `best_available`.
 #[derive(Deserialize, ToSchema)]
 pub(super) struct HoldRequest {
     date_id: String,
@@ -78,6 +78,24 @@ pub(super) struct HoldRequest {
     #[schema(value_type = Option<Vec<u32>>, min_items = 1)]
     #[serde(default, deserialize_with = "super::extract::present")]
     seat_nos: Option<Vec<WholeNumber>>,
+    /// The server chooses `quantity` adjacent seats in one row: never a block that leaves a
+    /// single seat free beside it when another block would not, then the section and row
+    /// nearest the stage, then nearest the row's middle, then the lower seat number. None
+    /// left → 409 `no_adjacent_seats`.
+    #[serde(default, deserialize_with = "super::extract::present")]
+    best_available: Option<BestAvailableRequest>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub(super) struct BestAvailableRequest {
+    /// 1…`holds.max_seats_per_user`; with the seats already held on the date, at most that
+    /// (else 422 `hold_limit`).
+    #[schema(value_type = u32, minimum = 1)]
+    quantity: WholeNumber,
+    /// A section of the date, by name; any section when absent.
+    #[schema(example = "Floor")]
+    #[serde(default)]
+    section: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -89,16 +107,27 @@ pub(super) struct ReservationsBody {
     next_cursor: Option<String>,
 }
 
-fn requested_seats(request: &HoldRequest) -> Result<SeatList, ApiError> {
-    let raw: &[WholeNumber] = match (&request.seat_no, &request.seat_nos) {
-        (Some(_), Some(_)) => {
+fn requested_seats(request: &HoldRequest) -> Result<SeatChoice, ApiError> {
+    let raw: &[WholeNumber] = match (&request.seat_no, &request.seat_nos, &request.best_available) {
+        (None, None, Some(best)) => {
+            return Ok(SeatChoice::BestAvailable {
+                // A quantity past u32 is as far out of range as 0: the seat map refuses both.
+                quantity: u32::try_from(best.quantity.0).unwrap_or(0),
+                section: best.section.clone(),
+            });
+        }
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
             return Err(ApiError::invalid_input(
-                "send either seat_no or seat_nos, not both",
+                "send one of seat_no, seat_nos and best_available",
             ))
         }
-        (Some(one), None) => std::slice::from_ref(one),
-        (None, Some(many)) => many,
-        (None, None) => return Err(ApiError::malformed("the body needs seat_no or seat_nos")),
+        (Some(one), None, None) => std::slice::from_ref(one),
+        (None, Some(many), None) => many,
+        (None, None, None) => {
+            return Err(ApiError::malformed(
+                "the body needs seat_no, seat_nos or best_available",
+            ))
+        }
     };
     raw.iter()
         .map(|n| {
@@ -106,7 +135,8 @@ fn requested_seats(request: &HoldRequest) -> Result<SeatList, ApiError> {
                 ApiError::invalid_input(format!("seat number {} does not exist", n.0))
             })
         })
-        .collect()
+        .collect::<Result<SeatList, _>>()
+        .map(SeatChoice::Named)
 }
 
 #[utoipa::path(
@@ -120,7 +150,7 @@ fn requested_seats(request: &HoldRequest) -> Result<SeatList, ApiError> {
         (status = 401, description = "`unauthenticated` or `queue_token_invalid`", body = Problem),
         (status = 403, description = "`not_admitted`, `queue_token_expired` or `forbidden`", body = Problem),
         (status = 404, description = "`not_found`: no such date", body = Problem),
-        (status = 409, description = "`seat_unavailable`, or `rehold_cooldown`: this user let go of the seat (cancelled, or it expired) less than `holds.rehold_cooldown_seconds` ago; others may hold it at once", body = Problem,
+        (status = 409, description = "`seat_unavailable`; `no_adjacent_seats` (best available: no block of `quantity` adjacent available seats in the section, or anywhere); or `rehold_cooldown`: this user let go of the seat (cancelled, or it expired) less than `holds.rehold_cooldown_seconds` ago; others may hold it at once", body = Problem,
             headers(("Retry-After" = u64, description = "with `rehold_cooldown`: whole seconds until this user may hold that seat again (at least 1)"))),
         (status = 422, description = "`invalid_input`, `hold_limit` (`holds.max_seats_per_user` on the date, or `holds.max_seats_per_user_total` over all dates) or `idempotency_key_reused`", body = Problem),
         (status = 429, description = "`rate_limited`: too many requests on this session; see `Retry-After`", body = Problem),

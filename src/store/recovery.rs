@@ -136,7 +136,7 @@ pub fn recover(setup: &StoreSetup, policies: Policies) -> Result<Recovered, Stor
     let mut dates: BTreeMap<DateId, Start<SeatMap>> = BTreeMap::new();
     for info in catalog.state.dates() {
         let start = start(dir, &date_owner(info.id), || {
-            SeatMap::new(info.id, info.seat_count, info.price, policies.holds)
+            SeatMap::new(info.id, info.layout.clone(), policies.holds)
         })?;
         dates.insert(info.id, start);
     }
@@ -210,15 +210,9 @@ pub fn recover(setup: &StoreSetup, policies: Policies) -> Result<Recovered, Stor
         if seq > catalog.seq {
             catalog_state.apply(event);
         }
-        if let Event::DateCreated {
-            date,
-            seat_count,
-            price,
-            ..
-        } = event
-        {
+        if let Event::DateCreated { date, layout, .. } = event {
             maps.entry(*date)
-                .or_insert_with(|| (SeatMap::new(*date, *seat_count, *price, policies.holds), 0));
+                .or_insert_with(|| (SeatMap::new(*date, layout.clone(), policies.holds), 0));
         }
         if seq > ledger.seq {
             ledger_state.apply(event);

@@ -38,6 +38,7 @@ async fn a_date_names_its_concert_venue_start_seats_and_price() {
             "total_seats": SEATS,
             "available_seats": SEATS,
             "price": PRICE,
+            "sections": [{"name": "General", "price": PRICE, "total_seats": SEATS, "available_seats": SEATS}],
         })
     );
 }

@@ -27,6 +27,20 @@ async fn race(
     date: &str,
     seats_of: impl Fn(usize) -> Vec<u64>,
 ) -> Vec<(usize, u16, Value)> {
+    race_bodies(
+        app,
+        buyers,
+        |i| json!({"date_id": date, "seat_nos": seats_of(i)}),
+    )
+    .await
+}
+
+/// `race` with any hold body per buyer.
+async fn race_bodies(
+    app: &TestApp,
+    buyers: &[(Buyer, String)],
+    body_of: impl Fn(usize) -> Value,
+) -> Vec<(usize, u16, Value)> {
     let barrier = Arc::new(Barrier::new(buyers.len()));
     let mut tasks = Vec::with_capacity(buyers.len());
     for (i, (buyer, queue_token)) in buyers.iter().enumerate() {
@@ -34,7 +48,7 @@ async fn race(
             .post("/api/v1/reservations")
             .session(buyer)
             .queue(queue_token)
-            .json(&json!({"date_id": date, "seat_nos": seats_of(i)}));
+            .json(&body_of(i));
         let barrier = barrier.clone();
         tasks.push(tokio::spawn(async move {
             barrier.wait().await;
@@ -345,4 +359,135 @@ async fn one_buyer_racing_itself_never_exceeds_the_hold_limit() {
         .map(|(n, _)| *n)
         .collect();
     assert_eq!(listed, held);
+}
+
+/// The contract's best-available rule, read literally, over `rows` (`(first seat_no, seats)`
+/// in stage order) where `taken` seats are unavailable: the first seat of the chosen pair.
+fn reference_pair(rows: &[(u64, u64)], taken: &BTreeSet<u64>) -> Option<u64> {
+    let mut best: Option<((bool, usize, i64, u64), u64)> = None;
+    for (index, (first, seats)) in rows.iter().enumerate() {
+        let n = *seats as i64;
+        let free =
+            |place: i64| (1..=n).contains(&place) && !taken.contains(&(*first + place as u64 - 1));
+        for a in 1..n {
+            let b = a + 1;
+            if !(free(a) && free(b)) {
+                continue;
+            }
+            let orphan = (free(a - 1) && !free(a - 2)) || (free(b + 1) && !free(b + 2));
+            let key = (
+                orphan,
+                index,
+                (a + b - (n + 1)).abs(),
+                *first + a as u64 - 1,
+            );
+            if best.is_none_or(|(k, _)| key < k) {
+                best = Some((key, key.3));
+            }
+        }
+    }
+    best.map(|(_, seat)| seat)
+}
+
+/// 600 buyers ask for the best two seats on a 672-seat date of rows of odd lengths (so a
+/// careless choice strands single seats), all at once. Read in the order the date decided them
+/// (reservation numbers), every answer is the one the contract's rule gives on the seats taken
+/// before it: adjacent, no overlap, an orphan only when none could be avoided, and
+/// `no_adjacent_seats` only once no pair is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn six_hundred_buyers_asking_for_the_best_pair_get_what_the_rule_gives_in_order() {
+    const BUYERS: usize = 600;
+    let app = crowd_app().await;
+    let concert = app.create_concert("Pairs", "Odd Hall").await;
+    let lengths = [7u64, 9, 11, 13, 15, 17, 19, 21];
+    let section_rows: Vec<Vec<u64>> = vec![lengths.repeat(3), lengths.repeat(3)];
+    let sections: Vec<Value> = section_rows
+        .iter()
+        .enumerate()
+        .map(|(s, rows)| {
+            let rows: Vec<Value> = rows
+                .iter()
+                .enumerate()
+                .map(|(r, seats)| json!({"row": format!("R{r}"), "seats": seats}))
+                .collect();
+            json!({"name": format!("S{s}"), "price": 1_000, "rows": rows})
+        })
+        .collect();
+    let response = app
+        .post(&format!("/api/v1/admin/concerts/{concert}/dates"))
+        .bearer_auth(&app.admin_token)
+        .json(&json!({"starts_at": STARTS_AT, "sections": sections}))
+        .send()
+        .await
+        .unwrap();
+    let date = string_field(&assert_json(response, 201).await, "date_id");
+    let mut rows = Vec::new();
+    let mut next = 1;
+    for seats in section_rows.iter().flatten() {
+        rows.push((next, *seats));
+        next += seats;
+    }
+    let total = next - 1;
+    assert_eq!(total, 672);
+    let buyers = app.admitted_buyers(BUYERS, PREPARE_CONCURRENCY).await;
+
+    let results = race_bodies(
+        &app,
+        &buyers,
+        |_| json!({"date_id": date, "best_available": {"quantity": 2}}),
+    )
+    .await;
+
+    let mut decided: Vec<(u64, Vec<u64>)> = Vec::new();
+    let mut refused = 0;
+    for (i, status, body) in &results {
+        match status {
+            201 => {
+                let id = string_field(body, "reservation_id");
+                let seq: u64 = id
+                    .rsplit('_')
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .expect("a numbered reservation");
+                let seats: Vec<u64> = body["seat_nos"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|s| s.as_u64().unwrap())
+                    .collect();
+                decided.push((seq, seats));
+            }
+            409 => {
+                assert_eq!(body["code"], "no_adjacent_seats", "buyer {i}: {body}");
+                refused += 1;
+            }
+            _ => panic!("buyer {i}: {status} {body}"),
+        }
+    }
+    decided.sort();
+    let mut taken = BTreeSet::new();
+    for (seq, seats) in &decided {
+        let expected = reference_pair(&rows, &taken).expect("a pair was left for this hold");
+        assert_eq!(seats, &vec![expected, expected + 1], "hold {seq}");
+        for seat in seats {
+            assert!(taken.insert(*seat), "seat {seat} held twice");
+        }
+    }
+    // Every 201 came before every refusal: once the rule finds no pair, none comes back.
+    assert_eq!(reference_pair(&rows, &taken).is_none(), refused > 0);
+    assert_eq!(decided.len() + refused, BUYERS);
+    // Rows of odd length leave one seat each, and nothing else: each row's orphan is forced.
+    assert_eq!(
+        decided.len(),
+        (total as usize - rows.len()) / 2,
+        "{refused} refused"
+    );
+    let statuses = app.seat_statuses(&buyers[0].0, &buyers[0].1, &date).await;
+    let held: BTreeSet<u64> = statuses
+        .iter()
+        .filter(|(_, status)| *status == "held")
+        .map(|(seat, _)| *seat)
+        .collect();
+    assert_eq!(held, taken, "the listing shows exactly the seats held");
 }

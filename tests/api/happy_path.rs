@@ -114,7 +114,8 @@ async fn the_whole_happy_path_works_step_by_step() {
         rfc3339_ms(STARTS_AT)
     );
 
-    // Seat listing: every seat, numbered from 1, available, at the date's price.
+    // Seat listing: every seat, numbered from 1, available, at the date's price, in the one
+    // section a date made with a seat count has.
     let listing = assert_json(app.seats_response(&buyer, &queue_token, &date).await, 200).await;
     assert_eq!(listing["date_id"], json!(date));
     let seats = listing["seats"].as_array().expect("seats is an array");
@@ -122,7 +123,8 @@ async fn the_whole_happy_path_works_step_by_step() {
     for (i, seat) in seats.iter().enumerate() {
         assert_eq!(
             seat,
-            &json!({"seat_no": i as u64 + 1, "status": "available", "price": PRICE}),
+            &json!({"seat_no": i as u64 + 1, "status": "available", "price": PRICE,
+                    "section": "General", "row": "1", "seat": i as u64 + 1}),
         );
     }
 

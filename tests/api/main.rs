@@ -19,3 +19,4 @@ mod live;
 mod money;
 mod openapi;
 mod queue;
+mod venues;

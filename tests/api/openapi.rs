@@ -1400,11 +1400,19 @@ impl Values {
         }
     }
 
-    /// `n` distinct items.
+    /// `n` distinct items: integers, or a date's sections (one seat each, named apart).
     fn items(schema: &Value, n: usize) -> Value {
         let items = &schema["items"];
+        let sections = items["$ref"]
+            .as_str()
+            .is_some_and(|r| r.ends_with("/SectionRequest"));
         (0..n)
-            .map(|i| Self::integer(items, i as i64))
+            .map(|i| match sections {
+                true => {
+                    json!({"name": format!("S{i}"), "price": 1, "rows": [{"row": "A", "seats": 1}]})
+                }
+                false => Self::integer(items, i as i64),
+            })
             .collect::<Vec<_>>()
             .into()
     }
@@ -1497,6 +1505,11 @@ async fn try_limit(app: &TestApp, limit: &Limit, value: &Value) -> reqwest::Resp
         if limit.field.starts_with("seat_no") {
             body.as_object_mut().unwrap().remove("seat_no");
         }
+        if limit.field == "sections" {
+            // The other form of a date's seats; one form at a time.
+            body.as_object_mut().unwrap().remove("seat_count");
+            body.as_object_mut().unwrap().remove("price");
+        }
         body[&limit.field] = value.clone();
     }
     let (buyer, queue_token) = app.admitted_buyer().await;
@@ -1558,6 +1571,7 @@ async fn every_documented_limit_holds_just_inside_and_just_outside() {
         "seat_nos",
         "seat_count",
         "price",
+        "sections",
         "title",
         "venue",
         "Idempotency-Key",

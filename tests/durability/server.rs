@@ -251,6 +251,13 @@ impl Api {
     }
 
     pub async fn create_date(&self, seats: u32, price: u64) -> String {
+        self.create_date_from(json!({"seat_count": seats, "price": price}))
+            .await
+    }
+
+    /// A date of a new concert, its seats as `seats` describes them (`{seat_count, price}` or
+    /// `{sections}`).
+    pub async fn create_date_from(&self, seats: Value) -> String {
         let admin = format!("Bearer {ADMIN}");
         let auth = [("authorization", admin.as_str())];
         let (status, concert) = self
@@ -263,11 +270,13 @@ impl Api {
             .unwrap();
         assert_eq!(status, StatusCode::CREATED, "{concert}");
         let concert_id = concert["concert_id"].as_str().unwrap().to_owned();
+        let mut body = seats;
+        body["starts_at"] = json!("2031-01-01T19:00:00Z");
         let (status, date) = self
             .post(
                 &format!("/api/v1/admin/concerts/{concert_id}/dates"),
                 &auth,
-                json!({"starts_at": "2031-01-01T19:00:00Z", "seat_count": seats, "price": price}),
+                body,
             )
             .await
             .unwrap();
