@@ -35,6 +35,7 @@ const MESSAGES = {
   queue_token_expired: "Your shopping time is over. Please join the waiting room again.",
   forbidden: "That belongs to someone else.",
   seat_unavailable: "Sorry, one of those seats was just taken by someone else. Please pick another.",
+  no_adjacent_seats: "There are no seats that many together there right now. Ask for fewer, try another section, or pick seats on the map.",
   hold_limit: (detail) => `You cannot hold more seats right now: ${detail}. Your holds are listed under “My reservations”.`,
   rehold_cooldown: (detail) => `You let go of that seat a moment ago, so it is not yours to hold again just yet (${detail}). Please pick another seat.`,
   hold_expired: "Your hold expired and the seats went back on sale. Please pick your seats again.",
@@ -176,7 +177,8 @@ async function showCatalog() {
       for (const date of all) {
         const item = document.createElement("li");
         const text = document.createElement("span");
-        text.textContent = `${when(date.starts_at)} · ${won(date.available_seats)} of ${won(date.total_seats)} seats available · ${won(date.price)} won each`;
+        const from = date.sections && date.sections.length > 1 ? "from " : "";
+        text.textContent = `${when(date.starts_at)} · ${won(date.available_seats)} of ${won(date.total_seats)} seats available · ${from}${won(date.price)} won each`;
         const button = document.createElement("button");
         button.type = "button";
         button.dataset.date = date.date_id;
@@ -483,14 +485,19 @@ async function watchQueue() {
 // ----- seat map --------------------------------------------------------------------------
 //
 // A hall can have 100,000 seats. The page keeps their states in typed arrays and draws only the
-// rows in view (plus a margin) as buttons; an overview strip on a canvas shows the whole hall,
-// one pixel per seat, and jumps to any part of it. A live update repaints only the seats it
-// names. One seat of the grid is a Tab stop; the arrow keys move between seats.
+// lines in view (plus a margin) as buttons: the venue's sections in stage order, each a heading
+// and its rows, a row wrapping onto more lines when the screen is narrow. An overview strip on
+// a canvas shows the whole hall, one pixel per seat, and jumps to any part of it. A live update
+// repaints only the seats it names. One seat of the grid is a Tab stop; the arrow keys move
+// between seats.
 
 const AVAILABLE = 1, HELD = 2, SOLD = 3;
 const CODE = { available: AVAILABLE, held: HELD, sold: SOLD };
 const LABEL = { available: "available", held: "held by someone else", sold: "sold", mine: "held by you", selected: "your choice", owned: "yours, paid" };
-const COLOUR = { available: [21, 128, 61], held: [217, 119, 6], sold: [156, 163, 175], mine: [96, 165, 250], selected: [29, 78, 216], owned: [20, 83, 45] };
+const COLOUR = { held: [217, 119, 6], sold: [156, 163, 175], mine: [96, 165, 250], selected: [29, 78, 216], owned: [20, 83, 45] };
+// Price categories: a section's seats wear its colour while available (`.c0`…`.c7` in the
+// stylesheet); patterns and borders, not colour, tell the states apart.
+const CATEGORY = [[21, 128, 61], [126, 34, 206], [185, 28, 28], [15, 118, 110], [161, 98, 7], [190, 24, 93], [77, 124, 15], [154, 52, 18]];
 const MARGIN_ROWS = 6;
 
 class SeatMap {
@@ -498,10 +505,11 @@ class SeatMap {
     const count = listing.seats.length;
     let top = 0;
     for (const { seat_no } of listing.seats) if (seat_no > top) top = seat_no;
-    this.order = new Uint32Array(count); // grid position → seat_no
-    this.position = new Int32Array(top + 1).fill(-1); // seat_no → grid position
+    this.order = new Uint32Array(count); // position → seat_no
+    this.position = new Int32Array(top + 1).fill(-1); // seat_no → position
     this.status = new Uint8Array(top + 1);
     this.price = new Float64Array(top + 1);
+    this.category = new Uint8Array(top + 1); // seat_no → section index
     this.available = 0;
     listing.seats.forEach(({ seat_no, status, price }, i) => {
       this.order[i] = seat_no;
@@ -510,9 +518,17 @@ class SeatMap {
       this.price[seat_no] = price;
       if (status === "available") this.available += 1;
     });
-    this.rows = new Map(); // row index → element, only those drawn
+    this.sections = listing.sections && listing.sections.length
+      ? listing.sections
+      : [{ name: "Seats", price: listing.seats.length ? listing.seats[0].price : 0, rows: [{ row: "", first_seat_no: this.order[0] || 1, seats: count }] }];
+    this.sections.forEach((section, s) => {
+      for (const row of section.rows) this.category.fill(s, row.first_seat_no, row.first_seat_no + row.seats);
+    });
+    this.lines = []; // the grid's lines in stage order: a section's heading, then its rows' seats
+    this.lineOf = new Int32Array(count); // position → line
+    this.rows = new Map(); // line → element, only those drawn
     this.buttons = new Map(); // seat_no → button, only those drawn
-    this.active = 0; // the grid position that is the Tab stop
+    this.active = 0; // the position that is the Tab stop
     this.grid = $("seat-grid");
     this.scroller = $("seat-scroller");
     this.canvas = $("overview-canvas");
@@ -521,6 +537,7 @@ class SeatMap {
     document.documentElement.style.setProperty("--cell", digits <= 3 ? "2.5rem" : digits === 4 ? "2.9rem" : "3.6rem");
     document.documentElement.style.setProperty("--seat-font", digits <= 4 ? ".85rem" : ".8rem");
     this.grid.setAttribute("aria-rowcount", "0");
+    this.legend();
     this.onScroll = () => this.schedule();
     this.scroller.addEventListener("scroll", this.onScroll, { passive: true });
     this.resize = new ResizeObserver(() => this.layout());
@@ -534,9 +551,27 @@ class SeatMap {
     this.grid.replaceChildren();
     this.grid.style.height = "0";
     $("overview").hidden = true;
+    $("categories").replaceChildren();
+    $("best-section").replaceChildren();
   }
 
   get count() { return this.order.length; }
+
+  // The price categories, and the sections best available may be asked for.
+  legend() {
+    const items = this.sections.map((section, s) => {
+      const item = document.createElement("li");
+      const swatch = document.createElement("span");
+      swatch.className = `swatch available c${s % CATEGORY.length}`;
+      swatch.setAttribute("aria-hidden", "true");
+      item.append(swatch, `${section.name} · ${won(section.price)} won`);
+      return item;
+    });
+    $("categories").replaceChildren(...items);
+    const any = new Option("Any section", "");
+    $("best-section").replaceChildren(any, ...this.sections.map((s) => new Option(`${s.name} (${won(s.price)} won)`, s.name)));
+    $("best-section-field").hidden = this.sections.length < 2;
+  }
 
   look(seat) {
     const status = this.status[seat];
@@ -546,31 +581,49 @@ class SeatMap {
     return status === AVAILABLE ? "available" : status === HELD ? "held" : "sold";
   }
 
-  // Columns follow the width, so a phone shows short rows and nothing is cut off.
+  colour(seat) {
+    const look = this.look(seat);
+    return look === "available" ? CATEGORY[this.category[seat] % CATEGORY.length] : COLOUR[look];
+  }
+
+  // A venue row takes as many lines as the width needs, so a phone shows short lines and
+  // nothing is cut off; each line starts with its row's label.
   layout() {
     const probe = document.createElement("div");
     probe.className = "seat-row";
-    probe.innerHTML = '<button class="seat" type="button" tabindex="-1">0</button>';
+    probe.innerHTML = '<span class="row-label">00</span><button class="seat" type="button" tabindex="-1">0</button>';
     this.grid.append(probe);
-    const cell = probe.firstChild.getBoundingClientRect().width || 40;
+    const label = probe.firstChild.getBoundingClientRect().width || 32;
+    const cell = probe.lastChild.getBoundingClientRect().width || 40;
     const gap = parseFloat(getComputedStyle(probe).columnGap) || 0;
     probe.remove();
-    const width = this.grid.clientWidth;
+    const width = this.grid.clientWidth - label - gap;
     let columns = Math.max(1, Math.floor((width + gap) / (cell + gap)));
     if (columns > 10) columns -= columns % 5;
-    columns = Math.min(columns, this.count || 1);
     if (columns === this.columns && cell + gap === this.rowHeight) return;
     this.columns = columns;
     this.rowHeight = cell + gap;
-    this.rowCount = Math.ceil(this.count / columns);
+    this.lines = [];
+    this.sections.forEach((section, s) => {
+      this.lines.push({ section: s });
+      for (const row of section.rows) {
+        const start = this.position[row.first_seat_no];
+        for (let k = 0; k < row.seats; k += columns) {
+          const from = start + k, to = start + Math.min(row.seats, k + columns);
+          this.lineOf.fill(this.lines.length, from, to);
+          this.lines.push({ section: s, row: row.row, first: k === 0, from, to });
+        }
+      }
+    });
+    this.rowCount = this.lines.length;
     this.grid.style.height = `${this.rowCount * this.rowHeight - gap}px`;
     this.grid.setAttribute("aria-rowcount", String(this.rowCount));
-    this.grid.setAttribute("aria-colcount", String(columns));
+    this.grid.setAttribute("aria-colcount", String(columns + 1));
     for (const row of this.rows.values()) row.remove();
     this.rows.clear();
     this.buttons.clear();
     this.drawOverview();
-    this.scrollToRow(Math.floor(this.active / columns), false);
+    this.scrollToRow(this.lineOf[this.active] || 0, false);
     this.draw();
   }
 
@@ -586,55 +639,72 @@ class SeatMap {
     return [first, last];
   }
 
-  // Draws the rows in view and a margin around them, and drops the rest (but the Tab stop's).
+  // Draws the lines in view and a margin around them, and drops the rest (but the Tab stop's).
   draw() {
     const [first, last] = this.visibleRows();
     const from = Math.max(0, first - MARGIN_ROWS);
     const to = Math.min(this.rowCount - 1, last + MARGIN_ROWS);
-    const keep = Math.floor(this.active / this.columns);
+    const keep = this.lineOf[this.active];
     for (const [index, row] of this.rows) {
       if ((index < from || index > to) && index !== keep) this.dropRow(index, row);
     }
     for (let index = from; index <= to; index++) if (!this.rows.has(index)) this.drawRow(index);
-    if (!this.rows.has(keep) && keep < this.rowCount) this.drawRow(keep);
+    if (this.count && !this.rows.has(keep)) this.drawRow(keep);
     this.placeWindow(first, last);
   }
 
   drawRow(index) {
+    const line = this.lines[index];
     const row = document.createElement("div");
     row.className = "seat-row";
     row.setAttribute("role", "row");
     row.setAttribute("aria-rowindex", String(index + 1));
     row.style.transform = `translateY(${index * this.rowHeight}px)`;
-    const end = Math.min(this.count, (index + 1) * this.columns);
-    for (let i = index * this.columns; i < end; i++) {
-      const seat = this.order[i];
-      const cell = document.createElement("div");
-      cell.setAttribute("role", "gridcell");
-      cell.setAttribute("aria-colindex", String(i - index * this.columns + 1));
-      const button = document.createElement("button");
-      button.type = "button";
-      button.dataset.seat = seat;
-      button.tabIndex = i === this.active ? 0 : -1;
-      button.textContent = seat;
-      cell.append(button);
-      row.append(cell);
-      this.buttons.set(seat, button);
-      this.dress(button, seat);
+    const section = this.sections[line.section];
+    if (line.from === undefined) {
+      row.classList.add("section-head");
+      const head = document.createElement("div");
+      head.setAttribute("role", "columnheader");
+      head.className = `c${line.section % CATEGORY.length}`;
+      head.textContent = `${section.name} · ${won(section.price)} won`;
+      row.append(head);
+    } else {
+      const label = document.createElement("div");
+      label.setAttribute("role", "rowheader");
+      label.className = "row-label";
+      label.textContent = line.first ? line.row : "";
+      if (line.row) label.setAttribute("aria-label", `Row ${line.row}, ${section.name}`);
+      row.append(label);
+      for (let i = line.from; i < line.to; i++) {
+        const seat = this.order[i];
+        const cell = document.createElement("div");
+        cell.setAttribute("role", "gridcell");
+        cell.setAttribute("aria-colindex", String(i - line.from + 2));
+        const button = document.createElement("button");
+        button.type = "button";
+        button.dataset.seat = seat;
+        button.tabIndex = i === this.active ? 0 : -1;
+        button.textContent = seat;
+        cell.append(button);
+        row.append(cell);
+        this.buttons.set(seat, button);
+        this.dress(button, seat);
+      }
     }
     this.rows.set(index, row);
     this.grid.append(row);
   }
 
   dropRow(index, row) {
-    for (let i = index * this.columns; i < Math.min(this.count, (index + 1) * this.columns); i++) this.buttons.delete(this.order[i]);
+    const line = this.lines[index];
+    if (line.from !== undefined) for (let i = line.from; i < line.to; i++) this.buttons.delete(this.order[i]);
     row.remove();
     this.rows.delete(index);
   }
 
   dress(button, seat) {
     const look = this.look(seat);
-    button.className = `seat ${look}`;
+    button.className = `seat ${look} c${this.category[seat] % CATEGORY.length}`;
     button.setAttribute("aria-label", `Seat ${seat}, ${LABEL[look]}`);
     button.setAttribute("aria-pressed", String(look === "selected"));
     button.setAttribute("aria-disabled", String(look !== "available" && look !== "selected"));
@@ -646,9 +716,9 @@ class SeatMap {
     if (button) this.dress(button, seat);
     const i = this.position[seat];
     if (i >= 0 && this.context) {
-      const [r, g, b] = COLOUR[this.look(seat)];
+      const [r, g, b] = this.colour(seat);
       this.context.fillStyle = `rgb(${r} ${g} ${b})`;
-      this.context.fillRect(Math.floor(i / this.columns), i % this.columns, 1, 1);
+      this.context.fillRect(this.lineOf[i], i - this.lines[this.lineOf[i]].from, 1, 1);
     }
   }
 
@@ -662,7 +732,8 @@ class SeatMap {
     return true;
   }
 
-  // The overview: x is the row, y the column; the browser scales it to the strip.
+  // The overview: x is the line, y the column; the browser scales it to the strip. A section's
+  // heading is a dark column, so the sections read apart.
   drawOverview() {
     const tools = $("overview");
     tools.hidden = this.rowCount * this.rowHeight <= this.scroller.clientHeight + 1;
@@ -672,12 +743,14 @@ class SeatMap {
     this.context = this.canvas.getContext("2d");
     const image = this.context.createImageData(this.rowCount, this.columns);
     const pixels = new Uint32Array(image.data.buffer);
-    const packed = {};
-    for (const [look, [r, g, b]] of Object.entries(COLOUR)) packed[look] = (255 << 24) | (b << 16) | (g << 8) | r;
-    for (let i = 0; i < this.count; i++) {
-      const x = Math.floor(i / this.columns), y = i % this.columns;
-      pixels[y * this.rowCount + x] = packed[this.look(this.order[i])];
-    }
+    const pack = ([r, g, b]) => (255 << 24) | (b << 16) | (g << 8) | r;
+    this.lines.forEach((line, x) => {
+      if (line.from === undefined) {
+        for (let y = 0; y < this.columns; y++) pixels[y * this.rowCount + x] = pack([27, 27, 31]);
+        return;
+      }
+      for (let i = line.from; i < line.to; i++) pixels[(i - line.from) * this.rowCount + x] = pack(this.colour(this.order[i]));
+    });
     this.context.putImageData(image, 0, 0);
   }
 
@@ -695,33 +768,48 @@ class SeatMap {
     else if (top < this.scroller.scrollTop || top + this.rowHeight > this.scroller.scrollTop + view) this.scroller.scrollTop = top;
   }
 
-  // Makes a grid position the Tab stop, brings it into view and focuses it.
+  // Makes a position the Tab stop, brings it into view and focuses it.
   focusAt(position) {
     const next = Math.max(0, Math.min(this.count - 1, position));
     const old = this.buttons.get(this.order[this.active]);
     if (old) old.tabIndex = -1;
     this.active = next;
-    this.scrollToRow(Math.floor(next / this.columns), false);
+    this.scrollToRow(this.lineOf[next], false);
     this.draw();
     const button = this.buttons.get(this.order[next]);
     button.tabIndex = 0;
     button.focus({ preventScroll: true });
   }
 
+  // The same column of the seat line `step` lines of seats away (headings are skipped).
+  lineAway(at, step) {
+    const here = this.lines[this.lineOf[at]];
+    let index = this.lineOf[at];
+    for (let moved = 0; moved < Math.abs(step);) {
+      index += Math.sign(step);
+      if (index < 0 || index >= this.rowCount) return at;
+      if (this.lines[index].from !== undefined) moved += 1;
+    }
+    const there = this.lines[index];
+    return Math.min(there.to - 1, there.from + (at - here.from));
+  }
+
   onKey(event) {
     const target = event.target.closest("[data-seat]");
     if (!target) return;
     const at = this.position[Number(target.dataset.seat)];
-    const page = Math.max(1, Math.floor(this.scroller.clientHeight / this.rowHeight) - 1) * this.columns;
-    const rowStart = at - (at % this.columns);
+    const line = this.lines[this.lineOf[at]];
+    const page = Math.max(1, Math.floor(this.scroller.clientHeight / this.rowHeight) - 1);
     const moves = {
-      ArrowRight: at + 1, ArrowLeft: at - 1, ArrowDown: at + this.columns, ArrowUp: at - this.columns,
-      PageDown: at + page, PageUp: at - page,
-      Home: event.ctrlKey ? 0 : rowStart, End: event.ctrlKey ? this.count - 1 : rowStart + this.columns - 1,
+      ArrowRight: at + 1, ArrowLeft: at - 1,
+      ArrowDown: () => this.lineAway(at, 1), ArrowUp: () => this.lineAway(at, -1),
+      PageDown: () => this.lineAway(at, page), PageUp: () => this.lineAway(at, -page),
+      Home: event.ctrlKey ? 0 : line.from, End: event.ctrlKey ? this.count - 1 : line.to - 1,
     };
     if (!(event.key in moves)) return;
     event.preventDefault();
-    this.focusAt(moves[event.key]);
+    const move = moves[event.key];
+    this.focusAt(typeof move === "function" ? move() : move);
   }
 
   jumpFromOverview(event) {
@@ -764,6 +852,11 @@ function toggleSeat(seat) {
 // A listing (the stream's first frame, or a fresh GET) replaces the map only on its first
 // arrival; later ones are applied seat by seat, so nothing is drawn twice.
 function applyListing(listing) {
+  if (state.limit !== listing.max_seats_per_user || !$("best-quantity").options.length) {
+    const options = Array.from({ length: listing.max_seats_per_user }, (_, i) => new Option(String(i + 1), String(i + 1)));
+    $("best-quantity").replaceChildren(...options);
+    $("best-quantity").value = String(Math.min(2, listing.max_seats_per_user));
+  }
   state.limit = listing.max_seats_per_user;
   if (!state.map || state.map.count !== listing.seats.length) {
     if (state.map) state.map.destroy();
@@ -800,7 +893,8 @@ function leaveSeats() {
 async function openSeats() {
   show("seats");
   const date = state.date;
-  $("date-info").textContent = `${describeDate(date)} · ${won(date.price)} won per seat`;
+  const prices = date.sections && date.sections.length > 1 ? "from " : "";
+  $("date-info").textContent = `${describeDate(date)} · ${prices}${won(date.price)} won per seat`;
   $("availability").textContent = "Loading the seat map…";
   findOwnedSeats(date.date_id);
   listenSeats(date.date_id);
@@ -868,6 +962,32 @@ async function holdSeats() {
   } catch (problem) {
     if (problem.code === "seat_unavailable") await lostRace(dateId, seat_nos);
     else fail(problem);
+    renderSelection();
+  }
+}
+
+// The server picks the seats: the best adjacent ones, by the contract's rule.
+async function holdBest(event) {
+  event.preventDefault();
+  if (state.hold) { say("Pay for or release your current hold before choosing other seats."); return; }
+  const dateId = state.date.date_id;
+  const best = { quantity: Number($("best-quantity").value) };
+  if ($("best-section").value) best.section = $("best-section").value;
+  $("best-submit").disabled = true;
+  try {
+    const reservation = await api("POST", "/reservations", { body: { date_id: dateId, best_available: best }, idempotent: key() });
+    for (const seat of state.selected) state.map.paint(seat);
+    state.selected.clear();
+    for (const seat of reservation.seat_nos) state.map.set(seat, "held");
+    await showHold(reservation);
+    say("");
+    state.map.focusAt(state.map.position[reservation.seat_nos[0]]);
+    $("hold-title").tabIndex = -1;
+    $("hold-title").focus();
+  } catch (problem) {
+    fail(problem);
+  } finally {
+    $("best-submit").disabled = false;
     renderSelection();
   }
 }
@@ -1035,6 +1155,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("see-reservations").addEventListener("click", () => go("#/reservations"));
   $("older-reservations").addEventListener("click", () => showReservations(state.olderReservations));
   $("hold").addEventListener("click", holdSeats);
+  $("best-form").addEventListener("submit", holdBest);
   $("top-up-form").addEventListener("submit", topUp);
   $("pay").addEventListener("click", pay);
   $("release").addEventListener("click", release);

@@ -122,7 +122,8 @@ async fn a_twenty_thousand_seat_hall_draws_fast_and_stays_usable() {
         .wait_until("the choice", "#selection", |text, _| text.contains("19999"))
         .await;
 
-    // The arrow keys walk the grid: up is one row back, and the Tab stop follows.
+    // The arrow keys walk the grid: up is one line back (the grid's first column holds the row
+    // labels), and the Tab stop follows.
     let seat = browser.find("[data-seat=\"19999\"]").await;
     browser
         .call(
@@ -133,7 +134,7 @@ async fn a_twenty_thousand_seat_hall_draws_fast_and_stays_usable() {
         .await;
     let moved = browser
         .script(
-            "const columns = Number(document.getElementById('seat-grid').getAttribute('aria-colcount')); \
+            "const columns = Number(document.getElementById('seat-grid').getAttribute('aria-colcount')) - 1; \
              const focused = document.activeElement; \
              return [Number(focused.dataset.seat), 19999 - columns, focused.tabIndex, \
                      document.querySelectorAll('#seat-grid [tabindex=\"0\"]').length];",

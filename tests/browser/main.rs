@@ -13,4 +13,5 @@ mod phone;
 mod purchase;
 mod reservations;
 mod support;
+mod venues;
 mod waiting;
