@@ -22,6 +22,7 @@ pub enum Endpoint {
     LeaveQueue,
     Seats,
     Hold,
+    HoldBest,
     Cancel,
     Charge,
     Pay,
@@ -36,7 +37,7 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 18] = [
+    pub const ALL: [Endpoint; 19] = [
         Endpoint::SignUp,
         Endpoint::SignIn,
         Endpoint::TakeQueueToken,
@@ -44,6 +45,7 @@ impl Endpoint {
         Endpoint::LeaveQueue,
         Endpoint::Seats,
         Endpoint::Hold,
+        Endpoint::HoldBest,
         Endpoint::Cancel,
         Endpoint::Charge,
         Endpoint::Pay,
@@ -66,6 +68,7 @@ impl Endpoint {
             Endpoint::LeaveQueue => "DELETE /api/v1/queue/tokens/current",
             Endpoint::Seats => "GET /api/v1/dates/{date_id}/seats",
             Endpoint::Hold => "POST /api/v1/reservations",
+            Endpoint::HoldBest => "POST /api/v1/reservations (best_available)",
             Endpoint::Cancel => "DELETE /api/v1/reservations/{reservation_id}",
             Endpoint::Charge => "POST /api/v1/balance/charges",
             Endpoint::Pay => "POST /api/v1/payments",
@@ -84,7 +87,11 @@ impl Endpoint {
     /// complete a purchase, then seat maps and leaving, then the waiting room, then the rest.
     pub fn priority(self) -> usize {
         match self {
-            Endpoint::Hold | Endpoint::Cancel | Endpoint::Charge | Endpoint::Pay => 0,
+            Endpoint::Hold
+            | Endpoint::HoldBest
+            | Endpoint::Cancel
+            | Endpoint::Charge
+            | Endpoint::Pay => 0,
             Endpoint::Seats | Endpoint::LeaveQueue => 1,
             Endpoint::TakeQueueToken | Endpoint::PollQueueToken => 2,
             _ => 3,
@@ -98,6 +105,7 @@ impl Endpoint {
             | Endpoint::SignIn
             | Endpoint::TakeQueueToken
             | Endpoint::Hold
+            | Endpoint::HoldBest
             | Endpoint::Charge
             | Endpoint::Pay
             | Endpoint::Bare
@@ -306,6 +314,23 @@ pub async fn create_date(
     string_field(&body, "date_id")
 }
 
+/// A date of `sections` (API.md's layout form).
+pub async fn create_date_with_sections(
+    client: &Client,
+    admin: &str,
+    concert_id: &str,
+    sections: &Value,
+) -> ApiResult<String> {
+    let call = Call::new(
+        Endpoint::AdminDate,
+        format!("/api/v1/admin/concerts/{concert_id}/dates"),
+    )
+    .bearer(admin)
+    .json(&json!({"starts_at": STARTS_AT, "sections": sections}));
+    let body: Value = expect(client.send(&call).await?, &[201])?;
+    string_field(&body, "date_id")
+}
+
 pub async fn admin_stats(client: &Client, admin: &str) -> ApiResult<Value> {
     let call = Call::new(Endpoint::AdminStats, "/api/v1/admin/stats").bearer(admin);
     expect(client.send(&call).await?, &[200])
@@ -422,6 +447,62 @@ async fn hold_keyed_or_not(
         call = call.key(key);
     }
     expect(client.send(&call).await?, &[201])
+}
+
+/// Holds the best `quantity` adjacent seats the date has, chosen by the server.
+pub async fn hold_best(
+    client: &Client,
+    session: &str,
+    token: &str,
+    date_id: &str,
+    quantity: u32,
+    key: &str,
+) -> ApiResult<Reservation> {
+    let body = json!({"date_id": date_id, "best_available": {"quantity": quantity}});
+    let call = Call::new(Endpoint::HoldBest, "/api/v1/reservations")
+        .bearer(session)
+        .queue(token)
+        .json(&body)
+        .key(key);
+    expect(client.send(&call).await?, &[201])
+}
+
+/// A row of a date's layout: its first seat and its length.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+pub struct LayoutRow {
+    pub first_seat_no: u32,
+    pub seats: u32,
+}
+
+/// A date's rows in stage order, and every seat's status.
+pub struct Layout {
+    pub rows: Vec<LayoutRow>,
+    pub seats: Vec<Seat>,
+}
+
+pub async fn layout(
+    client: &Client,
+    session: &str,
+    token: &str,
+    date_id: &str,
+) -> ApiResult<Layout> {
+    #[derive(Deserialize)]
+    struct Section {
+        rows: Vec<LayoutRow>,
+    }
+    #[derive(Deserialize)]
+    struct Listing {
+        seats: Vec<Seat>,
+        sections: Vec<Section>,
+    }
+    let call = Call::new(Endpoint::Seats, format!("/api/v1/dates/{date_id}/seats"))
+        .bearer(session)
+        .queue(token);
+    let listing: Listing = expect(client.send(&call).await?, &[200])?;
+    Ok(Layout {
+        rows: listing.sections.into_iter().flat_map(|s| s.rows).collect(),
+        seats: listing.seats,
+    })
 }
 
 pub async fn cancel(client: &Client, session: &str, reservation_id: &str) -> ApiResult<()> {

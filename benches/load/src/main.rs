@@ -115,6 +115,17 @@ Modes:
             take a queue token and poll until admitted (following poll_after_seconds, at most
             5 s apart), hold 1..k seats (on 409 try others), top up, pay. Buyers still waiting
             leave the queue once the date is sold out. Reports the seconds until sold out.
+  best-available
+            the sell-out on a date of --seats (50000) laid out in sections of 100 rows of 18
+            to 60 seats (a repeating pattern of odd and even lengths), priced from twice --price
+            at the front to half of it at the back. Buyers ask for the best 1..k adjacent seats
+            (best_available) instead of naming them, and settle for one fewer when 409
+            no_adjacent_seats says none are left together. Reports the sale's throughput and
+            latencies, and orphan seats: those left single at the end (from the listing), and
+            the holds that left an orphan while a block leaving none was free, found by
+            replaying the granted holds in the date's order (reservation numbers) on an empty
+            layout; a hold released unpaid is replayed as never made, which can only raise
+            that count. Any avoidable orphan fails the run. Start the server as for sell-out.
   hot-seat  admitted buyers race for the same few seats (default 10), round after round on a
             new date each: winners top up, pay and queue again; losers try the other seats.
   holds     admitted buyers each hold distinct seats as fast as the server answers (session and
@@ -220,6 +231,7 @@ Modes:
 
 Examples:
   boxoffice-load --mode sell-out --admin-token $ADMIN_TOKEN --seats 2000 --buyers 8000 --connections 64
+  boxoffice-load --mode best-available --admin-token $ADMIN_TOKEN --buyers 25000 --connections 64
   boxoffice-load --mode hot-seat --admin-token $ADMIN_TOKEN --buyers 500 --seats 10 --rounds 200
   boxoffice-load --mode holds --admin-token $ADMIN_TOKEN --buyers 256 --duration 20
   boxoffice-load --mode holds --admin-token $ADMIN_TOKEN --buyers 10000 --duration 10 --fill-holds 1000000 --server-pid 4242
@@ -249,8 +261,8 @@ pub struct Cli {
     /// reported apart.
     #[arg(long, default_value_t = 64, value_name = "C")]
     pub connections: usize,
-    /// Seats of the date the run creates [default: sell-out 1000, hot-seat 10, holds 100000,
-    /// soak 20000, payments --buyers].
+    /// Seats of the date the run creates [default: sell-out 1000, best-available 50000,
+    /// hot-seat 10, holds 100000, soak 20000, payments --buyers].
     #[arg(long, value_name = "S")]
     pub seats: Option<u32>,
     /// Upper bound on the measured phase, in seconds [default: 60, soak 600, siege 30 for
@@ -260,7 +272,7 @@ pub struct Cli {
     /// Upper bound on the requests of the measured phase [default: 2000000, soak 20000000].
     #[arg(long, value_name = "N")]
     pub max_requests: Option<u64>,
-    /// sell-out: each buyer wants 1..=k seats, drawn at random (the server's
+    /// sell-out, best-available: each buyer wants 1..=k seats, drawn at random (the server's
     /// holds.max_seats_per_user caps it; a 422 hold_limit makes the buyer want fewer).
     #[arg(long, default_value_t = 4, value_name = "K")]
     pub seats_per_buyer: u32,
@@ -339,6 +351,9 @@ pub struct Cli {
 pub enum Mode {
     /// N buyers go through the whole flow until the date is sold out.
     SellOut,
+    /// The sell-out on a layout of sections of varied row lengths, buyers asking the server
+    /// for the best 1..k adjacent seats; orphan seats counted at the end.
+    BestAvailable,
     /// All buyers race for the same few seats, round after round.
     HotSeat,
     /// Admitted buyers hold distinct seats as fast as possible, between two slices of the
@@ -362,6 +377,7 @@ impl Mode {
     pub fn name(self) -> &'static str {
         match self {
             Mode::SellOut => "sell-out",
+            Mode::BestAvailable => "best-available",
             Mode::HotSeat => "hot-seat",
             Mode::Holds => "holds",
             Mode::Soak => "soak",
@@ -432,6 +448,7 @@ impl Context {
     pub fn seats(&self) -> u32 {
         self.cli.seats.unwrap_or(match self.cli.mode {
             Mode::SellOut | Mode::Ceiling | Mode::Polls => 1_000,
+            Mode::BestAvailable => 50_000,
             Mode::HotSeat => 10,
             Mode::Holds => SEATS_MAX,
             Mode::Soak => 20_000,
@@ -708,7 +725,7 @@ async fn run(cli: Cli, bare: Option<SocketAddr>) -> anyhow::Result<report::Repor
         _ => None,
     };
     let mode_run = match ctx.cli.mode {
-        Mode::SellOut => sell_out::run(&ctx).await?,
+        Mode::SellOut | Mode::BestAvailable => sell_out::run(&ctx).await?,
         Mode::HotSeat => hot_seat::run(&ctx).await?,
         Mode::Holds => holds::run(&ctx).await?,
         Mode::Soak => soak::run(&ctx).await?,

@@ -7,6 +7,11 @@
 //! seat listing, so collisions are real races rather than blind guesses. A buyer fetches the
 //! listing after two conflicts in a row or when the board shows nothing free, and gives up when
 //! the listing has nothing available.
+//!
+//! `best-available` is the same sale on a layout of sections with rows of varied lengths,
+//! where buyers ask the server for the best 1..k adjacent seats instead of naming them, and
+//! settle for one fewer when none are left together. It reports orphan seats at the end (see
+//! `Orphans`).
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -23,7 +28,7 @@ use crate::api::{self, Admission, Fail, SeatStatus};
 use crate::audit::{Auditor, BuyerRecord, PaidRecord};
 use crate::client::Client;
 use crate::setup::{self, Names, PASSWORD};
-use crate::{Context, ModeRun};
+use crate::{report, Context, Mode, ModeRun};
 
 /// Hold requests one buyer sends at most.
 const HOLD_ATTEMPTS_MAX: u32 = 16;
@@ -34,6 +39,10 @@ const PROBES_PER_SEAT: u32 = 8;
 
 struct Shared {
     client: Client,
+    /// Buyers ask for the best seats instead of naming them.
+    best_available: bool,
+    /// Every best-available hold the run was granted, for the orphan count.
+    granted: Mutex<Vec<Granted>>,
     names: Names,
     seed: u64,
     date_id: String,
@@ -114,19 +123,34 @@ impl Shared {
     }
 }
 
+/// A best-available hold the server granted: its place in the date's order (the reservation's
+/// number), its seats, and whether its buyer released it unpaid.
+struct Granted {
+    seq: u64,
+    seats: Vec<u32>,
+    released: bool,
+}
+
 pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
     let client = &ctx.client;
     let admin = ctx.admin_token()?;
     let seat_count = ctx.seats();
+    let best_available = ctx.cli.mode == Mode::BestAvailable;
     let setup_started = Instant::now();
-    let (_, date_id) =
-        setup::concert_with_date(client, admin, &ctx.names, seat_count, ctx.cli.price).await?;
+    let (_, date_id) = if best_available {
+        setup::concert_with_varied_layout(client, admin, &ctx.names, seat_count, ctx.cli.price)
+            .await?
+    } else {
+        setup::concert_with_date(client, admin, &ctx.names, seat_count, ctx.cli.price).await?
+    };
     let (auditor_session, auditor_token) = ctx.sign_up_buyers_and_auditor().await?;
     let setup_seconds = setup_started.elapsed().as_secs_f64();
 
     let started = client.begin_measured(ctx.duration(), ctx.max_requests());
     let shared = Arc::new(Shared {
         client: client.clone(),
+        best_available,
+        granted: Mutex::new(Vec::new()),
         names: ctx.names.clone(),
         seed: ctx.seed,
         date_id: date_id.clone(),
@@ -187,7 +211,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
     };
     ctx.display
         .run(
-            "sell-out",
+            ctx.cli.mode.name(),
             u64::from(seat_count),
             status,
             ctx.bounded(spawner),
@@ -197,7 +221,17 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
     client.end_measured();
 
     let sold_out_after = *shared.sold_out_after.lock();
-    let outcome = json!({
+    let mut checks = Vec::new();
+    let orphans = if best_available {
+        let granted = std::mem::take(&mut *shared.granted.lock());
+        let orphans =
+            Orphans::count(client, &auditor_session, &auditor_token, &date_id, granted).await;
+        checks.push(orphans.check());
+        Some(orphans)
+    } else {
+        None
+    };
+    let mut outcome = json!({
         "seats": seat_count,
         "buyers": buyers,
         "price": ctx.cli.price,
@@ -211,6 +245,12 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
         "hold_conflicts": shared.hold_conflicts.load(Ordering::Relaxed),
         "seat_listings": shared.listings.load(Ordering::Relaxed),
     });
+    if let Some(orphans) = &orphans {
+        outcome["orphans"] = orphans.to_json();
+        let seconds = sold_out_after.map_or(measured_seconds, |d| d.as_secs_f64());
+        outcome["seats_sold_per_second"] =
+            json!(f64::from(shared.sold.load(Ordering::Relaxed)) / seconds.max(1e-3));
+    }
     let records = std::mem::take(&mut *shared.records.lock());
     Ok(ModeRun {
         setup_seconds,
@@ -224,7 +264,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
         }),
         check_holds: false,
         rss: None,
-        checks: Vec::new(),
+        checks,
         endpoint_seconds: Vec::new(),
         siege: None,
     })
@@ -303,6 +343,24 @@ async fn buy(
             return false;
         }
         attempt += 1;
+        if shared.best_available {
+            record.touched = true;
+            let key = format!("lg-{run}-{index}-best-{attempt}");
+            match api::hold_best(client, session, token, &shared.date_id, want, &key).await {
+                Ok(reservation) => break reservation,
+                Err(fail) if fail.is(409, "no_adjacent_seats") && want > 1 => want -= 1,
+                Err(fail) if fail.is(409, "no_adjacent_seats") => {
+                    // Not one seat is available: sold out, or held by buyers still paying.
+                    if shared.sold.load(Ordering::Acquire) >= shared.seat_count {
+                        shared.declare_sold_out();
+                    }
+                    return false;
+                }
+                Err(fail) if fail.is(422, "hold_limit") && want > 1 => want -= 1,
+                Err(_) => return false,
+            }
+            continue;
+        }
         let mut pick = if conflicts_in_row >= 2 {
             Vec::new()
         } else {
@@ -356,6 +414,20 @@ async fn buy(
         }
     };
 
+    let granted = shared.best_available.then(|| {
+        let mut granted = shared.granted.lock();
+        granted.push(Granted {
+            seq: reservation_number(&reservation.reservation_id),
+            seats: reservation.seat_nos.clone(),
+            released: false,
+        });
+        granted.len() - 1
+    });
+    let released = |shared: &Shared| {
+        if let Some(at) = granted {
+            shared.granted.lock()[at].released = true;
+        }
+    };
     if reservation.price > 0 {
         let key = format!("lg-{run}-{index}-charge");
         match api::charge(client, session, reservation.price, &key).await {
@@ -363,10 +435,12 @@ async fn buy(
             Err(Fail::NoResponse(_)) => {
                 record.topups_uncertain += reservation.price;
                 release(client, session, &reservation.reservation_id).await;
+                released(shared);
                 return false;
             }
             Err(_) => {
                 release(client, session, &reservation.reservation_id).await;
+                released(shared);
                 return false;
             }
         }
@@ -393,9 +467,179 @@ async fn buy(
         }
         Err(_) => {
             release(client, session, &reservation.reservation_id).await;
+            released(shared);
             false
         }
     }
+}
+
+/// `r_{date}_{n}` → `n`: the date numbers its reservations in the order it decides them.
+fn reservation_number(id: &str) -> u64 {
+    id.rsplit('_')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(u64::MAX)
+}
+
+/// Orphan seats of a best-available sale, counted two ways.
+///
+/// - At the end: available seats with no available neighbour in their row (a run of one),
+///   read from the seat listing. A sale whose buyers settle for one seat leaves none.
+/// - Avoidable: the run replays the holds it was granted in the date's order (reservation
+///   numbers) on an empty copy of the layout, and counts each hold that left an orphan (a single
+///   available seat beside it) while a block of the same size that leaves none was still free.
+///   The contract's rule makes that 0; a hold whose buyer released it unpaid is replayed as never
+///   made, which can only raise the count, never hide one.
+struct Orphans {
+    at_end: u64,
+    available_at_end: u64,
+    holds_replayed: u64,
+    holds_leaving_an_orphan: u64,
+    avoidable: u64,
+    examples: Vec<String>,
+    error: Option<String>,
+}
+
+impl Orphans {
+    async fn count(
+        client: &Client,
+        session: &str,
+        token: &str,
+        date_id: &str,
+        mut granted: Vec<Granted>,
+    ) -> Self {
+        let mut orphans = Orphans {
+            at_end: 0,
+            available_at_end: 0,
+            holds_replayed: 0,
+            holds_leaving_an_orphan: 0,
+            avoidable: 0,
+            examples: Vec::new(),
+            error: None,
+        };
+        let layout = match api::layout(client, session, token, date_id).await {
+            Ok(layout) => layout,
+            Err(fail) => {
+                orphans.error = Some(format!("the seat listing: {fail}"));
+                return orphans;
+            }
+        };
+        let top = layout.seats.iter().map(|s| s.seat_no).max().unwrap_or(0) as usize;
+        let mut free = vec![false; top + 2];
+        for seat in &layout.seats {
+            free[seat.seat_no as usize] = seat.status == SeatStatus::Available;
+        }
+        for row in &layout.rows {
+            let run_ends = row_runs(row, |seat| free[seat as usize]);
+            orphans.available_at_end += run_ends
+                .iter()
+                .map(|(a, b)| u64::from(b - a + 1))
+                .sum::<u64>();
+            orphans.at_end += run_ends.iter().filter(|(a, b)| a == b).count() as u64;
+        }
+        // The replay: every seat free, then each kept hold in the date's order.
+        let mut free = vec![true; top + 2];
+        let row_of = |seat: u32| {
+            let after = layout.rows.partition_point(|r| r.first_seat_no <= seat);
+            layout.rows[after - 1]
+        };
+        granted.sort_by_key(|g| g.seq);
+        for hold in granted.iter().filter(|g| !g.released) {
+            orphans.holds_replayed += 1;
+            let (Some(&first), Some(&last)) = (hold.seats.first(), hold.seats.last()) else {
+                continue;
+            };
+            let row = row_of(first);
+            let is_free = |seat: i64| {
+                seat >= i64::from(row.first_seat_no)
+                    && seat < i64::from(row.first_seat_no + row.seats)
+                    && free[seat as usize]
+            };
+            let leaves = |a: i64, b: i64| {
+                (is_free(a - 1) && !is_free(a - 2)) || (is_free(b + 1) && !is_free(b + 2))
+            };
+            if leaves(i64::from(first), i64::from(last)) {
+                orphans.holds_leaving_an_orphan += 1;
+                let quantity = hold.seats.len() as u32;
+                if let Some(clean) = clean_block(&layout.rows, &free, quantity) {
+                    orphans.avoidable += 1;
+                    if orphans.examples.len() < 5 {
+                        orphans.examples.push(format!(
+                            "hold {} took {:?}, leaving an orphan, while {}–{} was free",
+                            hold.seq,
+                            hold.seats,
+                            clean,
+                            clean + quantity - 1
+                        ));
+                    }
+                }
+            }
+            for seat in &hold.seats {
+                free[*seat as usize] = false;
+            }
+        }
+        orphans
+    }
+
+    fn check(&self) -> report::Check {
+        let ok = self.error.is_none() && self.avoidable == 0;
+        report::Check {
+            name: "no_avoidable_orphans",
+            ok,
+            detail: match &self.error {
+                Some(error) => error.clone(),
+                None => format!(
+                    "{} of {} holds replayed in the date's order left an orphan; {} of them while a block leaving none was free",
+                    self.holds_leaving_an_orphan, self.holds_replayed, self.avoidable
+                ),
+            },
+            examples: self.examples.clone(),
+        }
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        json!({
+            "orphan_seats_at_end": self.at_end,
+            "available_seats_at_end": self.available_at_end,
+            "holds_replayed": self.holds_replayed,
+            "holds_leaving_an_orphan": self.holds_leaving_an_orphan,
+            "holds_leaving_an_avoidable_orphan": self.avoidable,
+        })
+    }
+}
+
+/// The runs of free seats of `row`, as `(first, last)` seat numbers.
+fn row_runs(row: &api::LayoutRow, free: impl Fn(u32) -> bool) -> Vec<(u32, u32)> {
+    let mut runs = Vec::new();
+    let mut start = None;
+    for seat in row.first_seat_no..row.first_seat_no + row.seats {
+        match (free(seat), start) {
+            (true, None) => start = Some(seat),
+            (false, Some(first)) => {
+                runs.push((first, seat - 1));
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(first) = start {
+        runs.push((first, row.first_seat_no + row.seats - 1));
+    }
+    runs
+}
+
+/// The first seat of some free block of `quantity` in any row that leaves no orphan: a run
+/// of exactly `quantity`, or of `quantity + 2` or more.
+fn clean_block(rows: &[api::LayoutRow], free: &[bool], quantity: u32) -> Option<u32> {
+    rows.iter().find_map(|row| {
+        row_runs(row, |seat| free[seat as usize])
+            .into_iter()
+            .find(|(a, b)| {
+                let length = b - a + 1;
+                length == quantity || length >= quantity + 2
+            })
+            .map(|(a, _)| a)
+    })
 }
 
 /// Cancels a hold the buyer will not pay for, so its seats go back on sale at once.

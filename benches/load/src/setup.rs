@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use serde_json::{json, Value};
 use tokio::task::JoinSet;
 
 use crate::api::{self, Admission, Fail};
@@ -355,6 +356,61 @@ pub async fn concert_with_date(
         .await
         .map_err(admin_failure)?;
     Ok((concert, date))
+}
+
+/// A concert with one date of `seats` seats laid out in sections of rows of varied lengths:
+/// rows of 18 to 60 seats in a repeating pattern, sections of 100 rows (the last ones shorter),
+/// priced from twice `price` in the front section down to half of it at the back.
+pub async fn concert_with_varied_layout(
+    client: &Client,
+    admin: &str,
+    names: &Names,
+    seats: u32,
+    price: u64,
+) -> anyhow::Result<(String, String)> {
+    let concert = api::create_concert(client, admin, &format!("load run {}", names.run()))
+        .await
+        .map_err(admin_failure)?;
+    let date =
+        api::create_date_with_sections(client, admin, &concert, &varied_sections(seats, price))
+            .await
+            .map_err(admin_failure)?;
+    Ok((concert, date))
+}
+
+/// Row lengths cycle through these, so rows of odd and even length, short and long, mix.
+const ROW_LENGTHS: [u32; 12] = [18, 23, 27, 30, 34, 37, 41, 44, 48, 51, 55, 60];
+const ROWS_PER_SECTION: usize = 100;
+
+pub fn varied_sections(seats: u32, price: u64) -> Value {
+    let mut rows = Vec::new();
+    let mut left = seats;
+    while left > 0 {
+        let length = ROW_LENGTHS[rows.len() % ROW_LENGTHS.len()].min(left);
+        rows.push(length);
+        left -= length;
+    }
+    let sections: Vec<&[u32]> = rows.chunks(ROWS_PER_SECTION).collect();
+    let count = sections.len() as u64;
+    let sections: Vec<Value> = sections
+        .iter()
+        .enumerate()
+        .map(|(s, rows)| {
+            // From 2 × price at the front to price / 2 at the back.
+            let section_price = if count <= 1 {
+                price
+            } else {
+                price * 2 - (price * 3 / 2) * s as u64 / (count - 1)
+            };
+            let rows: Vec<Value> = rows
+                .iter()
+                .enumerate()
+                .map(|(r, seats)| json!({"row": format!("{}", r + 1), "seats": seats}))
+                .collect();
+            json!({"name": format!("Section {}", s + 1), "price": section_price, "rows": rows})
+        })
+        .collect();
+    Value::Array(sections)
 }
 
 pub fn admin_failure(fail: Fail) -> anyhow::Error {

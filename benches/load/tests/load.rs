@@ -780,3 +780,65 @@ fn run_bounded(args: &[String]) -> (Option<i32>, String, String) {
         err.join().unwrap_or_default(),
     )
 }
+
+/// A best-available sale of a small layout of sections with rows of varied lengths: sold out,
+/// nothing oversold, money conserved, and no hold left an orphan while a block leaving none
+/// was free; the report says how many orphans the end left and how many holds it replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_best_available_sale_sells_out_without_avoidable_orphans() {
+    let server = Server::start(Settings::for_tests()).await;
+    let args = server.args(
+        "best-available",
+        &[
+            "--admin-token",
+            &server.admin_token,
+            "--seats",
+            "600",
+            "--buyers",
+            "500",
+            "--connections",
+            "16",
+            "--duration",
+            "20",
+            "--max-requests",
+            "100000",
+            "--setup-timeout",
+            "20",
+        ],
+    );
+    let report = run_to_success(args, server).await;
+    assert_eq!(report["mode"], "best-available");
+    assert_eq!(report["outcome"]["sold_out"], true, "{report:#}");
+    let orphans = &report["outcome"]["orphans"];
+    assert_eq!(
+        orphans["holds_leaving_an_avoidable_orphan"], 0,
+        "{report:#}"
+    );
+    assert_eq!(orphans["orphan_seats_at_end"], 0, "{report:#}");
+    assert!(
+        orphans["holds_replayed"].as_u64().unwrap() >= 150,
+        "{report:#}"
+    );
+    let invariants = &report["invariants"];
+    assert_eq!(invariants["listing_sold"], 600, "{report:#}");
+    assert_eq!(invariants["oversold_seats"], 0, "{report:#}");
+    assert_eq!(invariants["money_conserved"], true, "{report:#}");
+    assert_eq!(report["measured"]["status_5xx"], 0, "{report:#}");
+    let checks = report["checks"].as_array().expect("the mode's checks");
+    assert!(
+        checks
+            .iter()
+            .any(|c| c["name"] == "no_avoidable_orphans" && c["ok"] == true),
+        "{report:#}"
+    );
+    let endpoints: Vec<&str> = report["measured"]["endpoints"]
+        .as_array()
+        .expect("per-endpoint figures")
+        .iter()
+        .filter_map(|e| e["endpoint"].as_str())
+        .collect();
+    assert!(
+        endpoints.contains(&"POST /api/v1/reservations (best_available)"),
+        "{endpoints:?}"
+    );
+}
