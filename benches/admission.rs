@@ -33,7 +33,9 @@ use boxoffice::domain::{DateId, SeatNo, Timestamp, UserId};
 
 const WAITING: usize = 1_000_000;
 const ADMIT_PER_SECOND: u32 = 1_000;
-const SEAT_MAP_SEATS: u32 = 1_000_000;
+/// Seats measured for memory: this many dates of the largest size (100,000 seats).
+const SEAT_MAP_DATES: u32 = 10;
+const SEAT_MAP_SEATS: u32 = SEAT_MAP_DATES * 100_000;
 /// Tokens ended since the last compaction leave traces (the retired list, stale poll deadlines)
 /// that only time or a restart clears; past this many, the bench restarts the queue, untimed.
 const COMPACT_AFTER_ENDED: usize = 2_000_000;
@@ -211,37 +213,45 @@ fn build_line(rng: &mut StdRng) -> Line {
     line
 }
 
-/// What a date of a million seats costs in memory: as created, cloned (fresh pages written by a
-/// copy, whatever the allocator did for the zeroed original), and with every seat held, one
-/// buyer each.
+/// What a million seats (ten dates of the largest size) cost in memory: as created, cloned
+/// (fresh pages written by a copy, whatever the allocator did for the zeroed original), and with
+/// every seat held, one buyer each.
 fn seat_map_memory() -> Vec<SeatMap> {
     let mb = |bytes: u64| bytes as f64 / (1 << 20) as f64;
     let per_seat = |bytes: u64| bytes as f64 / SEAT_MAP_SEATS as f64;
     let before = rss_bytes();
-    let fresh = SeatMap::new(
-        DateId(1),
-        boxoffice::domain::venue::Layout::general(SEAT_MAP_SEATS, 1_000),
-        HoldPolicy {
-            ttl_ms: 300_000,
-            max_seats_per_user: 4,
-            max_seats_per_user_total: 8,
-            rehold_cooldown_ms: 60_000,
-        },
-    );
+    let seats_per_date = SEAT_MAP_SEATS / SEAT_MAP_DATES;
+    let fresh: Vec<SeatMap> = (1..=SEAT_MAP_DATES)
+        .map(|date| {
+            SeatMap::new(
+                DateId(date),
+                boxoffice::domain::venue::Layout::general(seats_per_date, 1_000),
+                HoldPolicy {
+                    ttl_ms: 300_000,
+                    max_seats_per_user: 4,
+                    max_seats_per_user_total: 8,
+                    rehold_cooldown_ms: 60_000,
+                },
+            )
+        })
+        .collect();
     let fresh_grown = rss_bytes().saturating_sub(before);
     let before = rss_bytes();
     let mut held = fresh.clone();
     let written_grown = rss_bytes().saturating_sub(before);
     let before = rss_bytes();
-    for seat in 1..=SEAT_MAP_SEATS {
-        let hold = held
-            .place_hold(UserId(seat as u64), &[SeatNo(seat)], T0, None)
-            .expect("a free seat is held");
-        held.apply(&hold);
+    for (date, map) in held.iter_mut().enumerate() {
+        for seat in 1..=seats_per_date {
+            let buyer = UserId(u64::from(seat) + date as u64 * u64::from(seats_per_date));
+            let hold = map
+                .place_hold(buyer, &[SeatNo(seat)], T0, None)
+                .expect("a free seat is held");
+            map.apply(&hold);
+        }
     }
     let held_grown = rss_bytes().saturating_sub(before);
     eprintln!(
-        "RSS growth for a SeatMap of {SEAT_MAP_SEATS} seats: new {:.1} MiB ({:.1} bytes/seat); \
+        "RSS growth for {SEAT_MAP_DATES} SeatMaps of {seats_per_date} seats: new {:.1} MiB ({:.1} bytes/seat); \
          a clone (as a snapshot makes) {:.1} MiB ({:.1} bytes/seat); then every seat of the clone \
          held by its own buyer +{:.1} MiB (+{:.1} bytes/seat)",
         mb(fresh_grown),
@@ -251,7 +261,7 @@ fn seat_map_memory() -> Vec<SeatMap> {
         mb(held_grown),
         per_seat(held_grown),
     );
-    vec![fresh, held]
+    fresh.into_iter().chain(held).collect()
 }
 
 fn bench_poll(group: &mut BenchmarkGroup<WallTime>, line: &Line, name: &str, rng: &mut StdRng) {

@@ -127,7 +127,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-/// A sell-out by best-available requests of 1–4 seats, every choice timed.
+/// A sell-out by best-available requests of 1–4 seats, every choice timed with the settling of
+/// the row the previous hold marked, as the date's actor pays it before each decision.
 fn sell_out() {
     let layout = hall();
     let mut rng = StdRng::seed_from_u64(22);
@@ -139,6 +140,7 @@ fn sell_out() {
     loop {
         let quantity = rng.gen_range(1..=4);
         let started = Instant::now();
+        free.settle();
         let chosen = free.choose(&layout, quantity, None, &[]);
         let took = started.elapsed();
         let tenth = ((taken as u64 * 10) / u64::from(total)).min(9) as usize;
@@ -147,7 +149,7 @@ fn sell_out() {
         match chosen {
             Some(block) => {
                 for seat in block.seats() {
-                    free.set(seat, false);
+                    free.mark(seat, false);
                 }
                 taken += quantity;
             }

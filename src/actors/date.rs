@@ -312,6 +312,9 @@ impl DateState {
         idempotency: Option<IdempotencyStamp>,
         now: Timestamp,
     ) -> Result<(Event, Reservation), DomainError> {
+        if matches!(choice, SeatChoice::BestAvailable { .. }) {
+            self.map.settle();
+        }
         let map = &self.map;
         let event = self.deps.registry.held().place(user, now, |across| {
             map.place_choice_among(user, choice, now, idempotency, across)

@@ -88,7 +88,12 @@ impl Fits {
 
 /// Which seats of a date are available, with the index best available reads. The default has
 /// no seats.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// A seat marked (`mark`) changes its bit at once and leaves its row's masks stale until
+/// `settle`: a hold by seat number then costs a bit and a flag, and a row's masks are reread
+/// once per best-available decision however many of its seats changed since (`choose` needs
+/// every row settled). `set` is `mark` and `settle` together.
+#[derive(Debug, Clone, Default)]
 pub struct FreeSeats {
     /// One bit per seat, set while it is available; each row starts a word of its own.
     bits: Vec<u64>,
@@ -98,7 +103,19 @@ pub struct FreeSeats {
     /// of its two children.
     tree: Vec<Fits>,
     leaves: usize,
+    /// Rows whose bits changed since their masks were computed, each once (`stale` says which).
+    dirty: Vec<u32>,
+    stale: Vec<bool>,
 }
+
+/// Equal when the same seats are available: the masks are derived from the bits.
+impl PartialEq for FreeSeats {
+    fn eq(&self, other: &Self) -> bool {
+        self.bits == other.bits && self.rows == other.rows
+    }
+}
+
+impl Eq for FreeSeats {}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct RowBits {
@@ -177,11 +194,14 @@ impl FreeSeats {
             }
         }
         let leaves = rows.len().next_power_of_two().max(1);
+        let stale = vec![false; rows.len()];
         let mut free = Self {
             bits,
             rows,
             tree: vec![Fits::default(); 2 * leaves],
             leaves,
+            dirty: Vec::new(),
+            stale,
         };
         for row in 0..free.rows.len() {
             free.tree[leaves + row] = free.fits_of_row(row);
@@ -208,12 +228,41 @@ impl FreeSeats {
         self.bits[r.word as usize + (place / 64) as usize] & (1 << (place % 64)) != 0
     }
 
-    /// Marks `seat` available (`free`) or not; a seat outside the layout is ignored. Whether
-    /// that changed it.
+    /// Marks `seat` available (`free`) or not and brings the masks up to date; a seat outside
+    /// the layout is ignored. Whether that changed it.
     pub fn set(&mut self, seat: SeatNo, free: bool) -> bool {
-        let Some(row) = self.row_index(seat) else {
-            return false;
-        };
+        let changed = self.mark(seat, free).is_some();
+        self.settle();
+        changed
+    }
+
+    /// Whether every row's masks are up to date, as `choose` needs.
+    pub fn is_settled(&self) -> bool {
+        self.dirty.is_empty()
+    }
+
+    /// Recomputes the masks of the rows marked since the last call.
+    pub fn settle(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for row in dirty.drain(..) {
+            let row = row as usize;
+            self.stale[row] = false;
+            let mut node = self.leaves + row;
+            self.tree[node] = self.fits_of_row(row);
+            while node > 1 {
+                node /= 2;
+                self.tree[node] = self.tree[2 * node].union(self.tree[2 * node + 1]);
+            }
+        }
+        // The list keeps its capacity for the next round.
+        self.dirty = dirty;
+    }
+
+    /// Marks `seat` available (`free`) or not, leaving its row's masks stale until `settle`; a
+    /// seat outside the layout is ignored. The seat's row (an index into the layout's rows) if
+    /// that changed it.
+    pub fn mark(&mut self, seat: SeatNo, free: bool) -> Option<usize> {
+        let row = self.row_index(seat)?;
         let r = self.rows[row];
         let place = seat.0 - r.first_seat;
         let word = &mut self.bits[r.word as usize + (place / 64) as usize];
@@ -225,15 +274,13 @@ impl FreeSeats {
             *word &= !bit;
         }
         if *word == before {
-            return false;
+            return None;
         }
-        let mut node = self.leaves + row;
-        self.tree[node] = self.fits_of_row(row);
-        while node > 1 {
-            node /= 2;
-            self.tree[node] = self.tree[2 * node].union(self.tree[2 * node + 1]);
+        if !self.stale[row] {
+            self.stale[row] = true;
+            self.dirty.push(row as u32);
         }
-        true
+        Some(row)
     }
 
     fn fits_of_row(&self, row: usize) -> Fits {
@@ -286,6 +333,7 @@ impl FreeSeats {
         section: Option<u32>,
         avoid: &[SeatNo],
     ) -> Option<Block> {
+        debug_assert!(self.is_settled(), "settle the marked seats before choosing");
         if quantity == 0 {
             return None;
         }

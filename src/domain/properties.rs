@@ -338,6 +338,11 @@ proptest! {
         for command in commands {
             let decided = match command {
                 VenueCommand::Best { user, quantity, section } => {
+                    // Half the decisions on a settled map (the actor's way, the fast path when
+                    // no expiry is due), half on one with seats marked since (a swept copy).
+                    if user % 2 == 0 {
+                        map.settle();
+                    }
                     let user = UserId(user);
                     let name = section.map(|s| format!("S{s}"));
                     let outcome = map.place_best_available_among(

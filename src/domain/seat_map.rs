@@ -523,18 +523,22 @@ impl SeatMap {
         for seat in 1..=self.seat_count() {
             self.refresh_free(SeatNo(seat));
         }
+        self.free.settle();
     }
 
-    /// Brings `free` in line with the seat's slot after it changed.
+    /// Brings the index best available reads up to date with every seat changed since the
+    /// last call, so a best-available decision takes the fast path; cheap when none changed.
+    pub fn settle(&mut self) {
+        self.free.settle();
+    }
+
+    /// Brings `free` in line with the seat's slot after it changed (its row's masks wait for
+    /// `settle`).
     fn refresh_free(&mut self, seat: SeatNo) {
         let slot = self.seats[seat.index()];
         let free = slot.holder == 0 && !slot.sold;
-        if self.free.set(seat, free) {
-            let row = self
-                .layout
-                .row_of(seat)
-                .expect("a seat of the map is in its layout");
-            let section = self.layout.rows()[row as usize].section as usize;
+        if let Some(row) = self.free.mark(seat, free) {
+            let section = self.layout.rows()[row].section as usize;
             if free {
                 self.free_by_section[section] += 1;
             } else {
@@ -798,13 +802,15 @@ impl SeatMap {
             return Err(DomainError::HoldLimit { max });
         }
         across.admit(quantity as usize, now, self.policy.max_seats_per_user_total)?;
-        let seats = if self.has_due_expiries(now) {
-            // The index knows holds that expired by time only once they are swept; the date's
-            // actor sweeps before every decision, so this copy is for other callers.
+        let seats = if self.has_due_expiries(now) || !self.free.is_settled() {
+            // The index knows holds that expired by time only once they are swept, and seats
+            // changed since the last `settle` only once it runs; the date's actor does both
+            // before it decides, so this copy is for other callers.
             let mut swept = self.clone();
             for expiry in self.expire_due(now) {
                 swept.apply(&expiry);
             }
+            swept.settle();
             swept.best_block(user, quantity, section_index, now)
         } else {
             self.best_block(user, quantity, section_index, now)

@@ -111,6 +111,10 @@ pub fn document(settings: &Settings) -> utoipa::openapi::OpenApi {
     };
     item.minimum = Some(SeatNo::FIRST.into());
     item.maximum = Some((SEATS_PER_DATE_MAX as u64).into());
+    let Schema::Object(quantity) = property(schemas, "BestAvailableRequest", "quantity") else {
+        panic!("BestAvailableRequest.quantity is an integer schema");
+    };
+    quantity.maximum = Some(settings.holds.max_seats_per_user.into());
     openapi
 }
 
@@ -371,6 +375,7 @@ mod tests {
 
     use super::*;
     use crate::domain::catalog::TEXT_CHARS_MAX;
+    use crate::domain::venue;
     use crate::domain::{IdempotencyKey, Password, Username, MAX_MONEY};
 
     fn served(settings: &Settings) -> Value {
@@ -419,6 +424,23 @@ mod tests {
         assert_eq!(seat_nos["uniqueItems"], json!(true));
         assert_eq!(seat_nos["items"]["minimum"], seat_no["minimum"]);
         assert_eq!(seat_nos["items"]["maximum"], seat_no["maximum"]);
+        let quantity = field("BestAvailableRequest", "quantity");
+        assert_eq!(quantity["minimum"], json!(1));
+        assert_eq!(quantity["maximum"], json!(7));
+
+        let sections = field("DateRequest", "sections");
+        assert_eq!(sections["minItems"], json!(1));
+        assert_eq!(sections["maxItems"], json!(venue::SECTIONS_MAX));
+        let name = field("SectionRequest", "name");
+        assert_eq!(name["maxLength"], json!(venue::SECTION_NAME_CHARS_MAX));
+        let section_price = field("SectionRequest", "price");
+        assert_eq!(section_price["maximum"], json!(venue::PRICE_MAX));
+        let rows = field("SectionRequest", "rows");
+        assert_eq!(rows["maxItems"], json!(venue::ROWS_PER_SECTION_MAX));
+        let label = field("RowRequest", "row");
+        assert_eq!(label["maxLength"], json!(venue::ROW_LABEL_CHARS_MAX));
+        let seats = field("RowRequest", "seats");
+        assert_eq!(seats["maximum"], json!(venue::SEATS_PER_ROW_MAX));
 
         let keys: Vec<&Value> = document["paths"]
             .as_object()

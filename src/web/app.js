@@ -893,7 +893,14 @@ function leaveSeats() {
 async function openSeats() {
   show("seats");
   const date = state.date;
-  const prices = date.sections && date.sections.length > 1 ? "from " : "";
+  const sectioned = Boolean(date.sections && date.sections.length > 1);
+  const prices = sectioned ? "from " : "";
+  // The section picker is set from the date before the map arrives, so nothing moves then.
+  $("best-section-field").hidden = !sectioned;
+  if (sectioned) {
+    $("best-section").replaceChildren(new Option("Any section", ""),
+      ...date.sections.map((s) => new Option(`${s.name} (${won(s.price)} won)`, s.name)));
+  }
   $("date-info").textContent = `${describeDate(date)} · ${prices}${won(date.price)} won per seat`;
   $("availability").textContent = "Loading the seat map…";
   findOwnedSeats(date.date_id);

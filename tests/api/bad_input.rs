@@ -818,6 +818,13 @@ fn json_ish_strategy() -> impl Strategy<Value = String> {
         Just("1e400".to_owned()),
         "[a-z0-9_]{0,12}".prop_map(|s| format!("\"{s}\"")),
         proptest::collection::vec(-3i64..20, 0..6).prop_map(|v| format!("{v:?}")),
+        // The nested shapes: best_available and a date's sections, whole or broken.
+        (-2i64..8, "[A-Za-z]{0,3}")
+            .prop_map(|(q, s)| format!(r#"{{"quantity": {q}, "section": "{s}"}}"#)),
+        (-2i64..600, "[A-Z]{0,2}").prop_map(|(n, r)| {
+            format!(r#"[{{"name": "S", "price": {n}, "rows": [{{"row": "{r}", "seats": {n}}}]}}]"#)
+        }),
+        Just(r#"[{"name": "S", "rows": []}]"#.to_owned()),
     ];
     let field = proptest::sample::select(vec![
         "amount",
@@ -832,6 +839,8 @@ fn json_ish_strategy() -> impl Strategy<Value = String> {
         "starts_at",
         "seat_count",
         "price",
+        "sections",
+        "best_available",
     ]);
     proptest::collection::vec((field, value), 0..4).prop_map(|fields| {
         let inner: Vec<String> = fields

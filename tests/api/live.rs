@@ -110,6 +110,15 @@ async fn a_hold_by_one_buyer_reaches_another_buyers_seat_stream_within_a_second(
         seats.iter().all(|s| s["status"] == "available"),
         "{snapshot}"
     );
+    // The snapshot is the seat listing: the venue and each seat's place come with it.
+    assert_eq!(
+        snapshot["sections"],
+        json!([{"name": "General", "price": 100, "rows": [{"row": "1", "first_seat_no": 1, "seats": 8}]}])
+    );
+    assert_eq!(
+        seats[7],
+        json!({"seat_no": 8, "status": "available", "price": 100, "section": "General", "row": "1", "seat": 8})
+    );
 
     let started = Instant::now();
     app.hold_ok(&a, &a_queue, &date, &[3, 5]).await;
