@@ -583,6 +583,15 @@ impl ApiBuyer {
 
 /// A date of `seats` seats on the server's first concert.
 pub async fn add_date(server: &Server, seats: u32, starts_at: &str) -> String {
+    add_date_from(
+        server,
+        json!({"starts_at": starts_at, "seat_count": seats, "price": 2500}),
+    )
+    .await
+}
+
+/// A date of the server's one concert, as `body` describes it (API.md's admin form).
+pub async fn add_date_from(server: &Server, body: Value) -> String {
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let api = |path: &str| format!("{}/api/v1{path}", server.base);
     let concerts = json_of(client.get(api("/concerts"))).await;
@@ -591,10 +600,13 @@ pub async fn add_date(server: &Server, seats: u32, starts_at: &str) -> String {
         client
             .post(api(&format!("/admin/concerts/{concert}/dates")))
             .header("authorization", ADMIN)
-            .json(&json!({"starts_at": starts_at, "seat_count": seats, "price": 2500})),
+            .json(&body),
     )
     .await;
-    date["date_id"].as_str().unwrap().to_owned()
+    date["date_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a date: {date}"))
+        .to_owned()
 }
 
 /// Signs up from the header's sign-in entry, and comes back to the catalogue.

@@ -6,18 +6,11 @@ use crate::support::*;
 
 /// A date of `sections` for the server's one concert.
 async fn add_venue(server: &Server, sections: Value) -> String {
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let api = |path: &str| format!("{}/api/v1{path}", server.base);
-    let concerts = json_of(client.get(api("/concerts"))).await;
-    let concert = concerts["concerts"][0]["concert_id"].as_str().unwrap();
-    let date = json_of(
-        client
-            .post(api(&format!("/admin/concerts/{concert}/dates")))
-            .header("authorization", ADMIN)
-            .json(&json!({"starts_at": "2031-05-01T19:00:00Z", "sections": sections})),
+    add_date_from(
+        server,
+        json!({"starts_at": "2031-05-01T19:00:00Z", "sections": sections}),
     )
-    .await;
-    date["date_id"].as_str().expect("a date").to_owned()
+    .await
 }
 
 fn rows(labels: &[&str], seats: u32) -> Value {

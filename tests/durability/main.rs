@@ -756,16 +756,7 @@ async fn a_paid_queue_token_stays_ended_after_kill_nine() {
     let (status, held) = api.hold(&payer, &payer_token, &date, 1).await.unwrap();
     assert_eq!(status, StatusCode::CREATED, "{held}");
     // Every owner snapshots here, the waiting room with both tokens admitted.
-    let admin = format!("Bearer {}", server::ADMIN);
-    let (status, body) = api
-        .post(
-            "/api/v1/admin/backups",
-            &[("authorization", &admin)],
-            json!({}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    api.backup().await;
     let (status, body) = api
         .post(
             "/api/v1/payments",
@@ -848,16 +839,7 @@ async fn a_layout_and_best_available_holds_survive_kill_nine() {
     assert_eq!(best(0, "Hall").await, json!([5, 6]));
     assert_eq!(best(1, "Hall").await, json!([3, 4]));
     // Every owner snapshots here; the next hold is only in the log.
-    let admin = format!("Bearer {}", server::ADMIN);
-    let (status, body) = api
-        .post(
-            "/api/v1/admin/backups",
-            &[("authorization", &admin)],
-            json!({}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    api.backup().await;
     assert_eq!(best(2, "Hall").await, json!([7, 8]));
     let listing = |api: Api| {
         let (session, token) = buyers[3].clone();

@@ -326,6 +326,20 @@ impl Api {
         Some(body["queue_token"].as_str().unwrap().to_owned())
     }
 
+    /// Asks for a backup, which snapshots every owner first; panics unless it is made.
+    pub async fn backup(&self) {
+        let admin = format!("Bearer {ADMIN}");
+        let (status, body) = self
+            .post(
+                "/api/v1/admin/backups",
+                &[("authorization", &admin)],
+                json!({}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+
     pub async fn admin_stats(&self) -> Value {
         let admin = format!("Bearer {ADMIN}");
         let (status, body) = self

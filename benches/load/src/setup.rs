@@ -349,9 +349,7 @@ pub async fn concert_with_date(
     seats: u32,
     price: u64,
 ) -> anyhow::Result<(String, String)> {
-    let concert = api::create_concert(client, admin, &format!("load run {}", names.run()))
-        .await
-        .map_err(admin_failure)?;
+    let concert = new_concert(client, admin, names).await?;
     let date = api::create_date(client, admin, &concert, seats, price)
         .await
         .map_err(admin_failure)?;
@@ -368,14 +366,19 @@ pub async fn concert_with_varied_layout(
     seats: u32,
     price: u64,
 ) -> anyhow::Result<(String, String)> {
-    let concert = api::create_concert(client, admin, &format!("load run {}", names.run()))
-        .await
-        .map_err(admin_failure)?;
+    let concert = new_concert(client, admin, names).await?;
     let date =
         api::create_date_with_sections(client, admin, &concert, &varied_sections(seats, price))
             .await
             .map_err(admin_failure)?;
     Ok((concert, date))
+}
+
+/// The run's concert, named after the run.
+async fn new_concert(client: &Client, admin: &str, names: &Names) -> anyhow::Result<String> {
+    api::create_concert(client, admin, &format!("load run {}", names.run()))
+        .await
+        .map_err(admin_failure)
 }
 
 /// Row lengths cycle through these, so rows of odd and even length, short and long, mix.

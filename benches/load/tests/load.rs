@@ -83,18 +83,18 @@ impl Server {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_small_sell_out_sells_every_seat_once_and_conserves_money() {
-    let server = Server::start(Settings::for_tests()).await;
-    let args = server.args(
-        "sell-out",
+/// A sale of `mode` (sell-out or best-available) small enough for a test: `seats` seats,
+/// `buyers` buyers, 16 connections, bounded in time and requests.
+fn small_sale_args(server: &Server, mode: &str, seats: &str, buyers: &str) -> Vec<String> {
+    server.args(
+        mode,
         &[
             "--admin-token",
             &server.admin_token,
             "--seats",
-            "200",
+            seats,
             "--buyers",
-            "400",
+            buyers,
             "--connections",
             "16",
             "--duration",
@@ -104,7 +104,13 @@ async fn a_small_sell_out_sells_every_seat_once_and_conserves_money() {
             "--setup-timeout",
             "20",
         ],
-    );
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_sell_out_sells_every_seat_once_and_conserves_money() {
+    let server = Server::start(Settings::for_tests()).await;
+    let args = small_sale_args(&server, "sell-out", "200", "400");
     let report = run_to_success(args, server).await;
     assert_eq!(report["mode"], "sell-out");
     assert_eq!(report["outcome"]["sold_out"], true, "{report:#}");
@@ -787,25 +793,7 @@ fn run_bounded(args: &[String]) -> (Option<i32>, String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_best_available_sale_sells_out_without_avoidable_orphans() {
     let server = Server::start(Settings::for_tests()).await;
-    let args = server.args(
-        "best-available",
-        &[
-            "--admin-token",
-            &server.admin_token,
-            "--seats",
-            "600",
-            "--buyers",
-            "500",
-            "--connections",
-            "16",
-            "--duration",
-            "20",
-            "--max-requests",
-            "100000",
-            "--setup-timeout",
-            "20",
-        ],
-    );
+    let args = small_sale_args(&server, "best-available", "600", "500");
     let report = run_to_success(args, server).await;
     assert_eq!(report["mode"], "best-available");
     assert_eq!(report["outcome"]["sold_out"], true, "{report:#}");
