@@ -176,9 +176,25 @@ async function showCatalog() {
       const { dates: all } = await api("GET", `/concerts/${concert.concert_id}/dates`);
       for (const date of all) {
         const item = document.createElement("li");
+        const about = document.createElement("div");
         const text = document.createElement("span");
-        const from = date.sections && date.sections.length > 1 ? "from " : "";
+        const sectioned = Boolean(date.sections && date.sections.length > 1);
+        const from = sectioned ? "from " : "";
         text.textContent = `${when(date.starts_at)} · ${won(date.available_seats)} of ${won(date.total_seats)} seats available · ${from}${won(date.price)} won each`;
+        // A date of several sections says what is left in each, at its price.
+        if (sectioned) {
+          const sections = document.createElement("ul");
+          sections.className = "sections";
+          sections.setAttribute("aria-label", "Seats left by section");
+          for (const section of date.sections) {
+            const line = document.createElement("li");
+            line.textContent = `${section.name}: ${won(section.available_seats)} of ${won(section.total_seats)} left · ${won(section.price)} won`;
+            sections.append(line);
+          }
+          about.append(text, sections);
+        } else {
+          about.append(text);
+        }
         const button = document.createElement("button");
         button.type = "button";
         button.dataset.date = date.date_id;
@@ -186,7 +202,7 @@ async function showCatalog() {
         button.setAttribute("aria-label", `${button.textContent}: ${concert.title}, ${when(date.starts_at)}`);
         button.disabled = date.available_seats === 0;
         button.addEventListener("click", () => go(`#/dates/${encodeURIComponent(date.date_id)}`));
-        item.append(text, button);
+        item.append(about, button);
         dates.append(item);
       }
       box.append(title, dates);

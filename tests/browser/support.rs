@@ -298,10 +298,20 @@ impl Browser<'_> {
         }
     }
 
+    /// Clicks the element `css` finds. One that a redraw replaced between the finding and the
+    /// click (the catalogue re-rendered, say) is found again and clicked, within `WAIT`.
     pub async fn click(&self, css: &str) {
-        let element = self.find(css).await;
-        self.call("POST", &format!("/element/{element}/click"), json!({}))
-            .await;
+        let started = Instant::now();
+        loop {
+            let element = self.find(css).await;
+            let answer = self
+                .call("POST", &format!("/element/{element}/click"), json!({}))
+                .await;
+            if answer["error"] != "stale element reference" {
+                return;
+            }
+            assert!(started.elapsed() < WAIT, "{css} kept being replaced");
+        }
     }
 
     pub async fn type_into(&self, css: &str, text: &str) {

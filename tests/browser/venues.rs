@@ -37,6 +37,23 @@ async fn a_two_section_venue_draws_its_rows_and_prices_and_holds_the_best_pair()
     let driver = Driver::start().await;
     let browser = driver.browser().await;
     sign_up_from_header(&browser, &server, &unique("venuebuyer")).await;
+    // The catalogue says what each section has left, at its price.
+    let sections = browser
+        .script(
+            "return [...document.querySelectorAll('.sections li')].map(l => l.textContent);",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        sections,
+        json!([
+            "Floor: 30 of 30 left · 150,000 won",
+            "Balcony: 24 of 24 left · 80,000 won"
+        ])
+    );
+    browser
+        .check_accessibility("a catalogue with sections")
+        .await;
     browser.click(&format!("[data-date=\"{venue}\"]")).await;
     browser.find("#seat-grid [data-seat=\"54\"]").await;
 
