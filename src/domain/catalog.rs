@@ -1,6 +1,8 @@
 //! Concerts and their dates. A date's layout (its sections, rows and prices) is fixed when it is
 //! created.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use super::error::DomainError;
@@ -25,7 +27,8 @@ pub struct DateInfo {
     pub id: DateId,
     pub concert: ConcertId,
     pub starts_at: Timestamp,
-    pub layout: Layout,
+    /// Shared, so reading a date (every catalogue request) copies a pointer, not its rows.
+    pub layout: Arc<Layout>,
 }
 
 impl DateInfo {
@@ -150,7 +153,7 @@ impl Catalog {
                     id: *date,
                     concert: *concert,
                     starts_at: *starts_at,
-                    layout: layout.clone(),
+                    layout: Arc::new(layout.clone()),
                 });
                 self.concerts[concert.0 as usize - 1].dates.push(*date);
             }
@@ -189,7 +192,7 @@ mod tests {
         );
         assert_eq!(catalog.date(DateId(1)).unwrap().seat_count(), 50);
         assert_eq!(
-            catalog.date(DateId(1)).unwrap().layout,
+            *catalog.date(DateId(1)).unwrap().layout,
             Layout::general(50, 0)
         );
         assert!(catalog.date(DateId(0)).is_none());

@@ -229,13 +229,12 @@ impl Layout {
         self.sections.iter().map(|s| s.price).min().unwrap_or(0)
     }
 
-    /// Seats in each section, in section order.
+    /// Seats in each section, in section order: a section's seats are numbered in one run.
     pub fn section_seats(&self) -> impl Iterator<Item = u32> + '_ {
         self.sections.iter().map(|s| {
-            self.rows[s.rows.start as usize..s.rows.end as usize]
-                .iter()
-                .map(|r| r.seats)
-                .sum()
+            let first = &self.rows[s.rows.start as usize];
+            let last = &self.rows[s.rows.end as usize - 1];
+            last.last_seat().0 - first.first_seat.0 + 1
         })
     }
 

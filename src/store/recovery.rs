@@ -136,7 +136,7 @@ pub fn recover(setup: &StoreSetup, policies: Policies) -> Result<Recovered, Stor
     let mut dates: BTreeMap<DateId, Start<SeatMap>> = BTreeMap::new();
     for info in catalog.state.dates() {
         let start = start(dir, &date_owner(info.id), || {
-            SeatMap::new(info.id, info.layout.clone(), policies.holds)
+            SeatMap::new(info.id, (*info.layout).clone(), policies.holds)
         })?;
         dates.insert(info.id, start);
     }
