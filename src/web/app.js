@@ -568,7 +568,6 @@ class SeatMap {
     this.grid.style.height = "0";
     $("overview").hidden = true;
     $("categories").replaceChildren();
-    $("best-section").replaceChildren();
   }
 
   get count() { return this.order.length; }
@@ -584,9 +583,7 @@ class SeatMap {
       return item;
     });
     $("categories").replaceChildren(...items);
-    const any = new Option("Any section", "");
-    $("best-section").replaceChildren(any, ...this.sections.map((s) => new Option(`${s.name} (${won(s.price)} won)`, s.name)));
-    $("best-section-field").hidden = this.sections.length < 2;
+    offerSections(this.sections);
   }
 
   look(seat) {
@@ -906,17 +903,20 @@ function leaveSeats() {
   state.owned.clear();
 }
 
+// The sections best available may be asked for, shown only when there is a choice.
+function offerSections(sections) {
+  $("best-section-field").hidden = sections.length < 2;
+  $("best-section").replaceChildren(new Option("Any section", ""),
+    ...sections.map((s) => new Option(`${s.name} (${won(s.price)} won)`, s.name)));
+}
+
 async function openSeats() {
   show("seats");
   const date = state.date;
   const sectioned = Boolean(date.sections && date.sections.length > 1);
   const prices = sectioned ? "from " : "";
   // The section picker is set from the date before the map arrives, so nothing moves then.
-  $("best-section-field").hidden = !sectioned;
-  if (sectioned) {
-    $("best-section").replaceChildren(new Option("Any section", ""),
-      ...date.sections.map((s) => new Option(`${s.name} (${won(s.price)} won)`, s.name)));
-  }
+  offerSections(date.sections || []);
   $("date-info").textContent = `${describeDate(date)} · ${prices}${won(date.price)} won per seat`;
   $("availability").textContent = "Loading the seat map…";
   findOwnedSeats(date.date_id);

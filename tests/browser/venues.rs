@@ -113,6 +113,20 @@ async fn a_two_section_venue_draws_its_rows_and_prices_and_holds_the_best_pair()
         )
         .await;
     assert_ne!(colours[0], colours[1], "two price categories, two colours");
+    let picker = browser
+        .script(
+            "return [document.getElementById('best-section-field').hidden, \
+                     [...document.getElementById('best-section').options].map(o => o.textContent)];",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        picker,
+        json!([
+            false,
+            ["Any section", "Floor (150,000 won)", "Balcony (80,000 won)"]
+        ])
+    );
     browser.check_accessibility("a venue of two sections").await;
 
     browser.click("#best-submit").await;
