@@ -423,7 +423,13 @@ impl Settings {
     pub fn for_tests() -> Self {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("boxoffice-{}-{n}", std::process::id()));
+        // The process id alone repeats across runs, and a directory an earlier run left behind
+        // would hand this one its store: the start time makes the name new.
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dir =
+            std::env::temp_dir().join(format!("boxoffice-{}-{started}-{n}", std::process::id()));
         let mut settings = Self::default();
         settings.storage.sqlite_path = dir.join("boxoffice.db");
         settings.storage.snapshot_dir = dir.join("snapshots");
