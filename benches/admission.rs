@@ -28,7 +28,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use boxoffice::domain::admission::{AdmissionQueue, Lookup, QueuePolicy, QueueTokenId, Standing};
-use boxoffice::domain::seat_map::{HoldPolicy, SeatMap};
+use boxoffice::domain::seat_map::{DatePolicy, SeatMap};
 use boxoffice::domain::{DateId, SeatNo, Timestamp, UserId};
 
 const WAITING: usize = 1_000_000;
@@ -225,12 +225,14 @@ fn seat_map_memory() -> Vec<SeatMap> {
         .map(|date| {
             SeatMap::new(
                 DateId(date),
+                Timestamp(i64::MAX),
                 boxoffice::domain::venue::Layout::general(seats_per_date, 1_000),
-                HoldPolicy {
+                DatePolicy {
                     ttl_ms: 300_000,
                     max_seats_per_user: 4,
                     max_seats_per_user_total: 8,
                     rehold_cooldown_ms: 60_000,
+                    refunds: Default::default(),
                 },
             )
         })

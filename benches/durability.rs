@@ -17,7 +17,7 @@ use boxoffice::domain::idempotency::{
     BookKey, IdempotencyBook, KeyIndex, KeyedEndpoint, PendingRecord, RECENT_KEYS_MAX,
 };
 use boxoffice::domain::ledger::{BalancePolicy, Ledger};
-use boxoffice::domain::seat_map::{HoldPolicy, SeatMap};
+use boxoffice::domain::seat_map::{DatePolicy, SeatMap};
 use boxoffice::domain::venue::Layout;
 use boxoffice::domain::{
     ChargeId, DateId, Event, IdempotencyKey, IdempotencyStamp, ReservationId, SeatNo, Timestamp,
@@ -30,18 +30,24 @@ use boxoffice::store::{recover, snapshot, EventLog, SyncMode};
 const SEATS: u32 = 50_000;
 const LOGGED_EVENTS: usize = 1_000_000;
 
-fn policy() -> HoldPolicy {
-    HoldPolicy {
+fn policy() -> DatePolicy {
+    DatePolicy {
         ttl_ms: 300_000,
         max_seats_per_user: 4,
         max_seats_per_user_total: 8,
         rehold_cooldown_ms: 60_000,
+        refunds: Default::default(),
     }
 }
 
 /// A 50,000-seat date in mid-sale: a fifth of the seats sold, a fifth held.
 fn busy_date() -> SeatMap {
-    let mut map = SeatMap::new(DateId(1), Layout::general(SEATS, 55_000), policy());
+    let mut map = SeatMap::new(
+        DateId(1),
+        Timestamp(i64::MAX),
+        Layout::general(SEATS, 55_000),
+        policy(),
+    );
     let now = Timestamp(1_700_000_000_000);
     for seat in 1..=(SEATS * 2 / 5) {
         let user = UserId(seat as u64);
@@ -266,7 +272,12 @@ fn history(count: usize) -> History {
         .unwrap();
     catalog.apply(&date);
     events.push(date);
-    let mut map = SeatMap::new(DateId(1), Layout::general(SEATS, 1_000), policy());
+    let mut map = SeatMap::new(
+        DateId(1),
+        Timestamp(i64::MAX),
+        Layout::general(SEATS, 1_000),
+        policy(),
+    );
     const USERS: u64 = 10_000;
     for u in 1..=USERS {
         let e = accounts

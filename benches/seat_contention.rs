@@ -52,7 +52,7 @@ use boxoffice::actors::date::HoldRequest;
 use boxoffice::actors::{DateHandle, Engine, EngineError};
 use boxoffice::clock::{Clock, SystemClock};
 use boxoffice::config::{Settings, Synchronous};
-use boxoffice::domain::seat_map::{HoldPolicy, SeatMap};
+use boxoffice::domain::seat_map::{DatePolicy, SeatMap};
 use boxoffice::domain::{ConcertId, DateId, DomainError, SeatList, SeatNo, Timestamp, UserId};
 
 const SEATS: u32 = 50_000;
@@ -99,12 +99,14 @@ fn shuffled_seats(rng: &mut StdRng) -> Vec<SeatNo> {
 fn domain_map() -> SeatMap {
     SeatMap::new(
         DateId(1),
+        Timestamp(i64::MAX),
         boxoffice::domain::venue::Layout::general(SEATS, PRICE),
-        HoldPolicy {
+        DatePolicy {
             ttl_ms: HOLD_TTL_MS,
             max_seats_per_user: 4,
             max_seats_per_user_total: 8,
             rehold_cooldown_ms: 60_000,
+            refunds: Default::default(),
         },
     )
 }

@@ -651,7 +651,7 @@ mod tests {
             .catalog
             .create_date(
                 concert,
-                Timestamp(0),
+                Timestamp(4_102_444_800_000), // 2100: on sale throughout
                 crate::domain::catalog::SeatPlan::Uniform {
                     seat_count: 10,
                     price: 100,

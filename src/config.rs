@@ -18,6 +18,8 @@ pub struct Settings {
     pub admin: AdminSettings,
     pub seed: SeedSettings,
     pub limits: LimitSettings,
+    pub refunds: RefundSettings,
+    pub waitlist: WaitlistSettings,
     pub log: LogSettings,
 }
 
@@ -152,6 +154,22 @@ pub struct SeedSettings {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+pub struct RefundSettings {
+    /// Refunds are refused this many hours before a date starts, and later.
+    pub window_closes_hours_before_start: u64,
+    /// Share of a reservation's price kept on a refund, 0–99.
+    pub fee_percent: u8,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WaitlistSettings {
+    /// How long a waiting-list offer (a hold) lasts.
+    pub offer_ttl_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct LimitSettings {
     pub session_requests_per_second: u32,
     pub auth_attempts_per_minute_per_ip: u32,
@@ -256,6 +274,23 @@ impl Default for AuthSettings {
     }
 }
 
+impl Default for RefundSettings {
+    fn default() -> Self {
+        Self {
+            window_closes_hours_before_start: 24,
+            fee_percent: 10,
+        }
+    }
+}
+
+impl Default for WaitlistSettings {
+    fn default() -> Self {
+        Self {
+            offer_ttl_seconds: 600,
+        }
+    }
+}
+
 impl Default for SeedSettings {
     fn default() -> Self {
         Self { demo: true }
@@ -282,6 +317,9 @@ impl Default for LogSettings {
         }
     }
 }
+
+/// Ten years: more would overflow no clock, but is surely a typo.
+const MAX_REFUND_WINDOW_HOURS: u64 = 87_600;
 
 /// A longer cooldown would keep a seat from its last holder for good, and keep its memory as long.
 const MAX_REHOLD_COOLDOWN_SECONDS: u64 = 86_400;
@@ -361,6 +399,17 @@ impl Settings {
         }
         if self.balance.max_balance > crate::domain::MAX_MONEY {
             return invalid("balance.max_balance must not exceed 2^53-1");
+        }
+        if self.refunds.fee_percent > 99 {
+            return invalid("refunds.fee_percent must be 0 to 99");
+        }
+        if self.refunds.window_closes_hours_before_start > MAX_REFUND_WINDOW_HOURS {
+            return invalid(
+                "refunds.window_closes_hours_before_start must be at most 87600 (ten years)",
+            );
+        }
+        if self.waitlist.offer_ttl_seconds == 0 || self.waitlist.offer_ttl_seconds > 86_400 {
+            return invalid("waitlist.offer_ttl_seconds must be 1 to 86400 (a day)");
         }
         if self.auth.session_ttl_seconds == 0 {
             return invalid("auth.session_ttl_seconds must be at least 1");

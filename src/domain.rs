@@ -21,5 +21,5 @@ pub mod venue;
 mod properties;
 
 pub use error::DomainError;
-pub use events::{Event, IdempotencyStamp};
+pub use events::{CancellationRefund, Event, IdempotencyStamp};
 pub use types::*;

@@ -16,6 +16,7 @@ mod ops;
 mod queue;
 mod request_metrics;
 mod reservations;
+mod returns;
 pub mod transport;
 mod users;
 mod web;
@@ -111,6 +112,7 @@ pub fn router(state: AppState) -> Router {
         .merge(queue::routes())
         .merge(catalog::routes())
         .merge(reservations::routes())
+        .merge(returns::routes())
         .merge(balance::routes())
         .merge(admin::routes())
         .merge(live::routes())

@@ -4,15 +4,21 @@
 
 use crate::config::{Settings, Synchronous};
 use crate::domain::ledger::BalancePolicy;
-use crate::domain::seat_map::HoldPolicy;
+use crate::domain::seat_map::{DatePolicy, RefundPolicy};
 use crate::store::{Policies, StoreSetup, SyncMode};
 
-pub fn hold_policy(settings: &Settings) -> HoldPolicy {
-    HoldPolicy {
+pub fn date_policy(settings: &Settings) -> DatePolicy {
+    DatePolicy {
         ttl_ms: (settings.holds.ttl_seconds as i64).saturating_mul(1000),
         max_seats_per_user: settings.holds.max_seats_per_user,
         max_seats_per_user_total: settings.holds.max_seats_per_user_total,
         rehold_cooldown_ms: (settings.holds.rehold_cooldown_seconds as i64).saturating_mul(1000),
+        refunds: RefundPolicy {
+            fee_percent: settings.refunds.fee_percent,
+            window_closes_ms_before_start: (settings.refunds.window_closes_hours_before_start
+                as i64)
+                .saturating_mul(3_600_000),
+        },
     }
 }
 
@@ -26,7 +32,7 @@ pub fn balance_policy(settings: &Settings) -> BalancePolicy {
 /// Every policy recovered state runs under.
 pub fn policies(settings: &Settings) -> Policies {
     Policies {
-        holds: hold_policy(settings),
+        dates: date_policy(settings),
         balance: balance_policy(settings),
     }
 }

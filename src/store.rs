@@ -34,3 +34,8 @@ pub use error::StoreError;
 pub use log::{Durable, EventLog, SyncMode};
 pub use projection::OpenedLog;
 pub use recovery::{recover, Policies, Recovered, StoreSetup};
+
+/// The size of an event as the log stores it, for reports.
+pub fn encoded_len(event: &crate::domain::Event) -> usize {
+    rows::encode(event).len()
+}

@@ -166,7 +166,8 @@ async fn history_is_the_projection_of_the_log(settings: &Settings) -> Result<(),
         let entries: Vec<LedgerEntry> = events
             .iter()
             .rev()
-            .filter_map(|(seq, e)| LedgerEntry::made_by(*seq, e))
+            // Newest first: later events first, and within one event its later entries.
+            .flat_map(|(seq, e)| LedgerEntry::made_by(*seq, e).into_iter().rev())
             .filter(|(owner, _)| *owner == user)
             .map(|(_, entry)| entry)
             .collect();
@@ -176,16 +177,25 @@ async fn history_is_the_projection_of_the_log(settings: &Settings) -> Result<(),
         prop_assert_eq!(walked, entries);
         let mut made: Vec<(u64, Reservation)> = Vec::new();
         for (seq, event) in events {
-            match ReservationChange::made_by(event) {
-                Some(ReservationChange::Placed(r)) => made.push((*seq, r)),
-                Some(ReservationChange::Ended { id, state, at }) => {
-                    let (_, r) = made
-                        .iter_mut()
-                        .find(|(_, r)| r.id == id)
-                        .expect("a reservation ends after it is placed");
-                    ReservationChange::end(r, state, at);
+            for change in ReservationChange::made_by(event) {
+                match change {
+                    ReservationChange::Placed(r) => made.push((*seq, r)),
+                    ReservationChange::Ended { id, state, at } => {
+                        let (_, r) = made
+                            .iter_mut()
+                            .find(|(_, r)| r.id == id)
+                            .expect("a reservation ends after it is placed");
+                        ReservationChange::end(r, state, at);
+                    }
+                    // A transfer places it in the recipient's list.
+                    ReservationChange::Transferred { id, to } => {
+                        let (listed, r) = made
+                            .iter_mut()
+                            .find(|(_, r)| r.id == id)
+                            .expect("a reservation is given after it is placed");
+                        (*listed, r.user) = (*seq, to);
+                    }
                 }
-                None => {}
             }
         }
         made.retain(|(_, r)| r.user == user);
@@ -351,7 +361,7 @@ fn check(commands: Vec<Command>, split: usize) -> Result<(), TestCaseError> {
                 .catalog
                 .create_date(
                     concert,
-                    Timestamp(0),
+                    Timestamp(4_102_444_800_000), // 2100: on sale throughout
                     boxoffice::domain::catalog::SeatPlan::Uniform {
                         seat_count: 12,
                         price: 100,

@@ -218,6 +218,11 @@ impl AccountsHandle {
             .map(|u| (u.id, u.password_hash.clone()))
     }
 
+    /// The user with this name, if any.
+    pub fn user_named(&self, username: &str) -> Option<UserId> {
+        self.view.read().user_by_name(username).map(|u| u.id)
+    }
+
     pub fn username(&self, user: UserId) -> Option<String> {
         self.view
             .read()

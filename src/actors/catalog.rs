@@ -14,9 +14,9 @@ use super::{
 use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::domain::catalog::{Catalog, Concert, DateInfo, SeatPlan};
-use crate::domain::seat_map::{HoldPolicy, SeatMap};
+use crate::domain::seat_map::{DatePolicy, SeatMap};
 use crate::domain::{ConcertId, DateId, DomainError, Event, Timestamp};
-use crate::policies::hold_policy;
+use crate::policies::date_policy;
 use crate::store::recovery::CATALOG_OWNER;
 use crate::store::Durable;
 
@@ -39,7 +39,7 @@ pub struct CatalogActor;
 
 pub struct CatalogState {
     catalog: Arc<RwLock<Catalog>>,
-    hold_policy: HoldPolicy,
+    date_policy: DatePolicy,
     dates: DateDeps,
 }
 
@@ -60,7 +60,7 @@ impl CatalogState {
             unreachable!("create_date decides a date")
         };
         let date = *date;
-        let map = SeatMap::new(date, layout.clone(), self.hold_policy);
+        let map = SeatMap::new(date, starts_at, layout.clone(), self.date_policy);
         let handle = DateHandle::spawn(map, self.dates.clone())
             .await
             .map_err(|error| {
@@ -158,7 +158,7 @@ impl CatalogHandle {
         };
         let state = CatalogState {
             catalog: view.clone(),
-            hold_policy: hold_policy(settings),
+            date_policy: date_policy(settings),
             dates: dates.clone(),
         };
         let actor = owners.spawn_owner(CatalogActor, state).await?;

@@ -5,7 +5,7 @@
 //! The map keeps only held reservations. Asked about one that has ended, the actor says so
 //! (`EngineError::Ended`) and `DateHandle` answers from the store, once the end is committed.
 
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -18,11 +18,11 @@ use super::{
 };
 use crate::clock::SharedClock;
 use crate::domain::admission::QueueTokenId;
-use crate::domain::seat_map::{Reservation, SeatChoice, SeatMap, SeatStatus};
+use crate::domain::seat_map::{Reservation, SaleState, SeatChoice, SeatMap, SeatStatus};
 use crate::domain::venue::Layout;
 use crate::domain::{
     DateId, DomainError, Event, IdempotencyStamp, ReservationId, SeatList, SeatNo, Timestamp,
-    UserId,
+    TransferId, UserId,
 };
 use crate::store::recovery::date_owner;
 use crate::store::{Durable, EventLog};
@@ -42,6 +42,8 @@ const SEAT_SOLD: i64 = i64::MAX;
 /// reads as available, exactly as the seat map decides.
 pub struct SeatView {
     date: DateId,
+    starts_at: Timestamp,
+    cancelled: AtomicBool,
     layout: Arc<Layout>,
     seats: Box<[AtomicI64]>,
     held: AtomicU32,
@@ -68,6 +70,8 @@ impl SeatView {
     fn new(map: &SeatMap, now: Timestamp) -> Self {
         let view = Self {
             date: map.date(),
+            starts_at: map.starts_at(),
+            cancelled: AtomicBool::new(false),
             layout: Arc::new(map.layout().clone()),
             seats: (0..map.seat_count())
                 .map(|_| AtomicI64::new(SEAT_FREE))
@@ -95,6 +99,10 @@ impl SeatView {
     pub fn date(&self) -> DateId {
         self.date
     }
+    /// Whether the date sells at `now`, as its map decides.
+    pub fn sale_state(&self, now: Timestamp) -> SaleState {
+        SaleState::of(self.cancelled.load(Ordering::Acquire), self.starts_at, now)
+    }
     pub fn layout(&self) -> &Layout {
         &self.layout
     }
@@ -115,7 +123,7 @@ impl SeatView {
     pub fn sold_seats(&self) -> u32 {
         self.sold.load(Ordering::Relaxed)
     }
-    /// Reservations the date keeps in memory: those still held.
+    /// Reservations the date keeps in memory: those still held, and the paid ones.
     pub fn reservations(&self) -> usize {
         self.reservations.load(Ordering::Relaxed)
     }
@@ -159,12 +167,14 @@ impl SeatView {
             self.seats[index].store(code, Ordering::Release);
             self.dirty[index / 64].fetch_or(1 << (index % 64), Ordering::Relaxed);
         }
+        self.cancelled.store(map.is_cancelled(), Ordering::Release);
         self.held.store(map.held_seats(), Ordering::Relaxed);
         self.sold.store(map.sold_seats(), Ordering::Relaxed);
         for (published, free) in self.free_by_section.iter().zip(map.free_by_section()) {
             published.store(*free, Ordering::Relaxed);
         }
-        self.reservations.store(map.hold_count(), Ordering::Relaxed);
+        self.reservations
+            .store(map.hold_count() + map.paid_count(), Ordering::Relaxed);
         self.cooldowns
             .store(map.cooldown_count(), Ordering::Relaxed);
         if !changed.is_empty() {
@@ -223,6 +233,37 @@ pub struct PaymentReceipt {
     pub paid_at: Timestamp,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundReceipt {
+    pub reservation: ReservationId,
+    pub amount: u64,
+    pub fee: u64,
+    pub payer: UserId,
+    /// The caller's balance right after.
+    pub balance: u64,
+    pub refunded_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferReceipt {
+    pub transfer: TransferId,
+    pub reservation: ReservationId,
+    pub from: UserId,
+    pub to: UserId,
+    pub transferred_at: Timestamp,
+}
+
+/// What calling a date off did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancellationReport {
+    pub date: DateId,
+    pub refunded_reservations: usize,
+    pub refunded_amount: u64,
+    pub cancelled_holds: usize,
+    /// The size of its one log event, for reports.
+    pub event_bytes: usize,
+}
+
 /// One hold of a run asked for together (`DateHandle::hold_many`).
 #[derive(Debug, Clone)]
 pub struct HoldRequest {
@@ -257,8 +298,25 @@ pub enum DateMsg {
         queue_token: Option<QueueTokenId>,
         reply: RpcReplyPort<Decided<PaymentReceipt, EngineError>>,
     },
-    Get {
+    Refund {
         user: UserId,
+        reservation: ReservationId,
+        idempotency: Option<IdempotencyStamp>,
+        reply: RpcReplyPort<Decided<RefundReceipt, EngineError>>,
+    },
+    Transfer {
+        from: UserId,
+        to: Option<UserId>,
+        reservation: ReservationId,
+        idempotency: Option<IdempotencyStamp>,
+        reply: RpcReplyPort<Decided<TransferReceipt, EngineError>>,
+    },
+    CancelDate {
+        reply: RpcReplyPort<Decided<CancellationReport, EngineError>>,
+    },
+    Get {
+        /// `None`: whoever holds it (a replay of a request its holder made, since given away).
+        user: Option<UserId>,
         reservation: ReservationId,
         reply: RpcReplyPort<Result<Reservation, EngineError>>,
     },
@@ -378,11 +436,9 @@ impl DateState {
             .map
             .prepare_payment(user, reservation, now, idempotency, queue_token);
         let payment = self.unless_ended(prepared, reservation)?;
-        // The ledger logs the event; this actor handles no other message until it has applied
-        // the same event to its seats, so no one sees half a payment here. The queue token
-        // ends when the event commits (`Durability::append`): nothing here waits on the queue.
-        let (payment, durable) = self.deps.ledger.settle_payment(payment).await?;
-        self.apply(&payment, now);
+        // The queue token ends when the event commits (`Durability::append`): nothing here
+        // waits on the queue.
+        let (payment, durable) = self.settle(payment, now).await?;
         let Event::PaymentCompleted {
             amount,
             seats,
@@ -401,6 +457,107 @@ impl DateState {
             paid_at: at,
         };
         Ok((receipt, durable))
+    }
+}
+
+impl DateState {
+    /// Has the ledger complete and log an event that moves money and seats, then applies it
+    /// here. This actor handles no other message until it has applied it, so no one sees half
+    /// of it here.
+    async fn settle(
+        &mut self,
+        prepared: Event,
+        now: Timestamp,
+    ) -> Result<(Event, Durable), EngineError> {
+        let (settled, durable) = self.deps.ledger.settle(prepared).await?;
+        self.apply(&settled, now);
+        Ok((settled, durable))
+    }
+
+    async fn refund(
+        &mut self,
+        user: UserId,
+        reservation: ReservationId,
+        idempotency: Option<IdempotencyStamp>,
+        now: Timestamp,
+    ) -> Result<(RefundReceipt, Durable), EngineError> {
+        let prepared = self.map.prepare_refund(user, reservation, now, idempotency);
+        let refund = self.unless_ended(prepared, reservation)?;
+        let (refund, durable) = self.settle(refund, now).await?;
+        let Event::RefundCompleted {
+            payer,
+            amount,
+            fee,
+            holder_balance,
+            at,
+            ..
+        } = refund
+        else {
+            unreachable!("prepare_refund decides a refund")
+        };
+        let receipt = RefundReceipt {
+            reservation,
+            amount,
+            fee,
+            payer,
+            balance: holder_balance,
+            refunded_at: at,
+        };
+        Ok((receipt, durable))
+    }
+
+    fn transfer(
+        &mut self,
+        from: UserId,
+        to: Option<UserId>,
+        reservation: ReservationId,
+        idempotency: Option<IdempotencyStamp>,
+        now: Timestamp,
+    ) -> Result<(TransferReceipt, Durable), EngineError> {
+        let prepared = self
+            .map
+            .prepare_transfer(from, to, reservation, now, idempotency);
+        let event = self.unless_ended(prepared, reservation)?;
+        let durable = self.commit(&event, now);
+        let Event::TransferCompleted {
+            transfer, to, at, ..
+        } = event
+        else {
+            unreachable!("prepare_transfer decides a transfer")
+        };
+        let receipt = TransferReceipt {
+            transfer,
+            reservation,
+            from,
+            to,
+            transferred_at: at,
+        };
+        Ok((receipt, durable))
+    }
+
+    async fn cancel_date(
+        &mut self,
+        now: Timestamp,
+    ) -> Result<(CancellationReport, Durable), EngineError> {
+        let prepared = self.map.prepare_cancellation(now)?;
+        let (cancelled, durable) = self.settle(prepared, now).await?;
+        let Event::DateCancelled {
+            date,
+            refunds,
+            cancelled_holds,
+            ..
+        } = &cancelled
+        else {
+            unreachable!("prepare_cancellation decides a cancellation")
+        };
+        let report = CancellationReport {
+            date: *date,
+            refunded_reservations: refunds.len(),
+            refunded_amount: refunds.iter().map(|r| r.amount).sum(),
+            cancelled_holds: cancelled_holds.len(),
+            event_bytes: crate::store::encoded_len(&cancelled),
+        };
+        Ok((report, durable))
     }
 }
 
@@ -468,12 +625,48 @@ impl Actor for DateActor {
                     .await;
                 let _ = reply.send(paid);
             }
+            DateMsg::Refund {
+                user,
+                reservation,
+                idempotency,
+                reply,
+            } => {
+                let refunded = state.refund(user, reservation, idempotency, now).await;
+                let _ = reply.send(refunded);
+            }
+            DateMsg::Transfer {
+                from,
+                to,
+                reservation,
+                idempotency,
+                reply,
+            } => {
+                let _ = reply.send(state.transfer(from, to, reservation, idempotency, now));
+            }
+            DateMsg::CancelDate { reply } => {
+                let started = std::time::Instant::now();
+                let cancelled = state.cancel_date(now).await;
+                if let Ok((report, _)) = &cancelled {
+                    tracing::info!(
+                        date = %report.date,
+                        refunded = report.refunded_reservations,
+                        cancelled_holds = report.cancelled_holds,
+                        event_bytes = report.event_bytes,
+                        busy_ms = started.elapsed().as_millis() as u64,
+                        "date cancelled"
+                    );
+                }
+                let _ = reply.send(cancelled);
+            }
             DateMsg::Get {
                 user,
                 reservation,
                 reply,
             } => {
-                let found = state.map.reservation_of(user, reservation).cloned();
+                let found = match user {
+                    Some(user) => state.map.reservation_of(user, reservation).cloned(),
+                    None => state.map.any_reservation(reservation).cloned(),
+                };
                 let _ = reply.send(state.unless_ended(found, reservation));
             }
             DateMsg::Sweep => {}
@@ -533,7 +726,7 @@ impl DateHandle {
     /// up with that, the store has the end.
     async fn ended(
         &self,
-        user: UserId,
+        user: Option<UserId>,
         reservation: ReservationId,
     ) -> Result<Reservation, EngineError> {
         self.log.flush().await;
@@ -547,7 +740,7 @@ impl DateHandle {
                 EngineError::Unavailable
             })?;
         Ok(stored
-            .filter(|r| r.user == user)
+            .filter(|r| user.is_none_or(|user| r.user == user))
             .ok_or(DomainError::NotFound)?)
     }
 
@@ -661,16 +854,34 @@ impl DateHandle {
     ) -> Result<T, EngineError> {
         match answer {
             Err(EngineError::Ended) => {
-                let ended = self.ended(user, reservation).await?;
+                let ended = self.ended(Some(user), reservation).await?;
                 Err(refusal(&ended, self.clock.now()).into())
             }
             answer => answer,
         }
     }
 
+    /// The user's reservation (another user's is not found).
     pub async fn reservation(
         &self,
         user: UserId,
+        reservation: ReservationId,
+    ) -> Result<Reservation, EngineError> {
+        self.find(Some(user), reservation).await
+    }
+
+    /// The reservation whoever holds it now: for replaying a request whose record says its
+    /// user made it, though they may have given it away since.
+    pub async fn recorded_reservation(
+        &self,
+        reservation: ReservationId,
+    ) -> Result<Reservation, EngineError> {
+        self.find(None, reservation).await
+    }
+
+    async fn find(
+        &self,
+        user: Option<UserId>,
         reservation: ReservationId,
     ) -> Result<Reservation, EngineError> {
         let found = ask(&self.actor, |reply| DateMsg::Get {
@@ -683,6 +894,53 @@ impl DateHandle {
             Err(EngineError::Ended) => self.ended(user, reservation).await,
             found => found,
         }
+    }
+
+    /// Refunds a paid reservation `user` holds: its seats return, its payer is credited.
+    pub async fn refund(
+        &self,
+        user: UserId,
+        reservation: ReservationId,
+        idempotency: Option<IdempotencyStamp>,
+    ) -> Result<RefundReceipt, EngineError> {
+        let refunded = ask_durably(&self.actor, |reply| DateMsg::Refund {
+            user,
+            reservation,
+            idempotency,
+            reply,
+        })
+        .await;
+        self.refused_if_ended(refunded, user, reservation, |_, _| {
+            DomainError::ReservationNotPaid
+        })
+        .await
+    }
+
+    /// Gives a paid reservation `from` holds to `to` (`None`: no such user).
+    pub async fn transfer(
+        &self,
+        from: UserId,
+        to: Option<UserId>,
+        reservation: ReservationId,
+        idempotency: Option<IdempotencyStamp>,
+    ) -> Result<TransferReceipt, EngineError> {
+        let transferred = ask_durably(&self.actor, |reply| DateMsg::Transfer {
+            from,
+            to,
+            reservation,
+            idempotency,
+            reply,
+        })
+        .await;
+        self.refused_if_ended(transferred, from, reservation, |_, _| {
+            DomainError::ReservationNotPaid
+        })
+        .await
+    }
+
+    /// Calls the date off: one event refunds every paid reservation and cancels every hold.
+    pub async fn cancel_date(&self) -> Result<CancellationReport, EngineError> {
+        ask_durably(&self.actor, |reply| DateMsg::CancelDate { reply }).await
     }
 
     pub async fn stop(&self) {

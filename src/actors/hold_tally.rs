@@ -103,7 +103,7 @@ mod tests {
     use std::sync::{Arc, Barrier};
 
     use super::*;
-    use crate::domain::seat_map::{HoldPolicy, SeatMap};
+    use crate::domain::seat_map::{DatePolicy, SeatMap};
     use crate::domain::{DateId, SeatNo};
 
     const TOTAL: u32 = 8;
@@ -111,12 +111,14 @@ mod tests {
     fn map(date: u32) -> SeatMap {
         SeatMap::new(
             DateId(date),
+            crate::domain::Timestamp(i64::MAX),
             crate::domain::venue::Layout::general(100, 10),
-            HoldPolicy {
+            DatePolicy {
                 ttl_ms: 1_000,
                 max_seats_per_user: 4,
                 max_seats_per_user_total: TOTAL,
                 rehold_cooldown_ms: 0,
+                refunds: Default::default(),
             },
         )
     }

@@ -1,5 +1,5 @@
 //! Owner of balances (their history is read from the store, not from here). It also settles
-//! the money side of a payment: the date actor prepares the payment event, the ledger checks the
+//! the money side of a payment (and of a refund or a date's cancellation, alike): the date actor prepares the payment event, the ledger checks the
 //! balance, applies it and logs it, and only then does the date actor mark the seats sold. The
 //! date actor handles nothing else in between, so seats and money never disagree in memory, and
 //! the log holds the payment as ONE event.
@@ -32,10 +32,11 @@ pub enum LedgerMsg {
         idempotency: Option<IdempotencyStamp>,
         reply: RpcReplyPort<Decided<ChargeReceipt, DomainError>>,
     },
-    /// Sent only by date actors, with an event their seat map prepared; answers the settled
-    /// event at once (in memory) and the ticket that resolves when it is durable.
-    SettlePayment {
-        payment: Event,
+    /// Sent only by date actors, with an event their seat map prepared (a payment, a refund, a
+    /// cancellation); answers the settled event at once (in memory) and the ticket that
+    /// resolves when it is durable.
+    Settle {
+        prepared: Event,
         reply: RpcReplyPort<Decided<Event, DomainError>>,
     },
     Balance {
@@ -56,7 +57,8 @@ pub struct LedgerState {
 
 impl LedgerState {
     fn commit(&mut self, event: &Event) -> Durable {
-        self.ledger.apply(event).expect("ledger events move money");
+        let moved_money = self.ledger.apply(event);
+        debug_assert!(moved_money, "the ledger logs only money events");
         self.durability.append(event)
     }
 }
@@ -111,8 +113,8 @@ impl Actor for LedgerActor {
                 });
                 let _ = reply.send(outcome);
             }
-            LedgerMsg::SettlePayment { payment, reply } => {
-                let outcome = state.ledger.settle_payment(&payment).map(|settled| {
+            LedgerMsg::Settle { prepared, reply } => {
+                let outcome = state.ledger.settle(&prepared).map(|settled| {
                     let durable = state.commit(&settled);
                     (settled, durable)
                 });
@@ -177,15 +179,8 @@ impl LedgerHandle {
         .await
     }
 
-    pub(crate) async fn settle_payment(
-        &self,
-        payment: Event,
-    ) -> Result<(Event, Durable), EngineError> {
-        Ok(ask(&self.actor, |reply| LedgerMsg::SettlePayment {
-            payment,
-            reply,
-        })
-        .await??)
+    pub(crate) async fn settle(&self, prepared: Event) -> Result<(Event, Durable), EngineError> {
+        Ok(ask(&self.actor, |reply| LedgerMsg::Settle { prepared, reply }).await??)
     }
 
     pub async fn balance(&self, user: UserId) -> Result<u64, EngineError> {

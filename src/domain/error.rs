@@ -39,6 +39,14 @@ pub enum DomainError {
     AlreadyPaid,
     #[error("this reservation is no longer held")]
     ReservationNotHeld,
+    #[error("only a paid reservation can be refunded")]
+    ReservationNotPaid,
+    #[error("refunds for this date closed {hours} hours before it starts")]
+    RefundWindowClosed { hours: u64 },
+    #[error("this date was cancelled; paid seats were refunded to their payers")]
+    DateCancelled,
+    #[error("this date has started; its sales are closed")]
+    SalesClosed,
     #[error("the hold expired before payment; hold the seats again")]
     HoldExpired,
     #[error("your balance of {balance} won does not cover {price} won; top it up first")]
@@ -79,6 +87,10 @@ impl DomainError {
             DomainError::NotFound => "not_found",
             DomainError::AlreadyPaid => "already_paid",
             DomainError::ReservationNotHeld => "reservation_not_held",
+            DomainError::ReservationNotPaid => "reservation_not_paid",
+            DomainError::RefundWindowClosed { .. } => "refund_window_closed",
+            DomainError::DateCancelled => "date_cancelled",
+            DomainError::SalesClosed => "sales_closed",
             DomainError::HoldExpired => "hold_expired",
             DomainError::InsufficientBalance { .. } => "insufficient_balance",
             DomainError::InvalidAmount { .. } => "invalid_amount",

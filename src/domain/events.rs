@@ -71,6 +71,45 @@ pub enum Event {
         at: Timestamp,
         idempotency: Option<IdempotencyStamp>,
     },
+    /// A paid reservation given back: its seats are released and `amount` (its price less
+    /// `fee`) is credited to the user who paid for it, whoever holds it. Prepared by the date's
+    /// seat map, completed (`balance_after`, `holder_balance`) by the ledger.
+    RefundCompleted {
+        reservation: ReservationId,
+        /// Who held the reservation, and asked for the refund.
+        holder: UserId,
+        /// Who paid for it, and is credited.
+        payer: UserId,
+        seats: SeatList,
+        amount: u64,
+        fee: u64,
+        /// The payer's balance right after.
+        balance_after: u64,
+        /// The holder's balance right after (the payer's, or unchanged): what the refund
+        /// answers, so the answer can be rebuilt from the event alone.
+        holder_balance: u64,
+        at: Timestamp,
+        idempotency: Option<IdempotencyStamp>,
+    },
+    /// A paid reservation given to another user; money does not move.
+    TransferCompleted {
+        transfer: TransferId,
+        reservation: ReservationId,
+        from: UserId,
+        to: UserId,
+        at: Timestamp,
+        idempotency: Option<IdempotencyStamp>,
+    },
+    /// A date called off: every paid reservation refunded in full to its payer, every live
+    /// hold cancelled, as one change. Prepared by the date's seat map, completed (each
+    /// refund's `balance_after`) by the ledger.
+    DateCancelled {
+        date: DateId,
+        at: Timestamp,
+        refunds: Vec<CancellationRefund>,
+        /// Sequence numbers of the live holds it cancels.
+        cancelled_holds: Vec<u32>,
+    },
     /// Prepared by the date's seat map, completed (`balance_after`) by the ledger.
     PaymentCompleted {
         reservation: ReservationId,
@@ -100,6 +139,21 @@ impl Event {
             Event::HoldExpired { .. } => "hold_expired",
             Event::BalanceCharged { .. } => "balance_charged",
             Event::PaymentCompleted { .. } => "payment_completed",
+            Event::RefundCompleted { .. } => "refund_completed",
+            Event::TransferCompleted { .. } => "transfer_completed",
+            Event::DateCancelled { .. } => "date_cancelled",
         }
     }
+}
+
+/// One paid reservation a date's cancellation refunds in full.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancellationRefund {
+    /// The reservation's sequence number within the date.
+    pub seq: u32,
+    pub payer: UserId,
+    pub amount: u64,
+    /// The payer's balance right after this refund (a payer of several reservations is
+    /// credited in `seq` order).
+    pub balance_after: u64,
 }

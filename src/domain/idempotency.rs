@@ -42,6 +42,8 @@ pub enum KeyedEndpoint {
     Charge,
     Reservation,
     Payment,
+    Refund,
+    Transfer,
 }
 
 /// What a keyed request produced. Only what cannot be read back elsewhere is kept: a hold's
@@ -62,6 +64,22 @@ pub enum Outcome {
         amount: u64,
         balance_after: u64,
         paid_at: Timestamp,
+    },
+    /// The refund of `reservation`; `balance` is the caller's right after.
+    Refund {
+        reservation: ReservationId,
+        amount: u64,
+        fee: u64,
+        payer: UserId,
+        balance: u64,
+        at: Timestamp,
+    },
+    Transfer {
+        transfer: TransferId,
+        reservation: ReservationId,
+        from: UserId,
+        to: UserId,
+        at: Timestamp,
     },
 }
 
@@ -206,6 +224,50 @@ impl PendingRecord {
                     amount: *amount,
                     balance_after: *balance_after,
                     paid_at: *at,
+                },
+                *at,
+            ),
+            Event::RefundCompleted {
+                reservation,
+                holder,
+                payer,
+                amount,
+                fee,
+                holder_balance,
+                at,
+                idempotency: Some(stamp),
+                ..
+            } => (
+                *holder,
+                KeyedEndpoint::Refund,
+                stamp,
+                Outcome::Refund {
+                    reservation: *reservation,
+                    amount: *amount,
+                    fee: *fee,
+                    payer: *payer,
+                    balance: *holder_balance,
+                    at: *at,
+                },
+                *at,
+            ),
+            Event::TransferCompleted {
+                transfer,
+                reservation,
+                from,
+                to,
+                at,
+                idempotency: Some(stamp),
+            } => (
+                *from,
+                KeyedEndpoint::Transfer,
+                stamp,
+                Outcome::Transfer {
+                    transfer: *transfer,
+                    reservation: *reservation,
+                    from: *from,
+                    to: *to,
+                    at: *at,
                 },
                 *at,
             ),

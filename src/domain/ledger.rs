@@ -2,14 +2,16 @@
 //! charges − payments + refunds (invariant 2).
 //!
 //! The history behind a balance is not kept here: every charge and payment is an event, and
-//! `LedgerEntry::made_by` turns it into its history entry, which the store keeps beside the event
-//! (the log's sequence number is the entry's id). Memory holds one number per user.
+//! `LedgerEntry::made_by` turns it into its history entries, which the store keeps beside the
+//! event (numbered by the log's sequence number). Memory holds one number per user.
 
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
 use super::error::DomainError;
+use smallvec::SmallVec;
+
 use super::events::{Event, IdempotencyStamp};
 use super::types::*;
 
@@ -23,6 +25,7 @@ pub struct BalancePolicy {
 pub enum EntryKind {
     Charge,
     Payment,
+    Refund,
 }
 
 impl EntryKind {
@@ -30,6 +33,7 @@ impl EntryKind {
         match self {
             EntryKind::Charge => "charge",
             EntryKind::Payment => "payment",
+            EntryKind::Refund => "refund",
         }
     }
 }
@@ -52,10 +56,33 @@ pub struct LedgerEntry {
 }
 
 impl LedgerEntry {
-    /// The history entry a money event makes for its user, with `entry_id` as its id (the
-    /// event's log sequence); `None` for other events.
-    pub fn made_by(entry_id: u64, event: &Event) -> Option<(UserId, Self)> {
-        let (user, kind, amount, balance_after, at, reference) = match event {
+    /// Entries one event may make: a date's cancellation refunds each of its at most 100,000
+    /// seats' reservations.
+    pub const PER_EVENT: u64 = 1 << 17;
+
+    /// The id of the `index`th entry of the event logged as `seq`: ids follow the log.
+    pub fn id_of(seq: u64, index: usize) -> u64 {
+        seq * Self::PER_EVENT + index as u64
+    }
+
+    /// The history entries a money event makes, each for its user, numbered from the event's
+    /// log sequence `seq` (`id_of`); none for other events. A refund of nothing (a free seat,
+    /// or a fee of all of it) leaves no entry.
+    pub fn made_by(seq: u64, event: &Event) -> SmallVec<[(UserId, Self); 1]> {
+        let entry = |user, kind, amount, balance_after, at, reference| {
+            (
+                user,
+                Self {
+                    entry_id: Self::id_of(seq, 0),
+                    kind,
+                    amount,
+                    balance_after,
+                    at,
+                    reference,
+                },
+            )
+        };
+        match event {
             Event::BalanceCharged {
                 charge,
                 user,
@@ -63,14 +90,14 @@ impl LedgerEntry {
                 balance_after,
                 at,
                 ..
-            } => (
+            } => smallvec::smallvec![entry(
                 *user,
                 EntryKind::Charge,
                 *amount,
                 *balance_after,
                 *at,
                 EntryReference::Charge(*charge),
-            ),
+            )],
             Event::PaymentCompleted {
                 reservation,
                 user,
@@ -78,28 +105,59 @@ impl LedgerEntry {
                 balance_after,
                 at,
                 ..
-            } => (
+            } => smallvec::smallvec![entry(
                 *user,
                 EntryKind::Payment,
                 *amount,
                 *balance_after,
                 *at,
                 EntryReference::Reservation(*reservation),
-            ),
-            _ => return None,
-        };
-        Some((
-            user,
-            Self {
-                entry_id,
-                kind,
+            )],
+            Event::RefundCompleted {
+                reservation,
+                payer,
                 amount,
                 balance_after,
                 at,
-                reference,
-            },
-        ))
+                ..
+            } if *amount > 0 => smallvec::smallvec![entry(
+                *payer,
+                EntryKind::Refund,
+                *amount,
+                *balance_after,
+                *at,
+                EntryReference::Reservation(*reservation),
+            )],
+            Event::DateCancelled {
+                date, at, refunds, ..
+            } => refunds
+                .iter()
+                .filter(|refund| refund.amount > 0)
+                .enumerate()
+                .map(|(index, refund)| {
+                    (
+                        refund.payer,
+                        Self {
+                            entry_id: Self::id_of(seq, index),
+                            kind: EntryKind::Refund,
+                            amount: refund.amount,
+                            balance_after: refund.balance_after,
+                            at: *at,
+                            reference: EntryReference::Reservation(ReservationId {
+                                date: *date,
+                                seq: refund.seq,
+                            }),
+                        },
+                    )
+                })
+                .collect(),
+            _ => SmallVec::new(),
+        }
     }
+}
+
+fn overflow() -> DomainError {
+    DomainError::InvalidInput("this refund would overflow a balance".into())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,6 +209,19 @@ impl Ledger {
         })
     }
 
+    /// Completes an event a date's seat map prepared that moves money: a payment, a refund or
+    /// a cancellation.
+    pub fn settle(&self, prepared: &Event) -> Result<Event, DomainError> {
+        match prepared {
+            Event::PaymentCompleted { .. } => self.settle_payment(prepared),
+            Event::RefundCompleted { .. } => self.settle_refund(prepared),
+            Event::DateCancelled { .. } => self.settle_cancellation(prepared),
+            _ => Err(DomainError::InvalidInput(
+                "only payments, refunds and cancellations are settled".into(),
+            )),
+        }
+    }
+
     /// Decides the money side of a payment the seat map has prepared, and completes the
     /// event with the balance after it.
     pub fn settle_payment(&self, prepared: &Event) -> Result<Event, DomainError> {
@@ -176,6 +247,54 @@ impl Ledger {
         Ok(settled)
     }
 
+    /// Completes a refund the seat map has prepared with the payer's balance after the credit
+    /// and the holder's (the same user's, or unchanged). The credit may take the balance above
+    /// `max_balance`, which bounds charges only.
+    pub fn settle_refund(&self, prepared: &Event) -> Result<Event, DomainError> {
+        let mut settled = prepared.clone();
+        let Event::RefundCompleted {
+            payer,
+            holder,
+            amount,
+            balance_after,
+            holder_balance,
+            ..
+        } = &mut settled
+        else {
+            return Err(DomainError::InvalidInput("not a refund".into()));
+        };
+        *balance_after = self.credited(*payer, *amount)?;
+        *holder_balance = if holder == payer {
+            *balance_after
+        } else {
+            self.balance(*holder)
+        };
+        Ok(settled)
+    }
+
+    /// Completes a date's cancellation the seat map has prepared with each payer's balance
+    /// after each refund, in order.
+    pub fn settle_cancellation(&self, prepared: &Event) -> Result<Event, DomainError> {
+        let mut settled = prepared.clone();
+        let Event::DateCancelled { refunds, .. } = &mut settled else {
+            return Err(DomainError::InvalidInput("not a cancellation".into()));
+        };
+        let mut running: HashMap<UserId, u64> = HashMap::new();
+        for refund in refunds.iter_mut() {
+            let before = *running
+                .entry(refund.payer)
+                .or_insert_with(|| self.balance(refund.payer));
+            let after = before.checked_add(refund.amount).ok_or_else(overflow)?;
+            running.insert(refund.payer, after);
+            refund.balance_after = after;
+        }
+        Ok(settled)
+    }
+
+    fn credited(&self, user: UserId, amount: u64) -> Result<u64, DomainError> {
+        self.balance(user).checked_add(amount).ok_or_else(overflow)
+    }
+
     pub fn policy(&self) -> BalancePolicy {
         self.policy
     }
@@ -185,32 +304,49 @@ impl Ledger {
         self.policy = policy;
     }
 
-    /// Returns the balance right after the event for the events this ledger owns.
-    pub fn apply(&mut self, event: &Event) -> Option<u64> {
-        let (user, signed_amount) = match event {
+    /// Applies the events this ledger owns; says whether `event` was one.
+    pub fn apply(&mut self, event: &Event) -> bool {
+        match event {
             Event::BalanceCharged {
                 charge,
                 user,
                 amount,
+                balance_after,
                 ..
             } => {
                 assert_eq!(charge.0, self.next_charge, "charges apply in decided order");
                 self.next_charge += 1;
-                (*user, *amount as i128)
+                self.set(*user, *amount as i128, *balance_after);
             }
-            Event::PaymentCompleted { user, amount, .. } => (*user, -(*amount as i128)),
-            _ => return None,
-        };
+            Event::PaymentCompleted {
+                user,
+                amount,
+                balance_after,
+                ..
+            } => self.set(*user, -(*amount as i128), *balance_after),
+            Event::RefundCompleted {
+                payer,
+                amount,
+                balance_after,
+                ..
+            } => self.set(*payer, *amount as i128, *balance_after),
+            Event::DateCancelled { refunds, .. } => {
+                for refund in refunds {
+                    self.set(refund.payer, refund.amount as i128, refund.balance_after);
+                }
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    /// Moves `user`'s balance by `signed_amount`; the event that does it carries the result.
+    fn set(&mut self, user: UserId, signed_amount: i128, decided: u64) {
         let balance = self.balances.entry(user).or_default();
         let balance_after = u64::try_from(*balance as i128 + signed_amount)
             .expect("decide checked that the balance stays in range");
-        debug_assert!(matches!(
-            event,
-            Event::BalanceCharged { balance_after: b, .. } | Event::PaymentCompleted { balance_after: b, .. }
-                if *b == balance_after
-        ));
+        debug_assert_eq!(balance_after, decided);
         *balance = balance_after;
-        Some(balance_after)
     }
 
     /// Every user's balance; used by tests and the admin view.
@@ -234,7 +370,8 @@ mod tests {
 
     fn charge(l: &mut Ledger, amount: i128) -> Result<u64, DomainError> {
         let e = l.charge(ALICE, amount, Timestamp(0), None)?;
-        Ok(l.apply(&e).unwrap())
+        assert!(l.apply(&e));
+        Ok(l.balance(ALICE))
     }
 
     fn payment(amount: u64) -> Event {
@@ -251,6 +388,109 @@ mod tests {
             idempotency: None,
             queue_token: None,
         }
+    }
+
+    fn refund(holder: UserId, payer: UserId, amount: u64) -> Event {
+        Event::RefundCompleted {
+            reservation: ReservationId {
+                date: DateId(1),
+                seq: 1,
+            },
+            holder,
+            payer,
+            seats: smallvec::smallvec![SeatNo(1)],
+            amount,
+            fee: 77,
+            balance_after: 0,
+            holder_balance: 0,
+            at: Timestamp(5),
+            idempotency: None,
+        }
+    }
+
+    #[test]
+    fn a_refund_credits_the_payer_above_max_balance_and_writes_a_refund_entry() {
+        let mut l = ledger();
+        charge(&mut l, 1_000).unwrap();
+        charge(&mut l, 500).unwrap();
+        assert_eq!(l.balance(ALICE), 1_500);
+        let settled = l.settle_refund(&refund(UserId(2), ALICE, 700)).unwrap();
+        assert!(l.apply(&settled));
+        assert_eq!(
+            l.balance(ALICE),
+            2_200,
+            "above max_balance: the cap bounds charges"
+        );
+        assert_eq!(l.balance(UserId(2)), 0, "the holder is not credited");
+        let Event::RefundCompleted {
+            balance_after,
+            holder_balance,
+            ..
+        } = &settled
+        else {
+            unreachable!()
+        };
+        assert_eq!((*balance_after, *holder_balance), (2_200, 0));
+        let (user, entry) = LedgerEntry::made_by(9, &settled)[0].clone();
+        assert_eq!(
+            (user, entry.kind, entry.amount),
+            (ALICE, EntryKind::Refund, 700)
+        );
+        assert!(LedgerEntry::made_by(10, &refund(ALICE, ALICE, 0)).is_empty());
+        let own = l.settle_refund(&refund(ALICE, ALICE, 100)).unwrap();
+        assert!(matches!(
+            own,
+            Event::RefundCompleted {
+                balance_after: 2_300,
+                holder_balance: 2_300,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_cancellation_credits_each_payer_in_order_with_an_entry_per_refund() {
+        let mut l = ledger();
+        charge(&mut l, 100).unwrap();
+        let bob = UserId(2);
+        let refund = |seq, payer, amount| crate::domain::CancellationRefund {
+            seq,
+            payer,
+            amount,
+            balance_after: 0,
+        };
+        let prepared = Event::DateCancelled {
+            date: DateId(3),
+            at: Timestamp(9),
+            refunds: vec![
+                refund(1, ALICE, 50),
+                refund(2, bob, 0),
+                refund(4, ALICE, 2_000),
+            ],
+            cancelled_holds: vec![3],
+        };
+        let settled = l.settle_cancellation(&prepared).unwrap();
+        let Event::DateCancelled { refunds, .. } = &settled else {
+            unreachable!()
+        };
+        let after: Vec<u64> = refunds.iter().map(|r| r.balance_after).collect();
+        assert_eq!(after, vec![150, 0, 2_150]);
+        assert!(l.apply(&settled));
+        assert_eq!((l.balance(ALICE), l.balance(bob)), (2_150, 0));
+        let entries = LedgerEntry::made_by(5, &settled);
+        let ids: Vec<(UserId, u64, u64)> = entries
+            .iter()
+            .map(|(user, e)| (*user, e.entry_id, e.amount))
+            .collect();
+        assert_eq!(
+            ids,
+            vec![
+                (ALICE, LedgerEntry::id_of(5, 0), 50),
+                (ALICE, LedgerEntry::id_of(5, 1), 2_000)
+            ],
+            "no entry for a refund of nothing; ids stay below the next event's"
+        );
+        assert!(LedgerEntry::id_of(5, 99_999) < LedgerEntry::id_of(6, 0));
     }
 
     #[test]
@@ -288,10 +528,11 @@ mod tests {
             })
         );
         let settled = l.settle_payment(&payment(100)).unwrap();
-        assert_eq!(l.apply(&settled), Some(0));
-        let (user, entry) = LedgerEntry::made_by(42, &settled).unwrap();
+        assert!(l.apply(&settled));
+        assert_eq!(l.balance(ALICE), 0);
+        let (user, entry) = LedgerEntry::made_by(42, &settled)[0].clone();
         assert_eq!(user, ALICE);
-        assert_eq!(entry.entry_id, 42);
+        assert_eq!(entry.entry_id, LedgerEntry::id_of(42, 0));
         assert_eq!(entry.kind, EntryKind::Payment);
         assert_eq!(entry.amount, 100);
         assert_eq!(entry.balance_after, 0);
@@ -307,7 +548,7 @@ mod tests {
     #[test]
     fn only_money_events_make_history_entries() {
         let charge = ledger().charge(ALICE, 5, Timestamp(9), None).unwrap();
-        let (_, entry) = LedgerEntry::made_by(7, &charge).unwrap();
+        let (_, entry) = LedgerEntry::made_by(7, &charge)[0].clone();
         assert_eq!(
             (entry.kind, entry.amount, entry.balance_after, entry.at),
             (EntryKind::Charge, 5, 5, Timestamp(9))
@@ -319,6 +560,6 @@ mod tests {
             },
             at: Timestamp(0),
         };
-        assert!(LedgerEntry::made_by(8, &cancel).is_none());
+        assert!(LedgerEntry::made_by(8, &cancel).is_empty());
     }
 }

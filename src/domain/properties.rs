@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use super::admission::{AdmissionQueue, Lookup, QueuePolicy, QueueTokenId, Standing};
 use super::ledger::{BalancePolicy, Ledger, LedgerEntry};
 use super::seat_map::{
-    HoldPolicy, Reservation, ReservationChange, ReservationState, SeatMap, SeatStatus,
+    DatePolicy, Reservation, ReservationChange, ReservationState, SeatMap, SeatStatus,
 };
 use super::venue::Layout;
 use super::*;
@@ -54,12 +54,14 @@ fn new_seat_map() -> SeatMap {
 fn seat_map_of(layout: Layout) -> SeatMap {
     SeatMap::new(
         DateId(1),
+        Timestamp(i64::MAX),
         layout,
-        HoldPolicy {
+        DatePolicy {
             ttl_ms: TTL_MS,
             max_seats_per_user: MAX_PER_USER,
             max_seats_per_user_total: MAX_PER_USER,
             rehold_cooldown_ms: COOLDOWN_MS,
+            refunds: Default::default(),
         },
     )
 }
@@ -130,17 +132,23 @@ fn venue_command() -> impl Strategy<Value = VenueCommand> {
 fn history(log: &[Event]) -> HashMap<ReservationId, Reservation> {
     let mut made = HashMap::new();
     for event in log {
-        match ReservationChange::made_by(event) {
-            Some(ReservationChange::Placed(r)) => {
-                made.insert(r.id, r);
+        for change in ReservationChange::made_by(event) {
+            match change {
+                ReservationChange::Placed(r) => {
+                    made.insert(r.id, r);
+                }
+                ReservationChange::Ended { id, state, at } => {
+                    let r = made
+                        .get_mut(&id)
+                        .expect("a reservation ends after it is placed");
+                    ReservationChange::end(r, state, at);
+                }
+                ReservationChange::Transferred { id, to } => {
+                    made.get_mut(&id)
+                        .expect("a reservation is given after it is placed")
+                        .user = to;
+                }
             }
-            Some(ReservationChange::Ended { id, state, at }) => {
-                let r = made
-                    .get_mut(&id)
-                    .expect("a reservation ends after it is placed");
-                ReservationChange::end(r, state, at);
-            }
-            None => {}
         }
     }
     made
@@ -164,7 +172,9 @@ fn let_go(log: &[Event], user: UserId, now: Timestamp) -> Vec<(SeatList, Timesta
             let at = match r.state {
                 ReservationState::Cancelled | ReservationState::Expired => ended_at[&r.id],
                 ReservationState::Held if r.expires_at <= now => r.expires_at,
-                ReservationState::Held | ReservationState::Paid => return None,
+                ReservationState::Held | ReservationState::Paid | ReservationState::Refunded => {
+                    return None
+                }
             };
             Some((r.seats, at))
         })
@@ -499,7 +509,7 @@ proptest! {
                     .iter()
                     .enumerate()
                     .rev()
-                    .filter_map(|(seq, e)| LedgerEntry::made_by(seq as u64 + 1, e))
+                    .flat_map(|(seq, e)| LedgerEntry::made_by(seq as u64 + 1, e))
                     .find(|(owner, _)| *owner == UserId(user));
                 prop_assert_eq!(last_entry.map(|(_, e)| e.balance_after).unwrap_or(0), balance);
             }

@@ -5,9 +5,10 @@
 //! (`expire_due`) only turns that fact into events, walking an index ordered by expiry, so it
 //! costs the number of holds that are due, not the number of seats.
 //!
-//! The map keeps only reservations still in the held state: they are what its decisions need.
-//! A paid, cancelled or expired reservation leaves memory; `ReservationChange` says how each
-//! event changes the history a user lists, and the store keeps that history beside the log.
+//! The map keeps the reservations its decisions need: those still held, and the paid ones (who
+//! holds each and who paid, for refunds). A cancelled, expired or refunded reservation leaves
+//! memory; `ReservationChange` says how each event changes the history a user lists, and the
+//! store keeps that history beside the log.
 //!
 //! No seat is held forever: a user whose hold on a seat was cancelled or expired may not hold that
 //! seat again for `rehold_cooldown_ms` (others may, at once). Cancelling and holding again would
@@ -27,18 +28,80 @@ use super::across_dates::HeldAcrossDates;
 use super::admission::QueueTokenId;
 use super::best_available::FreeSeats;
 use super::error::DomainError;
-use super::events::{Event, IdempotencyStamp};
+use super::events::{CancellationRefund, Event, IdempotencyStamp};
 use super::types::*;
 use super::venue::Layout;
 
+/// The rules a date decides by, from configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HoldPolicy {
+pub struct DatePolicy {
     pub ttl_ms: i64,
     pub max_seats_per_user: u32,
     /// Bounds a user's held seats over every date; see `HeldAcrossDates`.
     pub max_seats_per_user_total: u32,
     /// How long a user who let go of a seat waits to hold it again; 0 never.
     pub rehold_cooldown_ms: i64,
+    pub refunds: RefundPolicy,
+}
+
+/// What a refund costs, and until when one may be asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundPolicy {
+    /// Share of the price kept, 0–99.
+    pub fee_percent: u8,
+    /// Refunds close this long before the date starts.
+    pub window_closes_ms_before_start: i64,
+}
+
+impl Default for RefundPolicy {
+    fn default() -> Self {
+        Self {
+            fee_percent: 10,
+            window_closes_ms_before_start: 24 * 3_600_000,
+        }
+    }
+}
+
+impl RefundPolicy {
+    /// ⌊price × fee_percent ÷ 100⌋, exact for any price up to 2^53 − 1.
+    pub fn fee_of(&self, price: u64) -> u64 {
+        (u128::from(price) * u128::from(self.fee_percent) / 100) as u64
+    }
+}
+
+/// A paid reservation and who paid for it (its `user` holds it now).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaidReservation {
+    pub reservation: Reservation,
+    pub payer: UserId,
+}
+
+/// Whether a date sells seats: a cancelled one never again, any other until it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaleState {
+    OnSale,
+    Cancelled,
+    SalesClosed,
+}
+
+impl SaleState {
+    pub fn of(cancelled: bool, starts_at: Timestamp, now: Timestamp) -> Self {
+        if cancelled {
+            SaleState::Cancelled
+        } else if now >= starts_at {
+            SaleState::SalesClosed
+        } else {
+            SaleState::OnSale
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SaleState::OnSale => "on_sale",
+            SaleState::Cancelled => "cancelled",
+            SaleState::SalesClosed => "sales_closed",
+        }
+    }
 }
 
 /// What a buyer asks to hold: seats by number, or the best adjacent ones the date has.
@@ -71,6 +134,7 @@ pub enum ReservationState {
     Paid,
     Expired,
     Cancelled,
+    Refunded,
 }
 
 /// What a client sees: a held reservation past its expiry reads as `Expired` at once.
@@ -80,6 +144,7 @@ pub enum ReservationStatus {
     Paid,
     Expired,
     Cancelled,
+    Refunded,
 }
 
 impl ReservationStatus {
@@ -89,6 +154,7 @@ impl ReservationStatus {
             ReservationStatus::Paid => "paid",
             ReservationStatus::Expired => "expired",
             ReservationStatus::Cancelled => "cancelled",
+            ReservationStatus::Refunded => "refunded",
         }
     }
 }
@@ -149,6 +215,7 @@ impl Reservation {
             ReservationState::Paid => ReservationStatus::Paid,
             ReservationState::Expired => ReservationStatus::Expired,
             ReservationState::Cancelled => ReservationStatus::Cancelled,
+            ReservationState::Refunded => ReservationStatus::Refunded,
         }
     }
 
@@ -162,7 +229,9 @@ impl Reservation {
             ReservationStatus::Held => None,
             ReservationStatus::Paid => Some(DomainError::AlreadyPaid),
             ReservationStatus::Expired => Some(DomainError::HoldExpired),
-            ReservationStatus::Cancelled => Some(DomainError::ReservationNotHeld),
+            ReservationStatus::Cancelled | ReservationStatus::Refunded => {
+                Some(DomainError::ReservationNotHeld)
+            }
         }
     }
 
@@ -190,6 +259,12 @@ impl Reservation {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReservationChange {
     Placed(Reservation),
+    /// A paid reservation given to `to`: it leaves its holder's list and enters theirs, placed
+    /// in it by the transfer (the event's log sequence), not by the hold.
+    Transferred {
+        id: ReservationId,
+        to: UserId,
+    },
     /// A held reservation ended: paid (at `at`), cancelled or expired. One that has already
     /// ended stays as it is, as in the seat map.
     Ended {
@@ -200,25 +275,63 @@ pub enum ReservationChange {
 }
 
 impl ReservationChange {
-    pub fn made_by(event: &Event) -> Option<Self> {
-        let (id, state, at) = match event {
-            Event::HoldPlaced { .. } => return Reservation::placed_by(event).map(Self::Placed),
+    /// Every change `event` makes; a date's cancellation ends many reservations at once.
+    pub fn made_by(event: &Event) -> SmallVec<[Self; 1]> {
+        let ended = |id, state, at| smallvec::smallvec![Self::Ended { id, state, at }];
+        match event {
+            Event::HoldPlaced { .. } => Reservation::placed_by(event)
+                .map(Self::Placed)
+                .into_iter()
+                .collect(),
             Event::HoldCancelled { reservation, at } => {
-                (*reservation, ReservationState::Cancelled, *at)
+                ended(*reservation, ReservationState::Cancelled, *at)
             }
             Event::HoldExpired { reservation, at } => {
-                (*reservation, ReservationState::Expired, *at)
+                ended(*reservation, ReservationState::Expired, *at)
             }
             Event::PaymentCompleted {
                 reservation, at, ..
-            } => (*reservation, ReservationState::Paid, *at),
-            _ => return None,
-        };
-        Some(Self::Ended { id, state, at })
+            } => ended(*reservation, ReservationState::Paid, *at),
+            Event::RefundCompleted {
+                reservation, at, ..
+            } => ended(*reservation, ReservationState::Refunded, *at),
+            Event::TransferCompleted {
+                reservation, to, ..
+            } => smallvec::smallvec![Self::Transferred {
+                id: *reservation,
+                to: *to,
+            }],
+            Event::DateCancelled {
+                date,
+                at,
+                refunds,
+                cancelled_holds,
+            } => {
+                let id = |seq| ReservationId { date: *date, seq };
+                refunds
+                    .iter()
+                    .map(|refund| Self::Ended {
+                        id: id(refund.seq),
+                        state: ReservationState::Refunded,
+                        at: *at,
+                    })
+                    .chain(cancelled_holds.iter().map(|seq| Self::Ended {
+                        id: id(*seq),
+                        state: ReservationState::Cancelled,
+                        at: *at,
+                    }))
+                    .collect()
+            }
+            _ => SmallVec::new(),
+        }
     }
 
-    /// The reservation after an `Ended` change.
+    /// The reservation after an `Ended` change. A paid one ends only by a refund.
     pub fn end(reservation: &mut Reservation, state: ReservationState, at: Timestamp) {
+        if reservation.state == ReservationState::Paid && state == ReservationState::Refunded {
+            reservation.state = state;
+            return;
+        }
         if reservation.state == ReservationState::Held {
             reservation.state = state;
             if state == ReservationState::Paid {
@@ -377,10 +490,19 @@ impl Cooldowns {
 pub struct SeatMap {
     date: DateId,
     layout: Layout,
-    policy: HoldPolicy,
+    policy: DatePolicy,
     seats: Vec<SeatSlot>,
     /// Reservations in the held state (live, or past their expiry and not yet swept), by `seq`.
     holds: HashMap<u32, Reservation, SequenceOrder>,
+    /// Paid reservations, by `seq`, with who paid: what a refund decides from. The reservation's
+    /// `user` is who holds it now.
+    paid: HashMap<u32, PaidReservation, SequenceOrder>,
+    /// When the date starts: sales close then, and refunds some hours before.
+    starts_at: Timestamp,
+    /// Called off: nothing more is sold.
+    cancelled: bool,
+    /// Transfers decided so far; each is numbered by this count.
+    transfers: u32,
     /// Reservations placed so far; sequence numbers are dense and start at 1.
     placed: u32,
     /// Held reservations by expiry, so the sweep visits only what is due.
@@ -456,6 +578,10 @@ impl PartialEq for SeatMap {
             && self.policy == other.policy
             && self.seats == other.seats
             && self.holds == other.holds
+            && self.paid == other.paid
+            && self.starts_at == other.starts_at
+            && self.cancelled == other.cancelled
+            && self.transfers == other.transfers
             && self.placed == other.placed
             && self.holding == other.holding
             && self.cooldowns == other.cooldowns
@@ -470,15 +596,19 @@ impl PartialEq for SeatMap {
 impl Eq for SeatMap {}
 
 impl SeatMap {
-    pub fn new(date: DateId, layout: Layout, policy: HoldPolicy) -> Self {
+    pub fn new(date: DateId, starts_at: Timestamp, layout: Layout, policy: DatePolicy) -> Self {
         Self {
             date,
+            starts_at,
+            cancelled: false,
+            transfers: 0,
             seats: vec![SeatSlot::default(); layout.seat_count() as usize],
             free: FreeSeats::new(&layout),
             free_by_section: layout.section_seats().collect(),
             layout,
             policy,
             holds: HashMap::default(),
+            paid: HashMap::default(),
             placed: 0,
             expiries: ExpiryQueue::default(),
             holding: HashMap::default(),
@@ -502,12 +632,12 @@ impl SeatMap {
     pub fn free_by_section(&self) -> &[u32] {
         &self.free_by_section
     }
-    pub fn policy(&self) -> HoldPolicy {
+    pub fn policy(&self) -> DatePolicy {
         self.policy
     }
     /// Readies a map read from a snapshot: limits come from configuration, not from the
     /// settings the snapshot was written under, and derived indexes are rebuilt.
-    pub fn restore(&mut self, policy: HoldPolicy) {
+    pub fn restore(&mut self, policy: DatePolicy) {
         self.policy = policy;
         let holds = &self.holds;
         self.expiries.0.retain(|(_, seq)| holds.contains_key(seq));
@@ -567,7 +697,186 @@ impl SeatMap {
         id.date == self.date
             && (1..=self.placed).contains(&id.seq)
             && !self.holds.contains_key(&id.seq)
+            && !self.paid.contains_key(&id.seq)
     }
+
+    /// A paid reservation as its holder sees it; anyone else's is `NotFound`.
+    pub fn paid_reservation_of(
+        &self,
+        user: UserId,
+        id: ReservationId,
+    ) -> Result<&PaidReservation, DomainError> {
+        if id.date != self.date {
+            return Err(DomainError::NotFound);
+        }
+        self.paid
+            .get(&id.seq)
+            .filter(|p| p.reservation.user == user)
+            .ok_or(DomainError::NotFound)
+    }
+
+    /// Whether the date sells at `now`.
+    pub fn sale_state(&self, now: Timestamp) -> SaleState {
+        SaleState::of(self.cancelled, self.starts_at, now)
+    }
+
+    pub fn starts_at(&self) -> Timestamp {
+        self.starts_at
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled
+    }
+
+    /// Paid reservations kept in memory, for refunds and transfers.
+    pub fn paid_count(&self) -> usize {
+        self.paid.len()
+    }
+
+    /// A reservation the date keeps, held or paid, whoever holds it.
+    pub fn any_reservation(&self, id: ReservationId) -> Result<&Reservation, DomainError> {
+        if id.date != self.date {
+            return Err(DomainError::NotFound);
+        }
+        self.holds
+            .get(&id.seq)
+            .or_else(|| self.paid.get(&id.seq).map(|p| &p.reservation))
+            .ok_or(DomainError::NotFound)
+    }
+
+    /// The refusal of anything that sells a seat (a hold, a waiting-list entry) at `now`, if the
+    /// date no longer sells.
+    fn refuse_unless_on_sale(&self, now: Timestamp) -> Result<(), DomainError> {
+        match self.sale_state(now) {
+            SaleState::OnSale => Ok(()),
+            SaleState::Cancelled => Err(DomainError::DateCancelled),
+            SaleState::SalesClosed => Err(DomainError::SalesClosed),
+        }
+    }
+
+    /// The paid reservation `user` holds, or why not: `NotFound` unless it is theirs (held or
+    /// paid), then `values_checked` (the caller's 422s come before the 409), then
+    /// `ReservationNotPaid` for one only held.
+    fn paid_of(
+        &self,
+        user: UserId,
+        id: ReservationId,
+        values_checked: impl FnOnce() -> Result<(), DomainError>,
+    ) -> Result<&PaidReservation, DomainError> {
+        let found = self.paid_reservation_of(user, id);
+        if found.is_err() {
+            self.reservation_of(user, id)?;
+        }
+        values_checked()?;
+        found.map_err(|_| DomainError::ReservationNotPaid)
+    }
+
+    /// Decides a refund of `id` for `user`, who must hold it paid, at `now`, before the window
+    /// closes; `fee_percent` of its price is kept. The ledger completes the event.
+    pub fn prepare_refund(
+        &self,
+        user: UserId,
+        id: ReservationId,
+        now: Timestamp,
+        idempotency: Option<IdempotencyStamp>,
+    ) -> Result<Event, DomainError> {
+        let paid = self.paid_of(user, id, || Ok(()))?;
+        let terms = self.policy.refunds;
+        let closes_at = self
+            .starts_at
+            .plus_millis(-terms.window_closes_ms_before_start);
+        if now >= closes_at {
+            return Err(DomainError::RefundWindowClosed {
+                hours: (terms.window_closes_ms_before_start / 3_600_000) as u64,
+            });
+        }
+        let price = paid.reservation.price;
+        let fee = terms.fee_of(price);
+        Ok(Event::RefundCompleted {
+            reservation: id,
+            holder: user,
+            payer: paid.payer,
+            seats: paid.reservation.seats.clone(),
+            amount: price - fee,
+            fee,
+            balance_after: 0,
+            holder_balance: 0,
+            at: now,
+            idempotency,
+        })
+    }
+
+    /// Decides giving `id`, paid and held by `from`, to `to` (`None`: no user has the name
+    /// asked for). Another user's reservation is not found; the recipient is checked (422)
+    /// before the reservation's state (409).
+    pub fn prepare_transfer(
+        &self,
+        from: UserId,
+        to: Option<UserId>,
+        id: ReservationId,
+        now: Timestamp,
+        idempotency: Option<IdempotencyStamp>,
+    ) -> Result<Event, DomainError> {
+        let to_checked = || match to {
+            None => Err(DomainError::InvalidInput(
+                "to_username names no user; check the spelling".into(),
+            )),
+            Some(to) if to == from => Err(DomainError::InvalidInput(
+                "this reservation is already yours; name another user".into(),
+            )),
+            Some(_) => Ok(()),
+        };
+        self.paid_of(from, id, to_checked)?;
+        let seq = self
+            .transfers
+            .checked_add(1)
+            .ok_or_else(|| DomainError::InvalidInput("this date has no more room".into()))?;
+        Ok(Event::TransferCompleted {
+            transfer: TransferId {
+                date: self.date,
+                seq,
+            },
+            reservation: id,
+            from,
+            to: to.expect("checked above"),
+            at: now,
+            idempotency,
+        })
+    }
+
+    /// Decides calling the date off at `now`: every paid reservation refunded in full to its
+    /// payer, every live hold cancelled. A hold that expired by time is left to the sweep,
+    /// which expires it as usual. The ledger completes the event.
+    pub fn prepare_cancellation(&self, now: Timestamp) -> Result<Event, DomainError> {
+        if self.cancelled {
+            return Err(DomainError::DateCancelled);
+        }
+        let mut refunds: Vec<CancellationRefund> = self
+            .paid
+            .iter()
+            .map(|(seq, paid)| CancellationRefund {
+                seq: *seq,
+                payer: paid.payer,
+                amount: paid.reservation.price,
+                balance_after: 0,
+            })
+            .collect();
+        refunds.sort_unstable_by_key(|refund| refund.seq);
+        let mut cancelled_holds: Vec<u32> = self
+            .holds
+            .values()
+            .filter(|r| r.is_live_hold(now))
+            .map(|r| r.id.seq)
+            .collect();
+        cancelled_holds.sort_unstable();
+        Ok(Event::DateCancelled {
+            date: self.date,
+            at: now,
+            refunds,
+            cancelled_holds,
+        })
+    }
+
     /// Seats held by holds not yet swept; lags the truth by at most one sweep.
     pub fn held_seats(&self) -> u32 {
         self.held_seats
@@ -610,6 +919,7 @@ impl SeatMap {
         }
         self.holds
             .get(&id.seq)
+            .or_else(|| self.paid.get(&id.seq).map(|p| &p.reservation))
             .filter(|r| r.user == user)
             .ok_or(DomainError::NotFound)
     }
@@ -671,6 +981,7 @@ impl SeatMap {
         idempotency: Option<IdempotencyStamp>,
         across: &HeldAcrossDates,
     ) -> Result<Event, DomainError> {
+        self.refuse_unless_on_sale(now)?;
         let max = self.policy.max_seats_per_user;
         if seats.is_empty() {
             return Err(DomainError::InvalidInput(
@@ -786,6 +1097,7 @@ impl SeatMap {
         idempotency: Option<IdempotencyStamp>,
         across: &HeldAcrossDates,
     ) -> Result<Event, DomainError> {
+        self.refuse_unless_on_sale(now)?;
         let max = self.policy.max_seats_per_user;
         if !(1..=max).contains(&quantity) {
             return Err(DomainError::InvalidInput(format!(
@@ -911,7 +1223,7 @@ impl SeatMap {
     /// The holds `event` ends when applied, with their users: the one it cancels, expires or
     /// pays, or those a new hold overtakes on seats they held past their expiry.
     pub fn holds_ended_by(&self, event: &Event) -> SmallVec<[(UserId, ReservationId); 2]> {
-        let mut ended = SmallVec::new();
+        let mut ended: SmallVec<[(UserId, ReservationId); 2]> = SmallVec::new();
         let mut add = |seq: u32| {
             if let Some(r) = self.holds.get(&seq) {
                 if !ended.contains(&(r.user, r.id)) {
@@ -936,6 +1248,15 @@ impl SeatMap {
             {
                 add(reservation.seq)
             }
+            Event::DateCancelled {
+                date,
+                cancelled_holds,
+                ..
+            } if *date == self.date => {
+                for seq in cancelled_holds {
+                    add(*seq);
+                }
+            }
             _ => {}
         }
         ended
@@ -951,7 +1272,14 @@ impl SeatMap {
             | Event::HoldExpired { reservation, at }
             | Event::PaymentCompleted {
                 reservation, at, ..
+            }
+            | Event::RefundCompleted {
+                reservation, at, ..
+            }
+            | Event::TransferCompleted {
+                reservation, at, ..
             } if reservation.date == self.date => Some(*at),
+            Event::DateCancelled { date, at, .. } if *date == self.date => Some(*at),
             _ => None,
         }
     }
@@ -1010,10 +1338,10 @@ impl SeatMap {
                     self.holds.contains_key(&seq),
                     "a payment applies to a held reservation"
                 );
-                let Some(r) = self.holds.remove(&seq) else {
+                let Some(mut r) = self.holds.remove(&seq) else {
                     return SeatList::new();
                 };
-                let (user, seats) = (r.user, r.seats);
+                let (user, seats) = (r.user, r.seats.clone());
                 self.stop_holding(user, seq);
                 self.forget_ended_expiries();
                 for seat in &seats {
@@ -1025,10 +1353,69 @@ impl SeatMap {
                 }
                 self.held_seats -= seats.len() as u32;
                 self.sold_seats += seats.len() as u32;
+                if let Event::PaymentCompleted { at, .. } = event {
+                    ReservationChange::end(&mut r, ReservationState::Paid, *at);
+                }
+                self.paid.insert(
+                    seq,
+                    PaidReservation {
+                        reservation: r,
+                        payer: user,
+                    },
+                );
                 seats
+            }
+            Event::RefundCompleted { reservation, .. } if reservation.date == self.date => {
+                self.release_paid(reservation.seq)
+            }
+            Event::TransferCompleted {
+                transfer,
+                reservation,
+                to,
+                ..
+            } if reservation.date == self.date => {
+                if let Some(paid) = self.paid.get_mut(&reservation.seq) {
+                    paid.reservation.user = *to;
+                }
+                self.transfers = transfer.seq;
+                SeatList::new()
+            }
+            Event::DateCancelled {
+                date,
+                refunds,
+                cancelled_holds,
+                ..
+            } if *date == self.date => {
+                self.cancelled = true;
+                let mut changed = SeatList::new();
+                for refund in refunds {
+                    changed.extend(self.release_paid(refund.seq));
+                }
+                for seq in cancelled_holds {
+                    // Called off by the date, not let go of by the buyer: no cooldown.
+                    changed.extend(self.end_hold(*seq, None));
+                }
+                changed
             }
             _ => SeatList::new(),
         }
+    }
+
+    /// Returns a paid reservation's seats (refunded): they are available at once.
+    fn release_paid(&mut self, seq: u32) -> SeatList {
+        let Some(paid) = self.paid.remove(&seq) else {
+            debug_assert!(false, "a refund applies to a paid reservation");
+            return SeatList::new();
+        };
+        let seats = paid.reservation.seats;
+        for seat in &seats {
+            let slot = &mut self.seats[seat.index()];
+            debug_assert!(slot.sold && slot.holder == seq);
+            *slot = SeatSlot::default();
+            self.refresh_free(*seat);
+        }
+        self.sold_seats -= seats.len() as u32;
+        seats
     }
 
     fn forget_ended_expiries(&mut self) {
@@ -1081,16 +1468,21 @@ mod tests {
     const DATE: DateId = DateId(1);
     const TTL_MS: i64 = 300_000;
     const COOLDOWN_MS: i64 = 60_000;
+    /// Ten days after the epoch the tests' clocks start at.
+    const STARTS: Timestamp = Timestamp(10 * DAY_MS);
+    const DAY_MS: i64 = 24 * 3_600_000;
 
     fn map(seats: u32) -> SeatMap {
         SeatMap::new(
             DATE,
+            STARTS,
             Layout::general(seats, 50_000),
-            HoldPolicy {
+            DatePolicy {
                 ttl_ms: TTL_MS,
                 max_seats_per_user: 4,
                 max_seats_per_user_total: 8,
                 rehold_cooldown_ms: COOLDOWN_MS,
+                refunds: Default::default(),
             },
         )
     }
@@ -1247,7 +1639,7 @@ mod tests {
             },
         ])
         .unwrap();
-        let mut m = SeatMap::new(DATE, layout, map(1).policy());
+        let mut m = SeatMap::new(DATE, STARTS, layout, map(1).policy());
         for quantity in [0, 5] {
             assert!(matches!(
                 best(&mut m, ALICE, quantity, None, 0),
@@ -1279,6 +1671,206 @@ mod tests {
         assert_eq!(best(&mut m, BOB, 2, None, 2), Ok(vec![5, 6]));
         // Bob's hold expires by time and is not swept: its seats are the best again.
         assert_eq!(best(&mut m, UserId(3), 2, None, 2 + TTL_MS), Ok(vec![5, 6]));
+    }
+
+    fn paid(m: &mut SeatMap, user: UserId, nos: &[u32], now: i64) -> ReservationId {
+        let r = hold(m, user, nos, now).unwrap();
+        m.apply(&m.prepare_payment(user, r, t(now), None, None).unwrap());
+        r
+    }
+
+    #[test]
+    fn a_refund_releases_a_paid_reservations_seats_and_credits_its_payer_less_the_fee() {
+        let mut m = map(10);
+        let r = hold(&mut m, ALICE, &[3, 4], 0).unwrap();
+        assert_eq!(
+            m.prepare_refund(ALICE, r, t(1), None),
+            Err(DomainError::ReservationNotPaid)
+        );
+        m.apply(&m.prepare_payment(ALICE, r, t(1), None, None).unwrap());
+        assert_eq!(
+            m.prepare_refund(BOB, r, t(2), None),
+            Err(DomainError::NotFound)
+        );
+        // The window closes 24 hours before the start, to the millisecond.
+        let closes = STARTS.as_millis() - DAY_MS;
+        assert_eq!(
+            m.prepare_refund(ALICE, r, t(closes), None),
+            Err(DomainError::RefundWindowClosed { hours: 24 })
+        );
+        let refund = m.prepare_refund(ALICE, r, t(closes - 1), None).unwrap();
+        let Event::RefundCompleted {
+            payer, amount, fee, ..
+        } = &refund
+        else {
+            unreachable!()
+        };
+        // 100,000 won: a fee of 10,000, 90,000 back to Alice, who paid.
+        assert_eq!((*payer, *amount, *fee), (ALICE, 90_000, 10_000));
+        let freed = m.apply(&refund);
+        assert_eq!(freed.as_slice(), [SeatNo(3), SeatNo(4)]);
+        assert_eq!(m.seat_status(SeatNo(3), t(3)), Some(SeatStatus::Available));
+        assert_eq!(m.sold_seats(), 0);
+        assert!(m.has_ended(r));
+        // A second refund finds nothing paid; Bob may hold the seats at once.
+        assert_eq!(
+            m.prepare_refund(ALICE, r, t(3), None),
+            Err(DomainError::NotFound)
+        );
+        hold(&mut m, BOB, &[3, 4], 3).unwrap();
+    }
+
+    #[test]
+    fn the_fee_is_the_floor_of_its_share_for_any_price() {
+        let share = |fee_percent| RefundPolicy {
+            fee_percent,
+            ..RefundPolicy::default()
+        };
+        assert_eq!(share(10).fee_of(99), 9);
+        assert_eq!(share(0).fee_of(1_000), 0);
+        assert_eq!(share(99).fee_of(1), 0);
+        let max = (1u64 << 53) - 1;
+        assert_eq!(share(99).fee_of(max), (u128::from(max) * 99 / 100) as u64);
+    }
+
+    #[test]
+    fn a_transfer_moves_the_reservation_and_a_refund_still_credits_the_payer() {
+        let mut m = map(10);
+        let held = hold(&mut m, ALICE, &[1], 0).unwrap();
+        let r = paid(&mut m, ALICE, &[5], 0);
+        assert_eq!(
+            m.prepare_transfer(BOB, Some(ALICE), r, t(1), None),
+            Err(DomainError::NotFound),
+            "not Bob's"
+        );
+        for to in [None, Some(ALICE)] {
+            assert!(matches!(
+                m.prepare_transfer(ALICE, to, r, t(1), None),
+                Err(DomainError::InvalidInput(_))
+            ));
+            // The recipient (422) is checked before the state (409).
+            assert!(matches!(
+                m.prepare_transfer(ALICE, to, held, t(1), None),
+                Err(DomainError::InvalidInput(_))
+            ));
+        }
+        assert_eq!(
+            m.prepare_transfer(ALICE, Some(BOB), held, t(1), None),
+            Err(DomainError::ReservationNotPaid)
+        );
+        let given = m.prepare_transfer(ALICE, Some(BOB), r, t(1), None).unwrap();
+        assert!(matches!(
+            given,
+            Event::TransferCompleted {
+                transfer: TransferId { seq: 1, .. },
+                ..
+            }
+        ));
+        assert!(m.apply(&given).is_empty(), "no seat changes hands");
+        assert_eq!(m.reservation_of(BOB, r).unwrap().user, BOB);
+        assert_eq!(m.reservation_of(ALICE, r), Err(DomainError::NotFound));
+        assert_eq!(
+            m.prepare_refund(ALICE, r, t(2), None),
+            Err(DomainError::NotFound)
+        );
+        let refund = m.prepare_refund(BOB, r, t(2), None).unwrap();
+        assert!(matches!(
+            refund,
+            Event::RefundCompleted {
+                holder: BOB,
+                payer: ALICE,
+                ..
+            }
+        ));
+        let again = m.prepare_transfer(BOB, Some(ALICE), r, t(2), None).unwrap();
+        assert!(matches!(
+            again,
+            Event::TransferCompleted {
+                transfer: TransferId { seq: 2, .. },
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_cancellation_refunds_every_paid_reservation_in_full_and_cancels_live_holds() {
+        let mut m = map(10);
+        let alice_paid = paid(&mut m, ALICE, &[1, 2], 0);
+        let bob_paid = paid(&mut m, BOB, &[3], 0);
+        let bob_held = hold(&mut m, BOB, &[4], 0).unwrap();
+        let lapsed = hold(&mut m, ALICE, &[6], 0).unwrap();
+        let given = m.prepare_transfer(BOB, Some(ALICE), bob_paid, t(1), None);
+        m.apply(&given.unwrap());
+        let now = t(TTL_MS + 1);
+        let cancelled = m.prepare_cancellation(now).unwrap();
+        let Event::DateCancelled {
+            refunds,
+            cancelled_holds,
+            ..
+        } = &cancelled
+        else {
+            unreachable!()
+        };
+        let refunded: Vec<(u32, UserId, u64)> =
+            refunds.iter().map(|r| (r.seq, r.payer, r.amount)).collect();
+        assert_eq!(
+            refunded,
+            vec![
+                (alice_paid.seq, ALICE, 100_000),
+                (bob_paid.seq, BOB, 50_000)
+            ],
+            "in full, to the payer, whoever holds it"
+        );
+        assert!(
+            cancelled_holds.is_empty(),
+            "both holds had expired by time: the sweep expires them, as ever"
+        );
+        let earlier = m.prepare_cancellation(t(1)).unwrap();
+        let Event::DateCancelled {
+            cancelled_holds, ..
+        } = &earlier
+        else {
+            unreachable!()
+        };
+        assert_eq!(cancelled_holds, &vec![bob_held.seq, lapsed.seq]);
+        assert_eq!(m.holds_ended_by(&earlier).len(), 2);
+        m.apply(&earlier);
+        assert_eq!((m.sold_seats(), m.held_seats()), (0, 0));
+        assert_eq!(m.sale_state(t(2)), SaleState::Cancelled);
+        assert_eq!(
+            m.cooldown_count(),
+            0,
+            "called off by the date, not let go of"
+        );
+        assert_eq!(
+            m.prepare_cancellation(t(3)),
+            Err(DomainError::DateCancelled)
+        );
+        assert_eq!(
+            m.place_hold(BOB, &seats(&[1]), t(3), None),
+            Err(DomainError::DateCancelled)
+        );
+        assert_eq!(
+            m.prepare_refund(ALICE, alice_paid, t(3), None),
+            Err(DomainError::NotFound),
+            "refunded already"
+        );
+    }
+
+    #[test]
+    fn sales_close_when_the_date_starts() {
+        let m = map(10);
+        assert_eq!(m.sale_state(t(STARTS.as_millis() - 1)), SaleState::OnSale);
+        assert_eq!(m.sale_state(STARTS), SaleState::SalesClosed);
+        assert_eq!(
+            m.place_hold(ALICE, &seats(&[1]), STARTS, None),
+            Err(DomainError::SalesClosed)
+        );
+        // The date's state comes before the request's values.
+        assert_eq!(
+            m.place_hold(ALICE, &seats(&[99]), STARTS, None),
+            Err(DomainError::SalesClosed)
+        );
     }
 
     #[test]
@@ -1396,14 +1988,20 @@ mod tests {
         let r = hold(&mut m, ALICE, &[1], 0).unwrap();
         let pay = m.prepare_payment(ALICE, r, t(1), None, None).unwrap();
         m.apply(&pay);
-        assert!(m.has_ended(r), "a paid reservation leaves memory");
+        assert!(!m.has_ended(r), "a paid reservation stays, for refunds");
         assert_eq!(
             m.prepare_payment(ALICE, r, t(2), None, None),
-            Err(DomainError::NotFound)
+            Err(DomainError::AlreadyPaid)
         );
+        assert_eq!(
+            m.cancel_hold(ALICE, r, t(2)),
+            Err(DomainError::ReservationNotHeld)
+        );
+        assert_eq!(m.reservation_of(ALICE, r).unwrap().paid_at, Some(t(1)));
         // Its history answers instead.
         let mut paid = m_placed(r, &[1], 0);
-        let Some(ReservationChange::Ended { state, at, .. }) = ReservationChange::made_by(&pay)
+        let Some(ReservationChange::Ended { state, at, .. }) =
+            ReservationChange::made_by(&pay).pop()
         else {
             panic!("a payment ends a hold")
         };
@@ -1608,8 +2206,9 @@ mod tests {
 
         let mut off = SeatMap::new(
             DATE,
+            STARTS,
             Layout::general(10, 50_000),
-            HoldPolicy {
+            DatePolicy {
                 rehold_cooldown_ms: 0,
                 ..m.policy()
             },

@@ -113,6 +113,30 @@ impl fmt::Display for PaymentId {
     }
 }
 
+/// A reservation is refunded at most once, so its refund shares its numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RefundId(pub ReservationId);
+
+impl fmt::Display for RefundId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "rf_{}_{}", self.0.date.0, self.0.seq)
+    }
+}
+
+/// A reservation may pass from hand to hand, so a transfer is numbered by its date, in the
+/// order the date decided it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TransferId {
+    pub date: DateId,
+    pub seq: u32,
+}
+
+impl fmt::Display for TransferId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "t_{}_{}", self.date.0, self.seq)
+    }
+}
+
 /// Seat numbers start at 1 on every date.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SeatNo(pub u32);

@@ -13,7 +13,7 @@ use super::extract::{AdminAuth, ApiJson, IdPath, WholeNumber};
 use super::{parse_rfc3339, AppState};
 use crate::domain::catalog::SeatPlan;
 use crate::domain::venue::{RowPlan, SectionPlan};
-use crate::domain::ConcertId;
+use crate::domain::{ConcertId, DateId};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -21,6 +21,10 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/api/v1/admin/concerts/{concert_id}/dates",
             post(create_date),
+        )
+        .route(
+            "/api/v1/admin/dates/{date_id}/cancellation",
+            post(cancel_date),
         )
         .route("/api/v1/admin/stats", get(stats))
         .route("/api/v1/admin/backups", post(backup))
@@ -200,6 +204,48 @@ pub(super) async fn create_date(
         }),
     )
         .into_response())
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct CancellationBody {
+    date_id: String,
+    /// Paid reservations refunded in full to their payers.
+    refunded_reservations: usize,
+    /// Whole won credited in all.
+    refunded_amount: u64,
+    /// Held reservations cancelled.
+    cancelled_holds: usize,
+}
+
+/// Calls a date off as one atomic change: every paid reservation refunded in full to its
+/// payer (no fee, whatever the window), every hold cancelled, the waiting list lapsed. Holds
+/// and waiting-list joins are then refused with 409 `date_cancelled`.
+#[utoipa::path(
+    post, path = "/api/v1/admin/dates/{date_id}/cancellation", tag = "admin",
+    security(("admin" = [])),
+    params(("date_id" = String, Path)),
+    responses(
+        (status = 200, description = "Cancelled", body = CancellationBody),
+        (status = 401, description = "`unauthenticated`: missing or wrong admin token", body = Problem),
+        (status = 404, description = "`not_found`: no such date, or the admin API is disabled", body = Problem),
+        (status = 409, description = "`date_cancelled`: cancelled already", body = Problem),
+        (status = 429, description = "`rate_limited`: this address sent `limits.admin_failures_per_minute_per_ip` wrong admin tokens in the last minute; no token is compared until `Retry-After`", body = Problem),
+    )
+)]
+pub(super) async fn cancel_date(
+    State(app): State<AppState>,
+    _admin: AdminAuth,
+    IdPath(date): IdPath<DateId>,
+) -> Result<Response, ApiError> {
+    let handle = app.engine.dates.get(date).ok_or_else(ApiError::not_found)?;
+    let report = handle.cancel_date().await?;
+    Ok(Json(CancellationBody {
+        date_id: report.date.to_string(),
+        refunded_reservations: report.refunded_reservations,
+        refunded_amount: report.refunded_amount,
+        cancelled_holds: report.cancelled_holds,
+    })
+    .into_response())
 }
 
 #[derive(Serialize, ToSchema)]

@@ -12,7 +12,7 @@ use super::extract::{Admitted, IdPath};
 use super::{rfc3339, AppState};
 use crate::actors::date::SeatView;
 use crate::domain::catalog::DateInfo;
-use crate::domain::seat_map::SeatStatus;
+use crate::domain::seat_map::{SaleState, SeatStatus};
 use crate::domain::{ConcertId, DateId};
 
 pub fn routes() -> Router<AppState> {
@@ -60,6 +60,10 @@ pub(super) async fn concerts(State(app): State<AppState>) -> Response {
 pub(super) struct DateBody {
     date_id: String,
     starts_at: String,
+    /// `on_sale`, `cancelled` or `sales_closed` (once `starts_at` has passed); more values may
+    /// come, so treat an unknown one as not on sale.
+    #[schema(example = "on_sale")]
+    status: &'static str,
     total_seats: u32,
     /// Neither held nor sold; may lag by up to a second.
     available_seats: u32,
@@ -106,6 +110,7 @@ pub(super) async fn dates(
         .map(|d| DateBody {
             date_id: d.id.to_string(),
             starts_at: rfc3339(d.starts_at),
+            status: sale_state(&app, &d).as_str(),
             total_seats: d.seat_count(),
             available_seats: available_seats(&app, &d),
             price: d.price_from(),
@@ -113,6 +118,15 @@ pub(super) async fn dates(
         })
         .collect();
     Ok(Json(DatesBody { dates }).into_response())
+}
+
+/// Whether the date sells now, as its actor last published it.
+fn sale_state(app: &AppState, date: &DateInfo) -> SaleState {
+    let now = app.clock.now();
+    app.engine.dates.get(date.id).map_or_else(
+        || SaleState::of(false, date.starts_at, now),
+        |h| h.view().sale_state(now),
+    )
 }
 
 /// Seats neither held nor sold, as the date's actor last published them.
@@ -151,6 +165,10 @@ pub(super) struct OneDateBody {
     /// The concert's.
     venue: String,
     starts_at: String,
+    /// `on_sale`, `cancelled` or `sales_closed` (once `starts_at` has passed); more values may
+    /// come, so treat an unknown one as not on sale.
+    #[schema(example = "on_sale")]
+    status: &'static str,
     total_seats: u32,
     /// Neither held nor sold; may lag by up to a second.
     available_seats: u32,
@@ -183,6 +201,7 @@ pub(super) async fn date(
         title: concert.title,
         venue: concert.venue,
         starts_at: rfc3339(date.starts_at),
+        status: sale_state(&app, &date).as_str(),
         total_seats: date.seat_count(),
         available_seats: available_seats(&app, &date),
         price: date.price_from(),

@@ -103,6 +103,10 @@ pub(crate) fn status_of(error: &DomainError) -> StatusCode {
         | DomainError::NoAdjacentSeats { .. }
         | DomainError::AlreadyPaid
         | DomainError::ReservationNotHeld
+        | DomainError::ReservationNotPaid
+        | DomainError::RefundWindowClosed { .. }
+        | DomainError::DateCancelled
+        | DomainError::SalesClosed
         | DomainError::UsernameTaken => StatusCode::CONFLICT,
         DomainError::NotFound => StatusCode::NOT_FOUND,
         DomainError::HoldExpired => StatusCode::GONE,

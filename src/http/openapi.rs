@@ -13,12 +13,14 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::RefOr;
 use utoipa::{IntoParams, Modify, OpenApi};
 
-use super::{admin, balance, catalog, error, live, ops, queue, reservations, users, AppState};
+use super::{
+    admin, balance, catalog, error, live, ops, queue, reservations, returns, users, AppState,
+};
 use crate::config::Settings;
 use crate::domain::catalog::SEATS_PER_DATE_MAX;
 use crate::domain::SeatNo;
 
-/// The `Idempotency-Key` header of the three endpoints that honour it.
+/// The `Idempotency-Key` header of the endpoints that honour it.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Header)]
 #[allow(dead_code)] // Read by the extractor from the raw header; this type only documents it.
@@ -65,8 +67,9 @@ pub(super) struct PageParams {
         catalog::concerts, catalog::dates, catalog::date, catalog::seats,
         reservations::hold, reservations::list_mine, reservations::show, reservations::cancel,
         reservations::pay,
+        returns::refund, returns::transfer,
         balance::balance, balance::charge, balance::history,
-        admin::create_concert, admin::create_date, admin::stats, admin::backup,
+        admin::create_concert, admin::create_date, admin::cancel_date, admin::stats, admin::backup,
         live::seat_events, live::queue_events,
         ops::healthz, ops::readyz, ops::metrics, openapi_json, docs,
     ),
@@ -450,7 +453,11 @@ mod tests {
             .flat_map(|operation| operation["parameters"].as_array().into_iter().flatten())
             .filter(|parameter| parameter["name"] == "Idempotency-Key")
             .collect();
-        assert_eq!(keys.len(), 3, "charges, reservations and payments");
+        assert_eq!(
+            keys.len(),
+            5,
+            "charges, reservations, payments, refunds and transfers"
+        );
         for key in keys {
             assert_eq!(key["in"], "header");
             assert_eq!(key["schema"]["minLength"], json!(1));

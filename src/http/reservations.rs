@@ -175,9 +175,7 @@ pub(super) async fn hold(
         .await?;
     let reservation = match &claim {
         Claim::Replay(Outcome::Reservation(placed)) => {
-            own_reservation(&app, admitted.user, *placed)
-                .await?
-                .as_placed()
+            recorded_reservation(&app, *placed).await?.as_placed()
         }
         Claim::Replay(other) => unreachable!("hold keys record holds, not {other:?}"),
         Claim::Unkeyed | Claim::Owner(_) => {
@@ -340,9 +338,7 @@ pub(super) async fn pay(
             reservation: *reservation,
             amount: *amount,
             balance: *balance_after,
-            seats: own_reservation(&app, session.user, *reservation)
-                .await?
-                .seats,
+            seats: recorded_reservation(&app, *reservation).await?.seats,
             paid_at: *paid_at,
         },
         Claim::Replay(other) => unreachable!("payment keys record payments, not {other:?}"),
@@ -367,8 +363,19 @@ pub(super) async fn pay(
     Ok((StatusCode::CREATED, Json(PaymentBody::from(&receipt))).into_response())
 }
 
-/// The user's reservation `id` (another user's is not found). Also how a replay finds the
-/// reservation an idempotency record names: the book keeps only its id, the date the rest.
+/// The reservation an idempotency record names: the book keeps only its id, the date the
+/// rest. The record says its user made it, though they may have given it away since, and the
+/// replay answers as the original did.
+async fn recorded_reservation(app: &AppState, id: ReservationId) -> Result<Reservation, ApiError> {
+    let handle = app
+        .engine
+        .dates
+        .get(id.date)
+        .ok_or_else(ApiError::not_found)?;
+    Ok(handle.recorded_reservation(id).await?)
+}
+
+/// The user's reservation `id` (another user's is not found).
 async fn own_reservation(
     app: &AppState,
     user: UserId,

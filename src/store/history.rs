@@ -1,8 +1,8 @@
 //! History a user can list, kept in the history database instead of in memory, written by the
 //! history writer once the event that changes it is committed (`store::projection`):
-//! - every balance entry is a row, its id the log sequence of the event that made it;
-//! - every reservation is a row, placed by its hold and ended by its payment, cancellation or
-//!   expiry, so the dates keep only the holds their decisions need.
+//! - every balance entry is a row, its id made from the log sequence of the event that made it;
+//! - every reservation is a row, placed by its hold, ended by its payment, cancellation or
+//!   expiry, moved to another user's list by a transfer and ended again by a refund.
 //!
 //! Both are read a page at a time, newest first, by an index on (user, list position): a page
 //! costs its own rows, however long the user's list is (`domain::page`).
@@ -43,6 +43,7 @@ fn state_code(state: ReservationState) -> i64 {
         ReservationState::Paid => 1,
         ReservationState::Expired => 2,
         ReservationState::Cancelled => 3,
+        ReservationState::Refunded => 4,
     }
 }
 
@@ -52,6 +53,7 @@ fn state_of(code: i64) -> Result<ReservationState, StoreError> {
         1 => ReservationState::Paid,
         2 => ReservationState::Expired,
         3 => ReservationState::Cancelled,
+        4 => ReservationState::Refunded,
         found => {
             return Err(StoreError::Corrupt {
                 what: "reservation state",
@@ -97,6 +99,38 @@ pub(crate) fn change_reservation(
 ) -> rusqlite::Result<()> {
     match change {
         ReservationChange::Placed(reservation) => insert_reservation(conn, reservation, seq),
+        // Into the recipient's list, placed there by the transfer.
+        ReservationChange::Transferred { id, to } => {
+            let mut statement = conn.prepare_cached(
+                "UPDATE reservations SET user_id = ?1, listed_seq = ?2
+                 WHERE date_id = ?3 AND seq = ?4",
+            )?;
+            statement.execute(params![
+                to.0 as i64,
+                seq as i64,
+                id.date.0 as i64,
+                id.seq as i64
+            ])?;
+            Ok(())
+        }
+        // A refund ends a paid reservation; it keeps when it was paid.
+        ReservationChange::Ended {
+            id,
+            state: ReservationState::Refunded,
+            ..
+        } => {
+            let mut statement = conn.prepare_cached(
+                "UPDATE reservations SET state = ?1
+                 WHERE date_id = ?2 AND seq = ?3 AND state = ?4",
+            )?;
+            statement.execute(params![
+                state_code(ReservationState::Refunded),
+                id.date.0 as i64,
+                id.seq as i64,
+                state_code(ReservationState::Paid),
+            ])?;
+            Ok(())
+        }
         ReservationChange::Ended { id, state, at } => {
             let paid_at = (*state == ReservationState::Paid).then_some(at.as_millis());
             let mut statement = conn.prepare_cached(
@@ -114,13 +148,13 @@ pub(crate) fn change_reservation(
     }
 }
 
-fn reservation_from_row(
-    placed: &[u8],
-    state: i64,
-    paid_at: Option<i64>,
-) -> Result<Reservation, StoreError> {
-    let placed: Reservation = rows::decode(placed, "reservation")?;
+/// The reservation a row holds: who holds it now (a transfer moves it) and its state come
+/// from their columns, the rest from the blob its hold wrote.
+fn reservation_from_row(row: ReservationRow) -> Result<Reservation, StoreError> {
+    let (placed, user, state, paid_at) = row;
+    let placed: Reservation = rows::decode(&placed, "reservation")?;
     Ok(Reservation {
+        user: UserId(user as u64),
         state: state_of(state)?,
         paid_at: paid_at.map(Timestamp),
         ..placed
@@ -144,11 +178,11 @@ pub(crate) fn insert_entry(
     Ok(())
 }
 
-type ReservationRow = (Vec<u8>, i64, Option<i64>);
+type ReservationRow = (Vec<u8>, i64, i64, Option<i64>);
 
 /// A page of one user's reservations: a range of `reservations_by_user`, read backwards. The
 /// index is named so that no planner statistics can turn a page into a walk of the table.
-const RESERVATIONS_PAGE: &str = "SELECT listed_seq, placed, state, paid_at
+const RESERVATIONS_PAGE: &str = "SELECT listed_seq, placed, user_id, state, paid_at
      FROM reservations INDEXED BY reservations_by_user
      WHERE user_id = ?1 AND listed_seq < ?2 ORDER BY listed_seq DESC LIMIT ?3";
 
@@ -163,17 +197,15 @@ impl StoreReader {
     pub fn reservation(&self, id: ReservationId) -> Result<Option<Reservation>, StoreError> {
         let conn = self.connection();
         let mut statement = conn.prepare_cached(
-            "SELECT placed, state, paid_at FROM reservations WHERE date_id = ?1 AND seq = ?2",
+            "SELECT placed, user_id, state, paid_at FROM reservations
+             WHERE date_id = ?1 AND seq = ?2",
         )?;
         let mut rows = statement.query_map(params![id.date.0 as i64, id.seq as i64], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
         })?;
         match rows.next() {
             None => Ok(None),
-            Some(row) => {
-                let (placed, state, paid_at): ReservationRow = row?;
-                reservation_from_row(&placed, state, paid_at).map(Some)
-            }
+            Some(row) => reservation_from_row(row?).map(Some),
         }
     }
 
@@ -195,17 +227,14 @@ impl StoreReader {
             |row| {
                 Ok((
                     row.get::<_, i64>(0)?,
-                    (row.get(1)?, row.get(2)?, row.get(3)?),
+                    (row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?),
                 ))
             },
         )?;
         let mut found = Vec::new();
         for row in rows {
-            let (position, (placed, state, paid_at)): (i64, ReservationRow) = row?;
-            found.push((
-                position as u64,
-                reservation_from_row(&placed, state, paid_at)?,
-            ));
+            let (position, row): (i64, ReservationRow) = row?;
+            found.push((position as u64, reservation_from_row(row)?));
         }
         Ok(Page::of_rows(request, found))
     }

@@ -308,10 +308,10 @@ fn store_event_rows(conn: &Connection, rows: &[EventRows]) -> rusqlite::Result<(
         if let Some(key) = &event.key {
             keys::insert(conn, key)?;
         }
-        if let Some((user, entry)) = &event.entry {
+        for (user, entry) in &event.entries {
             history::insert_entry(conn, *user, entry)?;
         }
-        if let Some(change) = &event.reservation {
+        for change in &event.reservations {
             history::change_reservation(conn, change, event.seq)?;
         }
     }
@@ -512,7 +512,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_money_event_is_committed_with_its_history_entry_numbered_by_its_sequence() {
-        use crate::domain::ledger::EntryKind;
+        use crate::domain::ledger::{EntryKind, LedgerEntry};
         let path = scratch_log("history");
         let opened = EventLog::open(&path, SyncMode::Normal, 0).unwrap();
         opened.log.append(&concert(1));
@@ -524,7 +524,7 @@ mod tests {
         assert_eq!(history.len(), 1);
         assert_eq!(
             (history[0].entry_id, history[0].kind, history[0].amount),
-            (2, EntryKind::Charge, 10)
+            (LedgerEntry::id_of(2, 0), EntryKind::Charge, 10)
         );
         opened.log.append(&keyed_charge("b", 2_000)).wait().await;
         opened.log.reader().caught_up().await;
@@ -532,7 +532,11 @@ mod tests {
             .iter()
             .map(|e| e.entry_id)
             .collect();
-        assert_eq!(ids, vec![4, 2], "newest first");
+        assert_eq!(
+            ids,
+            vec![LedgerEntry::id_of(4, 0), LedgerEntry::id_of(2, 0)],
+            "newest first"
+        );
         assert!(every_entry(&opened.log, crate::domain::UserId(5)).is_empty());
         opened.log.close().await;
         let history_wal = history_path(&path).with_extension("db-wal");

@@ -14,7 +14,7 @@ use crate::domain::admission::{AdmissionQueue, QueueSnapshot};
 use crate::domain::catalog::Catalog;
 use crate::domain::idempotency::{KeyIndex, PendingRecord};
 use crate::domain::ledger::{BalancePolicy, Ledger};
-use crate::domain::seat_map::{HoldPolicy, SeatMap};
+use crate::domain::seat_map::{DatePolicy, SeatMap};
 use crate::domain::{DateId, Event};
 
 use super::error::StoreError;
@@ -69,7 +69,7 @@ pub struct StoreSetup {
 /// changed setting applies from the next start.
 #[derive(Debug, Clone, Copy)]
 pub struct Policies {
-    pub holds: HoldPolicy,
+    pub dates: DatePolicy,
     pub balance: BalancePolicy,
 }
 
@@ -136,7 +136,12 @@ pub fn recover(setup: &StoreSetup, policies: Policies) -> Result<Recovered, Stor
     let mut dates: BTreeMap<DateId, Start<SeatMap>> = BTreeMap::new();
     for info in catalog.state.dates() {
         let start = start(dir, &date_owner(info.id), || {
-            SeatMap::new(info.id, (*info.layout).clone(), policies.holds)
+            SeatMap::new(
+                info.id,
+                info.starts_at,
+                (*info.layout).clone(),
+                policies.dates,
+            )
         })?;
         dates.insert(info.id, start);
     }
@@ -190,7 +195,7 @@ pub fn recover(setup: &StoreSetup, policies: Policies) -> Result<Recovered, Stor
     let mut maps: BTreeMap<DateId, (SeatMap, u64)> = dates
         .into_iter()
         .map(|(id, mut d)| {
-            d.state.restore(policies.holds);
+            d.state.restore(policies.dates);
             (id, (d.state, d.seq))
         })
         .collect();
@@ -210,9 +215,17 @@ pub fn recover(setup: &StoreSetup, policies: Policies) -> Result<Recovered, Stor
         if seq > catalog.seq {
             catalog_state.apply(event);
         }
-        if let Event::DateCreated { date, layout, .. } = event {
-            maps.entry(*date)
-                .or_insert_with(|| (SeatMap::new(*date, layout.clone(), policies.holds), 0));
+        if let Event::DateCreated {
+            date,
+            starts_at,
+            layout,
+            ..
+        } = event
+        {
+            maps.entry(*date).or_insert_with(|| {
+                let map = SeatMap::new(*date, *starts_at, layout.clone(), policies.dates);
+                (map, 0)
+            });
         }
         if seq > ledger.seq {
             ledger_state.apply(event);

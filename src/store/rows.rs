@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use smallvec::SmallVec;
 use tokio::sync::oneshot;
 
 use super::error::StoreError;
@@ -47,8 +48,8 @@ pub fn history_path(log: &Path) -> PathBuf {
 pub struct EventRows {
     pub seq: u64,
     pub key: Option<PendingRecord>,
-    pub entry: Option<(UserId, LedgerEntry)>,
-    pub reservation: Option<ReservationChange>,
+    pub entries: SmallVec<[(UserId, LedgerEntry); 1]>,
+    pub reservations: SmallVec<[ReservationChange; 1]>,
 }
 
 impl EventRows {
@@ -59,13 +60,13 @@ impl EventRows {
         Self {
             seq,
             key,
-            entry: LedgerEntry::made_by(seq, event),
-            reservation: ReservationChange::made_by(event),
+            entries: LedgerEntry::made_by(seq, event),
+            reservations: ReservationChange::made_by(event),
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.key.is_none() && self.entry.is_none() && self.reservation.is_none()
+        self.key.is_none() && self.entries.is_empty() && self.reservations.is_empty()
     }
 }
 

@@ -35,6 +35,7 @@ async fn a_date_names_its_concert_venue_start_seats_and_price() {
             "title": "Autumn Recital",
             "venue": "Seoul Arts Center",
             "starts_at": starts_at,
+            "status": "on_sale",
             "total_seats": SEATS,
             "available_seats": SEATS,
             "price": PRICE,

@@ -491,3 +491,191 @@ async fn six_hundred_buyers_asking_for_the_best_pair_get_what_the_rule_gives_in_
         .collect();
     assert_eq!(held, taken, "the listing shows exactly the seats held");
 }
+
+/// Sends every request at once, released by one barrier; returns `(index, status, body)`.
+async fn all_at_once(requests: Vec<reqwest::RequestBuilder>) -> Vec<(usize, u16, Value)> {
+    let barrier = Arc::new(Barrier::new(requests.len()));
+    let tasks: Vec<_> = requests
+        .into_iter()
+        .enumerate()
+        .map(|(i, request)| {
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let response = request.send().await.expect("an answer");
+                let status = response.status().as_u16();
+                let body = response.json::<Value>().await.unwrap_or(Value::Null);
+                (i, status, body)
+            })
+        })
+        .collect();
+    let mut answers = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        answers.push(task.await.unwrap());
+    }
+    answers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_refunds_of_one_reservation_refund_it_once() {
+    let app = crowd_app().await;
+    let (_, date) = app.concert_with_date(10, 1_000).await;
+    let (buyer, token) = app.admitted_buyer().await;
+    app.charge_ok(&buyer, 2_000).await;
+    let held = app.hold_ok(&buyer, &token, &date, &[1, 2]).await;
+    let id = string_field(&held, "reservation_id");
+    assert_json(app.pay(&buyer, &token, &id).await, 201).await;
+
+    let requests = (0..50)
+        .map(|_| {
+            app.post("/api/v1/refunds")
+                .session(&buyer)
+                .json(&json!({ "reservation_id": id }))
+        })
+        .collect();
+    let answers = all_at_once(requests).await;
+    let refunded: Vec<_> = answers.iter().filter(|(_, s, _)| *s == 201).collect();
+    assert_eq!(refunded.len(), 1, "{answers:?}");
+    for (_, status, body) in &answers {
+        if *status != 201 {
+            assert_eq!(
+                (*status, body["code"].as_str()),
+                (409, Some("reservation_not_paid")),
+                "{body}"
+            );
+        }
+    }
+    assert_eq!(refunded[0].2["amount"], json!(1_800));
+    assert_eq!(app.balance(&buyer).await, 1_800);
+    let refunds = app
+        .history(&buyer)
+        .await
+        .into_iter()
+        .filter(|e| e["kind"] == "refund")
+        .count();
+    assert_eq!(refunds, 1);
+    assert_eq!(app.reservation_status(&buyer, &id).await, "refunded");
+}
+
+/// A date called off while 120 buyers hold and pay on it: every acknowledged payment is
+/// refunded in full, every later one refused, and no won is lost or made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancellation_racing_holds_and_payments_loses_no_payment() {
+    const BUYERS: usize = 120;
+    const PRICE: u64 = 1_000;
+    let app = crowd_app().await;
+    let (_, date) = app.concert_with_date(BUYERS as u64, PRICE).await;
+    let buyers = app.admitted_buyers(BUYERS, PREPARE_CONCURRENCY).await;
+    for (buyer, _) in &buyers {
+        app.charge_ok(buyer, PRICE).await;
+    }
+    // Half hold first, so some payments land before the cancellation.
+    let mut early = Vec::new();
+    for (i, (buyer, token)) in buyers.iter().enumerate().take(BUYERS / 2) {
+        let held = app.hold_ok(buyer, token, &date, &[i as u64 + 1]).await;
+        early.push(string_field(&held, "reservation_id"));
+    }
+    let barrier = Arc::new(Barrier::new(BUYERS + 1));
+    let mut tasks = Vec::new();
+    for (i, (buyer, token)) in buyers.iter().enumerate() {
+        let (app_client, base) = (app.client.clone(), app.url(""));
+        let (buyer, token, date, barrier) =
+            (buyer.clone(), token.clone(), date.clone(), barrier.clone());
+        let known = early.get(i).cloned();
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let reservation = match known {
+                Some(id) => id,
+                None => {
+                    let held = app_client
+                        .post(format!("{base}/api/v1/reservations"))
+                        .bearer_auth(&buyer.token)
+                        .header(QUEUE_HEADER, &token)
+                        .json(&json!({"date_id": date, "seat_no": i + 1}))
+                        .send()
+                        .await
+                        .unwrap();
+                    let status = held.status().as_u16();
+                    let body: Value = held.json().await.unwrap();
+                    if status != 201 {
+                        assert_eq!(body["code"], json!("date_cancelled"), "{body}");
+                        return (i, None, 409);
+                    }
+                    string_field(&body, "reservation_id")
+                }
+            };
+            let paid = app_client
+                .post(format!("{base}/api/v1/payments"))
+                .bearer_auth(&buyer.token)
+                .header(QUEUE_HEADER, &token)
+                .json(&json!({ "reservation_id": reservation }))
+                .send()
+                .await
+                .unwrap();
+            let status = paid.status().as_u16();
+            let body: Value = paid.json().await.unwrap();
+            if status != 201 {
+                assert_eq!(
+                    (status, body["code"].as_str()),
+                    (409, Some("reservation_not_held")),
+                    "a payment after the cancellation finds its hold cancelled: {body}"
+                );
+            }
+            (i, Some(reservation), status)
+        }));
+    }
+    let cancel = {
+        let request = app
+            .post(&format!("/api/v1/admin/dates/{date}/cancellation"))
+            .bearer_auth(&app.admin_token);
+        let barrier = barrier.clone();
+        tokio::spawn(async move {
+            barrier.wait().await;
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            request.send().await.unwrap()
+        })
+    };
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.unwrap());
+    }
+    let report = assert_json(cancel.await.unwrap(), 200).await;
+    let paid: Vec<&(usize, Option<String>, u16)> = outcomes
+        .iter()
+        .filter(|(_, _, status)| *status == 201)
+        .collect();
+    assert_eq!(
+        report["refunded_reservations"],
+        json!(paid.len()),
+        "every acknowledged payment refunded: {report}"
+    );
+    assert_eq!(report["refunded_amount"], json!(paid.len() as u64 * PRICE));
+    for (i, reservation, status) in &outcomes {
+        let (buyer, _) = &buyers[*i];
+        assert_eq!(
+            app.balance(buyer).await,
+            PRICE,
+            "buyer {i}: no won lost or made"
+        );
+        if let Some(reservation) = reservation {
+            let expected = if *status == 201 {
+                "refunded"
+            } else {
+                "cancelled"
+            };
+            assert_eq!(
+                app.reservation_status(buyer, reservation).await,
+                expected,
+                "buyer {i}"
+            );
+        }
+    }
+    let (reader, token) = app.admitted_buyer().await;
+    let seats = app.seat_statuses(&reader, &token, &date).await;
+    assert!(seats.values().all(|s| s == "available"), "{seats:?}");
+    println!(
+        "cancellation raced {} payments: {} acknowledged and refunded",
+        BUYERS,
+        paid.len()
+    );
+}

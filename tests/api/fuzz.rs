@@ -396,11 +396,19 @@ async fn assert_invariants(app: &TestApp, buyers: &[Buyer], date: &str, seen: &S
     let health = app.get("/healthz").send().await.unwrap();
     assert_eq!(health.status(), 200);
     let mut sold_by_reservations: BTreeMap<u64, String> = BTreeMap::new();
+    // Over every buyer: a transfer moves a paid reservation to another buyer's list, and a
+    // refund credits whoever paid.
+    let mut paid_in_history = BTreeSet::new();
+    let mut refunded_in_history = BTreeSet::new();
+    let mut listed_paid = BTreeSet::new();
+    let mut listed_refunded = BTreeSet::new();
     for (index, buyer) in buyers.iter().enumerate() {
         let history = app.history(buyer).await;
         let balance = app.balance(buyer).await;
         let mut charged = 0u64;
         let mut paid = 0u64;
+        let mut refunded = 0u64;
+        let mut my_refunds = BTreeSet::new();
         let mut charge_ids = BTreeSet::new();
         let mut paid_reservations = BTreeSet::new();
         for entry in &history {
@@ -415,14 +423,24 @@ async fn assert_invariants(app: &TestApp, buyers: &[Buyer], date: &str, seen: &S
                     paid += amount;
                     assert!(paid_reservations.insert(reference), "a payment listed once");
                 }
+                "refund" => {
+                    refunded += amount;
+                    assert!(my_refunds.insert(reference), "a refund listed once");
+                }
                 other => panic!("unexpected history kind {other}"),
             }
         }
         assert_eq!(
-            charged - paid,
+            charged - paid + refunded,
             balance,
-            "buyer {index}: charges − payments = balance"
+            "buyer {index}: charges − payments + refunds = balance"
         );
+        assert!(
+            my_refunds.is_subset(&paid_reservations),
+            "buyer {index}: a refund credits the payer: {my_refunds:?}"
+        );
+        paid_in_history.extend(paid_reservations.iter().cloned());
+        refunded_in_history.extend(my_refunds);
         let acknowledged_charges: BTreeSet<String> = seen
             .charges
             .iter()
@@ -467,11 +485,12 @@ async fn assert_invariants(app: &TestApp, buyers: &[Buyer], date: &str, seen: &S
         for reservation in listed["reservations"].as_array().unwrap() {
             let id = string_field(reservation, "reservation_id");
             let is_paid = reservation["status"] == "paid";
-            assert_eq!(
-                is_paid,
-                paid_reservations.contains(&id),
-                "{id} paid ⇔ in history"
-            );
+            if is_paid {
+                listed_paid.insert(id.clone());
+            }
+            if reservation["status"] == "refunded" {
+                listed_refunded.insert(id.clone());
+            }
             if is_paid && reservation["date_id"] == json!(date) {
                 for seat in reservation["seat_nos"].as_array().unwrap() {
                     let seat = seat.as_u64().unwrap();
@@ -482,6 +501,21 @@ async fn assert_invariants(app: &TestApp, buyers: &[Buyer], date: &str, seen: &S
             }
         }
     }
+    let mut once_paid = listed_paid.clone();
+    once_paid.extend(listed_refunded.iter().cloned());
+    assert_eq!(
+        listed_paid.len() + listed_refunded.len(),
+        once_paid.len(),
+        "paid or refunded, not both"
+    );
+    assert_eq!(
+        once_paid, paid_in_history,
+        "a reservation is paid or refunded in some list ⇔ its payment is in its payer's history"
+    );
+    assert!(
+        refunded_in_history.is_subset(&listed_refunded),
+        "a refund in a history ⇒ the reservation is refunded"
+    );
     let (reader, reader_q) = app.admitted_buyer().await;
     let statuses = app.seat_statuses(&reader, &reader_q, date).await;
     let sold_on_map: BTreeSet<u64> = statuses

@@ -19,4 +19,5 @@ mod live;
 mod money;
 mod openapi;
 mod queue;
+mod returns;
 mod venues;

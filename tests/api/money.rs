@@ -514,11 +514,11 @@ async fn ended_reservations_leave_memory_and_answer_from_the_store() {
     assert_json(app.pay(&buyer, &queue_token, &paid).await, 201).await;
     assert_eq!(
         records_in_memory(&app, "reservations").await,
-        r#"boxoffice_records{kind="reservations"} 1"#,
-        "only the live hold stays in memory"
+        r#"boxoffice_records{kind="reservations"} 2"#,
+        "the live hold and the paid one (for refunds and transfers) stay in memory"
     );
 
-    // Each ended one still answers every verb as before, from the store.
+    // Each one still answers every verb as before, the cancelled one from the store.
     assert_eq!(app.reservation_status(&buyer, &paid).await, "paid");
     assert_eq!(
         app.reservation_status(&buyer, &cancelled).await,
