@@ -621,3 +621,240 @@ proptest! {
         }
     }
 }
+
+/// `pick` chooses among the reservations made so far (most commands name one that exists);
+/// `as_holder` sends the command as whoever holds it now, else as `user`.
+#[derive(Debug, Clone)]
+enum ReturnCommand {
+    Charge {
+        user: u64,
+        amount: u64,
+    },
+    Hold {
+        user: u64,
+        seats: Vec<u32>,
+    },
+    Cancel {
+        user: u64,
+        pick: usize,
+        as_holder: bool,
+    },
+    Pay {
+        user: u64,
+        pick: usize,
+        as_holder: bool,
+    },
+    Refund {
+        user: u64,
+        pick: usize,
+        as_holder: bool,
+    },
+    Transfer {
+        user: u64,
+        to: Option<u64>,
+        pick: usize,
+        as_holder: bool,
+    },
+    CancelDate,
+    Advance {
+        ms: i64,
+    },
+    Sweep,
+}
+
+fn return_command() -> impl Strategy<Value = ReturnCommand> {
+    let target = || (0..4u64, any::<usize>(), prop::bool::weighted(0.8));
+    prop_oneof![
+        8 => (0..4u64, 1..=400u64).prop_map(|(user, amount)| ReturnCommand::Charge { user, amount }),
+        16 => (0..4u64, prop::collection::vec(1..=SEATS, 1..4))
+            .prop_map(|(user, seats)| ReturnCommand::Hold { user, seats }),
+        3 => target().prop_map(|(user, pick, as_holder)| ReturnCommand::Cancel { user, pick, as_holder }),
+        12 => target().prop_map(|(user, pick, as_holder)| ReturnCommand::Pay { user, pick, as_holder }),
+        8 => target().prop_map(|(user, pick, as_holder)| ReturnCommand::Refund { user, pick, as_holder }),
+        8 => (target(), prop::option::weighted(0.9, 0..4u64))
+            .prop_map(|((user, pick, as_holder), to)| ReturnCommand::Transfer { user, to, pick, as_holder }),
+        1 => Just(ReturnCommand::CancelDate),
+        6 => (0..(2 * TTL_MS)).prop_map(|ms| ReturnCommand::Advance { ms }),
+        2 => Just(ReturnCommand::Sweep),
+    ]
+}
+
+/// Per user, from the events alone: charges − payments + refunds.
+fn balances_from(log: &[Event]) -> HashMap<UserId, i128> {
+    let mut balances: HashMap<UserId, i128> = HashMap::new();
+    for event in log {
+        match event {
+            Event::BalanceCharged { user, amount, .. } => {
+                *balances.entry(*user).or_default() += *amount as i128
+            }
+            Event::PaymentCompleted { user, amount, .. } => {
+                *balances.entry(*user).or_default() -= *amount as i128
+            }
+            Event::RefundCompleted { payer, amount, .. } => {
+                *balances.entry(*payer).or_default() += *amount as i128
+            }
+            Event::DateCancelled { refunds, .. } => {
+                for refund in refunds {
+                    *balances.entry(refund.payer).or_default() += refund.amount as i128;
+                }
+            }
+            _ => {}
+        }
+    }
+    balances
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Holds, payments, refunds, transfers and a cancellation, with clock jumps past TTLs, the
+    /// refund window and the start: invariants 1, 2 and 4 after every step, every refund to the
+    /// payer, and replay (and a snapshot) equal to live.
+    #[test]
+    fn refunds_transfers_and_cancellations_keep_seats_single_and_money_conserved(
+        commands in prop::collection::vec(return_command(), 1..100)
+    ) {
+        const STARTS_MS: i64 = 400_000;
+        const WINDOW_MS: i64 = 100_000;
+        let policy = DatePolicy {
+            refunds: seat_map::RefundPolicy { fee_percent: 15, window_closes_ms_before_start: WINDOW_MS },
+            ..new_seat_map().policy()
+        };
+        let layout = Layout::general(SEATS, 101);
+        let mut map = SeatMap::new(DateId(1), Timestamp(STARTS_MS), layout.clone(), policy);
+        let mut ledger = Ledger::new(BalancePolicy { max_charge: 400, max_balance: 600 });
+        let mut now = Timestamp(1_000);
+        let mut log: Vec<Event> = Vec::new();
+        // Who paid for each reservation, as the model sees it.
+        let mut payer_of: HashMap<u32, UserId> = HashMap::new();
+        for command in commands {
+            let made = history(&log);
+            // The reservation `pick` names, and who sends the command about it.
+            let target = |user: u64, pick: usize, as_holder: bool| {
+                let mut ids: Vec<&Reservation> = made.values().collect();
+                ids.sort_by_key(|r| r.id);
+                match ids.get(pick % ids.len().max(1)) {
+                    Some(r) if as_holder => (r.user, r.id),
+                    Some(r) => (UserId(user), r.id),
+                    None => (UserId(user), ReservationId { date: DateId(1), seq: 1 }),
+                }
+            };
+            let decided: Vec<Event> = match command {
+                ReturnCommand::Charge { user, amount } => ledger
+                    .charge(UserId(user), amount.into(), now, None)
+                    .ok()
+                    .into_iter()
+                    .collect(),
+                ReturnCommand::Hold { user, seats } => {
+                    let seats: Vec<SeatNo> = seats.into_iter().map(SeatNo).collect();
+                    let outcome = map.place_hold(UserId(user), &seats, now, None);
+                    match map.sale_state(now) {
+                        seat_map::SaleState::Cancelled => {
+                            prop_assert_eq!(&outcome, &Err(DomainError::DateCancelled))
+                        }
+                        seat_map::SaleState::SalesClosed => {
+                            prop_assert_eq!(&outcome, &Err(DomainError::SalesClosed))
+                        }
+                        seat_map::SaleState::OnSale => {}
+                    }
+                    outcome.ok().into_iter().collect()
+                }
+                ReturnCommand::Cancel { user, pick, as_holder } => {
+                    let (user, id) = target(user, pick, as_holder);
+                    map.cancel_hold(user, id, now).ok().into_iter().collect()
+                }
+                ReturnCommand::Pay { user, pick, as_holder } => {
+                    let (user, id) = target(user, pick, as_holder);
+                    map.prepare_payment(user, id, now, None, None)
+                        .and_then(|payment| ledger.settle(&payment))
+                        .ok()
+                        .into_iter()
+                        .collect()
+                }
+                ReturnCommand::Refund { user, pick, as_holder } => {
+                    let (user, id) = target(user, pick, as_holder);
+                    let outcome = map.prepare_refund(user, id, now, None);
+                    let holder = made.get(&id).map(|r| r.user);
+                    let state = made.get(&id).map(|r| r.state);
+                    match &outcome {
+                        Ok(Event::RefundCompleted { payer, amount, fee, .. }) => {
+                            prop_assert_eq!(Some(payer), payer_of.get(&id.seq), "the payer is credited");
+                            prop_assert_eq!(holder, Some(user), "only the holder asks");
+                            prop_assert_eq!(state, Some(ReservationState::Paid));
+                            prop_assert!(now.as_millis() < STARTS_MS - WINDOW_MS);
+                            let price = *amount + *fee;
+                            prop_assert_eq!(*fee, price * 15 / 100);
+                        }
+                        Err(DomainError::RefundWindowClosed { .. }) => {
+                            prop_assert!(now.as_millis() >= STARTS_MS - WINDOW_MS);
+                        }
+                        Err(DomainError::ReservationNotPaid) => {
+                            prop_assert_eq!(holder, Some(user));
+                            prop_assert_eq!(state, Some(ReservationState::Held));
+                        }
+                        Err(DomainError::NotFound) => {
+                            prop_assert!(holder != Some(user) || state != Some(ReservationState::Paid));
+                        }
+                        other => prop_assert!(false, "unexpected {:?}", other),
+                    }
+                    outcome.and_then(|refund| ledger.settle(&refund)).ok().into_iter().collect()
+                }
+                ReturnCommand::Transfer { user, to, pick, as_holder } => {
+                    let (user, id) = target(user, pick, as_holder);
+                    map.prepare_transfer(user, to.map(UserId), id, now, None)
+                        .ok()
+                        .into_iter()
+                        .collect()
+                }
+                ReturnCommand::CancelDate => map
+                    .prepare_cancellation(now)
+                    .and_then(|cancelled| ledger.settle(&cancelled))
+                    .ok()
+                    .into_iter()
+                    .collect(),
+                ReturnCommand::Advance { ms } => {
+                    now = now.plus_millis(ms);
+                    Vec::new()
+                }
+                ReturnCommand::Sweep => map.expire_due(now),
+            };
+            for event in decided {
+                if let Event::PaymentCompleted { reservation, user, .. } = &event {
+                    payer_of.insert(reservation.seq, *user);
+                }
+                if let Event::DateCancelled { refunds, .. } = &event {
+                    for refund in refunds {
+                        prop_assert_eq!(Some(&refund.payer), payer_of.get(&refund.seq));
+                    }
+                }
+                map.apply(&event);
+                ledger.apply(&event);
+                log.push(event);
+            }
+            check_seats(&map, &log, now, 4);
+            let expected = balances_from(&log);
+            for user in 0..4u64 {
+                let user = UserId(user);
+                let expected = expected.get(&user).copied().unwrap_or(0);
+                prop_assert!(expected >= 0, "never below zero");
+                prop_assert_eq!(ledger.balance(user) as i128, expected, "{:?}", user);
+            }
+            if map.sale_state(now) == seat_map::SaleState::Cancelled {
+                prop_assert_eq!(map.sold_seats(), 0, "a cancelled date keeps no sale");
+            }
+        }
+        let mut replayed_map = SeatMap::new(DateId(1), Timestamp(STARTS_MS), layout, policy);
+        let mut replayed_ledger = Ledger::new(ledger.policy());
+        for event in &log {
+            replayed_map.apply(event);
+            replayed_ledger.apply(event);
+        }
+        prop_assert_eq!(&replayed_map, &map);
+        prop_assert_eq!(&replayed_ledger, &ledger);
+        let bytes = bincode::serde::encode_to_vec(&map, bincode::config::standard()).unwrap();
+        let (mut restored, _): (SeatMap, _) =
+            bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
+        restored.restore(map.policy());
+        prop_assert_eq!(restored, map);
+    }
+}

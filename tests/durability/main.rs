@@ -285,7 +285,7 @@ async fn kill_nine_rounds(name: &str, workers: usize) -> f64 {
     let mut total_paid = 0;
     let (mut commits, mut events) = (0, 0);
     for round in 0..5 {
-        let running = server.take().unwrap_or_else(|| Server::start(&dir, &env));
+        let running = server.take().expect("a server runs between rounds");
         let api = Api::new(&running.base);
         if round > 0 {
             buyers = verify(&api, &date, buyers).await;
@@ -931,5 +931,150 @@ async fn a_layout_and_best_available_holds_survive_kill_nine() {
     assert_eq!(body["seat_nos"], json!([11, 12]));
     assert_eq!(body["price"], json!(800));
     drop(restarted);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A date's cancellation is one event: `kill -9` at a random moment around it leaves, after
+/// restart, all of it (the date cancelled, every paid reservation refunded in full to its
+/// payer) or none of it, and every balance equals charges − payments + refunds. Five rounds,
+/// each on its own date of 1,000 paid reservations, snapshots taken every second meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_nine_during_a_cancellation_leaves_all_of_it_or_none() {
+    const DATES: usize = 5;
+    const USERS: usize = 20;
+    const BOUGHT_PER_USER: u64 = 50;
+    const PRICE: u64 = 700;
+    let dir = data_dir("cancellation");
+    let env = [(
+        "BOXOFFICE__STORAGE__SNAPSHOT_INTERVAL_SECONDS",
+        "1".to_owned(),
+    )];
+    let server = Server::start(&dir, &env);
+    let api = Api::new(&server.base);
+    let mut dates = Vec::new();
+    for _ in 0..DATES {
+        dates.push(
+            api.create_date(USERS as u32 * BOUGHT_PER_USER as u32, PRICE)
+                .await,
+        );
+    }
+    let mut sessions = Vec::new();
+    for n in 0..USERS {
+        sessions.push(api.new_user(&format!("fan{n}")).await);
+    }
+    let charged = BOUGHT_PER_USER * DATES as u64 * PRICE;
+    let buyers = sessions.iter().enumerate().map(|(n, session)| {
+        let (api, dates, session) = (api.clone(), dates.clone(), session.clone());
+        async move {
+            let bearer = bearer(&session);
+            let auth = [("authorization", bearer.as_str())];
+            let (status, body) = api
+                .post("/api/v1/balance/charges", &auth, json!({"amount": charged}))
+                .await
+                .unwrap();
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+            for date in &dates {
+                for k in 0..BOUGHT_PER_USER {
+                    let seat = n as u64 * BOUGHT_PER_USER + k + 1;
+                    let token = api.admitted(&session).await.unwrap();
+                    let (status, held) = api.hold(&session, &token, date, seat).await.unwrap();
+                    assert_eq!(status, StatusCode::CREATED, "{held}");
+                    let (status, paid) = api
+                        .post(
+                            "/api/v1/payments",
+                            &[("authorization", &bearer), ("x-queue-token", &token)],
+                            json!({"reservation_id": held["reservation_id"]}),
+                        )
+                        .await
+                        .unwrap();
+                    assert_eq!(status, StatusCode::CREATED, "{paid}");
+                }
+            }
+        }
+    });
+    futures::future::join_all(buyers).await;
+    let mut server = Some(server);
+
+    let mut outcomes = Vec::new();
+    for (round, date) in dates.iter().enumerate() {
+        let running = server.take().expect("a server runs between rounds");
+        let api = Api::new(&running.base);
+        let cancel = {
+            let (api, date) = (api.clone(), date.clone());
+            tokio::spawn(async move {
+                let admin = format!("Bearer {}", server::ADMIN);
+                api.post(
+                    &format!("/api/v1/admin/dates/{date}/cancellation"),
+                    &[("authorization", &admin)],
+                    json!({}),
+                )
+                .await
+            })
+        };
+        // A cancellation of 1,000 reservations takes a few milliseconds here: kill within them.
+        let delay = rand::thread_rng().gen_range(0..6_000);
+        tokio::time::sleep(Duration::from_micros(delay)).await;
+        running.kill_9();
+        let answered = matches!(cancel.await.unwrap(), Some((StatusCode::OK, _)));
+
+        let restarted = Server::start(&dir, &env);
+        let api = Api::new(&restarted.base);
+        let (status, body) = api
+            .get(&format!("/api/v1/dates/{date}"), &[])
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let cancelled = match body["status"].as_str() {
+            Some("cancelled") => true,
+            Some("on_sale") => false,
+            other => panic!("round {round}: status {other:?}"),
+        };
+        assert!(
+            !answered || cancelled,
+            "round {round}: an acknowledged cancellation was lost"
+        );
+        outcomes.push((delay, answered, cancelled));
+        // Every date cancelled so far (this round's, or earlier ones') is refunded whole.
+        let cancelled_dates: BTreeSet<String> = {
+            let mut set = BTreeSet::new();
+            for d in &dates {
+                let (_, body) = api.get(&format!("/api/v1/dates/{d}"), &[]).await.unwrap();
+                if body["status"] == "cancelled" {
+                    set.insert(d.clone());
+                }
+            }
+            set
+        };
+        for (n, session) in sessions.iter().enumerate() {
+            let bearer = bearer(session);
+            let auth = [("authorization", bearer.as_str())];
+            let (_, balance) = api.get("/api/v1/balance", &auth).await.unwrap();
+            let on_sale = (DATES - cancelled_dates.len()) as u64;
+            assert_eq!(
+                balance["balance"],
+                json!(charged - on_sale * BOUGHT_PER_USER * PRICE),
+                "round {round}, fan{n}: charges − payments + refunds"
+            );
+            let (_, listed) = api
+                .get("/api/v1/reservations?limit=1000", &auth)
+                .await
+                .unwrap();
+            for reservation in listed["reservations"].as_array().unwrap() {
+                let expected = if cancelled_dates.contains(reservation["date_id"].as_str().unwrap())
+                {
+                    "refunded"
+                } else {
+                    "paid"
+                };
+                assert_eq!(
+                    reservation["status"], expected,
+                    "round {round}, fan{n}: {reservation}"
+                );
+            }
+        }
+        server = Some(restarted);
+    }
+    println!("kill -9 during cancellations (delay µs, answered, applied): {outcomes:?}");
+    drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
