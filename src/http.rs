@@ -66,6 +66,8 @@ pub struct AppInner {
     pub clock: SharedClock,
     pub hasher: Arc<PasswordHasher>,
     pub idempotency: Arc<IdempotencyGate>,
+    /// The refund terms every date is sold under, for showing them before a refund.
+    pub refunds: crate::domain::seat_map::RefundPolicy,
     pub limits: Arc<limits::RateLimits>,
     pub ready: Arc<AtomicBool>,
     in_flight: Arc<Semaphore>,
@@ -86,6 +88,7 @@ impl AppState {
         Self(Arc::new(AppInner {
             limits: limits::RateLimits::new(&settings, clock.clone()),
             hasher: Arc::new(PasswordHasher::new(&settings.auth)),
+            refunds: crate::policies::date_policy(&settings).refunds,
             in_flight: Arc::new(Semaphore::new(settings.server.max_in_flight)),
             streams: Arc::new(Semaphore::new(settings.server.max_streams)),
             list_pages: Semaphore::new(LIST_PAGES_AT_ONCE),

@@ -63,6 +63,11 @@ impl Default for RefundPolicy {
 }
 
 impl RefundPolicy {
+    /// When refunds of a date starting at `starts_at` close.
+    pub fn closes_at(&self, starts_at: Timestamp) -> Timestamp {
+        starts_at.plus_millis(-self.window_closes_ms_before_start)
+    }
+
     /// ⌊price × fee_percent ÷ 100⌋, exact for any price up to 2^53 − 1.
     pub fn fee_of(&self, price: u64) -> u64 {
         (u128::from(price) * u128::from(self.fee_percent) / 100) as u64
@@ -782,10 +787,7 @@ impl SeatMap {
     ) -> Result<Event, DomainError> {
         let paid = self.paid_of(user, id, || Ok(()))?;
         let terms = self.policy.refunds;
-        let closes_at = self
-            .starts_at
-            .plus_millis(-terms.window_closes_ms_before_start);
-        if now >= closes_at {
+        if now >= terms.closes_at(self.starts_at) {
             return Err(DomainError::RefundWindowClosed {
                 hours: (terms.window_closes_ms_before_start / 3_600_000) as u64,
             });

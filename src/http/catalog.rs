@@ -176,6 +176,10 @@ pub(super) struct OneDateBody {
     price: u64,
     /// In stage order: the first is nearest the stage.
     sections: Vec<SectionAvailability>,
+    /// Share of a reservation's price a refund keeps (`refunds.fee_percent`).
+    refund_fee_percent: u8,
+    /// Refunds of this date are refused from this instant on.
+    refunds_close_at: String,
 }
 
 #[utoipa::path(
@@ -206,6 +210,8 @@ pub(super) async fn date(
         available_seats: available_seats(&app, &date),
         price: date.price_from(),
         sections: section_availability(&app, &date),
+        refund_fee_percent: app.refunds.fee_percent,
+        refunds_close_at: rfc3339(app.refunds.closes_at(date.starts_at)),
     })
     .into_response())
 }

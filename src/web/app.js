@@ -44,6 +44,10 @@ const MESSAGES = {
   balance_limit: "That top-up would take your balance over the limit. Try a smaller amount.",
   already_paid: "This reservation is already paid. You're all set.",
   reservation_not_held: "These seats are no longer held for you.",
+  reservation_not_paid: "Only a paid reservation can be refunded or given away.",
+  refund_window_closed: "Refunds for this date have closed: it starts too soon.",
+  date_cancelled: "This date was cancelled. Every paid seat was refunded in full to whoever paid for it.",
+  sales_closed: "This date has started, so its sales are closed.",
   rate_limited: "Too many tries in a short time. Please wait a moment and try again.",
   overloaded: "The box office is very busy right now. Please try again in a moment.",
   not_found: "We could not find that. It may have been removed.",
@@ -198,9 +202,11 @@ async function showCatalog() {
         const button = document.createElement("button");
         button.type = "button";
         button.dataset.date = date.date_id;
-        button.textContent = date.available_seats === 0 ? "No seats free" : "Choose seats";
+        const onSale = (date.status || "on_sale") === "on_sale";
+        button.textContent = !onSale ? (DATE_STATUS[date.status] || "Not on sale")
+          : date.available_seats === 0 ? "No seats free" : "Choose seats";
         button.setAttribute("aria-label", `${button.textContent}: ${concert.title}, ${when(date.starts_at)}`);
-        button.disabled = date.available_seats === 0;
+        button.disabled = !onSale || date.available_seats === 0;
         button.addEventListener("click", () => go(`#/dates/${encodeURIComponent(date.date_id)}`));
         item.append(about, button);
         dates.append(item);
@@ -214,6 +220,8 @@ async function showCatalog() {
     fail(problem);
   }
 }
+
+const DATE_STATUS = { cancelled: "Cancelled", sales_closed: "Sales closed" };
 
 // Which concert, venue and time a date is: reservations carry only the date's id.
 const dateInfo = new Map();
@@ -277,7 +285,7 @@ async function signIn(create) {
     if (create) await api("POST", "/users", { body: { username, password } });
     const session = await api("POST", "/sessions", { body: { username, password } });
     $("password").value = "";
-    setSession({ token: session.session_token, username });
+    setSession({ token: session.session_token, username, userId: session.user_id });
     await recoverHold();
     const next = state.pendingRoute && state.pendingRoute !== "#/sign-in" ? state.pendingRoute : "#/";
     state.pendingRoute = null;
@@ -407,6 +415,12 @@ async function chooseDate(dateId) {
   $("queue-wait").textContent = "";
   try {
     const about = await aboutDate(dateId);
+    if (about.status && about.status !== "on_sale") {
+      dateInfo.delete(dateId);
+      show("catalog");
+      say(MESSAGES[about.status === "cancelled" ? "date_cancelled" : about.status] || "This date is not on sale.");
+      return;
+    }
     state.date = about;
     $("waiting-for").textContent = describeDate(about);
     const status = await api("POST", "/queue/tokens");
@@ -1141,6 +1155,7 @@ async function reservationItem(r) {
   status.className = "status";
   const live = isLive(r);
   status.textContent = live ? `held until ${CLOCK.format(new Date(r.expires_at))}` : STATUS[r.status === "held" ? "expired" : r.status] || r.status;
+  if (about && about.status === "cancelled") status.textContent += " (the date was cancelled)";
   seats.append(`${r.seat_nos.length === 1 ? "Seat" : "Seats"} ${seatList(r.seat_nos)} · ${won(r.price)} won · `, status);
   const id = document.createElement("p");
   id.className = "hint";
@@ -1162,7 +1177,114 @@ async function reservationItem(r) {
     buttons.append(payButton, releaseButton);
     item.append(buttons);
   }
+  if (r.status === "paid") item.append(paidActions(r, about));
   return item;
+}
+
+// A paid reservation can be refunded (the fee and the window are shown before the buyer
+// confirms) or given to another user.
+function paidActions(r, about) {
+  const box = document.createElement("div");
+  const buttons = document.createElement("div");
+  buttons.className = "buttons";
+  const panel = document.createElement("div");
+  panel.className = "confirm";
+  panel.hidden = true;
+  const refundButton = document.createElement("button");
+  refundButton.type = "button";
+  refundButton.className = "refund-reservation";
+  refundButton.textContent = "Refund…";
+  const giveButton = document.createElement("button");
+  giveButton.type = "button";
+  giveButton.className = "give-reservation";
+  giveButton.textContent = "Give to another user…";
+  buttons.append(refundButton, giveButton);
+  box.append(buttons, panel);
+  const closes = about && about.refunds_close_at ? Date.parse(about.refunds_close_at) : NaN;
+  if (closes <= Date.now()) {
+    refundButton.disabled = true;
+    refundButton.textContent = "Refunds closed";
+  }
+  const open = (...children) => {
+    panel.replaceChildren(...children);
+    panel.hidden = false;
+    const first = panel.querySelector("input, button");
+    if (first) first.focus();
+  };
+  const cancel = (label) => {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = label;
+    button.addEventListener("click", () => { panel.hidden = true; panel.replaceChildren(); });
+    return button;
+  };
+  refundButton.addEventListener("click", () => {
+    const percent = about ? about.refund_fee_percent : null;
+    const fee = percent === null ? null : Math.floor((r.price * percent) / 100);
+    const terms = document.createElement("p");
+    terms.className = "refund-terms";
+    terms.textContent = fee === null
+      ? `Refund ${plural(r.seat_nos.length, "seat", "seats")}? A fee may be kept.`
+      : `Refund ${plural(r.seat_nos.length, "seat", "seats")} (${seatList(r.seat_nos)})? ` +
+        `${won(r.price - fee)} won goes back to whoever paid; a fee of ${won(fee)} won (${percent}%) is kept. ` +
+        (Number.isNaN(closes) ? "" : `Refunds for this date close ${when(closes)}.`);
+    const confirm = document.createElement("button");
+    confirm.type = "button";
+    confirm.className = "primary confirm-refund";
+    confirm.textContent = fee === null ? "Refund" : `Refund for ${won(r.price - fee)} won`;
+    confirm.addEventListener("click", async () => {
+      confirm.disabled = true;
+      try {
+        const refund = await api("POST", "/refunds", { body: { reservation_id: r.reservation_id }, idempotent: key() });
+        const mine = Boolean(state.session && state.session.userId) && refund.credited_user_id === state.session.userId;
+        say(`Refunded: ${won(refund.amount)} won went back to ${mine ? "your balance" : "the balance of whoever paid"}. The seats are on sale again.`, "info");
+        refreshBalance();
+        await showReservations(null);
+      } catch (problem) {
+        confirm.disabled = false;
+        fail(problem);
+      }
+    });
+    const buttonsRow = document.createElement("div");
+    buttonsRow.className = "buttons";
+    buttonsRow.append(confirm, cancel("Keep my seats"));
+    open(terms, buttonsRow);
+  });
+  giveButton.addEventListener("click", () => {
+    const form = document.createElement("form");
+    form.className = "give-form";
+    const id = `give-${r.reservation_id}`;
+    const label = document.createElement("label");
+    label.htmlFor = id;
+    label.textContent = "Their username";
+    const input = document.createElement("input");
+    input.id = id;
+    input.required = true;
+    input.autocomplete = "off";
+    input.setAttribute("autocapitalize", "none");
+    const give = document.createElement("button");
+    give.type = "submit";
+    give.className = "primary";
+    give.textContent = "Give";
+    const note = document.createElement("p");
+    note.className = "hint";
+    note.textContent = "The seats become theirs; no money moves, and a later refund still goes to whoever paid.";
+    form.append(label, input, give, cancel("Keep them"), note);
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      give.disabled = true;
+      try {
+        await api("POST", "/transfers", { body: { reservation_id: r.reservation_id, to_username: input.value.trim() }, idempotent: key() });
+        say(`Given to ${input.value.trim()}. The seats are theirs now.`, "info");
+        await showReservations(null);
+      } catch (problem) {
+        give.disabled = false;
+        fail(problem);
+      }
+    });
+    open(form);
+  });
+  return box;
 }
 
 // ----- wiring ----------------------------------------------------------------------------
@@ -1211,7 +1333,7 @@ document.addEventListener("DOMContentLoaded", () => {
 
   const stored = JSON.parse(localStorage.getItem(STORED) || "null");
   state.queueToken = stored ? stored.queueToken || null : null;
-  setSession(stored ? { token: stored.token, username: stored.username } : null);
+  setSession(stored ? { token: stored.token, username: stored.username, userId: stored.userId } : null);
   if (state.session) recoverHold();
   onRoute();
 });

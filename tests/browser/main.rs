@@ -12,6 +12,7 @@ mod halls;
 mod phone;
 mod purchase;
 mod reservations;
+mod returns;
 mod support;
 mod venues;
 mod waiting;
