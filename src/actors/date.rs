@@ -262,6 +262,8 @@ pub struct CancellationReport {
     pub cancelled_holds: usize,
     /// The size of its one log event, for reports.
     pub event_bytes: usize,
+    /// How long the date's mailbox was busy with it (the commit is waited for after).
+    pub busy: Duration,
 }
 
 /// One hold of a run asked for together (`DateHandle::hold_many`).
@@ -539,6 +541,7 @@ impl DateState {
         &mut self,
         now: Timestamp,
     ) -> Result<(CancellationReport, Durable), EngineError> {
+        let started = std::time::Instant::now();
         let prepared = self.map.prepare_cancellation(now)?;
         let (cancelled, durable) = self.settle(prepared, now).await?;
         let Event::DateCancelled {
@@ -556,6 +559,7 @@ impl DateState {
             refunded_amount: refunds.iter().map(|r| r.amount).sum(),
             cancelled_holds: cancelled_holds.len(),
             event_bytes: crate::store::encoded_len(&cancelled),
+            busy: started.elapsed(),
         };
         Ok((report, durable))
     }
@@ -644,7 +648,6 @@ impl Actor for DateActor {
                 let _ = reply.send(state.transfer(from, to, reservation, idempotency, now));
             }
             DateMsg::CancelDate { reply } => {
-                let started = std::time::Instant::now();
                 let cancelled = state.cancel_date(now).await;
                 if let Ok((report, _)) = &cancelled {
                     tracing::info!(
@@ -652,7 +655,7 @@ impl Actor for DateActor {
                         refunded = report.refunded_reservations,
                         cancelled_holds = report.cancelled_holds,
                         event_bytes = report.event_bytes,
-                        busy_ms = started.elapsed().as_millis() as u64,
+                        busy_ms = report.busy.as_millis() as u64,
                         "date cancelled"
                     );
                 }
