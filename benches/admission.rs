@@ -233,6 +233,7 @@ fn seat_map_memory() -> Vec<SeatMap> {
                     max_seats_per_user_total: 8,
                     rehold_cooldown_ms: 60_000,
                     refunds: Default::default(),
+                    offer_ttl_ms: 600_000,
                 },
             )
         })

@@ -37,6 +37,7 @@ fn policy() -> DatePolicy {
         max_seats_per_user_total: 8,
         rehold_cooldown_ms: 60_000,
         refunds: Default::default(),
+        offer_ttl_ms: 600_000,
     }
 }
 
@@ -131,6 +132,7 @@ fn keyed_event(n: u64) -> Event {
             at,
             expires_at: at.plus_millis(300_000),
             idempotency,
+            offer: None,
         },
         _ => Event::PaymentCompleted {
             reservation,

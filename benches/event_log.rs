@@ -47,6 +47,7 @@ fn hold(n: u64) -> Event {
         price: 110_000,
         at,
         expires_at: at.plus_millis(300_000),
+        offer: None,
         idempotency: Some(IdempotencyStamp {
             key: IdempotencyKey::parse(&format!("{n:08x}-0000-4000-8000-{:012x}", n * 7919))
                 .unwrap(),

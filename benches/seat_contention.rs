@@ -107,6 +107,7 @@ fn domain_map() -> SeatMap {
             max_seats_per_user_total: 8,
             rehold_cooldown_ms: 60_000,
             refunds: Default::default(),
+            offer_ttl_ms: 600_000,
         },
     )
 }

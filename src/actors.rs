@@ -303,6 +303,18 @@ impl DateRegistry {
         })
         .await
     }
+
+    /// A page of `user`'s waiting-list entries on every date, newest first.
+    pub async fn waitlist_of(
+        &self,
+        user: UserId,
+        request: PageRequest,
+    ) -> Result<Page<crate::domain::waitlist::ListedEntry>, EngineError> {
+        read_history(&self.history, move |store| {
+            store.waitlist_page(user, &request)
+        })
+        .await
+    }
 }
 
 /// Reads history rows once they hold every change acknowledged so far, on the blocking pool: a

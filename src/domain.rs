@@ -16,6 +16,7 @@ pub mod rate_limit;
 pub mod seat_map;
 pub mod types;
 pub mod venue;
+pub mod waitlist;
 
 #[cfg(test)]
 mod properties;

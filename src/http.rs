@@ -19,6 +19,7 @@ mod reservations;
 mod returns;
 pub mod transport;
 mod users;
+mod waitlist;
 mod web;
 
 use std::sync::atomic::AtomicBool;
@@ -116,6 +117,7 @@ pub fn router(state: AppState) -> Router {
         .merge(catalog::routes())
         .merge(reservations::routes())
         .merge(returns::routes())
+        .merge(waitlist::routes())
         .merge(balance::routes())
         .merge(admin::routes())
         .merge(live::routes())

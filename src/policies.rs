@@ -13,6 +13,7 @@ pub fn date_policy(settings: &Settings) -> DatePolicy {
         max_seats_per_user: settings.holds.max_seats_per_user,
         max_seats_per_user_total: settings.holds.max_seats_per_user_total,
         rehold_cooldown_ms: (settings.holds.rehold_cooldown_seconds as i64).saturating_mul(1000),
+        offer_ttl_ms: (settings.waitlist.offer_ttl_seconds as i64).saturating_mul(1000),
         refunds: RefundPolicy {
             fee_percent: settings.refunds.fee_percent,
             window_closes_ms_before_start: (settings.refunds.window_closes_hours_before_start

@@ -18,8 +18,9 @@ use super::{
 };
 use crate::clock::SharedClock;
 use crate::domain::admission::QueueTokenId;
-use crate::domain::seat_map::{Reservation, SaleState, SeatChoice, SeatMap, SeatStatus};
+use crate::domain::seat_map::{Joined, Reservation, SaleState, SeatChoice, SeatMap, SeatStatus};
 use crate::domain::venue::Layout;
+use crate::domain::waitlist::{Entry, EntryId};
 use crate::domain::{
     DateId, DomainError, Event, IdempotencyStamp, ReservationId, SeatList, SeatNo, Timestamp,
     TransferId, UserId,
@@ -266,6 +267,23 @@ pub struct CancellationReport {
     pub busy: Duration,
 }
 
+/// A waiting-list entry as the date has it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryView {
+    pub entry: Entry,
+    /// 1 for the first waiting entry, 0 once offered.
+    pub position: u32,
+    /// The offer's hold, once offered.
+    pub offer_expires_at: Option<Timestamp>,
+}
+
+/// What joining did: the entry, and whether it is new.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinAnswer {
+    pub entry: EntryView,
+    pub created: bool,
+}
+
 /// One hold of a run asked for together (`DateHandle::hold_many`).
 #[derive(Debug, Clone)]
 pub struct HoldRequest {
@@ -315,6 +333,28 @@ pub enum DateMsg {
     },
     CancelDate {
         reply: RpcReplyPort<Decided<CancellationReport, EngineError>>,
+    },
+    JoinWaitlist {
+        user: UserId,
+        quantity: u32,
+        section: Option<String>,
+        reply: RpcReplyPort<Result<(JoinAnswer, Option<Durable>), EngineError>>,
+    },
+    LeaveWaitlist {
+        user: UserId,
+        entry: EntryId,
+        reply: RpcReplyPort<Decided<(), EngineError>>,
+    },
+    /// Where each of these entries stands now (0 for one not waiting).
+    Positions {
+        entries: Vec<u32>,
+        reply: RpcReplyPort<Vec<u32>>,
+    },
+    /// Whether `reservation` is a live hold offered to `user` from the waiting list.
+    IsOffer {
+        user: UserId,
+        reservation: ReservationId,
+        reply: RpcReplyPort<bool>,
     },
     Get {
         /// `None`: whoever holds it (a replay of a request its holder made, since given away).
@@ -419,10 +459,91 @@ impl DateState {
         }
     }
 
-    /// Turns holds that expired by time into events before anything else is decided.
+    /// Turns holds that expired by time into events, and seats that came back into offers to
+    /// the waiting list, before anything else is decided: a released seat reaches the list
+    /// before any other buyer.
     fn sweep(&mut self, now: Timestamp) {
         for event in self.map.expire_due(now) {
             self.commit(&event, now);
+        }
+        let _ = self.make_offers(now);
+    }
+
+    /// Offers seats to the waiting entries they fit, in list order, each within its user's
+    /// limits over every date (an entry that does not fit stays waiting). Returns the ticket
+    /// of the last offer: an answer that waits for it finds the offers it caused committed.
+    fn make_offers(&mut self, now: Timestamp) -> Option<Durable> {
+        let mut last = None;
+        for (seq, user) in self.map.offer_candidates() {
+            if !self.map.has_free_seats() {
+                break;
+            }
+            self.map.settle();
+            let map = &self.map;
+            let offered = self
+                .deps
+                .registry
+                .held()
+                .place(user, now, |across| map.offer_hold(seq, now, across));
+            if let Ok(offer) = offered {
+                last = Some(self.commit(&offer, now));
+                metrics::counter!("boxoffice_waitlist_offers_total", "outcome" => "made")
+                    .increment(1);
+            }
+        }
+        last
+    }
+
+    /// `make_offers` for a change that may have let seats go, answered once its offers are
+    /// committed too (the log commits in order, so the last ticket covers the change).
+    fn with_offers(&mut self, durable: Durable, now: Timestamp) -> Durable {
+        self.make_offers(now).unwrap_or(durable)
+    }
+
+    fn entry_view(&self, entry: Entry) -> EntryView {
+        EntryView {
+            position: self.map.waitlist().position(entry.id.seq),
+            offer_expires_at: entry
+                .offer
+                .and_then(|offer| self.map.any_reservation(offer).ok().map(|r| r.expires_at)),
+            entry,
+        }
+    }
+
+    fn join_waitlist(
+        &mut self,
+        user: UserId,
+        quantity: u32,
+        section: Option<&str>,
+        now: Timestamp,
+    ) -> Result<(JoinAnswer, Option<Durable>), EngineError> {
+        match self.map.join_waitlist(user, quantity, section, now)? {
+            Joined::Already(entry) => Ok((
+                JoinAnswer {
+                    entry: self.entry_view(entry),
+                    created: false,
+                },
+                None,
+            )),
+            Joined::New(event) => {
+                let durable = self.commit(&event, now);
+                let Event::WaitlistJoined { entry, .. } = event else {
+                    unreachable!("join_waitlist decides a join")
+                };
+                let entry = self
+                    .map
+                    .waitlist()
+                    .entry(entry.seq)
+                    .cloned()
+                    .expect("a joined entry is on the list");
+                Ok((
+                    JoinAnswer {
+                        entry: self.entry_view(entry),
+                        created: true,
+                    },
+                    Some(durable),
+                ))
+            }
         }
     }
 
@@ -614,7 +735,10 @@ impl Actor for DateActor {
             } => {
                 let decided = state.map.cancel_hold(user, reservation, now);
                 let decided = state.unless_ended(decided, reservation);
-                let outcome = decided.map(|event| ((), state.commit(&event, now)));
+                let outcome = decided.map(|event| {
+                    let durable = state.commit(&event, now);
+                    ((), state.with_offers(durable, now))
+                });
                 let _ = reply.send(outcome);
             }
             DateMsg::Pay {
@@ -636,6 +760,8 @@ impl Actor for DateActor {
                 reply,
             } => {
                 let refunded = state.refund(user, reservation, idempotency, now).await;
+                let refunded =
+                    refunded.map(|(receipt, durable)| (receipt, state.with_offers(durable, now)));
                 let _ = reply.send(refunded);
             }
             DateMsg::Transfer {
@@ -660,6 +786,37 @@ impl Actor for DateActor {
                     );
                 }
                 let _ = reply.send(cancelled);
+            }
+            DateMsg::JoinWaitlist {
+                user,
+                quantity,
+                section,
+                reply,
+            } => {
+                let _ = reply.send(state.join_waitlist(user, quantity, section.as_deref(), now));
+            }
+            DateMsg::LeaveWaitlist { user, entry, reply } => {
+                let decided = match state.map.leave_waitlist(user, entry, now) {
+                    Err(DomainError::NotFound) if state.map.has_left_waitlist(entry) => {
+                        Err(EngineError::Ended)
+                    }
+                    decided => decided.map_err(EngineError::from),
+                };
+                let _ = reply.send(decided.map(|event| {
+                    let durable = state.commit(&event, now);
+                    ((), state.with_offers(durable, now))
+                }));
+            }
+            DateMsg::Positions { entries, reply } => {
+                let waitlist = state.map.waitlist();
+                let _ = reply.send(entries.iter().map(|seq| waitlist.position(*seq)).collect());
+            }
+            DateMsg::IsOffer {
+                user,
+                reservation,
+                reply,
+            } => {
+                let _ = reply.send(state.map.is_offer_to(user, reservation));
             }
             DateMsg::Get {
                 user,
@@ -687,6 +844,8 @@ impl Actor for DateActor {
                 );
             }
         }
+        // Seats this message let go of go to the waiting list now, not at the next message.
+        let _ = state.make_offers(now);
         Ok(())
     }
 }
@@ -937,6 +1096,71 @@ impl DateHandle {
         .await;
         self.refused_if_ended(transferred, from, reservation, |_, _| {
             DomainError::ReservationNotPaid
+        })
+        .await
+    }
+
+    /// Puts `user` on the date's waiting list (or answers their entry already on it).
+    pub async fn join_waitlist(
+        &self,
+        user: UserId,
+        quantity: u32,
+        section: Option<String>,
+    ) -> Result<JoinAnswer, EngineError> {
+        let (answer, durable) = ask(&self.actor, |reply| DateMsg::JoinWaitlist {
+            user,
+            quantity,
+            section,
+            reply,
+        })
+        .await??;
+        if let Some(durable) = durable {
+            durable.wait().await;
+        }
+        Ok(answer)
+    }
+
+    /// Takes `user`'s entry off the list (an offer's hold is cancelled with it). An entry that
+    /// is no longer on the list is left as it is.
+    pub async fn leave_waitlist(&self, user: UserId, entry: EntryId) -> Result<(), EngineError> {
+        let left = ask_durably(&self.actor, |reply| DateMsg::LeaveWaitlist {
+            user,
+            entry,
+            reply,
+        })
+        .await;
+        match left {
+            Err(EngineError::Ended) => {
+                self.log.flush().await;
+                self.log.reader().caught_up().await;
+                let stored = self.log.reader().waitlist_entry(entry).map_err(|error| {
+                    tracing::error!(%error, "cannot read a waiting-list entry");
+                    EngineError::Unavailable
+                })?;
+                match stored {
+                    Some(stored) if stored.user == user => Ok(()),
+                    _ => Err(DomainError::NotFound.into()),
+                }
+            }
+            left => left,
+        }
+    }
+
+    /// Where these entries of the list stand now (1 for the first waiting; 0 if not waiting).
+    pub async fn positions(&self, entries: Vec<u32>) -> Result<Vec<u32>, EngineError> {
+        ask(&self.actor, |reply| DateMsg::Positions { entries, reply }).await
+    }
+
+    /// Whether `reservation` is a live hold offered to `user` from the waiting list.
+    pub async fn is_offer(
+        &self,
+        user: UserId,
+        reservation: ReservationId,
+    ) -> Result<bool, EngineError> {
+        ask(&self.actor, |reply| DateMsg::IsOffer {
+            user,
+            reservation,
+            reply,
         })
         .await
     }

@@ -119,6 +119,7 @@ mod tests {
                 max_seats_per_user_total: TOTAL,
                 rehold_cooldown_ms: 0,
                 refunds: Default::default(),
+                offer_ttl_ms: 600_000,
             },
         )
     }

@@ -113,6 +113,7 @@ mod tests {
             at: Timestamp(at),
             expires_at: Timestamp(expires_at),
             idempotency: None,
+            offer: None,
         }
     }
 

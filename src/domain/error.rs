@@ -43,6 +43,16 @@ pub enum DomainError {
     ReservationNotPaid,
     #[error("refunds for this date closed {hours} hours before it starts")]
     RefundWindowClosed { hours: u64 },
+    #[error(
+        "{available} seats of this date are still available or held{}: hold them instead",
+        .section.as_ref().map(|s| format!(" in section \"{s}\"")).unwrap_or_default()
+    )]
+    SeatsAvailable {
+        available: u32,
+        section: Option<String>,
+    },
+    #[error("your entry on this list lapsed a moment ago; you may join again in {retry_after_seconds} s")]
+    RejoinCooldown { retry_after_seconds: u64 },
     #[error("this date was cancelled; paid seats were refunded to their payers")]
     DateCancelled,
     #[error("this date has started; its sales are closed")]
@@ -90,6 +100,8 @@ impl DomainError {
             DomainError::ReservationNotPaid => "reservation_not_paid",
             DomainError::RefundWindowClosed { .. } => "refund_window_closed",
             DomainError::DateCancelled => "date_cancelled",
+            DomainError::SeatsAvailable { .. } => "seats_available",
+            DomainError::RejoinCooldown { .. } => "rehold_cooldown",
             DomainError::SalesClosed => "sales_closed",
             DomainError::HoldExpired => "hold_expired",
             DomainError::InsufficientBalance { .. } => "insufficient_balance",
@@ -112,6 +124,9 @@ impl DomainError {
             DomainError::ReholdCooldown {
                 retry_after_seconds,
                 ..
+            }
+            | DomainError::RejoinCooldown {
+                retry_after_seconds,
             } => Some(*retry_after_seconds),
             _ => None,
         }

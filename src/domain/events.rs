@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::admission::QueueTokenId;
 use super::types::*;
 use super::venue::Layout;
+use super::waitlist::EntryId;
 
 /// Which request an idempotent change answered, so a retry can be recognised after a restart.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +54,9 @@ pub enum Event {
         at: Timestamp,
         expires_at: Timestamp,
         idempotency: Option<IdempotencyStamp>,
+        /// The waiting-list entry (its `seq` on the date's list) this hold is offered to: the
+        /// offer and the hold are one change.
+        offer: Option<u32>,
     },
     HoldCancelled {
         reservation: ReservationId,
@@ -70,6 +74,19 @@ pub enum Event {
         balance_after: u64,
         at: Timestamp,
         idempotency: Option<IdempotencyStamp>,
+    },
+    /// Prepared by the date's seat map, completed (`balance_after`) by the ledger.
+    PaymentCompleted {
+        reservation: ReservationId,
+        user: UserId,
+        seats: SeatList,
+        amount: u64,
+        balance_after: u64,
+        at: Timestamp,
+        idempotency: Option<IdempotencyStamp>,
+        /// The waiting-room token the payment was made with: the queue ends it once the payment
+        /// is committed, and again on replay. A dead token opens nothing, so it is kept as is.
+        queue_token: Option<QueueTokenId>,
     },
     /// A paid reservation given back: its seats are released and `amount` (its price less
     /// `fee`) is credited to the user who paid for it, whoever holds it. Prepared by the date's
@@ -100,6 +117,22 @@ pub enum Event {
         at: Timestamp,
         idempotency: Option<IdempotencyStamp>,
     },
+    /// A buyer joins a date's waiting list.
+    WaitlistJoined {
+        entry: EntryId,
+        user: UserId,
+        quantity: u32,
+        /// The section (by index) its offers must come from; any when `None`.
+        section: Option<u32>,
+        at: Timestamp,
+    },
+    /// A buyer leaves a date's waiting list; an offered entry's hold (`offer`) is cancelled
+    /// with it.
+    WaitlistLeft {
+        entry: EntryId,
+        offer: Option<ReservationId>,
+        at: Timestamp,
+    },
     /// A date called off: every paid reservation refunded in full to its payer, every live
     /// hold cancelled, as one change. Prepared by the date's seat map, completed (each
     /// refund's `balance_after`) by the ledger.
@@ -109,19 +142,6 @@ pub enum Event {
         refunds: Vec<CancellationRefund>,
         /// Sequence numbers of the live holds it cancels.
         cancelled_holds: Vec<u32>,
-    },
-    /// Prepared by the date's seat map, completed (`balance_after`) by the ledger.
-    PaymentCompleted {
-        reservation: ReservationId,
-        user: UserId,
-        seats: SeatList,
-        amount: u64,
-        balance_after: u64,
-        at: Timestamp,
-        idempotency: Option<IdempotencyStamp>,
-        /// The waiting-room token the payment was made with: the queue ends it once the payment
-        /// is committed, and again on replay. A dead token opens nothing, so it is kept as is.
-        queue_token: Option<QueueTokenId>,
     },
 }
 
@@ -142,6 +162,8 @@ impl Event {
             Event::RefundCompleted { .. } => "refund_completed",
             Event::TransferCompleted { .. } => "transfer_completed",
             Event::DateCancelled { .. } => "date_cancelled",
+            Event::WaitlistJoined { .. } => "waitlist_joined",
+            Event::WaitlistLeft { .. } => "waitlist_left",
         }
     }
 }

@@ -52,6 +52,7 @@ impl PageLimit {
 pub enum ListKind {
     Reservations,
     BalanceHistory,
+    Waitlist,
 }
 
 impl ListKind {
@@ -59,6 +60,7 @@ impl ListKind {
         match self {
             Self::Reservations => 1,
             Self::BalanceHistory => 2,
+            Self::Waitlist => 3,
         }
     }
 }

@@ -62,6 +62,7 @@ fn seat_map_of(layout: Layout) -> SeatMap {
             max_seats_per_user_total: MAX_PER_USER,
             rehold_cooldown_ms: COOLDOWN_MS,
             refunds: Default::default(),
+            offer_ttl_ms: 600_000,
         },
     )
 }

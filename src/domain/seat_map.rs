@@ -31,6 +31,7 @@ use super::error::DomainError;
 use super::events::{CancellationRefund, Event, IdempotencyStamp};
 use super::types::*;
 use super::venue::Layout;
+use super::waitlist::{Entry, EntryId, Waitlist};
 
 /// The rules a date decides by, from configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +42,9 @@ pub struct DatePolicy {
     pub max_seats_per_user_total: u32,
     /// How long a user who let go of a seat waits to hold it again; 0 never.
     pub rehold_cooldown_ms: i64,
+    /// How long a waiting-list offer (a hold) lasts; also how long a user whose entry lapsed
+    /// waits to join that list again.
+    pub offer_ttl_ms: i64,
     pub refunds: RefundPolicy,
 }
 
@@ -79,6 +83,13 @@ impl RefundPolicy {
 pub struct PaidReservation {
     pub reservation: Reservation,
     pub payer: UserId,
+}
+
+/// What joining a waiting list did: a new entry, or the user's entry already on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Joined {
+    New(Event),
+    Already(Entry),
 }
 
 /// Whether a date sells seats: a cancelled one never again, any other until it starts.
@@ -300,6 +311,11 @@ impl ReservationChange {
             Event::RefundCompleted {
                 reservation, at, ..
             } => ended(*reservation, ReservationState::Refunded, *at),
+            Event::WaitlistLeft {
+                offer: Some(reservation),
+                at,
+                ..
+            } => ended(*reservation, ReservationState::Cancelled, *at),
             Event::TransferCompleted {
                 reservation, to, ..
             } => smallvec::smallvec![Self::Transferred {
@@ -508,6 +524,8 @@ pub struct SeatMap {
     cancelled: bool,
     /// Transfers decided so far; each is numbered by this count.
     transfers: u32,
+    /// Buyers waiting for seats to come back, first come first offered.
+    waitlist: Waitlist,
     /// Reservations placed so far; sequence numbers are dense and start at 1.
     placed: u32,
     /// Held reservations by expiry, so the sweep visits only what is due.
@@ -587,6 +605,7 @@ impl PartialEq for SeatMap {
             && self.starts_at == other.starts_at
             && self.cancelled == other.cancelled
             && self.transfers == other.transfers
+            && self.waitlist == other.waitlist
             && self.placed == other.placed
             && self.holding == other.holding
             && self.cooldowns == other.cooldowns
@@ -607,6 +626,7 @@ impl SeatMap {
             starts_at,
             cancelled: false,
             transfers: 0,
+            waitlist: Waitlist::default(),
             seats: vec![SeatSlot::default(); layout.seat_count() as usize],
             free: FreeSeats::new(&layout),
             free_by_section: layout.section_seats().collect(),
@@ -653,6 +673,8 @@ impl SeatMap {
             self.holding.entry(r.user).or_default().push(r.id.seq);
         }
         self.cooldowns.reindex();
+        // Seats may have come back since the list was last looked at.
+        self.waitlist.wake();
         self.free = FreeSeats::new(&self.layout);
         self.free_by_section = self.layout.section_seats().collect();
         for seat in 1..=self.seat_count() {
@@ -844,6 +866,235 @@ impl SeatMap {
             at: now,
             idempotency,
         })
+    }
+
+    pub fn waitlist(&self) -> &Waitlist {
+        &self.waitlist
+    }
+
+    /// Seats of section `section` (any when `None`) that no reservation holds or bought; lags
+    /// expiry by at most one sweep.
+    fn free_in(&self, section: Option<u32>) -> u32 {
+        match section {
+            Some(section) => self.free_by_section[section as usize],
+            None => self.seat_count() - self.held_seats - self.sold_seats,
+        }
+    }
+
+    /// The seat numbers of section `section`, or of the whole date.
+    fn seats_of(&self, section: Option<u32>) -> std::ops::RangeInclusive<u32> {
+        let Some(section) = section else {
+            return 1..=self.seat_count();
+        };
+        let first: u32 = self
+            .layout
+            .section_seats()
+            .take(section as usize)
+            .sum::<u32>()
+            + 1;
+        let count = self
+            .layout
+            .section_seats()
+            .nth(section as usize)
+            .unwrap_or(0);
+        first..=first + count - 1
+    }
+
+    /// Decides `user` joining the waiting list for `quantity` seats (of the section named
+    /// `section`, if any). The date must be on sale; then the values (422); then a live entry
+    /// of the user's is answered as it is; then the wait after a lapse and seats still to be
+    /// had (409).
+    pub fn join_waitlist(
+        &self,
+        user: UserId,
+        quantity: u32,
+        section: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Joined, DomainError> {
+        self.refuse_unless_on_sale(now)?;
+        let max = self.policy.max_seats_per_user;
+        if !(1..=max).contains(&quantity) {
+            return Err(DomainError::InvalidInput(format!(
+                "quantity must be 1 to {max}"
+            )));
+        }
+        let section_index = match section {
+            Some(name) => Some(self.layout.section_named(name).ok_or_else(|| {
+                DomainError::InvalidInput(format!("this date has no section named \"{name}\""))
+            })?),
+            None => None,
+        };
+        if let Some(entry) = self.waitlist.entry_of(user) {
+            return Ok(Joined::Already(entry.clone()));
+        }
+        if let Some(lapsed) = self.waitlist.lapsed_at(user) {
+            let again = lapsed.plus_millis(self.policy.offer_ttl_ms);
+            if again > now {
+                return Err(DomainError::RejoinCooldown {
+                    retry_after_seconds: now.seconds_until(again).max(1),
+                });
+            }
+        }
+        let unsold = self
+            .seats_of(section_index)
+            .filter(|seat| !self.seats[SeatNo(*seat).index()].sold)
+            .count() as u32;
+        if unsold >= quantity {
+            return Err(DomainError::SeatsAvailable {
+                available: unsold,
+                section: section.map(str::to_owned),
+            });
+        }
+        let seq = self
+            .waitlist
+            .next_seq()
+            .ok_or_else(|| DomainError::InvalidInput("this list has no more room".into()))?;
+        Ok(Joined::New(Event::WaitlistJoined {
+            entry: EntryId {
+                date: self.date,
+                seq,
+            },
+            user,
+            quantity,
+            section: section_index,
+            at: now,
+        }))
+    }
+
+    /// Decides `user` leaving the list: their entry must be on it (else `NotFound`; one that
+    /// has ended is told apart by `has_left_waitlist`).
+    pub fn leave_waitlist(
+        &self,
+        user: UserId,
+        id: EntryId,
+        now: Timestamp,
+    ) -> Result<Event, DomainError> {
+        if id.date != self.date {
+            return Err(DomainError::NotFound);
+        }
+        match self.waitlist.entry(id.seq) {
+            Some(entry) if entry.user == user => Ok(Event::WaitlistLeft {
+                entry: id,
+                offer: entry.offer,
+                at: now,
+            }),
+            _ => Err(DomainError::NotFound),
+        }
+    }
+
+    /// Whether `id` is an entry of this list that is no longer on it.
+    pub fn has_left_waitlist(&self, id: EntryId) -> bool {
+        id.date == self.date
+            && (1..self.waitlist.next_seq().unwrap_or(u32::MAX)).contains(&id.seq)
+            && self.waitlist.entry(id.seq).is_none()
+    }
+
+    /// The entries that may be offered seats now, in list order, if anything happened since
+    /// the last time that may let one be (seats came back, an entry joined, left or lapsed);
+    /// none otherwise. Each is then offered by `offer_hold`, applied before the next is tried.
+    /// An entry that does not fit stays waiting until the next such change.
+    pub fn offer_candidates(&mut self) -> Vec<(u32, UserId)> {
+        if !self.waitlist.is_pending() {
+            return Vec::new();
+        }
+        self.waitlist.settle_pending();
+        if self.free_in(None) == 0 {
+            return Vec::new();
+        }
+        self.waitlist
+            .waiting()
+            .map(|entry| (entry.id.seq, entry.user))
+            .collect()
+    }
+
+    /// Whether any seat is free for an offer at all.
+    pub fn has_free_seats(&self) -> bool {
+        self.free_in(None) > 0
+    }
+
+    /// Decides the offer to waiting entry `seq`: a hold for its user of `quantity` seats of
+    /// its section (the best-available block, or else the lowest free seat numbers, never one
+    /// in the user's rehold cooldown), lasting `offer_ttl_ms`, within the user's limits on
+    /// this date and over `across` every date. The caller has swept due expiries and settled
+    /// the index. Anything that does not fit is refused and the entry stays waiting.
+    pub fn offer_hold(
+        &self,
+        seq: u32,
+        now: Timestamp,
+        across: &HeldAcrossDates,
+    ) -> Result<Event, DomainError> {
+        self.refuse_unless_on_sale(now)?;
+        let entry = self
+            .waitlist
+            .entry(seq)
+            .filter(|entry| entry.offer.is_none())
+            .ok_or(DomainError::NotFound)?;
+        let (user, quantity, section) = (entry.user, entry.quantity, entry.section);
+        let no_seats = || DomainError::NoAdjacentSeats {
+            quantity,
+            section: None,
+        };
+        if self.free_in(section) < quantity {
+            return Err(no_seats());
+        }
+        let max = self.policy.max_seats_per_user;
+        if self.live_seats_held_by(user, now) + quantity > max {
+            return Err(DomainError::HoldLimit { max });
+        }
+        across.admit(quantity as usize, now, self.policy.max_seats_per_user_total)?;
+        let seats = match self.best_block(user, quantity, section, now) {
+            Some(block) => block,
+            None => {
+                let lowest: SeatList = self
+                    .seats_of(section)
+                    .map(SeatNo)
+                    .filter(|seat| {
+                        self.seat_status(*seat, now) == Some(SeatStatus::Available)
+                            && self.cooldown_ends(user, *seat, now).is_none()
+                    })
+                    .take(quantity as usize)
+                    .collect();
+                if lowest.len() < quantity as usize {
+                    return Err(no_seats());
+                }
+                lowest
+            }
+        };
+        let mut hold = self.hold_of(user, seats, now, None)?;
+        if let Event::HoldPlaced {
+            expires_at, offer, ..
+        } = &mut hold
+        {
+            *expires_at = now.plus_millis(self.policy.offer_ttl_ms);
+            *offer = Some(seq);
+        }
+        Ok(hold)
+    }
+
+    /// Offers what can be offered now, applying each offer: `offer_candidates` and
+    /// `offer_hold` for a caller without holds on other dates (tests; the date's actor runs
+    /// the same steps with the users' holds over every date).
+    pub fn make_offers(&mut self, now: Timestamp) -> Vec<Event> {
+        let mut made = Vec::new();
+        for (seq, _) in self.offer_candidates() {
+            if !self.has_free_seats() {
+                break;
+            }
+            self.settle();
+            if let Ok(offer) = self.offer_hold(seq, now, &HeldAcrossDates::default()) {
+                self.apply(&offer);
+                made.push(offer);
+            }
+        }
+        made
+    }
+
+    /// Whether `id` is a live hold offered to `user` from the waiting list (paid without a
+    /// queue token).
+    pub fn is_offer_to(&self, user: UserId, id: ReservationId) -> bool {
+        id.date == self.date
+            && self.waitlist.offered_to(id.seq).is_some()
+            && self.holds.get(&id.seq).is_some_and(|r| r.user == user)
     }
 
     /// Decides calling the date off at `now`: every paid reservation refunded in full to its
@@ -1084,6 +1335,7 @@ impl SeatMap {
             at: now,
             expires_at: now.plus_millis(self.policy.ttl_ms),
             idempotency,
+            offer: None,
         })
     }
 
@@ -1259,6 +1511,11 @@ impl SeatMap {
                     add(*seq);
                 }
             }
+            Event::WaitlistLeft { entry, .. } if entry.date == self.date => {
+                if let Some(offer) = self.waitlist.entry(entry.seq).and_then(|e| e.offer) {
+                    add(offer.seq);
+                }
+            }
             _ => {}
         }
         ended
@@ -1282,6 +1539,11 @@ impl SeatMap {
                 reservation, at, ..
             } if reservation.date == self.date => Some(*at),
             Event::DateCancelled { date, at, .. } if *date == self.date => Some(*at),
+            Event::WaitlistJoined { entry, at, .. } | Event::WaitlistLeft { entry, at, .. }
+                if entry.date == self.date =>
+            {
+                Some(*at)
+            }
             _ => None,
         }
     }
@@ -1326,6 +1588,12 @@ impl SeatMap {
                 );
                 self.holding.entry(*user).or_default().push(reservation.seq);
                 self.expiries.push((*expires_at, reservation.seq));
+                if let Event::HoldPlaced {
+                    offer: Some(entry), ..
+                } = event
+                {
+                    self.waitlist.offered(*entry, *reservation);
+                }
                 self.held_seats += seats.len() as u32;
                 seats.clone()
             }
@@ -1346,6 +1614,7 @@ impl SeatMap {
                 let (user, seats) = (r.user, r.seats.clone());
                 self.stop_holding(user, seq);
                 self.forget_ended_expiries();
+                self.waitlist.offer_ended(seq, None);
                 for seat in &seats {
                     let slot = &mut self.seats[seat.index()];
                     debug_assert!(!slot.sold, "a seat is sold at most once");
@@ -1382,6 +1651,29 @@ impl SeatMap {
                 self.transfers = transfer.seq;
                 SeatList::new()
             }
+            Event::WaitlistJoined {
+                entry,
+                user,
+                quantity,
+                section,
+                at,
+            } if entry.date == self.date => {
+                self.waitlist.join(Entry {
+                    id: *entry,
+                    user: *user,
+                    quantity: *quantity,
+                    section: *section,
+                    joined_at: *at,
+                    offer: None,
+                });
+                SeatList::new()
+            }
+            Event::WaitlistLeft { entry, at, .. } if entry.date == self.date => {
+                match self.waitlist.leave(entry.seq) {
+                    Some(offer) => self.end_hold(offer.seq, Some(*at)),
+                    None => SeatList::new(),
+                }
+            }
             Event::DateCancelled {
                 date,
                 refunds,
@@ -1389,6 +1681,9 @@ impl SeatMap {
                 ..
             } if *date == self.date => {
                 self.cancelled = true;
+                if let Event::DateCancelled { at, .. } = event {
+                    self.waitlist.lapse_all(*at);
+                }
                 let mut changed = SeatList::new();
                 for refund in refunds {
                     changed.extend(self.release_paid(refund.seq));
@@ -1417,6 +1712,7 @@ impl SeatMap {
             self.refresh_free(*seat);
         }
         self.sold_seats -= seats.len() as u32;
+        self.waitlist.wake();
         seats
     }
 
@@ -1445,6 +1741,8 @@ impl SeatMap {
         if let (Some(at), true) = (let_go_at, self.policy.rehold_cooldown_ms > 0) {
             self.cooldowns.record(user, &seats, at);
         }
+        self.waitlist.offer_ended(seq, let_go_at);
+        self.waitlist.wake();
         self.stop_holding(user, seq);
         self.forget_ended_expiries();
         self.held_seats -= seats.len() as u32;
@@ -1485,6 +1783,7 @@ mod tests {
                 max_seats_per_user_total: 8,
                 rehold_cooldown_ms: COOLDOWN_MS,
                 refunds: Default::default(),
+                offer_ttl_ms: 600_000,
             },
         )
     }
@@ -2239,6 +2538,7 @@ mod tests {
             at: t(0),
             expires_at: t(TTL_MS),
             idempotency: None,
+            offer: None,
         });
         // Seat 1 is in Alice's cooldown and seat 2 is Bob's, but two more seats are the limit.
         for taken in [&[1, 3][..], &[2, 3]] {

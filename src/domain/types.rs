@@ -62,7 +62,7 @@ macro_rules! opaque_id {
 }
 
 /// Only canonical decimals (no sign, no leading zero, no overflow) so every ID has one spelling.
-fn parse_decimal<T: FromStr>(digits: &str) -> Result<T, ()> {
+pub(crate) fn parse_decimal<T: FromStr>(digits: &str) -> Result<T, ()> {
     let canonical = !digits.is_empty()
         && digits.len() <= 20
         && digits.bytes().all(|b| b.is_ascii_digit())

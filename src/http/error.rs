@@ -106,6 +106,8 @@ pub(crate) fn status_of(error: &DomainError) -> StatusCode {
         | DomainError::ReservationNotPaid
         | DomainError::RefundWindowClosed { .. }
         | DomainError::DateCancelled
+        | DomainError::SeatsAvailable { .. }
+        | DomainError::RejoinCooldown { .. }
         | DomainError::SalesClosed
         | DomainError::UsernameTaken => StatusCode::CONFLICT,
         DomainError::NotFound => StatusCode::NOT_FOUND,

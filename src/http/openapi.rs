@@ -14,7 +14,8 @@ use utoipa::openapi::RefOr;
 use utoipa::{IntoParams, Modify, OpenApi};
 
 use super::{
-    admin, balance, catalog, error, live, ops, queue, reservations, returns, users, AppState,
+    admin, balance, catalog, error, live, ops, queue, reservations, returns, users, waitlist,
+    AppState,
 };
 use crate::config::Settings;
 use crate::domain::catalog::SEATS_PER_DATE_MAX;
@@ -68,6 +69,7 @@ pub(super) struct PageParams {
         reservations::hold, reservations::list_mine, reservations::show, reservations::cancel,
         reservations::pay,
         returns::refund, returns::transfer,
+        waitlist::join, waitlist::list_mine, waitlist::leave,
         balance::balance, balance::charge, balance::history,
         admin::create_concert, admin::create_date, admin::cancel_date, admin::stats, admin::backup,
         live::seat_events, live::queue_events,

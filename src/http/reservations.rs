@@ -343,21 +343,41 @@ pub(super) async fn pay(
         },
         Claim::Replay(other) => unreachable!("payment keys record payments, not {other:?}"),
         Claim::Unkeyed | Claim::Owner(_) => {
-            let admitted = admission.check(&app, session)?;
-            let body = body.parse()?;
-            let id: ReservationId = body
-                .value
-                .reservation_id
-                .parse()
-                .map_err(|_| ApiError::not_found())?;
-            let handle = app
-                .engine
-                .dates
-                .get(id.date)
-                .ok_or_else(ApiError::not_found)?;
-            handle
-                .pay(admitted.user, id, claim.stamp(), Some(admitted.token))
-                .await?
+            let user = session.user;
+            match admission.check(&app, session) {
+                Ok(admitted) => {
+                    let body = body.parse()?;
+                    let id: ReservationId = body
+                        .value
+                        .reservation_id
+                        .parse()
+                        .map_err(|_| ApiError::not_found())?;
+                    let handle = app
+                        .engine
+                        .dates
+                        .get(id.date)
+                        .ok_or_else(ApiError::not_found)?;
+                    handle
+                        .pay(admitted.user, id, claim.stamp(), Some(admitted.token))
+                        .await?
+                }
+                // A hold offered from a waiting list is paid without a queue token; anything
+                // else is refused for the token, as before.
+                Err(refused) => {
+                    let offer = body
+                        .parse()
+                        .ok()
+                        .and_then(|body| body.value.reservation_id.parse::<ReservationId>().ok())
+                        .and_then(|id| Some((id, app.engine.dates.get(id.date)?)));
+                    let Some((id, handle)) = offer else {
+                        return Err(refused);
+                    };
+                    if !handle.is_offer(user, id).await? {
+                        return Err(refused);
+                    }
+                    handle.pay(user, id, claim.stamp(), None).await?
+                }
+            }
         }
     };
     Ok((StatusCode::CREATED, Json(PaymentBody::from(&receipt))).into_response())

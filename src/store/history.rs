@@ -15,6 +15,7 @@ use super::rows;
 use crate::domain::ledger::LedgerEntry;
 use crate::domain::page::{Page, PageRequest};
 use crate::domain::seat_map::{Reservation, ReservationChange, ReservationState};
+use crate::domain::waitlist::{Entry, EntryId, ListedEntry, StoredState, WaitlistChange};
 use crate::domain::{DateId, ReservationId, Timestamp, UserId};
 
 pub(crate) const SCHEMA: &str = "
@@ -35,7 +36,90 @@ pub(crate) const SCHEMA: &str = "
         placed     BLOB    NOT NULL,
         PRIMARY KEY (date_id, seq)
     ) WITHOUT ROWID;
-    CREATE INDEX reservations_by_user ON reservations (user_id, listed_seq);";
+    CREATE INDEX reservations_by_user ON reservations (user_id, listed_seq);
+    CREATE TABLE waitlist_entries (
+        date_id         INTEGER NOT NULL,
+        seq             INTEGER NOT NULL,
+        user_id         INTEGER NOT NULL,
+        listed_seq      INTEGER NOT NULL,
+        state           INTEGER NOT NULL,
+        reservation_seq INTEGER,
+        entry           BLOB    NOT NULL,
+        PRIMARY KEY (date_id, seq)
+    ) WITHOUT ROWID;
+    CREATE INDEX waitlist_entries_by_user ON waitlist_entries (user_id, listed_seq);";
+
+fn entry_state_of(code: i64) -> Result<StoredState, StoreError> {
+    Ok(match code {
+        0 => StoredState::Waiting,
+        1 => StoredState::Offered,
+        2 => StoredState::Left,
+        3 => StoredState::Lapsed,
+        found => {
+            return Err(StoreError::Corrupt {
+                what: "waiting-list entry state",
+                found,
+            })
+        }
+    })
+}
+
+/// Applies what an event logged as `seq` did to the waiting lists. Each change applies only
+/// to an entry in the state it expects, so replaying it changes nothing.
+pub(crate) fn change_waitlist(
+    conn: &Connection,
+    change: &WaitlistChange,
+    seq: u64,
+) -> rusqlite::Result<()> {
+    match change {
+        WaitlistChange::Joined(entry) => {
+            conn.prepare_cached(
+                "INSERT OR IGNORE INTO waitlist_entries
+                     (date_id, seq, user_id, listed_seq, state, reservation_seq, entry)
+                 VALUES (?1, ?2, ?3, ?4, 0, NULL, ?5)",
+            )?
+            .execute(params![
+                entry.id.date.0 as i64,
+                entry.id.seq as i64,
+                entry.user.0 as i64,
+                seq as i64,
+                rows::encode(entry),
+            ])?;
+        }
+        WaitlistChange::Offered { id, reservation } => {
+            conn.prepare_cached(
+                "UPDATE waitlist_entries SET state = 1, reservation_seq = ?1
+                 WHERE date_id = ?2 AND seq = ?3 AND state = 0",
+            )?
+            .execute(params![
+                reservation.seq as i64,
+                id.date.0 as i64,
+                id.seq as i64
+            ])?;
+        }
+        WaitlistChange::Left(id) => {
+            conn.prepare_cached(
+                "UPDATE waitlist_entries SET state = 2
+                 WHERE date_id = ?1 AND seq = ?2 AND state IN (0, 1)",
+            )?
+            .execute(params![id.date.0 as i64, id.seq as i64])?;
+        }
+        WaitlistChange::DateCancelled(date) => {
+            conn.prepare_cached(
+                "UPDATE waitlist_entries SET state = 3 WHERE date_id = ?1 AND state = 0",
+            )?
+            .execute(params![date.0 as i64])?;
+        }
+    }
+    Ok(())
+}
+
+/// A page of one user's waiting-list entries, newest first, each beside its offer's hold.
+const WAITLIST_PAGE: &str = "SELECT w.listed_seq, w.entry, w.state,
+            r.placed, r.user_id, r.state, r.paid_at
+     FROM waitlist_entries w INDEXED BY waitlist_entries_by_user
+     LEFT JOIN reservations r ON r.date_id = w.date_id AND r.seq = w.reservation_seq
+     WHERE w.user_id = ?1 AND w.listed_seq < ?2 ORDER BY w.listed_seq DESC LIMIT ?3";
 
 fn state_code(state: ReservationState) -> i64 {
     match state {
@@ -239,6 +323,78 @@ impl StoreReader {
         Ok(Page::of_rows(request, found))
     }
 
+    /// A page of `user`'s waiting-list entries on every date, newest first, as of the last
+    /// finished commit.
+    pub fn waitlist_page(
+        &self,
+        user: UserId,
+        request: &PageRequest,
+    ) -> Result<Page<ListedEntry>, StoreError> {
+        let conn = self.connection();
+        let mut statement = conn.prepare_cached(WAITLIST_PAGE)?;
+        type Row = (
+            i64,
+            Vec<u8>,
+            i64,
+            Option<Vec<u8>>,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+        );
+        let rows = statement.query_map(
+            params![
+                user.0 as i64,
+                request.before() as i64,
+                request.rows_to_read()
+            ],
+            |row| -> rusqlite::Result<Row> {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                    row.get(5)?,
+                    row.get(6)?,
+                ))
+            },
+        )?;
+        let mut found = Vec::new();
+        for row in rows {
+            let (position, entry, state, placed, holder, reservation_state, paid_at) = row?;
+            let entry: Entry = rows::decode(&entry, "waiting-list entry")?;
+            let offer = match (placed, holder, reservation_state) {
+                (Some(placed), Some(holder), Some(reservation_state)) => Some(
+                    reservation_from_row((placed, holder, reservation_state, paid_at))?,
+                ),
+                _ => None,
+            };
+            found.push((
+                position as u64,
+                ListedEntry {
+                    entry,
+                    state: entry_state_of(state)?,
+                    offer,
+                },
+            ));
+        }
+        Ok(Page::of_rows(request, found))
+    }
+
+    /// One waiting-list entry as of the last finished commit, whoever it belongs to.
+    pub fn waitlist_entry(&self, id: EntryId) -> Result<Option<Entry>, StoreError> {
+        let conn = self.connection();
+        let mut statement = conn
+            .prepare_cached("SELECT entry FROM waitlist_entries WHERE date_id = ?1 AND seq = ?2")?;
+        let mut rows = statement.query_map(params![id.date.0 as i64, id.seq as i64], |row| {
+            row.get::<_, Vec<u8>>(0)
+        })?;
+        match rows.next() {
+            None => Ok(None),
+            Some(row) => Ok(Some(rows::decode(&row?, "waiting-list entry")?)),
+        }
+    }
+
     /// Reservations stored for a date, for tests and reports.
     pub fn reservation_count(&self, date: DateId) -> Result<u64, StoreError> {
         self.connection()
@@ -302,6 +458,10 @@ mod tests {
             (
                 LEDGER_PAGE,
                 "ledger_entries_by_user (user_id=? AND entry_id<?)",
+            ),
+            (
+                WAITLIST_PAGE,
+                "waitlist_entries_by_user (user_id=? AND listed_seq<?)",
             ),
         ] {
             let plan = plan(sql);

@@ -314,6 +314,9 @@ fn store_event_rows(conn: &Connection, rows: &[EventRows]) -> rusqlite::Result<(
         for change in &event.reservations {
             history::change_reservation(conn, change, event.seq)?;
         }
+        if let Some(change) = &event.waitlist {
+            history::change_waitlist(conn, change, event.seq)?;
+        }
     }
     Ok(())
 }

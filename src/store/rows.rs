@@ -14,6 +14,7 @@ use super::error::StoreError;
 use crate::domain::idempotency::PendingRecord;
 use crate::domain::ledger::LedgerEntry;
 use crate::domain::seat_map::ReservationChange;
+use crate::domain::waitlist::WaitlistChange;
 use crate::domain::{Event, Timestamp, UserId};
 
 /// Encodes what the store keeps in a blob: events, records, entries, reservations, snapshots.
@@ -50,6 +51,7 @@ pub struct EventRows {
     pub key: Option<PendingRecord>,
     pub entries: SmallVec<[(UserId, LedgerEntry); 1]>,
     pub reservations: SmallVec<[ReservationChange; 1]>,
+    pub waitlist: Option<WaitlistChange>,
 }
 
 impl EventRows {
@@ -62,11 +64,15 @@ impl EventRows {
             key,
             entries: LedgerEntry::made_by(seq, event),
             reservations: ReservationChange::made_by(event),
+            waitlist: WaitlistChange::made_by(event),
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.key.is_none() && self.entries.is_empty() && self.reservations.is_empty()
+        self.key.is_none()
+            && self.entries.is_empty()
+            && self.reservations.is_empty()
+            && self.waitlist.is_none()
     }
 }
 

@@ -27,6 +27,14 @@ async fn a_date_names_its_concert_venue_start_seats_and_price() {
     let body = assert_json(response, 200).await;
     let starts_at = body["starts_at"].as_str().expect("starts_at is a string");
     assert_eq!(rfc3339_ms(starts_at), rfc3339_ms(STARTS_AT), "{body}");
+    let closes = body["refunds_close_at"]
+        .as_str()
+        .expect("refunds_close_at is a string");
+    assert_eq!(
+        rfc3339_ms(closes),
+        rfc3339_ms(STARTS_AT) - 24 * 3_600_000,
+        "refunds close refunds.window_closes_hours_before_start before the start"
+    );
     assert_eq!(
         body,
         json!({
@@ -36,6 +44,8 @@ async fn a_date_names_its_concert_venue_start_seats_and_price() {
             "venue": "Seoul Arts Center",
             "starts_at": starts_at,
             "status": "on_sale",
+            "refund_fee_percent": 10,
+            "refunds_close_at": closes,
             "total_seats": SEATS,
             "available_seats": SEATS,
             "price": PRICE,

@@ -21,3 +21,4 @@ mod openapi;
 mod queue;
 mod returns;
 mod venues;
+mod waitlist;

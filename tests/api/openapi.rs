@@ -11,15 +11,10 @@ use serde_json::{json, Value};
 use crate::helpers::*;
 
 /// `(METHOD, /path)` pairs named in API.md, with `{params}` as written there.
-/// Routes of API.md sections this server does not implement yet (waiting lists, per-concert
-/// waiting rooms). Every other route of API.md must be served; each of these must not be, so the
-/// list shrinks as they are built.
-const NOT_SERVED_YET: [(&str, &str); 4] = [
-    ("POST", "/api/v1/dates/{date_id}/waitlist"),
-    ("GET", "/api/v1/waitlist"),
-    ("DELETE", "/api/v1/waitlist/{entry_id}"),
-    ("GET", "/api/v1/admin/waiting-rooms/{room}"),
-];
+/// Routes of API.md sections this server does not implement yet (per-concert waiting rooms).
+/// Every other route of API.md must be served; each of these must not be, so the list shrinks
+/// as they are built.
+const NOT_SERVED_YET: [(&str, &str); 1] = [("GET", "/api/v1/admin/waiting-rooms/{room}")];
 
 fn routes_in_api_md() -> BTreeSet<(String, String)> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/API.md");
@@ -103,6 +98,11 @@ fn plausible_body(
         ("POST", "/api/v1/reservations") => Some(json!({"date_id": date, "seat_no": 2})),
         ("POST", "/api/v1/payments") => Some(json!({"reservation_id": reservation})),
         ("POST", "/api/v1/balance/charges") => Some(json!({"amount": 100})),
+        ("POST", "/api/v1/refunds") => Some(json!({"reservation_id": reservation})),
+        ("POST", "/api/v1/transfers") => {
+            Some(json!({"reservation_id": reservation, "to_username": buyer.username}))
+        }
+        ("POST", p) if p.ends_with("/waitlist") => Some(json!({"quantity": 1})),
         ("POST", "/api/v1/admin/concerts") => Some(json!({"title": "T", "venue": "V"})),
         ("POST", p) if p.ends_with("/dates") => {
             Some(json!({"starts_at": STARTS_AT, "seat_count": 5, "price": 10}))
@@ -115,6 +115,7 @@ fn fill(path: &str, concert: &str, date: &str, reservation: &str) -> String {
     path.replace("{concert_id}", concert)
         .replace("{date_id}", date)
         .replace("{reservation_id}", reservation)
+        .replace("{entry_id}", "w_999_1")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -944,6 +945,7 @@ async fn every_route_documents_exactly_the_statuses_it_answers() {
         seen.send("GET", path, app.get(path).session(&buyer)).await;
     }
     returns(&app, &mut seen, &buyer, &fresh, &date, &first).await;
+    waitlists(&app, &mut seen, &other_token).await;
 
     let admin_concerts = "/api/v1/admin/concerts";
     let admin = |path: &str, body: Value| {
@@ -1558,6 +1560,56 @@ async fn returns(
         .await;
 }
 
+/// The outcomes of joining, listing and leaving a waiting list. `stranger_token` is a queue
+/// token of another user.
+async fn waitlists(app: &TestApp, seen: &mut Observed, stranger_token: &str) {
+    let (_, sold_out) = app.concert_with_date(1, 10).await;
+    let (seller, seller_token) = app.admitted_buyer().await;
+    app.charge_ok(&seller, 10).await;
+    let held = app.hold_ok(&seller, &seller_token, &sold_out, &[1]).await;
+    let held = string_field(&held, "reservation_id");
+    assert_json(app.pay(&seller, &seller_token, &held).await, 201).await;
+    let (_, open) = app.concert_with_date(5, 10).await;
+    let (fan, fan_token) = app.admitted_buyer().await;
+    let join = "/api/v1/dates/{date_id}/waitlist";
+    let to = |date: &str, token: &str, body: Value| {
+        app.post(&format!("/api/v1/dates/{date}/waitlist"))
+            .session(&fan)
+            .queue(token)
+            .json(&body)
+    };
+    let entry = seen
+        .send(
+            "POST",
+            join,
+            to(&sold_out, &fan_token, json!({"quantity": 1})),
+        )
+        .await;
+    let entry = string_field(&assert_json(entry, 201).await, "entry_id");
+    seen.send(
+        "POST",
+        join,
+        to(&sold_out, &fan_token, json!({"quantity": 1})),
+    )
+    .await;
+    let zero = to(&sold_out, &fan_token, json!({"quantity": 0}));
+    seen.expect("POST", join, zero, 422, "invalid_input").await;
+    let open = to(&open, &fan_token, json!({"quantity": 1}));
+    seen.expect("POST", join, open, 409, "seats_available")
+        .await;
+    let theirs = to(&sold_out, stranger_token, json!({"quantity": 1}));
+    seen.expect("POST", join, theirs, 403, "forbidden").await;
+    let list = "/api/v1/waitlist";
+    seen.send("GET", list, app.get(list).session(&fan)).await;
+    let one = "/api/v1/waitlist/{entry_id}";
+    let url = format!("/api/v1/waitlist/{entry}");
+    let not_theirs = app.delete(&url).session(&seller);
+    seen.expect("DELETE", one, not_theirs, 404, "not_found")
+        .await;
+    seen.send("DELETE", one, app.delete(&url).session(&fan))
+        .await;
+}
+
 /// Sends the request a client would for `route`, with `field` set to `value` (in the body, or
 /// as a header) and everything else valid, each time for a fresh user on fresh dates.
 async fn try_limit(app: &TestApp, limit: &Limit, value: &Value) -> reqwest::Response {
@@ -1587,6 +1639,7 @@ async fn try_limit(app: &TestApp, limit: &Limit, value: &Value) -> reqwest::Resp
         }
         "/api/v1/reservations" => json!({"seat_no": 1}),
         "/api/v1/payments" | "/api/v1/refunds" | "/api/v1/transfers" => json!({}),
+        "/api/v1/dates/{date_id}/waitlist" => json!({"quantity": 1}),
         other => panic!("{method} {other} has a documented limit: give it a valid request here"),
     };
     if !limit.header {
@@ -1624,6 +1677,16 @@ async fn try_limit(app: &TestApp, limit: &Limit, value: &Value) -> reqwest::Resp
             let held = app.hold_ok(&buyer, &queue_token, &date, &[1]).await;
             body["reservation_id"] = held["reservation_id"].clone();
             path.clone()
+        }
+        "/api/v1/dates/{date_id}/waitlist" => {
+            // A date sold out to someone else, so any quantity may wait for it.
+            let (_, date) = app.concert_with_date(1, 10).await;
+            let (seller, seller_token) = app.admitted_buyer().await;
+            app.charge_ok(&seller, 10).await;
+            let held = app.hold_ok(&seller, &seller_token, &date, &[1]).await;
+            let id = string_field(&held, "reservation_id");
+            assert_json(app.pay(&seller, &seller_token, &id).await, 201).await;
+            format!("/api/v1/dates/{date}/waitlist")
         }
         "/api/v1/refunds" | "/api/v1/transfers" => {
             app.charge_ok(&buyer, 1_000).await;
