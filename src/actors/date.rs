@@ -474,7 +474,7 @@ impl DateState {
     /// of the last offer: an answer that waits for it finds the offers it caused committed.
     fn make_offers(&mut self, now: Timestamp) -> Option<Durable> {
         let mut last = None;
-        for (seq, user) in self.map.offer_candidates() {
+        for (seq, user) in self.map.offer_candidates(now) {
             if !self.map.has_free_seats() {
                 break;
             }

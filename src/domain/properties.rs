@@ -159,11 +159,28 @@ fn history(log: &[Event]) -> HashMap<ReservationId, Reservation> {
 /// not), read from the events alone; paid and live ones were not.
 fn let_go(log: &[Event], user: UserId, now: Timestamp) -> Vec<(SeatList, Timestamp)> {
     let mut ended_at: HashMap<ReservationId, Timestamp> = HashMap::new();
+    // Holds a date's cancellation ended were called off, not let go of: no cooldown.
+    let mut called_off: BTreeSet<ReservationId> = BTreeSet::new();
     for event in log {
-        if let Event::HoldCancelled { reservation, at } | Event::HoldExpired { reservation, at } =
-            event
-        {
-            ended_at.entry(*reservation).or_insert(*at);
+        match event {
+            Event::HoldCancelled { reservation, at }
+            | Event::HoldExpired { reservation, at }
+            | Event::WaitlistLeft {
+                offer: Some(reservation),
+                at,
+                ..
+            } => {
+                ended_at.entry(*reservation).or_insert(*at);
+            }
+            Event::DateCancelled {
+                date,
+                cancelled_holds,
+                ..
+            } => called_off.extend(cancelled_holds.iter().map(|seq| ReservationId {
+                date: *date,
+                seq: *seq,
+            })),
+            _ => {}
         }
     }
     history(log)
@@ -171,6 +188,7 @@ fn let_go(log: &[Event], user: UserId, now: Timestamp) -> Vec<(SeatList, Timesta
         .filter(|r| r.user == user)
         .filter_map(|r| {
             let at = match r.state {
+                ReservationState::Cancelled if called_off.contains(&r.id) => return None,
                 ReservationState::Cancelled | ReservationState::Expired => ended_at[&r.id],
                 ReservationState::Held if r.expires_at <= now => r.expires_at,
                 ReservationState::Held | ReservationState::Paid | ReservationState::Refunded => {
@@ -657,27 +675,94 @@ enum ReturnCommand {
         as_holder: bool,
     },
     CancelDate,
+    /// A hold paid at once, as most buyers do.
+    Buy {
+        user: u64,
+        seats: Vec<u32>,
+    },
+    Join {
+        user: u64,
+        quantity: u32,
+    },
+    Leave {
+        user: u64,
+    },
     Advance {
         ms: i64,
     },
     Sweep,
 }
 
+/// A small date, so that it sells out and its waiting list fills.
+const RETURN_SEATS: u32 = 5;
+
 fn return_command() -> impl Strategy<Value = ReturnCommand> {
     let target = || (0..4u64, any::<usize>(), prop::bool::weighted(0.8));
     prop_oneof![
         8 => (0..4u64, 1..=400u64).prop_map(|(user, amount)| ReturnCommand::Charge { user, amount }),
-        16 => (0..4u64, prop::collection::vec(1..=SEATS, 1..4))
+        16 => (0..4u64, prop::collection::vec(1..=RETURN_SEATS + 1, 1..4))
             .prop_map(|(user, seats)| ReturnCommand::Hold { user, seats }),
         3 => target().prop_map(|(user, pick, as_holder)| ReturnCommand::Cancel { user, pick, as_holder }),
-        12 => target().prop_map(|(user, pick, as_holder)| ReturnCommand::Pay { user, pick, as_holder }),
+        24 => target().prop_map(|(user, pick, as_holder)| ReturnCommand::Pay { user, pick, as_holder }),
         8 => target().prop_map(|(user, pick, as_holder)| ReturnCommand::Refund { user, pick, as_holder }),
         8 => (target(), prop::option::weighted(0.9, 0..4u64))
             .prop_map(|((user, pick, as_holder), to)| ReturnCommand::Transfer { user, to, pick, as_holder }),
         1 => Just(ReturnCommand::CancelDate),
+        10 => (0..4u64, prop::collection::vec(1..=RETURN_SEATS, 1..3))
+            .prop_map(|(user, seats)| ReturnCommand::Buy { user, seats }),
+        6 => (0..4u64, 1..=3u32).prop_map(|(user, quantity)| ReturnCommand::Join { user, quantity }),
+        2 => (0..4u64).prop_map(|user| ReturnCommand::Leave { user }),
         6 => (0..(2 * TTL_MS)).prop_map(|ms| ReturnCommand::Advance { ms }),
         2 => Just(ReturnCommand::Sweep),
     ]
+}
+
+/// What the date's actor does around every message: due expiries become events, then seats
+/// that came back are offered to the waiting list. After a pass that something woke (seats
+/// came back, an entry joined, left or lapsed), invariant 8 holds; an entry that did not fit
+/// then (its user's cooldown or limits) waits for the next such change, as API.md says.
+fn sweep_and_offer(map: &mut SeatMap, log: &mut Vec<Event>, now: Timestamp) {
+    for expired in map.expire_due(now) {
+        map.apply(&expired);
+        log.push(expired);
+    }
+    let woken = map.waitlist().is_pending();
+    log.extend(map.make_offers(now));
+    if woken {
+        check_no_fitting_entry_waits(map, log, now);
+    }
+}
+
+/// Invariant 8: once offers are made, no waiting entry fits the seats free to its user: fewer
+/// than its quantity are available outside the user's cooldown, or the user's live holds on
+/// the date plus the quantity pass the per-date limit. Read from the map's answers and the
+/// events alone.
+fn check_no_fitting_entry_waits(map: &SeatMap, log: &[Event], now: Timestamp) {
+    if map.sale_state(now) != seat_map::SaleState::OnSale {
+        return;
+    }
+    let every_seat: Vec<SeatNo> = (1..=map.seat_count()).map(SeatNo).collect();
+    let history = history(log);
+    for entry in map.waitlist().waiting() {
+        let cooling = cooling(log, entry.user, &every_seat, now);
+        let free = every_seat
+            .iter()
+            .filter(|seat| map.seat_status(**seat, now) == Some(SeatStatus::Available))
+            .filter(|seat| !cooling.contains(seat))
+            .count() as u32;
+        let held: u32 = history
+            .values()
+            .filter(|r| {
+                r.user == entry.user && r.state == ReservationState::Held && r.expires_at > now
+            })
+            .map(|r| r.seats.len() as u32)
+            .sum();
+        assert!(
+            free < entry.quantity || held + entry.quantity > MAX_PER_USER,
+            "entry {:?} waits while {free} seats are free to its user (holding {held})",
+            entry.id
+        );
+    }
 }
 
 /// Per user, from the events alone: charges − payments + refunds.
@@ -721,20 +806,35 @@ proptest! {
             refunds: seat_map::RefundPolicy { fee_percent: 15, window_closes_ms_before_start: WINDOW_MS },
             ..new_seat_map().policy()
         };
-        let layout = Layout::general(SEATS, 101);
+        let layout = Layout::general(RETURN_SEATS, 101);
         let mut map = SeatMap::new(DateId(1), Timestamp(STARTS_MS), layout.clone(), policy);
         let mut ledger = Ledger::new(BalancePolicy { max_charge: 400, max_balance: 600 });
         let mut now = Timestamp(1_000);
         let mut log: Vec<Event> = Vec::new();
         // Who paid for each reservation, as the model sees it.
         let mut payer_of: HashMap<u32, UserId> = HashMap::new();
+        // Every buyer starts funded, so the small date sells out and its list fills.
+        for user in 0..4u64 {
+            let charge = ledger.charge(UserId(user), 400, now, None).unwrap();
+            ledger.apply(&charge);
+            log.push(charge);
+        }
         for command in commands {
+            // As the date's actor does before deciding anything: due expiries, then the offers
+            // the seats they free make to the waiting list.
+            sweep_and_offer(&mut map, &mut log, now);
             let made = history(&log);
             // The reservation `pick` names, and who sends the command about it.
             let target = |user: u64, pick: usize, as_holder: bool| {
                 let mut ids: Vec<&Reservation> = made.values().collect();
                 ids.sort_by_key(|r| r.id);
-                match ids.get(pick % ids.len().max(1)) {
+                // Half the time one of the newest three, which are most often still live.
+                let index = if pick.is_multiple_of(2) {
+                    ids.len().saturating_sub(1 + (pick / 2) % 3)
+                } else {
+                    pick % ids.len().max(1)
+                };
+                match ids.get(index) {
                     Some(r) if as_holder => (r.user, r.id),
                     Some(r) => (UserId(user), r.id),
                     None => (UserId(user), ReservationId { date: DateId(1), seq: 1 }),
@@ -813,6 +913,39 @@ proptest! {
                     .ok()
                     .into_iter()
                     .collect(),
+                ReturnCommand::Buy { user, seats } => {
+                    let seats: Vec<SeatNo> = seats.into_iter().map(SeatNo).collect();
+                    match map.place_hold(UserId(user), &seats, now, None) {
+                        Ok(hold) => {
+                            let mut after = map.clone();
+                            after.apply(&hold);
+                            let Event::HoldPlaced { reservation, .. } = &hold else {
+                                unreachable!()
+                            };
+                            let payment = after
+                                .prepare_payment(UserId(user), *reservation, now, None, None)
+                                .and_then(|payment| ledger.settle(&payment));
+                            std::iter::once(hold).chain(payment.ok()).collect()
+                        }
+                        Err(_) => Vec::new(),
+                    }
+                }
+                ReturnCommand::Join { user, quantity } => {
+                    match map.join_waitlist(UserId(user), quantity, None, now) {
+                        Ok(seat_map::Joined::New(event)) => vec![event],
+                        _ => Vec::new(),
+                    }
+                }
+                ReturnCommand::Leave { user } => {
+                    match map.waitlist().entry_of(UserId(user)).map(|e| e.id) {
+                        Some(entry) => map
+                            .leave_waitlist(UserId(user), entry, now)
+                            .ok()
+                            .into_iter()
+                            .collect(),
+                        None => Vec::new(),
+                    }
+                }
                 ReturnCommand::Advance { ms } => {
                     now = now.plus_millis(ms);
                     Vec::new()
@@ -832,6 +965,7 @@ proptest! {
                 ledger.apply(&event);
                 log.push(event);
             }
+            sweep_and_offer(&mut map, &mut log, now);
             check_seats(&map, &log, now, 4);
             let expected = balances_from(&log);
             for user in 0..4u64 {

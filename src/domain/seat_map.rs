@@ -992,9 +992,10 @@ impl SeatMap {
     /// The entries that may be offered seats now, in list order, if anything happened since
     /// the last time that may let one be (seats came back, an entry joined, left or lapsed);
     /// none otherwise. Each is then offered by `offer_hold`, applied before the next is tried.
-    /// An entry that does not fit stays waiting until the next such change.
-    pub fn offer_candidates(&mut self) -> Vec<(u32, UserId)> {
-        if !self.waitlist.is_pending() {
+    /// An entry that does not fit stays waiting until the next such change. Nothing is offered
+    /// while a hold due at `now` is unswept: the seats it frees would be missed.
+    pub fn offer_candidates(&mut self, now: Timestamp) -> Vec<(u32, UserId)> {
+        if !self.waitlist.is_pending() || self.has_due_expiries(now) {
             return Vec::new();
         }
         self.waitlist.settle_pending();
@@ -1076,7 +1077,7 @@ impl SeatMap {
     /// the same steps with the users' holds over every date).
     pub fn make_offers(&mut self, now: Timestamp) -> Vec<Event> {
         let mut made = Vec::new();
-        for (seq, _) in self.offer_candidates() {
+        for (seq, _) in self.offer_candidates(now) {
             if !self.has_free_seats() {
                 break;
             }
