@@ -679,3 +679,65 @@ async fn a_cancellation_racing_holds_and_payments_loses_no_payment() {
         paid.len()
     );
 }
+
+/// A refunded seat raced by 200 buyers holding it and one waiting-list entry: the entry gets
+/// it, every buyer is refused, before and after the refund alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_seat_raced_by_two_hundred_buyers_goes_to_the_waiting_list() {
+    const RACERS: usize = 200;
+    let app = crowd_app().await;
+    let (_, date) = app.concert_with_date(1, 1_000).await;
+    let (seller, seller_token) = app.admitted_buyer().await;
+    app.charge_ok(&seller, 1_000).await;
+    let held = app.hold_ok(&seller, &seller_token, &date, &[1]).await;
+    let sold = string_field(&held, "reservation_id");
+    assert_json(app.pay(&seller, &seller_token, &sold).await, 201).await;
+    let (fan, fan_token) = app.admitted_buyer().await;
+    let joined = app
+        .post(&format!("/api/v1/dates/{date}/waitlist"))
+        .session(&fan)
+        .queue(&fan_token)
+        .json(&json!({"quantity": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_json(joined, 201).await;
+    let racers = app.admitted_buyers(RACERS, PREPARE_CONCURRENCY).await;
+    let mut requests: Vec<reqwest::RequestBuilder> = racers
+        .iter()
+        .map(|(buyer, token)| {
+            app.post("/api/v1/reservations")
+                .session(buyer)
+                .queue(token)
+                .json(&json!({"date_id": date, "seat_no": 1}))
+        })
+        .collect();
+    requests.push(
+        app.post("/api/v1/refunds")
+            .session(&seller)
+            .json(&json!({ "reservation_id": sold })),
+    );
+    let answers = all_at_once(requests).await;
+    let (refund, holds) = answers.split_last().unwrap();
+    assert_eq!(refund.1, 201, "{refund:?}");
+    for (i, status, body) in holds {
+        assert_eq!(
+            (*status, body["code"].as_str()),
+            (409, Some("seat_unavailable")),
+            "racer {i}: {body}"
+        );
+    }
+    let listed = assert_json(
+        app.get("/api/v1/waitlist")
+            .session(&fan)
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
+    assert_eq!(listed["entries"][0]["status"], json!("offered"), "{listed}");
+    let offer = string_field(&listed["entries"][0], "reservation_id");
+    let hold = assert_json(app.reservation(&fan, &offer).await, 200).await;
+    assert_eq!(hold["seat_nos"], json!([1]));
+}
