@@ -21,6 +21,8 @@ function freshState() {
     announced: null,
     pendingRoute: null,
     olderReservations: null,
+    entry: null, // the buyer's live waiting-list entry for the open date
+    entryPoll: null,
     epoch: 0, // bumped on sign-out, so answers for the previous buyer are dropped
   };
 }
@@ -46,6 +48,7 @@ const MESSAGES = {
   reservation_not_held: "These seats are no longer held for you.",
   reservation_not_paid: "Only a paid reservation can be refunded or given away.",
   refund_window_closed: "Refunds for this date have closed: it starts too soon.",
+  seats_available: "Seats are still to be had on this date: pick them on the map instead of waiting.",
   date_cancelled: "This date was cancelled. Every paid seat was refunded in full to whoever paid for it.",
   sales_closed: "This date has started, so its sales are closed.",
   rate_limited: "Too many tries in a short time. Please wait a moment and try again.",
@@ -203,10 +206,11 @@ async function showCatalog() {
         button.type = "button";
         button.dataset.date = date.date_id;
         const onSale = (date.status || "on_sale") === "on_sale";
+        // A sold-out date is one to wait for: its waiting list is behind the waiting room too.
         button.textContent = !onSale ? (DATE_STATUS[date.status] || "Not on sale")
-          : date.available_seats === 0 ? "No seats free" : "Choose seats";
+          : date.available_seats === 0 ? "Sold out: join the waiting list" : "Choose seats";
         button.setAttribute("aria-label", `${button.textContent}: ${concert.title}, ${when(date.starts_at)}`);
-        button.disabled = !onSale || date.available_seats === 0;
+        button.disabled = !onSale;
         button.addEventListener("click", () => go(`#/dates/${encodeURIComponent(date.date_id)}`));
         item.append(about, button);
         dates.append(item);
@@ -860,6 +864,93 @@ function renderSelection() {
   $("hold").disabled = count === 0 || state.hold !== null;
   $("pick-bar").hidden = state.hold !== null;
   if (map) $("availability").textContent = `${won(map.available)} of ${won(map.count)} seats available.`;
+  renderWaitlist();
+}
+
+// ----- waiting list ----------------------------------------------------------------------
+
+function renderWaitlist() {
+  const map = state.map;
+  const entry = state.entry;
+  $("waitlist-form").hidden = !map || map.available > 0 || Boolean(entry) || state.hold !== null;
+  $("waitlist-status").hidden = !entry || entry.status !== "waiting";
+  if (entry && entry.status === "waiting") {
+    $("waitlist-place").textContent = entry.position === 1
+      ? `You are first on the waiting list for ${plural(entry.quantity, "seat", "seats")}. Seats that come back are held for you here.`
+      : `You are number ${won(entry.position)} on the waiting list for ${plural(entry.quantity, "seat", "seats")}. Seats that come back are held for the first in line.`;
+  }
+}
+
+// The buyer's live entry for this date, if any, from their newest entries.
+async function findEntry(dateId) {
+  try {
+    const { entries } = await api("GET", "/waitlist?limit=20");
+    return entries.find((e) => e.date_id === dateId && (e.status === "waiting" || e.status === "offered")) || null;
+  } catch (problem) {
+    fail(problem);
+    return null;
+  }
+}
+
+// While the buyer waits, look now and then for an offer: it becomes their hold, with its
+// countdown and a Pay button (no waiting room to pass again).
+function watchEntry() {
+  clearTimeout(state.entryPoll);
+  const entry = state.entry;
+  if (!entry) return;
+  if (entry.status === "offered") { showOffer(entry); return; }
+  const dateId = entry.date_id;
+  const epoch = state.epoch;
+  state.entryPoll = setTimeout(async () => {
+    if (epoch !== state.epoch || !state.date || state.date.date_id !== dateId) return;
+    state.entry = await findEntry(dateId);
+    renderWaitlist();
+    watchEntry();
+  }, 2000);
+}
+
+async function showOffer(entry) {
+  try {
+    const reservation = await api("GET", `/reservations/${encodeURIComponent(entry.reservation_id)}`);
+    if (!isLive(reservation)) return;
+    state.entry = null;
+    renderWaitlist();
+    await showHold(reservation);
+    const one = reservation.seat_nos.length === 1;
+    say(`${one ? "Seat" : "Seats"} ${seatList(reservation.seat_nos)} came back for you from the waiting list, held until ${CLOCK.format(new Date(reservation.expires_at))}. Pay to keep ${one ? "it" : "them"}.`, "info");
+  } catch (problem) {
+    fail(problem);
+  }
+}
+
+async function joinWaitlist(event) {
+  event.preventDefault();
+  const date = state.date;
+  if (!date) return;
+  try {
+    const entry = await api("POST", `/dates/${encodeURIComponent(date.date_id)}/waitlist`, { body: { quantity: Number($("waitlist-quantity").value) } });
+    state.entry = entry;
+    say("");
+    renderWaitlist();
+    watchEntry();
+  } catch (problem) {
+    if (problem.code === "rehold_cooldown") say("Your last offer on this date ran out a moment ago, so you may join its waiting list again a little later.");
+    else fail(problem);
+  }
+}
+
+async function leaveWaitlist() {
+  const entry = state.entry;
+  if (!entry) return;
+  try {
+    await api("DELETE", `/waitlist/${encodeURIComponent(entry.entry_id)}`);
+    state.entry = null;
+    clearTimeout(state.entryPoll);
+    say("You left the waiting list.", "info");
+    renderWaitlist();
+  } catch (problem) {
+    fail(problem);
+  }
 }
 
 function toggleSeat(seat) {
@@ -882,6 +973,7 @@ function applyListing(listing) {
   if (state.limit !== listing.max_seats_per_user || !$("best-quantity").options.length) {
     const options = Array.from({ length: listing.max_seats_per_user }, (_, i) => new Option(String(i + 1), String(i + 1)));
     $("best-quantity").replaceChildren(...options);
+    $("waitlist-quantity").replaceChildren(...options.map((o) => new Option(o.text, o.value)));
     $("best-quantity").value = String(Math.min(2, listing.max_seats_per_user));
   }
   state.limit = listing.max_seats_per_user;
@@ -911,6 +1003,8 @@ function applySeats(changes) {
 
 function leaveSeats() {
   stopStreams();
+  clearTimeout(state.entryPoll);
+  state.entry = null;
   if (state.map) state.map.destroy();
   state.map = null;
   state.selected.clear();
@@ -935,6 +1029,12 @@ async function openSeats() {
   $("availability").textContent = "Loading the seat map…";
   findOwnedSeats(date.date_id);
   listenSeats(date.date_id);
+  findEntry(date.date_id).then((entry) => {
+    if (!state.date || state.date.date_id !== date.date_id) return;
+    state.entry = entry;
+    renderWaitlist();
+    watchEntry();
+  });
 }
 
 // The buyer's own paid seats on this date, from their reservations (the newest few pages).
@@ -1082,7 +1182,7 @@ async function pay() {
     setQueueToken(null);
     $("balance").textContent = won(payment.balance);
     const about = hold.about ? ` for ${describeDate(hold.about)}` : "";
-    $("confirmation").textContent = `Seats ${seatList(payment.seat_nos)}${about} are yours. ` +
+    $("confirmation").textContent = `${payment.seat_nos.length === 1 ? "Seat" : "Seats"} ${seatList(payment.seat_nos)}${about} ${payment.seat_nos.length === 1 ? "is" : "are"} yours. ` +
       `You paid ${won(payment.amount)} won (payment ${payment.payment_id}); ${won(payment.balance)} won is left on your balance.`;
     say("");
     leaveSeats();
@@ -1301,6 +1401,8 @@ document.addEventListener("DOMContentLoaded", () => {
   $("older-reservations").addEventListener("click", () => showReservations(state.olderReservations));
   $("hold").addEventListener("click", holdSeats);
   $("best-form").addEventListener("submit", holdBest);
+  $("waitlist-form").addEventListener("submit", joinWaitlist);
+  $("leave-waitlist").addEventListener("click", leaveWaitlist);
   $("top-up-form").addEventListener("submit", topUp);
   $("pay").addEventListener("click", pay);
   $("release").addEventListener("click", release);

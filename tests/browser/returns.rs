@@ -159,3 +159,83 @@ async fn a_cancelled_date_says_so_in_the_catalogue() {
         .await;
     browser.close().await;
 }
+
+/// A buyer who finds a date sold out joins its waiting list on the page; when a seat comes
+/// back it appears as their own hold with its countdown, and they pay for it there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_list_offer_reaches_the_buyers_page_and_is_paid_there() {
+    let (server, _) = server(300).await;
+    let date = add_date(&server, 1, "2031-06-01T19:00:00Z").await;
+    let seller = ApiBuyer::admitted(&server, &unique("seller")).await;
+    let charged = seller
+        .client
+        .post(format!("{}/balance/charges", seller.base))
+        .header("authorization", &seller.session)
+        .json(&json!({"amount": 2_500}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(charged.status(), 201);
+    let held = seller.hold(&date, &[1]).await;
+    let reservation = held["reservation_id"].as_str().unwrap().to_owned();
+    let paid = seller
+        .client
+        .post(format!("{}/payments", seller.base))
+        .header("authorization", &seller.session)
+        .header("x-queue-token", &seller.queue_token)
+        .json(&json!({ "reservation_id": reservation }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paid.status(), 201);
+
+    let driver = Driver::start().await;
+    let fan = driver.browser().await;
+    sign_up_from_header(&fan, &server, &unique("patientfan")).await;
+    let button = fan
+        .script(
+            "return document.querySelector(`[data-date=\"${arguments[0]}\"]`).textContent;",
+            json!([date]),
+        )
+        .await;
+    assert_eq!(button, json!("Sold out: join the waiting list"));
+    fan.click(&format!("[data-date=\"{date}\"]")).await;
+    fan.find("#waitlist-form").await;
+    fan.check_accessibility("a sold-out date's waiting list")
+        .await;
+    fan.click("#join-waitlist").await;
+    fan.wait_until("the place on the list", "#waitlist-place", |text, _| {
+        text.contains("You are first on the waiting list")
+    })
+    .await;
+
+    // The seat comes back: it is the fan's hold, with its countdown, without a word from them.
+    let refunded = seller
+        .client
+        .post(format!("{}/refunds", seller.base))
+        .header("authorization", &seller.session)
+        .json(&json!({ "reservation_id": reservation }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refunded.status(), 201);
+    fan.find("#hold-panel").await;
+    fan.wait_until("the offer is announced", "#message", |text, _| {
+        text.contains("Seat 1 came back for you from the waiting list")
+    })
+    .await;
+    assert!(seat_class(&fan, 1).await.contains("mine"));
+    fan.wait_until("a countdown", "#countdown", |text, _| text.contains(':'))
+        .await;
+    let shot = fan.screenshot("waitlist-offer").await;
+    fan.click("#top-up").await;
+    fan.wait_until("the top-up", "#message", |text, _| text.contains("Added"))
+        .await;
+    fan.click("#pay").await;
+    fan.wait_until("the confirmation", "#confirmation", |text, _| {
+        text.contains("Seat 1")
+    })
+    .await;
+    eprintln!("screenshot: {}", shot.display());
+    fan.close().await;
+}
