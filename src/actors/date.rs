@@ -395,11 +395,35 @@ impl DateState {
     /// publishes the seats it touched.
     fn apply(&mut self, event: &Event, now: Timestamp) {
         let ended = self.map.holds_ended_by(event);
+        let listed = self.map.waitlist().len();
+        if listed > 0 {
+            self.count_offers_ended(&ended, event);
+        }
         let changed = self.map.apply(event);
         for (user, reservation) in ended {
             self.deps.registry.held().release(user, reservation, now);
         }
+        if listed > 0 || !self.map.waitlist().is_empty() {
+            metrics::gauge!("boxoffice_waitlist_entries", "date" => self.map.date().to_string())
+                .set(self.map.waitlist().len() as f64);
+        }
         self.view.publish(&self.map, &changed, now);
+    }
+
+    /// Counts the waiting-list offers among the holds `event` ends: paid, or let go of.
+    fn count_offers_ended(&self, ended: &[(UserId, ReservationId)], event: &Event) {
+        let waitlist = self.map.waitlist();
+        for (_, reservation) in ended {
+            if waitlist.offered_to(reservation.seq).is_none() {
+                continue;
+            }
+            let outcome = match event {
+                Event::PaymentCompleted { .. } => "purchased",
+                Event::WaitlistLeft { .. } => "left",
+                _ => "lapsed",
+            };
+            metrics::counter!("boxoffice_waitlist_offers_total", "outcome" => outcome).increment(1);
+        }
     }
 
     /// Decides a hold and applies it; the caller logs the event. Decided and counted in the

@@ -320,6 +320,26 @@ async fn released_seats_are_offered_to_the_first_entry_that_fits_and_paid_withou
     )
     .await;
     assert_eq!(app.reservation_status(&public, &plain).await, "held");
+
+    // Servers started side by side in one test process share one recorder: the series are
+    // there, their figures are everyone's.
+    let metrics = app
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        r#"boxoffice_waitlist_offers_total{outcome="made"} "#,
+        r#"boxoffice_waitlist_offers_total{outcome="purchased"} "#,
+        r#"boxoffice_waitlist_entries{date=""#,
+        r#"boxoffice_events_total{kind="refund_completed"} "#,
+        r#"boxoffice_events_total{kind="waitlist_joined"} "#,
+    ] {
+        assert!(metrics.contains(series), "{series} in\n{metrics}");
+    }
 }
 
 #[tokio::test]
@@ -420,4 +440,143 @@ async fn an_offer_that_expires_unswept_goes_to_the_next_entry_before_the_buyer_w
     })
     .await;
     assert_eq!(entries(&app, &first).await[0]["status"], json!("lapsed"));
+}
+
+#[tokio::test]
+async fn offers_come_from_the_entrys_section_and_pass_over_a_user_at_a_limit_until_the_next_release(
+) {
+    let app = spawn_app().await;
+    let concert = app.create_concert("Sections", "Hall").await;
+    let response = app
+        .post(&format!("/api/v1/admin/concerts/{concert}/dates"))
+        .bearer_auth(&app.admin_token)
+        .json(&json!({"starts_at": STARTS_AT, "sections": [
+            {"name": "Floor", "price": 100, "rows": [{"row": "A", "seats": 2}]},
+            {"name": "Balcony", "price": 50, "rows": [{"row": "1", "seats": 2}]}
+        ]}))
+        .send()
+        .await
+        .unwrap();
+    let date = string_field(&assert_json(response, 201).await, "date_id");
+    let (floor_owner, floor) = sold(&app, &date, &[1, 2]).await;
+    let (balcony_owner, balcony) = sold(&app, &date, &[3, 4]).await;
+
+    // The first in line holds the most seats one may over all dates; the second wants the
+    // balcony only; the third takes anything.
+    let (busy, busy_token) = app.admitted_buyer().await;
+    let mut busy_holds = Vec::new();
+    for _ in 0..2 {
+        let other = app.create_date(&concert, 4, 10).await;
+        let held = app.hold_ok(&busy, &busy_token, &other, &[1, 2, 3, 4]).await;
+        busy_holds.push(string_field(&held, "reservation_id"));
+    }
+    let (balcony_fan, balcony_token) = app.admitted_buyer().await;
+    let (any_fan, any_token) = app.admitted_buyer().await;
+    let one = json!({"quantity": 1});
+    assert_json(
+        join(&app, &busy, &busy_token, &date, one.clone()).await,
+        201,
+    )
+    .await;
+    let balcony_only = json!({"quantity": 1, "section": "Balcony"});
+    let body = assert_json(
+        join(&app, &balcony_fan, &balcony_token, &date, balcony_only).await,
+        201,
+    )
+    .await;
+    assert_eq!(body["section"], json!("Balcony"));
+    assert_json(join(&app, &any_fan, &any_token, &date, one).await, 201).await;
+
+    // Two floor seats come back: the first in line is passed over (their limit), the balcony
+    // fan too (not their section); the third gets one.
+    refund(&app, &floor_owner, &floor).await;
+    let status = |buyer: Buyer| {
+        let app = &app;
+        async move { entries(app, &buyer).await[0].clone() }
+    };
+    assert_eq!(status(busy.clone()).await["status"], json!("waiting"));
+    assert_eq!(status(busy.clone()).await["position"], json!(1));
+    assert_eq!(
+        status(balcony_fan.clone()).await["status"],
+        json!("waiting")
+    );
+    let offered = status(any_fan.clone()).await;
+    assert_eq!(offered["status"], json!("offered"));
+    let hold = assert_json(
+        app.reservation(&any_fan, &string_field(&offered, "reservation_id"))
+            .await,
+        200,
+    )
+    .await;
+    assert!(
+        hold["seat_nos"] == json!([1]) || hold["seat_nos"] == json!([2]),
+        "{hold}"
+    );
+
+    // The busy fan lets go of a hold; at the next release they are offered first.
+    let released = app
+        .delete(&format!("/api/v1/reservations/{}", busy_holds[0]))
+        .session(&busy)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(released.status(), 204);
+    refund(&app, &balcony_owner, &balcony).await;
+    let busy_offer = status(busy.clone()).await;
+    assert_eq!(busy_offer["status"], json!("offered"), "{busy_offer}");
+    let balcony_offer = status(balcony_fan.clone()).await;
+    assert_eq!(balcony_offer["status"], json!("offered"), "{balcony_offer}");
+    let hold = assert_json(
+        app.reservation(
+            &balcony_fan,
+            &string_field(&balcony_offer, "reservation_id"),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert!(
+        hold["seat_nos"] == json!([3]) || hold["seat_nos"] == json!([4]),
+        "{hold}"
+    );
+}
+
+#[tokio::test]
+async fn a_waiting_list_and_its_offers_survive_a_restart() {
+    let app = spawn_app().await;
+    let (_, date) = app.concert_with_date(2, 100).await;
+    let (first_owner, first) = sold(&app, &date, &[1]).await;
+    let (second_owner, second) = sold(&app, &date, &[2]).await;
+    let (offered_fan, offered_token) = app.admitted_buyer().await;
+    let (waiting_fan, waiting_token) = app.admitted_buyer().await;
+    let one = json!({"quantity": 1});
+    assert_json(
+        join(&app, &offered_fan, &offered_token, &date, one.clone()).await,
+        201,
+    )
+    .await;
+    assert_json(
+        join(&app, &waiting_fan, &waiting_token, &date, one).await,
+        201,
+    )
+    .await;
+    refund(&app, &first_owner, &first).await;
+    let before = (
+        entries(&app, &offered_fan).await,
+        entries(&app, &waiting_fan).await,
+    );
+    assert_eq!(before.0[0]["status"], json!("offered"));
+
+    let app = app.restarted().await;
+    let after = (
+        entries(&app, &offered_fan).await,
+        entries(&app, &waiting_fan).await,
+    );
+    assert_eq!(after, before);
+    // The list goes on as before: the next seat back goes to the one still waiting.
+    refund(&app, &second_owner, &second).await;
+    assert_eq!(
+        entries(&app, &waiting_fan).await[0]["status"],
+        json!("offered")
+    );
 }

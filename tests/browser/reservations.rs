@@ -157,7 +157,7 @@ async fn my_reservations_say_what_each_is_for_and_pay_a_held_one() {
     browser.click(".pay-reservation").await;
     browser
         .wait_until("paid from the list", "#confirmation", |text, _| {
-            text.contains("Seats 10")
+            text.contains("Seat 10 ")
         })
         .await;
     browser.click("#see-reservations").await;
