@@ -298,14 +298,15 @@ impl From<&PaymentReceipt> for PaymentBody {
 }
 
 /// A replayed payment answers before the queue token is checked: the original payment ended
-/// that token, and the retry must still get the original answer.
+/// that token, and the retry must still get the original answer. A hold offered from a waiting
+/// list is paid without a queue token (one that is sent and valid ends, as with any payment).
 #[utoipa::path(
     post, path = "/api/v1/payments", tag = "seats",
     security(("session" = [], "queue_token" = [])),
     params(IdempotencyKeyParam),
     request_body = PayRequest,
     responses(
-        (status = 201, description = "Paid: seats sold, balance debited, history written, queue token expired", body = PaymentBody),
+        (status = 201, description = "Paid: seats sold, balance debited, history written, queue token expired. A hold offered from a waiting list needs no queue token", body = PaymentBody),
         (status = 400, description = "`malformed_request`", body = Problem),
         (status = 401, description = "`unauthenticated` or `queue_token_invalid`", body = Problem),
         (status = 402, description = "`insufficient_balance`; the hold stays as it was", body = Problem),
