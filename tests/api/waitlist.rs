@@ -580,3 +580,67 @@ async fn a_waiting_list_and_its_offers_survive_a_restart() {
         json!("offered")
     );
 }
+
+#[tokio::test]
+async fn the_list_of_entries_comes_a_page_at_a_time_newest_first() {
+    let app = spawn_app().await;
+    let (fan, token) = app.admitted_buyer().await;
+    let mut joined = Vec::new();
+    for _ in 0..3 {
+        let (_, date) = app.concert_with_date(1, 10).await;
+        sold(&app, &date, &[1]).await;
+        let entry = assert_json(
+            join(&app, &fan, &token, &date, json!({"quantity": 1})).await,
+            201,
+        )
+        .await;
+        joined.push(string_field(&entry, "entry_id"));
+    }
+    let page = |query: String| {
+        let request = app
+            .get(&format!("/api/v1/waitlist{query}"))
+            .session(&fan)
+            .send();
+        async move { request.await.unwrap() }
+    };
+    let first = assert_json(page("?limit=2".into()).await, 200).await;
+    let ids: Vec<String> = first["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| string_field(e, "entry_id"))
+        .collect();
+    assert_eq!(ids, vec![joined[2].clone(), joined[1].clone()]);
+    let cursor = string_field(&first, "next_cursor");
+    let second = assert_json(page(format!("?limit=2&cursor={cursor}")).await, 200).await;
+    assert_eq!(second["entries"][0]["entry_id"], json!(joined[0]));
+    assert_eq!(second["next_cursor"], json!(null));
+    for bad in ["?limit=0", "?limit=1001", "?cursor=nonsense"] {
+        assert_problem(page(bad.into()).await, 400, "malformed_request").await;
+    }
+}
+
+#[tokio::test]
+async fn a_started_date_refuses_joining_its_list() {
+    let app = spawn_app().await;
+    let concert = app.create_concert("Tonight", "Hall").await;
+    let starts_at = time::OffsetDateTime::from_unix_timestamp_nanos(
+        (app.now_ms() as i128 + 60_000) * 1_000_000,
+    )
+    .unwrap()
+    .format(&time::format_description::well_known::Rfc3339)
+    .unwrap();
+    let response = app
+        .post(&format!("/api/v1/admin/concerts/{concert}/dates"))
+        .bearer_auth(&app.admin_token)
+        .json(&json!({"starts_at": starts_at, "seat_count": 1, "price": 10}))
+        .send()
+        .await
+        .unwrap();
+    let date = string_field(&assert_json(response, 201).await, "date_id");
+    sold(&app, &date, &[1]).await;
+    let (fan, token) = app.admitted_buyer().await;
+    app.advance(Duration::from_secs(60));
+    let refused = join(&app, &fan, &token, &date, json!({"quantity": 1})).await;
+    assert_problem(refused, 409, "sales_closed").await;
+}
