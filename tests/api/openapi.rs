@@ -1211,22 +1211,27 @@ async fn stopping(seen: &mut Observed) {
     assert_eq!(body["status"], "stopping", "{body}");
 }
 
-/// Starts a slow sign-up and returns once it holds the only place in flight.
+/// Starts a slow sign-up and returns once it holds the only place in flight. On a busy machine
+/// the sign-up may be done before a probe sees it in flight: then another one is started.
 async fn stall_in_flight(app: &TestApp) -> tokio::task::JoinHandle<()> {
-    let sign_up = app.post("/api/v1/users").json(&json!({
-        "username": unique_username(), "password": "a long enough password"
-    }));
-    let stall = tokio::spawn(async move {
-        let _ = sign_up.send().await;
-    });
     let client = app.client.clone();
     let probe = app.url("/api/v1/concerts");
-    eventually("a slow sign-up to take the only place in flight", || {
-        let (client, url) = (client.clone(), probe.clone());
-        async move { (client.get(url).send().await.ok()?.status() == 503).then_some(()) }
-    })
-    .await;
-    stall
+    for _ in 0..20 {
+        let sign_up = app.post("/api/v1/users").json(&json!({
+            "username": unique_username(), "password": "a long enough password"
+        }));
+        let stall = tokio::spawn(async move {
+            let _ = sign_up.send().await;
+        });
+        while !stall.is_finished() {
+            let answer = client.get(&probe).send().await;
+            if answer.is_ok_and(|r| r.status() == 503) {
+                return stall;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    panic!("no slow sign-up was ever seen holding the only place in flight (20 tries)");
 }
 
 // ----- every documented limit holds at its edge ------------------------------------------------
