@@ -1652,21 +1652,9 @@ impl SeatMap {
                 self.transfers = transfer.seq;
                 SeatList::new()
             }
-            Event::WaitlistJoined {
-                entry,
-                user,
-                quantity,
-                section,
-                at,
-            } if entry.date == self.date => {
-                self.waitlist.join(Entry {
-                    id: *entry,
-                    user: *user,
-                    quantity: *quantity,
-                    section: *section,
-                    joined_at: *at,
-                    offer: None,
-                });
+            Event::WaitlistJoined { entry, .. } if entry.date == self.date => {
+                self.waitlist
+                    .join(Entry::joined_by(event).expect("a join places an entry"));
                 SeatList::new()
             }
             Event::WaitlistLeft { entry, at, .. } if entry.date == self.date => {

@@ -53,6 +53,30 @@ pub struct Entry {
     pub offer: Option<ReservationId>,
 }
 
+impl Entry {
+    /// The entry a `WaitlistJoined` event puts on the list.
+    pub fn joined_by(event: &Event) -> Option<Self> {
+        let Event::WaitlistJoined {
+            entry,
+            user,
+            quantity,
+            section,
+            at,
+        } = event
+        else {
+            return None;
+        };
+        Some(Self {
+            id: *entry,
+            user: *user,
+            quantity: *quantity,
+            section: *section,
+            joined_at: *at,
+            offer: None,
+        })
+    }
+}
+
 /// What a client sees of an entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntryStatus {
@@ -133,20 +157,7 @@ pub enum WaitlistChange {
 impl WaitlistChange {
     pub fn made_by(event: &Event) -> Option<Self> {
         Some(match event {
-            Event::WaitlistJoined {
-                entry,
-                user,
-                quantity,
-                section,
-                at,
-            } => Self::Joined(Entry {
-                id: *entry,
-                user: *user,
-                quantity: *quantity,
-                section: *section,
-                joined_at: *at,
-                offer: None,
-            }),
+            Event::WaitlistJoined { .. } => Self::Joined(Entry::joined_by(event)?),
             Event::HoldPlaced {
                 reservation,
                 offer: Some(entry),
