@@ -58,14 +58,14 @@ fn policy() -> QueuePolicy {
 
 /// The token's low 64 bits name its user, so a token alone is enough to poll or leave.
 fn user_of(token: QueueTokenId) -> UserId {
-    UserId(token.0 as u64)
+    UserId(token.secret as u64)
 }
 
 fn position(queue: &AdmissionQueue, token: QueueTokenId, now: Timestamp) -> u64 {
     match queue.poll(token, user_of(token), now) {
         Ok(Lookup::Live(status)) => match status.standing {
             Standing::Waiting { position, .. } => position,
-            Standing::Active => panic!("{token} is admitted, not waiting"),
+            other => panic!("{token} is not waiting but {other:?}"),
         },
         other => panic!("{token} is not live: {other:?}"),
     }
@@ -98,7 +98,7 @@ impl Line {
     fn fresh_token(&mut self) -> QueueTokenId {
         let user = self.next_user;
         self.next_user += 1;
-        QueueTokenId(((self.rng.gen::<u64>() as u128) << 64) | user as u128)
+        QueueTokenId::general(((self.rng.gen::<u64>() as u128) << 64) | user as u128)
     }
 
     fn issue(&mut self, token: QueueTokenId) -> Standing {
@@ -130,7 +130,7 @@ impl Line {
 
     /// The state a restart would have: the same line, no garbage, no admission history.
     fn restart(&mut self) {
-        self.queue = AdmissionQueue::restore(policy(), &self.queue.to_snapshot(), self.now);
+        self.queue = AdmissionQueue::restore(policy(), None, &self.queue.to_snapshot(), self.now);
         self.ended = 0;
     }
 
@@ -195,6 +195,7 @@ fn build_line(rng: &mut StdRng) -> Line {
                     "issue reports its place"
                 );
             }
+            Standing::PreQueue { .. } => unreachable!("the bench's line has no opening"),
         }
     }
     let grown = rss_bytes().saturating_sub(before);

@@ -99,7 +99,7 @@ fn main() {
             .unwrap();
         let concert = engine
             .catalog
-            .create_concert("Bench".into(), "Hall".into())
+            .create_concert("Bench".into(), "Hall".into(), Default::default())
             .await
             .unwrap();
         for buyer in 1..=BUYERS {

@@ -83,7 +83,7 @@ impl LiveSale {
             .expect("the engine starts");
         let concert = engine
             .catalog
-            .create_concert("Bench".into(), "Hall".into())
+            .create_concert("Bench".into(), "Hall".into(), Default::default())
             .await
             .unwrap();
         let date = Self::open_date(&engine, concert).await;

@@ -269,7 +269,7 @@ impl LiveDate {
             .expect("the engine starts");
         let concert = engine
             .catalog
-            .create_concert("Bench".into(), "Hall".into())
+            .create_concert("Bench".into(), "Hall".into(), Default::default())
             .await
             .unwrap();
         let mut rng = StdRng::seed_from_u64(2);

@@ -33,8 +33,9 @@ use crate::domain::idempotency::{
     BookKey, IdempotencyBook, KeyIndex, KeyRecord, Lookup, Outcome, PendingRecord,
 };
 use crate::domain::page::{Page, PageRequest};
+use crate::domain::rooms::Rooms;
 use crate::domain::seat_map::Reservation;
-use crate::domain::{DateId, DomainError, Event, UserId};
+use crate::domain::{DateId, DomainError, Event, Timestamp, UserId};
 use crate::store::backup::{write_backup, BackupReport};
 use crate::store::log::{AfterCommit, Appended};
 use crate::store::reader::StoreReader;
@@ -347,7 +348,7 @@ pub struct Durability {
     pub supervisor: ActorRef<()>,
     /// The waiting room, which a committed payment changes: it ends the token the payment was
     /// made with. Set when the queue's owner starts, before any request is served.
-    pub waiting_room: Arc<OnceLock<Arc<RwLock<AdmissionQueue>>>>,
+    pub waiting_room: Arc<OnceLock<Arc<RwLock<Rooms>>>>,
 }
 
 impl Durability {
@@ -408,9 +409,21 @@ impl Durability {
     /// owner's handler waits on the queue's mailbox for it. Replay applies the same events
     /// after the queue's snapshot (`recovery`).
     fn waiting_room_share(&self, event: &Event) -> Option<AfterCommit> {
+        if let Event::ConcertCreated {
+            concert,
+            room: Some(spec),
+            ..
+        } = event
+        {
+            let (rooms, concert, spec) = (self.waiting_room.get()?.clone(), *concert, *spec);
+            // The bucket starts full whatever the time given, so any past instant will do.
+            return Some(Box::new(move || {
+                rooms.write().add(concert, &spec, Timestamp(0))
+            }));
+        }
         let (token, at) = AdmissionQueue::token_ended_by(event)?;
-        let queue = self.waiting_room.get()?.clone();
-        Some(Box::new(move || queue.write().end_paid(token, at)))
+        let rooms = self.waiting_room.get()?.clone();
+        Some(Box::new(move || rooms.write().end_paid(token, at)))
     }
 }
 
@@ -504,8 +517,14 @@ impl Engine {
         let accounts =
             AccountsHandle::spawn(settings, clock.clone(), durability.clone(), accounts).await?;
         let ledger = LedgerHandle::spawn(clock.clone(), durability.clone(), ledger).await?;
-        let queue =
-            QueueHandle::spawn(settings, clock.clone(), durability.clone(), saved_queue).await?;
+        let queue = QueueHandle::spawn(
+            settings,
+            clock.clone(),
+            durability.clone(),
+            saved_queue,
+            catalog.rooms().collect::<Vec<_>>(),
+        )
+        .await?;
         let catalog = CatalogHandle::spawn(
             settings,
             clock.clone(),
@@ -656,7 +675,7 @@ mod tests {
             .unwrap();
         let concert: ConcertId = engine
             .catalog
-            .create_concert("c".into(), "v".into())
+            .create_concert("c".into(), "v".into(), Default::default())
             .await
             .unwrap();
         let date = engine

@@ -184,7 +184,11 @@ const DAY_MS: i64 = 86_400_000;
 async fn seed_demo(engine: &Engine, now: Timestamp) -> anyhow::Result<()> {
     let concert = engine
         .catalog
-        .create_concert("boxoffice demo night".into(), "Olympic Hall, Seoul".into())
+        .create_concert(
+            "boxoffice demo night".into(),
+            "Olympic Hall, Seoul".into(),
+            Default::default(),
+        )
         .await?;
     let rows = |labels: &[&str]| -> Vec<RowPlan> {
         labels

@@ -13,6 +13,7 @@ pub mod idempotency;
 pub mod ledger;
 pub mod page;
 pub mod rate_limit;
+pub mod rooms;
 pub mod seat_map;
 pub mod types;
 pub mod venue;

@@ -8,7 +8,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use crate::config::AuthSettings;
-use crate::domain::admission::QueueTokenId;
+use crate::domain::admission::OpeningSeed;
 use crate::domain::Password;
 
 #[derive(Clone)]
@@ -110,10 +110,18 @@ impl SessionToken {
     }
 }
 
-pub fn random_queue_token() -> QueueTokenId {
+/// The seed that orders a room's pre-queue at its opening.
+pub fn random_opening_seed() -> OpeningSeed {
+    let mut seed = [0u8; 32];
+    OsRng.fill_bytes(&mut seed);
+    OpeningSeed(seed)
+}
+
+/// The random part of a new queue token (`QueueTokenId::secret`).
+pub fn random_token_secret() -> u128 {
     let mut bytes = [0u8; 16];
     OsRng.fill_bytes(&mut bytes);
-    QueueTokenId(u128::from_le_bytes(bytes))
+    u128::from_le_bytes(bytes)
 }
 
 #[cfg(test)]
@@ -154,6 +162,6 @@ mod tests {
         let a = SessionToken::random_secret();
         let b = SessionToken::random_secret();
         assert_ne!(a, b);
-        assert_ne!(random_queue_token(), random_queue_token());
+        assert_ne!(random_token_secret(), random_token_secret());
     }
 }

@@ -352,7 +352,7 @@ fn check(commands: Vec<Command>, split: usize) -> Result<(), TestCaseError> {
         let engine = Engine::start(&settings, clock.clone()).await.unwrap();
         let concert = engine
             .catalog
-            .create_concert("c".into(), "v".into())
+            .create_concert("c".into(), "v".into(), Default::default())
             .await
             .unwrap();
         assert_eq!(concert, ConcertId(1));

@@ -13,10 +13,13 @@ use super::{
 };
 use crate::clock::SharedClock;
 use crate::config::Settings;
-use crate::domain::catalog::{Catalog, Concert, DateInfo, SeatPlan};
+use crate::domain::admission::RoomId;
+use crate::domain::catalog::{Catalog, Concert, DateInfo, SaleTerms, SeatPlan};
+use crate::domain::rooms::RoomSpec;
 use crate::domain::seat_map::{DatePolicy, SeatMap};
 use crate::domain::{ConcertId, DateId, DomainError, Event, Timestamp};
 use crate::policies::date_policy;
+use crate::security::random_opening_seed;
 use crate::store::recovery::CATALOG_OWNER;
 use crate::store::Durable;
 
@@ -24,6 +27,7 @@ pub enum CatalogMsg {
     CreateConcert {
         title: String,
         venue: String,
+        terms: SaleTerms,
         reply: RpcReplyPort<Decided<ConcertId, DomainError>>,
     },
     CreateDate {
@@ -56,12 +60,21 @@ impl CatalogState {
         seats: SeatPlan,
     ) -> Result<(DateId, Durable), EngineError> {
         let event = self.catalog.read().create_date(concert, starts_at, seats)?;
-        let Event::DateCreated { date, layout, .. } = &event else {
+        let Event::DateCreated {
+            date,
+            layout,
+            max_tickets_per_user,
+            ..
+        } = &event
+        else {
             unreachable!("create_date decides a date")
         };
         let date = *date;
-        let map = SeatMap::new(date, starts_at, layout.clone(), self.date_policy);
-        let handle = DateHandle::spawn(map, self.dates.clone())
+        let map = SeatMap::new(date, starts_at, layout.clone(), self.date_policy)
+            .sold_as(*max_tickets_per_user);
+        let room = self.catalog.read().concert(concert).map(Concert::room_id);
+        let room = room.ok_or(DomainError::NotFound)?;
+        let handle = DateHandle::spawn(map, room, self.dates.clone())
             .await
             .map_err(|error| {
                 tracing::error!(%error, "could not start a date actor");
@@ -96,9 +109,15 @@ impl Actor for CatalogActor {
             CatalogMsg::CreateConcert {
                 title,
                 venue,
+                terms,
                 reply,
             } => {
-                let decided = state.catalog.read().create_concert(&title, &venue);
+                let decided = state.catalog.read().create_concert_with(
+                    &title,
+                    &venue,
+                    terms,
+                    random_opening_seed(),
+                );
                 let outcome = decided.map(|event| {
                     let durable = state.commit(&event);
                     match event {
@@ -169,7 +188,9 @@ impl CatalogHandle {
     /// Starts the actor of a date recovered from disk.
     pub async fn start_date(&self, date: DateId, map: SeatMap) -> anyhow::Result<()> {
         anyhow::ensure!(map.date() == date, "recovered seat map belongs to its date");
-        let handle = DateHandle::spawn(map, self.dates.clone()).await?;
+        let room = self.view.read().date(date).map(|info| info.room);
+        let room = room.ok_or_else(|| anyhow::anyhow!("a recovered date is in the catalogue"))?;
+        let handle = DateHandle::spawn(map, room, self.dates.clone()).await?;
         self.dates.registry.insert(handle);
         Ok(())
     }
@@ -178,13 +199,25 @@ impl CatalogHandle {
         &self,
         title: String,
         venue: String,
+        terms: SaleTerms,
     ) -> Result<ConcertId, EngineError> {
         ask_durably(&self.actor, |reply| CatalogMsg::CreateConcert {
             title,
             venue,
+            terms,
             reply,
         })
         .await
+    }
+
+    /// Every concert's own room, for the rooms' owner as it starts.
+    pub fn rooms(&self) -> Vec<(ConcertId, RoomSpec)> {
+        self.view.read().rooms().collect()
+    }
+
+    /// The room whose token `POST /queue/tokens` with `concert` gives.
+    pub fn room_for_tokens(&self, concert: ConcertId) -> Result<RoomId, DomainError> {
+        self.view.read().room_for_tokens(concert)
     }
 
     pub async fn create_date(

@@ -17,7 +17,7 @@ use super::{
     LedgerHandle,
 };
 use crate::clock::SharedClock;
-use crate::domain::admission::QueueTokenId;
+use crate::domain::admission::{QueueTokenId, RoomId};
 use crate::domain::seat_map::{Joined, Reservation, SaleState, SeatChoice, SeatMap, SeatStatus};
 use crate::domain::venue::Layout;
 use crate::domain::waitlist::{Entry, EntryId};
@@ -880,10 +880,12 @@ pub struct DateHandle {
     view: Arc<SeatView>,
     log: EventLog,
     clock: SharedClock,
+    /// The waiting room of the date's concert, whose tokens alone its seats accept.
+    room: RoomId,
 }
 
 impl DateHandle {
-    pub async fn spawn(map: SeatMap, deps: DateDeps) -> anyhow::Result<Self> {
+    pub async fn spawn(map: SeatMap, room: RoomId, deps: DateDeps) -> anyhow::Result<Self> {
         let view = Arc::new(SeatView::new(&map, deps.clock.now()));
         deps.registry.held().adopt(map.held_reservations());
         spawn_batcher(&view, deps.clock.clone());
@@ -904,7 +906,13 @@ impl DateHandle {
             view,
             log,
             clock,
+            room,
         })
+    }
+
+    /// `queue_token_wrong_room` unless `token` is of this date's room.
+    pub fn admits(&self, token: QueueTokenId) -> Result<(), DomainError> {
+        self.room.admits(token)
     }
 
     /// The user's reservation that has ended, from the store. Its end was logged before the

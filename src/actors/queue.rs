@@ -1,5 +1,6 @@
-//! Owner of the waiting room. It meters admission on a short tick; polls and token checks read
-//! the shared view under a read lock and never enter the mailbox.
+//! Owner of the waiting rooms (the general one and every concert's own). It meters admission
+//! and opens sales on a short tick; polls and token checks read the shared view under a read
+//! lock and never enter the mailbox.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -12,10 +13,11 @@ use super::{ask, every, snapshot_at, Durability, EngineError};
 use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::domain::admission::{
-    AdmissionQueue, Lookup, QueuePolicy, QueueStatus, QueueTokenId, Standing,
+    AdmissionQueue, Lookup, QueuePolicy, QueueStatus, QueueTokenId, RoomId, Standing,
 };
-use crate::domain::{DomainError, Timestamp, UserId};
-use crate::security::random_queue_token;
+use crate::domain::rooms::{RoomSpec, Rooms};
+use crate::domain::{ConcertId, DomainError, Timestamp, UserId};
+use crate::security::random_token_secret;
 use crate::store::recovery::{RecoveredQueue, QUEUE_OWNER};
 
 /// Admission runs this often, so a metered rate of N/s admits in small, even steps.
@@ -23,8 +25,9 @@ const ADMISSION_TICK: Duration = Duration::from_millis(20);
 
 pub enum QueueMsg {
     Issue {
+        room: RoomId,
         user: UserId,
-        reply: RpcReplyPort<(QueueStatus, bool)>,
+        reply: RpcReplyPort<Result<(QueueStatus, bool), DomainError>>,
     },
     Reissue {
         ended: QueueTokenId,
@@ -43,7 +46,7 @@ pub enum QueueMsg {
 pub struct QueueActor;
 
 pub struct QueueState {
-    queue: Arc<RwLock<AdmissionQueue>>,
+    queue: Arc<RwLock<Rooms>>,
     clock: SharedClock,
     durability: Durability,
 }
@@ -69,16 +72,16 @@ impl Actor for QueueActor {
     ) -> Result<(), ActorProcessingErr> {
         let now = state.clock.now();
         match msg {
-            QueueMsg::Issue { user, reply } => {
-                let fresh = random_queue_token();
-                let issued = state.queue.write().issue(user, fresh, now);
-                if issued.1 && issued.0.standing == Standing::Active {
+            QueueMsg::Issue { room, user, reply } => {
+                let fresh = random_token_secret();
+                let issued = state.queue.write().issue(room, user, fresh, now);
+                if matches!(issued, Ok((status, true)) if status.standing == Standing::Active) {
                     metrics::counter!("boxoffice_queue_admissions_total").increment(1);
                 }
                 let _ = reply.send(issued);
             }
             QueueMsg::Reissue { ended, user, reply } => {
-                let fresh = random_queue_token();
+                let fresh = random_token_secret();
                 let _ = reply.send(state.queue.write().reissue(ended, user, fresh, now));
             }
             QueueMsg::Leave { token, user, reply } => {
@@ -130,7 +133,7 @@ impl Actor for QueueActor {
 #[derive(Clone)]
 pub struct QueueHandle {
     actor: ActorRef<QueueMsg>,
-    view: Arc<RwLock<AdmissionQueue>>,
+    view: Arc<RwLock<Rooms>>,
 }
 
 impl QueueHandle {
@@ -139,6 +142,7 @@ impl QueueHandle {
         clock: SharedClock,
         durability: Durability,
         recovered: Option<RecoveredQueue>,
+        rooms: impl IntoIterator<Item = (ConcertId, RoomSpec)>,
     ) -> anyhow::Result<Self> {
         let q = &settings.queue;
         let policy = QueuePolicy {
@@ -148,16 +152,15 @@ impl QueueHandle {
             waiting_ttl_ms: (q.waiting_ttl_seconds as i64).saturating_mul(1000),
             ended_tokens_max: q.ended_tokens_max,
         };
-        let queue = match recovered {
-            Some(saved) => {
-                let mut queue = AdmissionQueue::restore(policy, &saved.snapshot, clock.now());
-                for event in &saved.later_events {
-                    queue.apply(event);
-                }
-                queue
-            }
-            None => AdmissionQueue::new(policy, clock.now()),
-        };
+        let mut queue = Rooms::restore(
+            policy,
+            rooms,
+            recovered.as_ref().map(|saved| &saved.snapshot),
+            clock.now(),
+        );
+        for event in recovered.iter().flat_map(|saved| &saved.later_events) {
+            queue.apply(event);
+        }
         let view = Arc::new(RwLock::new(queue));
         // Before any request: every payment from here on ends its token as it commits.
         if durability.waiting_room.set(view.clone()).is_err() {
@@ -176,9 +179,13 @@ impl QueueHandle {
         Ok(Self { actor, view })
     }
 
-    /// A new token (`true`) or the user's live one.
-    pub async fn issue(&self, user: UserId) -> Result<(QueueStatus, bool), EngineError> {
-        ask(&self.actor, |reply| QueueMsg::Issue { user, reply }).await
+    /// A new token of `room` (`true`) or the user's live one there.
+    pub async fn issue(
+        &self,
+        room: RoomId,
+        user: UserId,
+    ) -> Result<(QueueStatus, bool), EngineError> {
+        Ok(ask(&self.actor, |reply| QueueMsg::Issue { room, user, reply }).await??)
     }
 
     /// No mailbox round trip: polls are the most frequent request of a sale.
@@ -214,23 +221,43 @@ impl QueueHandle {
         Ok(ask(&self.actor, |reply| QueueMsg::Leave { token, user, reply }).await??)
     }
 
-    /// (waiting, active) as of the last admission tick.
+    /// (waiting, active) over every room as of the last admission tick; a pre-queue waits.
     pub fn counts(&self) -> (usize, usize) {
-        let q = self.view.read();
-        (q.waiting_len(), q.active_len())
+        let rooms = self.view.read();
+        rooms.all().fold((0, 0), |(waiting, active), (_, q)| {
+            (
+                waiting + q.waiting_len() + q.pre_queue_len(),
+                active + q.active_len(),
+            )
+        })
     }
 
-    /// Tokens the queue remembers, ended ones included.
+    /// Tokens the rooms remember, ended ones included.
     pub fn remembered(&self) -> usize {
-        self.view.read().remembered_len()
+        self.view
+            .read()
+            .all()
+            .map(|(_, q)| q.remembered_len())
+            .sum()
     }
 
-    /// Admissions per second measured over the last few seconds (0 when none).
+    /// Admissions per second over every room, measured over the last few seconds.
     pub fn admissions_per_second(&self, now: Timestamp) -> f64 {
         self.view
             .read()
-            .measured_admissions_per_second(now)
-            .unwrap_or(0.0)
+            .all()
+            .filter_map(|(_, q)| q.measured_admissions_per_second(now))
+            .sum()
+    }
+
+    /// Reads one room under the view's read lock.
+    pub fn read_room<T>(&self, room: RoomId, read: impl FnOnce(&AdmissionQueue) -> T) -> Option<T> {
+        self.view.read().room(room).map(read)
+    }
+
+    /// Reads every room under one read lock.
+    pub fn read_rooms<T>(&self, read: impl FnOnce(&Rooms) -> T) -> T {
+        read(&self.view.read())
     }
 
     pub fn snapshot(&self) -> impl std::future::Future<Output = ()> + Send + 'static {

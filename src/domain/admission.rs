@@ -10,12 +10,20 @@
 //! admissions reach their `expires_at` (or sooner, at the recent rate of payments and leaves).
 //! Admissions are made in line order with one TTL, so their expiries are in line order too: a
 //! second Fenwick tree over the active tokens' places finds the p-th earliest in O(log n).
+//!
+//! A room with a sale opening keeps the tokens taken before it in a **pre-queue**. At the
+//! opening they are put in line ahead of everyone who comes later, in the order of a keyed hash
+//! of each token under the room's seed (`OpeningSeed`): a uniformly random permutation that
+//! the seed fixes once and for all, so the order of any two tokens never changes, whatever
+//! restarts happen, and arriving early buys nothing.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicI64, Ordering};
+
+use sha2::{Digest, Sha256};
 
 use super::error::DomainError;
 use super::events::Event;
@@ -41,22 +49,133 @@ pub struct QueuePolicy {
     pub ended_tokens_max: usize,
 }
 
-/// 128 random bits from the caller's CSPRNG; the domain never makes randomness itself.
+/// A waiting-room token: 128 random bits from the caller's CSPRNG (the domain never makes
+/// randomness itself) and the room it belongs to, which it names itself.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
 )]
-pub struct QueueTokenId(pub u128);
+pub struct QueueTokenId {
+    pub secret: u128,
+    /// 0 for the general room, else the concert's id.
+    room: u32,
+}
 
+impl QueueTokenId {
+    /// A token of the general room.
+    pub const fn general(secret: u128) -> Self {
+        Self { secret, room: 0 }
+    }
+
+    /// A token of `room` made of the caller's random bits.
+    pub fn in_room(room: RoomId, secret: u128) -> Self {
+        let room = match room {
+            RoomId::General => 0,
+            RoomId::Concert(concert) => concert.0,
+        };
+        Self { secret, room }
+    }
+
+    /// The room this token belongs to, read off the token itself.
+    pub fn room(self) -> RoomId {
+        match self.room {
+            0 => RoomId::General,
+            concert => RoomId::Concert(ConcertId(concert)),
+        }
+    }
+}
+
+/// A waiting room: the general one, or a concert's own.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub enum RoomId {
+    General,
+    Concert(ConcertId),
+}
+
+impl RoomId {
+    /// The concert whose room this is; `None` for the general room.
+    pub fn concert(self) -> Option<ConcertId> {
+        match self {
+            Self::General => None,
+            Self::Concert(concert) => Some(concert),
+        }
+    }
+
+    /// A token is good only in its own room: seats, holds, payments and streams of a date
+    /// accept a token of the room of the date's concert.
+    pub fn admits(self, token: QueueTokenId) -> Result<(), DomainError> {
+        if token.room() == self {
+            Ok(())
+        } else {
+            Err(DomainError::QueueTokenWrongRoom)
+        }
+    }
+}
+
+impl fmt::Display for RoomId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::General => f.write_str("general"),
+            Self::Concert(concert) => write!(f, "{concert}"),
+        }
+    }
+}
+
+/// 256 bits from the caller's CSPRNG, drawn once when a room with an opening is made and
+/// logged with it: the pre-queue's order at the opening is the order of
+/// `SHA-256(seed ‖ token)`, so it is fixed before anyone joins and never drawn again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct OpeningSeed(pub [u8; 32]);
+
+impl OpeningSeed {
+    /// Where `token` stands in the opened line relative to the rest of the pre-queue: lower
+    /// first. Ties (two equal 128-bit draws) fall back to the token itself.
+    pub fn place_of(&self, token: QueueTokenId) -> (u128, QueueTokenId) {
+        let digest = Sha256::new()
+            .chain_update(self.0)
+            .chain_update(token.secret.to_be_bytes())
+            .chain_update(token.room.to_be_bytes())
+            .finalize();
+        let mut first = [0u8; 16];
+        first.copy_from_slice(&digest[..16]);
+        (u128::from_be_bytes(first), token)
+    }
+}
+
+/// When a room's sale opens, and the seed that orders its pre-queue then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Opening {
+    pub at: Timestamp,
+    pub seed: OpeningSeed,
+}
+
+/// `q` and 32 lowercase hex digits of the secret; a concert's room adds `-` and its number.
 impl fmt::Display for QueueTokenId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "q{:032x}", self.0)
+        write!(f, "q{:032x}", self.secret)?;
+        if self.room != 0 {
+            write!(f, "-{}", self.room)?;
+        }
+        Ok(())
     }
 }
 
 impl FromStr for QueueTokenId {
     type Err = ();
     fn from_str(s: &str) -> Result<Self, ()> {
-        let hex = s.strip_prefix('q').ok_or(())?;
+        let rest = s.strip_prefix('q').ok_or(())?;
+        let (hex, room) = match rest.split_once('-') {
+            None => (rest, 0),
+            Some((hex, room)) => {
+                let canonical = !room.starts_with('0') && room.bytes().all(|b| b.is_ascii_digit());
+                let room: u32 = room.parse().map_err(|_| ())?;
+                if !canonical || room == 0 {
+                    return Err(());
+                }
+                (hex, room)
+            }
+        };
         if hex.len() != 32
             || !hex
                 .bytes()
@@ -64,12 +183,15 @@ impl FromStr for QueueTokenId {
         {
             return Err(());
         }
-        u128::from_str_radix(hex, 16).map(Self).map_err(|_| ())
+        let secret = u128::from_str_radix(hex, 16).map_err(|_| ())?;
+        Ok(Self { secret, room })
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TokenState {
+    /// Taken before the room's opening: no place in line until then.
+    PreQueue,
     Waiting,
     Active {
         expires_at: Timestamp,
@@ -84,6 +206,8 @@ struct TokenRecord {
     seq: u64,
     state: TokenState,
     last_poll_ms: AtomicI64,
+    /// When it joined the line (or the opening put it there): its wait is counted from here.
+    queued_at: Timestamp,
 }
 
 impl TokenRecord {
@@ -103,6 +227,11 @@ impl TokenRecord {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Standing {
+    /// Before the room's opening: `size` tokens wait for their places to be drawn.
+    PreQueue {
+        size: u64,
+        estimated_wait_seconds: u64,
+    },
     Waiting {
         position: u64,
         estimated_wait_seconds: u64,
@@ -130,8 +259,102 @@ pub enum Lookup {
 /// Polls and retired tokens are not kept; see `AdmissionQueue::restore`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct QueueSnapshot {
-    pub waiting: Vec<(u128, UserId)>,
-    pub active: Vec<(u128, UserId, Timestamp)>,
+    /// In line order, each with when it joined the line.
+    pub waiting: Vec<(QueueTokenId, UserId, Timestamp)>,
+    pub active: Vec<(QueueTokenId, UserId, Timestamp)>,
+    /// Tokens taken before the opening, while it is still ahead; their order is the seed's.
+    pub pre_queue: Vec<(QueueTokenId, UserId)>,
+    pub opened: bool,
+    pub audit: AdmissionAudit,
+    /// The admission bucket (thousandths of an admission) and when it was last filled, so a
+    /// quick restart neither bursts nor stalls.
+    pub credit: (u64, Timestamp),
+}
+
+/// A room's figures: `AdmissionQueue::report`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RoomReport {
+    pub sale_opens_at: Option<Timestamp>,
+    pub pre_queue: u64,
+    pub waiting: u64,
+    pub active: u64,
+    pub admitted_total: u64,
+    pub order_violations: u64,
+    /// `None` until someone is admitted.
+    pub wait_ms_p50: Option<f64>,
+    pub wait_ms_p99: Option<f64>,
+}
+
+/// What lets anyone check that a room admitted fairly: how many it let in, how many of those
+/// passed a token still waiting ahead of them (never any), and how long they waited.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AdmissionAudit {
+    pub admitted_total: u64,
+    pub order_violations: u64,
+    pub waits: WaitHistogram,
+}
+
+/// Waits in milliseconds, in buckets within 1/8 of their value (exact below 16 ms): bounded
+/// memory however many are admitted, and percentiles good to about 6%.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WaitHistogram {
+    counts: Vec<u64>,
+}
+
+impl WaitHistogram {
+    const EXACT: u64 = 16;
+    const SUB_BUCKETS: u64 = 8;
+
+    fn bucket_of(ms: u64) -> usize {
+        if ms < Self::EXACT {
+            return ms as usize;
+        }
+        let exponent = u64::from(63 - ms.leading_zeros());
+        let sub = (ms >> (exponent - 3)) & (Self::SUB_BUCKETS - 1);
+        (Self::EXACT + (exponent - 4) * Self::SUB_BUCKETS + sub) as usize
+    }
+
+    /// The middle of a bucket's range of milliseconds.
+    fn value_of(bucket: usize) -> f64 {
+        let bucket = bucket as u64;
+        if bucket < Self::EXACT {
+            return bucket as f64;
+        }
+        let exponent = (bucket - Self::EXACT) / Self::SUB_BUCKETS + 4;
+        let sub = (bucket - Self::EXACT) % Self::SUB_BUCKETS;
+        let width = 1u64 << (exponent - 3);
+        let low = (1u64 << exponent) + sub * width;
+        low as f64 + (width as f64 - 1.0) / 2.0
+    }
+
+    pub fn record(&mut self, ms: u64) {
+        let bucket = Self::bucket_of(ms);
+        if self.counts.len() <= bucket {
+            self.counts.resize(bucket + 1, 0);
+        }
+        self.counts[bucket] += 1;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The wait, in milliseconds, that a share `q` (0–1) of the recorded waits do not pass.
+    pub fn quantile_ms(&self, q: f64) -> Option<f64> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (bucket, &count) in self.counts.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                return Some(Self::value_of(bucket));
+            }
+        }
+        None
+    }
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -221,6 +444,11 @@ impl Fenwick {
 #[derive(Debug)]
 pub struct AdmissionQueue {
     policy: QueuePolicy,
+    opening: Option<Opening>,
+    opened: bool,
+    /// Tokens taken before the opening, in the order the opening will put them in line.
+    pre_queue: BTreeSet<(u128, QueueTokenId)>,
+    audit: AdmissionAudit,
     /// Waiting and active tokens (an active one past its expiry until the sweep ends it).
     tokens: HashMap<QueueTokenId, TokenRecord>,
     /// Ended tokens and their holders: all that answering `reissued` or `forbidden` needs.
@@ -246,8 +474,17 @@ pub struct AdmissionQueue {
 
 impl AdmissionQueue {
     pub fn new(policy: QueuePolicy, now: Timestamp) -> Self {
+        Self::with_opening(policy, None, now)
+    }
+
+    /// A room whose sale opens at `opening.at`: tokens taken before then wait in the pre-queue.
+    pub fn with_opening(policy: QueuePolicy, opening: Option<Opening>, now: Timestamp) -> Self {
         Self {
             policy,
+            opening,
+            opened: opening.is_none(),
+            pre_queue: BTreeSet::new(),
+            audit: AdmissionAudit::default(),
             tokens: HashMap::new(),
             ended: HashMap::new(),
             live_by_user: HashMap::new(),
@@ -268,6 +505,33 @@ impl AdmissionQueue {
 
     pub fn policy(&self) -> QueuePolicy {
         self.policy
+    }
+    pub fn opening(&self) -> Option<Opening> {
+        self.opening
+    }
+    /// Whether the sale has opened (always, for a room without an opening).
+    pub fn is_open(&self) -> bool {
+        self.opened
+    }
+    pub fn pre_queue_len(&self) -> usize {
+        self.pre_queue.len()
+    }
+    pub fn audit(&self) -> &AdmissionAudit {
+        &self.audit
+    }
+
+    /// The room's figures for its operators, as of the last tick.
+    pub fn report(&self) -> RoomReport {
+        RoomReport {
+            sale_opens_at: self.opening.map(|o| o.at),
+            pre_queue: self.pre_queue.len() as u64,
+            waiting: self.waiting.len() as u64,
+            active: self.active.len() as u64,
+            admitted_total: self.audit.admitted_total,
+            order_violations: self.audit.order_violations,
+            wait_ms_p50: self.audit.waits.quantile_ms(0.5),
+            wait_ms_p99: self.audit.waits.quantile_ms(0.99),
+        }
     }
     pub fn waiting_len(&self) -> usize {
         self.waiting.len()
@@ -297,17 +561,25 @@ impl AdmissionQueue {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
+        let before_opening = !self.opened;
         self.tokens.insert(
             fresh,
             TokenRecord {
                 user,
                 seq,
-                state: TokenState::Waiting,
+                state: if before_opening {
+                    TokenState::PreQueue
+                } else {
+                    TokenState::Waiting
+                },
                 last_poll_ms: AtomicI64::new(now.as_millis()),
+                queued_at: now,
             },
         );
         self.live_by_user.insert(user, fresh);
-        if self.waiting.is_empty() && self.may_admit_one() {
+        if let Some(opening) = self.opening.filter(|_| before_opening) {
+            self.pre_queue.insert(opening.seed.place_of(fresh));
+        } else if self.waiting.is_empty() && self.may_admit_one() {
             self.activate(fresh, now);
         } else {
             self.enqueue(seq, fresh, now);
@@ -337,6 +609,26 @@ impl AdmissionQueue {
                 expires_at,
                 poll_after_seconds: 30,
             })),
+            TokenState::PreQueue => {
+                let opens_at = self.opening.map_or(now, |o| o.at);
+                let size = self.pre_queue.len() as u64;
+                // A random place in the pre-queue is, on average, its middle.
+                let drawn_place_ms = (size + 1)
+                    .saturating_mul(1000)
+                    .div_ceil(2 * u64::from(self.policy.admit_per_second.max(1)));
+                let estimated_wait_seconds = now
+                    .seconds_until(opens_at)
+                    .saturating_add(drawn_place_ms.div_ceil(1000));
+                Ok(Lookup::Live(QueueStatus {
+                    token,
+                    standing: Standing::PreQueue {
+                        size,
+                        estimated_wait_seconds,
+                    },
+                    expires_at: opens_at.plus_millis(self.policy.waiting_ttl_ms),
+                    poll_after_seconds: now.seconds_until(opens_at).clamp(1, 5),
+                }))
+            }
             TokenState::Waiting => {
                 record
                     .last_poll_ms
@@ -368,7 +660,7 @@ impl AdmissionQueue {
         };
         match record.state_at(now, &self.policy) {
             TokenState::Active { .. } => Ok(()),
-            TokenState::Waiting => Err(DomainError::NotAdmitted),
+            TokenState::PreQueue | TokenState::Waiting => Err(DomainError::NotAdmitted),
             TokenState::Ended => Err(DomainError::QueueTokenExpired),
         }
     }
@@ -451,6 +743,7 @@ impl AdmissionQueue {
     /// Sweeps ended admissions and silent waiters, then admits from the head of the line.
     pub fn tick(&mut self, now: Timestamp) -> TickOutcome {
         let mut outcome = TickOutcome::default();
+        self.open_if_due(now);
         self.refill(now);
         while let Some(&(expires_at, token)) = self.active.first() {
             if expires_at > now {
@@ -501,6 +794,34 @@ impl AdmissionQueue {
         outcome
     }
 
+    /// At (or after) the opening, the pre-queue goes into line in the seed's order, ahead of
+    /// every later token, and its waiting rules start: none is dropped before `at` plus the
+    /// waiting TTL, and its wait counts from now.
+    fn open_if_due(&mut self, now: Timestamp) {
+        let Some(opening) = self.opening else {
+            return;
+        };
+        if self.opened || now < opening.at {
+            return;
+        }
+        self.opened = true;
+        for (_, token) in std::mem::take(&mut self.pre_queue) {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            let record = self
+                .tokens
+                .get_mut(&token)
+                .expect("a pre-queue token is known");
+            record.seq = seq;
+            record.state = TokenState::Waiting;
+            record.queued_at = now;
+            record
+                .last_poll_ms
+                .fetch_max(opening.at.as_millis(), Ordering::Relaxed);
+            self.enqueue(seq, token, now);
+        }
+    }
+
     fn refill(&mut self, now: Timestamp) {
         let elapsed_ms = now
             .as_millis()
@@ -524,7 +845,19 @@ impl AdmissionQueue {
             .get_mut(&token)
             .expect("activating a known token");
         record.state = TokenState::Active { expires_at };
-        let seq = record.seq;
+        let (seq, queued_at) = (record.seq, record.queued_at);
+        // Admission takes the head of the line: a token still waiting ahead of this one, or
+        // still in a pre-queue, would have been passed.
+        let passed = self
+            .waiting
+            .first_key_value()
+            .is_some_and(|(&s, _)| s < seq)
+            || !self.pre_queue.is_empty();
+        self.audit.order_violations += u64::from(passed);
+        self.audit.admitted_total += 1;
+        self.audit
+            .waits
+            .record((now.as_millis() - queued_at.as_millis()).max(0) as u64);
         self.active.insert((expires_at, token));
         self.count_active(seq, expires_at);
         self.credit_milli -= 1000;
@@ -559,6 +892,11 @@ impl AdmissionQueue {
             return;
         };
         match record.state {
+            TokenState::PreQueue => {
+                if let Some(opening) = self.opening {
+                    self.pre_queue.remove(&opening.seed.place_of(token));
+                }
+            }
             TokenState::Waiting => {
                 self.waiting.remove(&record.seq);
                 self.ranks.add(record.seq, -1);
@@ -662,15 +1000,23 @@ impl AdmissionQueue {
     /// The line and the admitted tokens, for a snapshot.
     pub fn to_snapshot(&self) -> QueueSnapshot {
         QueueSnapshot {
+            pre_queue: self
+                .pre_queue
+                .iter()
+                .map(|(_, t)| (*t, self.tokens[t].user))
+                .collect(),
+            opened: self.opened,
+            audit: self.audit.clone(),
+            credit: (self.credit_milli, self.credit_at),
             waiting: self
                 .waiting
                 .values()
-                .map(|t| (t.0, self.tokens[t].user))
+                .map(|t| (*t, self.tokens[t].user, self.tokens[t].queued_at))
                 .collect(),
             active: self
                 .active
                 .iter()
-                .map(|(expires_at, t)| (t.0, self.tokens[t].user, *expires_at))
+                .map(|(expires_at, t)| (*t, self.tokens[t].user, *expires_at))
                 .collect(),
         }
     }
@@ -678,12 +1024,23 @@ impl AdmissionQueue {
     /// Rebuilds the waiting room from a snapshot: the same line in the same order, the same
     /// admissions until the same instants. Every waiter counts as having polled `now`, so no
     /// one is dropped for the time the server was down.
-    pub fn restore(policy: QueuePolicy, snapshot: &QueueSnapshot, now: Timestamp) -> Self {
-        let mut queue = Self::new(policy, now);
+    pub fn restore(
+        policy: QueuePolicy,
+        opening: Option<Opening>,
+        snapshot: &QueueSnapshot,
+        now: Timestamp,
+    ) -> Self {
+        let mut queue = Self::with_opening(policy, opening, now);
+        queue.opened = opening.is_none() || snapshot.opened;
+        queue.audit = snapshot.audit.clone();
+        let capacity = u64::from(policy.admit_per_second) * 1000;
+        (queue.credit_milli, queue.credit_at) =
+            (snapshot.credit.0.min(capacity), snapshot.credit.1);
+        queue.refill(now);
         for (token, user, expires_at) in &snapshot.active {
             let seq = queue.next_seq;
             queue.next_seq += 1;
-            let token = QueueTokenId(*token);
+            let token = *token;
             queue.tokens.insert(
                 token,
                 TokenRecord {
@@ -693,16 +1050,17 @@ impl AdmissionQueue {
                         expires_at: *expires_at,
                     },
                     last_poll_ms: AtomicI64::new(now.as_millis()),
+                    queued_at: now,
                 },
             );
             queue.active.insert((*expires_at, token));
             queue.count_active(seq, *expires_at);
             queue.live_by_user.insert(*user, token);
         }
-        for (token, user) in &snapshot.waiting {
+        for (token, user, queued_at) in &snapshot.waiting {
             let seq = queue.next_seq;
             queue.next_seq += 1;
-            let token = QueueTokenId(*token);
+            let token = *token;
             queue.tokens.insert(
                 token,
                 TokenRecord {
@@ -710,10 +1068,28 @@ impl AdmissionQueue {
                     seq,
                     state: TokenState::Waiting,
                     last_poll_ms: AtomicI64::new(now.as_millis()),
+                    queued_at: *queued_at,
                 },
             );
             queue.live_by_user.insert(*user, token);
             queue.enqueue(seq, token, now);
+        }
+        if let Some(opening) = opening.filter(|_| !queue.opened) {
+            for (token, user) in &snapshot.pre_queue {
+                let token = *token;
+                queue.tokens.insert(
+                    token,
+                    TokenRecord {
+                        user: *user,
+                        seq: 0,
+                        state: TokenState::PreQueue,
+                        last_poll_ms: AtomicI64::new(now.as_millis()),
+                        queued_at: now,
+                    },
+                );
+                queue.live_by_user.insert(*user, token);
+                queue.pre_queue.insert(opening.seed.place_of(token));
+            }
         }
         queue
     }
@@ -748,40 +1124,41 @@ mod tests {
     #[test]
     fn tokens_are_admitted_at_once_while_there_is_room() {
         let mut q = AdmissionQueue::new(policy(), Timestamp(0));
-        let (a, new_a) = q.issue(UserId(1), QueueTokenId(1), Timestamp(0));
+        let (a, new_a) = q.issue(UserId(1), QueueTokenId::general(1), Timestamp(0));
         assert!(new_a);
         assert_eq!(a.standing, Standing::Active);
-        q.issue(UserId(2), QueueTokenId(2), Timestamp(0));
-        let (c, _) = q.issue(UserId(3), QueueTokenId(3), Timestamp(0));
+        q.issue(UserId(2), QueueTokenId::general(2), Timestamp(0));
+        let (c, _) = q.issue(UserId(3), QueueTokenId::general(3), Timestamp(0));
         assert!(matches!(c.standing, Standing::Waiting { position: 1, .. }));
     }
 
     #[test]
     fn a_second_issue_returns_the_live_token() {
         let mut q = AdmissionQueue::new(policy(), Timestamp(0));
-        q.issue(UserId(1), QueueTokenId(1), Timestamp(0));
-        let (again, created) = q.issue(UserId(1), QueueTokenId(99), Timestamp(5));
+        q.issue(UserId(1), QueueTokenId::general(1), Timestamp(0));
+        let (again, created) = q.issue(UserId(1), QueueTokenId::general(99), Timestamp(5));
         assert!(!created);
-        assert_eq!(again.token, QueueTokenId(1));
+        assert_eq!(again.token, QueueTokenId::general(1));
     }
 
     #[test]
     fn positions_are_exact_after_someone_ahead_leaves() {
         let mut q = AdmissionQueue::new(policy(), Timestamp(0));
         for u in 1..=6 {
-            q.issue(UserId(u), QueueTokenId(u as u128), Timestamp(0));
+            q.issue(UserId(u), QueueTokenId::general(u as u128), Timestamp(0));
         }
         assert!(matches!(
-            standing(&q, QueueTokenId(6), 6, 0),
+            standing(&q, QueueTokenId::general(6), 6, 0),
             Standing::Waiting { position: 4, .. }
         ));
-        q.leave(QueueTokenId(4), UserId(4), Timestamp(0)).unwrap();
+        q.leave(QueueTokenId::general(4), UserId(4), Timestamp(0))
+            .unwrap();
         assert!(matches!(
-            standing(&q, QueueTokenId(6), 6, 0),
+            standing(&q, QueueTokenId::general(6), 6, 0),
             Standing::Waiting { position: 3, .. }
         ));
         assert_eq!(
-            q.poll(QueueTokenId(4), UserId(4), Timestamp(0)),
+            q.poll(QueueTokenId::general(4), UserId(4), Timestamp(0)),
             Err(DomainError::QueueTokenInvalid)
         );
     }
@@ -790,19 +1167,19 @@ mod tests {
     fn a_payment_frees_a_place_for_the_next_in_line() {
         let mut q = AdmissionQueue::new(policy(), Timestamp(0));
         for u in 1..=3 {
-            q.issue(UserId(u), QueueTokenId(u as u128), Timestamp(0));
+            q.issue(UserId(u), QueueTokenId::general(u as u128), Timestamp(0));
         }
         assert_eq!(
-            q.check_admitted(QueueTokenId(3), UserId(3), Timestamp(0)),
+            q.check_admitted(QueueTokenId::general(3), UserId(3), Timestamp(0)),
             Err(DomainError::NotAdmitted)
         );
-        q.end_paid(QueueTokenId(1), Timestamp(10));
+        q.end_paid(QueueTokenId::general(1), Timestamp(10));
         assert_eq!(
-            q.check_admitted(QueueTokenId(1), UserId(1), Timestamp(10)),
+            q.check_admitted(QueueTokenId::general(1), UserId(1), Timestamp(10)),
             Err(DomainError::QueueTokenExpired)
         );
         q.tick(Timestamp(10));
-        q.check_admitted(QueueTokenId(3), UserId(3), Timestamp(10))
+        q.check_admitted(QueueTokenId::general(3), UserId(3), Timestamp(10))
             .unwrap();
     }
 
@@ -825,19 +1202,19 @@ mod tests {
     #[test]
     fn a_payment_ends_the_token_it_was_made_with_and_replayed_ends_no_later_one() {
         let mut q = AdmissionQueue::new(policy(), Timestamp(0));
-        q.issue(UserId(1), QueueTokenId(1), Timestamp(0));
-        q.issue(UserId(2), QueueTokenId(2), Timestamp(0));
-        let paid = payment_with(Some(QueueTokenId(1)), 5);
+        q.issue(UserId(1), QueueTokenId::general(1), Timestamp(0));
+        q.issue(UserId(2), QueueTokenId::general(2), Timestamp(0));
+        let paid = payment_with(Some(QueueTokenId::general(1)), 5);
         q.apply(&paid);
         assert_eq!(
-            q.check_admitted(QueueTokenId(1), UserId(1), Timestamp(5)),
+            q.check_admitted(QueueTokenId::general(1), UserId(1), Timestamp(5)),
             Err(DomainError::QueueTokenExpired)
         );
-        q.check_admitted(QueueTokenId(2), UserId(2), Timestamp(5))
+        q.check_admitted(QueueTokenId::general(2), UserId(2), Timestamp(5))
             .unwrap();
         // The payer takes a new token at the same instant; the payment, applied again (as by
         // a replay over a snapshot taken after it), must not end that one.
-        let (status, fresh) = q.issue(UserId(1), QueueTokenId(11), Timestamp(5));
+        let (status, fresh) = q.issue(UserId(1), QueueTokenId::general(11), Timestamp(5));
         assert!(fresh);
         q.tick(Timestamp(5));
         q.apply(&paid);
@@ -845,7 +1222,7 @@ mod tests {
             .unwrap();
         // A payment without a token (no waiting room in its path) ends nothing.
         q.apply(&payment_with(None, 6));
-        q.check_admitted(QueueTokenId(2), UserId(2), Timestamp(6))
+        q.check_admitted(QueueTokenId::general(2), UserId(2), Timestamp(6))
             .unwrap();
     }
 
@@ -861,7 +1238,7 @@ mod tests {
         );
         let admitted_at_once = (1..=5)
             .filter(|u| {
-                q.issue(UserId(*u), QueueTokenId(*u as u128), Timestamp(0))
+                q.issue(UserId(*u), QueueTokenId::general(*u as u128), Timestamp(0))
                     .0
                     .standing
                     == Standing::Active
@@ -869,8 +1246,14 @@ mod tests {
             .count();
         assert_eq!(admitted_at_once, 2);
         assert!(q.tick(Timestamp(499)).admitted.is_empty());
-        assert_eq!(q.tick(Timestamp(500)).admitted, vec![QueueTokenId(3)]);
-        assert_eq!(q.tick(Timestamp(1000)).admitted, vec![QueueTokenId(4)]);
+        assert_eq!(
+            q.tick(Timestamp(500)).admitted,
+            vec![QueueTokenId::general(3)]
+        );
+        assert_eq!(
+            q.tick(Timestamp(1000)).admitted,
+            vec![QueueTokenId::general(4)]
+        );
     }
 
     #[test]
@@ -883,17 +1266,17 @@ mod tests {
             Timestamp(0),
         );
         for u in 1..=3 {
-            q.issue(UserId(u), QueueTokenId(u as u128), Timestamp(0));
+            q.issue(UserId(u), QueueTokenId::general(u as u128), Timestamp(0));
         }
-        standing(&q, QueueTokenId(3), 3, 20_000);
+        standing(&q, QueueTokenId::general(3), 3, 20_000);
         let outcome = q.tick(Timestamp(30_000));
-        assert_eq!(outcome.dropped, vec![QueueTokenId(2)]);
+        assert_eq!(outcome.dropped, vec![QueueTokenId::general(2)]);
         assert_eq!(
-            q.poll(QueueTokenId(2), UserId(2), Timestamp(30_000)),
+            q.poll(QueueTokenId::general(2), UserId(2), Timestamp(30_000)),
             Ok(Lookup::Ended)
         );
         assert!(matches!(
-            standing(&q, QueueTokenId(3), 3, 30_000),
+            standing(&q, QueueTokenId::general(3), 3, 30_000),
             Standing::Waiting { position: 1, .. }
         ));
     }
@@ -901,13 +1284,13 @@ mod tests {
     #[test]
     fn an_active_token_past_its_ttl_reads_as_expired_before_the_sweep() {
         let mut q = AdmissionQueue::new(policy(), Timestamp(0));
-        q.issue(UserId(1), QueueTokenId(1), Timestamp(0));
+        q.issue(UserId(1), QueueTokenId::general(1), Timestamp(0));
         assert_eq!(
-            q.check_admitted(QueueTokenId(1), UserId(1), Timestamp(60_000)),
+            q.check_admitted(QueueTokenId::general(1), UserId(1), Timestamp(60_000)),
             Err(DomainError::QueueTokenExpired)
         );
         assert_eq!(
-            q.check_admitted(QueueTokenId(1), UserId(2), Timestamp(0)),
+            q.check_admitted(QueueTokenId::general(1), UserId(2), Timestamp(0)),
             Err(DomainError::Forbidden)
         );
     }
@@ -915,24 +1298,24 @@ mod tests {
     #[test]
     fn ended_tokens_are_remembered_an_hour_and_at_most_their_bound() {
         let mut q = AdmissionQueue::new(policy(), Timestamp(0));
-        q.issue(UserId(1), QueueTokenId(1), Timestamp(0));
-        q.end_paid(QueueTokenId(1), Timestamp(10));
+        q.issue(UserId(1), QueueTokenId::general(1), Timestamp(0));
+        q.end_paid(QueueTokenId::general(1), Timestamp(10));
         assert_eq!(
-            q.poll(QueueTokenId(1), UserId(1), Timestamp(20)),
+            q.poll(QueueTokenId::general(1), UserId(1), Timestamp(20)),
             Ok(Lookup::Ended)
         );
         assert_eq!(
-            q.poll(QueueTokenId(1), UserId(2), Timestamp(20)),
+            q.poll(QueueTokenId::general(1), UserId(2), Timestamp(20)),
             Err(DomainError::Forbidden),
             "an ended token still belongs to its holder"
         );
         assert_eq!(
-            q.check_admitted(QueueTokenId(1), UserId(1), Timestamp(20)),
+            q.check_admitted(QueueTokenId::general(1), UserId(1), Timestamp(20)),
             Err(DomainError::QueueTokenExpired)
         );
         q.tick(Timestamp(10 + RETIRED_TOKEN_MEMORY_MS));
         assert_eq!(
-            q.poll(QueueTokenId(1), UserId(1), Timestamp(20)),
+            q.poll(QueueTokenId::general(1), UserId(1), Timestamp(20)),
             Err(DomainError::QueueTokenInvalid),
             "forgotten after an hour"
         );
@@ -949,17 +1332,21 @@ mod tests {
         );
         let total = policy().ended_tokens_max as u64 + 5;
         for n in 1..=total {
-            q.issue(UserId(n), QueueTokenId(n as u128), Timestamp(0));
-            q.end_paid(QueueTokenId(n.into()), Timestamp(0));
+            q.issue(UserId(n), QueueTokenId::general(n as u128), Timestamp(0));
+            q.end_paid(QueueTokenId::general(n.into()), Timestamp(0));
         }
         q.tick(Timestamp(1));
         assert_eq!(q.remembered_len(), policy().ended_tokens_max);
         assert_eq!(
-            q.poll(QueueTokenId(1), UserId(1), Timestamp(1)),
+            q.poll(QueueTokenId::general(1), UserId(1), Timestamp(1)),
             Err(DomainError::QueueTokenInvalid)
         );
         assert_eq!(
-            q.poll(QueueTokenId(total as u128), UserId(total), Timestamp(1)),
+            q.poll(
+                QueueTokenId::general(total as u128),
+                UserId(total),
+                Timestamp(1)
+            ),
             Ok(Lookup::Ended)
         );
     }
@@ -968,31 +1355,39 @@ mod tests {
     fn a_restored_queue_keeps_the_line_and_the_admissions() {
         let mut q = AdmissionQueue::new(policy(), Timestamp(0));
         for u in 1..=5 {
-            q.issue(UserId(u), QueueTokenId(u as u128), Timestamp(0));
+            q.issue(UserId(u), QueueTokenId::general(u as u128), Timestamp(0));
         }
-        let restored = AdmissionQueue::restore(policy(), &q.to_snapshot(), Timestamp(50_000));
+        let restored = AdmissionQueue::restore(policy(), None, &q.to_snapshot(), Timestamp(50_000));
         assert_eq!(restored.active_len(), 2);
         restored
-            .check_admitted(QueueTokenId(1), UserId(1), Timestamp(50_000))
+            .check_admitted(QueueTokenId::general(1), UserId(1), Timestamp(50_000))
             .unwrap();
         assert_eq!(
             restored.waiting_in_order().collect::<Vec<_>>(),
-            vec![QueueTokenId(3), QueueTokenId(4), QueueTokenId(5)]
+            vec![
+                QueueTokenId::general(3),
+                QueueTokenId::general(4),
+                QueueTokenId::general(5)
+            ]
         );
         assert!(matches!(
-            standing(&restored, QueueTokenId(5), 5, 50_000),
+            standing(&restored, QueueTokenId::general(5), 5, 50_000),
             Standing::Waiting { position: 3, .. }
         ));
-        assert_eq!(restored.to_snapshot(), q.to_snapshot());
+        // The bucket goes on filling from where it was saved: full after the 50 s away.
+        let mut before = q.to_snapshot();
+        assert_eq!(before.credit, (8_000, Timestamp(0)));
+        before.credit = (10_000, Timestamp(50_000));
+        assert_eq!(restored.to_snapshot(), before);
     }
 
     fn eta(q: &AdmissionQueue, token: u128, now: i64) -> (u64, u64) {
-        match standing(q, QueueTokenId(token), token as u64, now) {
+        match standing(q, QueueTokenId::general(token), token as u64, now) {
             Standing::Waiting {
                 position,
                 estimated_wait_seconds,
             } => (position, estimated_wait_seconds),
-            Standing::Active => panic!("token {token} is active"),
+            other => panic!("token {token} is not waiting but {other:?}"),
         }
     }
 
@@ -1000,10 +1395,14 @@ mod tests {
     fn with_every_place_taken_the_pth_waiter_waits_for_the_pth_place_to_free() {
         // Two places, admissions end 60 s after they start; the line is not metered tight.
         let mut q = AdmissionQueue::new(policy(), Timestamp(0));
-        q.issue(UserId(1), QueueTokenId(1), Timestamp(0));
-        q.issue(UserId(2), QueueTokenId(2), Timestamp(10_000));
+        q.issue(UserId(1), QueueTokenId::general(1), Timestamp(0));
+        q.issue(UserId(2), QueueTokenId::general(2), Timestamp(10_000));
         for u in 3..=6 {
-            q.issue(UserId(u), QueueTokenId(u as u128), Timestamp(10_000));
+            q.issue(
+                UserId(u),
+                QueueTokenId::general(u as u128),
+                Timestamp(10_000),
+            );
         }
         // Places free at 60 s and 70 s; then the first comes round again at 120 s, and so on.
         assert_eq!(eta(&q, 3, 10_000), (1, 50));
@@ -1033,7 +1432,7 @@ mod tests {
             Timestamp(0),
         );
         for u in 1..=7 {
-            q.issue(UserId(u), QueueTokenId(u as u128), Timestamp(0));
+            q.issue(UserId(u), QueueTokenId::general(u as u128), Timestamp(0));
         }
         assert_eq!(eta(&q, 3, 0), (1, 1));
         assert_eq!(eta(&q, 7, 0), (5, 3));
@@ -1043,17 +1442,17 @@ mod tests {
     fn recent_payments_shorten_the_estimate_until_they_are_out_of_the_window() {
         let mut q = AdmissionQueue::new(policy(), Timestamp(0));
         for u in 1..=4 {
-            q.issue(UserId(u), QueueTokenId(u as u128), Timestamp(0));
+            q.issue(UserId(u), QueueTokenId::general(u as u128), Timestamp(0));
         }
         assert_eq!(eta(&q, 4, 1_000), (2, 59));
         // One buyer pays: its place goes to the head of the line (after the metering allows).
-        q.end_paid(QueueTokenId(1), Timestamp(1_000));
+        q.end_paid(QueueTokenId::general(1), Timestamp(1_000));
         q.tick(Timestamp(1_000));
         // One early end in the last ten seconds: about one place every ten seconds.
         assert_eq!(eta(&q, 4, 1_000), (1, 10));
         // A waiter leaving is not a place freed.
-        q.issue(UserId(5), QueueTokenId(5), Timestamp(1_000));
-        q.leave(QueueTokenId(5), UserId(5), Timestamp(1_000))
+        q.issue(UserId(5), QueueTokenId::general(5), Timestamp(1_000));
+        q.leave(QueueTokenId::general(5), UserId(5), Timestamp(1_000))
             .unwrap();
         assert_eq!(eta(&q, 4, 1_000), (1, 10));
         // Out of the window, the next expiry rules again.
@@ -1104,11 +1503,15 @@ mod tests {
             match next() % 10 {
                 0..=5 => {
                     user += 1;
-                    q.issue(UserId(user), QueueTokenId(user.into()), Timestamp(now));
+                    q.issue(
+                        UserId(user),
+                        QueueTokenId::general(user.into()),
+                        Timestamp(now),
+                    );
                 }
                 6 => {
                     let payer = next() % user.max(1) + 1;
-                    q.end_paid(QueueTokenId(payer.into()), Timestamp(now));
+                    q.end_paid(QueueTokenId::general(payer.into()), Timestamp(now));
                 }
                 _ => {
                     q.tick(Timestamp(now));
@@ -1149,12 +1552,16 @@ mod tests {
     #[test]
     fn a_restored_queue_gives_the_same_estimates() {
         let mut q = AdmissionQueue::new(policy(), Timestamp(0));
-        q.issue(UserId(1), QueueTokenId(1), Timestamp(0));
-        q.issue(UserId(2), QueueTokenId(2), Timestamp(5_000));
+        q.issue(UserId(1), QueueTokenId::general(1), Timestamp(0));
+        q.issue(UserId(2), QueueTokenId::general(2), Timestamp(5_000));
         for u in 3..=5 {
-            q.issue(UserId(u), QueueTokenId(u as u128), Timestamp(5_000));
+            q.issue(
+                UserId(u),
+                QueueTokenId::general(u as u128),
+                Timestamp(5_000),
+            );
         }
-        let restored = AdmissionQueue::restore(policy(), &q.to_snapshot(), Timestamp(20_000));
+        let restored = AdmissionQueue::restore(policy(), None, &q.to_snapshot(), Timestamp(20_000));
         for token in 3..=5 {
             assert_eq!(eta(&restored, token, 20_000), eta(&q, token, 20_000));
         }
@@ -1165,7 +1572,7 @@ mod tests {
             max_active: 1,
             ..policy()
         };
-        let restored = AdmissionQueue::restore(fewer, &q.to_snapshot(), Timestamp(20_000));
+        let restored = AdmissionQueue::restore(fewer, None, &q.to_snapshot(), Timestamp(20_000));
         assert_eq!(eta(&restored, 3, 20_000), (1, 45));
         assert_eq!(eta(&restored, 4, 20_000), (2, 105));
     }
@@ -1197,7 +1604,7 @@ mod tests {
 
     #[test]
     fn token_ids_round_trip_and_reject_other_spellings() {
-        let id = QueueTokenId(0xdead_beef);
+        let id = QueueTokenId::general(0xdead_beef);
         assert_eq!(id.to_string().parse::<QueueTokenId>(), Ok(id));
         assert!("q123".parse::<QueueTokenId>().is_err());
         assert!(id

@@ -5,10 +5,15 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::admission::{OpeningSeed, RoomId};
 use super::error::DomainError;
 use super::events::Event;
+use super::rooms::{RoomLimits, RoomSpec};
 use super::types::*;
 use super::venue::{Layout, SectionPlan};
+
+/// `max_tickets_per_user`: 1 to this.
+pub const TICKETS_PER_USER_MAX: i128 = 100;
 
 pub const SEATS_PER_DATE_MAX: i128 = 100_000;
 /// A concert's `title` and `venue`: 1 to this many characters, not all of them blank.
@@ -20,6 +25,28 @@ pub struct Concert {
     pub title: String,
     pub venue: String,
     pub dates: Vec<DateId>,
+    /// Its own waiting room; `None`: the general room.
+    pub room: Option<RoomSpec>,
+    /// Seats a user may hold plus own on each of its dates.
+    pub max_tickets_per_user: Option<u32>,
+}
+
+impl Concert {
+    pub fn room_id(&self) -> RoomId {
+        match self.room {
+            Some(_) => RoomId::Concert(self.id),
+            None => RoomId::General,
+        }
+    }
+}
+
+/// How a concert's sale runs, as the administrator asked (unchecked numbers, as sent).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SaleTerms {
+    pub sale_opens_at: Option<Timestamp>,
+    /// `(max_active, admit_per_second)` of its own room.
+    pub waiting_room: Option<(i128, i128)>,
+    pub max_tickets_per_user: Option<i128>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +56,8 @@ pub struct DateInfo {
     pub starts_at: Timestamp,
     /// Shared, so reading a date (every catalogue request) copies a pointer, not its rows.
     pub layout: Arc<Layout>,
+    /// The waiting room whose tokens its seats, holds and payments accept.
+    pub room: RoomId,
 }
 
 impl DateInfo {
@@ -88,12 +117,69 @@ impl Catalog {
         &self.dates
     }
 
+    /// Concerts sold as before: the general room, no ticket limit.
     pub fn create_concert(&self, title: &str, venue: &str) -> Result<Event, DomainError> {
+        self.create_concert_with(title, venue, SaleTerms::default(), OpeningSeed([0; 32]))
+    }
+
+    /// A concert with the sale terms asked for. One with a waiting room or an opening gets a
+    /// room of its own, whose pre-queue `seed` orders (the caller draws it from the OS).
+    pub fn create_concert_with(
+        &self,
+        title: &str,
+        venue: &str,
+        terms: SaleTerms,
+        seed: OpeningSeed,
+    ) -> Result<Event, DomainError> {
+        let title = text("title", title)?;
+        let venue = text("venue", venue)?;
+        let limits = terms
+            .waiting_room
+            .map(|(max_active, rate)| RoomLimits::checked(max_active, rate))
+            .transpose()?;
+        let max_tickets_per_user = terms
+            .max_tickets_per_user
+            .map(|max| {
+                if (1..=TICKETS_PER_USER_MAX).contains(&max) {
+                    Ok(max as u32)
+                } else {
+                    Err(DomainError::InvalidInput(format!(
+                        "max_tickets_per_user must be 1 to {TICKETS_PER_USER_MAX}"
+                    )))
+                }
+            })
+            .transpose()?;
+        let own_room = limits.is_some() || terms.sale_opens_at.is_some();
         Ok(Event::ConcertCreated {
             concert: ConcertId(self.concerts.len() as u32 + 1),
-            title: text("title", title)?,
-            venue: text("venue", venue)?,
+            title,
+            venue,
+            room: own_room.then_some(RoomSpec {
+                limits,
+                sale_opens_at: terms.sale_opens_at,
+                seed,
+            }),
+            max_tickets_per_user,
         })
+    }
+
+    /// The room a token asked for with `concert` belongs to: only a concert with a room of its
+    /// own gives tokens (the others' buyers use the general room).
+    pub fn room_for_tokens(&self, concert: ConcertId) -> Result<RoomId, DomainError> {
+        let concert = self.concert(concert).ok_or(DomainError::NotFound)?;
+        match concert.room_id() {
+            RoomId::General => Err(DomainError::InvalidInput(
+                "this concert uses the general waiting room: take a token without a body".into(),
+            )),
+            own => Ok(own),
+        }
+    }
+
+    /// Every concert's own room.
+    pub fn rooms(&self) -> impl Iterator<Item = (ConcertId, RoomSpec)> + '_ {
+        self.concerts
+            .iter()
+            .filter_map(|c| c.room.map(|spec| (c.id, spec)))
     }
 
     pub fn create_date(
@@ -124,6 +210,7 @@ impl Catalog {
             concert,
             starts_at,
             layout,
+            max_tickets_per_user: self.concert(concert).and_then(|c| c.max_tickets_per_user),
         })
     }
 
@@ -133,6 +220,8 @@ impl Catalog {
                 concert,
                 title,
                 venue,
+                room,
+                max_tickets_per_user,
             } => {
                 assert_eq!(concert.0 as usize, self.concerts.len() + 1);
                 self.concerts.push(Concert {
@@ -140,6 +229,8 @@ impl Catalog {
                     title: title.clone(),
                     venue: venue.clone(),
                     dates: Vec::new(),
+                    room: *room,
+                    max_tickets_per_user: *max_tickets_per_user,
                 });
             }
             Event::DateCreated {
@@ -147,13 +238,16 @@ impl Catalog {
                 concert,
                 starts_at,
                 layout,
+                ..
             } => {
                 assert_eq!(date.0 as usize, self.dates.len() + 1);
+                let room = self.concerts[concert.0 as usize - 1].room_id();
                 self.dates.push(DateInfo {
                     id: *date,
                     concert: *concert,
                     starts_at: *starts_at,
                     layout: Arc::new(layout.clone()),
+                    room,
                 });
                 self.concerts[concert.0 as usize - 1].dates.push(*date);
             }

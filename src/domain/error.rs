@@ -14,6 +14,8 @@ pub enum DomainError {
         "you may hold at most {max} seats over all dates at once; pay for or cancel a hold first"
     )]
     HoldLimitOverAllDates { max: u32 },
+    #[error("this concert allows {max} tickets per user on each date, held and owned together")]
+    TicketLimit { max: u32 },
     #[error("seat {} is not available", .0 .0)]
     SeatUnavailable(SeatNo),
     #[error(
@@ -79,6 +81,8 @@ pub enum DomainError {
     NotAdmitted,
     #[error("your admission has ended; take a new queue token")]
     QueueTokenExpired,
+    #[error("this queue token is for another waiting room; take a token of this concert's room (POST /api/v1/queue/tokens with its concert_id)")]
+    QueueTokenWrongRoom,
     #[error("this Idempotency-Key was already used with a different request")]
     IdempotencyKeyReused,
 }
@@ -88,9 +92,9 @@ impl DomainError {
     pub fn code(&self) -> &'static str {
         match self {
             DomainError::InvalidInput(_) => "invalid_input",
-            DomainError::HoldLimit { .. } | DomainError::HoldLimitOverAllDates { .. } => {
-                "hold_limit"
-            }
+            DomainError::HoldLimit { .. }
+            | DomainError::HoldLimitOverAllDates { .. }
+            | DomainError::TicketLimit { .. } => "hold_limit",
             DomainError::SeatUnavailable(_) => "seat_unavailable",
             DomainError::ReholdCooldown { .. } => "rehold_cooldown",
             DomainError::NoAdjacentSeats { .. } => "no_adjacent_seats",
@@ -114,6 +118,7 @@ impl DomainError {
             DomainError::Forbidden => "forbidden",
             DomainError::NotAdmitted => "not_admitted",
             DomainError::QueueTokenExpired => "queue_token_expired",
+            DomainError::QueueTokenWrongRoom => "queue_token_wrong_room",
             DomainError::IdempotencyKeyReused => "idempotency_key_reused",
         }
     }

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::admission::QueueTokenId;
+use super::rooms::RoomSpec;
 use super::types::*;
 use super::venue::Layout;
 use super::waitlist::EntryId;
@@ -38,6 +39,9 @@ pub enum Event {
         concert: ConcertId,
         title: String,
         venue: String,
+        /// Its own waiting room, if it has one.
+        room: Option<RoomSpec>,
+        max_tickets_per_user: Option<u32>,
     },
     DateCreated {
         date: DateId,
@@ -45,6 +49,8 @@ pub enum Event {
         starts_at: Timestamp,
         /// Its sections, rows and prices: fixed for the date's life.
         layout: Layout,
+        /// The concert's limit, copied so the date's seat map decides it alone.
+        max_tickets_per_user: Option<u32>,
     },
     HoldPlaced {
         reservation: ReservationId,

@@ -585,9 +585,9 @@ proptest! {
         for command in commands {
             match command {
                 QueueCommand::Issue { user } => {
-                    let (status, created) = queue.issue(UserId(user), QueueTokenId(next_id), now);
+                    let (status, created) = queue.issue(UserId(user), QueueTokenId::general(next_id), now);
                     if created {
-                        prop_assert_eq!(status.token, QueueTokenId(next_id));
+                        prop_assert_eq!(status.token, QueueTokenId::general(next_id));
                         next_id += 1;
                     }
                     token_of.insert(user, status.token);

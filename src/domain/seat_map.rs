@@ -526,6 +526,12 @@ pub struct SeatMap {
     transfers: u32,
     /// Buyers waiting for seats to come back, first come first offered.
     waitlist: Waitlist,
+    /// The concert's bound on seats held plus owned per user (`max_tickets_per_user`).
+    max_tickets_per_user: Option<u32>,
+    /// Seats each user owns, paid (by them or given to them). Derived from `paid`: rebuilt by
+    /// `restore`, not snapshotted.
+    #[serde(skip)]
+    owned: HashMap<UserId, u32, RandomState>,
     /// Reservations placed so far; sequence numbers are dense and start at 1.
     placed: u32,
     /// Held reservations by expiry, so the sweep visits only what is due.
@@ -606,6 +612,8 @@ impl PartialEq for SeatMap {
             && self.cancelled == other.cancelled
             && self.transfers == other.transfers
             && self.waitlist == other.waitlist
+            && self.max_tickets_per_user == other.max_tickets_per_user
+            && self.owned == other.owned
             && self.placed == other.placed
             && self.holding == other.holding
             && self.cooldowns == other.cooldowns
@@ -627,6 +635,8 @@ impl SeatMap {
             cancelled: false,
             transfers: 0,
             waitlist: Waitlist::default(),
+            max_tickets_per_user: None,
+            owned: HashMap::default(),
             seats: vec![SeatSlot::default(); layout.seat_count() as usize],
             free: FreeSeats::new(&layout),
             free_by_section: layout.section_seats().collect(),
@@ -641,6 +651,12 @@ impl SeatMap {
             held_seats: 0,
             sold_seats: 0,
         }
+    }
+
+    /// The map of a date of a concert that bounds tickets per user.
+    pub fn sold_as(mut self, max_tickets_per_user: Option<u32>) -> Self {
+        self.max_tickets_per_user = max_tickets_per_user;
+        self
     }
 
     pub fn date(&self) -> DateId {
@@ -671,6 +687,11 @@ impl SeatMap {
         held.sort_by_key(|r| r.id.seq);
         for r in held {
             self.holding.entry(r.user).or_default().push(r.id.seq);
+        }
+        self.owned.clear();
+        for paid in self.paid.values() {
+            *self.owned.entry(paid.reservation.user).or_default() +=
+                paid.reservation.seats.len() as u32;
         }
         self.cooldowns.reindex();
         // Seats may have come back since the list was last looked at.
@@ -850,7 +871,8 @@ impl SeatMap {
             )),
             Some(_) => Ok(()),
         };
-        self.paid_of(from, id, to_checked)?;
+        let given = self.paid_of(from, id, to_checked)?.reservation.seats.len() as u32;
+        self.admit_tickets(to.expect("checked above"), given, now)?;
         let seq = self
             .transfers
             .checked_add(1)
@@ -1042,6 +1064,7 @@ impl SeatMap {
         if self.live_seats_held_by(user, now) + quantity > max {
             return Err(DomainError::HoldLimit { max });
         }
+        self.admit_tickets(user, quantity, now)?;
         across.admit(quantity as usize, now, self.policy.max_seats_per_user_total)?;
         let seats = match self.best_block(user, quantity, section, now) {
             Some(block) => block,
@@ -1183,6 +1206,19 @@ impl SeatMap {
         self.holds.values().filter(move |r| r.user == user)
     }
 
+    /// `TicketLimit` if `more` seats would take `user` past the concert's bound on seats held
+    /// plus owned on this date.
+    fn admit_tickets(&self, user: UserId, more: u32, now: Timestamp) -> Result<(), DomainError> {
+        let Some(max) = self.max_tickets_per_user else {
+            return Ok(());
+        };
+        let owned = self.owned.get(&user).copied().unwrap_or(0);
+        if self.live_seats_held_by(user, now) + owned + more > max {
+            return Err(DomainError::TicketLimit { max });
+        }
+        Ok(())
+    }
+
     fn live_seats_held_by(&self, user: UserId, now: Timestamp) -> u32 {
         self.holding
             .get(&user)
@@ -1263,6 +1299,7 @@ impl SeatMap {
         if self.live_seats_held_by(user, now) + seats.len() as u32 > max {
             return Err(DomainError::HoldLimit { max });
         }
+        self.admit_tickets(user, seats.len() as u32, now)?;
         across.admit(seats.len(), now, self.policy.max_seats_per_user_total)?;
         if let Some(taken) = seats
             .iter()
@@ -1368,6 +1405,7 @@ impl SeatMap {
         if self.live_seats_held_by(user, now) + quantity > max {
             return Err(DomainError::HoldLimit { max });
         }
+        self.admit_tickets(user, quantity, now)?;
         across.admit(quantity as usize, now, self.policy.max_seats_per_user_total)?;
         let seats = if self.has_due_expiries(now) || !self.free.is_settled() {
             // The index knows holds that expired by time only once they are swept, and seats
@@ -1628,6 +1666,7 @@ impl SeatMap {
                 if let Event::PaymentCompleted { at, .. } = event {
                     ReservationChange::end(&mut r, ReservationState::Paid, *at);
                 }
+                *self.owned.entry(user).or_default() += seats.len() as u32;
                 self.paid.insert(
                     seq,
                     PaidReservation {
@@ -1647,7 +1686,10 @@ impl SeatMap {
                 ..
             } if reservation.date == self.date => {
                 if let Some(paid) = self.paid.get_mut(&reservation.seq) {
+                    let (from, seats) = (paid.reservation.user, paid.reservation.seats.len());
                     paid.reservation.user = *to;
+                    self.disown(from, seats as u32);
+                    *self.owned.entry(*to).or_default() += seats as u32;
                 }
                 self.transfers = transfer.seq;
                 SeatList::new()
@@ -1694,6 +1736,7 @@ impl SeatMap {
             return SeatList::new();
         };
         let seats = paid.reservation.seats;
+        self.disown(paid.reservation.user, seats.len() as u32);
         for seat in &seats {
             let slot = &mut self.seats[seat.index()];
             debug_assert!(slot.sold && slot.holder == seq);
@@ -1703,6 +1746,15 @@ impl SeatMap {
         self.sold_seats -= seats.len() as u32;
         self.waitlist.wake();
         seats
+    }
+
+    fn disown(&mut self, user: UserId, seats: u32) {
+        if let Some(owned) = self.owned.get_mut(&user) {
+            *owned -= seats;
+            if *owned == 0 {
+                self.owned.remove(&user);
+            }
+        }
     }
 
     fn forget_ended_expiries(&mut self) {

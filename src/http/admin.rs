@@ -10,8 +10,9 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, Problem};
 use super::extract::{AdminAuth, ApiJson, IdPath, WholeNumber};
-use super::{parse_rfc3339, AppState};
-use crate::domain::catalog::SeatPlan;
+use super::{parse_rfc3339, rfc3339, AppState};
+use crate::domain::admission::RoomId;
+use crate::domain::catalog::{SaleTerms, SeatPlan};
 use crate::domain::venue::{RowPlan, SectionPlan};
 use crate::domain::{ConcertId, DateId};
 
@@ -27,6 +28,7 @@ pub fn routes() -> Router<AppState> {
             post(cancel_date),
         )
         .route("/api/v1/admin/stats", get(stats))
+        .route("/api/v1/admin/waiting-rooms/{room}", get(waiting_room))
         .route("/api/v1/admin/backups", post(backup))
 }
 
@@ -48,6 +50,28 @@ pub(super) struct ConcertRequest {
         pattern = r"\S"
     )]
     venue: String,
+    /// RFC 3339. Tokens of the concert's room taken before it wait in a pre-queue, put in
+    /// line in a uniformly random order at this instant. Gives the concert a room of its own.
+    #[schema(example = "2026-12-24T10:00:00Z")]
+    #[serde(default, deserialize_with = "super::extract::present")]
+    sale_opens_at: Option<String>,
+    /// The limits of the concert's own room (else `queue.*`'s). Gives it a room of its own.
+    #[serde(default, deserialize_with = "super::extract::present")]
+    waiting_room: Option<WaitingRoomRequest>,
+    /// 1–100: seats held plus paid (transfers received included) per user and date.
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 100)]
+    #[serde(default, deserialize_with = "super::extract::present")]
+    max_tickets_per_user: Option<WholeNumber>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub(super) struct WaitingRoomRequest {
+    /// 1–10^7 admitted tokens at once.
+    #[schema(value_type = u32, minimum = 1, maximum = 10000000)]
+    max_active: WholeNumber,
+    /// 1–10^7 admissions a second.
+    #[schema(value_type = u32, minimum = 1, maximum = 10000000)]
+    admit_per_second: WholeNumber,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -73,8 +97,32 @@ pub(super) async fn create_concert(
     _admin: AdminAuth,
     body: ApiJson<ConcertRequest>,
 ) -> Result<Response, ApiError> {
-    let ConcertRequest { title, venue } = body.value;
-    let concert = app.engine.catalog.create_concert(title, venue).await?;
+    let ConcertRequest {
+        title,
+        venue,
+        sale_opens_at,
+        waiting_room,
+        max_tickets_per_user,
+    } = body.value;
+    let sale_opens_at = sale_opens_at
+        .map(|raw| {
+            parse_rfc3339(&raw).ok_or_else(|| {
+                ApiError::invalid_input(
+                    "sale_opens_at must be an RFC 3339 time, e.g. 2026-12-24T10:00:00Z",
+                )
+            })
+        })
+        .transpose()?;
+    let terms = SaleTerms {
+        sale_opens_at,
+        waiting_room: waiting_room.map(|room| (room.max_active.0, room.admit_per_second.0)),
+        max_tickets_per_user: max_tickets_per_user.map(|max| max.0),
+    };
+    let concert = app
+        .engine
+        .catalog
+        .create_concert(title, venue, terms)
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(ConcertCreated {
@@ -244,6 +292,66 @@ pub(super) async fn cancel_date(
         refunded_reservations: report.refunded_reservations,
         refunded_amount: report.refunded_amount,
         cancelled_holds: report.cancelled_holds,
+    })
+    .into_response())
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct WaitingRoomBody {
+    /// A concert id, or `general`.
+    room: String,
+    /// RFC 3339, or null for a room without an opening.
+    sale_opens_at: Option<String>,
+    /// Tokens waiting for the opening to draw their places.
+    pre_queue: u64,
+    waiting: u64,
+    active: u64,
+    /// Admissions since the room was made.
+    admitted_total: u64,
+    /// Admissions that passed a token still waiting ahead in line: always 0.
+    order_violations: u64,
+    /// Waits from joining the line (or the opening) to admission, in seconds, within about 6%;
+    /// 0 before anyone is admitted.
+    wait_seconds_p50: f64,
+    wait_seconds_p99: f64,
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/admin/waiting-rooms/{room}", tag = "admin",
+    security(("admin" = [])),
+    params(("room" = String, Path, description = "A concert id of a concert with its own room, or `general`")),
+    responses(
+        (status = 200, description = "The room's line, admissions and their fairness", body = WaitingRoomBody),
+        (status = 401, description = "`unauthenticated`: missing or wrong admin token", body = Problem),
+        (status = 404, description = "`not_found`: no such room, or the admin API is disabled", body = Problem),
+        (status = 429, description = "`rate_limited`: this address sent `limits.admin_failures_per_minute_per_ip` wrong admin tokens in the last minute; no token is compared until `Retry-After`", body = Problem),
+    )
+)]
+pub(super) async fn waiting_room(
+    State(app): State<AppState>,
+    _admin: AdminAuth,
+    IdPath(room): IdPath<String>,
+) -> Result<Response, ApiError> {
+    let room = match room.as_str() {
+        "general" => RoomId::General,
+        concert => RoomId::Concert(concert.parse().map_err(|_| ApiError::not_found())?),
+    };
+    let report = app
+        .engine
+        .queue
+        .read_room(room, |queue| queue.report())
+        .ok_or_else(ApiError::not_found)?;
+    let seconds = |ms: Option<f64>| ms.map_or(0.0, |ms| ms / 1000.0);
+    Ok(Json(WaitingRoomBody {
+        room: room.to_string(),
+        sale_opens_at: report.sale_opens_at.map(rfc3339),
+        pre_queue: report.pre_queue,
+        waiting: report.waiting,
+        active: report.active,
+        admitted_total: report.admitted_total,
+        order_violations: report.order_violations,
+        wait_seconds_p50: seconds(report.wait_ms_p50),
+        wait_seconds_p99: seconds(report.wait_ms_p99),
     })
     .into_response())
 }

@@ -28,6 +28,13 @@ pub(super) struct ConcertBody {
     concert_id: String,
     title: String,
     venue: String,
+    /// When the sale opens (RFC 3339), or null when it is open from the start.
+    sale_opens_at: Option<String>,
+    /// `own`: take tokens with `{concert_id}`; `general`: the general room's tokens.
+    #[schema(example = "general")]
+    waiting_room: &'static str,
+    /// Seats a user may hold plus own on each date, or null for no limit beyond the hold limits.
+    max_tickets_per_user: Option<u32>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -49,6 +56,12 @@ pub(super) async fn concerts(State(app): State<AppState>) -> Response {
         .into_iter()
         .map(|c| ConcertBody {
             concert_id: c.id.to_string(),
+            sale_opens_at: c.room.and_then(|room| room.sale_opens_at).map(rfc3339),
+            waiting_room: match c.room {
+                Some(_) => "own",
+                None => "general",
+            },
+            max_tickets_per_user: c.max_tickets_per_user,
             title: c.title,
             venue: c.venue,
         })
@@ -270,17 +283,18 @@ pub(super) struct SeatsBody<'a> {
     responses(
         (status = 200, description = "Every seat of the date; reads the caller's own writes", body = SeatsBody),
         (status = 401, description = "`unauthenticated` or `queue_token_invalid`", body = Problem),
-        (status = 403, description = "`not_admitted`, `queue_token_expired` or `forbidden`", body = Problem),
+        (status = 403, description = "`not_admitted`, `queue_token_expired`, `forbidden`, or `queue_token_wrong_room`: a token of another waiting room than the date's concert's", body = Problem),
         (status = 404, description = "`not_found`", body = Problem),
         (status = 429, description = "`rate_limited`: too many requests on this session; see `Retry-After`", body = Problem),
     )
 )]
 pub(super) async fn seats(
     State(app): State<AppState>,
-    _admitted: Admitted,
+    admitted: Admitted,
     IdPath(date): IdPath<DateId>,
 ) -> Result<Response, ApiError> {
     let handle = app.engine.dates.get(date).ok_or_else(ApiError::not_found)?;
+    handle.admits(admitted.token)?;
     Ok(Json(seat_listing(&app, handle.view())).into_response())
 }
 

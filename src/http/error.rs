@@ -95,6 +95,7 @@ pub(crate) fn status_of(error: &DomainError) -> StatusCode {
         DomainError::InvalidInput(_)
         | DomainError::HoldLimit { .. }
         | DomainError::HoldLimitOverAllDates { .. }
+        | DomainError::TicketLimit { .. }
         | DomainError::InvalidAmount { .. }
         | DomainError::BalanceLimit { .. }
         | DomainError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
@@ -116,9 +117,10 @@ pub(crate) fn status_of(error: &DomainError) -> StatusCode {
         DomainError::InvalidCredentials
         | DomainError::Unauthenticated
         | DomainError::QueueTokenInvalid => StatusCode::UNAUTHORIZED,
-        DomainError::Forbidden | DomainError::NotAdmitted | DomainError::QueueTokenExpired => {
-            StatusCode::FORBIDDEN
-        }
+        DomainError::Forbidden
+        | DomainError::NotAdmitted
+        | DomainError::QueueTokenExpired
+        | DomainError::QueueTokenWrongRoom => StatusCode::FORBIDDEN,
     }
 }
 

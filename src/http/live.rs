@@ -144,7 +144,7 @@ impl SeatStream {
     responses(
         (status = 200, description = "`text/event-stream`: `snapshot`, then `seats` batches of `[{seat_no, status}]`", content_type = "text/event-stream"),
         (status = 401, description = "`unauthenticated` or `queue_token_invalid`", body = Problem),
-        (status = 403, description = "`not_admitted`, `queue_token_expired` or `forbidden`", body = Problem),
+        (status = 403, description = "`not_admitted`, `queue_token_expired`, `forbidden`, or `queue_token_wrong_room`: a token of another waiting room than the date's concert's", body = Problem),
         (status = 404, description = "`not_found`", body = Problem),
         (status = 429, description = "`rate_limited`: too many requests on this session, or the session has `server.max_streams_per_session` streams open; see `Retry-After`", body = Problem),
         (status = 503, description = "`overloaded`: in-flight work or open streams are at their bound; see `Retry-After`", body = Problem),
@@ -156,6 +156,7 @@ pub(super) async fn seat_events(
     IdPath(date): IdPath<DateId>,
 ) -> Result<Response, ApiError> {
     let handle = app.engine.dates.get(date).ok_or_else(ApiError::not_found)?;
+    handle.admits(admitted.token)?;
     // Subscribe before the listing is taken, so no change falls between the two.
     let batches = handle.view().subscribe();
     let state = SeatStream {
@@ -201,7 +202,8 @@ impl QueueStream {
         // Status and position, not the ETA or the drop time a poll pushes back.
         let place = |s: &QueueStatus| match s.standing {
             Standing::Active => None,
-            Standing::Waiting { position, .. } => Some(position),
+            Standing::Waiting { position, .. } => Some((false, position)),
+            Standing::PreQueue { size, .. } => Some((true, size)),
         };
         let changed = match &self.last {
             None => true,

@@ -71,7 +71,7 @@ pub(super) struct PageParams {
         returns::refund, returns::transfer,
         waitlist::join, waitlist::list_mine, waitlist::leave,
         balance::balance, balance::charge, balance::history,
-        admin::create_concert, admin::create_date, admin::cancel_date, admin::stats, admin::backup,
+        admin::create_concert, admin::create_date, admin::cancel_date, admin::stats, admin::waiting_room, admin::backup,
         live::seat_events, live::queue_events,
         ops::healthz, ops::readyz, ops::metrics, openapi_json, docs,
     ),
@@ -120,6 +120,16 @@ pub fn document(settings: &Settings) -> utoipa::openapi::OpenApi {
         panic!("BestAvailableRequest.quantity is an integer schema");
     };
     quantity.maximum = Some(settings.holds.max_seats_per_user.into());
+    // A general-room token is taken without a body; `{concert_id}` is for a concert's room.
+    if let Some(take_token) = openapi
+        .paths
+        .paths
+        .get_mut("/api/v1/queue/tokens")
+        .and_then(|item| item.post.as_mut())
+        .and_then(|operation| operation.request_body.as_mut())
+    {
+        take_token.required = Some(utoipa::openapi::Required::False);
+    }
     openapi
 }
 

@@ -5,13 +5,14 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, Problem};
-use super::extract::{QueueTokenHeader, Session};
+use super::extract::{DeferredJson, QueueTokenHeader, Session};
 use super::{rfc3339, AppState};
-use crate::domain::admission::{Lookup, QueueStatus, Standing};
+use crate::domain::admission::{Lookup, QueueStatus, RoomId, Standing};
+use crate::domain::ConcertId;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -26,13 +27,19 @@ pub fn routes() -> Router<AppState> {
 pub struct QueueStatusBody {
     /// Send as `X-Queue-Token`.
     queue_token: String,
-    /// `waiting` or `active`.
+    /// The concert whose room this token is of; null in the general room.
+    concert_id: Option<String>,
+    /// `pre_queue` (before the room's sale opening), `waiting` or `active`.
     #[schema(example = "waiting")]
     status: &'static str,
-    /// 1 for the next to be admitted, 0 when active.
+    /// 1 for the next to be admitted, 0 when active; in the pre-queue, the number of tokens
+    /// in it (places are drawn at the opening).
     position: u64,
+    /// In the pre-queue: the seconds until the opening plus the expected wait of a random place
+    /// in it.
     estimated_wait_seconds: u64,
-    /// Active: the end of the admission. Waiting: when it is dropped unless polled.
+    /// Active: the end of the admission. Waiting: when it is dropped unless polled. Pre-queue:
+    /// the opening plus `queue.waiting_ttl_seconds`.
     expires_at: String,
     poll_after_seconds: u64,
     /// True when the presented token had ended and this is a fresh one at the back of the line.
@@ -43,6 +50,10 @@ impl QueueStatusBody {
     pub fn new(status: &QueueStatus, reissued: bool) -> Self {
         let (state, position, estimated_wait_seconds) = match status.standing {
             Standing::Active => ("active", 0, 0),
+            Standing::PreQueue {
+                size,
+                estimated_wait_seconds,
+            } => ("pre_queue", size, estimated_wait_seconds),
             Standing::Waiting {
                 position,
                 estimated_wait_seconds,
@@ -50,6 +61,7 @@ impl QueueStatusBody {
         };
         Self {
             queue_token: status.token.to_string(),
+            concert_id: status.token.room().concert().map(|c| c.to_string()),
             status: state,
             position,
             estimated_wait_seconds,
@@ -60,21 +72,46 @@ impl QueueStatusBody {
     }
 }
 
+/// `{concert_id}`: a token of that concert's own room. No body (or `{}`): the general room.
+#[derive(Deserialize, ToSchema)]
+pub(super) struct TokenRequest {
+    #[serde(default, deserialize_with = "super::extract::present")]
+    concert_id: Option<String>,
+}
+
 #[utoipa::path(
     post, path = "/api/v1/queue/tokens", tag = "queue",
     security(("session" = [])),
+    request_body(content = Option<TokenRequest>, description = "Optional: `{concert_id}` of a concert with its own room"),
     responses(
         (status = 201, description = "A new token", body = QueueStatusBody),
-        (status = 200, description = "The user's live token (counts as a poll)", body = QueueStatusBody),
+        (status = 200, description = "The user's live token of that room (counts as a poll)", body = QueueStatusBody),
+        (status = 400, description = "`malformed_request`", body = Problem),
         (status = 401, description = "`unauthenticated`", body = Problem),
+        (status = 404, description = "`not_found`: no such concert", body = Problem),
+        (status = 415, description = "`unsupported_media_type`: a body that is not JSON", body = Problem),
+        (status = 422, description = "`invalid_input`: the concert uses the general room", body = Problem),
         (status = 429, description = "`rate_limited`: too many requests on this session; see `Retry-After`", body = Problem),
     )
 )]
 pub(super) async fn take_token(
     State(app): State<AppState>,
     session: Session,
+    body: DeferredJson<TokenRequest>,
 ) -> Result<Response, ApiError> {
-    let (status, created) = app.engine.queue.issue(session.user).await?;
+    let asked = if body.raw().iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        body.parse()?.value.concert_id
+    };
+    let room = match asked {
+        None => RoomId::General,
+        Some(concert) => {
+            let concert: ConcertId = concert.parse().map_err(|_| ApiError::not_found())?;
+            app.engine.catalog.room_for_tokens(concert)?
+        }
+    };
+    let (status, created) = app.engine.queue.issue(room, session.user).await?;
     let code = if created {
         StatusCode::CREATED
     } else {

@@ -10,8 +10,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, Problem};
 use super::extract::{
-    Admitted, ApiJson, DeferredAdmission, DeferredJson, IdPath, IdempotencyHeader, PageQuery,
-    Session, WholeNumber,
+    DeferredAdmission, DeferredJson, IdPath, IdempotencyHeader, PageQuery, Session, WholeNumber,
 };
 use super::idempotency::Claim;
 use super::openapi::{IdempotencyKeyParam, PageParams};
@@ -148,7 +147,7 @@ fn requested_seats(request: &HoldRequest) -> Result<SeatChoice, ApiError> {
         (status = 201, description = "Held until `expires_at`", body = ReservationBody),
         (status = 400, description = "`malformed_request`", body = Problem),
         (status = 401, description = "`unauthenticated` or `queue_token_invalid`", body = Problem),
-        (status = 403, description = "`not_admitted`, `queue_token_expired` or `forbidden`", body = Problem),
+        (status = 403, description = "`not_admitted`, `queue_token_expired`, `forbidden`, or `queue_token_wrong_room`: a token of another waiting room than the date's concert's", body = Problem),
         (status = 404, description = "`not_found`: no such date", body = Problem),
         (status = 409, description = "`seat_unavailable`; `no_adjacent_seats` (best available: no block of `quantity` adjacent available seats in the section, or anywhere); or `rehold_cooldown`: this user let go of the seat (cancelled, or it expired) less than `holds.rehold_cooldown_seconds` ago; others may hold it at once", body = Problem,
             headers(("Retry-After" = u64, description = "with `rehold_cooldown`: whole seconds until this user may hold that seat again (at least 1)"))),
@@ -158,20 +157,14 @@ fn requested_seats(request: &HoldRequest) -> Result<SeatChoice, ApiError> {
 )]
 pub(super) async fn hold(
     State(app): State<AppState>,
-    admitted: Admitted,
+    session: Session,
     IdempotencyHeader(key): IdempotencyHeader,
-    body: ApiJson<HoldRequest>,
+    admission: DeferredAdmission,
+    body: DeferredJson<HoldRequest>,
 ) -> Result<Response, ApiError> {
-    let seats = requested_seats(&body.value)?;
-    let date: DateId = body
-        .value
-        .date_id
-        .parse()
-        .map_err(|_| ApiError::not_found())?;
-    let handle = app.engine.dates.get(date).ok_or_else(ApiError::not_found)?;
     let claim = app
         .idempotency
-        .claim(admitted.user, KeyedEndpoint::Reservation, key, &body.raw)
+        .claim(session.user, KeyedEndpoint::Reservation, key, body.raw())
         .await?;
     let reservation = match &claim {
         Claim::Replay(Outcome::Reservation(placed)) => {
@@ -179,6 +172,16 @@ pub(super) async fn hold(
         }
         Claim::Replay(other) => unreachable!("hold keys record holds, not {other:?}"),
         Claim::Unkeyed | Claim::Owner(_) => {
+            let admitted = admission.check(&app, session)?;
+            let body = body.parse()?;
+            let seats = requested_seats(&body.value)?;
+            let date: DateId = body
+                .value
+                .date_id
+                .parse()
+                .map_err(|_| ApiError::not_found())?;
+            let handle = app.engine.dates.get(date).ok_or_else(ApiError::not_found)?;
+            handle.admits(admitted.token)?;
             handle.hold(admitted.user, seats, claim.stamp()).await?
         }
     };
@@ -310,7 +313,7 @@ impl From<&PaymentReceipt> for PaymentBody {
         (status = 400, description = "`malformed_request`", body = Problem),
         (status = 401, description = "`unauthenticated` or `queue_token_invalid`", body = Problem),
         (status = 402, description = "`insufficient_balance`; the hold stays as it was", body = Problem),
-        (status = 403, description = "`not_admitted`, `queue_token_expired` or `forbidden`", body = Problem),
+        (status = 403, description = "`not_admitted`, `queue_token_expired`, `forbidden`, or `queue_token_wrong_room` (not for a waiting-list offer, which needs no token)", body = Problem),
         (status = 404, description = "`not_found`, also for another user's reservation", body = Problem),
         (status = 409, description = "`already_paid` or `reservation_not_held`", body = Problem),
         (status = 410, description = "`hold_expired`", body = Problem),
@@ -358,9 +361,14 @@ pub(super) async fn pay(
                         .dates
                         .get(id.date)
                         .ok_or_else(ApiError::not_found)?;
-                    handle
-                        .pay(admitted.user, id, claim.stamp(), Some(admitted.token))
-                        .await?
+                    // An offer needs no token, so one of another room is not held against it
+                    // (nor ended by it).
+                    let token = match handle.admits(admitted.token) {
+                        Ok(()) => Some(admitted.token),
+                        Err(_) if handle.is_offer(user, id).await? => None,
+                        Err(wrong_room) => return Err(wrong_room.into()),
+                    };
+                    handle.pay(admitted.user, id, claim.stamp(), token).await?
                 }
                 // A hold offered from a waiting list is paid without a queue token; anything
                 // else is refused for the token, as before.

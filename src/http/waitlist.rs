@@ -115,7 +115,7 @@ impl EntryBody {
         (status = 200, description = "The user's entry already on this date's list, unchanged", body = EntryBody),
         (status = 400, description = "`malformed_request`", body = Problem),
         (status = 401, description = "`unauthenticated` or `queue_token_invalid`", body = Problem),
-        (status = 403, description = "`not_admitted`, `queue_token_expired` or `forbidden`", body = Problem),
+        (status = 403, description = "`not_admitted`, `queue_token_expired`, `forbidden`, or `queue_token_wrong_room`: a token of another waiting room than the date's concert's", body = Problem),
         (status = 404, description = "`not_found`: no such date", body = Problem),
         (status = 409, description = "`seats_available`: the date's available and held seats (in `section`) still number `quantity`; `rehold_cooldown`: the user's entry lapsed less than `waitlist.offer_ttl_seconds` ago (see `Retry-After`); `date_cancelled`; `sales_closed`", body = Problem,
             headers(("Retry-After" = u64, description = "with `rehold_cooldown`: whole seconds until the user may join again"))),
@@ -130,6 +130,7 @@ pub(super) async fn join(
     body: ApiJson<JoinRequest>,
 ) -> Result<Response, ApiError> {
     let handle = app.engine.dates.get(date).ok_or_else(ApiError::not_found)?;
+    handle.admits(admitted.token)?;
     let JoinRequest { quantity, section } = body.value;
     // A quantity past u32 is as far out of range as 0: the date refuses both.
     let quantity = u32::try_from(quantity.0).unwrap_or(0);

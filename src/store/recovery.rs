@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 
 use crate::domain::accounts::Accounts;
-use crate::domain::admission::{AdmissionQueue, QueueSnapshot};
 use crate::domain::catalog::Catalog;
 use crate::domain::idempotency::{KeyIndex, PendingRecord};
 use crate::domain::ledger::{BalancePolicy, Ledger};
+use crate::domain::rooms::{Rooms, RoomsSnapshot};
 use crate::domain::seat_map::{DatePolicy, SeatMap};
 use crate::domain::{DateId, Event};
 
@@ -52,7 +52,7 @@ pub struct Recovered {
 /// The waiting room's newest snapshot and the events after it that change it: the payments
 /// that end tokens (`AdmissionQueue::token_ended_by`), to be applied after the snapshot.
 pub struct RecoveredQueue {
-    pub snapshot: QueueSnapshot,
+    pub snapshot: RoomsSnapshot,
     pub snapshot_seq: u64,
     pub later_events: Vec<Event>,
 }
@@ -132,16 +132,18 @@ pub fn recover(setup: &StoreSetup, policies: Policies) -> Result<Recovered, Stor
     let accounts = start(dir, ACCOUNTS_OWNER, Accounts::default)?;
     let catalog = start(dir, CATALOG_OWNER, Catalog::default)?;
     let ledger = start(dir, LEDGER_OWNER, || Ledger::new(policies.balance))?;
-    let queue = snapshot::load_newest::<QueueSnapshot>(dir, QUEUE_OWNER)?;
+    let queue = snapshot::load_newest::<RoomsSnapshot>(dir, QUEUE_OWNER)?;
     let mut dates: BTreeMap<DateId, Start<SeatMap>> = BTreeMap::new();
     for info in catalog.state.dates() {
         let start = start(dir, &date_owner(info.id), || {
+            let concert = catalog.state.concert(info.concert);
             SeatMap::new(
                 info.id,
                 info.starts_at,
                 (*info.layout).clone(),
                 policies.dates,
             )
+            .sold_as(concert.and_then(|c| c.max_tickets_per_user))
         })?;
         dates.insert(info.id, start);
     }
@@ -219,11 +221,13 @@ pub fn recover(setup: &StoreSetup, policies: Policies) -> Result<Recovered, Stor
             date,
             starts_at,
             layout,
+            max_tickets_per_user,
             ..
         } = event
         {
             maps.entry(*date).or_insert_with(|| {
-                let map = SeatMap::new(*date, *starts_at, layout.clone(), policies.dates);
+                let map = SeatMap::new(*date, *starts_at, layout.clone(), policies.dates)
+                    .sold_as(*max_tickets_per_user);
                 (map, 0)
             });
         }
@@ -231,7 +235,7 @@ pub fn recover(setup: &StoreSetup, policies: Policies) -> Result<Recovered, Stor
             ledger_state.apply(event);
         }
         if let Some(queue) = &mut queue {
-            if seq > queue.snapshot_seq && AdmissionQueue::token_ended_by(event).is_some() {
+            if seq > queue.snapshot_seq && Rooms::concerns(event) {
                 queue.later_events.push(event.clone());
             }
         }

@@ -10,6 +10,8 @@ pub(crate) fn concert(n: u32) -> Event {
         concert: ConcertId(n),
         title: format!("t{n}"),
         venue: "v".into(),
+        room: None,
+        max_tickets_per_user: None,
     }
 }
 

@@ -94,7 +94,8 @@ async fn the_whole_happy_path_works_step_by_step() {
     let concerts = assert_json(app.get("/api/v1/concerts").send().await.unwrap(), 200).await;
     assert_eq!(
         concerts["concerts"],
-        json!([{"concert_id": concert, "title": "Spring Gala", "venue": "Olympic Hall"}]),
+        json!([{"concert_id": concert, "title": "Spring Gala", "venue": "Olympic Hall",
+                "sale_opens_at": null, "waiting_room": "general", "max_tickets_per_user": null}]),
     );
     let dates = assert_json(
         app.get(&format!("/api/v1/concerts/{concert}/dates"))
