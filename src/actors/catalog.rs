@@ -50,7 +50,7 @@ pub struct CatalogState {
 impl CatalogState {
     fn commit(&self, event: &Event) -> Durable {
         self.catalog.write().apply(event);
-        self.dates.durability.log.append(event)
+        self.dates.durability.append(event)
     }
 
     async fn create_date(

@@ -20,5 +20,6 @@ mod money;
 mod openapi;
 mod queue;
 mod returns;
+mod rooms;
 mod venues;
 mod waitlist;
