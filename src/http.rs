@@ -81,6 +81,8 @@ pub struct AppInner {
     /// Turns true when the server starts to stop: live streams end on it.
     pub stopping: watch::Sender<bool>,
     pub connections: Arc<transport::ConnectionStats>,
+    /// The rooms `/metrics` labelled at its last scrape.
+    pub named_rooms: parking_lot::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl AppState {
@@ -93,6 +95,7 @@ impl AppState {
             in_flight: Arc::new(Semaphore::new(settings.server.max_in_flight)),
             streams: Arc::new(Semaphore::new(settings.server.max_streams)),
             list_pages: Semaphore::new(LIST_PAGES_AT_ONCE),
+            named_rooms: Default::default(),
             engine,
             settings,
             clock,

@@ -13,7 +13,7 @@ use super::{ask, every, snapshot_at, Durability, EngineError};
 use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::domain::admission::{
-    AdmissionQueue, Lookup, QueuePolicy, QueueStatus, QueueTokenId, RoomId, Standing,
+    AdmissionQueue, Lookup, QueuePolicy, QueueStatus, QueueTokenId, RoomId, RoomReport, Standing,
 };
 use crate::domain::rooms::{RoomSpec, Rooms};
 use crate::domain::{ConcertId, DomainError, Timestamp, UserId};
@@ -161,6 +161,8 @@ impl QueueHandle {
         for event in recovered.iter().flat_map(|saved| &saved.later_events) {
             queue.apply(event);
         }
+        // An opening that fell while the server was down happens before the first request.
+        queue.tick(clock.now());
         let view = Arc::new(RwLock::new(queue));
         // Before any request: every payment from here on ends its token as it commits.
         if durability.waiting_room.set(view.clone()).is_err() {
@@ -248,6 +250,31 @@ impl QueueHandle {
             .all()
             .filter_map(|(_, q)| q.measured_admissions_per_second(now))
             .sum()
+    }
+
+    /// The rooms `/metrics` names, with their figures: the general room and, of the concerts'
+    /// own rooms, the `named` with the most tokens (pre-queue, waiting, active); the figures of
+    /// the rest are summed into the third element. A room with no tokens is not named.
+    pub fn busiest_rooms(&self, named: usize) -> (Vec<(RoomId, RoomReport)>, RoomReport) {
+        let rooms = self.view.read();
+        let tokens = |r: &RoomReport| r.pre_queue + r.waiting + r.active;
+        let mut own: Vec<(RoomId, RoomReport)> = rooms
+            .all()
+            .filter(|(id, _)| *id != RoomId::General)
+            .map(|(id, q)| (id, q.report()))
+            .filter(|(_, report)| tokens(report) > 0)
+            .collect();
+        own.sort_by_key(|(id, report)| (std::cmp::Reverse(tokens(report)), *id));
+        let rest = own.split_off(named.min(own.len()));
+        let mut others = RoomReport::default();
+        for (_, report) in &rest {
+            others.pre_queue += report.pre_queue;
+            others.waiting += report.waiting;
+            others.active += report.active;
+        }
+        let general = rooms.room(RoomId::General).map(|q| q.report());
+        own.splice(0..0, general.map(|report| (RoomId::General, report)));
+        (own, others)
     }
 
     /// Reads one room under the view's read lock.

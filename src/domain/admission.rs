@@ -272,7 +272,7 @@ pub struct QueueSnapshot {
 }
 
 /// A room's figures: `AdmissionQueue::report`.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct RoomReport {
     pub sale_opens_at: Option<Timestamp>,
     pub pre_queue: u64,

@@ -9,6 +9,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use super::AppState;
+use crate::domain::admission::RoomReport;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -27,6 +28,50 @@ pub(super) async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
+/// Rooms named in the series of `/metrics` besides the general room; the others are summed
+/// under `room="other"`, so a server with thousands of concerts still exports a few series.
+const NAMED_ROOMS: usize = 16;
+
+/// Per-room series: tokens by state, admissions, order violations and waits, labelled by
+/// room for the general room and the `NAMED_ROOMS` busiest own rooms. A room that leaves the
+/// busiest reads 0 from then on (its series stay, as every exported series does).
+fn room_metrics(app: &AppState) {
+    let (named, others) = app.engine.queue.busiest_rooms(NAMED_ROOMS);
+    let mut labelled = app.named_rooms.lock();
+    let now: std::collections::BTreeSet<String> =
+        named.iter().map(|(room, _)| room.to_string()).collect();
+    for gone in labelled.difference(&now) {
+        for state in ["pre_queue", "waiting", "active"] {
+            metrics::gauge!("boxoffice_room_tokens", "room" => gone.clone(), "state" => state)
+                .set(0.0);
+        }
+    }
+    *labelled = now;
+    let tokens = |room: String, report: &RoomReport| {
+        for (state, count) in [
+            ("pre_queue", report.pre_queue),
+            ("waiting", report.waiting),
+            ("active", report.active),
+        ] {
+            metrics::gauge!("boxoffice_room_tokens", "room" => room.clone(), "state" => state)
+                .set(count as f64);
+        }
+    };
+    for (room, report) in &named {
+        let room = room.to_string();
+        tokens(room.clone(), report);
+        metrics::counter!("boxoffice_room_admissions_total", "room" => room.clone())
+            .absolute(report.admitted_total);
+        metrics::counter!("boxoffice_room_order_violations_total", "room" => room.clone())
+            .absolute(report.order_violations);
+        for (quantile, ms) in [("0.5", report.wait_ms_p50), ("0.99", report.wait_ms_p99)] {
+            metrics::gauge!("boxoffice_room_wait_seconds", "room" => room.clone(), "quantile" => quantile)
+                .set(ms.unwrap_or(0.0) / 1000.0);
+        }
+    }
+    tokens("other".to_owned(), &others);
+}
+
 #[utoipa::path(
     get, path = "/metrics", tag = "operations",
     responses(
@@ -39,6 +84,7 @@ pub(super) async fn metrics(State(app): State<AppState>) -> impl axum::response:
     metrics::gauge!("boxoffice_queue_active").set(active as f64);
     metrics::gauge!("boxoffice_queue_admissions_per_second")
         .set(app.engine.queue.admissions_per_second(app.clock.now()));
+    room_metrics(&app);
     let engine = &app.engine;
     let dates = engine.dates.all();
     let reservations: usize = dates.iter().map(|d| d.view().reservations()).sum();

@@ -646,6 +646,26 @@ async fn the_room_report_is_for_admins_and_names_real_rooms_only() {
             .unwrap();
         assert_problem_for(response, 404, "not_found", missing).await;
     }
+    // The metrics recorder is shared by every server of this test process: the series are
+    // there, their figures are everyone's.
+    let metrics = app
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        format!(r#"boxoffice_room_tokens{{room="{own}",state="active"}} "#),
+        r#"boxoffice_room_tokens{room="general",state="waiting"} "#.to_owned(),
+        r#"boxoffice_room_tokens{room="other",state="pre_queue"} "#.to_owned(),
+        format!(r#"boxoffice_room_admissions_total{{room="{own}"}} "#),
+        r#"boxoffice_room_order_violations_total{room="general"} "#.to_owned(),
+        format!(r#"boxoffice_room_wait_seconds{{room="{own}",quantile="0.99"}} "#),
+    ] {
+        assert!(metrics.contains(&series), "{series} in\n{metrics}");
+    }
     let (buyer, _) = app.admitted_buyer().await;
     let as_buyer = app
         .get("/api/v1/admin/waiting-rooms/general")

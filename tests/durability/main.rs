@@ -13,7 +13,7 @@ use rand::Rng;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use server::{command, data_dir, Api, Server};
+use server::{command, data_dir, Api, Server, ADMIN};
 
 const SEATS: u32 = 2_000;
 const PRICE: i128 = 1_000;
@@ -753,6 +753,125 @@ async fn the_waiting_room_keeps_its_order_across_a_graceful_restart() {
         ]
     );
     drop(restarted);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every token's `(status, position)`, in the order given.
+async fn standings(api: &Api, line: &[(String, String)]) -> Vec<(Value, Value)> {
+    let mut seen = Vec::new();
+    for (session, token) in line {
+        let auth = bearer(session);
+        let (status, body) = api
+            .get(
+                "/api/v1/queue/tokens/current",
+                &[("authorization", &auth), ("x-queue-token", token)],
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(
+            body["reissued"], false,
+            "the same token still stands: {body}"
+        );
+        seen.push((body["status"].clone(), body["position"].clone()));
+    }
+    seen
+}
+
+async fn room_report(api: &Api, room: &str) -> Value {
+    let admin = format!("Bearer {ADMIN}");
+    let path = format!("/api/v1/admin/waiting-rooms/{room}");
+    let (status, body) = api.get(&path, &[("authorization", &admin)]).await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+/// A room's pre-queue survives a graceful stop; an opening that falls while the server is down
+/// happens when it is back, and only once: later restarts, graceful or kill -9, find the same
+/// line, because the order was fixed when the room was made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opening_missed_while_down_happens_once_when_the_server_is_back() {
+    let dir = data_dir("opening");
+    let env = [(
+        "BOXOFFICE__STORAGE__SNAPSHOT_INTERVAL_SECONDS",
+        "3600".to_owned(),
+    )];
+    let server = Server::start(&dir, &env);
+    let api = Api::new(&server.base);
+    let opens_in = Duration::from_secs(3);
+    let opens_at = time::OffsetDateTime::now_utc() + opens_in;
+    let admin = format!("Bearer {ADMIN}");
+    let (status, concert) = api
+        .post(
+            "/api/v1/admin/concerts",
+            &[("authorization", &admin)],
+            json!({
+                "title": "Opening", "venue": "Hall",
+                "sale_opens_at": opens_at.format(&time::format_description::well_known::Rfc3339).unwrap(),
+                "waiting_room": {"max_active": 2, "admit_per_second": 1000},
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{concert}");
+    let concert = concert["concert_id"].as_str().unwrap().to_owned();
+    let mut line = Vec::new();
+    for n in 0..6 {
+        let session = api.new_user(&format!("early{n}")).await;
+        let auth = bearer(&session);
+        let (status, body) = api
+            .post(
+                "/api/v1/queue/tokens",
+                &[("authorization", &auth)],
+                json!({ "concert_id": concert }),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        assert_eq!(body["status"], "pre_queue", "{body}");
+        line.push((session, body["queue_token"].as_str().unwrap().to_owned()));
+    }
+    assert_eq!(server.stop_gracefully(), Some(0));
+
+    // Kept exactly across a graceful restart before the opening.
+    let server = Server::start(&dir, &env);
+    let api = Api::new(&server.base);
+    assert_eq!(
+        standings(&api, &line).await,
+        vec![(json!("pre_queue"), json!(6)); 6]
+    );
+    assert_eq!(server.stop_gracefully(), Some(0));
+
+    // Down across the opening; back after it.
+    let left = opens_at - time::OffsetDateTime::now_utc() + time::Duration::milliseconds(300);
+    if left.is_positive() {
+        tokio::time::sleep(left.unsigned_abs()).await;
+    }
+    let server = Server::start(&dir, &env);
+    let api = Api::new(&server.base);
+    let report = room_report(&api, &concert).await;
+    assert_eq!(report["pre_queue"], json!(0), "{report}");
+    assert_eq!(report["admitted_total"], json!(2), "{report}");
+    let opened = standings(&api, &line).await;
+    let mut places: Vec<u64> = opened.iter().map(|(_, p)| p.as_u64().unwrap()).collect();
+    places.sort();
+    assert_eq!(places, vec![0, 0, 1, 2, 3, 4]);
+
+    // A graceful restart keeps the line; a crash, whose snapshot predates the opening, opens
+    // again from the same pre-queue into the same line.
+    assert_eq!(server.stop_gracefully(), Some(0));
+    let server = Server::start(&dir, &env);
+    let api = Api::new(&server.base);
+    assert_eq!(standings(&api, &line).await, opened);
+    assert_eq!(
+        room_report(&api, &concert).await["admitted_total"],
+        json!(2)
+    );
+    server.kill_9();
+    let server = Server::start(&dir, &env);
+    let api = Api::new(&server.base);
+    assert_eq!(standings(&api, &line).await, opened);
+    drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
