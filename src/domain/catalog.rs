@@ -293,6 +293,123 @@ mod tests {
     }
 
     #[test]
+    fn sale_terms_give_a_room_of_its_own_only_with_an_opening_or_limits() {
+        let mut catalog = Catalog::default();
+        let seed = OpeningSeed([7; 32]);
+        let terms = [
+            SaleTerms::default(),
+            SaleTerms {
+                sale_opens_at: Some(Timestamp(5_000)),
+                ..SaleTerms::default()
+            },
+            SaleTerms {
+                waiting_room: Some((10, 20)),
+                max_tickets_per_user: Some(100),
+                ..SaleTerms::default()
+            },
+            SaleTerms {
+                max_tickets_per_user: Some(1),
+                ..SaleTerms::default()
+            },
+        ];
+        for terms in terms {
+            let event = catalog.create_concert_with("t", "v", terms, seed).unwrap();
+            catalog.apply(&event);
+        }
+        let rooms: Vec<(ConcertId, RoomSpec)> = catalog.rooms().collect();
+        assert_eq!(
+            rooms,
+            vec![
+                (
+                    ConcertId(2),
+                    RoomSpec {
+                        limits: None,
+                        sale_opens_at: Some(Timestamp(5_000)),
+                        seed
+                    }
+                ),
+                (
+                    ConcertId(3),
+                    RoomSpec {
+                        limits: Some(RoomLimits {
+                            max_active: 10,
+                            admit_per_second: 20
+                        }),
+                        sale_opens_at: None,
+                        seed
+                    }
+                ),
+            ]
+        );
+        assert!(matches!(
+            catalog.room_for_tokens(ConcertId(1)),
+            Err(DomainError::InvalidInput(_))
+        ));
+        assert_eq!(
+            catalog.room_for_tokens(ConcertId(2)),
+            Ok(RoomId::Concert(ConcertId(2)))
+        );
+        assert_eq!(
+            catalog.room_for_tokens(ConcertId(9)),
+            Err(DomainError::NotFound)
+        );
+        // A date carries its concert's room and ticket limit.
+        for concert in [3, 4] {
+            let event = catalog
+                .create_date(
+                    ConcertId(concert),
+                    Timestamp(0),
+                    SeatPlan::Uniform {
+                        seat_count: 5,
+                        price: 1,
+                    },
+                )
+                .unwrap();
+            catalog.apply(&event);
+            let Event::DateCreated {
+                max_tickets_per_user,
+                ..
+            } = event
+            else {
+                unreachable!()
+            };
+            assert_eq!(
+                max_tickets_per_user,
+                Some(if concert == 3 { 100 } else { 1 })
+            );
+        }
+        assert_eq!(
+            catalog.date(DateId(1)).unwrap().room,
+            RoomId::Concert(ConcertId(3))
+        );
+        assert_eq!(catalog.date(DateId(2)).unwrap().room, RoomId::General);
+
+        for bad in [
+            SaleTerms {
+                waiting_room: Some((0, 1)),
+                ..SaleTerms::default()
+            },
+            SaleTerms {
+                waiting_room: Some((1, 10_000_001)),
+                ..SaleTerms::default()
+            },
+            SaleTerms {
+                max_tickets_per_user: Some(0),
+                ..SaleTerms::default()
+            },
+            SaleTerms {
+                max_tickets_per_user: Some(101),
+                ..SaleTerms::default()
+            },
+        ] {
+            assert!(matches!(
+                catalog.create_concert_with("t", "v", bad, seed),
+                Err(DomainError::InvalidInput(_))
+            ));
+        }
+    }
+
+    #[test]
     fn titles_and_venues_are_one_to_two_hundred_characters() {
         let catalog = Catalog::default();
         assert!(catalog.create_concert("", "Hall").is_err());

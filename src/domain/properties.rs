@@ -721,7 +721,7 @@ fn return_command() -> impl Strategy<Value = ReturnCommand> {
 /// that came back are offered to the waiting list. After a pass that something woke (seats
 /// came back, an entry joined, left or lapsed), invariant 8 holds; an entry that did not fit
 /// then (its user's cooldown or limits) waits for the next such change, as API.md says.
-fn sweep_and_offer(map: &mut SeatMap, log: &mut Vec<Event>, now: Timestamp) {
+fn sweep_and_offer(map: &mut SeatMap, log: &mut Vec<Event>, now: Timestamp, tickets: u32) {
     for expired in map.expire_due(now) {
         map.apply(&expired);
         log.push(expired);
@@ -729,15 +729,15 @@ fn sweep_and_offer(map: &mut SeatMap, log: &mut Vec<Event>, now: Timestamp) {
     let woken = map.waitlist().is_pending();
     log.extend(map.make_offers(now));
     if woken {
-        check_no_fitting_entry_waits(map, log, now);
+        check_no_fitting_entry_waits(map, log, now, tickets);
     }
 }
 
 /// Invariant 8: once offers are made, no waiting entry fits the seats free to its user: fewer
 /// than its quantity are available outside the user's cooldown, or the user's live holds on
-/// the date plus the quantity pass the per-date limit. Read from the map's answers and the
-/// events alone.
-fn check_no_fitting_entry_waits(map: &SeatMap, log: &[Event], now: Timestamp) {
+/// the date plus the quantity pass the per-date limit, or those plus the seats the user owns
+/// pass `tickets` (the concert's limit). Read from the map's answers and the events alone.
+fn check_no_fitting_entry_waits(map: &SeatMap, log: &[Event], now: Timestamp, tickets: u32) {
     if map.sale_state(now) != seat_map::SaleState::OnSale {
         return;
     }
@@ -757,8 +757,15 @@ fn check_no_fitting_entry_waits(map: &SeatMap, log: &[Event], now: Timestamp) {
             })
             .map(|r| r.seats.len() as u32)
             .sum();
+        let owned: u32 = history
+            .values()
+            .filter(|r| r.user == entry.user && r.state == ReservationState::Paid)
+            .map(|r| r.seats.len() as u32)
+            .sum();
         assert!(
-            free < entry.quantity || held + entry.quantity > MAX_PER_USER,
+            free < entry.quantity
+                || held + entry.quantity > MAX_PER_USER
+                || held + owned + entry.quantity > tickets,
             "entry {:?} waits while {free} seats are free to its user (holding {held})",
             entry.id
         );
@@ -806,8 +813,11 @@ proptest! {
             refunds: seat_map::RefundPolicy { fee_percent: 15, window_closes_ms_before_start: WINDOW_MS },
             ..new_seat_map().policy()
         };
+        // Held plus owned per user: binds once a user owns seats and holds more.
+        const TICKETS: usize = 3;
         let layout = Layout::general(RETURN_SEATS, 101);
-        let mut map = SeatMap::new(DateId(1), Timestamp(STARTS_MS), layout.clone(), policy);
+        let mut map = SeatMap::new(DateId(1), Timestamp(STARTS_MS), layout.clone(), policy)
+            .sold_as(Some(TICKETS as u32));
         let mut ledger = Ledger::new(BalancePolicy { max_charge: 400, max_balance: 600 });
         let mut now = Timestamp(1_000);
         let mut log: Vec<Event> = Vec::new();
@@ -822,7 +832,7 @@ proptest! {
         for command in commands {
             // As the date's actor does before deciding anything: due expiries, then the offers
             // the seats they free make to the waiting list.
-            sweep_and_offer(&mut map, &mut log, now);
+            sweep_and_offer(&mut map, &mut log, now, TICKETS as u32);
             let made = history(&log);
             // The reservation `pick` names, and who sends the command about it.
             let target = |user: u64, pick: usize, as_holder: bool| {
@@ -965,7 +975,7 @@ proptest! {
                 ledger.apply(&event);
                 log.push(event);
             }
-            sweep_and_offer(&mut map, &mut log, now);
+            sweep_and_offer(&mut map, &mut log, now, TICKETS as u32);
             check_seats(&map, &log, now, 4);
             let expected = balances_from(&log);
             for user in 0..4u64 {
@@ -977,8 +987,23 @@ proptest! {
             if map.sale_state(now) == seat_map::SaleState::Cancelled {
                 prop_assert_eq!(map.sold_seats(), 0, "a cancelled date keeps no sale");
             }
+            let mut tickets: HashMap<UserId, usize> = HashMap::new();
+            for r in history(&log).values() {
+                let counts = match r.state {
+                    ReservationState::Paid => true,
+                    ReservationState::Held => r.expires_at > now,
+                    _ => false,
+                };
+                if counts {
+                    *tickets.entry(r.user).or_default() += r.seats.len();
+                }
+            }
+            for (user, held_and_owned) in tickets {
+                prop_assert!(held_and_owned <= TICKETS, "{:?} holds and owns {}", user, held_and_owned);
+            }
         }
-        let mut replayed_map = SeatMap::new(DateId(1), Timestamp(STARTS_MS), layout, policy);
+        let mut replayed_map = SeatMap::new(DateId(1), Timestamp(STARTS_MS), layout, policy)
+            .sold_as(Some(TICKETS as u32));
         let mut replayed_ledger = Ledger::new(ledger.policy());
         for event in &log {
             replayed_map.apply(event);

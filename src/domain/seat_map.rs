@@ -2076,6 +2076,57 @@ mod tests {
     }
 
     #[test]
+    fn the_ticket_limit_counts_held_owned_and_received_seats_and_bounds_offers_too() {
+        let mut m = map(10).sold_as(Some(3));
+        let r = paid(&mut m, ALICE, &[1, 2], 0);
+        // Two owned, so one more may be held, whichever way it is asked for.
+        assert_eq!(
+            hold(&mut m, ALICE, &[3, 4], 1),
+            Err(DomainError::TicketLimit { max: 3 })
+        );
+        assert_eq!(
+            best(&mut m, ALICE, 2, None, 1),
+            Err(DomainError::TicketLimit { max: 3 })
+        );
+        hold(&mut m, ALICE, &[3], 1).unwrap();
+        // Bob holds two: a transfer of Alice's two would make four.
+        hold(&mut m, BOB, &[5, 6], 1).unwrap();
+        assert_eq!(
+            m.prepare_transfer(ALICE, Some(BOB), r, t(2), None),
+            Err(DomainError::TicketLimit { max: 3 })
+        );
+        let carol = UserId(3);
+        m.apply(
+            &m.prepare_transfer(ALICE, Some(carol), r, t(2), None)
+                .unwrap(),
+        );
+        // Given away, Alice's two no longer count; received, they count for Carol.
+        hold(&mut m, ALICE, &[7, 8], 3).unwrap();
+        assert_eq!(
+            hold(&mut m, carol, &[9, 10], 3),
+            Err(DomainError::TicketLimit { max: 3 })
+        );
+        // A refund frees the recipient's count, and a map read back counts the same.
+        m.apply(&m.prepare_refund(carol, r, t(4), None).unwrap());
+        let mut restored = m.clone();
+        restored.restore(m.policy());
+        assert_eq!(restored, m);
+        hold(&mut restored, carol, &[1, 2, 9], 4).unwrap();
+
+        // An offer that would pass the limit is not made; the entry waits.
+        let mut m = map(2).sold_as(Some(2));
+        paid(&mut m, ALICE, &[1], 0);
+        let bob = hold(&mut m, BOB, &[2], 0).unwrap();
+        let Joined::New(joined) = m.join_waitlist(ALICE, 2, None, t(1)).unwrap() else {
+            panic!("a new entry")
+        };
+        m.apply(&joined);
+        m.apply(&m.cancel_hold(BOB, bob, t(2)).unwrap());
+        assert!(m.make_offers(t(2)).is_empty());
+        assert_eq!(m.seat_status(SeatNo(2), t(2)), Some(SeatStatus::Available));
+    }
+
+    #[test]
     fn a_transfer_moves_the_reservation_and_a_refund_still_credits_the_payer() {
         let mut m = map(10);
         let held = hold(&mut m, ALICE, &[1], 0).unwrap();
