@@ -675,3 +675,192 @@ async fn the_room_report_is_for_admins_and_names_real_rooms_only() {
         .unwrap();
     assert_problem(as_buyer, 401, "unauthenticated").await;
 }
+
+/// A room token's `(status, position)` as a poll reads it (never reissued here).
+async fn standing_of(app: &TestApp, buyer: &Buyer, token: &str) -> (String, u64) {
+    let status = assert_json(app.poll_queue(buyer, token).await, 200).await;
+    assert_eq!(status["reissued"], json!(false), "{status}");
+    (
+        string_field(&status, "status"),
+        status["position"].as_u64().unwrap(),
+    )
+}
+
+/// 2,000 buyers in a room's pre-queue, the opening, and admission at the room's rate and
+/// within its cap as admitted buyers leave, while a general-room sale runs beside it under its
+/// own cap. After every step: each room within its `max_active`, no room admitted past its
+/// rate, and no buyer admitted while one ahead of them in line still waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_buyers_in_a_pre_queue_are_let_in_fairly_beside_a_general_sale() {
+    use futures::StreamExt;
+    const BUYERS: usize = 2_000;
+    const CAP: u64 = 300;
+    const RATE: u64 = 200;
+    const GENERAL_CAP: u64 = 50;
+    let app = spawn_app_with(|s| {
+        s.queue.max_active = GENERAL_CAP as u32;
+        s.queue.admit_per_second = 1_000;
+        s.queue.waiting_ttl_seconds = 600;
+    })
+    .await;
+    let opens_at = app.now_ms() + 3_600_000;
+    let concert = concert_ok(
+        &app,
+        json!({"sale_opens_at": rfc3339_of(opens_at), "waiting_room": {"max_active": CAP, "admit_per_second": RATE}}),
+    )
+    .await;
+    let (_, general_date) = app.concert_with_date(1_000, 100).await;
+
+    let fans: Vec<(Buyer, String)> = futures::stream::iter(0..BUYERS)
+        .map(|_| async {
+            let buyer = app.new_buyer().await;
+            let status = assert_json(room_token(&app, &buyer, &concert).await, 201).await;
+            assert_eq!(status["status"], "pre_queue", "{status}");
+            let token = string_field(&status, "queue_token");
+            (buyer, token)
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    assert_eq!(
+        standing_of(&app, &fans[0].0, &fans[0].1).await,
+        ("pre_queue".into(), BUYERS as u64)
+    );
+
+    app.advance(Duration::from_millis(3_600_000));
+    eventually("the opening", || async {
+        (report(&app, &concert).await["pre_queue"] == json!(0)).then_some(())
+    })
+    .await;
+    // The general room's sale, beside it: a line three times its cap.
+    let general: Vec<(Buyer, String)> = futures::stream::iter(0..150)
+        .map(|_| async {
+            let buyer = app.new_buyer().await;
+            app.charge_ok(&buyer, 1_000).await;
+            let status = assert_json(app.take_queue_token(&buyer).await, 201).await;
+            (buyer, string_field(&status, "queue_token"))
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    assert_eq!(report(&app, "general").await["active"], json!(GENERAL_CAP));
+    // Everyone's place in line right after the opening: those let in at once, then 1, 2, ….
+    let placed: Vec<(String, u64)> = futures::stream::iter(&fans)
+        .map(|(buyer, token)| standing_of(&app, buyer, token))
+        .buffered(32)
+        .collect()
+        .await;
+    let admitted_at_once = placed.iter().filter(|(s, _)| s == "active").count();
+    assert_eq!(
+        admitted_at_once as u64, RATE,
+        "a second's worth at the opening"
+    );
+    let mut line: Vec<u64> = placed
+        .iter()
+        .filter(|(s, _)| s == "waiting")
+        .map(|(_, p)| *p)
+        .collect();
+    line.sort();
+    assert_eq!(
+        line,
+        (1..=(BUYERS as u64 - RATE)).collect::<Vec<_>>(),
+        "positions are exact"
+    );
+    // Each fan's order: their position, after everyone let in at once.
+    let mut rank: Vec<u64> = placed
+        .iter()
+        .map(|(s, p)| if s == "active" { 0 } else { *p })
+        .collect();
+
+    let mut done = vec![false; BUYERS];
+    let mut elapsed_ms = 0u64;
+    for round in 0..200 {
+        // Who is in now; every admitted fan was behind no one still waiting.
+        let (app, fans) = (&app, &fans);
+        let now: Vec<(usize, (String, u64))> =
+            futures::stream::iter((0..BUYERS).filter(|i| !done[*i]))
+                .map(|i| async move { (i, standing_of(app, &fans[i].0, &fans[i].1).await) })
+                .buffered(32)
+                .collect()
+                .await;
+        let active: Vec<usize> = now
+            .iter()
+            .filter(|(_, (s, _))| s == "active")
+            .map(|(i, _)| *i)
+            .collect();
+        let waiting: Vec<usize> = now
+            .iter()
+            .filter(|(_, (s, _))| s == "waiting")
+            .map(|(i, _)| *i)
+            .collect();
+        if let (Some(last_in), Some(first_out)) = (
+            active.iter().map(|i| rank[*i]).max(),
+            waiting.iter().map(|i| rank[*i]).min(),
+        ) {
+            assert!(
+                last_in < first_out,
+                "round {round}: rank {last_in} admitted while rank {first_out} waits"
+            );
+        }
+        let room = report(&app, &concert).await;
+        assert!(room["active"].as_u64().unwrap() <= CAP, "{room}");
+        assert_eq!(room["order_violations"], json!(0), "{room}");
+        let admitted = room["admitted_total"].as_u64().unwrap();
+        assert!(
+            admitted <= RATE + RATE * elapsed_ms / 1000,
+            "{admitted} admitted in {elapsed_ms} ms: {room}"
+        );
+        let beside = report(&app, "general").await;
+        assert!(
+            beside["active"].as_u64().unwrap() <= GENERAL_CAP,
+            "{beside}"
+        );
+        assert_eq!(beside["order_violations"], json!(0), "{beside}");
+        if waiting.is_empty() && active.is_empty() {
+            break;
+        }
+        // The fans let in leave; a few general buyers buy a seat, which ends their admission.
+        futures::stream::iter(&active)
+            .for_each_concurrent(32, |i| async {
+                let left = app
+                    .delete("/api/v1/queue/tokens/current")
+                    .session(&fans[*i].0)
+                    .queue(&fans[*i].1)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(left.status(), 204);
+            })
+            .await;
+        for i in active {
+            done[i] = true;
+            rank[i] = 0;
+        }
+        for (buyer, token) in general.iter().skip(round * 5).take(5) {
+            if standing_of(&app, buyer, token).await.0 == "active" {
+                let seat = 1 + (round as u64 * 5) % 900;
+                if let Ok(held) = app
+                    .hold(buyer, token, &general_date, &[seat])
+                    .await
+                    .json::<Value>()
+                    .await
+                {
+                    if let Some(id) = held["reservation_id"].as_str() {
+                        assert_json(app.pay(buyer, token, id).await, 201).await;
+                    }
+                }
+            }
+        }
+        app.advance(Duration::from_millis(500));
+        elapsed_ms += 500;
+        // The next tick sees the new time.
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    assert!(
+        done.iter().all(|d| *d),
+        "every fan was let in within the rounds"
+    );
+    let room = report(&app, &concert).await;
+    assert_eq!(room["admitted_total"], json!(BUYERS));
+    assert_eq!(room["order_violations"], json!(0));
+}
