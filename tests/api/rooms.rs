@@ -776,10 +776,13 @@ async fn two_thousand_buyers_in_a_pre_queue_are_let_in_fairly_beside_a_general_s
     let mut elapsed_ms = 0u64;
     for round in 0..200 {
         // Who is in now; every admitted fan was behind no one still waiting.
-        let (app, fans) = (&app, &fans);
+        let (shared_app, shared_fans) = (&app, &fans);
         let now: Vec<(usize, (String, u64))> =
             futures::stream::iter((0..BUYERS).filter(|i| !done[*i]))
-                .map(|i| async move { (i, standing_of(app, &fans[i].0, &fans[i].1).await) })
+                .map(|i| async move {
+                    let (buyer, token) = &shared_fans[i];
+                    (i, standing_of(shared_app, buyer, token).await)
+                })
                 .buffered(32)
                 .collect()
                 .await;
