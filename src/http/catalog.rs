@@ -193,6 +193,14 @@ pub(super) struct OneDateBody {
     refund_fee_percent: u8,
     /// Refunds of this date are refused from this instant on.
     refunds_close_at: String,
+    /// `own`: its seats take tokens of the concert's room (`POST /queue/tokens` with
+    /// `{concert_id}`); `general`: of the general room.
+    #[schema(example = "general")]
+    waiting_room: &'static str,
+    /// When the concert's sale opens, or null.
+    sale_opens_at: Option<String>,
+    /// Seats a user may hold plus own on this date, or null.
+    max_tickets_per_user: Option<u32>,
 }
 
 #[utoipa::path(
@@ -213,6 +221,12 @@ pub(super) async fn date(
         .date(date)
         .ok_or_else(ApiError::not_found)?;
     Ok(Json(OneDateBody {
+        waiting_room: match concert.room {
+            Some(_) => "own",
+            None => "general",
+        },
+        sale_opens_at: concert.room.and_then(|r| r.sale_opens_at).map(rfc3339),
+        max_tickets_per_user: concert.max_tickets_per_user,
         date_id: date.id.to_string(),
         concert_id: concert.id.to_string(),
         title: concert.title,

@@ -151,7 +151,7 @@ fn requested_seats(request: &HoldRequest) -> Result<SeatChoice, ApiError> {
         (status = 404, description = "`not_found`: no such date", body = Problem),
         (status = 409, description = "`seat_unavailable`; `no_adjacent_seats` (best available: no block of `quantity` adjacent available seats in the section, or anywhere); or `rehold_cooldown`: this user let go of the seat (cancelled, or it expired) less than `holds.rehold_cooldown_seconds` ago; others may hold it at once", body = Problem,
             headers(("Retry-After" = u64, description = "with `rehold_cooldown`: whole seconds until this user may hold that seat again (at least 1)"))),
-        (status = 422, description = "`invalid_input`, `hold_limit` (`holds.max_seats_per_user` on the date, or `holds.max_seats_per_user_total` over all dates) or `idempotency_key_reused`", body = Problem),
+        (status = 422, description = "`invalid_input`, `hold_limit` (`holds.max_seats_per_user` on the date, `holds.max_seats_per_user_total` over all dates, or the concert's `max_tickets_per_user`: seats held plus owned on the date) or `idempotency_key_reused`", body = Problem),
         (status = 429, description = "`rate_limited`: too many requests on this session; see `Retry-After`", body = Problem),
     )
 )]

@@ -162,7 +162,7 @@ impl From<&TransferReceipt> for TransferBody {
         (status = 401, description = "`unauthenticated`", body = Problem),
         (status = 404, description = "`not_found`: no reservation the caller holds", body = Problem),
         (status = 409, description = "`reservation_not_paid`", body = Problem),
-        (status = 422, description = "`invalid_input`: `to_username` is no user, or the caller; `idempotency_key_reused`", body = Problem),
+        (status = 422, description = "`invalid_input`: `to_username` is no user, or the caller; `hold_limit`: the recipient would pass the concert's `max_tickets_per_user` on that date; `idempotency_key_reused`", body = Problem),
         (status = 429, description = "`rate_limited`: too many requests on this session; see `Retry-After`", body = Problem),
     )
 )]

@@ -8,8 +8,12 @@ const $ = (id) => document.getElementById(id);
 
 function freshState() {
   return {
-    session: null, // {token, username, queueToken}
-    queueToken: null,
+    session: null, // {token, username}
+    // A token per waiting room: "general", or the id of a concert with a room of its own.
+    queueTokens: {},
+    room: "general", // the room of the date the buyer is on
+    queueToken: null, // queueTokens[room]
+    opensCountdown: null,
     date: null, // the date whose seats are open: GET /dates/{id}
     map: null, // SeatMap of that date
     selected: new Set(),
@@ -35,6 +39,7 @@ const MESSAGES = {
   queue_token_invalid: "Your place in the waiting room was lost. Please join the line again.",
   not_admitted: "It is not your turn yet. Please wait in the waiting room.",
   queue_token_expired: "Your shopping time is over. Please join the waiting room again.",
+  queue_token_wrong_room: "Your place in line is for another concert. Please join this concert's waiting room.",
   forbidden: "That belongs to someone else.",
   seat_unavailable: "Sorry, one of those seats was just taken by someone else. Please pick another.",
   no_adjacent_seats: "There are no seats that many together there right now. Ask for fewer, try another section, or pick seats on the map.",
@@ -178,6 +183,15 @@ async function showCatalog() {
       box.className = "concert";
       const title = document.createElement("h2");
       title.textContent = `${concert.title} — ${concert.venue}`;
+      box.append(title);
+      // Before its opening, a sale's waiting room takes places that are drawn at the opening.
+      const opens = concert.sale_opens_at ? Date.parse(concert.sale_opens_at) : 0;
+      if (opens > Date.now()) {
+        const note = document.createElement("p");
+        note.className = "opening";
+        note.textContent = `The sale opens ${when(concert.sale_opens_at)}. Join the waiting room before then and your place in line is drawn at random at the opening.`;
+        box.append(note);
+      }
       const dates = document.createElement("ul");
       dates.className = "dates";
       const { dates: all } = await api("GET", `/concerts/${concert.concert_id}/dates`);
@@ -208,14 +222,15 @@ async function showCatalog() {
         const onSale = (date.status || "on_sale") === "on_sale";
         // A sold-out date is one to wait for: its waiting list is behind the waiting room too.
         button.textContent = !onSale ? (DATE_STATUS[date.status] || "Not on sale")
-          : date.available_seats === 0 ? "Sold out: join the waiting list" : "Choose seats";
+          : date.available_seats === 0 ? "Sold out: join the waiting list"
+            : opens > Date.now() ? "Join the waiting room" : "Choose seats";
         button.setAttribute("aria-label", `${button.textContent}: ${concert.title}, ${when(date.starts_at)}`);
         button.disabled = !onSale;
         button.addEventListener("click", () => go(`#/dates/${encodeURIComponent(date.date_id)}`));
         item.append(about, button);
         dates.append(item);
       }
-      box.append(title, dates);
+      box.append(dates);
       boxes.push(box);
     }
     list.replaceChildren(...boxes);
@@ -245,7 +260,7 @@ const describeDate = (d) => `${d.title} at ${d.venue}, ${when(d.starts_at)}`;
 
 function remember() {
   if (state.session) {
-    localStorage.setItem(STORED, JSON.stringify({ ...state.session, queueToken: state.queueToken }));
+    localStorage.setItem(STORED, JSON.stringify({ ...state.session, queueTokens: state.queueTokens }));
   } else {
     localStorage.removeItem(STORED);
   }
@@ -253,7 +268,23 @@ function remember() {
 
 function setQueueToken(token) {
   state.queueToken = token;
+  if (token) state.queueTokens[state.room] = token; else delete state.queueTokens[state.room];
   remember();
+}
+
+// The seats of a concert with a room of its own take tokens of that room only.
+const roomOf = (about) => (about && about.waiting_room === "own" ? about.concert_id : "general");
+
+function enterRoomOf(about) {
+  state.room = roomOf(about);
+  state.queueToken = state.queueTokens[state.room] || null;
+}
+
+// A token of the room of `about`'s concert: the buyer's live one there, or a new one.
+function takeQueueToken(about) {
+  enterRoomOf(about);
+  const room = state.room;
+  return api("POST", "/queue/tokens", room === "general" ? {} : { body: { concert_id: room } });
 }
 
 function setSession(session) {
@@ -320,6 +351,7 @@ function signedOutElsewhere() {
 function wipe() {
   leaveSeats();
   clearInterval(state.countdown);
+  stopOpeningCountdown();
   const epoch = state.epoch + 1;
   state = freshState();
   state.epoch = epoch;
@@ -413,6 +445,7 @@ function startCountdown(until) {
 
 async function chooseDate(dateId) {
   leaveSeats();
+  stopOpeningCountdown();
   say("");
   show("waiting");
   $("queue-status").textContent = "Joining the line…";
@@ -427,7 +460,7 @@ async function chooseDate(dateId) {
     }
     state.date = about;
     $("waiting-for").textContent = describeDate(about);
-    const status = await api("POST", "/queue/tokens");
+    const status = await takeQueueToken(about);
     onQueueStatus(status);
     if (status.status !== "active") watchQueue();
   } catch (problem) {
@@ -446,17 +479,46 @@ function waitText(seconds) {
 function onQueueStatus(status) {
   setQueueToken(status.queue_token);
   if ($("waiting").hidden) return;
+  if (status.status !== "pre_queue") stopOpeningCountdown();
   if (status.status === "active") {
     $("queue-status").textContent = "It's your turn!";
     stopStreams();
     openSeats();
+  } else if (status.status === "pre_queue") {
+    const others = status.position - 1;
+    $("queue-status").textContent = `You are in the pre-queue with ${won(others)} ${others === 1 ? "other" : "others"}; ` +
+      "your place will be drawn at the opening.";
+    startOpeningCountdown(state.date && state.date.sale_opens_at);
   } else {
     $("queue-status").textContent = `You are number ${won(status.position)} in line.`;
     $("queue-wait").textContent = `${waitText(status.estimated_wait_seconds)} (estimated at ${CLOCK.format(new Date())})`;
   }
 }
 
+// Before a sale opens, the time left to its opening, each second. Arriving early buys no better
+// place, so the page says so rather than urging the buyer to be quick.
+function startOpeningCountdown(opensAt) {
+  if (!opensAt || state.opensCountdown) return;
+  const until = Date.parse(opensAt);
+  const tick = () => {
+    const left = Math.max(0, Math.round((until - Date.now()) / 1000));
+    const h = Math.floor(left / 3600), m = Math.floor((left % 3600) / 60), sec = left % 60;
+    const clock = `${h > 0 ? `${h}:${String(m).padStart(2, "0")}` : m}:${String(sec).padStart(2, "0")}`;
+    $("queue-wait").textContent = left > 0
+      ? `The sale opens in ${clock} (at ${CLOCK.format(new Date(until))}). Everyone who is here before then gets a random place, so there is no need to hurry.`
+      : "The sale is opening: your place is being drawn.";
+  };
+  tick();
+  state.opensCountdown = setInterval(tick, 1000);
+}
+
+function stopOpeningCountdown() {
+  clearInterval(state.opensCountdown);
+  state.opensCountdown = null;
+}
+
 async function leaveQueue() {
+  stopOpeningCountdown();
   stopStreams();
   try { if (state.queueToken) await api("DELETE", "/queue/tokens/current"); } catch (problem) { fail(problem); }
   setQueueToken(null);
@@ -1167,8 +1229,9 @@ async function pay() {
   const hold = state.hold;
   if (!hold) return;
   try {
+    enterRoomOf(hold.about);
     if (!state.queueToken) {
-      const status = await api("POST", "/queue/tokens");
+      const status = await takeQueueToken(hold.about);
       setQueueToken(status.queue_token);
       if (status.status !== "active") {
         say("Your shopping time ended, so you are back in the waiting room. You can pay when it is your turn, if the hold has not expired.", "info");
@@ -1434,7 +1497,8 @@ document.addEventListener("DOMContentLoaded", () => {
   });
 
   const stored = JSON.parse(localStorage.getItem(STORED) || "null");
-  state.queueToken = stored ? stored.queueToken || null : null;
+  state.queueTokens = (stored && stored.queueTokens) || {};
+  state.queueToken = state.queueTokens.general || null;
   setSession(stored ? { token: stored.token, username: stored.username, userId: stored.userId } : null);
   if (state.session) recoverHold();
   onRoute();

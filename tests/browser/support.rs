@@ -253,7 +253,7 @@ impl Browser<'_> {
             == json!(true)
     }
 
-    /// The page's stored sign-in: `[session token, queue token]`.
+    /// The page's stored sign-in: `[session token, general-room queue token]`.
     pub async fn stored_tokens(&self) -> (Option<String>, Option<String>) {
         let stored = self
             .script(
@@ -262,7 +262,10 @@ impl Browser<'_> {
             )
             .await;
         let text = |v: &Value| v.as_str().map(str::to_owned);
-        (text(&stored["token"]), text(&stored["queueToken"]))
+        (
+            text(&stored["token"]),
+            text(&stored["queueTokens"]["general"]),
+        )
     }
 
     /// Waits (bounded) until `css` matches a visible element, and returns its id.
