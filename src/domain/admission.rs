@@ -23,6 +23,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicI64, Ordering};
 
+use foldhash::fast::RandomState;
 use sha2::{Digest, Sha256};
 
 use super::error::DomainError;
@@ -450,10 +451,12 @@ pub struct AdmissionQueue {
     pre_queue: BTreeSet<(u128, QueueTokenId)>,
     audit: AdmissionAudit,
     /// Waiting and active tokens (an active one past its expiry until the sweep ends it).
-    tokens: HashMap<QueueTokenId, TokenRecord>,
+    /// Keys here and below are the server's own (random tokens, user ids; a client only looks
+    /// one up), so a fast hasher is safe; a sale's polls and its opening are lookups in these.
+    tokens: HashMap<QueueTokenId, TokenRecord, RandomState>,
     /// Ended tokens and their holders: all that answering `reissued` or `forbidden` needs.
-    ended: HashMap<QueueTokenId, UserId>,
-    live_by_user: HashMap<UserId, QueueTokenId>,
+    ended: HashMap<QueueTokenId, UserId, RandomState>,
+    live_by_user: HashMap<UserId, QueueTokenId, RandomState>,
     waiting: BTreeMap<u64, QueueTokenId>,
     ranks: Fenwick,
     /// When to look again at a waiting token's last poll; re-armed if it polled since.
@@ -485,9 +488,9 @@ impl AdmissionQueue {
             opened: opening.is_none(),
             pre_queue: BTreeSet::new(),
             audit: AdmissionAudit::default(),
-            tokens: HashMap::new(),
-            ended: HashMap::new(),
-            live_by_user: HashMap::new(),
+            tokens: HashMap::default(),
+            ended: HashMap::default(),
+            live_by_user: HashMap::default(),
             waiting: BTreeMap::new(),
             ranks: Fenwick::default(),
             poll_deadlines: BinaryHeap::new(),
@@ -805,7 +808,9 @@ impl AdmissionQueue {
             return;
         }
         self.opened = true;
-        for (_, token) in std::mem::take(&mut self.pre_queue) {
+        let drawn = std::mem::take(&mut self.pre_queue);
+        let mut placed = Vec::with_capacity(drawn.len());
+        for (_, token) in drawn {
             let seq = self.next_seq;
             self.next_seq += 1;
             let record = self
@@ -818,8 +823,24 @@ impl AdmissionQueue {
             record
                 .last_poll_ms
                 .fetch_max(opening.at.as_millis(), Ordering::Relaxed);
-            self.enqueue(seq, token, now);
+            placed.push((seq, token));
         }
+        if !self.waiting.is_empty() {
+            for (seq, token) in placed {
+                self.enqueue(seq, token, now);
+            }
+            return;
+        }
+        // The line is empty (a token taken at or after the opening opens it first), so it is
+        // built in one pass rather than token by token: this runs under the rooms' write lock.
+        let base = placed.first().map_or(self.next_seq, |(seq, _)| *seq);
+        let seqs = placed.iter().map(|(seq, _)| *seq);
+        self.ranks = Fenwick::rebuild(base, (placed.len() * 2).max(1024), seqs);
+        let deadline = now.plus_millis(self.policy.waiting_ttl_ms);
+        let mut deadlines = std::mem::take(&mut self.poll_deadlines).into_vec();
+        deadlines.extend(placed.iter().map(|(seq, _)| Reverse((deadline, *seq))));
+        self.poll_deadlines = BinaryHeap::from(deadlines);
+        self.waiting = placed.into_iter().collect();
     }
 
     fn refill(&mut self, now: Timestamp) {
