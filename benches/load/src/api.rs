@@ -34,10 +34,11 @@ pub enum Endpoint {
     AdminConcert,
     AdminDate,
     AdminStats,
+    AdminWaitingRoom,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 19] = [
+    pub const ALL: [Endpoint; 20] = [
         Endpoint::SignUp,
         Endpoint::SignIn,
         Endpoint::TakeQueueToken,
@@ -57,6 +58,7 @@ impl Endpoint {
         Endpoint::AdminConcert,
         Endpoint::AdminDate,
         Endpoint::AdminStats,
+        Endpoint::AdminWaitingRoom,
     ];
 
     pub fn label(self) -> &'static str {
@@ -80,6 +82,7 @@ impl Endpoint {
             Endpoint::AdminConcert => "POST /api/v1/admin/concerts",
             Endpoint::AdminDate => "POST /api/v1/admin/concerts/{concert_id}/dates",
             Endpoint::AdminStats => "GET /api/v1/admin/stats",
+            Endpoint::AdminWaitingRoom => "GET /api/v1/admin/waiting-rooms/{room}",
         }
     }
 
@@ -118,7 +121,8 @@ impl Endpoint {
             | Endpoint::History
             | Endpoint::Reservations
             | Endpoint::Health
-            | Endpoint::AdminStats => Method::GET,
+            | Endpoint::AdminStats
+            | Endpoint::AdminWaitingRoom => Method::GET,
         }
     }
 
@@ -297,6 +301,28 @@ pub async fn create_concert(client: &Client, admin: &str, title: &str) -> ApiRes
     string_field(&body, "concert_id")
 }
 
+/// A concert with a waiting room of its own, `max_active` and `admit_per_second`, whose sale
+/// opens at `sale_opens_at` (RFC 3339): tokens taken before then wait in its pre-queue.
+pub async fn create_concert_with_room(
+    client: &Client,
+    admin: &str,
+    title: &str,
+    sale_opens_at: &str,
+    max_active: u32,
+    admit_per_second: u32,
+) -> ApiResult<String> {
+    let call = Call::new(Endpoint::AdminConcert, "/api/v1/admin/concerts")
+        .bearer(admin)
+        .json(&json!({
+            "title": title,
+            "venue": "boxoffice-load, loopback",
+            "sale_opens_at": sale_opens_at,
+            "waiting_room": {"max_active": max_active, "admit_per_second": admit_per_second},
+        }));
+    let body: Value = expect(client.send(&call).await?, &[201])?;
+    string_field(&body, "concert_id")
+}
+
 pub async fn create_date(
     client: &Client,
     admin: &str,
@@ -336,6 +362,31 @@ pub async fn admin_stats(client: &Client, admin: &str) -> ApiResult<Value> {
     expect(client.send(&call).await?, &[200])
 }
 
+/// A room's line, admissions and their fairness, as `GET /api/v1/admin/waiting-rooms/{room}`
+/// gives them.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct RoomReport {
+    pub room: String,
+    pub sale_opens_at: Option<String>,
+    pub pre_queue: u64,
+    pub waiting: u64,
+    pub active: u64,
+    pub admitted_total: u64,
+    pub order_violations: u64,
+    pub wait_seconds_p50: f64,
+    pub wait_seconds_p99: f64,
+}
+
+/// The figures of `room`'s waiting room: a concert id, or `general`.
+pub async fn waiting_room(client: &Client, admin: &str, room: &str) -> ApiResult<RoomReport> {
+    let call = Call::new(
+        Endpoint::AdminWaitingRoom,
+        format!("/api/v1/admin/waiting-rooms/{room}"),
+    )
+    .bearer(admin);
+    expect(client.send(&call).await?, &[200])
+}
+
 /// Signs a user up. A 409 `username_taken` counts as done: it is what a retried sign-up whose
 /// first answer was lost gets, and the generator's usernames are unique per run.
 pub async fn sign_up(client: &Client, username: &str, password: &str) -> ApiResult<()> {
@@ -370,6 +421,18 @@ pub async fn take_queue_token(client: &Client, session: &str) -> ApiResult<Queue
     expect(client.send(&call).await?, &[200, 201])
 }
 
+/// A token of `concert_id`'s own waiting room (one live token per user per room).
+pub async fn take_room_token(
+    client: &Client,
+    session: &str,
+    concert_id: &str,
+) -> ApiResult<QueueStatus> {
+    let call = Call::new(Endpoint::TakeQueueToken, "/api/v1/queue/tokens")
+        .bearer(session)
+        .json(&json!({"concert_id": concert_id}));
+    expect(client.send(&call).await?, &[200, 201])
+}
+
 pub async fn poll_queue_token(
     client: &Client,
     session: &str,
@@ -379,6 +442,23 @@ pub async fn poll_queue_token(
         .bearer(session)
         .queue(token);
     expect(client.send(&call).await?, &[200])
+}
+
+/// A poll, and when it was sent: the status it answers is the token's at some instant between
+/// that and the answer (the wait for a connection excluded).
+pub async fn poll_queue_token_timed(
+    client: &Client,
+    session: &str,
+    token: &str,
+    unless: Unless<'_>,
+) -> ApiResult<(QueueStatus, Instant)> {
+    let call = Call::new(Endpoint::PollQueueToken, "/api/v1/queue/tokens/current")
+        .bearer(session)
+        .queue(token)
+        .unless(unless);
+    let reply = client.send(&call).await?;
+    let sent_at = reply.sent_at;
+    expect(reply, &[200]).map(|status| (status, sent_at))
 }
 
 pub async fn leave_queue(client: &Client, session: &str, token: &str) -> ApiResult<()> {
@@ -621,10 +701,36 @@ pub async fn admit(
     give_up: impl Fn() -> bool,
 ) -> Admission {
     let started = Instant::now();
-    let mut status = match take_queue_token(client, session).await {
-        Ok(status) => status,
-        Err(fail) => return Admission::Failed(None, fail),
-    };
+    match take_queue_token(client, session).await {
+        Ok(status) => wait_for_admission(client, session, status, started, max_wait, give_up).await,
+        Err(fail) => Admission::Failed(None, fail),
+    }
+}
+
+/// `admit` in `concert_id`'s own waiting room.
+pub async fn admit_to_room(
+    client: &Client,
+    session: &str,
+    concert_id: &str,
+    max_wait: Duration,
+    give_up: impl Fn() -> bool,
+) -> Admission {
+    let started = Instant::now();
+    match take_room_token(client, session, concert_id).await {
+        Ok(status) => wait_for_admission(client, session, status, started, max_wait, give_up).await,
+        Err(fail) => Admission::Failed(None, fail),
+    }
+}
+
+/// Polls the token `status` was issued with until it is active (see `admit`).
+async fn wait_for_admission(
+    client: &Client,
+    session: &str,
+    mut status: QueueStatus,
+    started: Instant,
+    max_wait: Duration,
+    give_up: impl Fn() -> bool,
+) -> Admission {
     for _ in 0..POLLS_MAX {
         if status.active() {
             return Admission::Active(status.queue_token);

@@ -150,6 +150,9 @@ pub struct Reply {
     pub body: Bytes,
     /// The problem+json `code` of an error answer.
     pub code: Option<String>,
+    /// When the attempt that got this answer took its connection: the server read the request
+    /// after this instant (the wait for a connection is not in it).
+    pub sent_at: Instant,
 }
 
 /// Why a request has no reply.
@@ -405,8 +408,14 @@ impl Client {
 
     /// Sleeps for `duration` or until `wake_all`/`halt`, whichever comes first.
     pub async fn nap(&self, duration: Duration) {
+        self.nap_unless(duration, || false).await;
+    }
+
+    /// `nap`, not taken when `done` already says so: a mode whose `wake_all` follows setting
+    /// what `done` reads (a sold-out flag) cannot have it slip in before the nap begins.
+    pub async fn nap_unless(&self, duration: Duration, done: impl Fn() -> bool) {
         let woken = self.inner.wake.notified();
-        if self.halted() && self.phase() == Phase::Measured {
+        if (self.halted() && self.phase() == Phase::Measured) || done() {
             return;
         }
         tokio::select! {
@@ -493,7 +502,12 @@ impl Client {
                         tokio::time::sleep(jitter(wait)).await;
                         continue;
                     }
-                    return Ok(Reply { status, body, code });
+                    return Ok(Reply {
+                        status,
+                        body,
+                        code,
+                        sent_at: started,
+                    });
                 }
                 Err(failure) => {
                     if measured {

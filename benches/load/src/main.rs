@@ -19,10 +19,12 @@
 //! - `stats`: per-endpoint HDR histograms and error counts of the measured phase.
 //! - `api`: API.md as typed calls, and the waiting-room admission loop.
 //! - `setup`: usernames, sign-ups, admitted buyers, the date.
-//! - `sell_out`, `hot_seat`, `holds`, `soak`, `ceiling`, `polls`, `payments`, `siege`: the
-//!   modes (`ceiling` also holds `flood` and `interleaved`, the measured phases `payments` and
-//!   `polls` reuse for the ceiling and their own request; `siege` has its attackers in
-//!   `siege::attack` and its health probes in `siege::probe`).
+//! - `sell_out`, `hot_seat`, `holds`, `soak`, `ceiling`, `polls`, `payments`, `siege`,
+//!   `opening`: the modes (`ceiling` also holds `flood` and `interleaved`, the measured phases
+//!   `payments` and `polls` reuse for the ceiling and their own request; `siege` has its
+//!   attackers in `siege::attack` and its health probes in `siege::probe`; `opening` has what
+//!   the buyers saw of the line and the order check in `opening::line`, and the uniformity tests
+//!   of the draw in `opening::draw`).
 //! - `fill`: `holds --fill-holds N`, the server brought to N live holds between two slices.
 //! - `series`: completions per second of a measured phase (`holds`, `payments`) and their
 //!   summary.
@@ -38,6 +40,7 @@ mod client;
 mod fill;
 mod holds;
 mod hot_seat;
+mod opening;
 mod payments;
 mod polls;
 mod pool;
@@ -78,6 +81,8 @@ const SIEGE_DURATION_SECONDS: u64 = 30;
 /// The most reservations (and balance entries) the siege's user with long lists is given.
 const LIST_ENTRIES_MAX: u32 = 20_000;
 const MAX_REQUESTS: u64 = 2_000_000;
+/// The most a room's `max_active` and `admit_per_second` may be (API.md).
+const ROOM_LIMIT_MAX: u32 = 10_000_000;
 const SOAK_MAX_REQUESTS: u64 = 20_000_000;
 
 /// Load generator for the boxoffice server: drives the buyer flow of API.md and checks the
@@ -228,6 +233,37 @@ Modes:
             sell-out, with the session rate limit off (the user with long lists builds them
             fast) and a waiting room that admits --buyers at once; leave its connection
             settings at their defaults.
+  opening   the opening of a sale with a pre-queue. Setup signs --buyers N up and in, and only
+            then creates a concert whose sale opens --pre-queue-seconds (60) later, with a
+            waiting room of its own (--room-max-active 1000, --room-rate 500 a second) and one
+            date of --seats (default --buyers / 2) seats; every buyer takes a token of that room
+            (POST /api/v1/queue/tokens {concert_id}), which must come back pre_queue, else the
+            run stops and asks for a larger --pre-queue-seconds. The pre-queue's size in that
+            answer is the buyer's arrival index. The measured phase starts at the opening: every
+            buyer polls at once — its first waiting position plus the admissions already made
+            is its drawn place — then again after half the time the room needs at its rate to
+            admit those ahead of it, at least 1 s apart (the server's poll_after_seconds would
+            have 100000 buyers poll 20000 times a second); once active it holds the best seat
+            left, tops up and pays, which frees its place. The phase ends at sold out (buyers
+            still waiting stop), --duration or --max-requests; then the run's tokens leave the
+            room and the audit runs as for sell-out. Reports the seconds from the opening to
+            sold out; admissions per second against the room's rate, overall and second by
+            second; the wait from the opening to admission (the server's instant: expires_at
+            less the active TTL, which the answers give away) and to the answer that told the
+            buyer, p50/p90/p99/max; the room's own figures (GET
+            /api/v1/admin/waiting-rooms/{concert_id}); and checks, each failing the run: no
+            token dropped from the line and no answer API.md does not expect; the room's
+            order_violations is 0; the client's own order check finds no admission
+            that passed a waiting token (between a waiting answer at position p and a later
+            answer at p' or the buyer's admission, no more than p - p' or p - 1 of the
+            admissions it saw may fall, counting only those stamped surely in between, 50 ms of
+            slack, one tick's admissions unordered); and the draw is uniform: arrival index
+            against drawn place, a chi-square test of independence on a 10x10 table of deciles
+            (81 df, critical value by the Wilson-Hilferty approximation) and Spearman's rho
+            within 3.29/sqrt(n-1), both at 0.001. Start the server afresh as for sell-out (rate
+            limits off, cheap argon2, an admin token), with room for every poll in flight and
+            waiting tokens that outlive a slow poll:
+              BOXOFFICE__SERVER__MAX_IN_FLIGHT=100000 BOXOFFICE__QUEUE__WAITING_TTL_SECONDS=3600
 
 Examples:
   boxoffice-load --mode sell-out --admin-token $ADMIN_TOKEN --seats 2000 --buyers 8000 --connections 64
@@ -239,7 +275,8 @@ Examples:
   boxoffice-load --mode ceiling --duration 10 --json
   boxoffice-load --mode polls --buyers 100000 --connections 64 --duration 8 --server-pid 4242
   boxoffice-load --mode payments --admin-token $ADMIN_TOKEN --buyers 60000 --connections 64 --duration 8
-  boxoffice-load --mode siege --admin-token $ADMIN_TOKEN --buyers 500 --attackers 4000 --duration-seconds 30 --server-pid 4242"
+  boxoffice-load --mode siege --admin-token $ADMIN_TOKEN --buyers 500 --attackers 4000 --duration-seconds 30 --server-pid 4242
+  boxoffice-load --mode opening --admin-token $ADMIN_TOKEN --buyers 100000 --duration 300 --max-requests 5000000"
 )]
 pub struct Cli {
     /// What to measure; see the modes above.
@@ -262,7 +299,7 @@ pub struct Cli {
     #[arg(long, default_value_t = 64, value_name = "C")]
     pub connections: usize,
     /// Seats of the date the run creates [default: sell-out 1000, best-available 50000,
-    /// hot-seat 10, holds 100000, soak 20000, payments --buyers].
+    /// hot-seat 10, holds 100000, soak 20000, payments --buyers, opening --buyers / 2].
     #[arg(long, value_name = "S")]
     pub seats: Option<u32>,
     /// Upper bound on the measured phase, in seconds [default: 60, soak 600, siege 30 for
@@ -285,6 +322,18 @@ pub struct Cli {
     /// sell-out: buyers arriving per second; 0 means all at once.
     #[arg(long, default_value_t = 0.0, value_name = "PER_SECOND")]
     pub arrival_rate: f64,
+    /// opening: the concert's room admits at most this many buyers at once (its
+    /// waiting_room.max_active).
+    #[arg(long, default_value_t = 1_000, value_name = "N")]
+    pub room_max_active: u32,
+    /// opening: the concert's room admits at most this many buyers a second (its
+    /// waiting_room.admit_per_second).
+    #[arg(long, default_value_t = 500, value_name = "PER_SECOND")]
+    pub room_rate: u32,
+    /// opening: seconds from creating the concert, once every buyer is signed in, to its sale
+    /// opening: the time every buyer has to take its pre-queue token.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub pre_queue_seconds: u64,
     /// soak: seconds of the same load before the measured phase (not measured, no RSS
     /// samples), so the start RSS is that of a server already serving, its bounded windows
     /// (the last minute's idempotency records, ended queue tokens, page caches) full.
@@ -371,6 +420,9 @@ pub enum Mode {
     /// Buyers through the whole flow, beside thousands of slow and idle connections, against
     /// a baseline without them.
     Siege,
+    /// Buyers wait in a concert room's pre-queue; from the opening they are let in at the
+    /// room's rate in the drawn order: the sale timed, the order and the draw checked.
+    Opening,
 }
 
 impl Mode {
@@ -385,6 +437,7 @@ impl Mode {
             Mode::Polls => "polls",
             Mode::Payments => "payments",
             Mode::Siege => "siege",
+            Mode::Opening => "opening",
         }
     }
 
@@ -453,6 +506,7 @@ impl Context {
             Mode::Holds => SEATS_MAX,
             Mode::Soak => 20_000,
             Mode::Payments => (self.cli.buyers as u32).clamp(1, SEATS_MAX),
+            Mode::Opening => ((self.cli.buyers / 2) as u32).clamp(1, SEATS_MAX),
             Mode::Siege => siege_seats(&self.cli),
         })
     }
@@ -620,6 +674,22 @@ fn validate(cli: &Cli) -> anyhow::Result<()> {
             );
         }
     }
+    if cli.mode == Mode::Opening {
+        if cli.buyers < opening::BUYERS_MIN {
+            bail!(
+                "--mode opening needs --buyers {} or more to test the draw",
+                opening::BUYERS_MIN
+            );
+        }
+        if !(1..=ROOM_LIMIT_MAX).contains(&cli.room_max_active)
+            || !(1..=ROOM_LIMIT_MAX).contains(&cli.room_rate)
+        {
+            bail!("--room-max-active and --room-rate must be 1..={ROOM_LIMIT_MAX} (API.md)");
+        }
+        if !(1..=86_400).contains(&cli.pre_queue_seconds) {
+            bail!("--pre-queue-seconds must be 1..=86400");
+        }
+    }
     if let Some(n) = cli.fill_holds {
         if cli.mode != Mode::Holds {
             bail!("--fill-holds is for --mode holds");
@@ -733,6 +803,7 @@ async fn run(cli: Cli, bare: Option<SocketAddr>) -> anyhow::Result<report::Repor
         Mode::Polls => polls::run(&ctx).await?,
         Mode::Payments => payments::run(&ctx).await?,
         Mode::Siege => siege::run(&ctx).await?,
+        Mode::Opening => opening::run(&ctx).await?,
     };
     let measured = client
         .stats()
@@ -788,6 +859,9 @@ async fn run(cli: Cli, bare: Option<SocketAddr>) -> anyhow::Result<report::Repor
             "attackers": (ctx.cli.mode == Mode::Siege).then_some(ctx.cli.attackers),
             "list_entries": (ctx.cli.mode == Mode::Siege).then_some(ctx.cli.list_entries),
             "require_goal": (ctx.cli.mode == Mode::Siege).then_some(ctx.cli.require_goal),
+            "room_max_active": (ctx.cli.mode == Mode::Opening).then_some(ctx.cli.room_max_active),
+            "room_rate": (ctx.cli.mode == Mode::Opening).then_some(ctx.cli.room_rate),
+            "pre_queue_seconds": (ctx.cli.mode == Mode::Opening).then_some(ctx.cli.pre_queue_seconds),
         }),
         setup: report::Phase {
             seconds: mode_run.setup_seconds,

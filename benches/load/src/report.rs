@@ -69,6 +69,9 @@ pub fn print_table(report: &Report) {
     );
     println!("  outcome   {}", compact(&report.outcome));
     print_rates(&report.outcome);
+    for line in opening_lines(&report.outcome) {
+        println!("{line}");
+    }
     if let Some(rss) = &report.rss {
         print_rss(rss);
     }
@@ -438,6 +441,53 @@ fn summary_line(what: &str, label: &str, s: &Value) -> String {
     )
 }
 
+/// `opening`: the waits and the room's own figures, from the outcome.
+fn opening_lines(outcome: &Value) -> Vec<String> {
+    let (Some(wait), Some(seen)) = (
+        outcome.get("wait_seconds"),
+        outcome.get("seen_wait_seconds"),
+    ) else {
+        return Vec::new();
+    };
+    let waits = |w: &Value| {
+        let s = |key: &str| w[key].as_f64().unwrap_or(f64::NAN);
+        format!(
+            "p50 {:.1} s, p90 {:.1} s, p99 {:.1} s, max {:.1} s",
+            s("p50"),
+            s("p90"),
+            s("p99"),
+            s("max")
+        )
+    };
+    let mut lines = vec![
+        format!(
+            "  in line   opening to admission (the server's stamp): {} over {} buyers",
+            waits(wait),
+            wait["count"]
+        ),
+        format!(
+            "            opening to the answer that told the buyer: {}",
+            waits(seen)
+        ),
+    ];
+    let room = &outcome["room"];
+    lines.push(match room["error"].as_str() {
+        Some(error) => format!("  room      the server's figures could not be read: {error}"),
+        None => format!(
+            "  room      the server's: {} admitted, order_violations {}, wait p50 {:.1} s, p99 \
+             {:.1} s; at the end {} in the pre-queue, {} waiting, {} active",
+            room["admitted_total"],
+            room["order_violations"],
+            room["wait_seconds_p50"].as_f64().unwrap_or(f64::NAN),
+            room["wait_seconds_p99"].as_f64().unwrap_or(f64::NAN),
+            room["pre_queue"],
+            room["waiting"],
+            room["active"],
+        ),
+    });
+    lines
+}
+
 fn fill_line(fill: &Value) -> String {
     let rss = &fill["rss"];
     let rss = if rss["sampled"] == Value::Bool(true) {
@@ -502,6 +552,22 @@ mod tests {
         let outcome = json!({"holds": 10, "rate": 2.5, "holds_per_second_series": [1, 2],
             "fill": {"holds": 3}});
         assert_eq!(compact(&outcome), "holds 10, rate 2.50");
+    }
+
+    #[test]
+    fn an_opening_prints_its_waits_and_the_rooms_figures() {
+        let waits = json!({"count": 3, "p50": 1.0, "p90": 2.0, "p99": 3.0, "max": 4.0});
+        let outcome = json!({"wait_seconds": waits, "seen_wait_seconds": waits,
+            "room": {"admitted_total": 3, "order_violations": 0, "wait_seconds_p50": 1.0,
+                "wait_seconds_p99": 3.0, "pre_queue": 0, "waiting": 0, "active": 1}});
+        let lines = opening_lines(&outcome);
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].contains("p50 1.0 s, p90 2.0 s, p99 3.0 s, max 4.0 s over 3 buyers"));
+        assert!(
+            lines[2].contains("3 admitted, order_violations 0"),
+            "{lines:?}"
+        );
+        assert!(opening_lines(&json!({"holds": 1})).is_empty());
     }
 
     #[test]
