@@ -58,7 +58,7 @@ fn policy() -> QueuePolicy {
 
 /// The token's low 64 bits name its user, so a token alone is enough to poll or leave.
 fn user_of(token: QueueTokenId) -> UserId {
-    UserId(token.secret as u64)
+    UserId(token.secret() as u64)
 }
 
 fn position(queue: &AdmissionQueue, token: QueueTokenId, now: Timestamp) -> u64 {

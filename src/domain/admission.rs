@@ -56,7 +56,9 @@ pub struct QueuePolicy {
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
 )]
 pub struct QueueTokenId {
-    pub secret: u128,
+    /// The secret in two halves, so a token is 24 bytes rather than a `u128`'s 32: it is a key
+    /// of several maps of every waiting room.
+    secret: [u64; 2],
     /// 0 for the general room, else the concert's id.
     room: u32,
 }
@@ -64,7 +66,10 @@ pub struct QueueTokenId {
 impl QueueTokenId {
     /// A token of the general room.
     pub const fn general(secret: u128) -> Self {
-        Self { secret, room: 0 }
+        Self {
+            secret: [(secret >> 64) as u64, secret as u64],
+            room: 0,
+        }
     }
 
     /// A token of `room` made of the caller's random bits.
@@ -73,7 +78,19 @@ impl QueueTokenId {
             RoomId::General => 0,
             RoomId::Concert(concert) => concert.0,
         };
-        Self { secret, room }
+        Self {
+            room,
+            ..Self::general(secret)
+        }
+    }
+
+    fn with_room(self, room: u32) -> Self {
+        Self { room, ..self }
+    }
+
+    /// The random bits.
+    pub fn secret(self) -> u128 {
+        (u128::from(self.secret[0]) << 64) | u128::from(self.secret[1])
     }
 
     /// The room this token belongs to, read off the token itself.
@@ -135,7 +152,7 @@ impl OpeningSeed {
     pub fn place_of(&self, token: QueueTokenId) -> (u128, QueueTokenId) {
         let digest = Sha256::new()
             .chain_update(self.0)
-            .chain_update(token.secret.to_be_bytes())
+            .chain_update(token.secret().to_be_bytes())
             .chain_update(token.room.to_be_bytes())
             .finalize();
         let mut first = [0u8; 16];
@@ -154,7 +171,7 @@ pub struct Opening {
 /// `q` and 32 lowercase hex digits of the secret; a concert's room adds `-` and its number.
 impl fmt::Display for QueueTokenId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "q{:032x}", self.secret)?;
+        write!(f, "q{:032x}", self.secret())?;
         if self.room != 0 {
             write!(f, "-{}", self.room)?;
         }
@@ -185,7 +202,7 @@ impl FromStr for QueueTokenId {
             return Err(());
         }
         let secret = u128::from_str_radix(hex, 16).map_err(|_| ())?;
-        Ok(Self { secret, room })
+        Ok(Self::general(secret).with_room(room))
     }
 }
 
