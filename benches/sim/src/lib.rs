@@ -1,0 +1,891 @@
+//! A deterministic simulation of boxoffice's owners over its real store.
+//!
+//! One seed fixes everything a run does: which buyer sends what (holds, cancels, payments,
+//! charges, refunds, with hostile values among them), how the clock moves (jumps past TTLs
+//! included), which owner serves next, when the log commits, and the faults: a crash at any
+//! step (everything not yet committed is lost), a commit that fails (the process stops at once,
+//! as the log's writer does), a snapshot written at any moment, and a damaged or truncated
+//! snapshot file. The owners are the product's own domain types (`SeatMap` per date, `Ledger`,
+//! `Catalog`), the log is the product's `EventLog` on a real SQLite file, and every crash is
+//! recovered by the product's `store::recover` from what is on disk.
+//!
+//! The glue the actors give in the server (sweep due expiries before a date decides, complete a
+//! payment or refund in the ledger, answer only after the commit) is done here in one thread, so
+//! nothing depends on a scheduler: the same seed gives the same event log, byte for byte.
+//!
+//! After every commit the engine is checked against a reference model kept here, which learns
+//! only what was acknowledged: the seats' states, each user's balance (charges − payments +
+//! refunds, never negative), invariants 1, 2 and 4 of DESIGN.md. After every recovery the
+//! recovered owners must equal the live owners at the last commit (3 and 6), and the model must
+//! still agree (every acknowledged reply is still true). At the end of a run the whole log is
+//! replayed from empty state and compared with the live owners (6).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use boxoffice::domain::catalog::{Catalog, SeatPlan};
+use boxoffice::domain::ledger::{BalancePolicy, Ledger};
+use boxoffice::domain::seat_map::{DatePolicy, RefundPolicy, SeatMap, SeatStatus};
+use boxoffice::domain::{DateId, DomainError, Event, ReservationId, SeatNo, Timestamp, UserId};
+use boxoffice::store::log::{read_events_after, Appended};
+use boxoffice::store::recovery::{date_owner, CATALOG_OWNER, LEDGER_OWNER};
+use boxoffice::store::{recover, snapshot, EventLog, Policies, StoreSetup, SyncMode};
+
+const DATES: u32 = 2;
+const SEATS: u32 = 16;
+const USERS: u64 = 6;
+const PRICE: u64 = 1_000;
+const TTL_MS: i64 = 60_000;
+const START: Timestamp = Timestamp(1_800_000_000_000);
+const STARTS_AT: Timestamp = Timestamp(START.0 + 400 * 86_400_000);
+
+pub fn date_policy() -> DatePolicy {
+    DatePolicy {
+        ttl_ms: TTL_MS,
+        max_seats_per_user: 4,
+        max_seats_per_user_total: 8,
+        rehold_cooldown_ms: 10_000,
+        offer_ttl_ms: 120_000,
+        refunds: RefundPolicy {
+            fee_percent: 10,
+            window_closes_ms_before_start: 86_400_000,
+        },
+    }
+}
+
+pub fn balance_policy() -> BalancePolicy {
+    BalancePolicy {
+        max_charge: 5_000,
+        max_balance: 20_000,
+    }
+}
+
+/// What went wrong: the invariant, the step it broke at, and how to run it again.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub seed: u64,
+    pub step: u64,
+    pub invariant: &'static str,
+    pub detail: String,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "seed {} broke {} at step {}: {}\n  reproduce: cargo run --release -p boxoffice-sim -- --seed {} --ops {}",
+            self.seed,
+            self.invariant,
+            self.step,
+            self.detail,
+            self.seed,
+            self.step + 1
+        )
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub ops: u64,
+    pub commits: u64,
+    pub events: u64,
+    pub crashes: u64,
+    pub failed_commits: u64,
+    pub snapshots: u64,
+    pub damaged_snapshots: u64,
+    pub refused: u64,
+}
+
+impl Summary {
+    pub fn add(&mut self, other: &Summary) {
+        self.ops += other.ops;
+        self.commits += other.commits;
+        self.events += other.events;
+        self.crashes += other.crashes;
+        self.failed_commits += other.failed_commits;
+        self.snapshots += other.snapshots;
+        self.damaged_snapshots += other.damaged_snapshots;
+        self.refused += other.refused;
+    }
+}
+
+/// A reply the engine gave, which becomes true once its events commit.
+#[derive(Debug, Clone)]
+enum Reply {
+    Held {
+        id: ReservationId,
+        user: UserId,
+        seats: Vec<SeatNo>,
+        expires_at: Timestamp,
+    },
+    Cancelled(ReservationId),
+    Paid {
+        id: ReservationId,
+        user: UserId,
+        amount: u64,
+    },
+    Charged {
+        user: UserId,
+        amount: u64,
+    },
+    Refunded {
+        id: ReservationId,
+        payer: UserId,
+        amount: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Held {
+    Live,
+    Paid,
+    Ended,
+}
+
+#[derive(Debug, Clone)]
+struct ModelReservation {
+    user: UserId,
+    seats: Vec<SeatNo>,
+    expires_at: Timestamp,
+    state: Held,
+}
+
+/// The contract, simply: reservations by id, and each user's balance as charges − payments +
+/// refunds. It learns only acknowledged replies.
+#[derive(Debug, Default, Clone)]
+struct Model {
+    reservations: BTreeMap<ReservationId, ModelReservation>,
+    balances: BTreeMap<UserId, i128>,
+}
+
+impl Model {
+    fn learn(&mut self, reply: &Reply) {
+        match reply {
+            Reply::Held {
+                id,
+                user,
+                seats,
+                expires_at,
+            } => {
+                self.reservations.insert(
+                    *id,
+                    ModelReservation {
+                        user: *user,
+                        seats: seats.clone(),
+                        expires_at: *expires_at,
+                        state: Held::Live,
+                    },
+                );
+            }
+            Reply::Cancelled(id) => {
+                if let Some(r) = self.reservations.get_mut(id) {
+                    r.state = Held::Ended;
+                }
+            }
+            Reply::Paid { id, user, amount } => {
+                if let Some(r) = self.reservations.get_mut(id) {
+                    r.state = Held::Paid;
+                }
+                *self.balances.entry(*user).or_default() -= i128::from(*amount);
+            }
+            Reply::Charged { user, amount } => {
+                *self.balances.entry(*user).or_default() += i128::from(*amount);
+            }
+            Reply::Refunded { id, payer, amount } => {
+                if let Some(r) = self.reservations.get_mut(id) {
+                    r.state = Held::Ended;
+                }
+                *self.balances.entry(*payer).or_default() += i128::from(*amount);
+            }
+        }
+    }
+
+    /// What a seat is at `now`, by the contract: a live hold until its `expires_at`, sold once
+    /// paid until refunded. `Err` names two acknowledged reservations that both claim it.
+    fn seat(
+        &self,
+        date: DateId,
+        seat: SeatNo,
+        now: Timestamp,
+    ) -> Result<SeatStatus, (ReservationId, ReservationId)> {
+        let mut status = SeatStatus::Available;
+        let mut claimed_by: Option<ReservationId> = None;
+        for (id, r) in self.reservations.range(
+            ReservationId { date, seq: 0 }..=ReservationId {
+                date,
+                seq: u32::MAX,
+            },
+        ) {
+            debug_assert_eq!(id.date, date);
+            if !r.seats.contains(&seat) {
+                continue;
+            }
+            let claims = r.state == Held::Paid || (r.state == Held::Live && r.expires_at > now);
+            if claims {
+                if let Some(other) = claimed_by.replace(*id) {
+                    return Err((other, *id));
+                }
+            }
+            match r.state {
+                Held::Paid => status = SeatStatus::Sold,
+                Held::Live if r.expires_at > now => {
+                    status = SeatStatus::Held {
+                        until: r.expires_at,
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(status)
+    }
+}
+
+/// The owners as the server keeps them, the log on disk, and what has not committed yet.
+struct Engine {
+    catalog: Catalog,
+    dates: BTreeMap<DateId, SeatMap>,
+    ledger: Ledger,
+    log: EventLog,
+    pending: Vec<Event>,
+    replies: Vec<Reply>,
+    /// The owners as of the last commit, which a recovery must give back.
+    committed: (BTreeMap<DateId, SeatMap>, Ledger, Catalog, u64),
+}
+
+pub struct Sim {
+    seed: u64,
+    rng: StdRng,
+    setup: StoreSetup,
+    now: Timestamp,
+    engine: Option<Engine>,
+    model: Model,
+    summary: Summary,
+    step: u64,
+    /// A broken invariant seen while deciding, raised at the next commit.
+    pending_failure: Option<(&'static str, String)>,
+}
+
+fn policies() -> Policies {
+    Policies {
+        dates: date_policy(),
+        balance: balance_policy(),
+    }
+}
+
+impl Sim {
+    /// A fresh store in `dir` (created empty), and the run `seed` fixes.
+    pub async fn new(seed: u64, dir: &Path) -> Result<Self, Failure> {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).expect("a directory for the simulated store");
+        let setup = StoreSetup {
+            sqlite_path: dir.join("boxoffice.db"),
+            snapshot_dir: dir.join("snapshots"),
+            // What a crash loses is what the simulation did not commit: the disk's own
+            // guarantees are not what it tests, so commits need not wait for them.
+            sync: SyncMode::Normal,
+        };
+        let mut sim = Self {
+            seed,
+            rng: StdRng::seed_from_u64(seed),
+            setup,
+            now: START,
+            engine: None,
+            model: Model::default(),
+            summary: Summary::default(),
+            step: 0,
+            pending_failure: None,
+        };
+        sim.recover().await?;
+        let engine = sim.engine.as_mut().expect("recovered");
+        let concert = engine
+            .catalog
+            .create_concert("Simulated", "Hall")
+            .expect("a concert");
+        engine.catalog.apply(&concert);
+        engine.pending.push(concert);
+        for _ in 0..DATES {
+            let event = engine
+                .catalog
+                .create_date(
+                    boxoffice::domain::ConcertId(1),
+                    STARTS_AT,
+                    SeatPlan::Uniform {
+                        seat_count: i128::from(SEATS),
+                        price: i128::from(PRICE),
+                    },
+                )
+                .expect("a date");
+            let Event::DateCreated {
+                date,
+                starts_at,
+                layout,
+                ..
+            } = &event
+            else {
+                unreachable!("create_date decides a date")
+            };
+            let map = SeatMap::new(*date, *starts_at, layout.clone(), date_policy());
+            engine.dates.insert(*date, map);
+            engine.catalog.apply(&event);
+            engine.pending.push(event);
+        }
+        sim.commit().await?;
+        Ok(sim)
+    }
+
+    pub fn summary(&self) -> &Summary {
+        &self.summary
+    }
+
+    fn fail(&self, invariant: &'static str, detail: String) -> Failure {
+        Failure {
+            seed: self.seed,
+            step: self.step,
+            invariant,
+            detail,
+        }
+    }
+
+    /// Runs `ops` steps, then replays the whole log from empty state against the live owners.
+    pub async fn run(&mut self, ops: u64) -> Result<(), Failure> {
+        for _ in 0..ops {
+            self.one_step().await?;
+            self.step += 1;
+            self.summary.ops += 1;
+        }
+        self.commit().await?;
+        self.check_full_replay()
+    }
+
+    async fn one_step(&mut self) -> Result<(), Failure> {
+        let roll = self.rng.gen_range(0..1_000u32);
+        match roll {
+            0..=299 => self.hold(),
+            300..=399 => self.cancel(),
+            400..=549 => self.pay(),
+            550..=649 => self.charge(),
+            650..=699 => self.refund(),
+            700..=799 => {
+                // Mostly small steps, sometimes past every hold's TTL.
+                let ms = if self.rng.gen_bool(0.2) {
+                    self.rng.gen_range(TTL_MS..3 * TTL_MS)
+                } else {
+                    self.rng.gen_range(0..5_000)
+                };
+                self.now = self.now.plus_millis(ms);
+            }
+            800..=949 => self.commit().await?,
+            950..=969 => self.crash().await?,
+            970..=979 => self.fail_commit().await?,
+            980..=994 => self.snapshot(),
+            _ => self.damage_snapshot(),
+        }
+        Ok(())
+    }
+
+    fn engine(&mut self) -> &mut Engine {
+        self.engine
+            .as_mut()
+            .expect("the engine runs between recoveries")
+    }
+
+    fn pick_user(&mut self) -> UserId {
+        UserId(self.rng.gen_range(1..=USERS))
+    }
+
+    fn pick_date(&mut self) -> DateId {
+        // Now and then a date that does not exist.
+        if self.rng.gen_bool(0.02) {
+            DateId(DATES + 7)
+        } else {
+            DateId(self.rng.gen_range(1..=DATES))
+        }
+    }
+
+    /// A reservation some buyer knows of: mostly one the model has in `state` (so the request
+    /// can succeed), else any, else one that never was; sent by its holder most of the time, by
+    /// another buyer otherwise.
+    fn pick_reservation(&mut self, state: Held) -> (UserId, ReservationId) {
+        let known = self.model.reservations.len();
+        if known == 0 || self.rng.gen_bool(0.05) {
+            let user = self.pick_user();
+            let date = self.pick_date();
+            let seq = self.rng.gen_range(1..500);
+            return (user, ReservationId { date, seq });
+        }
+        // The newest few hundred are enough to find one in `state` among.
+        let fitting: Vec<(ReservationId, UserId)> = self
+            .model
+            .reservations
+            .iter()
+            .rev()
+            .take(256)
+            .filter(|(_, r)| r.state == state)
+            .map(|(id, r)| (*id, r.user))
+            .collect();
+        let (id, holder) = if !fitting.is_empty() && self.rng.gen_bool(0.8) {
+            fitting[self.rng.gen_range(0..fitting.len())]
+        } else {
+            let index = self.rng.gen_range(0..known);
+            self.model
+                .reservations
+                .iter()
+                .nth(index)
+                .map(|(id, r)| (*id, r.user))
+                .expect("in range")
+        };
+        let user = if self.rng.gen_bool(0.9) {
+            holder
+        } else {
+            self.pick_user()
+        };
+        (user, id)
+    }
+
+    /// What the date's actor does before every decision: its due expiries become events.
+    fn sweep(&mut self, date: DateId) {
+        let now = self.now;
+        let engine = self.engine();
+        let Some(map) = engine.dates.get_mut(&date) else {
+            return;
+        };
+        for expired in map.expire_due(now) {
+            map.apply(&expired);
+            engine.pending.push(expired);
+        }
+    }
+
+    /// Applies a decided event to every owner it touches and queues it for the commit.
+    fn accept(&mut self, event: Event, reply: Reply) {
+        let engine = self.engine();
+        for map in engine.dates.values_mut() {
+            map.apply(&event);
+        }
+        engine.ledger.apply(&event);
+        engine.pending.push(event);
+        engine.replies.push(reply);
+    }
+
+    fn refused(&mut self, _error: DomainError) {
+        self.summary.refused += 1;
+    }
+
+    fn hold(&mut self) {
+        let (user, date) = (self.pick_user(), self.pick_date());
+        let count = self.rng.gen_range(1..=3);
+        let seats: Vec<SeatNo> = (0..count)
+            .map(|_| {
+                // Seat 0 and seats past the end are hostile input.
+                if self.rng.gen_bool(0.03) {
+                    SeatNo(self.rng.gen_range(0..3) * (SEATS + 1))
+                } else {
+                    SeatNo(self.rng.gen_range(1..=SEATS))
+                }
+            })
+            .collect();
+        self.sweep(date);
+        let now = self.now;
+        let decided = match self.engine().dates.get(&date) {
+            Some(map) => map.place_hold(user, &seats, now, None),
+            None => Err(DomainError::NotFound),
+        };
+        match decided {
+            Ok(event) => {
+                let Event::HoldPlaced {
+                    reservation,
+                    seats,
+                    expires_at,
+                    ..
+                } = &event
+                else {
+                    unreachable!("a hold places a reservation")
+                };
+                let reply = Reply::Held {
+                    id: *reservation,
+                    user,
+                    seats: seats.to_vec(),
+                    expires_at: *expires_at,
+                };
+                self.accept(event, reply);
+            }
+            Err(error) => {
+                // Invariant 4: a seat refused as taken is held live or sold, swept or not.
+                if let DomainError::SeatUnavailable(seat) = error {
+                    let status = self.engine().dates[&date].seat_status(seat, now);
+                    if !matches!(status, Some(SeatStatus::Held { .. } | SeatStatus::Sold)) {
+                        self.summary.refused += 1;
+                        return self.broken_later(
+                            "4 (an expired hold never blocks)",
+                            format!("seat {} of {date} refused while {status:?}", seat.0),
+                        );
+                    }
+                }
+                self.refused(error);
+            }
+        }
+    }
+
+    fn cancel(&mut self) {
+        let (user, id) = self.pick_reservation(Held::Live);
+        self.sweep(id.date);
+        let now = self.now;
+        let decided = match self.engine().dates.get(&id.date) {
+            Some(map) => map.cancel_hold(user, id, now),
+            None => Err(DomainError::NotFound),
+        };
+        match decided {
+            Ok(event) => self.accept(event, Reply::Cancelled(id)),
+            Err(error) => self.refused(error),
+        }
+    }
+
+    fn pay(&mut self) {
+        let (user, id) = self.pick_reservation(Held::Live);
+        self.sweep(id.date);
+        let now = self.now;
+        let engine = self.engine();
+        let decided = match engine.dates.get(&id.date) {
+            Some(map) => map
+                .prepare_payment(user, id, now, None, None)
+                .and_then(|prepared| engine.ledger.settle(&prepared)),
+            None => Err(DomainError::NotFound),
+        };
+        match decided {
+            Ok(event) => {
+                let Event::PaymentCompleted { amount, .. } = &event else {
+                    unreachable!("a payment completes")
+                };
+                let reply = Reply::Paid {
+                    id,
+                    user,
+                    amount: *amount,
+                };
+                self.accept(event, reply);
+            }
+            Err(error) => self.refused(error),
+        }
+    }
+
+    fn charge(&mut self) {
+        let user = self.pick_user();
+        let amount: i128 = match self.rng.gen_range(0..20) {
+            0 => 0,
+            1 => -5,
+            2 => i128::from(u64::MAX),
+            _ => self.rng.gen_range(1..=5_000),
+        };
+        let now = self.now;
+        match self.engine().ledger.charge(user, amount, now, None) {
+            Ok(event) => {
+                let reply = Reply::Charged {
+                    user,
+                    amount: amount as u64,
+                };
+                self.accept(event, reply);
+            }
+            Err(error) => self.refused(error),
+        }
+    }
+
+    fn refund(&mut self) {
+        let (user, id) = self.pick_reservation(Held::Paid);
+        self.sweep(id.date);
+        let now = self.now;
+        let engine = self.engine();
+        let decided = match engine.dates.get(&id.date) {
+            Some(map) => map
+                .prepare_refund(user, id, now, None)
+                .and_then(|prepared| engine.ledger.settle(&prepared)),
+            None => Err(DomainError::NotFound),
+        };
+        match decided {
+            Ok(event) => {
+                let Event::RefundCompleted { payer, amount, .. } = &event else {
+                    unreachable!("a refund completes")
+                };
+                let reply = Reply::Refunded {
+                    id,
+                    payer: *payer,
+                    amount: *amount,
+                };
+                self.accept(event, reply);
+            }
+            Err(error) => self.refused(error),
+        }
+    }
+
+    /// Records a broken invariant found while deciding, to be raised at the next check.
+    fn broken_later(&mut self, invariant: &'static str, detail: String) {
+        if self.pending_failure.is_none() {
+            self.pending_failure = Some((invariant, detail));
+        }
+    }
+
+    /// The log commits what is pending; the replies become true and the model learns them.
+    async fn commit(&mut self) -> Result<(), Failure> {
+        if let Some((invariant, detail)) = self.pending_failure.take() {
+            return Err(self.fail(invariant, detail));
+        }
+        let engine = self.engine();
+        let events = std::mem::take(&mut engine.pending);
+        let replies = std::mem::take(&mut engine.replies);
+        if !events.is_empty() {
+            let run = events.iter().map(|event| Appended {
+                event,
+                key: None,
+                after_commit: None,
+            });
+            let (_, durable) = engine.log.append_many(run).expect("a run of events");
+            durable.wait().await;
+        }
+        engine.committed = (
+            engine.dates.clone(),
+            engine.ledger.clone(),
+            engine.catalog.clone(),
+            engine.log.last_sequence(),
+        );
+        self.summary.commits += 1;
+        self.summary.events += events.len() as u64;
+        for reply in &replies {
+            self.model.learn(reply);
+        }
+        self.check_against_model()
+    }
+
+    /// Invariants 1, 2 and 4, and every acknowledged reply, on the committed owners.
+    fn check_against_model(&self) -> Result<(), Failure> {
+        let engine = self.engine.as_ref().expect("running");
+        let now = self.now;
+        for (date, map) in &engine.dates {
+            for seat in 1..=SEATS {
+                let seat = SeatNo(seat);
+                let live = map.seat_status(seat, now);
+                let expected = self.model.seat(*date, seat, now).map_err(|(a, b)| {
+                    self.fail(
+                        "1 (a seat in at most one held-or-paid reservation)",
+                        format!("seat {} of {date} acknowledged to {a} and to {b}", seat.0),
+                    )
+                })?;
+                if live != Some(expected) {
+                    return Err(self.fail(
+                        "1/4 (seat states agree with what was acknowledged)",
+                        format!(
+                            "seat {} of {date} is {live:?}, the model says {expected:?}",
+                            seat.0
+                        ),
+                    ));
+                }
+            }
+        }
+        for user in 1..=USERS {
+            let user = UserId(user);
+            let balance = i128::from(engine.ledger.balance(user));
+            let expected = self.model.balances.get(&user).copied().unwrap_or(0);
+            if balance != expected || expected < 0 {
+                return Err(self.fail(
+                    "2 (money: charges − payments + refunds, never negative)",
+                    format!("{user} has {balance}, the model says {expected}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The process dies: what was not committed is lost, and the owners come back from disk.
+    async fn crash(&mut self) -> Result<(), Failure> {
+        self.summary.crashes += 1;
+        self.restart().await
+    }
+
+    /// A commit fails: the log's writer stops the process before anything of that batch is
+    /// acknowledged, so it is a crash at the commit.
+    async fn fail_commit(&mut self) -> Result<(), Failure> {
+        self.summary.failed_commits += 1;
+        self.restart().await
+    }
+
+    async fn restart(&mut self) -> Result<(), Failure> {
+        let Engine { log, committed, .. } = self.engine.take().expect("running");
+        // The pending events and replies are gone with the process; the files stay.
+        log.close().await;
+        drop(log);
+        let (dates, ledger, catalog, seq) = committed;
+        self.pending_failure = None;
+        self.recover().await?;
+        let recovered = self.engine.as_ref().expect("recovered");
+        if recovered.log.last_sequence() != seq {
+            return Err(self.fail(
+                "3 (acknowledged changes survive)",
+                format!(
+                    "the log ends at {}, the last commit at {seq}",
+                    recovered.log.last_sequence()
+                ),
+            ));
+        }
+        if recovered.dates != dates || recovered.ledger != ledger || recovered.catalog != catalog {
+            let what = if recovered.dates != dates {
+                "a date's seat map"
+            } else if recovered.ledger != ledger {
+                "the ledger"
+            } else {
+                "the catalogue"
+            };
+            return Err(self.fail(
+                "6 (recovery gives back the committed state)",
+                format!("{what} differs from the live one at the last commit"),
+            ));
+        }
+        self.check_against_model()
+    }
+
+    async fn recover(&mut self) -> Result<(), Failure> {
+        let recovered = recover(&self.setup, policies()).map_err(|error| {
+            self.fail("recovery", format!("the store did not recover: {error}"))
+        })?;
+        let seq = recovered.log.last_sequence();
+        let dates = recovered.dates;
+        self.engine = Some(Engine {
+            committed: (
+                dates.clone(),
+                recovered.ledger.clone(),
+                recovered.catalog.clone(),
+                seq,
+            ),
+            catalog: recovered.catalog,
+            dates,
+            ledger: recovered.ledger,
+            log: recovered.log,
+            pending: Vec::new(),
+            replies: Vec::new(),
+        });
+        Ok(())
+    }
+
+    /// An owner writes a snapshot of its committed state, as the server does between messages.
+    fn snapshot(&mut self) {
+        let dir = self.setup.snapshot_dir.clone();
+        let which = self.rng.gen_range(0..DATES + 2);
+        let engine = self.engine();
+        let (dates, ledger, catalog, seq) = &engine.committed;
+        let (owner, bytes) = match which {
+            0 => (LEDGER_OWNER.to_owned(), snapshot::encode(ledger, *seq)),
+            1 => (CATALOG_OWNER.to_owned(), snapshot::encode(catalog, *seq)),
+            n => {
+                let date = DateId(n - 1);
+                (date_owner(date), snapshot::encode(&dates[&date], *seq))
+            }
+        };
+        snapshot::write_atomically(&dir, &owner, *seq, &bytes).expect("a snapshot on disk");
+        self.summary.snapshots += 1;
+    }
+
+    /// The newest snapshot of an owner is damaged on disk: a byte of its payload flipped, or
+    /// the file cut short. Recovery must notice and fall back.
+    fn damage_snapshot(&mut self) {
+        let dir = self.setup.snapshot_dir.clone();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| entry.path())
+            .filter(|path| path.extension().is_some_and(|e| e == "bin"))
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return;
+        }
+        let path = files[self.rng.gen_range(0..files.len())].clone();
+        let mut bytes = std::fs::read(&path).expect("a snapshot file");
+        const HEADER: usize = 40;
+        if bytes.len() <= HEADER {
+            return;
+        }
+        if self.rng.gen_bool(0.5) {
+            let at = self.rng.gen_range(HEADER..bytes.len());
+            bytes[at] ^= 1 << self.rng.gen_range(0..8);
+        } else {
+            bytes.truncate(self.rng.gen_range(HEADER..bytes.len()));
+        }
+        std::fs::write(&path, bytes).expect("the damaged file written");
+        self.summary.damaged_snapshots += 1;
+    }
+
+    /// Invariant 6 from nothing: every event of the log, applied in order to empty owners,
+    /// gives the live owners.
+    fn check_full_replay(&self) -> Result<(), Failure> {
+        let engine = self.engine.as_ref().expect("running");
+        let events = self
+            .log_file()
+            .and_then(|conn| read_events_after(&conn, 0).map_err(|e| e.to_string()))
+            .map_err(|error| self.fail("6 (replay)", format!("the log cannot be read: {error}")))?;
+        let mut catalog = Catalog::default();
+        let mut ledger = Ledger::new(balance_policy());
+        let mut dates: BTreeMap<DateId, SeatMap> = BTreeMap::new();
+        for (_, event) in &events {
+            catalog.apply(event);
+            if let Event::DateCreated {
+                date,
+                starts_at,
+                layout,
+                ..
+            } = event
+            {
+                dates.insert(
+                    *date,
+                    SeatMap::new(*date, *starts_at, layout.clone(), date_policy()),
+                );
+            }
+            ledger.apply(event);
+            for map in dates.values_mut() {
+                map.apply(event);
+            }
+        }
+        if dates != engine.dates || ledger != engine.ledger || catalog != engine.catalog {
+            return Err(self.fail(
+                "6 (replay from empty state equals live)",
+                format!("{} events replayed", events.len()),
+            ));
+        }
+        Ok(())
+    }
+
+    fn log_file(&self) -> Result<rusqlite::Connection, String> {
+        rusqlite::Connection::open_with_flags(
+            &self.setup.sqlite_path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    /// The log as stored: every committed batch's sequence numbers and its events' bytes, in
+    /// order. Two runs of one seed must give the same bytes.
+    pub fn log_bytes(&self) -> Vec<u8> {
+        let conn = self.log_file().expect("the log opens");
+        let mut stmt = conn
+            .prepare("SELECT first_seq, last_seq, version, events FROM batches ORDER BY last_seq")
+            .expect("the batches table");
+        let mut rows = stmt.query([]).expect("the batches read");
+        let mut bytes = Vec::new();
+        while let Some(row) = rows.next().expect("a batch") {
+            for column in 0..3 {
+                bytes
+                    .extend_from_slice(&row.get::<_, i64>(column).expect("a number").to_le_bytes());
+            }
+            bytes.extend_from_slice(&row.get::<_, Vec<u8>>(3).expect("the events"));
+        }
+        bytes
+    }
+
+    pub async fn close(mut self) {
+        if let Some(engine) = self.engine.take() {
+            engine.log.close().await;
+        }
+    }
+}
