@@ -50,6 +50,9 @@ async fn a_date_names_its_concert_venue_start_seats_and_price() {
             "available_seats": SEATS,
             "price": PRICE,
             "sections": [{"name": "General", "price": PRICE, "total_seats": SEATS, "available_seats": SEATS}],
+            "waiting_room": "general",
+            "sale_opens_at": null,
+            "max_tickets_per_user": null,
         })
     );
 }

@@ -95,6 +95,26 @@ async fn a_concert_takes_its_room_its_opening_and_its_ticket_limit_and_lists_the
     assert_eq!(fields(&limits), (json!(null), json!("own"), json!(100)));
     // A ticket limit alone keeps the general room.
     assert_eq!(fields(&capped), (json!(null), json!("general"), json!(1)));
+    // A date says which room its tokens come from, for a client that knows only the date.
+    for (concert, room, max) in [
+        (&opening, "own", json!(null)),
+        (&capped, "general", json!(1)),
+    ] {
+        let date = app.create_date(concert, 5, 100).await;
+        let about = app
+            .get(&format!("/api/v1/dates/{date}"))
+            .send()
+            .await
+            .unwrap();
+        let about = assert_json(about, 200).await;
+        assert_eq!(about["waiting_room"], room, "{about}");
+        assert_eq!(about["max_tickets_per_user"], max, "{about}");
+        assert_eq!(
+            about["sale_opens_at"].is_null(),
+            concert == &capped,
+            "{about}"
+        );
+    }
 
     for (body, what) in [
         (
