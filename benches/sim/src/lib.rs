@@ -69,6 +69,7 @@ pub fn balance_policy() -> BalancePolicy {
 #[derive(Debug, Clone)]
 pub struct Failure {
     pub seed: u64,
+    pub crash_every: u32,
     pub step: u64,
     pub invariant: &'static str,
     pub detail: String,
@@ -78,13 +79,14 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "seed {} broke {} at step {}: {}\n  reproduce: cargo run --release -p boxoffice-sim -- --seed {} --ops {}",
+            "seed {} broke {} at step {}: {}\n  reproduce: cargo run --release -p boxoffice-sim -- --seed {} --ops {} --crash-every {}",
             self.seed,
             self.invariant,
             self.step,
             self.detail,
             self.seed,
-            self.step + 1
+            self.step + 1,
+            self.crash_every
         )
     }
 }
@@ -163,6 +165,11 @@ struct ModelReservation {
 #[derive(Debug, Default, Clone)]
 struct Model {
     reservations: BTreeMap<ReservationId, ModelReservation>,
+    /// Every reservation in the order it was acknowledged, to pick one from at random.
+    ids: Vec<ReservationId>,
+    /// Per seat, the reservations that may still claim it (a live hold, a paid one); ended
+    /// and expired ones are forgotten as the clock passes them (`forget_ended`).
+    claims: BTreeMap<(DateId, SeatNo), Vec<ReservationId>>,
     balances: BTreeMap<UserId, i128>,
 }
 
@@ -194,6 +201,10 @@ impl Model {
                 seats,
                 expires_at,
             } => {
+                self.ids.push(*id);
+                for seat in seats {
+                    self.claims.entry((id.date, *seat)).or_default().push(*id);
+                }
                 self.reservations.insert(
                     *id,
                     ModelReservation {
@@ -237,16 +248,8 @@ impl Model {
     ) -> Result<SeatStatus, (ReservationId, ReservationId)> {
         let mut status = SeatStatus::Available;
         let mut claimed_by: Option<ReservationId> = None;
-        for (id, r) in self.reservations.range(
-            ReservationId { date, seq: 0 }..=ReservationId {
-                date,
-                seq: u32::MAX,
-            },
-        ) {
-            debug_assert_eq!(id.date, date);
-            if !r.seats.contains(&seat) {
-                continue;
-            }
+        for id in self.claims.get(&(date, seat)).into_iter().flatten() {
+            let r = &self.reservations[id];
             let claims = r.state == Held::Paid || (r.state == Held::Live && r.expires_at > now);
             if claims {
                 if let Some(other) = claimed_by.replace(*id) {
@@ -264,6 +267,18 @@ impl Model {
             }
         }
         Ok(status)
+    }
+
+    /// Lets go of claims that can never hold a seat again: ended ones, and holds whose
+    /// `expires_at` the clock (which never goes back) has passed.
+    fn forget_ended(&mut self, now: Timestamp) {
+        let reservations = &self.reservations;
+        for claims in self.claims.values_mut() {
+            claims.retain(|id| {
+                let r = &reservations[id];
+                r.state == Held::Paid || (r.state == Held::Live && r.expires_at > now)
+            });
+        }
     }
 }
 
@@ -290,6 +305,7 @@ pub struct Sim {
     step: u64,
     /// A broken invariant seen while deciding, raised at the next commit.
     pending_failure: Option<(&'static str, String)>,
+    crash_every: u32,
 }
 
 fn policies() -> Policies {
@@ -301,7 +317,8 @@ fn policies() -> Policies {
 
 impl Sim {
     /// A fresh store in `dir` (created empty), and the run `seed` fixes.
-    pub async fn new(seed: u64, dir: &Path) -> Result<Self, Failure> {
+    /// `crash_every`: the mean number of steps between two deaths of the process (at least 1).
+    pub async fn new(seed: u64, dir: &Path, crash_every: u32) -> Result<Self, Failure> {
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir).expect("a directory for the simulated store");
         let setup = StoreSetup {
@@ -321,6 +338,7 @@ impl Sim {
             summary: Summary::default(),
             step: 0,
             pending_failure: None,
+            crash_every: crash_every.max(1),
         };
         sim.recover().await?;
         let engine = sim.engine.as_mut().expect("recovered");
@@ -367,6 +385,7 @@ impl Sim {
     fn fail(&self, invariant: &'static str, detail: String) -> Failure {
         Failure {
             seed: self.seed,
+            crash_every: self.crash_every,
             step: self.step,
             invariant,
             detail,
@@ -385,6 +404,15 @@ impl Sim {
     }
 
     async fn one_step(&mut self) -> Result<(), Failure> {
+        // One step in `crash_every` kills the process, two thirds of them as a crash between
+        // steps and one third as a failed commit.
+        if self.rng.gen_range(0..self.crash_every) == 0 {
+            return if self.rng.gen_range(0..3) == 0 {
+                self.fail_commit().await
+            } else {
+                self.crash().await
+            };
+        }
         let roll = self.rng.gen_range(0..1_000u32);
         match roll {
             0..=299 => self.hold(),
@@ -393,9 +421,7 @@ impl Sim {
             550..=649 => self.charge(),
             650..=699 => self.refund(),
             700..=799 => self.advance_clock(),
-            800..=949 => self.commit().await?,
-            950..=969 => self.crash().await?,
-            970..=979 => self.fail_commit().await?,
+            800..=979 => self.commit().await?,
             980..=994 => self.snapshot(),
             _ => self.damage_snapshot(),
         }
@@ -451,25 +477,21 @@ impl Sim {
             return (user, ReservationId { date, seq });
         }
         // The newest few hundred are enough to find one in `state` among.
-        let fitting: Vec<(ReservationId, UserId)> = self
-            .model
-            .reservations
+        let model = &self.model;
+        let fitting: Vec<(ReservationId, UserId)> = model
+            .ids
             .iter()
             .rev()
             .take(256)
+            .map(|id| (*id, &model.reservations[id]))
             .filter(|(_, r)| r.state == state)
-            .map(|(id, r)| (*id, r.user))
+            .map(|(id, r)| (id, r.user))
             .collect();
         let (id, holder) = if !fitting.is_empty() && self.rng.gen_bool(0.8) {
             fitting[self.rng.gen_range(0..fitting.len())]
         } else {
-            let index = self.rng.gen_range(0..known);
-            self.model
-                .reservations
-                .iter()
-                .nth(index)
-                .map(|(id, r)| (*id, r.user))
-                .expect("in range")
+            let id = self.model.ids[self.rng.gen_range(0..known)];
+            (id, self.model.reservations[&id].user)
         };
         let user = if self.rng.gen_bool(0.9) {
             holder
@@ -689,6 +711,7 @@ impl Sim {
             }
             self.model.learn(reply);
         }
+        self.model.forget_ended(self.now);
         self.check_against_model()
     }
 

@@ -21,6 +21,9 @@ struct Cli {
     /// Operations per seed.
     #[arg(long, default_value_t = 100_000)]
     ops: u64,
+    /// Mean steps between two deaths of the process (crashes and failed commits).
+    #[arg(long, default_value_t = 800)]
+    crash_every: u32,
     /// Seeds to run, one after another from --seed.
     #[arg(long, default_value_t = 1)]
     seeds: u64,
@@ -51,7 +54,7 @@ fn main() -> ExitCode {
             if cli.seconds > 0 && started.elapsed() > Duration::from_secs(cli.seconds) {
                 break;
             }
-            let mut sim = Sim::new(seed, &dir).await?;
+            let mut sim = Sim::new(seed, &dir, cli.crash_every).await?;
             let ran = sim.run(cli.ops).await;
             let summary = sim.summary().clone();
             sim.close().await;

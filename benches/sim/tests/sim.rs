@@ -6,6 +6,8 @@ use boxoffice_sim::{Sim, Summary};
 /// Seeds every run checks, so a change that breaks one of them is caught every time.
 const FIXED: std::ops::Range<u64> = 1..9;
 const OPS: u64 = 4_000;
+/// A crash every 25 steps on average, so a short slice crashes and recovers often.
+const CRASH_EVERY: u32 = 25;
 
 fn dir(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("boxoffice-sim-test-{name}-{}", std::process::id()))
@@ -13,7 +15,9 @@ fn dir(name: &str) -> std::path::PathBuf {
 
 async fn run(seed: u64, ops: u64, name: &str) -> (Summary, Vec<u8>) {
     let dir = dir(name);
-    let mut sim = Sim::new(seed, &dir).await.unwrap_or_else(|f| panic!("{f}"));
+    let mut sim = Sim::new(seed, &dir, CRASH_EVERY)
+        .await
+        .unwrap_or_else(|f| panic!("{f}"));
     let ran = sim.run(ops).await;
     let (summary, log) = (sim.summary().clone(), sim.log_bytes());
     sim.close().await;
@@ -41,7 +45,9 @@ async fn fixed_seeds_keep_every_invariant_through_crashes_and_damaged_snapshots(
 async fn fresh_seeds_keep_every_invariant_too() {
     for _ in 0..2 {
         let seed: u64 = rand::random();
-        println!("fresh seed {seed} (reproduce: cargo run --release -p boxoffice-sim -- --seed {seed} --ops {OPS})");
+        // Written past the test harness's capture, so CI's log names every fresh seed.
+        let line = format!("fresh seed {seed} (reproduce: cargo run --release -p boxoffice-sim -- --seed {seed} --ops {OPS} --crash-every {CRASH_EVERY})\n");
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
         run(seed, OPS, &format!("fresh-{seed}")).await;
     }
 }
