@@ -727,25 +727,8 @@ async fn the_waiting_room_keeps_its_order_across_a_graceful_restart() {
 
     let restarted = Server::start(&dir, &env);
     let api = Api::new(&restarted.base);
-    let mut seen = Vec::new();
-    for (session, token) in &line {
-        let auth = bearer(session);
-        let (status, body) = api
-            .get(
-                "/api/v1/queue/tokens/current",
-                &[("authorization", &auth), ("x-queue-token", token)],
-            )
-            .await
-            .unwrap();
-        assert_eq!(status, StatusCode::OK, "{body}");
-        assert_eq!(
-            body["reissued"], false,
-            "the same token still stands: {body}"
-        );
-        seen.push((body["status"].clone(), body["position"].clone()));
-    }
     assert_eq!(
-        seen,
+        standings(&api, &line).await,
         vec![
             (json!("active"), json!(0)),
             (json!("waiting"), json!(1)),
