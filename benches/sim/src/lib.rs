@@ -103,6 +103,7 @@ pub struct Summary {
     pub failed_commits: u64,
     pub snapshots: u64,
     pub damaged_snapshots: u64,
+    pub cancelled_dates: u64,
     pub refused: u64,
 }
 
@@ -115,6 +116,7 @@ impl Summary {
         self.failed_commits += other.failed_commits;
         self.snapshots += other.snapshots;
         self.damaged_snapshots += other.damaged_snapshots;
+        self.cancelled_dates += other.cancelled_dates;
         self.refused += other.refused;
     }
 }
@@ -143,6 +145,16 @@ enum Reply {
         payer: UserId,
         amount: u64,
     },
+    Transferred {
+        id: ReservationId,
+        to: UserId,
+    },
+    /// A date called off: its paid reservations refunded (to whom, how much) and its live
+    /// holds cancelled.
+    DateCancelled {
+        refunds: Vec<(ReservationId, UserId, u64)>,
+        holds: Vec<ReservationId>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,7 +166,10 @@ enum Held {
 
 #[derive(Debug, Clone)]
 struct ModelReservation {
+    /// Who holds it now (a transfer changes it).
     user: UserId,
+    /// Who paid for it, once paid: refunds go to them, whoever holds it.
+    payer: Option<UserId>,
     seats: Vec<SeatNo>,
     expires_at: Timestamp,
     state: Held,
@@ -177,15 +192,36 @@ impl Model {
     /// A payment costs the seats' price; a refund gives it back less the fee, rounded down.
     /// Says what is wrong with an acknowledged amount, if anything.
     fn wrong_amount(&self, reply: &Reply) -> Option<String> {
+        let paid_by = |id: &ReservationId, payer: &UserId| {
+            let expected = self.reservations.get(id)?.payer;
+            (expected != Some(*payer))
+                .then(|| format!("{id} refunded to {payer}, but {expected:?} paid for it"))
+        };
         let (id, amount, expected) = match reply {
             Reply::Paid { id, amount, .. } => {
                 let seats = self.reservations.get(id)?.seats.len() as u64;
                 (id, *amount, seats * PRICE)
             }
-            Reply::Refunded { id, amount, .. } => {
+            Reply::Refunded { id, amount, payer } => {
+                if let Some(wrong) = paid_by(id, payer) {
+                    return Some(wrong);
+                }
                 let price = self.reservations.get(id)?.seats.len() as u64 * PRICE;
                 let fee = price * u64::from(date_policy().refunds.fee_percent) / 100;
                 (id, *amount, price - fee)
+            }
+            // A cancelled date refunds in full, to the payer.
+            Reply::DateCancelled { refunds, .. } => {
+                for (id, payer, amount) in refunds {
+                    if let Some(wrong) = paid_by(id, payer) {
+                        return Some(wrong);
+                    }
+                    let price = self.reservations.get(id)?.seats.len() as u64 * PRICE;
+                    if *amount != price {
+                        return Some(format!("{id} refunded {amount} won on a cancelled date, the contract says {price}"));
+                    }
+                }
+                return None;
             }
             _ => return None,
         };
@@ -209,6 +245,7 @@ impl Model {
                     *id,
                     ModelReservation {
                         user: *user,
+                        payer: None,
                         seats: seats.clone(),
                         expires_at: *expires_at,
                         state: Held::Live,
@@ -223,6 +260,7 @@ impl Model {
             Reply::Paid { id, user, amount } => {
                 if let Some(r) = self.reservations.get_mut(id) {
                     r.state = Held::Paid;
+                    r.payer = Some(*user);
                 }
                 *self.balances.entry(*user).or_default() -= i128::from(*amount);
             }
@@ -234,6 +272,23 @@ impl Model {
                     r.state = Held::Ended;
                 }
                 *self.balances.entry(*payer).or_default() += i128::from(*amount);
+            }
+            Reply::Transferred { id, to } => {
+                if let Some(r) = self.reservations.get_mut(id) {
+                    r.user = *to;
+                }
+            }
+            Reply::DateCancelled { refunds, holds } => {
+                for (id, payer, amount) in refunds {
+                    self.learn(&Reply::Refunded {
+                        id: *id,
+                        payer: *payer,
+                        amount: *amount,
+                    });
+                }
+                for id in holds {
+                    self.learn(&Reply::Cancelled(*id));
+                }
             }
         }
     }
@@ -413,12 +468,19 @@ impl Sim {
                 self.crash().await
             };
         }
+        // Dates are called off rarely, in proportion to the crashes, and a new one takes each
+        // one's place.
+        if self.rng.gen_range(0..self.crash_every.saturating_mul(20)) == 0 {
+            self.cancel_date();
+            return Ok(());
+        }
         let roll = self.rng.gen_range(0..1_000u32);
         match roll {
             0..=299 => self.hold(),
             300..=399 => self.cancel(),
             400..=549 => self.pay(),
-            550..=649 => self.charge(),
+            550..=624 => self.charge(),
+            625..=649 => self.transfer(),
             650..=699 => self.refund(),
             700..=799 => self.advance_clock(),
             800..=979 => self.commit().await?,
@@ -456,12 +518,14 @@ impl Sim {
         UserId(self.rng.gen_range(1..=USERS))
     }
 
+    /// One of the newest `DATES` dates (a cancelled one is followed by a new one), or now and
+    /// then one that does not exist.
     fn pick_date(&mut self) -> DateId {
-        // Now and then a date that does not exist.
+        let newest = self.engine().dates.len() as u32;
         if self.rng.gen_bool(0.02) {
-            DateId(DATES + 7)
+            DateId(newest + 7)
         } else {
-            DateId(self.rng.gen_range(1..=DATES))
+            DateId(self.rng.gen_range(newest + 1 - DATES..=newest))
         }
     }
 
@@ -673,6 +737,95 @@ impl Sim {
         }
     }
 
+    fn transfer(&mut self) {
+        let (user, id) = self.pick_reservation(Held::Paid);
+        // Mostly another buyer; sometimes the holder themself or a name that is no user.
+        let to = match self.rng.gen_range(0..10) {
+            0 => None,
+            1 => Some(user),
+            _ => Some(self.pick_user()),
+        };
+        self.sweep(id.date);
+        let now = self.now;
+        let decided = match self.engine().dates.get(&id.date) {
+            Some(map) => map.prepare_transfer(user, to, id, now, None),
+            None => Err(DomainError::NotFound),
+        };
+        match decided {
+            Ok(event) => {
+                let Event::TransferCompleted { to, .. } = &event else {
+                    unreachable!("a transfer completes")
+                };
+                let reply = Reply::Transferred { id, to: *to };
+                self.accept(event, reply);
+            }
+            Err(error) => self.refused(error),
+        }
+    }
+
+    /// The administrator calls a date off; the sale goes on with a new date in its place.
+    fn cancel_date(&mut self) {
+        let date = self.pick_date();
+        self.sweep(date);
+        let now = self.now;
+        let engine = self.engine();
+        let decided = match engine.dates.get(&date) {
+            Some(map) => map
+                .prepare_cancellation(now)
+                .and_then(|prepared| engine.ledger.settle(&prepared)),
+            None => Err(DomainError::NotFound),
+        };
+        let event = match decided {
+            Ok(event) => event,
+            Err(error) => return self.refused(error),
+        };
+        let Event::DateCancelled {
+            refunds,
+            cancelled_holds,
+            ..
+        } = &event
+        else {
+            unreachable!("a cancellation")
+        };
+        let reply = Reply::DateCancelled {
+            refunds: refunds
+                .iter()
+                .map(|r| (ReservationId { date, seq: r.seq }, r.payer, r.amount))
+                .collect(),
+            holds: cancelled_holds
+                .iter()
+                .map(|seq| ReservationId { date, seq: *seq })
+                .collect(),
+        };
+        self.accept(event, reply);
+        let engine = self.engine();
+        let next = engine
+            .catalog
+            .create_date(
+                boxoffice::domain::ConcertId(1),
+                STARTS_AT,
+                SeatPlan::Uniform {
+                    seat_count: i128::from(SEATS),
+                    price: i128::from(PRICE),
+                },
+            )
+            .expect("a date");
+        let Event::DateCreated {
+            date,
+            starts_at,
+            layout,
+            ..
+        } = &next
+        else {
+            unreachable!("create_date decides a date")
+        };
+        let map = SeatMap::new(*date, *starts_at, layout.clone(), date_policy());
+        engine.dates.insert(*date, map);
+        engine.catalog.apply(&next);
+        engine.pending.push(next);
+        self.summary.cancelled_dates += 1;
+    }
+
     /// Records a broken invariant found while deciding, to be raised at the next check.
     fn broken_later(&mut self, invariant: &'static str, detail: String) {
         if self.pending_failure.is_none() {
@@ -840,7 +993,8 @@ impl Sim {
     /// An owner writes a snapshot of its committed state, as the server does between messages.
     fn snapshot(&mut self) {
         let dir = self.setup.snapshot_dir.clone();
-        let which = self.rng.gen_range(0..DATES + 2);
+        let dates = self.engine().committed.0.len() as u32;
+        let which = self.rng.gen_range(0..dates + 2);
         let engine = self.engine();
         let (dates, ledger, catalog, seq) = &engine.committed;
         let (owner, bytes) = match which {
