@@ -4,8 +4,9 @@
 //! served from views the owner updates before it replies, so they stay exact.
 //!
 //! One write comes from outside an owner: a committed payment ends the queue token it was made
-//! with on the log writer, under the waiting room's lock, before anyone hears of the commit
-//! (`Durability::append`). The rule is the queue's own (`AdmissionQueue::apply`); only the
+//! with (and a committed concert opens its room) on the log writer, under the waiting rooms'
+//! lock, before anyone hears of the commit (`Durability::append`). The rule is the rooms' own
+//! (`RoomsChange`); only the
 //! moment is the commit's, so that no owner's handler waits on the queue's mailbox.
 
 pub mod accounts;
@@ -28,14 +29,13 @@ use ractor::{ActorRef, RpcReplyPort};
 
 use crate::clock::SharedClock;
 use crate::config::Settings;
-use crate::domain::admission::AdmissionQueue;
 use crate::domain::idempotency::{
     BookKey, IdempotencyBook, KeyIndex, KeyRecord, Lookup, Outcome, PendingRecord,
 };
 use crate::domain::page::{Page, PageRequest};
-use crate::domain::rooms::Rooms;
+use crate::domain::rooms::{Rooms, RoomsChange};
 use crate::domain::seat_map::Reservation;
-use crate::domain::{DateId, DomainError, Event, Timestamp, UserId};
+use crate::domain::{DateId, DomainError, Event, UserId};
 use crate::store::backup::{write_backup, BackupReport};
 use crate::store::log::{AfterCommit, Appended};
 use crate::store::reader::StoreReader;
@@ -409,21 +409,9 @@ impl Durability {
     /// owner's handler waits on the queue's mailbox for it. Replay applies the same events
     /// after the queue's snapshot (`recovery`).
     fn waiting_room_share(&self, event: &Event) -> Option<AfterCommit> {
-        if let Event::ConcertCreated {
-            concert,
-            room: Some(spec),
-            ..
-        } = event
-        {
-            let (rooms, concert, spec) = (self.waiting_room.get()?.clone(), *concert, *spec);
-            // The bucket starts full whatever the time given, so any past instant will do.
-            return Some(Box::new(move || {
-                rooms.write().add(concert, &spec, Timestamp(0))
-            }));
-        }
-        let (token, at) = AdmissionQueue::token_ended_by(event)?;
+        let change = RoomsChange::made_by(event)?;
         let rooms = self.waiting_room.get()?.clone();
-        Some(Box::new(move || rooms.write().end_paid(token, at)))
+        Some(Box::new(move || rooms.write().change(change)))
     }
 }
 

@@ -74,6 +74,32 @@ impl RoomSpec {
     }
 }
 
+/// What a committed event changes in the rooms, read off it whole, so it can be carried to
+/// the rooms without the event: a concert's room made, or a payment's token ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomsChange {
+    Made { concert: ConcertId, spec: RoomSpec },
+    TokenPaid { token: QueueTokenId, at: Timestamp },
+}
+
+impl RoomsChange {
+    pub fn made_by(event: &Event) -> Option<Self> {
+        if let Event::ConcertCreated {
+            concert,
+            room: Some(spec),
+            ..
+        } = event
+        {
+            return Some(Self::Made {
+                concert: *concert,
+                spec: *spec,
+            });
+        }
+        let (token, at) = AdmissionQueue::token_ended_by(event)?;
+        Some(Self::TokenPaid { token, at })
+    }
+}
+
 /// Every room as saved.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomsSnapshot {
@@ -219,33 +245,28 @@ impl Rooms {
             .leave(token, user, now)
     }
 
-    /// Whether the rooms take a share of `event`: a room made with a concert, a token ended by
-    /// a payment.
+    /// Whether the rooms take a share of `event` (`RoomsChange::made_by`).
     pub fn concerns(event: &Event) -> bool {
-        matches!(event, Event::ConcertCreated { room: Some(_), .. })
-            || AdmissionQueue::token_ended_by(event).is_some()
+        RoomsChange::made_by(event).is_some()
     }
 
-    /// Applies a committed event (`concerns`), live or on replay; twice changes nothing.
+    /// Applies a committed event, live or on replay; twice changes nothing.
     pub fn apply(&mut self, event: &Event) {
-        if let Event::ConcertCreated {
-            concert,
-            room: Some(spec),
-            ..
-        } = event
-        {
-            // The bucket starts full whatever the time given, so any past instant will do.
-            self.add(*concert, spec, Timestamp(0));
-        }
-        if let Some((token, at)) = AdmissionQueue::token_ended_by(event) {
-            self.end_paid(token, at);
+        if let Some(change) = RoomsChange::made_by(event) {
+            self.change(change);
         }
     }
 
-    /// Ends the token a payment was made with, in its room.
-    pub fn end_paid(&mut self, token: QueueTokenId, at: Timestamp) {
-        if let Some(queue) = self.room_mut(token.room()) {
-            queue.end_paid(token, at);
+    /// Applies the rooms' share of a committed event; twice changes nothing.
+    pub fn change(&mut self, change: RoomsChange) {
+        match change {
+            // The bucket starts full whatever the time given, so any past instant will do.
+            RoomsChange::Made { concert, spec } => self.add(concert, &spec, Timestamp(0)),
+            RoomsChange::TokenPaid { token, at } => {
+                if let Some(queue) = self.room_mut(token.room()) {
+                    queue.end_paid(token, at);
+                }
+            }
         }
     }
 
@@ -731,7 +752,10 @@ mod tests {
                             );
                         }
                         _ => {
-                            self.rooms.end_paid(token, self.now);
+                            self.rooms.change(RoomsChange::TokenPaid {
+                                token,
+                                at: self.now,
+                            });
                             self.alone[room].end_paid(token, self.now);
                         }
                     }
