@@ -337,6 +337,46 @@ impl Model {
     }
 }
 
+/// A date's seat map as its creation makes it (and replay, from the same event).
+fn map_created_by(event: &Event) -> Option<SeatMap> {
+    let Event::DateCreated {
+        date,
+        starts_at,
+        layout,
+        ..
+    } = event
+    else {
+        return None;
+    };
+    Some(SeatMap::new(
+        *date,
+        *starts_at,
+        layout.clone(),
+        date_policy(),
+    ))
+}
+
+impl Engine {
+    /// A new date of the run's concert, as the catalogue's owner makes one.
+    fn open_date(&mut self) {
+        let event = self
+            .catalog
+            .create_date(
+                boxoffice::domain::ConcertId(1),
+                STARTS_AT,
+                SeatPlan::Uniform {
+                    seat_count: i128::from(SEATS),
+                    price: i128::from(PRICE),
+                },
+            )
+            .expect("a date");
+        let map = map_created_by(&event).expect("create_date decides a date");
+        self.dates.insert(map.date(), map);
+        self.catalog.apply(&event);
+        self.pending.push(event);
+    }
+}
+
 /// The owners as the server keeps them, the log on disk, and what has not committed yet.
 struct Engine {
     catalog: Catalog,
@@ -404,30 +444,7 @@ impl Sim {
         engine.catalog.apply(&concert);
         engine.pending.push(concert);
         for _ in 0..DATES {
-            let event = engine
-                .catalog
-                .create_date(
-                    boxoffice::domain::ConcertId(1),
-                    STARTS_AT,
-                    SeatPlan::Uniform {
-                        seat_count: i128::from(SEATS),
-                        price: i128::from(PRICE),
-                    },
-                )
-                .expect("a date");
-            let Event::DateCreated {
-                date,
-                starts_at,
-                layout,
-                ..
-            } = &event
-            else {
-                unreachable!("create_date decides a date")
-            };
-            let map = SeatMap::new(*date, *starts_at, layout.clone(), date_policy());
-            engine.dates.insert(*date, map);
-            engine.catalog.apply(&event);
-            engine.pending.push(event);
+            engine.open_date();
         }
         sim.commit().await?;
         Ok(sim)
@@ -798,31 +815,7 @@ impl Sim {
                 .collect(),
         };
         self.accept(event, reply);
-        let engine = self.engine();
-        let next = engine
-            .catalog
-            .create_date(
-                boxoffice::domain::ConcertId(1),
-                STARTS_AT,
-                SeatPlan::Uniform {
-                    seat_count: i128::from(SEATS),
-                    price: i128::from(PRICE),
-                },
-            )
-            .expect("a date");
-        let Event::DateCreated {
-            date,
-            starts_at,
-            layout,
-            ..
-        } = &next
-        else {
-            unreachable!("create_date decides a date")
-        };
-        let map = SeatMap::new(*date, *starts_at, layout.clone(), date_policy());
-        engine.dates.insert(*date, map);
-        engine.catalog.apply(&next);
-        engine.pending.push(next);
+        self.engine().open_date();
         self.summary.cancelled_dates += 1;
     }
 
@@ -1053,17 +1046,8 @@ impl Sim {
         let mut dates: BTreeMap<DateId, SeatMap> = BTreeMap::new();
         for (_, event) in &events {
             catalog.apply(event);
-            if let Event::DateCreated {
-                date,
-                starts_at,
-                layout,
-                ..
-            } = event
-            {
-                dates.insert(
-                    *date,
-                    SeatMap::new(*date, *starts_at, layout.clone(), date_policy()),
-                );
+            if let Some(map) = map_created_by(event) {
+                dates.insert(map.date(), map);
             }
             ledger.apply(event);
             for map in dates.values_mut() {
