@@ -452,6 +452,12 @@ pub struct LogFigures {
 pub struct BackupFailed(#[from] crate::store::StoreError);
 
 impl Engine {
+    /// Resolves once every change logged so far is committed: what is answered after this
+    /// shows no change that a crash could take back.
+    pub async fn committed_so_far(&self) {
+        self.durability.log.flush().await;
+    }
+
     /// Recovers state from disk and starts every owner with it.
     pub async fn start(settings: &Settings, clock: SharedClock) -> anyhow::Result<Self> {
         let (setup, policies) = (

@@ -135,6 +135,10 @@ pub fn router(state: AppState) -> Router {
                 "this path does not accept that method",
             )
         })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            after_what_it_saw,
+        ))
         .layer(DefaultBodyLimit::max(body_rules.bytes_max))
         .layer(middleware::from_fn_with_state(
             (state.in_flight.clone(), timeout),
@@ -153,6 +157,19 @@ pub fn router(state: AppState) -> Router {
 }
 
 const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// An answer leaves once every change logged before it was made is committed. Owners apply a
+/// change before its commit, so an answer may reflect another client's change still in flight
+/// (a seat shown held, a balance, a `seat_unavailable`); were the process killed before that
+/// commit, a client would have seen what recovery then takes back. Waiting for the commit
+/// point makes reads and refusals linearizable too, not only acknowledged changes. When nothing
+/// is pending it is one lock and one comparison; under load it is at most one group commit,
+/// which the change itself waits for anyway.
+async fn after_what_it_saw(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    app.engine.committed_so_far().await;
+    response
+}
 
 /// Every request runs in a span named by its request id: the client's `X-Request-Id` when it
 /// is a sane token, else a fresh one; the id goes back in the response. Headers and bodies are

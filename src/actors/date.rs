@@ -382,17 +382,32 @@ pub struct DateState {
     map: SeatMap,
     view: Arc<SeatView>,
     deps: DateDeps,
+    /// Events applied here but not yet handed to the log change the listing only once they are
+    /// (`publish`): whether there are any, and the seats they touched.
+    unpublished: Option<Vec<SeatNo>>,
 }
 
 impl DateState {
-    /// Applies an event this actor decided, publishes the seats it touched, and logs it.
+    /// Applies an event this actor decided, logs it, and publishes the seats it touched.
     fn commit(&mut self, event: &Event, now: Timestamp) -> Durable {
         self.apply(event, now);
-        self.deps.durability.append(event)
+        let durable = self.deps.durability.append(event);
+        self.publish(now);
+        durable
     }
 
-    /// Applies an event to the map, takes the holds it ends out of the users' totals, and
-    /// publishes the seats it touched.
+    /// Shows the seats changed since the last call in the listing. Called only once their
+    /// events are in the log's queue: an answer waits for what was queued before it
+    /// (`http::after_what_it_saw`), so a reader who sees a change is answered only once that
+    /// change is committed, and a crash cannot take back what a reader saw.
+    fn publish(&mut self, now: Timestamp) {
+        if let Some(changed) = self.unpublished.take() {
+            self.view.publish(&self.map, &changed, now);
+        }
+    }
+
+    /// Applies an event to the map and takes the holds it ends out of the users' totals; the
+    /// seats it touched are published once it is logged (`publish`).
     fn apply(&mut self, event: &Event, now: Timestamp) {
         let ended = self.map.holds_ended_by(event);
         let listed = self.map.waitlist().len();
@@ -407,7 +422,7 @@ impl DateState {
             metrics::gauge!("boxoffice_waitlist_entries", "date" => self.map.date().to_string())
                 .set(self.map.waitlist().len() as f64);
         }
-        self.view.publish(&self.map, &changed, now);
+        self.unpublished.get_or_insert_default().extend(changed);
     }
 
     /// Counts the waiting-list offers among the holds `event` ends: paid, or let go of.
@@ -462,6 +477,7 @@ impl DateState {
             })
             .collect::<Vec<_>>();
         let durable = self.deps.durability.append_many(&events);
+        self.publish(now);
         #[cfg(debug_assertions)]
         for placed in outcomes.iter().flatten() {
             super::supervisor::injected_panic_on_seats(&placed.seats);
@@ -618,6 +634,8 @@ impl DateState {
     ) -> Result<(Event, Durable), EngineError> {
         let (settled, durable) = self.deps.ledger.settle(prepared).await?;
         self.apply(&settled, now);
+        // The ledger logged it.
+        self.publish(now);
         Ok((settled, durable))
     }
 
@@ -743,6 +761,7 @@ impl Actor for DateActor {
                         .place_hold(user, &choice, idempotency, now)
                         .map(|(event, placed)| {
                             let durable = state.deps.durability.append(&event);
+                            state.publish(now);
                             #[cfg(debug_assertions)]
                             super::supervisor::injected_panic_on_seats(&placed.seats);
                             (placed, durable)
@@ -870,6 +889,7 @@ impl Actor for DateActor {
         }
         // Seats this message let go of go to the waiting list now, not at the next message.
         let _ = state.make_offers(now);
+        state.publish(now);
         Ok(())
     }
 }
@@ -897,6 +917,7 @@ impl DateHandle {
             map,
             view: view.clone(),
             deps,
+            unpublished: None,
         };
         let actor = owners.spawn_owner(DateActor, state).await?;
         every(actor.clone(), SWEEP_PERIOD, || DateMsg::Sweep);

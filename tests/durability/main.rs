@@ -3,6 +3,8 @@
 //! or foreign files give clear errors instead of panics or silent loss.
 
 mod edges;
+mod history;
+mod linearizability;
 mod server;
 mod supervision;
 
