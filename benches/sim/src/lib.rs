@@ -27,12 +27,17 @@ use std::path::{Path, PathBuf};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use boxoffice::domain::accounts::Accounts;
+use boxoffice::domain::admission::{Lookup, QueuePolicy, QueueTokenId, RoomId, Standing};
 use boxoffice::domain::catalog::{Catalog, SeatPlan};
 use boxoffice::domain::ledger::{BalancePolicy, Ledger};
+use boxoffice::domain::rooms::{Rooms, RoomsSnapshot};
 use boxoffice::domain::seat_map::{DatePolicy, RefundPolicy, SeatMap, SeatStatus};
 use boxoffice::domain::{DateId, DomainError, Event, ReservationId, SeatNo, Timestamp, UserId};
 use boxoffice::store::log::{read_events_after, Appended};
-use boxoffice::store::recovery::{date_owner, CATALOG_OWNER, LEDGER_OWNER};
+use boxoffice::store::recovery::{
+    date_owner, ACCOUNTS_OWNER, CATALOG_OWNER, LEDGER_OWNER, QUEUE_OWNER,
+};
 use boxoffice::store::{recover, snapshot, EventLog, Policies, StoreSetup, SyncMode};
 
 const DATES: u32 = 2;
@@ -55,6 +60,17 @@ pub fn date_policy() -> DatePolicy {
             fee_percent: 10,
             window_closes_ms_before_start: 86_400_000,
         },
+    }
+}
+
+/// A small room, so buyers wait, are admitted one a second, and time out.
+pub fn queue_policy() -> QueuePolicy {
+    QueuePolicy {
+        max_active: 4,
+        admit_per_second: 1,
+        active_ttl_ms: 30 * 60_000,
+        waiting_ttl_ms: 60_000,
+        ended_tokens_max: 1_000,
     }
 }
 
@@ -103,6 +119,12 @@ pub struct Summary {
     pub failed_commits: u64,
     pub snapshots: u64,
     pub damaged_snapshots: u64,
+    /// Deaths in the middle of writing a snapshot (a torn temporary file, or the new file in
+    /// place before the old ones were removed).
+    pub torn_snapshot_writes: u64,
+    pub prunes: u64,
+    /// Deaths with a log prune just handed to the writer (it ran whole or not at all).
+    pub crashes_in_prune: u64,
     pub cancelled_dates: u64,
     pub refused: u64,
 }
@@ -116,6 +138,9 @@ impl Summary {
         self.failed_commits += other.failed_commits;
         self.snapshots += other.snapshots;
         self.damaged_snapshots += other.damaged_snapshots;
+        self.torn_snapshot_writes += other.torn_snapshot_writes;
+        self.prunes += other.prunes;
+        self.crashes_in_prune += other.crashes_in_prune;
         self.cancelled_dates += other.cancelled_dates;
         self.refused += other.refused;
     }
@@ -135,6 +160,7 @@ enum Reply {
         id: ReservationId,
         user: UserId,
         amount: u64,
+        token: QueueTokenId,
     },
     Charged {
         user: UserId,
@@ -186,6 +212,13 @@ struct Model {
     /// and expired ones are forgotten as the clock passes them (`forget_ended`).
     claims: BTreeMap<(DateId, SeatNo), Vec<ReservationId>>,
     balances: BTreeMap<UserId, i128>,
+    /// Queue tokens that paid: none may admit again, live or after any recovery.
+    paid_tokens: Vec<(UserId, QueueTokenId)>,
+    /// Tokens as they were issued into the line (waiting at issue), oldest first, while the
+    /// room still knows them: admission must follow this order.
+    line: Vec<(UserId, QueueTokenId)>,
+    /// Who every token issued belongs to.
+    holders: BTreeMap<QueueTokenId, UserId>,
 }
 
 impl Model {
@@ -257,12 +290,18 @@ impl Model {
                     r.state = Held::Ended;
                 }
             }
-            Reply::Paid { id, user, amount } => {
+            Reply::Paid {
+                id,
+                user,
+                amount,
+                token,
+            } => {
                 if let Some(r) = self.reservations.get_mut(id) {
                     r.state = Held::Paid;
                     r.payer = Some(*user);
                 }
                 *self.balances.entry(*user).or_default() -= i128::from(*amount);
+                self.paid_tokens.push((*user, *token));
             }
             Reply::Charged { user, amount } => {
                 *self.balances.entry(*user).or_default() += i128::from(*amount);
@@ -377,11 +416,31 @@ impl Engine {
     }
 }
 
+/// The general room's waiting tokens in order, with their holders.
+fn recovered_line(
+    engine: &Engine,
+    holders: &BTreeMap<QueueTokenId, UserId>,
+) -> Vec<(UserId, QueueTokenId)> {
+    let room = engine
+        .rooms
+        .room(RoomId::General)
+        .expect("the general room");
+    room.waiting_in_order()
+        .filter_map(|token| holders.get(&token).map(|user| (*user, token)))
+        .collect()
+}
+
 /// The owners as the server keeps them, the log on disk, and what has not committed yet.
 struct Engine {
     catalog: Catalog,
     dates: BTreeMap<DateId, SeatMap>,
     ledger: Ledger,
+    /// The waiting room: not logged itself, it comes back from its snapshot plus the logged
+    /// payments after it (which end their tokens), as the server's queue does.
+    rooms: Rooms,
+    /// No request here changes it, but it is an owner with snapshots of its own, which the
+    /// log's prune must wait for.
+    accounts: Accounts,
     log: EventLog,
     pending: Vec<Event>,
     replies: Vec<Reply>,
@@ -401,6 +460,15 @@ pub struct Sim {
     /// A broken invariant seen while deciding, raised at the next commit.
     pending_failure: Option<(&'static str, String)>,
     crash_every: u32,
+    /// Every committed event, in order: the log on disk must hold a suffix of it (a prune takes
+    /// the front), and the final replay applies all of it.
+    committed_events: Vec<Event>,
+    /// The queue token each buyer holds (as far as the buyer knows).
+    tokens: BTreeMap<UserId, QueueTokenId>,
+    /// Snapshot files this run damaged. An owner keeps its newest snapshot and one to fall back
+    /// on; the run damages at most one of an owner's files at a time, the fault the store is
+    /// built to survive (two bad files of one owner after a prune is data loss by design).
+    damaged: std::collections::BTreeSet<PathBuf>,
 }
 
 fn policies() -> Policies {
@@ -434,6 +502,9 @@ impl Sim {
             step: 0,
             pending_failure: None,
             crash_every: crash_every.max(1),
+            committed_events: Vec::new(),
+            tokens: BTreeMap::new(),
+            damaged: Default::default(),
         };
         sim.recover().await?;
         let engine = sim.engine.as_mut().expect("recovered");
@@ -499,9 +570,10 @@ impl Sim {
             550..=624 => self.charge(),
             625..=649 => self.transfer(),
             650..=699 => self.refund(),
-            700..=799 => self.advance_clock(),
+            700..=769 => self.advance_clock()?,
+            770..=799 => self.queue_token(),
             800..=979 => self.commit().await?,
-            980..=994 => self.snapshot(),
+            980..=994 => self.snapshot().await?,
             _ => self.damage_snapshot(),
         }
         Ok(())
@@ -509,7 +581,7 @@ impl Sim {
 
     /// Mostly small steps, sometimes past every hold's TTL, and sometimes to the very
     /// instant a live hold expires (or the millisecond before), where off-by-one rules break.
-    fn advance_clock(&mut self) {
+    fn advance_clock(&mut self) -> Result<(), Failure> {
         let next_expiry = self
             .model
             .reservations
@@ -523,6 +595,9 @@ impl Sim {
             (2 | 3, _) => self.now = self.now.plus_millis(self.rng.gen_range(TTL_MS..3 * TTL_MS)),
             _ => self.now = self.now.plus_millis(self.rng.gen_range(0..5_000)),
         }
+        let now = self.now;
+        let admitted = self.engine().rooms.tick(now).admitted;
+        self.check_queue(&admitted)
     }
 
     fn engine(&mut self) -> &mut Engine {
@@ -610,8 +685,47 @@ impl Sim {
         self.summary.refused += 1;
     }
 
+    /// The token a buyer sends: mostly their own, sometimes another buyer's or one that never
+    /// was (hostile input).
+    fn presented_token(&mut self, user: UserId) -> QueueTokenId {
+        let forged = QueueTokenId::in_room(RoomId::General, self.rng.gen());
+        match self.rng.gen_range(0..20) {
+            0 => forged,
+            1 => {
+                let other = self.pick_user();
+                self.tokens.get(&other).copied().unwrap_or(forged)
+            }
+            _ => self.tokens.get(&user).copied().unwrap_or(forged),
+        }
+    }
+
+    /// The check the server makes before a hold or a payment reaches the date.
+    fn admitted(&mut self, user: UserId, token: QueueTokenId) -> bool {
+        let now = self.now;
+        match self.engine().rooms.check_admitted(token, user, now) {
+            Ok(()) => true,
+            Err(error) => {
+                // As a client does: a token that ended or was lost is replaced at once.
+                if matches!(
+                    error,
+                    DomainError::QueueTokenInvalid | DomainError::QueueTokenExpired
+                ) && self.tokens.get(&user) == Some(&token)
+                {
+                    self.tokens.remove(&user);
+                    self.take_token(user);
+                }
+                self.refused(error);
+                false
+            }
+        }
+    }
+
     fn hold(&mut self) {
         let (user, date) = (self.pick_user(), self.pick_date());
+        let token = self.presented_token(user);
+        if !self.admitted(user, token) {
+            return;
+        }
         let count = self.rng.gen_range(1..=3);
         let seats: Vec<SeatNo> = (0..count)
             .map(|_| {
@@ -681,12 +795,16 @@ impl Sim {
 
     fn pay(&mut self) {
         let (user, id) = self.pick_reservation(Held::Live);
+        let token = self.presented_token(user);
+        if !self.admitted(user, token) {
+            return;
+        }
         self.sweep(id.date);
         let now = self.now;
         let engine = self.engine();
         let decided = match engine.dates.get(&id.date) {
             Some(map) => map
-                .prepare_payment(user, id, now, None, None)
+                .prepare_payment(user, id, now, None, Some(token))
                 .and_then(|prepared| engine.ledger.settle(&prepared)),
             None => Err(DomainError::NotFound),
         };
@@ -699,6 +817,7 @@ impl Sim {
                     id,
                     user,
                     amount: *amount,
+                    token,
                 };
                 self.accept(event, reply);
             }
@@ -843,6 +962,12 @@ impl Sim {
             let (_, durable) = engine.log.append_many(run).expect("a run of events");
             durable.wait().await;
         }
+        self.committed_events.extend(events.iter().cloned());
+        let engine = self.engine();
+        // The log's after-commit share: a committed payment ends its token.
+        for event in &events {
+            engine.rooms.apply(event);
+        }
         engine.committed = (
             engine.dates.clone(),
             engine.ledger.clone(),
@@ -858,7 +983,113 @@ impl Sim {
             self.model.learn(reply);
         }
         self.model.forget_ended(self.now);
+        let paid_now = replies
+            .iter()
+            .filter(|r| matches!(r, Reply::Paid { .. }))
+            .count();
+        let paid = self.model.paid_tokens.len();
+        self.check_paid_tokens(paid - paid_now)?;
         self.check_against_model()
+    }
+
+    /// No token that paid (from the `from`th on) admits its holder again.
+    fn check_paid_tokens(&self, from: usize) -> Result<(), Failure> {
+        let engine = self.engine.as_ref().expect("running");
+        for (user, token) in &self.model.paid_tokens[from..] {
+            if engine.rooms.check_admitted(*token, *user, self.now).is_ok() {
+                return Err(self.fail(
+                    "5 (a payment ends its queue token)",
+                    format!("{user}'s token still admits after it paid"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A buyer takes a queue token (or gets the live one back), or polls the one they hold.
+    fn queue_token(&mut self) {
+        let user = self.pick_user();
+        self.take_token(user);
+    }
+
+    fn take_token(&mut self, user: UserId) {
+        let now = self.now;
+        let random: u128 = self.rng.gen();
+        let held = self.tokens.get(&user).copied();
+        let engine = self.engine.as_mut().expect("running");
+        if let (Some(token), true) = (held, self.rng.gen_bool(0.7)) {
+            match engine.rooms.poll(token, user, now) {
+                Ok(Lookup::Live(_)) => return,
+                _ => {
+                    self.tokens.remove(&user);
+                }
+            }
+        }
+        let (status, new) = engine
+            .rooms
+            .issue(RoomId::General, user, random, now)
+            .expect("the general room exists");
+        self.tokens.insert(user, status.token);
+        self.model.holders.insert(status.token, user);
+        if new && matches!(status.standing, Standing::Waiting { .. }) {
+            self.model.line.push((user, status.token));
+        }
+    }
+
+    /// Invariant 5 after the room ticked: never more active than `max_active`, nobody admitted
+    /// while a token issued before theirs still waits, and every waiting token's position is
+    /// the number of tokens still waiting ahead of it, plus one.
+    fn check_queue(&mut self, admitted: &[QueueTokenId]) -> Result<(), Failure> {
+        let now = self.now;
+        let engine = self.engine.as_ref().expect("running");
+        let room = engine
+            .rooms
+            .room(RoomId::General)
+            .expect("the general room");
+        if room.active_len() > queue_policy().max_active as usize {
+            return Err(self.fail(
+                "5 (admission never exceeds max_active)",
+                format!("{} tokens active", room.active_len()),
+            ));
+        }
+        let standings: Vec<Option<Standing>> = self
+            .model
+            .line
+            .iter()
+            .map(
+                |(user, token)| match engine.rooms.poll(*token, *user, now) {
+                    Ok(Lookup::Live(status)) => Some(status.standing),
+                    _ => None,
+                },
+            )
+            .collect();
+        let mut ahead = 0u64;
+        for (i, standing) in standings.iter().enumerate() {
+            match standing {
+                Some(Standing::Waiting { position, .. }) => {
+                    ahead += 1;
+                    if *position != ahead {
+                        return Err(self.fail(
+                            "5 (positions reported are exact)",
+                            format!("a token is told {position}, {ahead} wait up to it"),
+                        ));
+                    }
+                }
+                Some(Standing::Active) if admitted.contains(&self.model.line[i].1) && ahead > 0 => {
+                    return Err(self.fail(
+                        "5 (admission follows FIFO order)",
+                        format!("a token was admitted with {ahead} issued before it still waiting"),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        // Tokens no longer waiting have left the line.
+        let mut standings = standings.into_iter();
+        self.model
+            .line
+            .retain(|_| matches!(standings.next(), Some(Some(Standing::Waiting { .. }))));
+        Ok(())
     }
 
     /// Invariants 1, 2 and 4, and every acknowledged reply, on the committed owners.
@@ -944,6 +1175,15 @@ impl Sim {
                 format!("{what} differs from the live one at the last commit"),
             ));
         }
+        self.check_paid_tokens(0)?;
+        // The room comes back as last saved (its arrivals are not logged): the line to hold it
+        // to from here is the one it restored.
+        let restored: Vec<(UserId, QueueTokenId)> = recovered_line(
+            self.engine.as_ref().expect("recovered"),
+            &self.model.holders,
+        );
+        self.model.line = restored;
+        self.check_queue(&[])?;
         self.check_against_model()
     }
 
@@ -966,7 +1206,20 @@ impl Sim {
                 })?;
         let seq = recovered.log.last_sequence();
         let dates = recovered.dates;
+        // As the queue's owner starts: the snapshot, the payments after it, then a tick.
+        let mut rooms = Rooms::restore(
+            queue_policy(),
+            [],
+            recovered.queue.as_ref().map(|saved| &saved.snapshot),
+            self.now,
+        );
+        for event in recovered.queue.iter().flat_map(|saved| &saved.later_events) {
+            rooms.apply(event);
+        }
+        rooms.tick(self.now);
         self.engine = Some(Engine {
+            rooms,
+            accounts: recovered.accounts,
             committed: (
                 dates.clone(),
                 recovered.ledger.clone(),
@@ -983,35 +1236,118 @@ impl Sim {
         Ok(())
     }
 
-    /// An owner writes a snapshot of its committed state, as the server does between messages.
-    fn snapshot(&mut self) {
+    /// An owner writes a snapshot of its committed state, as the server does between messages,
+    /// and the log is pruned below what every owner's snapshots cover, as the server does after
+    /// each snapshot. Now and then the process dies in the middle of either.
+    async fn snapshot(&mut self) -> Result<(), Failure> {
         let dir = self.setup.snapshot_dir.clone();
-        let dates = self.engine().committed.0.len() as u32;
-        let which = self.rng.gen_range(0..dates + 2);
+        let dates: Vec<DateId> = self.engine().committed.0.keys().copied().collect();
+        let which = self.rng.gen_range(0..dates.len() + 4);
         let engine = self.engine();
-        let (dates, ledger, catalog, seq) = &engine.committed;
+        let (committed_dates, ledger, catalog, seq) = &engine.committed;
+        let seq = *seq;
         let (owner, bytes) = match which {
-            0 => (LEDGER_OWNER.to_owned(), snapshot::encode(ledger, *seq)),
-            1 => (CATALOG_OWNER.to_owned(), snapshot::encode(catalog, *seq)),
+            0 => (LEDGER_OWNER.to_owned(), snapshot::encode(ledger, seq)),
+            1 => (CATALOG_OWNER.to_owned(), snapshot::encode(catalog, seq)),
+            // The room as it is: it holds the committed payments' shares and no others.
+            2 => {
+                let rooms: RoomsSnapshot = engine.rooms.to_snapshot();
+                (QUEUE_OWNER.to_owned(), snapshot::encode(&rooms, seq))
+            }
+            3 => (
+                ACCOUNTS_OWNER.to_owned(),
+                snapshot::encode(&engine.accounts, seq),
+            ),
             n => {
-                let date = DateId(n - 1);
-                (date_owner(date), snapshot::encode(&dates[&date], *seq))
+                let date = dates[n - 4];
+                (
+                    date_owner(date),
+                    snapshot::encode(&committed_dates[&date], seq),
+                )
             }
         };
-        snapshot::write_atomically(&dir, &owner, *seq, &bytes).expect("a snapshot on disk");
-        self.summary.snapshots += 1;
+        match self.rng.gen_range(0..20) {
+            // Killed while writing: a torn temporary file is all there is.
+            0 => {
+                let torn = &bytes[..self.rng.gen_range(0..bytes.len())];
+                let temp = dir.join(format!(".{}.tmp", snapshot::file_name(&owner, seq)));
+                std::fs::write(temp, torn).expect("a torn snapshot write");
+                self.summary.torn_snapshot_writes += 1;
+                self.crash().await
+            }
+            // Killed after the new file took its name, before the older ones were removed.
+            1 => {
+                std::fs::write(dir.join(snapshot::file_name(&owner, seq)), &bytes)
+                    .expect("a snapshot on disk");
+                self.damaged
+                    .remove(&dir.join(snapshot::file_name(&owner, seq)));
+                self.summary.torn_snapshot_writes += 1;
+                self.crash().await
+            }
+            _ => {
+                let path = snapshot::write_atomically(&dir, &owner, seq, &bytes)
+                    .expect("a snapshot on disk");
+                self.damaged.remove(&path);
+                self.summary.snapshots += 1;
+                self.prune_log().await
+            }
+        }
     }
 
-    /// The newest snapshot of an owner is damaged on disk: a byte of its payload flipped, or
-    /// the file cut short. Recovery must notice and fall back.
+    /// The server's rule: rows at or below every owner's older kept snapshot go. Sometimes the
+    /// process dies with the prune just handed to the log's writer.
+    async fn prune_log(&mut self) -> Result<(), Failure> {
+        let dir = self.setup.snapshot_dir.clone();
+        let engine = self.engine();
+        let mut owners = vec![
+            LEDGER_OWNER.to_owned(),
+            CATALOG_OWNER.to_owned(),
+            QUEUE_OWNER.to_owned(),
+            ACCOUNTS_OWNER.to_owned(),
+        ];
+        owners.extend(engine.dates.keys().map(|date| date_owner(*date)));
+        let floor = owners
+            .iter()
+            .map(|owner| {
+                let kept = snapshot::list(&dir, owner);
+                if kept.len() >= snapshot::SNAPSHOTS_KEPT {
+                    kept[snapshot::SNAPSHOTS_KEPT - 1].0
+                } else {
+                    0
+                }
+            })
+            .min()
+            .unwrap_or(0);
+        if floor == 0 {
+            return Ok(());
+        }
+        engine.log.prune_through(floor);
+        self.summary.prunes += 1;
+        if self.rng.gen_range(0..10) == 0 {
+            self.summary.crashes_in_prune += 1;
+            return self.crash().await;
+        }
+        Ok(())
+    }
+
+    /// A snapshot is damaged on disk: a byte of its payload flipped, or the file cut short.
+    /// Recovery must notice and fall back to the owner's other snapshot.
     fn damage_snapshot(&mut self) {
         let dir = self.setup.snapshot_dir.clone();
+        self.damaged.retain(|path| path.exists());
+        let owner_of = |path: &Path| {
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            name.rsplit_once('-').map(|(owner, _)| owner.to_owned())
+        };
+        let spoiled: std::collections::BTreeSet<String> =
+            self.damaged.iter().filter_map(|p| owner_of(p)).collect();
         let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
             .into_iter()
             .flatten()
             .flatten()
             .map(|entry| entry.path())
             .filter(|path| path.extension().is_some_and(|e| e == "bin"))
+            .filter(|path| owner_of(path).is_some_and(|owner| !spoiled.contains(&owner)))
             .collect();
         files.sort();
         if files.is_empty() {
@@ -1030,6 +1366,7 @@ impl Sim {
             bytes.truncate(self.rng.gen_range(HEADER..bytes.len()));
         }
         std::fs::write(&path, bytes).expect("the damaged file written");
+        self.damaged.insert(path);
         self.summary.damaged_snapshots += 1;
     }
 
@@ -1037,14 +1374,31 @@ impl Sim {
     /// gives the live owners.
     fn check_full_replay(&self) -> Result<(), Failure> {
         let engine = self.engine.as_ref().expect("running");
-        let events = self
+        let on_disk = self
             .log_file()
             .and_then(|conn| read_events_after(&conn, 0).map_err(|e| e.to_string()))
             .map_err(|error| self.fail("6 (replay)", format!("the log cannot be read: {error}")))?;
+        // The log holds the newest committed events, in order; a prune only takes the front.
+        let kept_from = self.committed_events.len().saturating_sub(on_disk.len());
+        let on_disk_match = on_disk.len() <= self.committed_events.len()
+            && on_disk
+                .iter()
+                .map(|(_, event)| event)
+                .eq(self.committed_events[kept_from..].iter());
+        if !on_disk_match {
+            return Err(self.fail(
+                "3 (the log holds every committed event after its prune point)",
+                format!(
+                    "{} events on disk are not the last of the {} committed",
+                    on_disk.len(),
+                    self.committed_events.len()
+                ),
+            ));
+        }
         let mut catalog = Catalog::default();
         let mut ledger = Ledger::new(balance_policy());
         let mut dates: BTreeMap<DateId, SeatMap> = BTreeMap::new();
-        for (_, event) in &events {
+        for event in &self.committed_events {
             catalog.apply(event);
             if let Some(map) = map_created_by(event) {
                 dates.insert(map.date(), map);
@@ -1057,7 +1411,7 @@ impl Sim {
         if dates != engine.dates || ledger != engine.ledger || catalog != engine.catalog {
             return Err(self.fail(
                 "6 (replay from empty state equals live)",
-                format!("{} events replayed", events.len()),
+                format!("{} events replayed", self.committed_events.len()),
             ));
         }
         Ok(())

@@ -60,7 +60,7 @@ fn main() -> ExitCode {
             sim.close().await;
             ran?;
             println!(
-                "seed {seed}: {} ops, {} commits, {} events, {} crashes, {} failed commits, {} snapshots ({} damaged), {} dates called off, {} refused",
+                "seed {seed}: {} ops, {} commits, {} events, {} crashes, {} failed commits, {} snapshots ({} damaged, {} writes torn by a crash), {} prunes ({} cut by a crash), {} dates called off, {} refused",
                 summary.ops,
                 summary.commits,
                 summary.events,
@@ -68,6 +68,9 @@ fn main() -> ExitCode {
                 summary.failed_commits,
                 summary.snapshots,
                 summary.damaged_snapshots,
+                summary.torn_snapshot_writes,
+                summary.prunes,
+                summary.crashes_in_prune,
                 summary.cancelled_dates,
                 summary.refused
             );

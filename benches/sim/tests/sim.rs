@@ -1,5 +1,6 @@
 //! The bounded slice of the simulation `cargo test` runs: a fixed set of seeds, a few fresh
-//! ones (printed, so a failure can be run again), and the proof that a seed fixes the run.
+//! ones (printed, so a failure can be run again), and the proof that a seed fixes the run
+//! (the log as stored after its prunes, byte for byte).
 
 use boxoffice_sim::{Sim, Summary};
 
@@ -38,7 +39,9 @@ async fn fixed_seeds_keep_every_invariant_through_crashes_and_damaged_snapshots(
     // The faults happened: the slice proves something only if it crashed and fell back.
     assert!(total.crashes + total.failed_commits >= 200, "{total:?}");
     assert!(total.damaged_snapshots >= 20, "{total:?}");
-    assert!(total.events >= 5_000, "{total:?}");
+    assert!(total.torn_snapshot_writes >= 10, "{total:?}");
+    assert!(total.prunes >= 10, "{total:?}");
+    assert!(total.events >= 2_000, "{total:?}");
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -58,7 +61,7 @@ async fn a_seed_gives_the_same_event_log_byte_for_byte() {
     let (second, again) = run(42, OPS, "same-b").await;
     assert_eq!(first, second);
     assert!(
-        log.len() > 10_000,
+        log.len() > 2_000,
         "a log worth comparing: {} bytes",
         log.len()
     );
