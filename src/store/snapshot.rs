@@ -276,8 +276,8 @@ fn keep(seqs: &mut Vec<u64>, seq: u64) {
 }
 
 /// The log rows an owner no longer needs: those through its older kept snapshot, once it has
-/// as many as it keeps (0: none).
-fn prune_floor(seqs: &[u64]) -> u64 {
+/// as many as it keeps (0: none). `seqs`: its kept snapshots' sequence numbers, oldest first.
+pub fn prune_floor(seqs: &[u64]) -> u64 {
     if seqs.len() >= SNAPSHOTS_KEPT {
         seqs[0]
     } else {

@@ -1309,12 +1309,14 @@ impl Sim {
         let floor = owners
             .iter()
             .map(|owner| {
-                let kept = snapshot::list(&dir, owner);
-                if kept.len() >= snapshot::SNAPSHOTS_KEPT {
-                    kept[snapshot::SNAPSHOTS_KEPT - 1].0
-                } else {
-                    0
-                }
+                // The owner's kept snapshots, oldest first, under the server's own rule.
+                let mut kept: Vec<u64> = snapshot::list(&dir, owner)
+                    .into_iter()
+                    .take(snapshot::SNAPSHOTS_KEPT)
+                    .map(|(seq, _)| seq)
+                    .collect();
+                kept.reverse();
+                snapshot::prune_floor(&kept)
             })
             .min()
             .unwrap_or(0);
