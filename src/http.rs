@@ -158,17 +158,27 @@ pub fn router(state: AppState) -> Router {
 
 const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// An answer leaves once every change logged before it was made is committed. Owners apply a
-/// change before its commit, so an answer may reflect another client's change still in flight
-/// (a seat shown held, a balance, a `seat_unavailable`); were the process killed before that
-/// commit, a client would have seen what recovery then takes back. Waiting for the commit
-/// point makes reads and refusals linearizable too, not only acknowledged changes. When nothing
-/// is pending it is one lock and one comparison; under load it is at most one group commit,
-/// which the change itself waits for anyway.
+/// An answer that may show logged state leaves once every change logged before it was made is
+/// committed. Owners apply a change before its commit, so an answer may reflect another
+/// client's change still in flight (a seat shown held, a balance, a `seat_unavailable`); were
+/// the process killed before that commit, a client would have seen what recovery then takes
+/// back. Waiting for the commit point makes reads and refusals linearizable too, not only
+/// acknowledged changes. When nothing is pending it is one lock and one comparison; under load
+/// it is at most one group commit, which a change waits for anyway.
 async fn after_what_it_saw(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    let reads_logged_state = shows_logged_state(request.uri().path());
     let response = next.run(request).await;
-    app.engine.committed_so_far().await;
+    if reads_logged_state {
+        app.engine.committed_so_far().await;
+    }
     response
+}
+
+/// Whether an answer on `path` may show state the log keeps: the API, except the waiting room
+/// (whose line is not logged: docs/durability.md, "The waiting room"). The page, the docs,
+/// health and metrics show none.
+fn shows_logged_state(path: &str) -> bool {
+    path.starts_with("/api/") && !path.starts_with("/api/v1/queue/")
 }
 
 /// Every request runs in a span named by its request id: the client's `X-Request-Id` when it

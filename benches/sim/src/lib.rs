@@ -28,11 +28,14 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use boxoffice::domain::accounts::Accounts;
+use boxoffice::domain::across_dates::HeldAcrossDates;
 use boxoffice::domain::admission::{Lookup, QueuePolicy, QueueTokenId, RoomId, Standing};
 use boxoffice::domain::catalog::{Catalog, SeatPlan};
 use boxoffice::domain::ledger::{BalancePolicy, Ledger};
 use boxoffice::domain::rooms::{Rooms, RoomsSnapshot};
-use boxoffice::domain::seat_map::{DatePolicy, RefundPolicy, SeatMap, SeatStatus};
+use boxoffice::domain::seat_map::{
+    DatePolicy, Joined, RefundPolicy, SeatChoice, SeatMap, SeatStatus,
+};
 use boxoffice::domain::{DateId, DomainError, Event, ReservationId, SeatNo, Timestamp, UserId};
 use boxoffice::store::log::{read_events_after, Appended};
 use boxoffice::store::recovery::{
@@ -41,7 +44,7 @@ use boxoffice::store::recovery::{
 use boxoffice::store::{recover, snapshot, EventLog, Policies, StoreSetup, SyncMode};
 
 const DATES: u32 = 2;
-const SEATS: u32 = 16;
+const SEATS: u32 = 8;
 const USERS: u64 = 6;
 /// Not a multiple of ten, so a fee of 10% has a fraction to round.
 const PRICE: u64 = 1_055;
@@ -66,9 +69,9 @@ pub fn date_policy() -> DatePolicy {
 /// A small room, so buyers wait, are admitted one a second, and time out.
 pub fn queue_policy() -> QueuePolicy {
     QueuePolicy {
-        max_active: 4,
+        max_active: 5,
         admit_per_second: 1,
-        active_ttl_ms: 30 * 60_000,
+        active_ttl_ms: 5 * 60_000,
         waiting_ttl_ms: 60_000,
         ended_tokens_max: 1_000,
     }
@@ -126,6 +129,9 @@ pub struct Summary {
     /// Deaths with a log prune just handed to the writer (it ran whole or not at all).
     pub crashes_in_prune: u64,
     pub cancelled_dates: u64,
+    /// Holds placed by naming the best available seats, and holds offered to a waiting list.
+    pub best_available_holds: u64,
+    pub offers: u64,
     pub refused: u64,
 }
 
@@ -142,6 +148,8 @@ impl Summary {
         self.prunes += other.prunes;
         self.crashes_in_prune += other.crashes_in_prune;
         self.cancelled_dates += other.cancelled_dates;
+        self.best_available_holds += other.best_available_holds;
+        self.offers += other.offers;
         self.refused += other.refused;
     }
 }
@@ -175,6 +183,9 @@ enum Reply {
         id: ReservationId,
         to: UserId,
     },
+    /// A waiting list joined or left: nothing the model keeps, beyond an offer's hold it
+    /// cancels (`Cancelled`).
+    Listed,
     /// A date called off: its paid reservations refunded (to whom, how much) and its live
     /// holds cancelled.
     DateCancelled {
@@ -329,6 +340,7 @@ impl Model {
                     self.learn(&Reply::Cancelled(*id));
                 }
             }
+            Reply::Listed => {}
         }
     }
 
@@ -571,7 +583,8 @@ impl Sim {
             625..=649 => self.transfer(),
             650..=699 => self.refund(),
             700..=769 => self.advance_clock()?,
-            770..=799 => self.queue_token(),
+            770..=784 => self.queue_token(),
+            785..=799 => self.waitlist(),
             800..=979 => self.commit().await?,
             980..=994 => self.snapshot().await?,
             _ => self.damage_snapshot(),
@@ -610,14 +623,24 @@ impl Sim {
         UserId(self.rng.gen_range(1..=USERS))
     }
 
-    /// One of the newest `DATES` dates (a cancelled one is followed by a new one), or now and
-    /// then one that does not exist.
+    /// One of the dates on sale (a cancelled one is followed by a new one), or now and then one
+    /// that was called off or one that does not exist.
     fn pick_date(&mut self) -> DateId {
-        let newest = self.engine().dates.len() as u32;
-        if self.rng.gen_bool(0.02) {
-            DateId(newest + 7)
-        } else {
-            DateId(self.rng.gen_range(newest + 1 - DATES..=newest))
+        let roll = self.rng.gen_range(0..100);
+        let engine = self.engine();
+        let newest = engine.dates.len() as u32;
+        let (mut on_sale, mut called_off) = (Vec::new(), Vec::new());
+        for (date, map) in &engine.dates {
+            if map.is_cancelled() {
+                called_off.push(*date);
+            } else {
+                on_sale.push(*date);
+            }
+        }
+        match roll {
+            0 | 1 => DateId(newest + 7),
+            2 if !called_off.is_empty() => called_off[called_off.len() - 1],
+            _ => on_sale[self.rng.gen_range(0..on_sale.len())],
         }
     }
 
@@ -633,14 +656,14 @@ impl Sim {
             return (user, ReservationId { date, seq });
         }
         // The newest few hundred are enough to find one in `state` among.
-        let model = &self.model;
+        let (model, now) = (&self.model, self.now);
         let fitting: Vec<(ReservationId, UserId)> = model
             .ids
             .iter()
             .rev()
             .take(256)
             .map(|id| (*id, &model.reservations[id]))
-            .filter(|(_, r)| r.state == state)
+            .filter(|(_, r)| r.state == state && (state != Held::Live || r.expires_at > now))
             .map(|(id, r)| (id, r.user))
             .collect();
         let (id, holder) = if !fitting.is_empty() && self.rng.gen_bool(0.8) {
@@ -667,6 +690,93 @@ impl Sim {
         for expired in map.expire_due(now) {
             map.apply(&expired);
             engine.pending.push(expired);
+        }
+        self.make_offers(date);
+    }
+
+    /// What the date's actor does before and after every message: seats that came back go to
+    /// the waiting list's entries they fit, in list order, each offer a hold of its own.
+    fn make_offers(&mut self, date: DateId) {
+        let now = self.now;
+        let engine = self.engine();
+        let Some(map) = engine.dates.get_mut(&date) else {
+            return;
+        };
+        let mut offers = Vec::new();
+        for (seq, _) in map.offer_candidates(now) {
+            if !map.has_free_seats() {
+                break;
+            }
+            map.settle();
+            if let Ok(offer) = map.offer_hold(seq, now, &HeldAcrossDates::default()) {
+                map.apply(&offer);
+                offers.push(offer);
+            }
+        }
+        let made = offers.len() as u64;
+        for offer in offers {
+            let Event::HoldPlaced {
+                reservation,
+                user,
+                seats,
+                expires_at,
+                ..
+            } = &offer
+            else {
+                unreachable!("an offer is a hold")
+            };
+            // The listed buyer finds it among their reservations once it is committed.
+            engine.replies.push(Reply::Held {
+                id: *reservation,
+                user: *user,
+                seats: seats.to_vec(),
+                expires_at: *expires_at,
+            });
+            engine.ledger.apply(&offer);
+            engine.pending.push(offer);
+        }
+        self.summary.offers += made;
+    }
+
+    /// A buyer joins a date's waiting list (for 1–4 seats), or leaves it.
+    fn waitlist(&mut self) {
+        let (user, date) = (self.pick_user(), self.pick_date());
+        self.sweep(date);
+        let now = self.now;
+        let leave = self.rng.gen_bool(0.3);
+        let quantity = match self.rng.gen_range(0..20) {
+            0 => 0,
+            1 => 99,
+            _ => self.rng.gen_range(1..=4),
+        };
+        let engine = self.engine();
+        let Some(map) = engine.dates.get(&date) else {
+            return self.refused(DomainError::NotFound);
+        };
+        let decided = if leave {
+            match map.waitlist().entry_of(user) {
+                Some(entry) => map.leave_waitlist(user, entry.id, now),
+                None => Err(DomainError::NotFound),
+            }
+        } else {
+            match map.join_waitlist(user, quantity, None, now) {
+                Ok(Joined::New(event)) => Ok(event),
+                Ok(Joined::Already(_)) => return,
+                Err(error) => Err(error),
+            }
+        };
+        match decided {
+            Ok(event) => {
+                let reply = match &event {
+                    Event::WaitlistLeft {
+                        offer: Some(held), ..
+                    } => Reply::Cancelled(*held),
+                    _ => Reply::Listed,
+                };
+                self.accept(event, reply);
+                self.make_offers(date);
+            }
+            Err(error) => self.refused(error),
         }
     }
 
@@ -739,10 +849,25 @@ impl Sim {
             .collect();
         self.sweep(date);
         let now = self.now;
-        let decided = match self.engine().dates.get(&date) {
-            Some(map) => map.place_hold(user, &seats, now, None),
+        // A third of the holds ask the date for its best seats instead of naming them.
+        let choice = if self.rng.gen_range(0..3) == 0 {
+            SeatChoice::BestAvailable {
+                quantity: seats.len() as u32,
+                section: None,
+            }
+        } else {
+            SeatChoice::Named(seats.iter().copied().collect())
+        };
+        let decided = match self.engine().dates.get_mut(&date) {
+            Some(map) => {
+                map.settle();
+                map.place_choice_among(user, &choice, now, None, &HeldAcrossDates::default())
+            }
             None => Err(DomainError::NotFound),
         };
+        if decided.is_ok() && matches!(choice, SeatChoice::BestAvailable { .. }) {
+            self.summary.best_available_holds += 1;
+        }
         match decided {
             Ok(event) => {
                 let Event::HoldPlaced {

@@ -60,7 +60,7 @@ fn main() -> ExitCode {
             sim.close().await;
             ran?;
             println!(
-                "seed {seed}: {} ops, {} commits, {} events, {} crashes, {} failed commits, {} snapshots ({} damaged, {} writes torn by a crash), {} prunes ({} cut by a crash), {} dates called off, {} refused",
+                "seed {seed}: {} ops, {} commits, {} events, {} crashes, {} failed commits, {} snapshots ({} damaged, {} writes torn by a crash), {} prunes ({} cut by a crash), {} dates called off, {} best-available holds, {} waiting-list offers, {} refused",
                 summary.ops,
                 summary.commits,
                 summary.events,
@@ -72,6 +72,8 @@ fn main() -> ExitCode {
                 summary.prunes,
                 summary.crashes_in_prune,
                 summary.cancelled_dates,
+                summary.best_available_holds,
+                summary.offers,
                 summary.refused
             );
             total.add(&summary);
