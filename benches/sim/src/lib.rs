@@ -31,7 +31,8 @@ use boxoffice::domain::accounts::Accounts;
 use boxoffice::domain::across_dates::HeldAcrossDates;
 use boxoffice::domain::admission::{Lookup, QueuePolicy, QueueTokenId, RoomId, Standing};
 use boxoffice::domain::catalog::{Catalog, SeatPlan};
-use boxoffice::domain::ledger::{BalancePolicy, Ledger};
+use boxoffice::domain::ledger::{BalancePolicy, EntryKind, Ledger};
+use boxoffice::domain::page::{ListKind, PageLimit, PageRequest};
 use boxoffice::domain::rooms::{Rooms, RoomsSnapshot};
 use boxoffice::domain::seat_map::{
     DatePolicy, Joined, RefundPolicy, SeatChoice, SeatMap, SeatStatus,
@@ -230,6 +231,8 @@ struct Model {
     line: Vec<(UserId, QueueTokenId)>,
     /// Who every token issued belongs to.
     holders: BTreeMap<QueueTokenId, UserId>,
+    /// Each user's balance history as acknowledged, oldest first: kind, amount, balance after.
+    history: BTreeMap<UserId, Vec<(EntryKind, u64, u64)>>,
 }
 
 impl Model {
@@ -313,15 +316,21 @@ impl Model {
                 }
                 *self.balances.entry(*user).or_default() -= i128::from(*amount);
                 self.paid_tokens.push((*user, *token));
+                self.entry(*user, EntryKind::Payment, *amount);
             }
             Reply::Charged { user, amount } => {
                 *self.balances.entry(*user).or_default() += i128::from(*amount);
+                self.entry(*user, EntryKind::Charge, *amount);
             }
             Reply::Refunded { id, payer, amount } => {
                 if let Some(r) = self.reservations.get_mut(id) {
                     r.state = Held::Ended;
                 }
                 *self.balances.entry(*payer).or_default() += i128::from(*amount);
+                // A refund of nothing (a fee of the whole price) leaves no entry.
+                if *amount > 0 {
+                    self.entry(*payer, EntryKind::Refund, *amount);
+                }
             }
             Reply::Transferred { id, to } => {
                 if let Some(r) = self.reservations.get_mut(id) {
@@ -342,6 +351,15 @@ impl Model {
             }
             Reply::Listed => {}
         }
+    }
+
+    /// A history entry for a change just learned, with the balance it left.
+    fn entry(&mut self, user: UserId, kind: EntryKind, amount: u64) {
+        let after = self.balances.get(&user).copied().unwrap_or(0).max(0) as u64;
+        self.history
+            .entry(user)
+            .or_default()
+            .push((kind, amount, after));
     }
 
     /// What a seat is at `now`, by the contract: a live hold until its `expires_at`, sold once
@@ -555,6 +573,7 @@ impl Sim {
             self.summary.ops += 1;
         }
         self.commit().await?;
+        self.check_histories(None).await?;
         self.check_full_replay()
     }
 
@@ -1217,6 +1236,64 @@ impl Sim {
         Ok(())
     }
 
+    /// Each user's balance history as the history database serves it (its `newest` entries, or
+    /// all of it), against the acknowledged changes: every payment written with its history
+    /// entry, nothing lost to a crash, nothing twice.
+    async fn check_histories(&self, newest: Option<usize>) -> Result<(), Failure> {
+        let engine = self.engine.as_ref().expect("running");
+        let reader = engine.log.reader().clone();
+        reader.caught_up().await;
+        let window = newest.unwrap_or(usize::MAX);
+        for user in (1..=USERS).map(UserId) {
+            let mut stored = Vec::new();
+            let mut request = PageRequest::first(ListKind::BalanceHistory, PageLimit::MAX);
+            loop {
+                let page = reader.ledger_page(user, &request).map_err(|error| {
+                    self.fail(
+                        "2 (histories)",
+                        format!("the history cannot be read: {error}"),
+                    )
+                })?;
+                stored.extend(
+                    page.entries
+                        .iter()
+                        .map(|e| (e.kind, e.amount, e.balance_after)),
+                );
+                match page.next {
+                    Some(cursor) if stored.len() < window => request.cursor = Some(cursor),
+                    _ => break,
+                }
+            }
+            stored.truncate(window);
+            let expected: Vec<(EntryKind, u64, u64)> = self
+                .model
+                .history
+                .get(&user)
+                .into_iter()
+                .flatten()
+                .rev()
+                .take(window)
+                .copied()
+                .collect();
+            if stored != expected {
+                let at = stored
+                    .iter()
+                    .zip(&expected)
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(stored.len().min(expected.len()));
+                return Err(self.fail(
+                    "2/3 (every acknowledged change in the user's history, once)",
+                    format!(
+                        "{user}'s history, newest first, differs at entry {at}: stored {:?}, acknowledged {:?}",
+                        stored.get(at),
+                        expected.get(at)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Invariants 1, 2 and 4, and every acknowledged reply, on the committed owners.
     fn check_against_model(&self) -> Result<(), Failure> {
         let engine = self.engine.as_ref().expect("running");
@@ -1301,6 +1378,7 @@ impl Sim {
             ));
         }
         self.check_paid_tokens(0)?;
+        self.check_histories(Some(16)).await?;
         // The room comes back as last saved (its arrivals are not logged): the line to hold it
         // to from here is the one it restored.
         let restored: Vec<(UserId, QueueTokenId)> = recovered_line(
