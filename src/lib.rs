@@ -32,11 +32,13 @@
 //! `HoldPlaced` event or a `DomainError` (the limits, per date and over every date, then the
 //! seats' state, then the user's rehold cooldown). It decides while holding the user's entry in
 //! the `HoldTally` the date actors share, which counts the hold before another date can decide
-//! one for the same user. `DateState::commit` applies the event to the `SeatMap`,
-//! publishes the changed seats to the `SeatView` (listings and live streams read it), and hands
-//! the event to the `EventLog`, whose writer thread commits it with others in one SQLite
-//! transaction. The actor answers at once with a `Durable` ticket and takes its next message; the
-//! handler waits on the ticket and answers 201 only once the event is committed. The history
+//! one for the same user. `DateState::commit` applies the event to the `SeatMap`, hands it
+//! to the `EventLog`, whose writer thread commits it with others in one SQLite transaction, and
+//! then publishes the changed seats to the `SeatView` (listings and live streams read it). The
+//! actor answers at once with a `Durable` ticket and takes its next message; the handler waits
+//! on the ticket and answers 201 only once the event is committed. Any answer that may show
+//! logged state, a listing or a refusal included, leaves only once everything queued before it
+//! is committed (`http::after_what_it_saw`), so nobody sees a change a crash could take back. The history
 //! writer then stores the reservation's row. A hold that is never paid stops blocking its seats
 //! at `expires_at`, before any sweep: the view reads a seat held past that instant as available,
 //! and the actor expires due holds before it decides anything, logging each expiry.

@@ -111,11 +111,11 @@ struct Start<T> {
 }
 
 fn start<T: DeserializeOwned>(
-    dir: &Path,
+    snapshots: &snapshot::Listing,
     owner: &str,
     empty: impl FnOnce() -> T,
 ) -> Result<Start<T>, StoreError> {
-    Ok(match snapshot::load_newest::<T>(dir, owner)? {
+    Ok(match snapshot::load_newest_listed::<T>(snapshots, owner)? {
         Some((state, seq)) => Start { state, seq },
         None => Start {
             state: empty(),
@@ -129,13 +129,14 @@ pub fn recover(setup: &StoreSetup, policies: Policies) -> Result<Recovered, Stor
     let dir = &setup.snapshot_dir;
     prepare_snapshot_dir(dir)?;
 
-    let accounts = start(dir, ACCOUNTS_OWNER, Accounts::default)?;
-    let catalog = start(dir, CATALOG_OWNER, Catalog::default)?;
-    let ledger = start(dir, LEDGER_OWNER, || Ledger::new(policies.balance))?;
-    let queue = snapshot::load_newest::<RoomsSnapshot>(dir, QUEUE_OWNER)?;
+    let snapshots = snapshot::Listing::read(dir);
+    let accounts = start(&snapshots, ACCOUNTS_OWNER, Accounts::default)?;
+    let catalog = start(&snapshots, CATALOG_OWNER, Catalog::default)?;
+    let ledger = start(&snapshots, LEDGER_OWNER, || Ledger::new(policies.balance))?;
+    let queue = snapshot::load_newest_listed::<RoomsSnapshot>(&snapshots, QUEUE_OWNER)?;
     let mut dates: BTreeMap<DateId, Start<SeatMap>> = BTreeMap::new();
     for info in catalog.state.dates() {
-        let start = start(dir, &date_owner(info.id), || {
+        let start = start(&snapshots, &date_owner(info.id), || {
             let concert = catalog.state.concert(info.concert);
             SeatMap::new(
                 info.id,

@@ -149,21 +149,69 @@ pub fn list(dir: &Path, owner: &str) -> Vec<(u64, PathBuf)> {
     found
 }
 
+/// Every owner's snapshot files, newest first, from one read of the directory: recovery looks
+/// up each owner here rather than reading the directory once per owner (a store with thousands
+/// of dates would read it thousands of times).
+pub struct Listing(std::collections::HashMap<String, Vec<(u64, PathBuf)>>);
+
+impl Listing {
+    pub fn read(dir: &Path) -> Self {
+        let mut owners: std::collections::HashMap<String, Vec<(u64, PathBuf)>> =
+            std::collections::HashMap::new();
+        for entry in fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+        {
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            // `<owner>-<seq>.bin`; an owner's name may hold dashes, a temporary file starts
+            // with a dot.
+            let parsed = name
+                .strip_suffix(".bin")
+                .and_then(|stem| stem.rsplit_once('-'))
+                .filter(|(owner, _)| !owner.starts_with('.'))
+                .and_then(|(owner, seq)| Some((owner.to_owned(), seq.parse::<u64>().ok()?)));
+            if let Some((owner, seq)) = parsed {
+                owners.entry(owner).or_default().push((seq, entry.path()));
+            }
+        }
+        for files in owners.values_mut() {
+            files.sort_by_key(|(seq, _)| std::cmp::Reverse(*seq));
+        }
+        Self(owners)
+    }
+
+    /// `owner`'s snapshot files, newest first.
+    pub fn of(&self, owner: &str) -> &[(u64, PathBuf)] {
+        self.0.get(owner).map_or(&[], Vec::as_slice)
+    }
+}
+
 /// The newest snapshot of `owner` that reads back whole. Corrupt or truncated ones are reported
 /// and skipped; a snapshot of another format version stops recovery (refusing beats guessing).
 pub fn load_newest<T: DeserializeOwned>(
     dir: &Path,
     owner: &str,
 ) -> Result<Option<(T, u64)>, StoreError> {
-    for (_, path) in list(dir, owner) {
-        let bytes = match fs::read(&path) {
+    load_newest_listed(&Listing::read(dir), owner)
+}
+
+/// `load_newest` from a listing already read.
+pub fn load_newest_listed<T: DeserializeOwned>(
+    listing: &Listing,
+    owner: &str,
+) -> Result<Option<(T, u64)>, StoreError> {
+    for (_, path) in listing.of(owner) {
+        let bytes = match fs::read(path) {
             Ok(bytes) => bytes,
             Err(error) => {
                 tracing::warn!(path = %path.display(), %error, "cannot read snapshot; skipping it");
                 continue;
             }
         };
-        match decode(&path, &bytes) {
+        match decode(path, &bytes) {
             Ok(found) => return Ok(Some(found)),
             Err(error @ StoreError::UnsupportedFormat { .. }) => return Err(error),
             Err(error) => {
@@ -361,6 +409,35 @@ mod tests {
         fs::write(&newest, &bytes[..bytes.len() / 2]).unwrap();
         let loaded: Option<(String, u64)> = load_newest(&dir, "ledger").unwrap();
         assert_eq!(loaded, Some(("old".to_owned(), 5)));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn one_listing_tells_each_owner_its_own_files_newest_first() {
+        let dir = scratch("listing");
+        for (owner, seq) in [("date-1", 5), ("date-10", 7), ("date-1", 9), ("ledger", 3)] {
+            write_atomically(&dir, owner, seq, &encode(&"state", seq)).unwrap();
+        }
+        // A write a crash cut short leaves only its temporary file.
+        fs::write(
+            dir.join(format!(".{}.tmp", file_name("date-1", 11))),
+            b"torn",
+        )
+        .unwrap();
+        let listing = Listing::read(&dir);
+        let seqs = |owner| {
+            listing
+                .of(owner)
+                .iter()
+                .map(|(seq, _)| *seq)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(seqs("date-1"), vec![9, 5]);
+        assert_eq!(seqs("date-10"), vec![7]);
+        assert_eq!(seqs("ledger"), vec![3]);
+        assert!(seqs("date-2").is_empty());
+        let (_, seq): (String, u64) = load_newest_listed(&listing, "date-1").unwrap().unwrap();
+        assert_eq!(seq, 9);
         let _ = fs::remove_dir_all(&dir);
     }
 

@@ -614,10 +614,14 @@ impl Sim {
     /// Mostly small steps, sometimes past every hold's TTL, and sometimes to the very
     /// instant a live hold expires (or the millisecond before), where off-by-one rules break.
     fn advance_clock(&mut self) -> Result<(), Failure> {
+        // Live holds are among the newest reservations: a hold lives a minute.
         let next_expiry = self
             .model
-            .reservations
-            .values()
+            .ids
+            .iter()
+            .rev()
+            .take(256)
+            .map(|id| &self.model.reservations[id])
             .filter(|r| r.state == Held::Live && r.expires_at > self.now)
             .map(|r| r.expires_at)
             .min();
@@ -1469,7 +1473,7 @@ impl Sim {
                 )
             }
         };
-        match self.rng.gen_range(0..20) {
+        match self.rng.gen_range(0..40) {
             // Killed while writing: a torn temporary file is all there is.
             0 => {
                 let torn = &bytes[..self.rng.gen_range(0..bytes.len())];
@@ -1501,6 +1505,19 @@ impl Sim {
     /// process dies with the prune just handed to the log's writer.
     async fn prune_log(&mut self) -> Result<(), Failure> {
         let dir = self.setup.snapshot_dir.clone();
+        // Every owner's snapshots from one read of the directory, newest first.
+        let mut kept: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for path in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = path.file_name().to_string_lossy().into_owned();
+            let parsed = name
+                .strip_suffix(".bin")
+                .and_then(|stem| stem.rsplit_once('-'))
+                .filter(|(owner, _)| !owner.starts_with('.'))
+                .and_then(|(owner, seq)| Some((owner.to_owned(), seq.parse::<u64>().ok()?)));
+            if let Some((owner, seq)) = parsed {
+                kept.entry(owner).or_default().push(seq);
+            }
+        }
         let engine = self.engine();
         let mut owners = vec![
             LEDGER_OWNER.to_owned(),
@@ -1513,13 +1530,11 @@ impl Sim {
             .iter()
             .map(|owner| {
                 // The owner's kept snapshots, oldest first, under the server's own rule.
-                let mut kept: Vec<u64> = snapshot::list(&dir, owner)
-                    .into_iter()
-                    .take(snapshot::SNAPSHOTS_KEPT)
-                    .map(|(seq, _)| seq)
-                    .collect();
-                kept.reverse();
-                snapshot::prune_floor(&kept)
+                let mut seqs = kept.get(owner).cloned().unwrap_or_default();
+                seqs.sort_unstable_by(|a, b| b.cmp(a));
+                seqs.truncate(snapshot::SNAPSHOTS_KEPT);
+                seqs.reverse();
+                snapshot::prune_floor(&seqs)
             })
             .min()
             .unwrap_or(0);
@@ -1528,7 +1543,7 @@ impl Sim {
         }
         engine.log.prune_through(floor);
         self.summary.prunes += 1;
-        if self.rng.gen_range(0..10) == 0 {
+        if self.rng.gen_range(0..25) == 0 {
             self.summary.crashes_in_prune += 1;
             return self.crash().await;
         }
