@@ -369,6 +369,9 @@ pub struct Violation {
     pub projection: Vec<String>,
 }
 
+/// An entry as one object sees it: the entry, its operation there, and its answer there.
+type Share<'a, O, R> = (&'a Entry, O, Option<R>);
+
 /// One object's share of an entry: its client, start, end, operation and answer.
 type Projected<O, R> = (u32, u64, Option<u64>, O, Answer<R>);
 
@@ -414,7 +417,7 @@ impl History {
         }
     }
 
-    fn seat_projection(&self, seat: u32) -> Vec<(&Entry, SeatOp, Option<SeatRet>)> {
+    fn seat_projection(&self, seat: u32) -> Vec<Share<'_, SeatOp, SeatRet>> {
         self.entries
             .iter()
             .filter_map(|e| {
@@ -450,7 +453,7 @@ impl History {
             .collect()
     }
 
-    fn account_projection(&self, user: u32) -> Vec<(&Entry, AccountOp, Option<Ret>)> {
+    fn account_projection(&self, user: u32) -> Vec<Share<'_, AccountOp, Ret>> {
         self.entries
             .iter()
             .filter(|e| e.user == user)
@@ -481,40 +484,38 @@ impl History {
     }
 
     fn check_each_object(&self) -> Option<Violation> {
-        for seat in 1..=self.seats {
-            let projection = self.seat_projection(seat);
-            let ops = projection
-                .iter()
-                .map(|(e, op, ret)| {
-                    let (returned, answer) = self.ended(e, ret.clone());
-                    (e.client, e.invoked, returned, op.clone(), answer)
-                })
-                .collect();
-            if !linearizable::<Seat>(ops) {
-                return Some(Violation {
-                    object: format!("seat {seat}"),
-                    projection: projection.iter().map(|(e, ..)| describe(e)).collect(),
-                });
-            }
-        }
         let users: std::collections::BTreeSet<u32> = self.entries.iter().map(|e| e.user).collect();
-        for user in users {
-            let projection = self.account_projection(user);
-            let ops = projection
-                .iter()
-                .map(|(e, op, ret)| {
-                    let (returned, answer) = self.ended(e, ret.clone());
-                    (e.client, e.invoked, returned, op.clone(), answer)
+        (1..=self.seats)
+            .find_map(|seat| {
+                self.check_object::<Seat>(format!("seat {seat}"), self.seat_projection(seat))
+            })
+            .or_else(|| {
+                users.into_iter().find_map(|user| {
+                    self.check_object::<Account>(
+                        format!("user {user}'s balance"),
+                        self.account_projection(user),
+                    )
                 })
-                .collect();
-            if !linearizable::<Account>(ops) {
-                return Some(Violation {
-                    object: format!("user {user}'s balance"),
-                    projection: projection.iter().map(|(e, ..)| describe(e)).collect(),
-                });
-            }
-        }
-        None
+            })
+    }
+
+    /// One object's projection through the checker; the violation, if it has no order.
+    fn check_object<C: Contract + Default + std::hash::Hash>(
+        &self,
+        object: String,
+        projection: Vec<Share<'_, C::Op, C::Ret>>,
+    ) -> Option<Violation> {
+        let ops = projection
+            .iter()
+            .map(|(e, op, ret)| {
+                let (returned, answer) = self.ended(e, ret.clone());
+                (e.client, e.invoked, returned, op.clone(), answer)
+            })
+            .collect();
+        (!linearizable::<C>(ops)).then(|| Violation {
+            object,
+            projection: projection.iter().map(|(e, ..)| describe(e)).collect(),
+        })
     }
 
     /// How many entries were answered, and how many were left in flight by a kill.

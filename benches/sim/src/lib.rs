@@ -1505,19 +1505,7 @@ impl Sim {
     /// process dies with the prune just handed to the log's writer.
     async fn prune_log(&mut self) -> Result<(), Failure> {
         let dir = self.setup.snapshot_dir.clone();
-        // Every owner's snapshots from one read of the directory, newest first.
-        let mut kept: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-        for path in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let name = path.file_name().to_string_lossy().into_owned();
-            let parsed = name
-                .strip_suffix(".bin")
-                .and_then(|stem| stem.rsplit_once('-'))
-                .filter(|(owner, _)| !owner.starts_with('.'))
-                .and_then(|(owner, seq)| Some((owner.to_owned(), seq.parse::<u64>().ok()?)));
-            if let Some((owner, seq)) = parsed {
-                kept.entry(owner).or_default().push(seq);
-            }
-        }
+        let listing = snapshot::Listing::read(&dir);
         let engine = self.engine();
         let mut owners = vec![
             LEDGER_OWNER.to_owned(),
@@ -1530,9 +1518,12 @@ impl Sim {
             .iter()
             .map(|owner| {
                 // The owner's kept snapshots, oldest first, under the server's own rule.
-                let mut seqs = kept.get(owner).cloned().unwrap_or_default();
-                seqs.sort_unstable_by(|a, b| b.cmp(a));
-                seqs.truncate(snapshot::SNAPSHOTS_KEPT);
+                let mut seqs: Vec<u64> = listing
+                    .of(owner)
+                    .iter()
+                    .take(snapshot::SNAPSHOTS_KEPT)
+                    .map(|(seq, _)| *seq)
+                    .collect();
                 seqs.reverse();
                 snapshot::prune_floor(&seqs)
             })
