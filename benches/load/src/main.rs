@@ -45,6 +45,7 @@ mod payments;
 mod polls;
 mod pool;
 mod progress;
+mod purchase;
 mod report;
 mod rss;
 mod sell_out;

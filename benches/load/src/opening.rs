@@ -44,8 +44,9 @@ use time::OffsetDateTime;
 use tokio::task::JoinSet;
 
 use crate::api::{self, Admission, Fail, RoomReport};
-use crate::audit::{Auditor, BuyerRecord, PaidRecord};
+use crate::audit::{Auditor, BuyerRecord};
 use crate::client::{jitter, Client};
+use crate::purchase::{self, Settled};
 use crate::report::Check;
 use crate::series::PerSecond;
 use crate::setup::{self, Queued, PASSWORD};
@@ -628,43 +629,14 @@ async fn buy(
             Err(_) => return false,
         }
     };
-    if reservation.price > 0 {
-        let key = format!("lg-{run}-{index}-charge");
-        match api::charge(client, session, reservation.price, &key).await {
-            Ok(_) => record.topups += reservation.price,
-            Err(fail) => {
-                if let Fail::NoResponse(_) = fail {
-                    record.topups_uncertain += reservation.price;
-                }
-                let _ = api::cancel(client, session, &reservation.reservation_id).await;
-                return false;
-            }
-        }
-    }
-    let key = format!("lg-{run}-{index}-pay");
-    match api::pay(client, session, token, &reservation.reservation_id, &key).await {
-        Ok(payment) => {
-            let seats = payment.seat_nos.len() as u32;
-            record.paid.push(PaidRecord {
-                reservation_id: payment.reservation_id,
-                date_id: payment.date_id,
-                seat_nos: payment.seat_nos,
-                amount: payment.amount,
-            });
+    match purchase::top_up_and_pay(client, session, token, &reservation, (run, index), record).await
+    {
+        Settled::Paid(seats) => {
             shared.paid.fetch_add(1, Ordering::Relaxed);
             shared.sold(seats);
             true
         }
-        Err(Fail::NoResponse(_)) => {
-            record
-                .payments_uncertain
-                .push(reservation.reservation_id.clone());
-            false
-        }
-        Err(_) => {
-            let _ = api::cancel(client, session, &reservation.reservation_id).await;
-            false
-        }
+        Settled::LetGo | Settled::Unknown => false,
     }
 }
 

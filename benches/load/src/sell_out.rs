@@ -25,8 +25,9 @@ use serde_json::json;
 use tokio::task::JoinSet;
 
 use crate::api::{self, Admission, Fail, SeatStatus};
-use crate::audit::{Auditor, BuyerRecord, PaidRecord};
+use crate::audit::{Auditor, BuyerRecord};
 use crate::client::Client;
+use crate::purchase::{self, Settled};
 use crate::setup::{self, Names, PASSWORD};
 use crate::{report, Context, Mode, ModeRun};
 
@@ -428,48 +429,18 @@ async fn buy(
             shared.granted.lock()[at].released = true;
         }
     };
-    if reservation.price > 0 {
-        let key = format!("lg-{run}-{index}-charge");
-        match api::charge(client, session, reservation.price, &key).await {
-            Ok(_) => record.topups += reservation.price,
-            Err(Fail::NoResponse(_)) => {
-                record.topups_uncertain += reservation.price;
-                release(client, session, &reservation.reservation_id).await;
-                released(shared);
-                return false;
-            }
-            Err(_) => {
-                release(client, session, &reservation.reservation_id).await;
-                released(shared);
-                return false;
-            }
-        }
-    }
-    let key = format!("lg-{run}-{index}-pay");
-    match api::pay(client, session, token, &reservation.reservation_id, &key).await {
-        Ok(payment) => {
-            let seats = payment.seat_nos.len() as u32;
-            record.paid.push(PaidRecord {
-                reservation_id: payment.reservation_id,
-                date_id: payment.date_id,
-                seat_nos: payment.seat_nos,
-                amount: payment.amount,
-            });
+    match purchase::top_up_and_pay(client, session, token, &reservation, (run, index), record).await
+    {
+        Settled::Paid(seats) => {
             shared.buyers_paid.fetch_add(1, Ordering::Relaxed);
             shared.sold(seats);
             true
         }
-        Err(Fail::NoResponse(_)) => {
-            record
-                .payments_uncertain
-                .push(reservation.reservation_id.clone());
-            false
-        }
-        Err(_) => {
-            release(client, session, &reservation.reservation_id).await;
+        Settled::LetGo => {
             released(shared);
             false
         }
+        Settled::Unknown => false,
     }
 }
 
@@ -640,11 +611,6 @@ fn clean_block(rows: &[api::LayoutRow], free: &[bool], quantity: u32) -> Option<
             })
             .map(|(a, _)| a)
     })
-}
-
-/// Cancels a hold the buyer will not pay for, so its seats go back on sale at once.
-async fn release(client: &Client, session: &str, reservation_id: &str) {
-    let _ = api::cancel(client, session, reservation_id).await;
 }
 
 /// Leaves the waiting room; a token the halted run could not hand back is kept for the
