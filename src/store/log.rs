@@ -114,6 +114,9 @@ pub struct LogStats {
     pub commits: AtomicU64,
     pub events: AtomicU64,
     pub committed_seq: AtomicU64,
+    /// The newest sequence number handed out, for readers that must not take the appender's
+    /// lock (every answer asks it: `EventLog::flush`).
+    pub appended_seq: AtomicU64,
     /// Every committed event up to here has its rows in the history database.
     pub rows_through: AtomicU64,
 }
@@ -421,6 +424,7 @@ impl EventLog {
         let mut appender = self.appender.lock();
         let seq = appender.next_seq;
         appender.next_seq += 1;
+        self.stats.appended_seq.store(seq, Ordering::Release);
         let pending = Pending {
             seq,
             payload,
@@ -471,6 +475,7 @@ impl EventLog {
         let first = appender.next_seq;
         appender.next_seq += count as u64;
         let last = appender.next_seq - 1;
+        self.stats.appended_seq.store(last, Ordering::Release);
         let run: Vec<Pending> = encoded
             .into_iter()
             .zip(first..)
@@ -497,7 +502,7 @@ impl EventLog {
 
     /// The newest sequence number handed out (committed or not).
     pub fn last_sequence(&self) -> u64 {
-        self.appender.lock().next_seq - 1
+        self.stats.appended_seq.load(Ordering::Acquire)
     }
 
     pub fn stats(&self) -> &LogStats {
@@ -506,6 +511,9 @@ impl EventLog {
 
     /// Waits until every event up to `seq` is committed.
     pub async fn wait_committed(&self, seq: u64) {
+        if self.stats.committed_seq.load(Ordering::Acquire) >= seq {
+            return;
+        }
         let mut committed = self.committed.clone();
         let _ = committed.wait_for(|c| *c >= seq).await;
     }

@@ -71,6 +71,7 @@ impl EventLog {
         let (to_rows, from_log) = mpsc::channel();
         let stats = Arc::new(LogStats::default());
         stats.committed_seq.store(start_seq, Ordering::SeqCst);
+        stats.appended_seq.store(start_seq, Ordering::SeqCst);
         stats.rows_through.store(rows_through, Ordering::SeqCst);
         let (committed_tx, committed) = watch::channel(start_seq);
         let (rows_tx, rows_progress) = watch::channel(rows_through);
