@@ -465,6 +465,12 @@ impl Context {
     /// The setup every mode shares: sign up `--buyers` buyers, then the auditor, admitted, whose
     /// session and queue token read the seat listings at the end.
     async fn sign_up_buyers_and_auditor(&self) -> anyhow::Result<(String, String)> {
+        self.sign_up_buyers().await?;
+        setup::admit_one(&self.client, &self.names.auditor(), self.setup_timeout())
+            .await
+            .map_err(|why| anyhow::anyhow!("the auditor: {why}"))
+    }
+    async fn sign_up_buyers(&self) -> anyhow::Result<()> {
         setup::sign_up_all(
             &self.client,
             self.display,
@@ -472,11 +478,20 @@ impl Context {
             self.cli.buyers,
             self.setup_timeout(),
         )
-        .await?;
-        setup::admit_one(&self.client, &self.names.auditor(), self.setup_timeout())
-            .await
-            .map_err(|why| anyhow::anyhow!("the auditor: {why}"))
+        .await
     }
+
+    async fn sign_in_buyers(&self) -> anyhow::Result<Vec<setup::SignedIn>> {
+        setup::sign_in_all(
+            &self.client,
+            self.display,
+            &self.names,
+            self.cli.buyers,
+            self.setup_timeout(),
+        )
+        .await
+    }
+
     /// Signs every buyer in and waits until all are admitted (the modes that start with every
     /// buyer ready to hold).
     async fn sign_in_and_admit_buyers(&self) -> anyhow::Result<Vec<setup::Admitted>> {

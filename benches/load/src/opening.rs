@@ -187,22 +187,8 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
     let seat_count = ctx.seats();
     let (max_active, room_rate) = (ctx.cli.room_max_active, ctx.cli.room_rate);
     let setup_started = Instant::now();
-    setup::sign_up_all(
-        client,
-        ctx.display,
-        &ctx.names,
-        ctx.cli.buyers,
-        ctx.setup_timeout(),
-    )
-    .await?;
-    let signed_in = setup::sign_in_all(
-        client,
-        ctx.display,
-        &ctx.names,
-        ctx.cli.buyers,
-        ctx.setup_timeout(),
-    )
-    .await?;
+    ctx.sign_up_buyers().await?;
+    let signed_in = ctx.sign_in_buyers().await?;
     let auditor_session = api::sign_in(client, &ctx.names.auditor(), PASSWORD, None)
         .await
         .map_err(|fail| anyhow::anyhow!("the auditor's sign-in: {fail}"))?;

@@ -76,22 +76,8 @@ impl Shared {
 pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
     let client = &ctx.client;
     let setup_started = Instant::now();
-    setup::sign_up_all(
-        client,
-        ctx.display,
-        &ctx.names,
-        ctx.cli.buyers,
-        ctx.setup_timeout(),
-    )
-    .await?;
-    let signed_in = setup::sign_in_all(
-        client,
-        ctx.display,
-        &ctx.names,
-        ctx.cli.buyers,
-        ctx.setup_timeout(),
-    )
-    .await?;
+    ctx.sign_up_buyers().await?;
+    let signed_in = ctx.sign_in_buyers().await?;
     let queued =
         setup::take_queue_tokens(client, ctx.display, signed_in, ctx.setup_timeout()).await?;
     let records: Vec<BuyerRecord> = queued

@@ -175,14 +175,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ModeRun> {
     let (concert_id, date_id) =
         setup::concert_with_date(client, admin, &ctx.names, seat_count, ctx.cli.price).await?;
     let (auditor_session, auditor_token) = ctx.sign_up_buyers_and_auditor().await?;
-    let signed_in = setup::sign_in_all(
-        client,
-        ctx.display,
-        &ctx.names,
-        ctx.cli.buyers,
-        ctx.setup_timeout(),
-    )
-    .await?;
+    let signed_in = ctx.sign_in_buyers().await?;
 
     // Room for every buyer's hold in flight, and a tenth of the date, but never half of it.
     let low_water = (seat_count / 10)
